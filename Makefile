@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export BOSUN_HOME ?= $(CURDIR)/.bosun
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: run test install sample-data demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+sample-data: install
+	$(BIN)/bosun sample-data
+
+run: sample-data
+	$(BIN)/bosun dev
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/bosun demo --events 2000
+
+bench: install
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf .bosun .dagster_home .pytest_cache

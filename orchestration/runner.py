@@ -1,0 +1,42 @@
+"""Processing the inbox in-process, batch by batch, without a daemon.
+
+The same job, partitions and batch cutting as the sensor path, driven by a loop: this is
+what `bosun demo`, the benchmark and the tests use to run a workflow end to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+import dagster as dg
+
+from orchestration.batching import BatchPolicy, cut_batches
+from orchestration.inbox import Inbox
+
+
+@dataclass
+class BatchRunReport:
+    batches: list[str]
+    failed: list[str]
+
+
+def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.DynamicPartitionsDefinition,
+                        event_types: Sequence[str], inbox: Inbox, instance: dg.DagsterInstance,
+                        policy: BatchPolicy, cursor: int = 0) -> BatchRunReport:
+    """Cut every pending event into batches (no waiting) and run one job per batch."""
+    job = defs.resolve_job_def(job_name)
+    policy = BatchPolicy(max_events=policy.max_events, max_wait_seconds=0, max_batches_per_tick=10_000)
+    report = BatchRunReport([], [])
+    while True:
+        pending = inbox.pending_after(cursor, list(event_types), policy.max_events * 50)
+        batches = cut_batches(pending, policy, datetime.now(timezone.utc))
+        if not batches:
+            return report
+        keys = [b.key for b in batches]
+        instance.add_dynamic_partitions(partitions_def.name, keys)
+        for key in keys:
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+            (report.batches if result.success else report.failed).append(key)
+        cursor = batches[-1].last

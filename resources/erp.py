@@ -1,0 +1,193 @@
+"""The ERP: vendors, purchase orders, the ledger and payments, in a SQL database.
+
+A real target system as far as Bosun is concerned: its write APIs take idempotency keys
+(as payment APIs do), so a replayed action is a no-op, and each write has a compensating
+call. Writes take many items per call so a batch costs one round trip per step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from orchestration import settings
+from orchestration.db import engine_for, insert_ignoring_duplicates
+
+erp_metadata = sa.MetaData()
+Money = sa.Numeric(16, 2)
+
+vendors = sa.Table(
+    "erp_vendors", erp_metadata,
+    sa.Column("vendor_id", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("country", sa.String(2)),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("risk_tier", sa.String(20), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("iban", sa.String(64)),
+)
+purchase_orders = sa.Table(
+    "erp_purchase_orders", erp_metadata,
+    sa.Column("po_number", sa.String(100), primary_key=True),
+    sa.Column("vendor_id", sa.String(100), nullable=False, index=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("opened_on", sa.Date),
+)
+ledger_entries = sa.Table(
+    "erp_ledger_entries", erp_metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
+    sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
+    sa.Column("vendor_id", sa.String(100), nullable=False),
+    sa.Column("po_number", sa.String(100)),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    # posted -> reversed: a reversal is kept, never deleted, as an accountant would expect
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("posted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reversed_at", sa.DateTime(timezone=True)),
+)
+payments = sa.Table(
+    "erp_payments", erp_metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
+    sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
+    sa.Column("vendor_id", sa.String(100), nullable=False),
+    sa.Column("po_number", sa.String(100), index=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("due_on", sa.Date),
+    # scheduled -> cancelled
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cancelled_at", sa.DateTime(timezone=True)),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ERPResource(dg.ConfigurableResource):
+    """`url` unset means BOSUN_ERP_DATABASE_URL, else Bosun's own database."""
+
+    url: Optional[str] = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        url = settings.normalise_url(self.url) if self.url else settings.erp_database_url()
+        return engine_for(url, (erp_metadata,))
+
+    # ---- master data ---------------------------------------------------------------
+    def load_master_data(self, vendor_rows: list[dict], po_rows: list[dict]) -> None:
+        """Seed vendors and purchase orders (sample data); existing rows are kept."""
+        eng = self.engine
+        pos = [{**p, "amount": Decimal(p["amount"]),
+                "opened_on": pd.Timestamp(p["opened_on"]).date() if p.get("opened_on") else None} for p in po_rows]
+        with eng.begin() as conn:
+            if vendor_rows:
+                conn.execute(insert_ignoring_duplicates(eng, vendors, ["vendor_id"]), vendor_rows)
+            for i in range(0, len(pos), 5000):
+                conn.execute(insert_ignoring_duplicates(eng, purchase_orders, ["po_number"]), pos[i:i + 5000])
+
+    def vendors_frame(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(sa.select(vendors), conn)
+
+    def purchase_orders_frame(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            df = pd.read_sql(sa.select(purchase_orders), conn)
+        df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
+        return df
+
+    # ---- reads the decision needs live -----------------------------------------------
+    def paid_invoices(self, invoice_ids: list[str]) -> dict[tuple[str, str], list[str]]:
+        """(vendor_id, invoice_id) -> idempotency keys of its live (not cancelled) payments."""
+        out: dict[tuple[str, str], list[str]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(invoice_ids), 5000):
+                q = (sa.select(payments.c.vendor_id, payments.c.invoice_id, payments.c.idempotency_key)
+                     .where(payments.c.invoice_id.in_(invoice_ids[i:i + 5000]), payments.c.status == "scheduled"))
+                for v, inv, key in conn.execute(q):
+                    out.setdefault((v, inv), []).append(key)
+        return out
+
+    def paid_per_po(self, po_numbers: list[str]) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(po_numbers), 5000):
+                q = (sa.select(payments.c.po_number, sa.func.sum(payments.c.amount))
+                     .where(payments.c.po_number.in_(po_numbers[i:i + 5000]), payments.c.status == "scheduled")
+                     .group_by(payments.c.po_number))
+                out.update({po: Decimal(str(total)) for po, total in conn.execute(q)})
+        return out
+
+    # ---- writes, idempotent by key, each with its compensation --------------------------
+    def post_ledger_entries(self, items: list[dict]) -> dict[str, str]:
+        """items: key, invoice_id, vendor_id, po_number, amount, currency. Returns per-key errors."""
+        rows = [{"idempotency_key": it["key"], "invoice_id": it["invoice_id"], "vendor_id": it["vendor_id"],
+                 "po_number": it["po_number"], "amount": Decimal(it["amount"]), "currency": it["currency"],
+                 "status": "posted", "posted_at": _now()} for it in items]
+        with self.engine.begin() as conn:
+            conn.execute(insert_ignoring_duplicates(self.engine, ledger_entries, ["idempotency_key"]), rows)
+        return {}
+
+    def reverse_ledger_entries(self, items: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ledger_entries.update()
+                         .where(ledger_entries.c.idempotency_key.in_([it["key"] for it in items]),
+                                ledger_entries.c.status == "posted")
+                         .values(status="reversed", reversed_at=_now()))
+
+    def schedule_payments(self, items: list[dict]) -> dict[str, str]:
+        rows = [{"idempotency_key": it["key"], "invoice_id": it["invoice_id"], "vendor_id": it["vendor_id"],
+                 "po_number": it["po_number"], "amount": Decimal(it["amount"]), "currency": it["currency"],
+                 "due_on": pd.Timestamp(it["due_on"]).date(), "status": "scheduled", "scheduled_at": _now()}
+                for it in items]
+        with self.engine.begin() as conn:
+            conn.execute(insert_ignoring_duplicates(self.engine, payments, ["idempotency_key"]), rows)
+        return {}
+
+    def cancel_payments(self, items: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(payments.update()
+                         .where(payments.c.idempotency_key.in_([it["key"] for it in items]),
+                                payments.c.status == "scheduled")
+                         .values(status="cancelled", cancelled_at=_now()))
+
+    # ---- what verification needs ----------------------------------------------------------
+    def invoices_paid_twice(self) -> list[dict]:
+        q = (sa.select(payments.c.vendor_id, payments.c.invoice_id, sa.func.count().label("payments"))
+             .where(payments.c.status == "scheduled")
+             .group_by(payments.c.vendor_id, payments.c.invoice_id).having(sa.func.count() > 1))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def payments_over_po(self, tolerance: Decimal) -> list[dict]:
+        paid = (sa.select(payments.c.po_number, sa.func.sum(payments.c.amount).label("paid"))
+                .where(payments.c.status == "scheduled").group_by(payments.c.po_number).subquery())
+        q = (sa.select(paid.c.po_number, paid.c.paid, purchase_orders.c.amount.label("po_amount"))
+             .join(purchase_orders, purchase_orders.c.po_number == paid.c.po_number, isouter=True)
+             .where(sa.or_(purchase_orders.c.po_number.is_(None),
+                           paid.c.paid > purchase_orders.c.amount * (1 + tolerance))))
+        with self.engine.connect() as conn:
+            return [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in r.items()}
+                    for r in conn.execute(q).mappings()]
+
+    def live_ledger_entries(self, invoice_id: str | None = None) -> list[dict]:
+        q = sa.select(ledger_entries).where(ledger_entries.c.status == "posted")
+        if invoice_id:
+            q = q.where(ledger_entries.c.invoice_id == invoice_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def live_payments(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(payments).where(payments.c.status == "scheduled")).mappings()]
