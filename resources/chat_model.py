@@ -16,15 +16,19 @@ from pydantic import BaseModel
 T = TypeVar("T", bound=BaseModel)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LLMResult(Generic[T]):
-    value: Optional[T]
+    value: Optional[T]  # None is an explicit "no result"; no_result_reason says why
     no_result_reason: Optional[str]
-    attempts: int
+    attempts: int  # model calls made, re-asks and a final failed HTTP call included
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
 
 
 class ChatModel(dg.ConfigurableResource):

@@ -19,12 +19,13 @@ The API key is never put in a reason, a log line or the resource's repr.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import dagster as dg
 import openai
 from pydantic import BaseModel, PrivateAttr, ValidationError
+
+from resources.chat_model import ChatModel, LLMResult
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -32,22 +33,7 @@ _MAX_ERRORS_SHOWN = 10
 _MAX_REASON_CHARS = 500
 
 
-@dataclass(frozen=True)
-class LLMResult(Generic[T]):
-    value: Optional[T]  # None is an explicit "no result"; no_result_reason says why
-    no_result_reason: Optional[str]
-    attempts: int  # model calls made, re-asks and a final failed HTTP call included
-    model: str
-    input_tokens: int
-    output_tokens: int
-    latency_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.value is not None
-
-
-class OpenAIStructuredLLM(dg.ConfigurableResource):
+class OpenAIStructuredLLM(ChatModel):
     """Callers pass `api_key=dg.EnvVar("OPENAI_API_KEY")` so the key stays out of config."""
 
     api_key: str
@@ -61,6 +47,10 @@ class OpenAIStructuredLLM(dg.ConfigurableResource):
     structured_output: bool = True
 
     _client: Optional[openai.OpenAI] = PrivateAttr(default=None)
+
+    @property
+    def enabled(self) -> bool:
+        return True
 
     def __repr_args__(self):
         # Inside a run Dagster resolves the EnvVar, so the field then holds the key itself.
@@ -90,10 +80,9 @@ class OpenAIStructuredLLM(dg.ConfigurableResource):
             )
         return self._client
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    # No teardown_after_execution closing the client on purpose: Dagster then refuses
+    # process_config_and_initialize() for this resource. The pool is closed when the
+    # per-run resource copy is garbage collected.
 
     # -- completion ------------------------------------------------------------------
 

@@ -83,7 +83,10 @@ class FakeOpenAI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            # A short poll interval keeps shutdown() (hence every test's teardown) quick.
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -183,16 +186,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, _error_body(400, "request body is not JSON"))
             return
         auth = self.headers.get("Authorization") or ""
-        self.owner.requests.append(
-            {
-                "body": body,
-                "authorization": auth,
-                "retry_count": self.headers.get("x-stainless-retry-count"),
-                "time": time.monotonic(),
-            }
-        )
+        record = {
+            "body": body,
+            "authorization": auth,
+            "retry_count": self.headers.get("x-stainless-retry-count"),
+            "time": time.monotonic(),
+            "usage": None,  # filled in below when the reply carries usage
+        }
+        self.owner.requests.append(record)
         if not auth.startswith("Bearer ") or not auth[len("Bearer "):].strip():
             self._send(401, _error_body(401, "missing bearer token"))
             return
         status, headers, payload = self.owner.respond(self.owner._next_behaviour(), body)
+        record["usage"] = payload.get("usage")
         self._send(status, payload, headers)
