@@ -13,14 +13,21 @@ from orchestration.envelope import PayloadRegistry
 from resources.defaults import default_resources
 from sensors import invoices as invoice_triggers
 
-defs = dg.Definitions(
-    assets=[*invoices.assets],
-    asset_checks=[*invoices.checks],
-    jobs=[*invoices.jobs],
-    sensors=[*invoice_triggers.sensors],
-    schedules=[*invoice_triggers.schedules],
-    resources=default_resources(),
-)
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    """Every workflow with the environment's resources; `resources` replaces some (tests,
+    fault injection) without touching the workflows."""
+    return dg.Definitions(
+        assets=[*invoices.assets],
+        asset_checks=[*invoices.checks],
+        jobs=[*invoices.jobs],
+        sensors=[*invoice_triggers.sensors],
+        schedules=[*invoice_triggers.schedules],
+        resources={**default_resources(), **(resources or {})},
+    )
+
+
+defs = build_definitions()
 
 # Every workflow's payload models, for triggers that accept any event (CLI, HTTP).
 payload_registry = PayloadRegistry()

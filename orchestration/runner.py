@@ -6,7 +6,7 @@ what `bosun demo`, the benchmark and the tests use to run a workflow end to end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -18,8 +18,9 @@ from orchestration.inbox import Inbox
 
 @dataclass
 class BatchRunReport:
-    batches: list[str]
-    failed: list[str]
+    batches: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    check_failures: list[str] = field(default_factory=list)  # "batch: check" that did not pass
 
 
 def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.DynamicPartitionsDefinition,
@@ -28,7 +29,7 @@ def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.
     """Cut every pending event into batches (no waiting) and run one job per batch."""
     job = defs.resolve_job_def(job_name)
     policy = BatchPolicy(max_events=policy.max_events, max_wait_seconds=0, max_batches_per_tick=10_000)
-    report = BatchRunReport([], [])
+    report = BatchRunReport()
     while True:
         pending = inbox.pending_after(cursor, list(event_types), policy.max_events * 50)
         batches = cut_batches(pending, policy, datetime.now(timezone.utc))
@@ -39,4 +40,6 @@ def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.
         for key in keys:
             result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
             (report.batches if result.success else report.failed).append(key)
+            report.check_failures += [f"{key}: {e.check_name}" for e in result.get_asset_check_evaluations()
+                                      if not e.passed]
         cursor = batches[-1].last

@@ -7,9 +7,10 @@ a restart resumes where it stopped; run_key = batch key makes a repeated request
 
 
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Sequence, Union
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition  # noqa: F401
 
 from orchestration.batching import BatchPolicy, cut_batches
 from resources.database import BosunDatabase
@@ -22,8 +23,8 @@ def build_inbox_batch_sensor(
     name: str,
     event_types: Sequence[str],
     partitions_def: dg.DynamicPartitionsDefinition,
-    batch_job: dg.UnresolvedAssetJobDefinition,
-    bootstrap_job: dg.UnresolvedAssetJobDefinition,
+    batch_job: Union[dg.JobDefinition, "UnresolvedAssetJobDefinition"],
+    bootstrap_job: Union[dg.JobDefinition, "UnresolvedAssetJobDefinition"],
     bootstrap_assets: Sequence[dg.AssetsDefinition],
     policy: BatchPolicy,
     minimum_interval_seconds: int = 5,
