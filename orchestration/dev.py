@@ -90,6 +90,9 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
     except KeyboardInterrupt:
         return 0
     finally:
+        # Shut down once: a second signal must not interrupt the shutdown itself.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:

@@ -16,6 +16,10 @@ from orchestration.batching import BatchPolicy, cut_batches
 from orchestration.inbox import Inbox
 
 
+# The run's events still go to the instance (and the UI); only the console stays quiet.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclass
 class BatchRunReport:
     batches: list[str] = field(default_factory=list)
@@ -38,7 +42,8 @@ def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.
         keys = [b.key for b in batches]
         instance.add_dynamic_partitions(partitions_def.name, keys)
         for key in keys:
-            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                            run_config=QUIET)
             (report.batches if result.success else report.failed).append(key)
             report.check_failures += [f"{key}: {e.check_name}" for e in result.get_asset_check_evaluations()
                                       if not e.passed]

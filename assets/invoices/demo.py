@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.inbox import Inbox
-from orchestration.runner import run_pending_batches
+from orchestration.runner import QUIET, run_pending_batches
 from resources.erp import ERPResource
 from resources.local_model import LocalModel
 
@@ -54,8 +54,9 @@ def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int) -> dict
     prep = prepare(home / "sample", n_events, seed, erp, local_model)
     inbox = db.inbox()
     ingest = inbox.ingest(read_events(prep["paths"]["invoices"]), registry).as_dict()
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.local_temp(tempdir=str(home / "dagster")) as instance:
-        dg.materialize(context_assets, instance=instance, resources=resources)
+        dg.materialize(context_assets, instance=instance, resources=resources, run_config=QUIET)
         report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, inbox,
                                      instance, batch_policy)
     return {"ingest": {k: v for k, v in ingest.items() if k != "rejections"},
