@@ -7,6 +7,7 @@ from typing import Optional
 import dagster as dg
 
 from orchestration import settings
+from resources.env import resolved
 from orchestration.audit import AuditLog
 from orchestration.inbox import Inbox
 from orchestration.review import ReviewQueue
@@ -19,7 +20,8 @@ class BosunDatabase(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
-        return settings.normalise_url(self.url) if self.url else settings.database_url()
+        url = resolved(self.url)
+        return settings.normalise_url(url) if url else settings.database_url()
 
     def inbox(self) -> Inbox:
         return Inbox(self.resolved_url)

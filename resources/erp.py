@@ -16,6 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from orchestration import settings
+from resources.env import resolved
 from orchestration.db import engine_for, insert_ignoring_duplicates
 
 erp_metadata = sa.MetaData()
@@ -82,7 +83,8 @@ class ERPResource(dg.ConfigurableResource):
 
     @property
     def engine(self) -> sa.Engine:
-        url = settings.normalise_url(self.url) if self.url else settings.erp_database_url()
+        url = resolved(self.url)
+        url = settings.normalise_url(url) if url else settings.erp_database_url()
         return engine_for(url, (erp_metadata,))
 
     # ---- master data ---------------------------------------------------------------

@@ -16,6 +16,7 @@ import bm25s
 import dagster as dg
 
 from orchestration import settings
+from resources.env import resolved
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class PolicyDocuments(dg.ConfigurableResource):
     directory: Optional[str] = None
 
     def load(self) -> dict[str, str]:
-        base = Path(self.directory) if self.directory else settings.sample_dir() / "policies"
+        configured = resolved(self.directory)
+        base = Path(configured) if configured else settings.sample_dir() / "policies"
         docs = {p.name: p.read_text() for p in sorted(base.glob("*.md"))}
         if not docs:
             raise FileNotFoundError(f"no policy documents (*.md) in {base}; run `bosun sample-data` first")

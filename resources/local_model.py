@@ -22,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
 
 from orchestration import settings
+from resources.env import resolved
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class LocalModel(dg.ConfigurableResource):
     model_dir: Optional[str] = None
 
     def _path(self, name: str) -> Path:
-        base = Path(self.model_dir) if self.model_dir else settings.model_dir()
+        configured = resolved(self.model_dir)
+        base = Path(configured) if configured else settings.model_dir()
         return base / f"{name}.joblib"
 
     def exists(self, name: str) -> bool:

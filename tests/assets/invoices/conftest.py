@@ -58,8 +58,14 @@ def make_world(home: Path, instance: dg.DagsterInstance, n: int = 300, seed: int
     return InvoiceWorld(home, sample, defs, instance)
 
 
-@pytest.fixture
-def world(model_home, monkeypatch, tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request, model_home, monkeypatch, tmp_path):
+    """Embedded (SQLite everywhere) and production-like: Bosun's tables and the ERP in
+    Postgres, Dagster's storage in Postgres through dagster-postgres."""
+    overrides = None
+    if request.param == "postgres":
+        monkeypatch.setenv("BOSUN_DATABASE_URL", request.getfixturevalue("pg_url"))
+        overrides = {"storage": {"postgres": {"postgres_url": request.getfixturevalue("dagster_pg_url")}}}
     (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"), overrides=overrides) as instance:
         yield make_world(model_home, instance, monkeypatch=monkeypatch)
