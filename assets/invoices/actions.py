@@ -107,17 +107,14 @@ def plan_payments(invoice_decisions: list[dict]) -> dict:
 
 
 @dg.op
-def execute_payment_sagas(planned: dict, erp: ERPResource) -> dict:
-    return {**planned, "sagas": execute(planned["plan"], erp)}
-
-
-@dg.op
-def record_outcomes(context: dg.OpExecutionContext, executed: dict, bosun_db: BosunDatabase) -> dg.Output[dict]:
-    decisions, sagas = executed["decisions"], executed["sagas"]
-    batch_id = context.partition_key
+def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ERPResource,
+                          bosun_db: BosunDatabase) -> dg.Output[dict]:
+    """Run the sagas, then record every event's outcome: review queue and audit first, the
+    inbox state last, so a run that dies in between leaves the events "received" and the
+    replay redoes them idempotently."""
+    decisions, batch_id = planned["decisions"], context.partition_key
+    sagas = execute(planned["plan"], erp)
     states = outcomes(decisions, sagas)
-    # Review queue and audit before the inbox state: if the run dies in between, the
-    # replay finds the events still "received" and redoes them idempotently.
     bosun_db.review_queue().submit(WORKFLOW, [
         {"key": d["key"], "entity_key": d["entity_key"], "confidence": d["confidence"], "reason": d["reason"],
          "proposal": {"decision": d["final_decision"], "proposed": d["decision"], "invoice": d["invoice"],
@@ -131,7 +128,8 @@ def record_outcomes(context: dg.OpExecutionContext, executed: dict, bosun_db: Bo
     summary = {"batch": batch_id, "events": len(states), "by_status": by_status,
                "paid": len(sagas.done), "saga_failures": len(sagas.failed), "audit_head_seq": last_seq}
     return dg.Output(summary, metadata={
-        "events": len(states), "paid": len(sagas.done), "saga_failures": len(sagas.failed),
+        "events": len(states), "planned_payments": len(planned["plan"]), "paid": len(sagas.done),
+        "saga_failures": len(sagas.failed),
         "compensated": sum(1 for f in sagas.failed.values() if f["compensated"]),
         **{f"state_{k}": v for k, v in sorted(by_status.items())}, "audit_head_seq": last_seq})
 
@@ -140,4 +138,4 @@ def record_outcomes(context: dg.OpExecutionContext, executed: dict, bosun_db: Bo
 def invoice_actions(invoice_decisions: list[dict]) -> dict:
     """Payments made for the batch's approved invoices (ledger entry, then payment), and
     the terminal state of every event in the batch."""
-    return record_outcomes(execute_payment_sagas(plan_payments(invoice_decisions)))
+    return execute_payment_sagas(plan_payments(invoice_decisions))

@@ -19,33 +19,49 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
                         category=dg.PreviewWarning)
 
 
-@dg.asset_check(asset=invoice_actions, partitions_def=invoice_batches, blocking=True,
-                description="Nothing lost: every event of the batch is done, escalated, rejected or dead-lettered.")
-def every_event_reached_a_terminal_state(context: dg.AssetCheckExecutionContext,
-                                          bosun_db: BosunDatabase) -> dg.AssetCheckResult:
-    batch = BatchRange.parse(context.partition_key)
+_SPECS = {
+    "every_event_reached_a_terminal_state":
+        "Nothing lost: every event of the batch is done, escalated, rejected or dead-lettered.",
+    "no_invoice_paid_twice": "No invoice has more than one live payment, across all batches.",
+    "no_payment_exceeds_po": "Live payments on each purchase order stay within its amount plus tolerance.",
+}
+
+
+# One step for the three checks: each step of a run costs event-log writes, and these
+# are three cheap queries (shared/notes/performance.md).
+@dg.multi_asset_check(
+    name="invoice_outcome_checks",
+    specs=[dg.AssetCheckSpec(name, asset=invoice_actions, partitions_def=invoice_batches, blocking=True,
+                             description=text) for name, text in _SPECS.items()],
+)
+def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: BosunDatabase, erp: ERPResource):
+    yield every_event_reached_a_terminal_state(BatchRange.parse(context.partition_key), bosun_db)
+    yield no_invoice_paid_twice(erp)
+    yield no_payment_exceeds_po(erp)
+
+
+def every_event_reached_a_terminal_state(batch: BatchRange, bosun_db: BosunDatabase) -> dg.AssetCheckResult:
     states = bosun_db.inbox().states_between(batch.first, batch.last, EVENT_TYPES)
     stuck = {s: n for s, n in states.items() if s not in TERMINAL_STATES}
-    return dg.AssetCheckResult(passed=not stuck, metadata={
+    return dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="every_event_reached_a_terminal_state",
+                               passed=not stuck, metadata={
         "events": sum(states.values()), **{f"state_{s}": n for s, n in sorted(states.items())},
         "not_terminal": sum(stuck.values())})
 
 
-@dg.asset_check(asset=invoice_actions, partitions_def=invoice_batches, blocking=True,
-                description="No invoice has more than one live payment, across all batches.")
 def no_invoice_paid_twice(erp: ERPResource) -> dg.AssetCheckResult:
     twice = erp.invoices_paid_twice()
-    return dg.AssetCheckResult(passed=not twice, metadata={
+    return dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="no_invoice_paid_twice",
+                               passed=not twice, metadata={
         "invoices_paid_twice": len(twice), "examples": dg.MetadataValue.json(twice[:10])})
 
 
-@dg.asset_check(asset=invoice_actions, partitions_def=invoice_batches, blocking=True,
-                description="Live payments on each purchase order stay within its amount plus tolerance.")
 def no_payment_exceeds_po(erp: ERPResource) -> dg.AssetCheckResult:
     over = erp.payments_over_po(PO_TOLERANCE)
-    return dg.AssetCheckResult(passed=not over, metadata={
+    return dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="no_payment_exceeds_po",
+                               passed=not over, metadata={
         "purchase_orders_exceeded": len(over), "tolerance": float(PO_TOLERANCE),
         "examples": dg.MetadataValue.json(over[:10])})
 
 
-invoice_checks = [every_event_reached_a_terminal_state, no_invoice_paid_twice, no_payment_exceeds_po]
+invoice_checks = [invoice_outcome_checks]
