@@ -83,6 +83,7 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
     paid_po = erp.paid_per_po(sorted({p["po_number"] for p in payloads}))
     seen_invoices: set[tuple[str, str]] = set()
     committed_po: dict[str, Decimal] = {}
+    plain: dict[tuple[str, str], dict | None] = {}  # a vendor or PO row, made JSON-ready once per batch
     records = []
     for ev, p in zip(events, payloads):
         inv = (p["vendor_id"], p["invoice_id"])
@@ -100,7 +101,8 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         records.append({
             "key": ev.key, "seq": ev.seq, "event_id": ev.envelope.id, "entity_key": ev.envelope.entity_key,
             "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": {**p, "memo": memo.text},
-            "vendor": _plain(vendor), "purchase_order": _plain(po), "prior_payments": paid_elsewhere,
+            "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
+            "purchase_order": _plain_once(plain, "po", p["po_number"], po), "prior_payments": paid_elsewhere,
             "pii_found": memo.pii_found, "injection_signals": memo.injection_signals, "facts": facts,
         })
     if index is not None:
@@ -171,8 +173,9 @@ def _attach_policy_passages(records: list[dict], index: PolicyIndex, k: int = 3)
         r["policy_passages"] = [{"doc": p.doc, "heading": p.heading, "score": round(s, 3)} for p, s in hits]
 
 
-def _plain(row: dict | None) -> dict | None:
-    if row is None:
-        return None
-    return {k: (str(v) if isinstance(v, (Decimal, pd.Timestamp)) or hasattr(v, "isoformat") else v)
-            for k, v in row.items()}
+def _plain_once(cache: dict, kind: str, key: str, row: dict | None) -> dict | None:
+    if (kind, key) not in cache:
+        cache[(kind, key)] = None if row is None else {
+            k: (str(v) if isinstance(v, Decimal) or hasattr(v, "isoformat") else
+                v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    return cache[(kind, key)]

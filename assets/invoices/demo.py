@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.inbox import Inbox
-from orchestration.runner import QUIET, run_pending_batches
+from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 from resources.erp import ERPResource
 from resources.local_model import LocalModel
 
@@ -55,7 +55,7 @@ def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int) -> dict
     inbox = db.inbox()
     ingest = inbox.ingest(read_events(prep["paths"]["invoices"]), registry).as_dict()
     (home / "dagster").mkdir(parents=True, exist_ok=True)
-    with dg.DagsterInstance.local_temp(tempdir=str(home / "dagster")) as instance:
+    with dg.DagsterInstance.local_temp(tempdir=str(home / "dagster"), overrides=INSTANCE_OVERRIDES) as instance:
         dg.materialize(context_assets, instance=instance, resources=resources, run_config=QUIET)
         report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, inbox,
                                      instance, batch_policy)
