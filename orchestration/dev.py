@@ -74,8 +74,10 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
         prepare(settings.sample_dir(), invoices, seed, res["erp"], res["local_model"])
     lines = [ln for ln in (settings.sample_dir() / "invoices.jsonl").read_text().splitlines() if ln.strip()]
     print(f"[bosun] DAGSTER_HOME={home}  BOSUN_HOME={settings.bosun_home()}  UI: http://{host}:{port}", flush=True)
+    # Started from DAGSTER_HOME so dagster does not warn about the project's dagster.yaml,
+    # whose copy in DAGSTER_HOME is the one it reads.
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(project_dir / "workspace.yaml"),
-                             "-h", host, "-p", str(port)], start_new_session=True)
+                             "-h", host, "-p", str(port)], cwd=home, start_new_session=True)
     stopping = False
 
     def _stop(*_):

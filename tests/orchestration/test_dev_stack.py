@@ -4,6 +4,7 @@ asset check passed. Stopped by its own process group id, also on failure."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 BOSUN = Path(sys.executable).parent / "bosun"
@@ -59,6 +62,20 @@ def _sensor_batch_with_checks_passed(port: int) -> str | None:
     return None
 
 
+def _render(url: str, tmp_path: Path) -> str:
+    """The page's DOM after its scripts ran, from headless Chromium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        service_unavailable("Chromium (apt-get install chromium)", FileNotFoundError("chromium"))
+    # Flags as this machine needs them: no sandbox as root, no background network calls.
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
+                           "--virtual-time-budget=20000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120)
+    return proc.stdout
+
+
 @pytest.mark.slow
 def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_path):
     port = _free_port()
@@ -80,6 +97,10 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
             run_id = _sensor_batch_with_checks_passed(port)
         assert run_id, ("no sensor-launched batch run with its checks passed within 60 s of the UI serving:\n"
                         + (tmp_path / "dev.log").read_text()[-3000:])
+        # What an operator sees: the run's page, rendered by a real browser.
+        dom = _render(f"http://127.0.0.1:{port}/runs/{run_id}", tmp_path)
+        assert "RUN_SUCCESS" in dom and "invoice_batch_job" in dom
+        assert all(name in dom for name in EXPECTED_CHECKS)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
