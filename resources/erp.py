@@ -76,6 +76,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _money_row(item: dict, **extra) -> dict:
+    return {"idempotency_key": item["key"], "invoice_id": item["invoice_id"], "vendor_id": item["vendor_id"],
+            "po_number": item["po_number"], "amount": Decimal(item["amount"]), "currency": item["currency"], **extra}
+
+
 class ERPResource(dg.ConfigurableResource):
     """`url` unset means BOSUN_ERP_DATABASE_URL, else Bosun's own database."""
 
@@ -134,35 +139,31 @@ class ERPResource(dg.ConfigurableResource):
     # ---- writes, idempotent by key, each with its compensation --------------------------
     def post_ledger_entries(self, items: list[dict]) -> dict[str, str]:
         """items: key, invoice_id, vendor_id, po_number, amount, currency. Returns per-key errors."""
-        rows = [{"idempotency_key": it["key"], "invoice_id": it["invoice_id"], "vendor_id": it["vendor_id"],
-                 "po_number": it["po_number"], "amount": Decimal(it["amount"]), "currency": it["currency"],
-                 "status": "posted", "posted_at": _now()} for it in items]
-        with self.engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(self.engine, ledger_entries, ["idempotency_key"]), rows)
+        self._insert_once(ledger_entries, [_money_row(it, status="posted", posted_at=_now()) for it in items])
         return {}
 
     def reverse_ledger_entries(self, items: list[dict]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(ledger_entries.update()
-                         .where(ledger_entries.c.idempotency_key.in_([it["key"] for it in items]),
-                                ledger_entries.c.status == "posted")
-                         .values(status="reversed", reversed_at=_now()))
+        self._void(ledger_entries, items, "posted", "reversed", "reversed_at")
 
     def schedule_payments(self, items: list[dict]) -> dict[str, str]:
-        rows = [{"idempotency_key": it["key"], "invoice_id": it["invoice_id"], "vendor_id": it["vendor_id"],
-                 "po_number": it["po_number"], "amount": Decimal(it["amount"]), "currency": it["currency"],
-                 "due_on": pd.Timestamp(it["due_on"]).date(), "status": "scheduled", "scheduled_at": _now()}
-                for it in items]
-        with self.engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(self.engine, payments, ["idempotency_key"]), rows)
+        self._insert_once(payments, [_money_row(it, status="scheduled", scheduled_at=_now(),
+                                                due_on=pd.Timestamp(it["due_on"]).date()) for it in items])
         return {}
 
     def cancel_payments(self, items: list[dict]) -> None:
+        self._void(payments, items, "scheduled", "cancelled", "cancelled_at")
+
+    def _insert_once(self, table: sa.Table, rows: list[dict]) -> None:
+        # The idempotency key is unique: a replayed write is a no-op, as with a payment API.
         with self.engine.begin() as conn:
-            conn.execute(payments.update()
-                         .where(payments.c.idempotency_key.in_([it["key"] for it in items]),
-                                payments.c.status == "scheduled")
-                         .values(status="cancelled", cancelled_at=_now()))
+            conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]), rows)
+
+    def _void(self, table: sa.Table, items: list[dict], live: str, voided: str, stamp: str) -> None:
+        # Kept, never deleted: an accountant wants the reversal on record.
+        with self.engine.begin() as conn:
+            conn.execute(table.update()
+                         .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
+                         .values(status=voided, **{stamp: _now()}))
 
     # ---- what verification needs ----------------------------------------------------------
     def invoices_paid_twice(self) -> list[dict]:
