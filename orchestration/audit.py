@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from orchestration.db import audit_head, audit_log, engine_for
+from orchestration.db import audit_head, audit_log, engine_for, insert_ignoring_duplicates
 
 GENESIS = "0" * 64
 
@@ -53,6 +53,11 @@ class VerifyResult:
 class AuditLog:
     def __init__(self, url: str):
         self.engine = engine_for(url)
+        # The chain head exists before anyone appends, so concurrent first appends both
+        # find a row to lock instead of racing to create it.
+        with self.engine.begin() as conn:
+            conn.execute(insert_ignoring_duplicates(self.engine, audit_head, ["id"]),
+                         [{"id": 1, "seq": 0, "hash": GENESIS}])
 
     def append(self, entries: list[AuditEntry]) -> int:
         """Append entries as one chained block; returns the last sequence number."""
@@ -77,9 +82,7 @@ class AuditLog:
     def _lock_head(conn) -> tuple[int, str]:
         # Writing the head row first takes the write lock on SQLite and a row lock on
         # Postgres, so two runs appending at once serialise instead of forking the chain.
-        updated = conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=audit_head.c.seq)).rowcount
-        if not updated:
-            conn.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS))
+        conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=audit_head.c.seq))
         seq, h = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
         return int(seq), h
 

@@ -70,5 +70,4 @@ def _bootstrap(context: dg.SensorEvaluationContext, job_name: str, missing) -> d
     if running:
         return dg.SkipReason(f"waiting for {job_name} to materialize {', '.join(k.to_user_string() for k in missing)}")
     # No run_key: a failed bootstrap must be retried on a later tick, not deduplicated away.
-    return dg.SensorResult(run_requests=[dg.RunRequest(job_name=job_name, tags={"bosun/bootstrap": "true"})],
-                           skip_reason=None)
+    return dg.SensorResult(run_requests=[dg.RunRequest(job_name=job_name, tags={"bosun/bootstrap": "true"})])

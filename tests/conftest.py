@@ -13,18 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bosun_testing import service_unavailable
+
 PG_ADMIN_URL = os.environ.get("BOSUN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-REQUIRE_SERVICES = os.environ.get("BOSUN_REQUIRE_SERVICES") == "1"
 
 _BOSUN_VARS = ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_MODEL_DIR", "BOSUN_SAMPLE_DIR",
                "BOSUN_POLICY_DIR", "OPENAI_API_KEY", "OPENAI_BASE_URL", "BOSUN_LLM_MODEL", "DAGSTER_PG_URL")
-
-
-def service_unavailable(what: str, err: Exception):
-    msg = f"{what} is not reachable ({type(err).__name__}: {err})"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{msg}, and BOSUN_REQUIRE_SERVICES=1 requires it")
-    pytest.skip(msg)
 
 
 @pytest.fixture(scope="session")

@@ -34,8 +34,10 @@ def invoice_policy() -> Policy:
     return load_policy(WORKFLOW)
 
 
-def prompt_version() -> str:
-    return "prompt-" + hashlib.sha256(PROMPT_PATH.read_bytes()).hexdigest()[:12]
+def load_prompt() -> tuple[str, str]:
+    """The template and its version: the content hash, so editing the file is a new version."""
+    text = PROMPT_PATH.read_text()
+    return text, "prompt-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> list[dict]:
@@ -50,22 +52,23 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> li
             "prompt_version": None, "probabilities": dict(zip(preds.classes, map(float, probs))),
             "input_tokens": 0, "output_tokens": 0, "latency_s": 0.0,
         })
-    if llm.enabled:
-        for c, p in zip(contexts, proposals):
-            if p["probability"] < ROUTING_THRESHOLD:
-                _ask_llm(llm, c, p)
+    unsure = [(c, p) for c, p in zip(contexts, proposals) if p["probability"] < ROUTING_THRESHOLD]
+    if llm.enabled and unsure:
+        template, version = load_prompt()  # once per batch: every decision in it has one version
+        for c, p in unsure:
+            _ask_llm(llm, template, version, c, p)
     return proposals
 
 
-def _ask_llm(llm: ChatModel, context: dict, proposal: dict) -> None:
+def _ask_llm(llm: ChatModel, template: str, version: str, context: dict, proposal: dict) -> None:
     policy_text = "; ".join(f"{p['doc']} / {p['heading']}" for p in context.get("policy_passages", []))
-    prompt = PROMPT_PATH.read_text().format(
+    prompt = template.format(
         policy=policy_text or "none found",
         facts=json.dumps(context["facts"], sort_keys=True, default=str),
         invoice=json.dumps(context["invoice"], sort_keys=True, default=str))
     started = time.perf_counter()
     result = llm.complete([{"role": "user", "content": prompt}], InvoiceVerdict)
-    proposal.update(model=result.model, model_version=result.model, prompt_version=prompt_version(),
+    proposal.update(model=result.model, model_version=result.model, prompt_version=version,
                     input_tokens=result.input_tokens, output_tokens=result.output_tokens,
                     latency_s=round(time.perf_counter() - started, 4))
     if result.value is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import service_unavailable
+from bosun_testing import service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 BOSUN = Path(sys.executable).parent / "bosun"
