@@ -84,7 +84,8 @@ def audit_entries(decisions: list[dict], sagas: SagaOutcome, states: list[dict],
     for d in decisions:
         k = d["key"]
         entries.append(AuditEntry("decision", k, {
-            "entity_key": d["entity_key"], "context_hash": d["context_hash"], "model": d["model"],
+            "entity_key": d["entity_key"], "event": d["event"], "context_hash": d["context_hash"],
+            "context_used": d["context_used"], "model": d["model"],
             "model_version": d["model_version"], "prompt_version": d["prompt_version"],
             "proposed": d["decision"], "probabilities": d["probabilities"], "confidence": d["confidence"],
             "guardrails": d["guardrails"], "decision": d["final_decision"], "route": d["route"],

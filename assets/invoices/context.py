@@ -100,6 +100,7 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
             committed_po[p["po_number"]] = committed_po.get(p["po_number"], Decimal(0)) + amount
         records.append({
             "key": ev.key, "seq": ev.seq, "event_id": ev.envelope.id, "entity_key": ev.envelope.entity_key,
+            "event": _event_reference(ev),
             "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": {**p, "memo": memo.text},
             "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
             "purchase_order": _plain_once(plain, "po", p["po_number"], po), "prior_payments": paid_elsewhere,
@@ -110,6 +111,14 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
     for r in records:
         r["context_hash"] = hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return records
+
+
+def _event_reference(ev: InboxEvent) -> dict:
+    """What the audit needs to tie a decision to its event, without copying personal data."""
+    env = ev.envelope
+    digest = hashlib.sha256(json.dumps(env.payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"source": env.source, "id": env.id, "type": env.type, "schema_version": env.schema_version,
+            "occurred_at": env.occurred_at.isoformat(), "payload_sha256": digest}
 
 
 def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, memo) -> dict:

@@ -47,6 +47,7 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> li
     for c, label, probs in zip(contexts, preds.labels, preds.probabilities):
         proposals.append({
             "key": c["key"], "entity_key": c["entity_key"], "context_hash": c["context_hash"],
+            "event": c["event"], "context_used": _context_used(c),
             "facts": c["facts"], "invoice": c["invoice"], "decision": label,
             "probability": float(probs.max()), "model": "local", "model_version": preds.model_version,
             "prompt_version": None, "probabilities": dict(zip(preds.classes, map(float, probs))),
@@ -58,6 +59,14 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> li
         for c, p in unsure:
             _ask_llm(llm, template, version, c, p)
     return proposals
+
+
+def _context_used(c: dict) -> dict:
+    po = c["purchase_order"] or {}
+    return {"vendor_id": c["invoice"]["vendor_id"], "vendor_known": c["vendor"] is not None,
+            "po_number": c["invoice"]["po_number"], "po_amount": po.get("amount"),
+            "prior_payments": c["prior_payments"], "pii_redacted": c["pii_found"],
+            "policy_passages": c.get("policy_passages", [])}
 
 
 def _ask_llm(llm: ChatModel, template: str, version: str, context: dict, proposal: dict) -> None:

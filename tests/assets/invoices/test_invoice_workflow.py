@@ -104,3 +104,19 @@ def _audit_rows(audit):
 
     with audit.engine.connect() as conn:
         return [(k, s) for k, s in conn.execute(sa.select(audit_log.c.kind, audit_log.c.subject))]
+
+
+def test_the_audit_tells_why_a_payment_was_made(world):
+    world.ingest_sample()
+    world.run_pending()
+    paid = world.resources["erp"].live_payments()[0]
+    event_key = paid["idempotency_key"].split(":", 1)[1]
+    chain = world.resources["bosun_db"].audit().records_for(event_key)
+    assert [r["kind"] for r in chain] == ["decision", "action", "action", "outcome"]
+    decision = chain[0]["record"]
+    assert decision["event"]["id"] and decision["event"]["payload_sha256"]
+    assert decision["context_used"]["po_number"] == paid["po_number"]
+    assert decision["model"] == "local" and decision["model_version"].startswith("local-")
+    assert decision["decision"] == "approve" and decision["confidence"] >= 0.75
+    assert [r["record"]["step"] for r in chain[1:3]] == ["post_ledger_entry", "schedule_payment"]
+    assert chain[3]["record"]["status"] == "done"
