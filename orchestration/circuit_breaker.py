@@ -1,0 +1,96 @@
+"""A circuit breaker whose state lives in Bosun's database, so every run (and every
+process) sees that a source keeps failing and stops hammering it.
+
+closed -> (threshold consecutive failures) -> open for `cooldown_s` -> half-open: the next
+call is a trial; success closes the circuit, failure opens it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from orchestration.db import UtcDateTime, engine_for
+
+breaker_metadata = sa.MetaData()
+
+circuit_breakers = sa.Table(
+    "bosun_circuit_breakers", breaker_metadata,
+    sa.Column("source", sa.String(200), primary_key=True),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("open_until", UtcDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_success_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes even for timezone=True columns.
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    source: str
+    state: str  # closed | open | half_open
+    consecutive_failures: int
+    open_until: datetime | None
+    last_error: str | None
+
+    def as_dict(self) -> dict:
+        return {"state": self.state, "consecutive_failures": self.consecutive_failures,
+                "open_until": self.open_until.isoformat() if self.open_until else None,
+                "last_error": self.last_error}
+
+
+class CircuitBreaker:
+    def __init__(self, url: str, threshold: int = 3, cooldown_s: float = 300.0):
+        self.engine = engine_for(url, (breaker_metadata,))
+        self.threshold, self.cooldown_s = threshold, cooldown_s
+
+    def state(self, source: str, now: datetime | None = None) -> BreakerState:
+        now = now or _now()
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(circuit_breakers).where(circuit_breakers.c.source == source)).mappings().first()
+        if row is None:
+            return BreakerState(source, "closed", 0, None, None)
+        open_until = _aware(row["open_until"])
+        if open_until is None:
+            state = "closed"
+        else:
+            state = "open" if now < open_until else "half_open"
+        return BreakerState(source, state, int(row["consecutive_failures"]), open_until, row["last_error"])
+
+    def allows(self, source: str, now: datetime | None = None) -> bool:
+        return self.state(source, now).state != "open"
+
+    def record_success(self, source: str) -> None:
+        now = _now()
+        self._upsert(source, {"consecutive_failures": 0, "open_until": None, "last_success_at": now, "updated_at": now})
+
+    def record_failure(self, source: str, error: str) -> BreakerState:
+        now = _now()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(circuit_breakers.c.consecutive_failures)
+                               .where(circuit_breakers.c.source == source)).first()
+            failures = (int(row[0]) if row else 0) + 1
+            values = {"consecutive_failures": failures, "last_error": error[:2000], "updated_at": now,
+                      "open_until": now + timedelta(seconds=self.cooldown_s) if failures >= self.threshold else None}
+            if row is None:
+                conn.execute(circuit_breakers.insert().values(source=source, **values))
+            else:
+                conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source).values(**values))
+        return self.state(source, now)
+
+    def _upsert(self, source: str, values: dict) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source).values(**values))
+            if done.rowcount == 0:
+                conn.execute(circuit_breakers.insert().values(source=source, **{"last_error": None, **values}))

@@ -1,0 +1,79 @@
+"""Context within a token budget, conflicts by declared rule, the TTL cache, token counting."""
+
+from datetime import datetime, timedelta, timezone
+
+from orchestration.conflicts import Claim, ConflictRule, quality_factor, resolve
+from orchestration.context_assembly import ContextItem, assemble_many
+from orchestration.tokens import ApproximateCounter, counter_for
+from orchestration.ttl_cache import TTLCache
+
+
+def _items():
+    return [ContextItem("header", "event", {"id": "INV-1", "amount": "10.00"}, required=True, importance=1),
+            ContextItem("passage-a", "kb", "alpha " * 60, relevance=1.0, importance=0.7, summary="alpha."),
+            ContextItem("passage-b", "kb", "beta " * 60, relevance=0.5, importance=0.7),
+            ContextItem("memo", "event", "thanks", relevance=0.0, importance=0.3)]
+
+
+def test_items_are_ranked_kept_summarised_or_dropped_with_reasons_within_budget():
+    counter = ApproximateCounter()
+    [a] = assemble_many([_items()], budget=60, counter=counter, min_score=0.05)
+    assert a.within_budget and a.tokens <= 60
+    kept = {k["item"]: k for k in a.kept}
+    dropped = {d["item"]: d for d in a.dropped}
+    assert kept["header"]["form"] == "full"
+    assert kept["passage-a"]["form"] == "summary" and kept["passage-a"]["reason"].startswith("summarised")
+    assert dropped["passage-b"]["reason"].startswith("over budget")
+    assert dropped["memo"]["reason"].startswith("low value")
+    assert a.tokens == sum(k["tokens"] for k in a.kept)
+    [again] = assemble_many([_items()], budget=60, counter=counter, min_score=0.05)
+    assert again.hash == a.hash
+    [bigger] = assemble_many([_items()], budget=400, counter=counter)
+    assert {k["item"]: k["form"] for k in bigger.kept}["passage-a"] == "full" and bigger.hash != a.hash
+
+
+def test_a_required_item_is_kept_over_budget_and_flagged():
+    [a] = assemble_many([_items()[:1]], budget=2, counter=ApproximateCounter())
+    assert not a.within_budget and a.kept[0]["reason"] == "required, over budget"
+
+
+def test_tiktoken_counts_offline_with_the_bundled_encoding():
+    counter = counter_for("gpt-4o")  # o200k_base cannot be downloaded here: falls back to cl100k
+    assert counter.name.startswith("tiktoken:cl100k_base")
+    assert counter.count_many(["hello world", "hello world"]) == [2, 2]
+    approx = ApproximateCounter()
+    text = '{"invoice_id":"INV-0000042","amount":"1250.00"} Invoices over 50,000 need a second approver.'
+    assert approx.count(text) >= counter.count(text)  # the approximation never under-counts here
+
+
+def test_conflicts_are_resolved_by_the_declared_rule():
+    now = datetime.now(timezone.utc)
+    recency = resolve(ConflictRule("vendor.active", "recency"),
+                      [Claim("live", False, now), Claim("snapshot", True, now - timedelta(hours=3))])
+    assert recency["resolved"] and recency["chosen_source"] == "live" and recency["value"] is False
+    priority = resolve(ConflictRule("iban", "source_priority", priority=("erp", "memo")),
+                       [Claim("memo", "X"), Claim("erp", "Y")])
+    assert priority["chosen_source"] == "erp"
+    rule = ConflictRule("amount", "must_agree", tolerance=0.01, penalty=0.3)
+    assert resolve(rule, [Claim("header", 100.0), Claim("lines", 100.005)]) is None
+    unresolved = resolve(rule, [Claim("header", 100.0), Claim("lines", 90.0)])
+    assert not unresolved["resolved"]
+    assert quality_factor(unresolved, rule) == {"name": "unresolved_conflict:amount", "penalty": 0.3,
+                                                "detail": "must_agree cannot choose between header=100.0, lines=90.0"}
+
+
+def test_the_ttl_cache_computes_each_missing_key_once_and_expires():
+    now = [0.0]
+    cache = TTLCache(ttl_s=10, clock=lambda: now[0])
+    computed = []
+
+    def compute(keys):
+        computed.extend(keys)
+        return [k.upper() for k in keys]
+
+    assert cache.get_many(["a", "b", "a"], compute) == ["A", "B", "A"]
+    assert cache.get_many(["a", "b"], compute) == ["A", "B"]
+    assert computed == ["a", "b"] and cache.stats() == {"hits": 3, "misses": 2, "hit_rate": 0.6}
+    now[0] = 11
+    cache.get_many(["a"], compute)
+    assert computed == ["a", "b", "a"]

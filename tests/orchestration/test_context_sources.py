@@ -1,0 +1,76 @@
+"""Reading a source: timeout, retries, snapshot fallback, and a breaker shared through the database."""
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from orchestration.circuit_breaker import CircuitBreaker
+from orchestration.freshness import FreshnessWindow
+from orchestration.sources import SourceSettings, Snapshot, read_source
+
+FAST = SourceSettings(timeout_s=0.2, attempts=3, backoff_s=0.01, backoff_max_s=0.02)
+
+
+class Flaky:
+    def __init__(self, failures: int, value="ok", hang_s: float = 0.0):
+        self.calls, self.failures, self.value, self.hang_s = 0, failures, value, hang_s
+
+    def __call__(self):
+        self.calls += 1
+        if self.hang_s:
+            time.sleep(self.hang_s)
+        if self.calls <= self.failures:
+            raise ConnectionError(f"down (call {self.calls})")
+        return self.value
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    return f"sqlite:///{tmp_path / 'b.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_a_transient_failure_is_retried_and_read_live(db_url):
+    fetch = Flaky(failures=2)
+    r = read_source("vendors", fetch, FAST, CircuitBreaker(db_url))
+    assert (r.status, r.value, r.attempts, fetch.calls) == ("live", "ok", 3, 3)
+
+
+def test_a_source_that_hangs_times_out_and_falls_back_to_the_snapshot_marked_stale(db_url):
+    taken = datetime.now(timezone.utc) - timedelta(hours=30)
+    fetch = Flaky(failures=0, hang_s=5)
+    started = time.perf_counter()
+    r = read_source("vendors", fetch, FAST, CircuitBreaker(db_url), Snapshot("old rows", taken),
+                    FreshnessWindow(fail_s=48 * 3600, warn_s=26 * 3600))
+    assert time.perf_counter() - started < 2.0
+    assert (r.status, r.value, r.freshness) == ("stale", "old rows", "warn")
+    assert 30 * 3600 - 5 < r.age_s < 30 * 3600 + 60
+    assert "SourceTimeout" in r.error and r.attempts == 3
+
+
+def test_a_source_that_fails_with_no_snapshot_is_missing(db_url):
+    r = read_source("payments", Flaky(failures=99), FAST, CircuitBreaker(db_url))
+    assert r.status == "missing" and r.value is None and "ConnectionError" in r.error
+
+
+def test_the_breaker_opens_after_repeated_failures_and_is_shared_across_instances(db_url):
+    fetch = Flaky(failures=99)
+    for _ in range(2):
+        read_source("erp", fetch, FAST, CircuitBreaker(db_url, threshold=2, cooldown_s=60))
+    assert fetch.calls == 6
+    # A new breaker object (another run, another process) reads the same state.
+    other = CircuitBreaker(db_url, threshold=2, cooldown_s=60)
+    assert other.state("erp").state == "open"
+    r = read_source("erp", fetch, FAST, other, Snapshot("snap", None))
+    assert fetch.calls == 6 and r.status == "stale" and r.breaker == "open" and "circuit open" in r.error
+    # After the cooldown one trial call is made; success closes the circuit.
+    later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    assert other.state("erp", later).state == "half_open"
+    healthy = Flaky(failures=0)
+    r = read_source("erp", healthy, FAST, other, now=later)
+    assert r.status == "live" and healthy.calls == 1 and other.state("erp").state == "closed"
+
+
+def test_freshness_verdicts():
+    w = FreshnessWindow(fail_s=100, warn_s=50)
+    assert [w.verdict(a) for a in (10, 60, 101, None)] == ["fresh", "warn", "fail", "unknown"]
