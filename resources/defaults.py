@@ -11,6 +11,7 @@ import os
 
 import dagster as dg
 
+from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 from resources.knowledge_base import PolicyDocuments
@@ -40,6 +41,7 @@ def chat_model():
 def default_resources() -> dict:
     return {
         "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL")),
+        "context_sources": ContextSources(database_url=_env_or_none("BOSUN_DATABASE_URL")),
         "erp": ERPResource(url=_env_or_none("BOSUN_ERP_DATABASE_URL")),
         "local_model": LocalModel(model_dir=_env_or_none("BOSUN_MODEL_DIR")),
         "policy_documents": PolicyDocuments(directory=_env_or_none("BOSUN_POLICY_DIR")),

@@ -114,7 +114,21 @@ class ERPResource(dg.ConfigurableResource):
         df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
         return df
 
-    # ---- reads the decision needs live -----------------------------------------------
+    # ---- reads the decision needs live (one query per source per batch) ---------------
+    def vendors_by_id(self, vendor_ids: list[str]) -> pd.DataFrame:
+        return self._rows_in(vendors, vendors.c.vendor_id, vendor_ids)
+
+    def purchase_orders_by_number(self, po_numbers: list[str]) -> pd.DataFrame:
+        df = self._rows_in(purchase_orders, purchase_orders.c.po_number, po_numbers)
+        df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
+        return df
+
+    def _rows_in(self, table: sa.Table, column, keys: list[str]) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            frames = [pd.read_sql(sa.select(table).where(column.in_(keys[i:i + 5000])), conn)
+                      for i in range(0, len(keys), 5000)] or [pd.read_sql(sa.select(table).where(sa.false()), conn)]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
     def paid_invoices(self, invoice_ids: list[str]) -> dict[tuple[str, str], list[str]]:
         """(vendor_id, invoice_id) -> idempotency keys of its live (not cancelled) payments."""
         out: dict[tuple[str, str], list[str]] = {}

@@ -24,11 +24,26 @@ class Passage:
     doc: str
     heading: str
     text: str
+    doc_version: str = ""  # hash of the document it came from: which edition a decision read
+
+    @property
+    def ref(self) -> str:
+        return f"{self.doc}#{self.heading}"
+
+
+def document_version(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def documents_version(documents: dict[str, str]) -> str:
+    """The data version of a document set: changes when any document is added, edited or removed."""
+    return hashlib.sha256("".join(f"{n}:{document_version(t)}\n" for n, t in sorted(documents.items())).encode()
+                          ).hexdigest()[:12]
 
 
 def split_passages(doc_name: str, markdown: str) -> list[Passage]:
     """Paragraphs under their nearest heading: small enough to rank, big enough to read."""
-    passages, heading = [], doc_name
+    passages, heading, version = [], doc_name, document_version(markdown)
     for block in re.split(r"\n\s*\n", markdown):
         block = block.strip()
         if not block:
@@ -39,7 +54,7 @@ def split_passages(doc_name: str, markdown: str) -> list[Passage]:
             block = rest.strip()
             if not block:
                 continue
-        passages.append(Passage(doc_name, heading, block))
+        passages.append(Passage(doc_name, heading, block, version))
     return passages
 
 
@@ -48,7 +63,8 @@ class PolicyIndex:
         self.passages = [p for name, text in sorted(documents.items()) for p in split_passages(name, text)]
         if not self.passages:
             raise ValueError("no policy passages to index")
-        self.version = hashlib.sha256("".join(sorted(documents.values())).encode()).hexdigest()[:12]
+        self.version = documents_version(documents)
+        self.document_versions = {name: document_version(text) for name, text in sorted(documents.items())}
         self._retriever = bm25s.BM25()
         self._retriever.index(bm25s.tokenize([f"{p.heading}. {p.text}" for p in self.passages],
                                              stopwords="en", show_progress=False), show_progress=False)

@@ -5,7 +5,8 @@ per-batch context each decision is made from."""
 import hashlib
 import json
 import math
-from datetime import timedelta
+import warnings
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import dagster as dg
@@ -13,14 +14,29 @@ import pandas as pd
 
 from guardrails.input_guards import guard_text
 from orchestration.batching import BatchRange
+from orchestration.conflicts import quality_factor as _conflict_factor
+from orchestration.freshness import window_of_asset
 from orchestration.inbox import InboxEvent
+from orchestration.sources import Snapshot, SourceReading
+from orchestration.tokens import TokenCounter, counter_for
+from resources.chat_model import ChatModel
+from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
+from resources.env import resolved
 from resources.erp import ERPResource
-from resources.knowledge_base import PolicyDocuments, PolicyIndex
+from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
 
+from assets.invoices.assembly import assemble_records
+from assets.invoices.context_sources import (AMOUNT_RULE, BANK_RULE, RECENCY_RULES, read_batch_sources,
+                                             record_conflicts, source_factors)
+from assets.invoices.knowledge import (RECALL_AT_5_THRESHOLD, attach_knowledge, load_labels, retrieval_cache,
+                                       retrieval_quality)
 from assets.invoices.workflow import EVENT_TYPES, invoice_batches
 
 CONTEXT_GROUP = "invoice_context"
+# The policy index's data version is the hash of its documents; Output(data_version=...)
+# is "beta" in Dagster 1.13 and we use it knowingly.
+warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
 
 # Master data changes slowly: a day-old snapshot is fine, two days is a problem.
 _daily = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=26))
@@ -41,30 +57,70 @@ def purchase_orders(erp: ERPResource) -> dg.Output[pd.DataFrame]:
     return dg.Output(df, metadata={"rows": len(df), "open": int((df["status"] == "open").sum()) if len(df) else 0})
 
 
-@dg.asset(group_name=CONTEXT_GROUP, freshness_policy=_daily, kinds={"bm25"})
-def policy_index(policy_documents: PolicyDocuments) -> dg.Output[PolicyIndex]:
-    """BM25 index over the approval-policy documents, one entry per paragraph."""
+@dg.asset(group_name=CONTEXT_GROUP, freshness_policy=_daily, kinds={"bm25"}, check_specs=[
+    dg.AssetCheckSpec("retrieval_recall_at_5_meets_threshold", asset="policy_index",
+                      description=f"recall@5 on the labelled retrieval set is at least {RECALL_AT_5_THRESHOLD}")])
+def policy_index(policy_documents: PolicyDocuments):
+    """BM25 index over the approval-policy documents, one entry per paragraph. Its data
+    version is the hash of the documents, so an edited document means a new index; every
+    passage carries its document's version."""
     index = PolicyIndex(policy_documents.load())
-    return dg.Output(index, metadata={"passages": len(index.passages), "version": index.version})
+    quality = retrieval_quality(index, load_labels())
+    yield dg.Output(index, data_version=dg.DataVersion(index.version), metadata={
+        "passages": len(index.passages), "version": index.version,
+        "documents": dg.MetadataValue.json(index.document_versions),
+        "recall_at_5": quality["recall_at_5"], "recall_at_1": quality["recall_at_1"], "mrr": quality["mrr"],
+        "labelled_queries": quality["queries"]})
+    yield dg.AssetCheckResult(check_name="retrieval_recall_at_5_meets_threshold",
+                              passed=quality["recall_at_5"] >= RECALL_AT_5_THRESHOLD, metadata={
+        "recall_at_5": quality["recall_at_5"], "mrr": quality["mrr"], "threshold": RECALL_AT_5_THRESHOLD,
+        "misses": dg.MetadataValue.json(quality["misses"])})
+
+
+policy_index_asset = policy_index
+_RULES = {**RECENCY_RULES, AMOUNT_RULE.field: AMOUNT_RULE, BANK_RULE.field: BANK_RULE}
+
+
+def conflict_factor(conflict: dict) -> dict | None:
+    return _conflict_factor(conflict, _RULES[conflict["field"]])
 
 
 @dg.asset(partitions_def=invoice_batches, group_name="invoice_workflow", kinds={"python"})
 def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, erp: ERPResource,
+                    context_sources: ContextSources, policy_documents: PolicyDocuments, llm: ChatModel,
                     vendors: pd.DataFrame, purchase_orders: pd.DataFrame,
                     policy_index: PolicyIndex) -> dg.Output[list[dict]]:
-    """For each invoice in the batch: vendor, PO, prior payments, guarded memo and the
-    top policy passages, with the facts the guardrails and the model read."""
+    """For each invoice in the batch: vendor, PO, prior payments, guarded memo, the policy
+    passages its questions need, the facts the guardrails and the model read, and the
+    document assembled within the token budget, with every source's state and age."""
     batch = BatchRange.parse(context.partition_key)
     events = bosun_db.inbox().events_between(batch.first, batch.last, EVENT_TYPES)
-    records = assemble_context(events, vendors, purchase_orders, erp, policy_index)
-    return dg.Output(records, metadata={
-        "events": len(records),
-        "unknown_vendors": sum(not r["facts"]["vendor_known"] for r in records),
-        "already_paid": sum(r["facts"]["already_paid"] for r in records),
-        "pii_redacted": sum(bool(r["pii_found"]) for r in records),
-        "injection_suspected": sum(r["facts"]["injection_suspected"] for r in records),
-        "policy_index_version": policy_index.version,
-    })
+    as_of = {name: _materialized_at(context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")}
+    knowledge = context_sources.read("knowledge", lambda: current_index(policy_index, policy_documents),
+                                     Snapshot(policy_index, as_of["policy_index"]), window_of_asset(policy_index_asset))
+    cache_before = retrieval_cache.stats()
+    records = assemble_context(
+        events, vendors, purchase_orders, erp, knowledge.value, sources=context_sources,
+        snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
+        knowledge=knowledge, counter=counter_for(_tokenizer_model(llm)))
+    return dg.Output(records, metadata=context_metadata(records, knowledge.value, cache_before))
+
+
+def current_index(index: PolicyIndex, documents: PolicyDocuments) -> PolicyIndex:
+    """The materialized index while the documents are unchanged; rebuilt (six small files,
+    milliseconds) when they changed since, so no decision reads a withdrawn policy."""
+    docs = documents.load()
+    return index if documents_version(docs) == index.version else PolicyIndex(docs)
+
+
+def _materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return datetime.fromtimestamp(event.timestamp, timezone.utc) if event else None
+
+
+def _tokenizer_model(llm: ChatModel) -> str:
+    # The budget is counted in the tokens of the model that may read the document.
+    return str(resolved(getattr(llm, "model", None)) or "local") if llm.enabled else "local"
 
 
 def action_key(event_key: str, step: str) -> str:
@@ -73,14 +129,27 @@ def action_key(event_key: str, step: str) -> str:
 
 
 def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df: pd.DataFrame,
-                     erp: ERPResource, index: PolicyIndex | None) -> list[dict]:
+                     erp: ERPResource, index: PolicyIndex | None, sources: ContextSources | None = None,
+                     snapshot_times: dict | None = None, knowledge: SourceReading | None = None,
+                     counter: TokenCounter | None = None) -> list[dict]:
+    """One context record per event. Every source is read once for the whole batch."""
+    sources = sources or ContextSources()
+    snapshot_times = snapshot_times or {}
     # Entities are processed in occurred_at order so "first copy wins" means the earliest.
     events = sorted(events, key=lambda e: (e.envelope.occurred_at, e.seq))
-    vendor_by_id = {r["vendor_id"]: r for r in vendors_df.to_dict("records")}
-    po_by_number = {r["po_number"]: r for r in pos_df.to_dict("records")}
     payloads = [e.envelope.payload for e in events]
-    paid = erp.paid_invoices(sorted({p["invoice_id"] for p in payloads}))
-    paid_po = erp.paid_per_po(sorted({p["po_number"] for p in payloads}))
+    batch = read_batch_sources(
+        payloads, erp, sources,
+        snapshots={"vendors": Snapshot(vendors_df, snapshot_times.get("vendors")),
+                   "purchase_orders": Snapshot(pos_df, snapshot_times.get("purchase_orders"))},
+        windows={"vendors": window_of_asset(vendors), "purchase_orders": window_of_asset(purchase_orders)})
+    if knowledge is None and index is not None:
+        knowledge = SourceReading("knowledge", index, "live", None, 0.0, "fresh")
+    if knowledge is not None:
+        batch.readings["knowledge"] = knowledge
+        index = knowledge.value
+    factors = source_factors(batch.readings)
+    described = batch.describe()
     seen_invoices: set[tuple[str, str]] = set()
     committed_po: dict[str, Decimal] = {}
     plain: dict[tuple[str, str], dict | None] = {}  # a vendor or PO row, made JSON-ready once per batch
@@ -88,16 +157,18 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
     for ev, p in zip(events, payloads):
         inv = (p["vendor_id"], p["invoice_id"])
         own_payment = action_key(ev.key, "schedule_payment")
-        paid_elsewhere = [k for k in paid.get(inv, []) if k != own_payment]
-        vendor = vendor_by_id.get(p["vendor_id"])
-        po = po_by_number.get(p["po_number"])
+        paid_elsewhere = [k for k in batch.paid.get(inv, []) if k != own_payment]
+        vendor = batch.vendor_by_id.get(p["vendor_id"])
+        po = batch.po_by_number.get(p["po_number"])
         amount = Decimal(p["amount"])
         memo = guard_text(p.get("memo") or "")
-        facts = _facts(p, amount, vendor, po, paid_po, committed_po, bool(paid_elsewhere) or inv in seen_invoices, memo)
+        facts = _facts(p, amount, vendor, po, batch.paid_po, committed_po,
+                       bool(paid_elsewhere) or inv in seen_invoices, memo)
         seen_invoices.add(inv)
         if po is not None and not facts["already_paid"]:
             # Conservatively count earlier invoices in this batch against the PO's remainder.
             committed_po[p["po_number"]] = committed_po.get(p["po_number"], Decimal(0)) + amount
+        conflicts = record_conflicts(batch, p, vendor, memo.pii_found)
         records.append({
             "key": ev.key, "seq": ev.seq, "event_id": ev.envelope.id, "entity_key": ev.envelope.entity_key,
             "event": _event_reference(ev),
@@ -105,12 +176,59 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
             "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
             "purchase_order": _plain_once(plain, "po", p["po_number"], po), "prior_payments": paid_elsewhere,
             "pii_found": memo.pii_found, "injection_signals": memo.injection_signals, "facts": facts,
+            "sources": described, "conflicts": conflicts,
+            "quality_factors": [*factors, *filter(None, (conflict_factor(c) for c in conflicts))],
         })
     if index is not None:
-        _attach_policy_passages(records, index)
+        attach_knowledge(records, index)
+    assemble_records(records, described, counter or counter_for("local"))
     for r in records:
         r["context_hash"] = hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return records
+
+
+def context_metadata(records: list[dict], index: PolicyIndex | None, cache_before: dict) -> dict:
+    """The batch's context in figures; per-decision detail is in the audit (`bosun explain`)."""
+    n = len(records) or 1
+    factors: dict[str, int] = {}
+    gaps: dict[str, int] = {}
+    dropped = summarised = 0
+    for r in records:
+        for f in r["quality_factors"]:
+            factors[f["name"]] = factors.get(f["name"], 0) + 1
+        for g in r.get("knowledge", {}).get("gaps", []):
+            gaps[g] = gaps.get(g, 0) + 1
+        dropped += len(r["assembly"]["dropped"])
+        summarised += sum(1 for k in r["assembly"]["kept"] if k["form"] == "summary")
+    cache = retrieval_cache.stats()
+    hits, misses = cache["hits"] - cache_before["hits"], cache["misses"] - cache_before["misses"]
+    tokens = [r["assembly"]["tokens"] for r in records] or [0]
+    sources = records[0]["sources"] if records else {}
+    return {
+        "events": len(records),
+        "unknown_vendors": sum(not r["facts"]["vendor_known"] for r in records),
+        "already_paid": sum(r["facts"]["already_paid"] for r in records),
+        "pii_redacted": sum(bool(r["pii_found"]) for r in records),
+        "injection_suspected": sum(r["facts"]["injection_suspected"] for r in records),
+        "policy_index_version": index.version if index is not None else None,
+        "sources": dg.MetadataValue.json(sources),
+        **{f"source_{name}": s["status"] for name, s in sources.items()},
+        "degraded_sources": sum(1 for s in sources.values() if s["status"] != "live"),
+        "quality_factors": dg.MetadataValue.json(factors),
+        "conflicts": sum(len(r["conflicts"]) for r in records),
+        "unresolved_conflicts": sum(1 for r in records for c in r["conflicts"] if not c["resolved"]),
+        "knowledge_gaps": sum(gaps.values()),
+        "knowledge_gaps_by_question": dg.MetadataValue.json(gaps),
+        "retrieval_cache_hits": hits, "retrieval_cache_misses": misses,
+        "retrieval_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "token_budget": records[0]["assembly"]["budget"] if records else 0,
+        "tokenizer": records[0]["assembly"]["tokenizer"] if records else "",
+        "tokens_mean": round(sum(tokens) / n, 1), "tokens_max": max(tokens),
+        "over_budget": sum(1 for r in records if not r["assembly"]["within_budget"]),
+        "items_dropped": dropped, "items_summarised": summarised,
+        "example_assembly": dg.MetadataValue.json(
+            {r["event_id"]: {k: v for k, v in r["assembly"].items() if k != "document"} for r in records[:2]}),
+    }
 
 
 def _event_reference(ev: InboxEvent) -> dict:
@@ -158,28 +276,6 @@ def model_features(facts: dict) -> dict:
         "log_amount": math.log10(max(facts["amount"], 1.0)),
         "already_paid": float(facts["already_paid"]), "injection": float(facts["injection_suspected"]),
     }
-
-
-def _attach_policy_passages(records: list[dict], index: PolicyIndex, k: int = 3) -> None:
-    queries = []
-    for r in records:
-        f = r["facts"]
-        words = ["invoice approval"]
-        if not f["vendor_known"]:
-            words.append("unknown vendor")
-        if f["already_paid"]:
-            words.append("duplicate invoice paid")
-        if not f["currency_matches_po"]:
-            words.append("currency purchase order")
-        if (f["amount_over_po_ratio"] or 0) > 0:
-            words.append("amount exceeds purchase order tolerance review")
-        if f["amount"] > 50000:
-            words.append("second approver large amount")
-        if f["injection_suspected"]:
-            words.append("instructions memo")
-        queries.append(" ".join(words))
-    for r, hits in zip(records, index.search_many(queries, k=k)):
-        r["policy_passages"] = [{"doc": p.doc, "heading": p.heading, "score": round(s, 3)} for p, s in hits]
 
 
 def _plain_once(cache: dict, kind: str, key: str, row: dict | None) -> dict | None:

@@ -52,6 +52,7 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> li
             "probability": float(probs.max()), "model": "local", "model_version": preds.model_version,
             "prompt_version": None, "probabilities": dict(zip(preds.classes, map(float, probs))),
             "input_tokens": 0, "output_tokens": 0, "latency_s": 0.0,
+            "quality_factors": c.get("quality_factors", []),
         })
     unsure = [(c, p) for c, p in zip(contexts, proposals) if p["probability"] < ROUTING_THRESHOLD]
     if llm.enabled and unsure:
@@ -66,7 +67,12 @@ def _context_used(c: dict) -> dict:
     return {"vendor_id": c["invoice"]["vendor_id"], "vendor_known": c["vendor"] is not None,
             "po_number": c["invoice"]["po_number"], "po_amount": po.get("amount"),
             "prior_payments": c["prior_payments"], "pii_redacted": c["pii_found"],
-            "policy_passages": c.get("policy_passages", [])}
+            "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
+            # What the decision was made from: each source's state and age, conflicts, the
+            # assembled document's items kept and dropped (`bosun explain` shows this).
+            "sources": c.get("sources", {}), "conflicts": c.get("conflicts", []),
+            "quality_factors": c.get("quality_factors", []), "knowledge": c.get("knowledge", {}),
+            "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"}}
 
 
 def _ask_llm(llm: ChatModel, template: str, version: str, context: dict, proposal: dict) -> None:
@@ -103,13 +109,18 @@ def assess(proposals: list[dict], policy: Policy) -> list[dict]:
             confidence = 1.0
         else:
             confidence = p["probability"] * g["confidence_factor"]
+        # Degraded context (stale or missing source, knowledge gap, unresolved conflict)
+        # lowers confidence whoever decided; the factors are on the decision (issue 4 generalises this).
+        for f in p.get("quality_factors", []):
+            confidence *= 1 - f["penalty"]
         p["confidence"] = round(confidence, 4)
         if g["decision"] == "escalate":
             p["route"], p["reason"] = "escalate", _escalation_reason(p)
         elif confidence < policy.confidence_threshold:
             p["route"] = "escalate"
             p["reason"] = f"confidence {confidence:.2f} below {policy.confidence_threshold}" + (
-                f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "")
+                f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "") + (
+                f" (context: {', '.join(f['name'] for f in p['quality_factors'])})" if p.get("quality_factors") else "")
         else:
             p["route"] = "act" if g["decision"] == "approve" else "record"
             p["reason"] = f"{g['decision']}" + (f" by policy: {', '.join(g['blocked_by'])}" if g["blocked_by"] else "")
