@@ -60,9 +60,18 @@ def render(name: str, content: Any) -> str:
 def assemble_many(batches: list[list[ContextItem]], budget: int, counter: TokenCounter,
                   min_score: float = 0.0) -> list[Assembly]:
     """Assemble every decision of a batch; tokens are counted for the whole batch at once."""
-    full = [[render(i.name, i.content) for i in items] for items in batches]
-    short = [[render(i.name, i.summary) if i.summary is not None else "" for i in items] for items in batches]
-    flat = [t for row in full for t in row] + [t for row in short for t in row if t]
+    rendered: dict[tuple, str] = {}  # vendor rows, PO rows, passages: shared objects, rendered once
+
+    def once(name: str, content: Any) -> str:
+        key = (name, id(content)) if not isinstance(content, (str, int, float, bool)) else (name, content)
+        text = rendered.get(key)
+        if text is None:
+            text = rendered[key] = render(name, content)
+        return text
+
+    full = [[once(i.name, i.content) for i in items] for items in batches]
+    short = [[once(i.name, i.summary) if i.summary is not None else "" for i in items] for items in batches]
+    flat = list(dict.fromkeys([t for row in full for t in row] + [t for row in short for t in row if t]))
     counts = dict(zip(flat, counter.count_many(flat)))
     return [_assemble(items, f, s, counts, budget, counter.name, min_score)
             for items, f, s in zip(batches, full, short)]
@@ -70,14 +79,15 @@ def assemble_many(batches: list[list[ContextItem]], budget: int, counter: TokenC
 
 def _assemble(items: list[ContextItem], full: list[str], short: list[str], counts: dict[str, int], budget: int,
               tokenizer: str, min_score: float) -> Assembly:
-    order = sorted(range(len(items)), key=lambda i: (not items[i].required, -items[i].score, i))
+    scores = [i.score for i in items]
+    order = sorted(range(len(items)), key=lambda i: (not items[i].required, -scores[i], i))
     used, parts, kept, dropped = 0, [], [], []
     for i in order:
         item = items[i]
-        entry = {"item": item.name, "source": item.source, "score": item.score, **item.source_state}
+        entry = {"item": item.name, "source": item.source, "score": scores[i], **item.source_state}
         n_full = counts[full[i]]
-        if not item.required and item.score < min_score:
-            dropped.append({**entry, "tokens": n_full, "reason": f"low value: score {item.score} below {min_score}"})
+        if not item.required and scores[i] < min_score:
+            dropped.append({**entry, "tokens": n_full, "reason": f"low value: score {scores[i]} below {min_score}"})
         elif item.required or used + n_full <= budget:
             used += n_full
             parts.append(full[i])

@@ -56,23 +56,27 @@ def attach_knowledge(records: list[dict], index: PolicyIndex, questions: dict = 
     """Per record: the passages that answer its questions, and a gap for each question with
     no passage above the relevance floor. Returns the batch's gap counts."""
     asked = [questions_for(r["facts"], questions) for r in records]
-    unique = sorted({q for qs in asked for _, q in qs})
-    answers = dict(zip(unique, retrieve(index, unique)))
+    # Every record's questions go through the cache (so its hit rate is per lookup); only
+    # questions not in it reach BM25, in one call for the batch.
+    flat = [q for qs in asked for _, q in qs]
+    answers = dict(zip(flat, retrieve(index, flat)))
+    # Per question once: the passages above the floor, as shared JSON-ready dicts.
+    answered = {q: [({"doc": p.doc, "heading": p.heading, "doc_version": p.doc_version, "score": round(s, 3),
+                      "text": p.text}, s) for p, s in hits if s >= RELEVANCE_FLOOR] for q, hits in answers.items()}
     gaps: dict[str, int] = {}
     for r, qs in zip(records, asked):
-        best: dict[str, tuple] = {}
+        best: dict[tuple, tuple] = {}
         r_gaps = []
         for name, q in qs:
-            hits = [(p, s) for p, s in answers[q] if s >= RELEVANCE_FLOOR]
+            hits = answered[q]
             if not hits:
                 r_gaps.append(name)
                 gaps[name] = gaps.get(name, 0) + 1
             for p, s in hits:
-                if p.ref not in best or best[p.ref][1] < s:
-                    best[p.ref] = (p, s, name)
-        r["policy_passages"] = [{"doc": p.doc, "heading": p.heading, "doc_version": p.doc_version,
-                                 "score": round(s, 3), "question": name, "text": p.text}
-                                for p, s, name in sorted(best.values(), key=lambda t: -t[1])]
+                ref = (p["doc"], p["heading"])
+                if ref not in best or best[ref][1] < s:
+                    best[ref] = (p, s, name)
+        r["policy_passages"] = [{**p, "question": name} for p, s, name in sorted(best.values(), key=lambda t: -t[1])]
         r["knowledge"] = {"questions": [n for n, _ in qs], "gaps": r_gaps, "index_version": index.version}
         r.setdefault("quality_factors", []).extend(
             {"name": "knowledge_gap", "penalty": KNOWLEDGE_GAP_PENALTY,
