@@ -77,6 +77,14 @@ class CircuitBreaker:
 
     def record_failure(self, source: str, error: str) -> BreakerState:
         now = _now()
+        try:
+            self._count_failure(source, error, now)
+        except sa.exc.IntegrityError:
+            # Another run inserted this source's first row at the same moment: count on it.
+            self._count_failure(source, error, now)
+        return self.state(source, now)
+
+    def _count_failure(self, source: str, error: str, now: datetime) -> None:
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(circuit_breakers.c.consecutive_failures)
                                .where(circuit_breakers.c.source == source)).first()
@@ -87,10 +95,15 @@ class CircuitBreaker:
                 conn.execute(circuit_breakers.insert().values(source=source, **values))
             else:
                 conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source).values(**values))
-        return self.state(source, now)
 
     def _upsert(self, source: str, values: dict) -> None:
-        with self.engine.begin() as conn:
-            done = conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source).values(**values))
-            if done.rowcount == 0:
-                conn.execute(circuit_breakers.insert().values(source=source, **{"last_error": None, **values}))
+        for _ in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    done = conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source)
+                                        .values(**values))
+                    if done.rowcount == 0:
+                        conn.execute(circuit_breakers.insert().values(source=source, **{"last_error": None, **values}))
+                return
+            except sa.exc.IntegrityError:
+                continue  # inserted concurrently: the second pass updates it

@@ -96,7 +96,8 @@ def read_source(name: str, fetch: Callable[[], Any], settings: SourceSettings,
     """Live value if the source answers in time, else the snapshot (stale), else missing."""
     now = now or datetime.now(timezone.utc)
     started = time.perf_counter()
-    breaker_state = breaker.state(name, now).state if breaker else "closed"
+    before = breaker.state(name, now) if breaker else None
+    breaker_state = before.state if before else "closed"
     attempts, error = 0, None
     if breaker_state == "open":
         error = "circuit open: the source kept failing, not called"
@@ -110,8 +111,8 @@ def read_source(name: str, fetch: Callable[[], Any], settings: SourceSettings,
                 with attempt:
                     attempts += 1
                     value = call_with_timeout(fetch, settings.timeout_s)
-            if breaker:
-                breaker.record_success(name)
+            if breaker and (before.consecutive_failures or before.state != "closed"):
+                breaker.record_success(name)  # written only when there is something to reset
             return SourceReading(name, value, LIVE, now, 0.0, "fresh", attempts, None, "closed",
                                  time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - any failure of a source degrades, never crashes
