@@ -13,6 +13,7 @@ import dagster as dg
 
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
+from resources.embeddings import Embeddings
 from resources.erp import ERPResource
 from resources.knowledge_base import PolicyDocuments
 from resources.chat_model import DisabledChatModel
@@ -38,6 +39,17 @@ def chat_model():
     return OpenAIStructuredLLM(**kwargs)
 
 
+def policy_embeddings():
+    """Embeddings for policy retrieval only when BOSUN_EMBEDDINGS_MODEL names a model."""
+    if not os.environ.get("BOSUN_EMBEDDINGS_MODEL"):
+        return Embeddings()
+    from resources.embeddings import OpenAIEmbeddings
+
+    base = "BOSUN_EMBEDDINGS_BASE_URL" if os.environ.get("BOSUN_EMBEDDINGS_BASE_URL") else "OPENAI_BASE_URL"
+    return OpenAIEmbeddings(api_key=dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else "unused",
+                            base_url=_env_or_none(base), model=dg.EnvVar("BOSUN_EMBEDDINGS_MODEL"))
+
+
 def default_resources() -> dict:
     return {
         "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL")),
@@ -46,4 +58,5 @@ def default_resources() -> dict:
         "local_model": LocalModel(model_dir=_env_or_none("BOSUN_MODEL_DIR")),
         "policy_documents": PolicyDocuments(directory=_env_or_none("BOSUN_POLICY_DIR")),
         "llm": chat_model(),
+        "policy_embeddings": policy_embeddings(),
     }

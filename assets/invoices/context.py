@@ -22,6 +22,7 @@ from orchestration.tokens import TokenCounter, counter_for
 from resources.chat_model import ChatModel
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
+from resources.embeddings import Embeddings
 from resources.env import resolved
 from resources.erp import ERPResource
 from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
@@ -60,15 +61,17 @@ def purchase_orders(erp: ERPResource) -> dg.Output[pd.DataFrame]:
 @dg.asset(group_name=CONTEXT_GROUP, freshness_policy=_daily, kinds={"bm25"}, check_specs=[
     dg.AssetCheckSpec("retrieval_recall_at_5_meets_threshold", asset="policy_index",
                       description=f"recall@5 on the labelled retrieval set is at least {RECALL_AT_5_THRESHOLD}")])
-def policy_index(policy_documents: PolicyDocuments):
-    """BM25 index over the approval-policy documents, one entry per paragraph. Its data
-    version is the hash of the documents, so an edited document means a new index; every
-    passage carries its document's version."""
-    index = PolicyIndex(policy_documents.load())
-    quality = retrieval_quality(index, load_labels())
+def policy_index(policy_documents: PolicyDocuments, policy_embeddings: Embeddings):
+    """BM25 index over the approval-policy documents, one entry per paragraph (plus their
+    embeddings when an endpoint is configured). Its data version is the hash of the
+    documents, so an edited document means a new index; every passage carries its
+    document's version."""
+    index = build_index(policy_documents.load(), policy_embeddings)
+    quality = retrieval_quality(index, load_labels(), embed=_embed(policy_embeddings))
     yield dg.Output(index, data_version=dg.DataVersion(index.version), metadata={
         "passages": len(index.passages), "version": index.version,
         "documents": dg.MetadataValue.json(index.document_versions),
+        "retrieval": index.embedding_model and f"bm25+embeddings:{index.embedding_model}" or "bm25",
         "recall_at_5": quality["recall_at_5"], "recall_at_1": quality["recall_at_1"], "mrr": quality["mrr"],
         "labelled_queries": quality["queries"]})
     yield dg.AssetCheckResult(check_name="retrieval_recall_at_5_meets_threshold",
@@ -78,6 +81,15 @@ def policy_index(policy_documents: PolicyDocuments):
 
 
 policy_index_asset = policy_index
+
+
+def build_index(documents: dict[str, str], embeddings: Embeddings | None = None) -> PolicyIndex:
+    embed = _embed(embeddings)
+    return PolicyIndex(documents, embed=embed, embedding_model=embeddings.model_name if embed else None)
+
+
+def _embed(embeddings: Embeddings | None):
+    return embeddings.embed if embeddings is not None and embeddings.enabled else None
 _RULES = {**RECENCY_RULES, AMOUNT_RULE.field: AMOUNT_RULE, BANK_RULE.field: BANK_RULE}
 
 
@@ -88,6 +100,7 @@ def conflict_factor(conflict: dict) -> dict | None:
 @dg.asset(partitions_def=invoice_batches, group_name="invoice_workflow", kinds={"python"})
 def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, erp: ERPResource,
                     context_sources: ContextSources, policy_documents: PolicyDocuments, llm: ChatModel,
+                    policy_embeddings: Embeddings,
                     vendors: pd.DataFrame, purchase_orders: pd.DataFrame,
                     policy_index: PolicyIndex) -> dg.Output[list[dict]]:
     """For each invoice in the batch: vendor, PO, prior payments, guarded memo, the policy
@@ -96,21 +109,22 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
     batch = BatchRange.parse(context.partition_key)
     events = bosun_db.inbox().events_between(batch.first, batch.last, EVENT_TYPES)
     as_of = {name: _materialized_at(context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")}
-    knowledge = context_sources.read("knowledge", lambda: current_index(policy_index, policy_documents),
+    knowledge = context_sources.read("knowledge", lambda: current_index(policy_index, policy_documents,
+                                                                        policy_embeddings),
                                      Snapshot(policy_index, as_of["policy_index"]), window_of_asset(policy_index_asset))
     cache_before = retrieval_cache.stats()
     records = assemble_context(
         events, vendors, purchase_orders, erp, knowledge.value, sources=context_sources,
         snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
-        knowledge=knowledge, counter=counter_for(_tokenizer_model(llm)))
+        knowledge=knowledge, counter=counter_for(_tokenizer_model(llm)), embed=_embed(policy_embeddings))
     return dg.Output(records, metadata=context_metadata(records, knowledge.value, cache_before))
 
 
-def current_index(index: PolicyIndex, documents: PolicyDocuments) -> PolicyIndex:
+def current_index(index: PolicyIndex, documents: PolicyDocuments, embeddings: Embeddings | None = None) -> PolicyIndex:
     """The materialized index while the documents are unchanged; rebuilt (six small files,
     milliseconds) when they changed since, so no decision reads a withdrawn policy."""
     docs = documents.load()
-    return index if documents_version(docs) == index.version else PolicyIndex(docs)
+    return index if documents_version(docs) == index.version else build_index(docs, embeddings)
 
 
 def _materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | None:
@@ -131,7 +145,7 @@ def action_key(event_key: str, step: str) -> str:
 def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df: pd.DataFrame,
                      erp: ERPResource, index: PolicyIndex | None, sources: ContextSources | None = None,
                      snapshot_times: dict | None = None, knowledge: SourceReading | None = None,
-                     counter: TokenCounter | None = None) -> list[dict]:
+                     counter: TokenCounter | None = None, embed=None) -> list[dict]:
     """One context record per event. Every source is read once for the whole batch."""
     sources = sources or ContextSources()
     snapshot_times = snapshot_times or {}
@@ -180,7 +194,7 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
             "quality_factors": [*factors, *filter(None, (conflict_factor(c) for c in conflicts))],
         })
     if index is not None:
-        attach_knowledge(records, index)
+        attach_knowledge(records, index, embed=embed)
     assemble_records(records, described, counter or counter_for("local"))
     for r in records:
         r["context_hash"] = hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -46,20 +46,32 @@ def questions_for(facts: dict, questions: dict = QUESTIONS) -> list[tuple[str, s
     return [(name, q) for name, (q, needed) in questions.items() if needed(facts)]
 
 
-def retrieve(index: PolicyIndex, questions: list[str], k: int = PASSAGES_PER_QUESTION) -> list[list]:
-    """Hits for each question; only questions not in the cache go to BM25, in one call."""
-    keys = [(index.version, q, k) for q in questions]
-    return retrieval_cache.get_many(keys, lambda missing: index.search_many([m[1] for m in missing], k=k))
+def retrieve(index: PolicyIndex, questions: list[str], k: int = PASSAGES_PER_QUESTION, embed=None) -> list[list]:
+    """Hits for each question; only questions not in the cache go to the index, in one call.
+    If the embeddings endpoint fails, BM25 alone answers: retrieval degrades, never fails."""
+    mode = index.embedding_model if (embed is not None and index.embedding_model) else "bm25"
+    keys = [(index.version, mode, q, k) for q in questions]
+
+    def search(missing):
+        texts = [m[2] for m in missing]
+        if mode == "bm25":
+            return index.search_many(texts, k=k)
+        try:
+            return index.search_many(texts, k=k, embed=embed)
+        except Exception:  # noqa: BLE001 - an unreachable embeddings endpoint must not stop decisions
+            return index.search_many(texts, k=k)
+
+    return retrieval_cache.get_many(keys, search)
 
 
-def attach_knowledge(records: list[dict], index: PolicyIndex, questions: dict = QUESTIONS) -> dict:
+def attach_knowledge(records: list[dict], index: PolicyIndex, questions: dict = QUESTIONS, embed=None) -> dict:
     """Per record: the passages that answer its questions, and a gap for each question with
     no passage above the relevance floor. Returns the batch's gap counts."""
     asked = [questions_for(r["facts"], questions) for r in records]
     # Every record's questions go through the cache (so its hit rate is per lookup); only
     # questions not in it reach BM25, in one call for the batch.
     flat = [q for qs in asked for _, q in qs]
-    answers = dict(zip(flat, retrieve(index, flat)))
+    answers = dict(zip(flat, retrieve(index, flat, embed=embed)))
     # Per question once: the passages above the floor, as shared JSON-ready dicts.
     answered = {q: [({"doc": p.doc, "heading": p.heading, "doc_version": p.doc_version, "score": round(s, 3),
                       "text": p.text}, s) for p, s in hits if s >= RELEVANCE_FLOOR] for q, hits in answers.items()}
@@ -88,9 +100,9 @@ def load_labels(path: Path = LABELS_PATH) -> list[dict]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def retrieval_quality(index: PolicyIndex, labels: list[dict], k: int = 5) -> dict:
+def retrieval_quality(index: PolicyIndex, labels: list[dict], k: int = 5, embed=None) -> dict:
     """recall@k (share of questions whose relevant passage is in the top k) and MRR."""
-    results = index.search_many([row["query"] for row in labels], k=k)
+    results = index.search_many([row["query"] for row in labels], k=k, embed=embed)
     ranks = []
     for row, hits in zip(labels, results):
         refs = [p.ref for p, _ in hits]

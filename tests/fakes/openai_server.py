@@ -14,6 +14,10 @@ Behaviours, consumed one per request, then the default:
     ("status", code[, headers])    that status with an OpenAI-style error body
     ("hang", seconds)              wait before answering ("ok" with {}), to trip timeouts
     ("refusal", text)              200, content null and message.refusal = text
+
+`POST /v1/embeddings` always answers (no script): a deterministic 64-dimension bag of
+hashed words per input, so texts sharing words are close; requests are kept in
+`embedding_requests`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,17 @@ _ERROR_TYPES = {
 }
 
 
+def _bag_of_words(text: str, dims: int = 64) -> list[float]:
+    import hashlib
+    import re
+
+    v = [0.0] * dims
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        v[int(hashlib.md5(word.encode()).hexdigest(), 16) % dims] += 1.0
+    norm = sum(x * x for x in v) ** 0.5 or 1.0
+    return [x / norm for x in v]
+
+
 def _token_estimate(text: str) -> int:
     # Roughly four characters a token, like the real tokenizer on English text.
     return max(1, len(text) // 4)
@@ -45,6 +60,7 @@ class FakeOpenAI:
     def __init__(self, model: str = "fake-model") -> None:
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.embedding_requests: list[dict[str, Any]] = []
         self._script: deque = deque()
         self._default: tuple = ("status", 500)
         self._lock = threading.Lock()
@@ -171,12 +187,29 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout fired); nothing to tell it
 
+    def _embeddings(self, raw: bytes) -> None:
+        body = json.loads(raw or b"{}")
+        auth = self.headers.get("Authorization") or ""
+        self.owner.embedding_requests.append({"body": body, "authorization": auth})
+        if not auth.startswith("Bearer "):
+            self._send(401, _error_body(401, "missing bearer token"))
+            return
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        data = [{"object": "embedding", "index": i, "embedding": _bag_of_words(text)} for i, text in enumerate(inputs)]
+        tokens = sum(_token_estimate(t) for t in inputs)
+        self._send(200, {"object": "list", "data": data, "model": body.get("model"),
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._send(404, _error_body(404, "not found"))
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if self.path.rstrip("/") == "/v1/embeddings":
+            self._embeddings(raw)
+            return
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, _error_body(404, "not found"))
             return

@@ -183,7 +183,9 @@ def test_policy_index_reports_retrieval_quality_and_rebuilds_when_documents_chan
     docs = PolicyDocuments(directory=str(sample / "policies"))
     from assets.invoices.context import policy_index
 
-    result = dg.materialize([policy_index], resources={"policy_documents": docs})
+    from resources.embeddings import Embeddings
+
+    result = dg.materialize([policy_index], resources={"policy_documents": docs, "policy_embeddings": Embeddings()})
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["recall_at_5"].value >= 0.9
     index = result.output_for_node("policy_index")
