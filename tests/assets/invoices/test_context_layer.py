@@ -199,3 +199,39 @@ def test_policy_index_reports_retrieval_quality_and_rebuilds_when_documents_chan
     # The check can fail: without half the documents recall@5 drops below the threshold.
     partial = PolicyIndex({k: v for k, v in docs.load().items() if k < "memo"})
     assert retrieval_quality(partial, load_labels())["recall_at_5"] < 0.9
+
+
+PAYMENT_CALLS: list = []  # module-level: a resource is a frozen pydantic model
+
+
+class PaymentsAlwaysDown(ERPResource):
+    """Counts how often the payments API is hammered while it is down."""
+
+    def paid_invoices(self, invoice_ids):
+        PAYMENT_CALLS.append(len(invoice_ids))
+        raise ConnectionError("payments API: HTTP 503")
+
+    def vendors_by_id(self, vendor_ids):
+        raise TimeoutError("vendor service: read timed out")
+
+
+def test_the_breaker_stops_calling_a_failing_source_across_batches_and_staleness_follows_the_policy(
+        bosun_home, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    sample, erp = _erp_world(tmp_path)
+    down = PaymentsAlwaysDown(url=erp.url)
+    PAYMENT_CALLS.clear()
+    sources = ContextSources(timeout_s=1, attempts=1, backoff_s=0.01, breaker_threshold=2, breaker_cooldown_s=600)
+    events = _events(sample, 10)
+    index = PolicyIndex(PolicyDocuments(directory=str(sample / "policies")).load())
+    taken = datetime.now(timezone.utc) - timedelta(hours=30)  # the snapshot is past the 26 h warn window
+    batches = [assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), down, index, sources,
+                                snapshot_times={"vendors": taken}) for _ in range(3)]
+    assert len(PAYMENT_CALLS) == 2  # the third batch did not call it: the circuit is open
+    third = batches[2][0]["sources"]["payments"]
+    assert third["breaker"] == "open" and "circuit open" in third["error"] and third["attempts"] == 0
+    vendors = batches[0][0]["sources"]["vendors"]
+    assert vendors["status"] == "stale" and vendors["freshness"] == "warn" and 30 * 3600 - 60 < vendors["age_s"]
+    [stale] = [f for f in batches[0][0]["quality_factors"] if f["name"] == "stale_source:vendors"]
+    assert stale["penalty"] == 0.15 and "freshness policy: warn" in stale["detail"]
