@@ -90,6 +90,8 @@ def build_index(documents: dict[str, str], embeddings: Embeddings | None = None)
 
 def _embed(embeddings: Embeddings | None):
     return embeddings.embed if embeddings is not None and embeddings.enabled else None
+
+
 _RULES = {**RECENCY_RULES, AMOUNT_RULE.field: AMOUNT_RULE, BANK_RULE.field: BANK_RULE}
 
 
@@ -117,14 +119,26 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
         events, vendors, purchase_orders, erp, knowledge.value, sources=context_sources,
         snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
         knowledge=knowledge, counter=counter_for(_tokenizer_model(llm)), embed=_embed(policy_embeddings))
-    return dg.Output(records, metadata=context_metadata(records, knowledge.value, cache_before))
+    metadata = context_metadata(records, knowledge.value, cache_before)
+    metadata["policy_index_rebuilt"] = knowledge.value is not None and knowledge.value is not policy_index
+    return dg.Output(records, metadata=metadata)
 
 
 def current_index(index: PolicyIndex, documents: PolicyDocuments, embeddings: Embeddings | None = None) -> PolicyIndex:
     """The materialized index while the documents are unchanged; rebuilt (six small files,
     milliseconds) when they changed since, so no decision reads a withdrawn policy."""
     docs = documents.load()
-    return index if documents_version(docs) == index.version else build_index(docs, embeddings)
+    version = documents_version(docs)
+    if version == index.version:
+        return index
+    key = (version, embeddings.model_name if embeddings is not None else "none")
+    if key not in _rebuilt:  # once per process, not once per batch, until the asset catches up
+        _rebuilt.clear()
+        _rebuilt[key] = build_index(docs, embeddings)
+    return _rebuilt[key]
+
+
+_rebuilt: dict[tuple, PolicyIndex] = {}
 
 
 def _materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | None:

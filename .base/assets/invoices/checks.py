@@ -1,0 +1,67 @@
+"""Verification of the invoice workflow: asset checks on each batch's outcome."""
+
+
+import warnings
+
+import dagster as dg
+
+from orchestration.batching import BatchRange
+from orchestration.inbox import TERMINAL_STATES
+from resources.database import BosunDatabase
+from resources.erp import ERPResource
+
+from assets.invoices.actions import invoice_actions
+from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
+
+# Partition-aware checks are "preview" in Dagster 1.13; a batch check has to know its
+# batch, so we use them knowingly and keep the warning out of every CLI call.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
+                        category=dg.PreviewWarning)
+
+
+_SPECS = {
+    "every_event_reached_a_terminal_state":
+        "Nothing lost: every event of the batch is done, escalated, rejected or dead-lettered.",
+    "no_invoice_paid_twice": "No invoice has more than one live payment, across all batches.",
+    "no_payment_exceeds_po": "Live payments on each purchase order stay within its amount plus tolerance.",
+}
+
+
+# One step for the three checks: each step of a run costs event-log writes, and these
+# are three cheap queries (shared/notes/performance.md).
+@dg.multi_asset_check(
+    name="invoice_outcome_checks",
+    specs=[dg.AssetCheckSpec(name, asset=invoice_actions, partitions_def=invoice_batches, blocking=True,
+                             description=text) for name, text in _SPECS.items()],
+)
+def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: BosunDatabase, erp: ERPResource):
+    yield every_event_reached_a_terminal_state(BatchRange.parse(context.partition_key), bosun_db)
+    yield no_invoice_paid_twice(erp)
+    yield no_payment_exceeds_po(erp)
+
+
+def every_event_reached_a_terminal_state(batch: BatchRange, bosun_db: BosunDatabase) -> dg.AssetCheckResult:
+    states = bosun_db.inbox().states_between(batch.first, batch.last, EVENT_TYPES)
+    stuck = {s: n for s, n in states.items() if s not in TERMINAL_STATES}
+    return dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="every_event_reached_a_terminal_state",
+                               passed=not stuck, metadata={
+        "events": sum(states.values()), **{f"state_{s}": n for s, n in sorted(states.items())},
+        "not_terminal": sum(stuck.values())})
+
+
+def no_invoice_paid_twice(erp: ERPResource) -> dg.AssetCheckResult:
+    twice = erp.invoices_paid_twice()
+    return dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="no_invoice_paid_twice",
+                               passed=not twice, metadata={
+        "invoices_paid_twice": len(twice), "examples": dg.MetadataValue.json(twice[:10])})
+
+
+def no_payment_exceeds_po(erp: ERPResource) -> dg.AssetCheckResult:
+    over = erp.payments_over_po(PO_TOLERANCE)
+    return dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="no_payment_exceeds_po",
+                               passed=not over, metadata={
+        "purchase_orders_exceeded": len(over), "tolerance": float(PO_TOLERANCE),
+        "examples": dg.MetadataValue.json(over[:10])})
+
+
+invoice_checks = [invoice_outcome_checks]

@@ -1,0 +1,53 @@
+"""Sample data into the ERP, and the local model trained on the labelled sample."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from orchestration.envelope import parse_envelope
+from orchestration.inbox import InboxEvent
+from resources.erp import ERPResource
+from resources.local_model import LocalModel
+
+from assets.invoices import sample_data
+from assets.invoices.context import assemble_context, model_features
+from assets.invoices.workflow import MODEL_NAME, registry
+
+
+def read_events(path: str | Path) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def seed_erp(erp: ERPResource, directory: str | Path) -> None:
+    vendor_rows, po_rows = sample_data.load_erp(directory)
+    erp.load_master_data(vendor_rows, po_rows)
+
+
+def as_inbox_events(raw_events: list[dict]) -> list[InboxEvent]:
+    """Distinct events (a re-delivery is the same event) shaped as the inbox returns them."""
+    seen, events = set(), []
+    for i, raw in enumerate(raw_events):
+        env = parse_envelope(raw, registry)
+        if env.idempotency_key in seen:
+            continue
+        seen.add(env.idempotency_key)
+        events.append(InboxEvent(seq=i + 1, key=env.idempotency_key, envelope=env, status="received", attempts=0))
+    return events
+
+
+def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> dict:
+    """Fit the local model on the sample's ground truth; facts come from the same code as in runs."""
+    directory = Path(directory)
+    labels = sample_data.load_labels(directory)
+    events = as_inbox_events(read_events(directory / "invoices.jsonl"))
+    vendors = erp.vendors_frame()
+    pos = erp.purchase_orders_frame()
+    contexts = assemble_context(events, vendors, pos, erp, index=None)
+    by_id = {e.key: e.envelope.id for e in events}
+    records = [model_features(c["facts"]) for c in contexts]
+    y = [labels[by_id[c["key"]]]["label"] for c in contexts]
+    version = local_model.fit(MODEL_NAME, records, y)
+    return {"model_version": version, "examples": len(y), "labels": dict(Counter(y))}

@@ -1,0 +1,27 @@
+"""What makes the invoice workflow a workflow: its name, events, batches and settings."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import dagster as dg
+
+from orchestration.batching import BatchPolicy
+from orchestration.envelope import PayloadRegistry
+
+from assets.invoices import payloads
+
+WORKFLOW = "invoices"
+MODEL_NAME = "invoices"
+EVENT_TYPES = [payloads.INVOICE_RECEIVED]
+PO_TOLERANCE = Decimal("0.02")
+# Below this local confidence the router asks the LLM, when one is configured.
+ROUTING_THRESHOLD = 0.9
+
+registry = PayloadRegistry()
+payloads.register(registry)
+
+# One partition per batch of inbox events, named by its sequence range.
+invoice_batches = dg.DynamicPartitionsDefinition(name="invoice_batches")
+
+batch_policy = BatchPolicy(max_events=1000, max_wait_seconds=5.0, max_batches_per_tick=20)

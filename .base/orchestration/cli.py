@@ -1,0 +1,135 @@
+"""`bosun`: the command line. An entry point, so it may load the code location."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from orchestration import settings
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _defs():
+    from orchestration.definitions import defs
+
+    return defs
+
+
+def cmd_ingest(args) -> int:
+    from orchestration.definitions import payload_registry
+
+    db = _defs().resources["bosun_db"]
+    with open(args.file) as fh:
+        lines = [line for line in fh if line.strip()]
+    summary = db.inbox().ingest(lines, payload_registry)
+    _print(summary.as_dict())
+    return 0
+
+
+def cmd_status(args) -> int:
+    db = _defs().resources["bosun_db"]
+    counts = db.inbox().counts()
+    counts["review_queue_pending"] = db.review_queue().count("pending")
+    if args.json:
+        _print(counts)
+    else:
+        print(f"received {counts['received']}  duplicates {counts['duplicates']}  "
+              f"review queue {counts['review_queue_pending']}")
+        for status, n in sorted(counts["by_status"].items()):
+            print(f"  {status:<14}{n}")
+    return 0
+
+
+def cmd_audit_verify(args) -> int:
+    result = _defs().resources["bosun_db"].audit().verify()
+    _print(result.as_dict())
+    return 0 if result.ok else 1
+
+
+def cmd_sample_data(args) -> int:
+    from assets.invoices.demo import prepare
+
+    res = _defs().resources
+    _print(prepare(settings.sample_dir(), args.invoices, args.seed, res["erp"], res["local_model"]))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import tempfile
+
+    home = Path(args.home or tempfile.mkdtemp(prefix="bosun-demo-")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    # The demo is self-contained: its own database, models and sample unless told otherwise.
+    os.environ["BOSUN_HOME"] = str(home)
+    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_MODEL_DIR", "BOSUN_SAMPLE_DIR",
+                "BOSUN_POLICY_DIR"):
+        if not args.keep_env:
+            os.environ.pop(var, None)
+    from assets.invoices.demo import run_demo
+
+    summary = run_demo(_defs(), home, args.events, args.seed)
+    summary["home"] = str(home)
+    _print(summary)
+    return 0 if not summary["failed_batches"] and summary["audit"]["ok"] else 1
+
+
+def cmd_dev(args) -> int:
+    from orchestration.dev import run_dev
+
+    return run_dev(host=args.host, port=args.port, invoices=args.invoices, seed=args.seed,
+                   feed_per_tick=args.feed, feed_interval=args.feed_interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bosun", description="Production AI workflows on Dagster.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="store events from a JSONL file in the inbox (once each)")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("status", help="events per state")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("audit", help="the audit log")
+    asub = s.add_subparsers(dest="audit_command", required=True)
+    v = asub.add_parser("verify", help="check the hash chain; exit 1 if broken")
+    v.set_defaults(func=cmd_audit_verify)
+
+    s = sub.add_parser("sample-data", help="generate sample data, seed the ERP, train the local model")
+    s.add_argument("--invoices", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_sample_data)
+
+    s = sub.add_parser("demo", help="run the whole path in-process on generated invoices")
+    s.add_argument("--events", type=int, default=500)
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--home", help="keep the demo's state here (default: a new temp dir)")
+    s.add_argument("--keep-env", action="store_true", help="use BOSUN_DATABASE_URL etc. from the environment")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("dev", help="dagster dev (webserver + daemon) with a sample event feeder")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=3000)
+    s.add_argument("--invoices", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--feed", type=int, default=50, help="events fed per interval")
+    s.add_argument("--feed-interval", type=float, default=3.0)
+    s.set_defaults(func=cmd_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Bosun's own tables (SQLAlchemy Core): inbox, review queue, audit log.
+
+One metadata for every engine table, created idempotently; the same code runs on the
+embedded SQLite file and on Postgres.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; Postgres wants a BIGINT for a stream.
+SeqType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+UtcDateTime = sa.DateTime(timezone=True)
+
+inbox = sa.Table(
+    "bosun_inbox",
+    metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
+    sa.Column("source", sa.String(200)),
+    sa.Column("event_id", sa.String(200)),
+    sa.Column("type", sa.String(200)),
+    sa.Column("schema_version", sa.Integer),
+    sa.Column("occurred_at", UtcDateTime),
+    sa.Column("entity_key", sa.String(200)),
+    sa.Column("payload", sa.JSON),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    # received -> done | escalated | rejected | dead_lettered (the terminal states)
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("reason", sa.Text),
+    sa.Column("outcome", sa.JSON),
+    sa.Column("batch_id", sa.String(64), index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("duplicate_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", UtcDateTime),
+    sa.Index("ix_bosun_inbox_type_seq", "type", "seq"),
+)
+
+review_queue = sa.Table(
+    "bosun_review_queue",
+    metadata,
+    sa.Column("id", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
+    sa.Column("workflow", sa.String(100), nullable=False),
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("entity_key", sa.String(200)),
+    sa.Column("proposal", sa.JSON, nullable=False),
+    sa.Column("confidence", sa.Float),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default="pending"),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+audit_log = sa.Table(
+    "bosun_audit_log",
+    metadata,
+    sa.Column("seq", SeqType, primary_key=True, autoincrement=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("batch_id", sa.String(64), index=True),
+    sa.Column("subject", sa.String(450), index=True),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row that every appender locks first, so concurrent runs extend one chain.
+audit_head = sa.Table(
+    "bosun_audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+_lock = threading.RLock()
+_created: set[tuple[str, int]] = set()
+
+
+_engines: dict[str, sa.Engine] = {}
+
+
+def _engine(url: str) -> sa.Engine:
+    # One engine (and pool) per URL per process, shared by every resource and run.
+    with _lock:
+        if url not in _engines:
+            _engines[url] = _new_engine(url)
+        return _engines[url]
+
+
+def dispose(url: str) -> None:
+    """Close pooled connections to `url` (before dropping a database, say)."""
+    with _lock:
+        engine = _engines.pop(url, None)
+        _created.difference_update({k for k in _created if k[0] == url})
+    if engine is not None:
+        engine.dispose()
+
+
+def _new_engine(url: str) -> sa.Engine:
+    kwargs: dict = {"future": True}
+    if url.startswith("sqlite"):
+        # Several processes (webserver, daemon, run workers) share the file: wait for the
+        # writer instead of failing with "database is locked".
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def engine_for(url: str, extra_metadata: tuple[sa.MetaData, ...] = ()) -> sa.Engine:
+    """The engine for `url`, with every table Bosun needs created once per process."""
+    engine = _engine(url)
+    with _lock:
+        for md in (metadata, *extra_metadata):
+            key = (url, id(md))
+            if key not in _created:
+                md.create_all(engine, checkfirst=True)
+                _created.add(key)
+    return engine
+
+
+
+def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, index_elements: list[str]):
+    """An INSERT that skips rows whose key exists, on SQLite and Postgres alike."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=index_elements)

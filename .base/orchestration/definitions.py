@@ -1,0 +1,34 @@
+"""The code location: every workflow assembled into one Definitions, plus shared policy.
+
+Only assembly lives here; each workflow module owns its assets, checks, jobs and triggers.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import invoices
+from assets.invoices import payloads as invoice_payloads
+from orchestration.envelope import PayloadRegistry
+from resources.defaults import default_resources
+from sensors import invoices as invoice_triggers
+
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    """Every workflow with the environment's resources; `resources` replaces some (tests,
+    fault injection) without touching the workflows."""
+    return dg.Definitions(
+        assets=[*invoices.assets],
+        asset_checks=[*invoices.checks],
+        jobs=[*invoices.jobs],
+        sensors=[*invoice_triggers.sensors],
+        schedules=[*invoice_triggers.schedules],
+        resources={**default_resources(), **(resources or {})},
+    )
+
+
+defs = build_definitions()
+
+# Every workflow's payload models, for triggers that accept any event (CLI, HTTP).
+payload_registry = PayloadRegistry()
+invoice_payloads.register(payload_registry)

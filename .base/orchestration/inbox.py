@@ -1,0 +1,172 @@
+"""The durable inbox: every event stored once, every event ending in one terminal state.
+
+Writes are in bulk (one multi-row statement per call), because per-event round trips
+are what make one-run-per-event pipelines slow (see shared/notes/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+from orchestration.db import engine_for, inbox, insert_ignoring_duplicates
+from orchestration.envelope import EventEnvelope, PayloadRegistry, RejectedInput, parse_envelope, raw_fingerprint
+
+RECEIVED = "received"
+TERMINAL_STATES = ("done", "escalated", "rejected", "dead_lettered")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class IngestSummary:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "rejected": len(self.rejected), "rejections": self.rejected}
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    seq: int
+    key: str
+    envelope: EventEnvelope
+    status: str
+    attempts: int
+
+
+class Inbox:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = engine_for(url)
+
+    # ---- write side -------------------------------------------------------------
+    def ingest(self, raws: Iterable[Any], registry: PayloadRegistry) -> IngestSummary:
+        """Store each valid event once; keep each invalid one with its reason."""
+        summary = IngestSummary()
+        now = utcnow()
+        rows: dict[str, dict] = {}
+        in_call_dupes: Counter[str] = Counter()
+        for line_no, raw in enumerate(raws, start=1):
+            try:
+                env = parse_envelope(raw, registry)
+            except RejectedInput as exc:
+                key = "rejected:" + raw_fingerprint(raw)
+                summary.rejected.append({"line": line_no, "reason": exc.reason})
+                rows.setdefault(key, _rejected_row(key, raw, exc.reason, now))
+                continue
+            key = env.idempotency_key
+            if key in rows:
+                in_call_dupes[key] += 1
+                continue
+            rows[key] = _event_row(env, now)
+        inserted = self._insert_new(list(rows.values()))
+        repeated = Counter({k: 1 for k in rows if k not in inserted}) + in_call_dupes
+        if repeated:
+            self._count_duplicates(repeated)
+        summary.accepted = sum(1 for k in inserted if not k.startswith("rejected:"))
+        summary.duplicates = sum(n for k, n in repeated.items() if not k.startswith("rejected:"))
+        return summary
+
+    def _insert_new(self, rows: list[dict]) -> set[str]:
+        if not rows:
+            return set()
+        stmt = insert_ignoring_duplicates(self.engine, inbox, ["idempotency_key"]).returning(inbox.c.idempotency_key)
+        inserted: set[str] = set()
+        with self.engine.begin() as conn:
+            for chunk_start in range(0, len(rows), 5000):
+                chunk = rows[chunk_start:chunk_start + 5000]
+                inserted.update(conn.execute(stmt, chunk).scalars())
+        return inserted
+
+    def _count_duplicates(self, repeated: Counter) -> None:
+        stmt = (inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
+                .values(duplicate_count=inbox.c.duplicate_count + sa.bindparam("n")))
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"k": k, "n": n} for k, n in repeated.items()])
+
+    def set_states(self, updates: list[dict], batch_id: str | None = None) -> None:
+        """Move events to their next state in one statement: dicts of key, status, reason, outcome."""
+        if not updates:
+            return
+        now = utcnow()
+        stmt = (inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
+                .values(status=sa.bindparam("s"), reason=sa.bindparam("r"), outcome=sa.bindparam("o"),
+                        batch_id=sa.bindparam("b"), attempts=inbox.c.attempts + 1, updated_at=now))
+        params = [{"k": u["key"], "s": u["status"], "r": u.get("reason"), "o": u.get("outcome"),
+                   "b": batch_id} for u in updates]
+        with self.engine.begin() as conn:
+            conn.execute(stmt, params)
+
+    # ---- read side ----------------------------------------------------------------
+    def pending_after(self, cursor: int, types: list[str], limit: int) -> list[tuple[int, datetime]]:
+        """(seq, received_at) of events past the cursor, in order, at most `limit`."""
+        q = (sa.select(inbox.c.seq, inbox.c.received_at)
+             .where(inbox.c.seq > cursor, inbox.c.type.in_(types), inbox.c.status != "rejected")
+             .order_by(inbox.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            return [(int(s), _aware(r)) for s, r in conn.execute(q)]
+
+    def events_between(self, first: int, last: int, types: list[str], statuses=(RECEIVED,)) -> list[InboxEvent]:
+        q = (sa.select(inbox).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types),
+                                    inbox.c.status.in_(statuses))
+             .order_by(inbox.c.seq))
+        with self.engine.connect() as conn:
+            return [_to_event(r) for r in conn.execute(q).mappings()]
+
+    def states_between(self, first: int, last: int, types: list[str]) -> Counter:
+        q = (sa.select(inbox.c.status, sa.func.count()).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types))
+             .group_by(inbox.c.status))
+        with self.engine.connect() as conn:
+            return Counter({s: int(n) for s, n in conn.execute(q)})
+
+    def counts(self) -> dict:
+        with self.engine.connect() as conn:
+            by_status = {s: int(n) for s, n in conn.execute(
+                sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))}
+            dupes = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(inbox.c.duplicate_count), 0))).scalar_one()
+        return {"received": sum(by_status.values()), "by_status": by_status, "duplicates": int(dupes)}
+
+    def rejected(self, limit: int = 100) -> list[dict]:
+        q = (sa.select(inbox.c.seq, inbox.c.idempotency_key, inbox.c.status, inbox.c.reason)
+             .where(inbox.c.status.in_(("rejected", "dead_lettered"))).order_by(inbox.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def _aware(dt: datetime) -> datetime:
+    # SQLite hands timestamps back naive; they were written in UTC.
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _event_row(env: EventEnvelope, now: datetime) -> dict:
+    return {"idempotency_key": env.idempotency_key, "source": env.source, "event_id": env.id,
+            "type": env.type, "schema_version": env.schema_version,
+            "occurred_at": env.occurred_at.astimezone(timezone.utc), "entity_key": env.entity_key,
+            "payload": env.payload, "received_at": now, "status": RECEIVED, "reason": None}
+
+
+def _rejected_row(key: str, raw: Any, reason: str, now: datetime) -> dict:
+    # The raw input is kept verbatim so a corrected resend can be compared and retried.
+    raw_text = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+    return {"idempotency_key": key, "source": None, "event_id": None, "type": None, "schema_version": None,
+            "occurred_at": None, "entity_key": None, "payload": {"raw": raw_text[:20000]},
+            "received_at": now, "status": "rejected", "reason": reason}
+
+
+def _to_event(row) -> InboxEvent:
+    env = EventEnvelope.model_construct(
+        source=row["source"], id=row["event_id"], type=row["type"], schema_version=row["schema_version"],
+        occurred_at=_aware(row["occurred_at"]), entity_key=row["entity_key"], payload=row["payload"])
+    return InboxEvent(seq=int(row["seq"]), key=row["idempotency_key"], envelope=env,
+                      status=row["status"], attempts=int(row["attempts"]))

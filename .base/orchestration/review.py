@@ -1,0 +1,38 @@
+"""The review queue: decisions a human must take, kept until answered."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from orchestration.db import engine_for, insert_ignoring_duplicates, review_queue
+
+
+class ReviewQueue:
+    def __init__(self, url: str):
+        self.engine = engine_for(url)
+
+    def submit(self, workflow: str, items: list[dict], batch_id: str | None = None) -> int:
+        """items: key, entity_key, proposal, confidence, reason. A replayed batch adds nothing twice."""
+        if not items:
+            return 0
+        now = datetime.now(timezone.utc)
+        rows = [{"idempotency_key": it["key"], "workflow": workflow, "batch_id": batch_id,
+                 "entity_key": it.get("entity_key"), "proposal": it["proposal"],
+                 "confidence": it.get("confidence"), "reason": it["reason"], "status": "pending",
+                 "created_at": now} for it in items]
+        with self.engine.begin() as conn:
+            res = conn.execute(insert_ignoring_duplicates(self.engine, review_queue, ["idempotency_key"]), rows)
+        return res.rowcount or 0
+
+    def pending(self, limit: int = 100) -> list[dict]:
+        q = (sa.select(review_queue).where(review_queue.c.status == "pending")
+             .order_by(review_queue.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def count(self, status: str = "pending") -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(review_queue)
+                                    .where(review_queue.c.status == status)).scalar_one())

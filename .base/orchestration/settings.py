@@ -1,0 +1,54 @@
+"""Where Bosun keeps its state, read from environment variables only.
+
+Every setting has an embedded default so that a fresh clone runs with no service and
+no key; production overrides them through the environment, never through code edits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def bosun_home() -> Path:
+    """Directory for the embedded defaults (SQLite database, models, sample data)."""
+    return Path(os.environ.get("BOSUN_HOME", ".bosun")).resolve()
+
+
+def database_url() -> str:
+    """Bosun's own tables: inbox, review queue, audit log (and the sample ERP)."""
+    url = os.environ.get("BOSUN_DATABASE_URL")
+    if url:
+        return normalise_url(url)
+    home = bosun_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'bosun.db'}"
+
+
+def erp_database_url() -> str:
+    """The ERP (ledger, payments) is a separate system; by default it lives beside Bosun."""
+    url = os.environ.get("BOSUN_ERP_DATABASE_URL")
+    return normalise_url(url) if url else database_url()
+
+
+def sample_dir() -> Path:
+    return Path(os.environ.get("BOSUN_SAMPLE_DIR", str(bosun_home() / "sample"))).resolve()
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get("BOSUN_MODEL_DIR", str(bosun_home() / "models"))).resolve()
+
+
+def normalise_url(url: str) -> str:
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed;
+    # psycopg2 is the driver dagster-postgres uses too.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and metadata: the password is never shown."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,33 @@
+"""Bosun's own database (inbox, review queue, audit log) as a Dagster resource."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+
+from orchestration import settings
+from resources.env import resolved
+from orchestration.audit import AuditLog
+from orchestration.inbox import Inbox
+from orchestration.review import ReviewQueue
+
+
+class BosunDatabase(dg.ConfigurableResource):
+    """`url` unset means BOSUN_DATABASE_URL, else the embedded SQLite file under BOSUN_HOME."""
+
+    url: Optional[str] = None
+
+    @property
+    def resolved_url(self) -> str:
+        url = resolved(self.url)
+        return settings.normalise_url(url) if url else settings.database_url()
+
+    def inbox(self) -> Inbox:
+        return Inbox(self.resolved_url)
+
+    def audit(self) -> AuditLog:
+        return AuditLog(self.resolved_url)
+
+    def review_queue(self) -> ReviewQueue:
+        return ReviewQueue(self.resolved_url)

@@ -1,0 +1,47 @@
+"""The resources every workflow gets, chosen from environment variables.
+
+With nothing set, everything is embedded: SQLite under BOSUN_HOME, the local model, BM25
+over the sample policy documents, no LLM. Secrets are passed as EnvVar so that Dagster
+resolves them at run time and never shows their values.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from resources.database import BosunDatabase
+from resources.erp import ERPResource
+from resources.knowledge_base import PolicyDocuments
+from resources.chat_model import DisabledChatModel
+from resources.local_model import LocalModel
+
+
+def _env_or_none(name: str):
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def chat_model():
+    if not (os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")):
+        return DisabledChatModel()
+    from resources.llm import OpenAIStructuredLLM  # the openai client only when an LLM is configured
+
+    # A local OpenAI-compatible server may need no key; the client still wants one.
+    api_key = dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else "unused"
+    kwargs = {"api_key": api_key}
+    if os.environ.get("OPENAI_BASE_URL"):
+        kwargs["base_url"] = dg.EnvVar("OPENAI_BASE_URL")
+    if os.environ.get("BOSUN_LLM_MODEL"):
+        kwargs["model"] = dg.EnvVar("BOSUN_LLM_MODEL")
+    return OpenAIStructuredLLM(**kwargs)
+
+
+def default_resources() -> dict:
+    return {
+        "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL")),
+        "erp": ERPResource(url=_env_or_none("BOSUN_ERP_DATABASE_URL")),
+        "local_model": LocalModel(model_dir=_env_or_none("BOSUN_MODEL_DIR")),
+        "policy_documents": PolicyDocuments(directory=_env_or_none("BOSUN_POLICY_DIR")),
+        "llm": chat_model(),
+    }

@@ -1,0 +1,196 @@
+"""The ERP: vendors, purchase orders, the ledger and payments, in a SQL database.
+
+A real target system as far as Bosun is concerned: its write APIs take idempotency keys
+(as payment APIs do), so a replayed action is a no-op, and each write has a compensating
+call. Writes take many items per call so a batch costs one round trip per step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from orchestration import settings
+from resources.env import resolved
+from orchestration.db import engine_for, insert_ignoring_duplicates
+
+erp_metadata = sa.MetaData()
+Money = sa.Numeric(16, 2)
+
+vendors = sa.Table(
+    "erp_vendors", erp_metadata,
+    sa.Column("vendor_id", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("country", sa.String(2)),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("risk_tier", sa.String(20), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("iban", sa.String(64)),
+)
+purchase_orders = sa.Table(
+    "erp_purchase_orders", erp_metadata,
+    sa.Column("po_number", sa.String(100), primary_key=True),
+    sa.Column("vendor_id", sa.String(100), nullable=False, index=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("opened_on", sa.Date),
+)
+ledger_entries = sa.Table(
+    "erp_ledger_entries", erp_metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
+    sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
+    sa.Column("vendor_id", sa.String(100), nullable=False),
+    sa.Column("po_number", sa.String(100)),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    # posted -> reversed: a reversal is kept, never deleted, as an accountant would expect
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("posted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reversed_at", sa.DateTime(timezone=True)),
+)
+payments = sa.Table(
+    "erp_payments", erp_metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
+    sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
+    sa.Column("vendor_id", sa.String(100), nullable=False),
+    sa.Column("po_number", sa.String(100), index=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("due_on", sa.Date),
+    # scheduled -> cancelled
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cancelled_at", sa.DateTime(timezone=True)),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _money_row(item: dict, **extra) -> dict:
+    return {"idempotency_key": item["key"], "invoice_id": item["invoice_id"], "vendor_id": item["vendor_id"],
+            "po_number": item["po_number"], "amount": Decimal(item["amount"]), "currency": item["currency"], **extra}
+
+
+class ERPResource(dg.ConfigurableResource):
+    """`url` unset means BOSUN_ERP_DATABASE_URL, else Bosun's own database."""
+
+    url: Optional[str] = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        url = resolved(self.url)
+        url = settings.normalise_url(url) if url else settings.erp_database_url()
+        return engine_for(url, (erp_metadata,))
+
+    # ---- master data ---------------------------------------------------------------
+    def load_master_data(self, vendor_rows: list[dict], po_rows: list[dict]) -> None:
+        """Seed vendors and purchase orders (sample data); existing rows are kept."""
+        eng = self.engine
+        pos = [{**p, "amount": Decimal(p["amount"]),
+                "opened_on": pd.Timestamp(p["opened_on"]).date() if p.get("opened_on") else None} for p in po_rows]
+        with eng.begin() as conn:
+            if vendor_rows:
+                conn.execute(insert_ignoring_duplicates(eng, vendors, ["vendor_id"]), vendor_rows)
+            for i in range(0, len(pos), 5000):
+                conn.execute(insert_ignoring_duplicates(eng, purchase_orders, ["po_number"]), pos[i:i + 5000])
+
+    def vendors_frame(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(sa.select(vendors), conn)
+
+    def purchase_orders_frame(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            df = pd.read_sql(sa.select(purchase_orders), conn)
+        df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
+        return df
+
+    # ---- reads the decision needs live -----------------------------------------------
+    def paid_invoices(self, invoice_ids: list[str]) -> dict[tuple[str, str], list[str]]:
+        """(vendor_id, invoice_id) -> idempotency keys of its live (not cancelled) payments."""
+        out: dict[tuple[str, str], list[str]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(invoice_ids), 5000):
+                q = (sa.select(payments.c.vendor_id, payments.c.invoice_id, payments.c.idempotency_key)
+                     .where(payments.c.invoice_id.in_(invoice_ids[i:i + 5000]), payments.c.status == "scheduled"))
+                for v, inv, key in conn.execute(q):
+                    out.setdefault((v, inv), []).append(key)
+        return out
+
+    def paid_per_po(self, po_numbers: list[str]) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(po_numbers), 5000):
+                q = (sa.select(payments.c.po_number, sa.func.sum(payments.c.amount))
+                     .where(payments.c.po_number.in_(po_numbers[i:i + 5000]), payments.c.status == "scheduled")
+                     .group_by(payments.c.po_number))
+                out.update({po: Decimal(str(total)) for po, total in conn.execute(q)})
+        return out
+
+    # ---- writes, idempotent by key, each with its compensation --------------------------
+    def post_ledger_entries(self, items: list[dict]) -> dict[str, str]:
+        """items: key, invoice_id, vendor_id, po_number, amount, currency. Returns per-key errors."""
+        self._insert_once(ledger_entries, [_money_row(it, status="posted", posted_at=_now()) for it in items])
+        return {}
+
+    def reverse_ledger_entries(self, items: list[dict]) -> None:
+        self._void(ledger_entries, items, "posted", "reversed", "reversed_at")
+
+    def schedule_payments(self, items: list[dict]) -> dict[str, str]:
+        self._insert_once(payments, [_money_row(it, status="scheduled", scheduled_at=_now(),
+                                                due_on=pd.Timestamp(it["due_on"]).date()) for it in items])
+        return {}
+
+    def cancel_payments(self, items: list[dict]) -> None:
+        self._void(payments, items, "scheduled", "cancelled", "cancelled_at")
+
+    def _insert_once(self, table: sa.Table, rows: list[dict]) -> None:
+        # The idempotency key is unique: a replayed write is a no-op, as with a payment API.
+        with self.engine.begin() as conn:
+            conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]), rows)
+
+    def _void(self, table: sa.Table, items: list[dict], live: str, voided: str, stamp: str) -> None:
+        # Kept, never deleted: an accountant wants the reversal on record.
+        with self.engine.begin() as conn:
+            conn.execute(table.update()
+                         .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
+                         .values(status=voided, **{stamp: _now()}))
+
+    # ---- what verification needs ----------------------------------------------------------
+    def invoices_paid_twice(self) -> list[dict]:
+        q = (sa.select(payments.c.vendor_id, payments.c.invoice_id, sa.func.count().label("payments"))
+             .where(payments.c.status == "scheduled")
+             .group_by(payments.c.vendor_id, payments.c.invoice_id).having(sa.func.count() > 1))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def payments_over_po(self, tolerance: Decimal) -> list[dict]:
+        paid = (sa.select(payments.c.po_number, sa.func.sum(payments.c.amount).label("paid"))
+                .where(payments.c.status == "scheduled").group_by(payments.c.po_number).subquery())
+        q = (sa.select(paid.c.po_number, paid.c.paid, purchase_orders.c.amount.label("po_amount"))
+             .join(purchase_orders, purchase_orders.c.po_number == paid.c.po_number, isouter=True)
+             .where(sa.or_(purchase_orders.c.po_number.is_(None),
+                           paid.c.paid > purchase_orders.c.amount * (1 + tolerance))))
+        with self.engine.connect() as conn:
+            return [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in r.items()}
+                    for r in conn.execute(q).mappings()]
+
+    def live_ledger_entries(self, invoice_id: str | None = None) -> list[dict]:
+        q = sa.select(ledger_entries).where(ledger_entries.c.status == "posted")
+        if invoice_id:
+            q = q.where(ledger_entries.c.invoice_id == invoice_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def live_payments(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(payments).where(payments.c.status == "scheduled")).mappings()]

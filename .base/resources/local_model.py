@@ -1,0 +1,93 @@
+"""The local model: a scikit-learn classifier with calibrated probabilities.
+
+It needs no network and no key, which makes it the embedded default and the cheap first
+stop of the router. Features arrive as dicts (the workflow decides which), so one resource
+serves every workflow; a fitted model is kept per name under the model directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import joblib
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MaxAbsScaler
+
+from orchestration import settings
+from resources.env import resolved
+
+
+@dataclass(frozen=True)
+class Predictions:
+    labels: list[str]
+    probabilities: np.ndarray  # rows: items, columns: classes
+    classes: list[str]
+    model_version: str
+
+    def confidence(self) -> np.ndarray:
+        return self.probabilities.max(axis=1)
+
+
+class LocalModel(dg.ConfigurableResource):
+    """`model_dir` unset means BOSUN_MODEL_DIR, else BOSUN_HOME/models."""
+
+    model_dir: Optional[str] = None
+
+    def _path(self, name: str) -> Path:
+        configured = resolved(self.model_dir)
+        base = Path(configured) if configured else settings.model_dir()
+        return base / f"{name}.joblib"
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def fit(self, name: str, records: list[dict], labels: list[str], seed: int = 0) -> str:
+        """Fit and save; returns the model version (hash of the saved file)."""
+        # Sigmoid calibration with cross-validation: the probabilities are what the
+        # escalation threshold is compared against, so they must mean what they say.
+        pipeline = make_pipeline(
+            DictVectorizer(sparse=True),
+            MaxAbsScaler(),
+            CalibratedClassifierCV(LogisticRegression(max_iter=2000, C=3.0, random_state=seed), cv=5, method="sigmoid"),
+        )
+        pipeline.fit(records, labels)
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        joblib.dump(pipeline, tmp)
+        tmp.replace(path)  # atomic: a run never loads a half-written model
+        _load.cache_clear()
+        return _file_version(path)
+
+    def predict(self, name: str, records: list[dict]) -> Predictions:
+        path = self._path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"no local model {name!r} at {path}; train it first (bosun train or bosun demo)")
+        pipeline, version = _load(str(path), path.stat().st_mtime_ns)
+        classes = [str(c) for c in pipeline.classes_]
+        if not records:
+            return Predictions([], np.zeros((0, len(classes))), classes, version)
+        proba = pipeline.predict_proba(records)
+        labels = [classes[i] for i in proba.argmax(axis=1)]
+        return Predictions(labels, proba, classes, version)
+
+
+def _file_version(path: Path) -> str:
+    return "local-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+# Loaded once per process and file version, not once per batch.
+import functools  # noqa: E402
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, _mtime_ns: int):
+    return joblib.load(path), _file_version(Path(path))

@@ -1,0 +1,55 @@
+"""The `bosun` console script as a user runs it: a subprocess of the installed entry point."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+BOSUN = Path(sys.executable).parent / "bosun"
+
+
+def bosun(*args, env_extra=None, check=True):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(env_extra or {})
+    proc = subprocess.run([str(BOSUN), *args], capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_ingest_twice_reports_duplicates_and_status_counts(bosun_home, tmp_path):
+    from assets.invoices import sample_data
+
+    paths = sample_data.write_sample_data(tmp_path / "sample", n_invoices=50, seed=3)
+    with open(paths["invoices"], "a") as fh:
+        fh.write('{"source": "x", "id": "1", "type": "invoice.received"}\n')
+    first = json.loads(bosun("ingest", str(paths["invoices"])).stdout)
+    assert first["accepted"] == 50 and first["rejected"] == 1
+    assert "schema_version" in first["rejections"][0]["reason"]
+    second = json.loads(bosun("ingest", str(paths["invoices"])).stdout)
+    assert second["accepted"] == 0 and second["duplicates"] == 50 + first["duplicates"]
+    status = json.loads(bosun("status", "--json").stdout)
+    assert status["by_status"] == {"received": 50, "rejected": 1}
+    assert status["received"] == 51
+
+
+def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
+    home = tmp_path / "demo"
+    summary = json.loads(bosun("demo", "--events", "300", "--seed", "5", "--home", str(home)).stdout)
+    assert summary["failed_batches"] == [] and summary["audit"]["ok"]
+    assert summary["status"]["received"] == 300
+    assert sum(summary["status"]["by_status"].values()) == 300
+    assert summary["accuracy"]["accuracy"] >= 0.95
+
+    env = {"BOSUN_HOME": str(home)}
+    assert json.loads(bosun("audit", "verify", env_extra=env).stdout)["ok"] is True
+    engine = sa.create_engine(f"sqlite:///{home / 'bosun.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE bosun_audit_log SET record = replace(record, 'approve', 'reject') "
+                             "WHERE seq = 5"))
+    engine.dispose()
+    broken = bosun("audit", "verify", env_extra=env, check=False)
+    assert broken.returncode == 1 and json.loads(broken.stdout)["first_bad_seq"] == 5

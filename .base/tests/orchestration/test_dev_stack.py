@@ -1,0 +1,112 @@
+"""`make run`'s stack for real: `bosun dev` starts webserver + daemon + feeder, and the
+webserver's GraphQL endpoint shows a sensor-launched batch run that succeeded with every
+asset check passed. Stopped by its own process group id, also on failure."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bosun_testing import service_unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+BOSUN = Path(sys.executable).parent / "bosun"
+
+RUNS = """{ runsOrError(filter: {pipelineName: "invoice_batch_job", statuses: [SUCCESS]}, limit: 20) {
+  ... on Runs { results { runId tags { key value } } } } }"""
+RUN_CHECKS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
+  __typename ... on AssetCheckEvaluationEvent { evaluation { checkName success } } } } } } }"""
+EXPECTED_CHECKS = {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
+                                 data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)["data"]
+
+
+def _server_up(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _sensor_batch_with_checks_passed(port: int) -> str | None:
+    for run in _graphql(port, RUNS)["runsOrError"]["results"]:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        if tags.get("dagster/sensor_name") != "invoice_inbox_sensor":
+            continue
+        events = _graphql(port, RUN_CHECKS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
+        results = {e["evaluation"]["checkName"]: e["evaluation"]["success"]
+                   for e in events if e["__typename"] == "AssetCheckEvaluationEvent"}
+        if set(results) == EXPECTED_CHECKS and all(results.values()):
+            return run["runId"]
+    return None
+
+
+def _render(url: str, tmp_path: Path) -> str:
+    """The page's DOM after its scripts ran, from headless Chromium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        service_unavailable("Chromium (apt-get install chromium)", FileNotFoundError("chromium"))
+    # Flags as this machine needs them: no sandbox as root, no background network calls.
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
+                           "--virtual-time-budget=20000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120)
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
+    env.update(BOSUN_HOME=str(tmp_path / "bosun"), DAGSTER_HOME=str(tmp_path / "dagster_home"))
+    log = open(tmp_path / "dev.log", "w")
+    proc = subprocess.Popen([str(BOSUN), "dev", "--port", str(port), "--invoices", "300", "--feed-interval", "2"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _server_up(port):
+            assert proc.poll() is None, f"bosun dev exited early:\n{(tmp_path / 'dev.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "webserver did not answer within 120 s"
+            time.sleep(1)
+        served_at = time.monotonic()
+        run_id = None
+        while run_id is None and time.monotonic() - served_at < 60:
+            time.sleep(2)
+            run_id = _sensor_batch_with_checks_passed(port)
+        assert run_id, ("no sensor-launched batch run with its checks passed within 60 s of the UI serving:\n"
+                        + (tmp_path / "dev.log").read_text()[-3000:])
+        # What an operator sees: the run's page, rendered by a real browser.
+        dom = _render(f"http://127.0.0.1:{port}/runs/{run_id}", tmp_path)
+        assert "RUN_SUCCESS" in dom and "invoice_batch_job" in dom
+        assert all(name in dom for name in EXPECTED_CHECKS)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()

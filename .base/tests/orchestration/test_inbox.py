@@ -1,0 +1,70 @@
+from datetime import datetime, timedelta, timezone
+
+from assets.invoices.workflow import EVENT_TYPES, registry
+from orchestration.batching import BatchPolicy, BatchRange, cut_batches
+from orchestration.inbox import Inbox
+from orchestration import settings
+
+
+def _env(i):
+    return {
+        "source": "s", "id": f"e{i}", "type": "invoice.received", "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"V1:INV-{i}",
+        "payload": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "10.00",
+                    "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
+                    "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}]},
+    }
+
+
+def test_each_event_is_stored_once_and_duplicates_are_counted(bosun_home):
+    inbox = Inbox(settings.database_url())
+    first = inbox.ingest([_env(i) for i in range(5)] + [_env(0)], registry)
+    assert (first.accepted, first.duplicates) == (5, 1)
+    second = inbox.ingest([_env(i) for i in range(5)], registry)
+    assert (second.accepted, second.duplicates) == (0, 5)
+    counts = inbox.counts()
+    assert counts["received"] == 5 and counts["duplicates"] == 6
+    assert counts["by_status"] == {"received": 5}
+
+
+def test_rejected_input_is_kept_with_its_reason(bosun_home):
+    inbox = Inbox(settings.database_url())
+    bad = _env(1)
+    bad["payload"]["currency"] = "euro"
+    summary = inbox.ingest([bad, "not json", _env(2)], registry)
+    assert summary.accepted == 1
+    assert [r["line"] for r in summary.rejected] == [1, 2]
+    assert "payload.currency" in summary.rejected[0]["reason"]
+    kept = inbox.rejected()
+    assert len(kept) == 2 and all(r["status"] == "rejected" and r["reason"] for r in kept)
+    # Sending the same bad input again does not store it twice.
+    inbox.ingest([bad], registry)
+    assert len(inbox.rejected()) == 2
+
+
+def test_pending_skips_rejected_and_respects_cursor(bosun_home):
+    inbox = Inbox(settings.database_url())
+    inbox.ingest([_env(0), "junk", _env(1), _env(2)], registry)
+    pending = inbox.pending_after(0, EVENT_TYPES, 100)
+    assert len(pending) == 3
+    assert inbox.pending_after(pending[1][0], EVENT_TYPES, 100) == pending[2:]
+
+
+def test_batches_are_cut_when_full_or_old_enough():
+    now = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
+    fresh = [(i, now) for i in range(1, 8)]
+    policy = BatchPolicy(max_events=3, max_wait_seconds=10, max_batches_per_tick=10)
+    assert [b.key for b in cut_batches(fresh, policy, now)] == [BatchRange(1, 3).key, BatchRange(4, 6).key]
+    old = [(i, now - timedelta(seconds=11)) for i in range(1, 8)]
+    assert cut_batches(old, policy, now)[-1] == BatchRange(7, 7)
+    assert len(cut_batches(old, BatchPolicy(3, 10, max_batches_per_tick=2), now)) == 2
+
+
+def test_batch_key_round_trips_and_rejects_garbage():
+    import pytest
+
+    assert BatchRange.parse(BatchRange(5, 900).key) == BatchRange(5, 900)
+    with pytest.raises(ValueError):
+        BatchRange.parse("9-3")
+    with pytest.raises(ValueError):
+        BatchRange.parse("batch-one")

@@ -1,0 +1,59 @@
+"""The event sensor, evaluated as the daemon would, against a real instance and inbox."""
+
+import dagster as dg
+
+from assets.invoices import context_assets
+from orchestration.batching import BatchRange
+from sensors.invoices import invoice_inbox_sensor
+
+
+def _env(i):
+    return {"source": "s", "id": f"e{i}", "type": "invoice.received", "schema_version": 1,
+            "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"V1:INV-{i}",
+            "payload": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "10.00",
+                        "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
+                        "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}]}}
+
+
+def _tick(instance, defs, cursor=None):
+    ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=defs,
+                                  resources=defs.resources)
+    return invoice_inbox_sensor.evaluate_tick(ctx)
+
+
+def _materialize_context(instance, defs):
+    for a in context_assets:
+        for key in a.keys:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+
+
+def test_first_tick_bootstraps_the_context_assets(bosun_home, tmp_path):
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        data = _tick(instance, defs)
+        assert [r.job_name for r in data.run_requests] == ["invoice_context_refresh_job"]
+        assert data.cursor is None
+
+
+def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_home, tmp_path, monkeypatch):
+    from assets.invoices import workflow
+    from orchestration.batching import BatchPolicy
+    from orchestration.definitions import build_definitions, payload_registry
+
+    defs = build_definitions()
+    inbox = defs.resources["bosun_db"].inbox()
+    inbox.ingest([_env(i) for i in range(2500)], payload_registry)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        _materialize_context(instance, defs)
+        data = _tick(instance, defs)
+        keys = [r.run_key for r in data.run_requests]
+        # Two full batches now; the remaining 500 wait for more events or for the timeout.
+        assert len(keys) == 2 and [BatchRange.parse(k).last - BatchRange.parse(k).first for k in keys] == [999, 999]
+        assert all(r.partition_key == r.run_key for r in data.run_requests)
+        assert data.dynamic_partitions_requests[0].partition_keys == keys
+        assert data.cursor == str(BatchRange.parse(keys[-1]).last)
+
+        again = _tick(instance, defs, cursor=data.cursor)
+        assert again.run_requests == [] and "500 event(s) waiting" in again.skip_message
