@@ -211,7 +211,9 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         attach_knowledge(records, index, embed=embed)
     assemble_records(records, described, counter or counter_for("local"))
     for r in records:
-        r["context_hash"] = hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        # The document is covered by its own hash in the assembly; hashing it twice buys nothing.
+        body = {k: v for k, v in r.items() if k != "assembly"} | {"assembly_hash": r["assembly"]["hash"]}
+        r["context_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return records
 
 

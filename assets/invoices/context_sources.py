@@ -57,9 +57,13 @@ def read_batch_sources(payloads: list[dict], erp: ERPResource, sources: ContextS
     invoice_ids = sorted({p["invoice_id"] for p in payloads})
     breaker = sources.breaker()
 
-    def snap(name, key, keys):
-        s = snapshots.get(name)
-        return None if s is None else Snapshot(_rows_by(s.value[s.value[key].isin(keys)], key), s.as_of)
+    made: dict[str, Snapshot | None] = {}
+
+    def snap(name, key, keys):  # the snapshot's rows for this batch's keys, built once
+        if name not in made:
+            s = snapshots.get(name)
+            made[name] = None if s is None else Snapshot(_rows_by(s.value[s.value[key].isin(keys)], key), s.as_of)
+        return made[name]
 
     readings = {
         "vendors": sources.read("vendors", lambda: _rows_by(erp.vendors_by_id(vendor_ids), "vendor_id"),
