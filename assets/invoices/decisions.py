@@ -76,7 +76,7 @@ def _context_used(c: dict) -> dict:
 
 
 def _ask_llm(llm: ChatModel, template: str, version: str, context: dict, proposal: dict) -> None:
-    policy_text = "; ".join(f"{p['doc']} / {p['heading']}" for p in context.get("policy_passages", []))
+    policy_text = _kept_policy(context)
     prompt = template.format(
         policy=policy_text or "none found",
         facts=json.dumps(context["facts"], sort_keys=True, default=str),
@@ -91,6 +91,15 @@ def _ask_llm(llm: ChatModel, template: str, version: str, context: dict, proposa
     else:
         proposal.update(decision=result.value.decision, probability=result.value.confidence,
                         llm_reason=result.value.reason)
+
+
+def _kept_policy(context: dict) -> str:
+    """The policy passages the assembly kept within the token budget, as the model reads them."""
+    kept = {k["item"] for k in context.get("assembly", {}).get("kept", [])}
+    passages = context.get("policy_passages", [])
+    if kept:
+        passages = [p for p in passages if f"policy:{p['doc']}#{p['heading']}" in kept]
+    return "\n\n".join(f"{p['doc']} / {p['heading']}: {p.get('text', '')}".rstrip(": ") for p in passages)
 
 
 def guard(proposals: list[dict], policy: Policy) -> list[dict]:

@@ -47,6 +47,9 @@ def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world)
     sent = json.dumps([r["body"] for r in llm_server.requests])
     assert "@" not in sent.replace("[EMAIL]", "")
     assert API_KEY not in json.dumps(decisions)
+    # The model reads the policy passages the budgeted assembly kept, counted in its tokenizer.
+    assert "may be approved automatically only when" in sent
+    assert all(d["context_used"]["assembly"]["tokenizer"].startswith("tiktoken:cl100k_base") for d in decisions)
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
