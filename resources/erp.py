@@ -165,6 +165,31 @@ class ERPResource(dg.ConfigurableResource):
                          .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
                          .values(status=voided, **{stamp: _now()}))
 
+    def live_ledger_keys(self, keys: list[str]) -> set[str]:
+        """Which of these ledger idempotency keys are posted now (a saga's `verify`)."""
+        return self._live_keys(ledger_entries, keys, "posted")
+
+    def live_payment_keys(self, keys: list[str]) -> set[str]:
+        return self._live_keys(payments, keys, "scheduled")
+
+    def _live_keys(self, table: sa.Table, keys: list[str], live: str) -> set[str]:
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 5000):
+                q = sa.select(table.c.idempotency_key).where(table.c.idempotency_key.in_(keys[i:i + 5000]),
+                                                             table.c.status == live)
+                out |= {k for (k,) in conn.execute(q)}
+        return out
+
+    def master_data_for(self, vendor_ids: list[str], po_numbers: list[str]) -> tuple[dict, dict]:
+        """Live vendor and PO rows (dicts by id) for a batch's prerequisite checks."""
+        with self.engine.connect() as conn:
+            vs = {r["vendor_id"]: dict(r) for r in conn.execute(
+                sa.select(vendors).where(vendors.c.vendor_id.in_(sorted(set(vendor_ids))))).mappings()}
+            ps = {r["po_number"]: dict(r) for r in conn.execute(
+                sa.select(purchase_orders).where(purchase_orders.c.po_number.in_(sorted(set(po_numbers))))).mappings()}
+        return vs, ps
+
     # ---- what verification needs ----------------------------------------------------------
     def invoices_paid_twice(self) -> list[dict]:
         q = (sa.select(payments.c.vendor_id, payments.c.invoice_id, sa.func.count().label("payments"))
