@@ -51,6 +51,12 @@ class Leases:
             held |= self.try_acquire(list(wanted - held))
         return held
 
+    def renew(self) -> None:
+        """Extend every lease this holder has (a long batch keeps what it holds)."""
+        with self.engine.begin() as conn:
+            conn.execute(leases.update().where(leases.c.holder == self.holder)
+                         .values(expires_at=time.time() + self.ttl_s))
+
     def release(self, keys: list[str] | None = None) -> None:
         with self.engine.begin() as conn:
             q = leases.delete().where(leases.c.holder == self.holder)

@@ -199,6 +199,8 @@ class SagaExecutor:
             todo = [k for k in forward if st(k, name) != "done"]
             if not todo:
                 continue
+            if self.leases is not None:
+                self.leases.renew()
             errors, in_doubt = self._act(name, todo, state, out)
             out.unfinished += in_doubt
             forward = [k for k in forward if k not in errors and k not in in_doubt]
@@ -259,21 +261,20 @@ class SagaExecutor:
                 continue
             was_done = {k for k in todo if state[k]["steps"][name][0] == "done"}
             self.log.set_steps(name, {k: ("compensating", None) for k in todo})
-            failed: dict[str, str] = {}
+            raised: dict[str, str] = {}
             for chunk in _chunks([self._item(action, k, state) for k in todo], action.max_items_per_call):
                 try:
                     self._call(action, action.compensate, chunk)
-                except Exception as exc:
-                    failed.update({it["saga_id"]: describe(exc) for it in chunk})
+                except Exception as exc:  # part of the call may have landed: verify decides
+                    raised.update({it["saga_id"]: describe(exc) for it in chunk})
             # Verified, not assumed: the target must show the effect gone.
             live = self._verified(action, todo, state)
+            failed: dict[str, str] = {}
             for k in todo:
-                if k in failed:
-                    continue
                 if live is None:
-                    failed[k] = "compensation could not be verified"
+                    failed[k] = f"compensation could not be verified ({raised.get(k, 'target unreadable')})"
                 elif k in live:
-                    failed[k] = "effect still live after compensation"
+                    failed[k] = raised.get(k, "effect still live after compensation")
             ok = [k for k in todo if k not in failed]
             self.log.set_steps(name, {**{k: ("compensated", None) for k in ok},
                                       **{k: ("compensating", e) for k, e in failed.items()}})
