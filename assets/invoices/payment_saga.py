@@ -102,3 +102,22 @@ def payment_executor(erp: ERPResource, db_url: str, holder: str, *, rate: float 
                         leases=Leases(db_url, holder), entities=entities, prerequisites=prerequisites(erp),
                         approval=approval_rule(limit if limit is not None else approval_limit()),
                         review=ReviewQueue(db_url), lease_wait_s=lease_wait_s)
+
+
+def saga_executor(resources, holder: str) -> SagaExecutor:
+    """The workflow's executor for `bosun saga ...` and `bosun review approve`."""
+    return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder)
+
+
+def record_settled(resources, outcome, note: str) -> int:
+    """After an approval or a recovery outside a batch run: the events' terminal states."""
+    states = []
+    for k in outcome.done:
+        states.append({"key": k, "status": "done", "reason": f"paid ({note})",
+                       "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")}})
+    for k, f in outcome.failed.items():
+        status = "escalated" if f.get("compensation_error") else "dead_lettered"
+        states.append({"key": k, "status": status,
+                       "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})"})
+    resources["bosun_db"].inbox().set_states(states)
+    return len(states)
