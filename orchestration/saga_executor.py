@@ -122,14 +122,15 @@ class SagaExecutor:
     def _execute(self, saga_ids: list[str], out: BatchOutcome) -> BatchOutcome:
         state = self.log.load(saga_ids)
         active = [k for k in saga_ids if k in state and state[k]["status"] in ACTIVE]
-        with self._leased(active, out) as held:
-            # Reloaded under the lease: another run may have settled them meanwhile.
-            state.update(self.log.load(held))
+        with self._leased(active, out, state) as held:
+            if self.leases is not None and held:
+                # Reloaded under the lease: another run may have settled them meanwhile.
+                state.update(self.log.load(held))
             self._report_settled([k for k in saga_ids if k not in out.deferred], state, out)
             self._drive([k for k in held if state[k]["status"] in ACTIVE], state, out)
         return out
 
-    def _leased(self, saga_ids: list[str], out: BatchOutcome):
+    def _leased(self, saga_ids: list[str], out: BatchOutcome, state: dict | None = None):
         executor = self
 
         class _Lease:
@@ -137,8 +138,8 @@ class SagaExecutor:
                 if not (executor.leases and executor.entities and saga_ids):
                     self_inner.keys = []
                     return list(saga_ids)
-                state = executor.log.load(saga_ids)
-                ents = {k: executor.entities(state[k]["params"]) for k in saga_ids if k in state}
+                known = state if state is not None else executor.log.load(saga_ids)
+                ents = {k: executor.entities(known[k]["params"]) for k in saga_ids if k in known}
                 wanted = sorted({e for es in ents.values() for e in es})
                 got = executor.leases.acquire(wanted, executor.lease_wait_s)
                 ok = [k for k in saga_ids if k in ents and set(ents[k]) <= got]
