@@ -31,9 +31,9 @@ def _executors(url, n_runs, per_call, rate=0, wait=10.0):
     return out
 
 
-@pytest.fixture
-def erp_url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'erp.db'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def erp_url(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'erp.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     worker.seed(ERPResource(url=url), 2000)
     return url
 
@@ -172,3 +172,59 @@ def test_an_approval_gated_plan_executes_only_after_approval_once(world, monkeyp
     state = [e for e in db.inbox().events_between(1, 10_000, ["invoice.received"], statuses=("done",))
              if e.key == saga_id]
     assert state
+
+
+class ProcessDied(BaseException):
+    """Stands for the process dying: nothing in the executor may catch it."""
+
+
+class DiesAfterSchedulingPayments(ERPResource):
+    def schedule_payments(self, items):
+        super().schedule_payments(items)
+        raise ProcessDied("killed between the payment and its log record")
+
+
+def _crash_one_batch(world):
+    from orchestration.definitions import build_definitions
+
+    world.ingest_sample()
+    report = world.run_pending(build_definitions({"erp": DiesAfterSchedulingPayments()}))
+    assert report.failed
+    db = world.resources["bosun_db"]
+    log = SagaLog(db.resolved_url)
+    running = log.unfinished("invoices")
+    assert running  # the log knows what was in flight
+    erp = world.resources["erp"]
+    paid_before = {p["idempotency_key"] for p in erp.live_payments()}
+    assert paid_before  # and the effects are at the target
+    return log, running, report.failed
+
+
+def _assert_paid_once(world, log, running):
+    erp = world.resources["erp"]
+    keys = [f"schedule_payment:{r['saga_id']}" for r in running]
+    assert erp.live_payment_keys(keys) == set(keys)
+    assert erp.invoices_paid_twice() == []
+    assert log.unfinished("invoices") == []
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_the_next_run_of_the_batch_finishes_what_a_dead_run_started(world):
+    log, running, failed = _crash_one_batch(world)
+    job = world.defs.resolve_job_def("invoice_batch_job")
+    for key in failed:  # the events are still "received": the batch runs again
+        result = job.execute_in_process(partition_key=key, instance=world.instance)
+        assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    _assert_paid_once(world, log, running)
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_bosun_saga_recover_finishes_what_a_dead_run_started(world, capsys):
+    from orchestration.cli import main
+
+    log, running, _ = _crash_one_batch(world)
+    assert main(["saga", "recover"]) == 0
+    _assert_paid_once(world, log, running)
+    done = {e.key for e in world.resources["bosun_db"].inbox().events_between(1, 10_000, ["invoice.received"],
+                                                                               statuses=("done",))}
+    assert {r["saga_id"] for r in running} <= done
