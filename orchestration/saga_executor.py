@@ -185,8 +185,11 @@ class SagaExecutor:
         backward = [k for k in ids if state[k]["status"] == "compensating"
                     or any(st(k, n) == "failed" for n in self.plan.order)]
         forward = [k for k in ids if k not in backward]
-        why: dict[str, tuple[str, str]] = {k: (state[k]["failed_step"] or "", state[k]["reason"] or "")
-                                           for k in backward}
+        why: dict[str, tuple[str, str]] = {}
+        for k in backward:  # a process that died before logging "compensating" left the reason on the step
+            failed = [(n, state[k]["steps"][n][1]) for n in self.plan.order if st(k, n) == "failed"]
+            step, err = failed[0] if failed else ("", "")
+            why[k] = (state[k]["failed_step"] or step, state[k]["reason"] or err or "")
         fresh = [k for k in forward if all(st(k, n) == "planned" for n in self.plan.order)]
         if self.prerequisites and fresh:
             refused = self.prerequisites([state[k]["params"] for k in fresh])
@@ -196,24 +199,29 @@ class SagaExecutor:
                     out.failed[k] = {"failed_step": "prerequisites", "error": r, "compensated": []}
                 forward = [k for k in forward if k not in refused]
         self.log.set_status({k: ("running", None, None) for k in forward}, only_if=("planned",))
+        # A step whose call failed as a whole may still land late (a timed-out request):
+        # it is compensated too, which consumes its key at the target.
+        also_undo: dict[str, str] = {}
         for name in self.plan.order:
             todo = [k for k in forward if st(k, name) != "done"]
             if not todo:
                 continue
             if self.leases is not None:
                 self.leases.renew()
-            errors, in_doubt = self._act(name, todo, state, out)
+            errors, in_doubt, uncertain = self._act(name, todo, state, out)
             out.unfinished += in_doubt
             forward = [k for k in forward if k not in errors and k not in in_doubt]
             for k, err in errors.items():
                 backward.append(k)
                 why[k] = (name, err)
+            also_undo.update({k: name for k in uncertain})
         self.log.set_status({k: ("done", None, None) for k in forward})
         out.done += forward
         if backward:
-            self._compensate(backward, state, out, why)
+            self._compensate(backward, state, out, why, also_undo=also_undo)
 
-    def _act(self, name: str, keys: list[str], state: dict, out: BatchOutcome) -> tuple[dict[str, str], list[str]]:
+    def _act(self, name: str, keys: list[str], state: dict,
+             out: BatchOutcome) -> tuple[dict[str, str], list[str], set[str]]:
         """One step for many sagas: logged running, acted, logged done/failed in bulk."""
         action = self.plan.steps[name].action
         doubtful = [k for k in keys if state[k]["steps"].get(name, ("planned",))[0] == "running"]
@@ -223,6 +231,7 @@ class SagaExecutor:
         self.log.set_steps(name, {k: ("running", None) for k in keys if k not in applied})
         errors: dict[str, str] = {}
         in_doubt: list[str] = []
+        uncertain: set[str] = set()
         items = [self._item(action, k, state) for k in keys if k not in applied]
         for chunk in _chunks(items, action.max_items_per_call):
             try:
@@ -234,7 +243,9 @@ class SagaExecutor:
                 if landed is None:
                     in_doubt += [it["saga_id"] for it in chunk]
                     continue
-                errors.update({it["saga_id"]: describe(exc) for it in chunk if it["saga_id"] not in landed})
+                failed_now = {it["saga_id"]: describe(exc) for it in chunk if it["saga_id"] not in landed}
+                errors.update(failed_now)
+                uncertain |= set(failed_now)
         done = [k for k in keys if k not in errors and k not in in_doubt]
         self.log.set_steps(name, {**{k: ("done", None) for k in done},
                                   **{k: ("failed", e) for k, e in errors.items()}})
@@ -244,10 +255,10 @@ class SagaExecutor:
             if k not in in_doubt:
                 out.log.append({"key": k, "step": name, "status": "failed" if k in errors else "done",
                                 "error": errors.get(k)})
-        return errors, in_doubt
+        return errors, in_doubt, uncertain
 
-    def _compensate(self, keys: list[str], state: dict, out: BatchOutcome,
-                    why: dict[str, tuple[str, str]], only: set[str] | None = None) -> None:
+    def _compensate(self, keys: list[str], state: dict, out: BatchOutcome, why: dict[str, tuple[str, str]],
+                    only: set[str] | None = None, also_undo: dict[str, str] | None = None) -> None:
         """Undo completed steps in reverse order, verify each undo, settle or escalate."""
         self.log.set_status({k: ("compensating", *why.get(k, ("", ""))) for k in keys})
         broken: dict[str, str] = {}
@@ -257,7 +268,8 @@ class SagaExecutor:
                 continue
             action = self.plan.steps[name].action
             todo = [k for k in keys if k not in broken
-                    and state[k]["steps"].get(name, ("planned",))[0] in ("done", "compensating", "running")]
+                    and (state[k]["steps"].get(name, ("planned",))[0] in ("done", "compensating", "running")
+                         or (also_undo or {}).get(k) == name)]
             if not todo:
                 continue
             was_done = {k for k in todo if state[k]["steps"][name][0] == "done"}

@@ -143,7 +143,8 @@ class ERPResource(dg.ConfigurableResource):
         return {}
 
     def reverse_ledger_entries(self, items: list[dict]) -> None:
-        self._void(ledger_entries, items, "posted", "reversed", "reversed_at")
+        self._void(ledger_entries, items, "posted", "reversed", "reversed_at",
+                   lambda it, now: _money_row(it, status="reversed", posted_at=now, reversed_at=now))
 
     def schedule_payments(self, items: list[dict]) -> dict[str, str]:
         self._insert_once(payments, [_money_row(it, status="scheduled", scheduled_at=_now(),
@@ -151,19 +152,27 @@ class ERPResource(dg.ConfigurableResource):
         return {}
 
     def cancel_payments(self, items: list[dict]) -> None:
-        self._void(payments, items, "scheduled", "cancelled", "cancelled_at")
+        self._void(payments, items, "scheduled", "cancelled", "cancelled_at",
+                   lambda it, now: _money_row(it, status="cancelled", scheduled_at=now, cancelled_at=now,
+                                              due_on=pd.Timestamp(it["due_on"]).date()))
 
     def _insert_once(self, table: sa.Table, rows: list[dict]) -> None:
         # The idempotency key is unique: a replayed write is a no-op, as with a payment API.
         with self.engine.begin() as conn:
             conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]), rows)
 
-    def _void(self, table: sa.Table, items: list[dict], live: str, voided: str, stamp: str) -> None:
+    def _void(self, table: sa.Table, items: list[dict], live: str, voided: str, stamp: str, tombstone) -> None:
         # Kept, never deleted: an accountant wants the reversal on record.
+        now = _now()
         with self.engine.begin() as conn:
             conn.execute(table.update()
                          .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
-                         .values(status=voided, **{stamp: _now()}))
+                         .values(status=voided, **{stamp: now}))
+            # Voiding a key whose write has not arrived consumes the key, as a payment API
+            # does: a write that timed out and lands later is then a no-op.
+            if all("invoice_id" in it for it in items):
+                conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]),
+                             [tombstone(it, now) for it in items])
 
     def live_ledger_keys(self, keys: list[str]) -> set[str]:
         """Which of these ledger idempotency keys are posted now (a saga's `verify`)."""

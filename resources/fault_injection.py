@@ -29,6 +29,8 @@ class FaultPlan:
     timeouts: dict[tuple[str, str], int] = field(default_factory=dict)
     # (method, item key): the target refuses this item for good (do: per-item error; compensate: stays live)
     permanent: set[tuple[str, str]] = field(default_factory=set)
+    # (method, item key) -> number of calls containing it that land only after hang_s (a slow request)
+    late: dict[tuple[str, str], int] = field(default_factory=dict)
     # ("before", method, n): before its n-th call; ("after", method, n): after its n-th effect
     kill: tuple[str, str, int] | None = None
     hang_s: float = 1.0  # how long a lost answer keeps the caller waiting (beyond its timeout)
@@ -62,6 +64,7 @@ class FaultyTarget:
         self._calls: dict[str, int] = {}
         self._effects: dict[str, int] = {}  # calls that reached the target's effect
         self.calls: list[tuple[str, float, list[str]]] = []
+        self.finished = 0  # calls that reached their effect, late ones included
 
     def __getattr__(self, name):
         real = getattr(self._target, name)
@@ -79,6 +82,8 @@ class FaultyTarget:
             self._maybe_kill("before", name, n)
             if any(counts[k] < self._plan.transient.get((name, k), 0) for k in keys):
                 raise RetryableError(f"{name}: HTTP 503, try again")
+            if any(counts[k] < self._plan.late.get((name, k), 0) for k in keys):
+                time.sleep(self._plan.hang_s)  # the caller has given up by now; the write still lands
             refused = [it for it, k in zip(items, keys) if (name, k) in self._plan.permanent]
             result = real([it for it, k in zip(items, keys) if (name, k) not in self._plan.permanent])
             with self._lock:
@@ -86,6 +91,8 @@ class FaultyTarget:
             self._maybe_kill("after", name, landed)
             if any(counts[k] < self._plan.timeouts.get((name, k), 0) for k in keys):
                 time.sleep(self._plan.hang_s)  # applied, but the answer is lost
+            with self._lock:
+                self.finished += 1
             if refused:
                 if isinstance(result, dict):
                     return {**result, **{it["key"]: f"{name}: refused by the target" for it in refused}}

@@ -51,14 +51,13 @@ def _run_worker(url: str, n: int, seed: int, kill=None) -> str:
 
 def _oracle(n: int, seed: int) -> dict:
     plan = worker.fault_plan(n, seed, True)
-    expect = {"ledger": set(), "payments": set(), "status": {}, "ledger_rows": 0}
+    expect = {"ledger": set(), "payments": set(), "status": {}}
     for it in worker.saga_items(n):
         s = it["key"]
         post, pay = f"post_ledger_entry:{s}", f"schedule_payment:{s}"
         if ("post_ledger_entries", post) in plan.permanent:
             expect["status"][s] = "compensated"
             continue
-        expect["ledger_rows"] += 1
         if ("schedule_payments", pay) in plan.permanent:
             if ("reverse_ledger_entries", post) in plan.permanent:
                 expect["status"][s] = "escalated"
@@ -93,12 +92,15 @@ def test_killed_and_faulty_runs_end_exactly_as_the_oracle_says(target_url):
                                                   .where(ledger_entries.c.status == "posted"))}
         live_pay = {k for (k,) in conn.execute(sa.select(payments.c.idempotency_key)
                                                .where(payments.c.status == "scheduled"))}
-        ledger_rows = conn.execute(sa.select(sa.func.count()).select_from(ledger_entries)).scalar_one()
-        pay_rows = conn.execute(sa.select(sa.func.count()).select_from(payments)).scalar_one()
+        per_invoice = [conn.execute(sa.select(sa.func.count()).select_from(t).group_by(t.c.invoice_id)
+                                    .order_by(sa.func.count().desc()).limit(1)).scalar_one()
+                       for t in (ledger_entries, payments)]
+        states = {s for t in (ledger_entries, payments) for (s,) in conn.execute(sa.select(t.c.status).distinct())}
         escalations = {r for (r,) in conn.execute(sa.select(review_queue.c.idempotency_key))}
     assert live_ledger == expect["ledger"] and live_pay == expect["payments"]
-    # Nothing applied twice: one row per action that ever took effect, none extra.
-    assert ledger_rows == expect["ledger_rows"] and pay_rows == len(expect["payments"])
+    # Nothing applied twice: at most one entry and one payment per invoice, ever (a voided
+    # one included: a cancel may consume a key whose write never arrived).
+    assert per_invoice == [1, 1] and states <= {"posted", "reversed", "scheduled", "cancelled"}
     log = SagaLog(target_url).load(sorted(expect["status"]))
     assert {k: v["status"] for k, v in log.items()} == expect["status"]
     assert not [k for k, v in log.items() if v["status"] in ACTIVE]

@@ -228,3 +228,44 @@ def test_bosun_saga_recover_finishes_what_a_dead_run_started(world, capsys):
     done = {e.key for e in world.resources["bosun_db"].inbox().events_between(1, 10_000, ["invoice.received"],
                                                                                statuses=("done",))}
     assert {r["saga_id"] for r in running} <= done
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_bosun_saga_rollback_undoes_chosen_steps(world, capsys):
+    from orchestration.cli import main
+
+    world.ingest_sample()
+    world.run_pending()
+    erp = world.resources["erp"]
+    paid = erp.live_payments()[0]
+    saga_id = paid["idempotency_key"].split(":", 1)[1]
+    assert main(["saga", "rollback", saga_id, "--steps", "schedule_payment"]) == 0
+    assert erp.live_payment_keys([paid["idempotency_key"]]) == set()
+    assert erp.live_ledger_keys([f"post_ledger_entry:{saga_id}"]) == {f"post_ledger_entry:{saga_id}"}
+
+
+def test_a_write_that_lands_after_the_saga_gave_up_stays_undone(erp_url):
+    """Every attempt times out but the writes still land later: the saga is compensated,
+    including the timed-out step, whose key the cancel consumed at the target."""
+    import time
+
+    from orchestration.actions import RetryPolicy
+    from resources.fault_injection import FaultPlan, FaultyTarget
+    from assets.invoices.payment_saga import payment_executor, payment_plan
+
+    items = worker.saga_items(3)
+    plan = FaultPlan(late={("schedule_payments", f"schedule_payment:{it['key']}"): 99 for it in items}, hang_s=0.4)
+    target = FaultyTarget(ERPResource(url=erp_url), plan, list(worker.DO_UNDO) + list(worker.DO_UNDO.values()))
+    steps = payment_plan(target, timeout_s=0.1, retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002))
+    out = payment_executor(target, erp_url, "late", rate=0, limit=None, plan=steps).run(items, "late")
+    assert sorted(out.failed) == [it["key"] for it in items]
+    deadline = time.monotonic() + 10
+    while target.finished < len(target.calls) and time.monotonic() < deadline:
+        time.sleep(0.05)  # bounded wait for the abandoned requests' threads, not a guess
+    late_calls = sum(1 for name, _, _ in target.calls if name == "schedule_payments")
+    assert late_calls == 2 and target.finished == len(target.calls)  # every late write has landed
+    erp = ERPResource(url=erp_url)
+    keys = [f"schedule_payment:{it['key']}" for it in items]
+    assert erp.live_payment_keys(keys) == set()
+    assert erp.live_ledger_keys([f"post_ledger_entry:{it['key']}" for it in items]) == set()
+    assert SagaLog(erp_url).counts("invoices") == {"compensated": 3}
