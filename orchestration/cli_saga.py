@@ -74,6 +74,11 @@ def cmd_approve(args) -> int:
     saga_id, wf = item["proposal"]["saga_id"], workflows[item["workflow"]]
     first = SagaLog(url).approve(saga_id, args.by)
     review.decide(args.id, "approved")
+    if first:
+        from orchestration.audit import AuditEntry
+
+        resources["bosun_db"].audit().append([AuditEntry("approval", saga_id, {
+            "review_id": args.id, "approved_by": args.by, "reason": item["reason"]}, item["batch_id"])])
     # Executing again after an approval that died half-way is safe: the log resumes it.
     out = wf.saga_executor(resources, _holder()).execute([saga_id])
     if first or out.done or out.failed:
