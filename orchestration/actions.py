@@ -70,7 +70,8 @@ class ActionType:
     key: Callable[[str], str] = None  # type: ignore[assignment]
     timeout_s: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    target: str | None = None  # the rate-limited system this action calls
+    target: str | None = None  # the system this action calls
+    rate_limit: float | None = None  # calls/s the target accepts from every run together
     max_items_per_call: int = 500
 
     def __post_init__(self):

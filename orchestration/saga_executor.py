@@ -70,7 +70,7 @@ def _chunks(items: list, n: int):
 
 class SagaExecutor:
     def __init__(self, log: SagaLog, workflow: str, plan: SagaPlan, *,
-                 limiters: dict[str, RateLimiter] | None = None, leases: Leases | None = None,
+                 limiters: dict[str, RateLimiter | None] | None = None, leases: Leases | None = None,
                  entities: Callable[[dict], list[str]] | None = None,
                  prerequisites: Callable[[list[dict]], dict[str, str]] | None = None,
                  approval: Callable[[dict], str | None] | None = None,
@@ -79,6 +79,10 @@ class SagaExecutor:
         self.limiters, self.leases, self.entities = limiters or {}, leases, entities
         self.prerequisites, self.approval, self.review = prerequisites, approval, review
         self.lease_wait_s = lease_wait_s
+        for step in plan.steps.values():  # one bucket per target, shared through the database
+            a = step.action
+            if a.target and a.rate_limit and a.target not in self.limiters:
+                self.limiters[a.target] = RateLimiter(log.url, a.target, a.rate_limit)
 
     # ---- entry points ----------------------------------------------------------------
     def run(self, items: list[dict], batch_id: str | None = None, preview: bool = False) -> BatchOutcome:

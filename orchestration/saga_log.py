@@ -97,7 +97,7 @@ def _chunks(keys: list[str], n: int = 5000) -> Iterable[list[str]]:
 
 class SagaLog:
     def __init__(self, url: str):
-        self.engine = saga_engine(url)
+        self.url, self.engine = url, saga_engine(url)
 
     def plan(self, workflow: str, batch_id: str | None, items: list[dict], steps: list[str],
              status_of: dict[str, tuple[str, str]] | None = None) -> None:

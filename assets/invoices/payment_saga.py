@@ -24,13 +24,14 @@ from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW
 ERP_TARGET = "erp"
 
 
-def payment_plan(erp: ERPResource, timeout_s: float = 30.0, retry: RetryPolicy | None = None) -> SagaPlan:
+def payment_plan(erp: ERPResource, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
+                 rate: float | None = None) -> SagaPlan:
     retry = retry or RetryPolicy()
 
     def action(name, do, undo, live):
         return ActionType(name, do=do, compensate=undo, verify=lambda items: live([it["key"] for it in items]),
                           key=lambda saga_id: action_key(saga_id, name), timeout_s=timeout_s, retry=retry,
-                          target=ERP_TARGET)
+                          target=ERP_TARGET, rate_limit=rate)
 
     post = action("post_ledger_entry", erp.post_ledger_entries, erp.reverse_ledger_entries, erp.live_ledger_keys)
     pay = action("schedule_payment", erp.schedule_payments, erp.cancel_payments, erp.live_payment_keys)
@@ -96,9 +97,12 @@ def erp_rate_limit() -> float | None:
 
 def payment_executor(erp: ERPResource, db_url: str, holder: str, *, rate: float | None = None,
                      limit: Decimal | None = None, lease_wait_s: float = 10.0, plan: SagaPlan | None = None) -> SagaExecutor:
-    rate = rate if rate is not None else erp_rate_limit()
+    # `rate` overrides the plan's (0: none); by default the plan declares BOSUN_ERP_RATE_LIMIT.
     limiters = {ERP_TARGET: RateLimiter(db_url, ERP_TARGET, rate)} if rate else {}
-    return SagaExecutor(SagaLog(db_url), WORKFLOW, plan or payment_plan(erp), limiters=limiters,
+    plan = plan or payment_plan(erp, rate=erp_rate_limit())
+    if rate == 0:
+        limiters = {ERP_TARGET: None}
+    return SagaExecutor(SagaLog(db_url), WORKFLOW, plan, limiters=limiters,
                         leases=Leases(db_url, holder), entities=entities, prerequisites=prerequisites(erp),
                         approval=approval_rule(limit if limit is not None else approval_limit()),
                         review=ReviewQueue(db_url), lease_wait_s=lease_wait_s)

@@ -271,3 +271,14 @@ def test_a_write_that_lands_after_the_saga_gave_up_stays_undone(erp_url):
     assert erp.live_payment_keys(keys) == set()
     assert erp.live_ledger_keys([f"post_ledger_entry:{it['key']}" for it in items]) == set()
     assert SagaLog(erp_url).counts("invoices") == {"compensated": 3}
+
+
+def test_the_erp_rate_limit_is_declared_by_the_actions_from_the_environment(erp_url, monkeypatch):
+    from assets.invoices.payment_saga import payment_executor
+
+    monkeypatch.setenv("BOSUN_ERP_RATE_LIMIT", "40")
+    ex = payment_executor(ERPResource(url=erp_url), erp_url, "env")
+    assert {s.action.rate_limit for s in ex.plan.steps.values()} == {40.0}
+    assert ex.limiters["erp"].interval == pytest.approx(1 / (40 * 0.95))
+    monkeypatch.delenv("BOSUN_ERP_RATE_LIMIT")
+    assert payment_executor(ERPResource(url=erp_url), erp_url, "none").limiters == {}
