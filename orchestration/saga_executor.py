@@ -11,6 +11,7 @@ order and the compensation is verified; one that cannot be undone escalates to a
 
 from __future__ import annotations
 
+import contextlib
 import graphlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -134,29 +135,22 @@ class SagaExecutor:
             self._drive([k for k in held if state[k]["status"] in ACTIVE], state, out)
         return out
 
+    @contextlib.contextmanager
     def _leased(self, saga_ids: list[str], out: BatchOutcome, state: dict | None = None):
-        executor = self
-
-        class _Lease:
-            def __enter__(self_inner):
-                if not (executor.leases and executor.entities and saga_ids):
-                    self_inner.keys = []
-                    return list(saga_ids)
-                known = state if state is not None else executor.log.load(saga_ids)
-                ents = {k: executor.entities(known[k]["params"]) for k in saga_ids if k in known}
-                wanted = sorted({e for es in ents.values() for e in es})
-                got = executor.leases.acquire(wanted, executor.lease_wait_s)
-                ok = [k for k in saga_ids if k in ents and set(ents[k]) <= got]
-                out.deferred += [k for k in saga_ids if k not in ok]
-                self_inner.keys = wanted
-                return ok
-
-            def __exit__(self_inner, *exc):
-                if self_inner.keys:
-                    executor.leases.release(self_inner.keys)
-                return False
-
-        return _Lease()
+        """Yield the sagas whose every entity this run now leases; the rest are deferred."""
+        if not (self.leases and self.entities and saga_ids):
+            yield list(saga_ids)
+            return
+        known = state if state is not None else self.log.load(saga_ids)
+        ents = {k: self.entities(known[k]["params"]) for k in saga_ids if k in known}
+        wanted = sorted({e for es in ents.values() for e in es})
+        try:
+            got = self.leases.acquire(wanted, self.lease_wait_s)
+            ok = [k for k in saga_ids if k in ents and set(ents[k]) <= got]
+            out.deferred += [k for k in saga_ids if k not in ok]
+            yield ok
+        finally:
+            self.leases.release(wanted)
 
     def _report_settled(self, saga_ids: list[str], state: dict, out: BatchOutcome) -> None:
         for k in saga_ids:
