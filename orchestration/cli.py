@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestration import cli_explain, settings
+from orchestration import cli_explain, cli_saga, settings
 
 
 def _print(obj) -> None:
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_dev)
 
     cli_explain.add_commands(sub)
+    cli_saga.add_commands(sub)
     return p
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets import invoices
 from assets.invoices import payloads as invoice_payloads
+from assets.invoices import payment_saga as invoice_payment_saga
 from orchestration.envelope import PayloadRegistry
 from resources.defaults import default_resources
 from sensors import invoices as invoice_triggers
@@ -32,3 +33,7 @@ defs = build_definitions()
 # Every workflow's payload models, for triggers that accept any event (CLI, HTTP).
 payload_registry = PayloadRegistry()
 invoice_payloads.register(payload_registry)
+
+# Every workflow's saga executor and how it records settled sagas, for `bosun saga ...`
+# and `bosun review approve` (modules with `saga_executor` and `record_settled`).
+saga_workflows = {"invoices": invoice_payment_saga}

@@ -36,3 +36,16 @@ class ReviewQueue:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(review_queue)
                                     .where(review_queue.c.status == status)).scalar_one())
+
+    def get(self, item_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(review_queue).where(review_queue.c.id == item_id)).mappings().first()
+        return dict(row) if row else None
+
+    def decide(self, item_id: int, status: str) -> bool:
+        """pending -> status, once; False if someone already decided it."""
+        with self.engine.begin() as conn:
+            res = conn.execute(review_queue.update().where(review_queue.c.id == item_id,
+                                                           review_queue.c.status == "pending")
+                               .values(status=status))
+        return (res.rowcount or 0) == 1

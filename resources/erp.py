@@ -157,7 +157,8 @@ class ERPResource(dg.ConfigurableResource):
         return {}
 
     def reverse_ledger_entries(self, items: list[dict]) -> None:
-        self._void(ledger_entries, items, "posted", "reversed", "reversed_at")
+        self._void(ledger_entries, items, "posted", "reversed", "reversed_at",
+                   lambda it, now: _money_row(it, status="reversed", posted_at=now, reversed_at=now))
 
     def schedule_payments(self, items: list[dict]) -> dict[str, str]:
         self._insert_once(payments, [_money_row(it, status="scheduled", scheduled_at=_now(),
@@ -165,19 +166,52 @@ class ERPResource(dg.ConfigurableResource):
         return {}
 
     def cancel_payments(self, items: list[dict]) -> None:
-        self._void(payments, items, "scheduled", "cancelled", "cancelled_at")
+        self._void(payments, items, "scheduled", "cancelled", "cancelled_at",
+                   lambda it, now: _money_row(it, status="cancelled", scheduled_at=now, cancelled_at=now,
+                                              due_on=pd.Timestamp(it["due_on"]).date()))
 
     def _insert_once(self, table: sa.Table, rows: list[dict]) -> None:
         # The idempotency key is unique: a replayed write is a no-op, as with a payment API.
         with self.engine.begin() as conn:
             conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]), rows)
 
-    def _void(self, table: sa.Table, items: list[dict], live: str, voided: str, stamp: str) -> None:
+    def _void(self, table: sa.Table, items: list[dict], live: str, voided: str, stamp: str, tombstone) -> None:
         # Kept, never deleted: an accountant wants the reversal on record.
+        now = _now()
         with self.engine.begin() as conn:
             conn.execute(table.update()
                          .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
-                         .values(status=voided, **{stamp: _now()}))
+                         .values(status=voided, **{stamp: now}))
+            # Voiding a key whose write has not arrived consumes the key, as a payment API
+            # does: a write that timed out and lands later is then a no-op.
+            if all("invoice_id" in it for it in items):
+                conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]),
+                             [tombstone(it, now) for it in items])
+
+    def live_ledger_keys(self, keys: list[str]) -> set[str]:
+        """Which of these ledger idempotency keys are posted now (a saga's `verify`)."""
+        return self._live_keys(ledger_entries, keys, "posted")
+
+    def live_payment_keys(self, keys: list[str]) -> set[str]:
+        return self._live_keys(payments, keys, "scheduled")
+
+    def _live_keys(self, table: sa.Table, keys: list[str], live: str) -> set[str]:
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 5000):
+                q = sa.select(table.c.idempotency_key).where(table.c.idempotency_key.in_(keys[i:i + 5000]),
+                                                             table.c.status == live)
+                out |= {k for (k,) in conn.execute(q)}
+        return out
+
+    def master_data_for(self, vendor_ids: list[str], po_numbers: list[str]) -> tuple[dict, dict]:
+        """Live vendor and PO rows (dicts by id) for a batch's prerequisite checks."""
+        with self.engine.connect() as conn:
+            vs = {r["vendor_id"]: dict(r) for r in conn.execute(
+                sa.select(vendors).where(vendors.c.vendor_id.in_(sorted(set(vendor_ids))))).mappings()}
+            ps = {r["po_number"]: dict(r) for r in conn.execute(
+                sa.select(purchase_orders).where(purchase_orders.c.po_number.in_(sorted(set(po_numbers))))).mappings()}
+        return vs, ps
 
     # ---- what verification needs ----------------------------------------------------------
     def invoices_paid_twice(self) -> list[dict]:

@@ -4,11 +4,12 @@
 import dagster as dg
 
 from orchestration.audit import AuditEntry
-from orchestration.saga import SagaOutcome, SagaStep, run_sagas
+from orchestration.saga_executor import BatchOutcome
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
+from assets.invoices.payment_saga import payment_executor
 from assets.invoices.workflow import WORKFLOW, invoice_batches
 
 
@@ -25,37 +26,36 @@ def plan(decisions: list[dict]) -> list[dict]:
     return items
 
 
-def payment_steps(erp: ERPResource) -> list[SagaStep]:
-    """Post the liability, then schedule the payment; each undone in reverse on failure."""
-    def keyed(items, step):
-        return [{**it, "key": action_key(it["key"], step)} for it in items]
-
-    def unkeyed(errors: dict[str, str], step: str) -> dict[str, str]:
-        prefix = f"{step}:"
-        return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in errors.items()}
-
-    return [
-        SagaStep("post_ledger_entry",
-                 do=lambda items: unkeyed(erp.post_ledger_entries(keyed(items, "post_ledger_entry")), "post_ledger_entry"),
-                 compensate=lambda items: erp.reverse_ledger_entries(keyed(items, "post_ledger_entry"))),
-        SagaStep("schedule_payment",
-                 do=lambda items: unkeyed(erp.schedule_payments(keyed(items, "schedule_payment")), "schedule_payment"),
-                 compensate=lambda items: erp.cancel_payments(keyed(items, "schedule_payment"))),
-    ]
+PREVIEW_TAG = "bosun/preview"
 
 
-def execute(items: list[dict], erp: ERPResource) -> SagaOutcome:
-    return run_sagas(items, payment_steps(erp))
+def execute(decisions: list[dict], erp: ERPResource, db_url: str, batch_id: str, holder: str,
+            preview: bool = False) -> BatchOutcome:
+    """The batch's payment sagas; a saga already in the log is resumed from it, whatever a
+    recomputed decision says, so a replay after a crash finishes what was started."""
+    executor = payment_executor(erp, db_url, holder)
+    items = plan(decisions)
+    if preview:
+        return executor.run(items, batch_id, preview=True)
+    planned = {it["key"] for it in items}
+    logged = executor.log.load([d["key"] for d in decisions if d["key"] not in planned])
+    return executor.run(items + [row["params"] for row in logged.values()], batch_id)
 
 
-def outcomes(decisions: list[dict], sagas: SagaOutcome) -> list[dict]:
-    """Exactly one terminal state per event."""
+def outcomes(decisions: list[dict], sagas: BatchOutcome) -> list[dict]:
+    """Exactly one terminal state per event; none yet for a saga deferred to a later run."""
     states = []
+    done = set(sagas.done)
     for d in decisions:
         k = d["key"]
-        if d["route"] == "escalate":
+        if k in sagas.deferred or k in sagas.unfinished:
+            continue  # stays "received": the batch's next run (or `bosun saga recover`) finishes it
+        if k in sagas.awaiting_approval:
+            states.append({"key": k, "status": "escalated",
+                           "reason": f"awaiting approval: {sagas.awaiting_approval[k]}"})
+        elif k not in done and k not in sagas.failed and d["route"] == "escalate":
             states.append({"key": k, "status": "escalated", "reason": d["reason"]})
-        elif d["route"] == "record":
+        elif k not in done and k not in sagas.failed and d["route"] == "record":
             states.append({"key": k, "status": "done", "reason": d["reason"],
                            "outcome": {"decision": d["final_decision"]}})
         elif k in sagas.failed:
@@ -74,7 +74,7 @@ def outcomes(decisions: list[dict], sagas: SagaOutcome) -> list[dict]:
     return states
 
 
-def audit_entries(decisions: list[dict], sagas: SagaOutcome, states: list[dict], batch_id: str) -> list[AuditEntry]:
+def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict], batch_id: str) -> list[AuditEntry]:
     """Per event: the decision with what it was made from, every action, the end state."""
     entries = []
     steps_by_key: dict[str, list[dict]] = {}
@@ -95,7 +95,9 @@ def audit_entries(decisions: list[dict], sagas: SagaOutcome, states: list[dict],
             entries.append(AuditEntry(kind, k, {"step": step["step"], "status": step["status"],
                                                 "error": step["error"],
                                                 "action_key": action_key(k, step["step"])}, batch_id))
-        s = state_by_key[k]
+        s = state_by_key.get(k)
+        if s is None:
+            continue
         entries.append(AuditEntry("outcome", k, {"status": s["status"], "reason": s["reason"]}, batch_id))
     return entries
 
@@ -114,7 +116,12 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
     inbox state last, so a run that dies in between leaves the events "received" and the
     replay redoes them idempotently."""
     decisions, batch_id = planned["decisions"], context.partition_key
-    sagas = execute(planned["plan"], erp)
+    preview = context.run.tags.get(PREVIEW_TAG) == "true"
+    sagas = execute(decisions, erp, bosun_db.resolved_url, batch_id, context.run_id, preview)
+    if preview:  # nothing executes: the plans are the run's metadata
+        return dg.Output({"batch": batch_id, "preview": True, "plans": len(sagas.preview)}, metadata={
+            "preview": True, "planned_payments": len(sagas.preview),
+            "plans": dg.MetadataValue.json(sagas.preview[:100])})
     states = outcomes(decisions, sagas)
     bosun_db.review_queue().submit(WORKFLOW, [
         {"key": d["key"], "entity_key": d["entity_key"], "confidence": d["confidence"], "reason": d["reason"],
@@ -130,7 +137,8 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
                "paid": len(sagas.done), "saga_failures": len(sagas.failed), "audit_head_seq": last_seq}
     return dg.Output(summary, metadata={
         "events": len(states), "planned_payments": len(planned["plan"]), "paid": len(sagas.done),
-        "saga_failures": len(sagas.failed),
+        "saga_failures": len(sagas.failed), "deferred": len(sagas.deferred),
+        "awaiting_approval": len(sagas.awaiting_approval), "in_doubt": len(sagas.unfinished),
         "compensated": sum(1 for f in sagas.failed.values() if f["compensated"]),
         **{f"state_{k}": v for k, v in sorted(by_status.items())}, "audit_head_seq": last_seq})
 

@@ -1,0 +1,127 @@
+"""The invoice payment saga: post the liability, then schedule the payment.
+
+Two action types against the ERP, each idempotent by a key derived from the event,
+each with its compensation (reverse, cancel) and a read that verifies it; the checks
+that must hold before the first step; the entities a run leases; the approval rule.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+from orchestration.actions import ActionType, RetryPolicy
+from orchestration.leases import Leases
+from orchestration.rate_limit import RateLimiter
+from orchestration.review import ReviewQueue
+from orchestration.saga_executor import PlanStep, SagaExecutor, SagaPlan
+from orchestration.saga_log import SagaLog
+from resources.erp import ERPResource
+
+from assets.invoices.context import action_key
+from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW
+
+ERP_TARGET = "erp"
+
+
+def payment_plan(erp: ERPResource, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
+                 rate: float | None = None) -> SagaPlan:
+    retry = retry or RetryPolicy()
+
+    def action(name, do, undo, live):
+        return ActionType(name, do=do, compensate=undo, verify=lambda items: live([it["key"] for it in items]),
+                          key=lambda saga_id: action_key(saga_id, name), timeout_s=timeout_s, retry=retry,
+                          target=ERP_TARGET, rate_limit=rate)
+
+    post = action("post_ledger_entry", erp.post_ledger_entries, erp.reverse_ledger_entries, erp.live_ledger_keys)
+    pay = action("schedule_payment", erp.schedule_payments, erp.cancel_payments, erp.live_payment_keys)
+    return SagaPlan([PlanStep(post.name, post), PlanStep(pay.name, pay, after=(post.name,))])
+
+
+def entities(params: dict) -> list[str]:
+    """What two runs must not act on at once: the invoice and its purchase order."""
+    return [f"invoice:{params['vendor_id']}:{params['invoice_id']}", f"po:{params['po_number']}"]
+
+
+def prerequisites(erp: ERPResource):
+    """Checked live before the first step: vendor active with a bank account, PO open with
+    enough left (counting earlier sagas of the same call against it)."""
+    def check(items: list[dict]) -> dict[str, str]:
+        vendors, pos = erp.master_data_for([it["vendor_id"] for it in items], [it["po_number"] for it in items])
+        paid = erp.paid_per_po(sorted(pos))
+        committed: dict[str, Decimal] = {}
+        refused = {}
+        for it in items:
+            v, po, amount = vendors.get(it["vendor_id"]), pos.get(it["po_number"]), Decimal(str(it["amount"]))
+            if v is None:
+                refused[it["key"]] = f"vendor {it['vendor_id']} does not exist"
+            elif not v["active"]:
+                refused[it["key"]] = f"vendor {it['vendor_id']} is inactive"
+            elif not v.get("iban"):
+                refused[it["key"]] = f"vendor {it['vendor_id']} has no bank account"
+            elif po is None:
+                refused[it["key"]] = f"purchase order {it['po_number']} does not exist"
+            elif po["status"] != "open":
+                refused[it["key"]] = f"purchase order {it['po_number']} is {po['status']}"
+            else:
+                left = (Decimal(str(po["amount"])) * (1 + PO_TOLERANCE) - paid.get(it["po_number"], Decimal(0))
+                        - committed.get(it["po_number"], Decimal(0)))
+                if amount > left:
+                    refused[it["key"]] = f"purchase order {it['po_number']} has {left:.2f} left, invoice is {amount}"
+                else:
+                    committed[it["po_number"]] = committed.get(it["po_number"], Decimal(0)) + amount
+        return refused
+    return check
+
+
+def approval_limit() -> Decimal | None:
+    """BOSUN_INVOICE_APPROVAL_LIMIT: payments above it wait for a person's approval."""
+    raw = os.environ.get("BOSUN_INVOICE_APPROVAL_LIMIT")
+    return Decimal(raw) if raw else None
+
+
+def approval_rule(limit: Decimal | None):
+    def rule(params: dict) -> str | None:
+        amount = Decimal(str(params["amount"]))
+        if limit is not None and amount > limit:
+            return f"amount {amount} {params['currency']} above the approval limit {limit}"
+        return None
+    return rule
+
+
+def erp_rate_limit() -> float | None:
+    """BOSUN_ERP_RATE_LIMIT: calls per second the ERP accepts from all runs together."""
+    raw = os.environ.get("BOSUN_ERP_RATE_LIMIT")
+    return float(raw) if raw else None
+
+
+def payment_executor(erp: ERPResource, db_url: str, holder: str, *, rate: float | None = None,
+                     limit: Decimal | None = None, lease_wait_s: float = 10.0, plan: SagaPlan | None = None) -> SagaExecutor:
+    # `rate` overrides the plan's (0: none); by default the plan declares BOSUN_ERP_RATE_LIMIT.
+    limiters = {ERP_TARGET: RateLimiter(db_url, ERP_TARGET, rate)} if rate else {}
+    plan = plan or payment_plan(erp, rate=erp_rate_limit())
+    if rate == 0:
+        limiters = {ERP_TARGET: None}
+    return SagaExecutor(SagaLog(db_url), WORKFLOW, plan, limiters=limiters,
+                        leases=Leases(db_url, holder), entities=entities, prerequisites=prerequisites(erp),
+                        approval=approval_rule(limit if limit is not None else approval_limit()),
+                        review=ReviewQueue(db_url), lease_wait_s=lease_wait_s)
+
+
+def saga_executor(resources, holder: str) -> SagaExecutor:
+    """The workflow's executor for `bosun saga ...` and `bosun review approve`."""
+    return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder)
+
+
+def record_settled(resources, outcome, note: str) -> int:
+    """After an approval or a recovery outside a batch run: the events' terminal states."""
+    states = []
+    for k in outcome.done:
+        states.append({"key": k, "status": "done", "reason": f"paid ({note})",
+                       "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")}})
+    for k, f in outcome.failed.items():
+        status = "escalated" if f.get("compensation_error") else "dead_lettered"
+        states.append({"key": k, "status": status,
+                       "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})"})
+    resources["bosun_db"].inbox().set_states(states)
+    return len(states)

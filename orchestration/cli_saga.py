@@ -1,0 +1,111 @@
+"""`bosun saga ...` and `bosun review approve`: the action layer by hand.
+
+An entry point: it loads the code location to find each workflow's saga executor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _workflows():
+    from orchestration.definitions import defs, saga_workflows
+
+    return defs.resources, saga_workflows
+
+
+def _holder() -> str:
+    return f"cli:{socket.gethostname()}:{os.getpid()}"
+
+
+def _summary(out) -> dict:
+    return {"done": len(out.done), "compensated": sum(1 for f in out.failed.values() if not f.get("compensation_error")),
+            "escalated": {k: f["compensation_error"] for k, f in out.failed.items() if f.get("compensation_error")},
+            "deferred": out.deferred, "in_doubt": out.unfinished}
+
+
+def cmd_recover(args) -> int:
+    resources, workflows = _workflows()
+    report = {}
+    for name, wf in workflows.items():
+        if args.workflow and name != args.workflow:
+            continue
+        out = wf.saga_executor(resources, _holder()).recover(args.batch)
+        wf.record_settled(resources, out, "recovered")
+        report[name] = _summary(out)
+    _print(report)
+    return 0 if not any(r["deferred"] or r["in_doubt"] for r in report.values()) else 1
+
+
+def cmd_rollback(args) -> int:
+    resources, workflows = _workflows()
+    wf = workflows[args.workflow]
+    steps = [s for s in (args.steps or "").split(",") if s] or None
+    out = wf.saga_executor(resources, _holder()).rollback(args.saga_id, steps)
+    _print({"saga": args.saga_id, **_summary(out), "undone": {k: f["compensated"] for k, f in out.failed.items()}})
+    return 0 if not out.deferred and not any(f.get("compensation_error") for f in out.failed.values()) else 1
+
+
+def cmd_show(args) -> int:
+    from orchestration.saga_log import SagaLog
+
+    resources, _ = _workflows()
+    _print(SagaLog(resources["bosun_db"].resolved_url).load([args.saga_id]).get(args.saga_id))
+    return 0
+
+
+def cmd_approve(args) -> int:
+    """Approve a plan waiting in the review queue and execute it, once."""
+    from orchestration.saga_log import SagaLog
+
+    resources, workflows = _workflows()
+    url = resources["bosun_db"].resolved_url
+    review = resources["bosun_db"].review_queue()
+    item = review.get(args.id)
+    if item is None or item["proposal"].get("kind") != "saga_approval":
+        print(f"review item {args.id} is not a plan waiting for approval")
+        return 2
+    saga_id, wf = item["proposal"]["saga_id"], workflows[item["workflow"]]
+    first = SagaLog(url).approve(saga_id, args.by)
+    review.decide(args.id, "approved")
+    if first:
+        from orchestration.audit import AuditEntry
+
+        resources["bosun_db"].audit().append([AuditEntry("approval", saga_id, {
+            "review_id": args.id, "approved_by": args.by, "reason": item["reason"]}, item["batch_id"])])
+    # Executing again after an approval that died half-way is safe: the log resumes it.
+    out = wf.saga_executor(resources, _holder()).execute([saga_id])
+    if first or out.done or out.failed:
+        wf.record_settled(resources, out, f"approved by {args.by}")
+    _print({"saga": saga_id, "approved_by": args.by, "newly_approved": first, **_summary(out)})
+    return 0
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("saga", help="the action layer's sagas: recover, roll back, show")
+    ssub = s.add_subparsers(dest="saga_command", required=True)
+    r = ssub.add_parser("recover", help="resume or compensate every unfinished saga from the log")
+    r.add_argument("--workflow")
+    r.add_argument("--batch")
+    r.set_defaults(func=cmd_recover)
+    r = ssub.add_parser("rollback", help="undo a saga's steps (and what depends on them), verified")
+    r.add_argument("saga_id")
+    r.add_argument("--steps", help="comma-separated step names (default: all)")
+    r.add_argument("--workflow", default="invoices")
+    r.set_defaults(func=cmd_rollback)
+    r = ssub.add_parser("show", help="a saga's state and steps")
+    r.add_argument("saga_id")
+    r.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("review", help="the review queue")
+    rsub = s.add_subparsers(dest="review_command", required=True)
+    r = rsub.add_parser("approve", help="approve a plan waiting for approval; it executes once")
+    r.add_argument("id", type=int)
+    r.add_argument("--by", required=True, help="who approves (recorded)")
+    r.set_defaults(func=cmd_approve)

@@ -1,0 +1,110 @@
+"""Fault injection around a target system, for tests and benchmarks of the action layer.
+
+`FaultyTarget(target, plan)` exposes the target's write and read methods unchanged
+except for what the plan injects, per item key and method: transient errors (before
+any effect), timeouts (the effect lands, the answer never comes), permanent refusals
+of one item, and a hard-kill point: before a numbered call, or after its effect and
+before the caller can record it, the process announces KILLPOINT on stdout and waits
+for the parent to SIGKILL it by its pid. Every call is recorded (method, time, keys).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from orchestration.actions import PermanentError, RetryableError
+
+
+@dataclass
+class FaultPlan:
+    # (method, item key) -> number of calls containing it that fail transiently
+    transient: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (method, item key) -> number of calls containing it whose answer is lost (effect applied)
+    timeouts: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (method, item key): the target refuses this item for good (do: per-item error; compensate: stays live)
+    permanent: set[tuple[str, str]] = field(default_factory=set)
+    # (method, item key) -> number of calls containing it that land only after hang_s (a slow request)
+    late: dict[tuple[str, str], int] = field(default_factory=dict)
+    # ("before", method, n): before its n-th call; ("after", method, n): after its n-th effect
+    kill: tuple[str, str, int] | None = None
+    hang_s: float = 1.0  # how long a lost answer keeps the caller waiting (beyond its timeout)
+
+
+def seeded_plan(saga_ids: list[str], methods: dict[str, str], seed: int, *, p_transient=0.03, p_timeout=0.02,
+                p_refuse=0.08, p_undo_fails=0.2, key=lambda method, saga: f"{method}:{saga}") -> FaultPlan:
+    """methods: do method -> its compensation method. Faults drawn per saga and step."""
+    rng, plan = random.Random(seed), FaultPlan()
+    for s in saga_ids:
+        for do, undo in methods.items():
+            k = key(do, s)
+            r = rng.random()
+            if r < p_transient:
+                plan.transient[(do, k)] = rng.randint(1, 2)
+            elif r < p_transient + p_timeout:
+                plan.timeouts[(do, k)] = 1
+            elif r < p_transient + p_timeout + p_refuse:
+                plan.permanent.add((do, k))
+        for do, undo in methods.items():
+            if rng.random() < p_undo_fails * p_refuse:
+                plan.permanent.add((undo, key(do, s)))
+    return plan
+
+
+class FaultyTarget:
+    def __init__(self, target, plan: FaultPlan, methods: list[str]):
+        self._target, self._plan, self._methods = target, plan, set(methods)
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], int] = {}
+        self._calls: dict[str, int] = {}
+        self._effects: dict[str, int] = {}  # calls that reached the target's effect
+        self.calls: list[tuple[str, float, list[str]]] = []
+        self.finished = 0  # calls that reached their effect, late ones included
+
+    def __getattr__(self, name):
+        real = getattr(self._target, name)
+        if name not in self._methods:
+            return real
+
+        def call(items):
+            keys = [it["key"] if isinstance(it, dict) else it for it in items]
+            with self._lock:
+                n = self._calls[name] = self._calls.get(name, 0) + 1
+                self.calls.append((name, time.time(), keys))
+                counts = {k: self._seen.get((name, k), 0) for k in keys}
+                for k in keys:
+                    self._seen[(name, k)] = counts[k] + 1
+            self._maybe_kill("before", name, n)
+            if any(counts[k] < self._plan.transient.get((name, k), 0) for k in keys):
+                raise RetryableError(f"{name}: HTTP 503, try again")
+            if any(counts[k] < self._plan.late.get((name, k), 0) for k in keys):
+                time.sleep(self._plan.hang_s)  # the caller has given up by now; the write still lands
+            refused = [it for it, k in zip(items, keys) if (name, k) in self._plan.permanent]
+            result = real([it for it, k in zip(items, keys) if (name, k) not in self._plan.permanent])
+            with self._lock:
+                landed = self._effects[name] = self._effects.get(name, 0) + 1
+            self._maybe_kill("after", name, landed)
+            if any(counts[k] < self._plan.timeouts.get((name, k), 0) for k in keys):
+                time.sleep(self._plan.hang_s)  # applied, but the answer is lost
+            with self._lock:
+                self.finished += 1
+            if refused:
+                if isinstance(result, dict):
+                    return {**result, **{it["key"]: f"{name}: refused by the target" for it in refused}}
+                raise PermanentError(f"{name}: refused {len(refused)} item(s)")
+            return result
+
+        return call
+
+    def _maybe_kill(self, when: str, name: str, n: int) -> None:
+        if self._plan.kill == (when, name, n):
+            sys.stdout.write(f"KILLPOINT {when} {name} {n}\n")
+            sys.stdout.flush()
+            # Freeze every thread at this point (the call runs in a worker thread, the
+            # caller would carry on); the parent then SIGKILLs this process by its pid.
+            os.kill(os.getpid(), signal.SIGSTOP)

@@ -1,0 +1,284 @@
+"""The invoice payment saga on the durable executor: rate limit, leases, preview,
+approval and rollback, against the real SQL ERP."""
+
+import sys
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from assets.invoices.actions import PREVIEW_TAG
+from orchestration.saga_log import SagaLog
+from resources.erp import ERPResource, ledger_entries, payments
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
+import saga_fault_worker as worker  # noqa: E402
+
+
+def _executors(url, n_runs, per_call, rate=0, wait=10.0):
+    out = []
+    for _ in range(n_runs):
+        ex, target = worker.executor(url, 0, 0, faults=False, per_call=per_call)
+        if rate:
+            from orchestration.rate_limit import RateLimiter
+
+            ex.limiters = {"erp": RateLimiter(url, "erp", rate)}
+        ex.leases.holder = f"run-{len(out)}"
+        ex.lease_wait_s = wait
+        out.append((ex, target))
+    return out
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def erp_url(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'erp.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    worker.seed(ERPResource(url=url), 2000)
+    return url
+
+
+def test_two_runs_share_one_rate_limit_never_exceeded_in_any_second(erp_url):
+    rate, items = 60, worker.saga_items(2000)
+    runs = _executors(erp_url, 2, per_call=25, rate=rate)
+    threads = [threading.Thread(target=ex.run, args=(items[i * 1000:(i + 1) * 1000], f"b{i}"))
+               for i, (ex, _) in enumerate(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    at = sorted(when for _, target in runs for _, when, _ in target.calls)  # measured at the target
+    assert len(at) == 2 * 2000 // 25
+    busiest = max(sum(1 for t in at[i:] if t < start + 1.0) for i, start in enumerate(at))
+    assert busiest <= rate
+    assert at[-1] - at[0] >= (len(at) - rate) / rate  # it was the limiter that paced them
+    assert SagaLog(erp_url).counts("invoices") == {"done": 2000}
+
+
+def test_two_runs_on_overlapping_entities_never_both_act_on_one(erp_url):
+    items = worker.saga_items(300)
+    (a, ta), (b, tb) = _executors(erp_url, 2, per_call=10)
+    outs = {}
+    threads = [threading.Thread(target=lambda: outs.__setitem__("a", a.run(items[:200], "a"))),
+               threading.Thread(target=lambda: outs.__setitem__("b", b.run(items[100:], "b")))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    acted_a = {k.split(":", 1)[1] for name, _, keys in ta.calls for k in keys}
+    acted_b = {k.split(":", 1)[1] for name, _, keys in tb.calls for k in keys}
+    assert acted_a.isdisjoint(acted_b)
+    assert acted_a | acted_b == {it["key"] for it in items}
+    assert SagaLog(erp_url).counts("invoices") == {"done": 300}
+
+
+def test_a_run_that_cannot_get_the_lease_defers_and_acts_on_nothing(erp_url):
+    items = worker.saga_items(5)
+    (a, ta), (b, tb) = _executors(erp_url, 2, per_call=10, wait=0.2)
+    a.leases.try_acquire([e for it in items for e in worker_entities(it)])
+    out = b.run(items, "b")
+    assert sorted(out.deferred) == [it["key"] for it in items] and tb.calls == []
+    a.leases.release()
+    assert sorted(b.run(items, "b").done) == [it["key"] for it in items]
+
+
+def worker_entities(params):
+    from assets.invoices.payment_saga import entities
+
+    return entities(params)
+
+
+def test_prerequisites_are_checked_before_the_first_step(erp_url):
+    items = worker.saga_items(3)
+    items[0] = {**items[0], "vendor_id": "V-NOPE"}
+    items[1] = {**items[1], "amount": "5000.00"}  # the PO holds 1000
+    (ex, target), = _executors(erp_url, 1, per_call=10)
+    out = ex.run(items, "p")
+    assert out.done == [items[2]["key"]]
+    assert "does not exist" in out.failed[items[0]["key"]]["error"]
+    assert "left" in out.failed[items[1]["key"]]["error"]
+    assert {k for _, _, keys in target.calls for k in keys} == {f"post_ledger_entry:{items[2]['key']}",
+                                                                 f"schedule_payment:{items[2]['key']}"}
+
+
+def test_partial_rollback_undoes_the_step_and_what_depends_on_it_verified(erp_url):
+    items = worker.saga_items(2)
+    (ex, _), = _executors(erp_url, 1, per_call=10)
+    ex.run(items, "r")
+    k = items[0]["key"]
+    out = ex.rollback(k, ["schedule_payment"])
+    assert out.failed[k]["compensated"] == ["schedule_payment"]
+    erp = ERPResource(url=erp_url)
+    assert erp.live_payment_keys([f"schedule_payment:{k}"]) == set()
+    assert erp.live_ledger_keys([f"post_ledger_entry:{k}"]) == {f"post_ledger_entry:{k}"}
+    out = ex.rollback(k, ["post_ledger_entry"])
+    assert out.failed[k]["compensated"] == ["post_ledger_entry"]
+    log = SagaLog(erp_url).load([k])[k]
+    assert log["status"] == "compensated" and set(s for s, _ in log["steps"].values()) == {"compensated"}
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_preview_executes_nothing_and_shows_the_plans(world):
+    world.ingest_sample()
+    from assets.invoices.workflow import invoice_batches
+
+    key = "00000001-00000300"
+    world.instance.add_dynamic_partitions(invoice_batches.name, [key])
+    from assets.invoices import context_assets
+
+    dg.materialize(context_assets, instance=world.instance, resources=world.resources)
+    result = world.defs.resolve_job_def("invoice_batch_job").execute_in_process(
+        partition_key=key, instance=world.instance, tags={PREVIEW_TAG: "true"})
+    assert result.success
+    meta = result.asset_materializations_for_node("invoice_actions")[0].metadata
+    assert meta["preview"].value is True and meta["planned_payments"].value > 100
+    plans = meta["plans"].value
+    assert [s["step"] for s in plans[0]["steps"]] == ["post_ledger_entry", "schedule_payment"]
+    erp = world.resources["erp"]
+    with erp.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(ledger_entries)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(payments)).scalar_one() == 0
+    assert SagaLog(world.resources["bosun_db"].resolved_url).counts() == {}
+    # The events wait for the real run: none reached a terminal state.
+    assert set(world.resources["bosun_db"].inbox().counts()["by_status"]) <= {"received", "rejected"}
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_an_approval_gated_plan_executes_only_after_approval_once(world, monkeypatch, capsys):
+    from orchestration.cli import main
+
+    monkeypatch.setenv("BOSUN_INVOICE_APPROVAL_LIMIT", "2000")
+    world.ingest_sample()
+    report = world.run_pending()
+    assert not report.failed
+    db = world.resources["bosun_db"]
+    waiting = [r for r in db.review_queue().pending(1000) if r["proposal"].get("kind") == "saga_approval"]
+    assert waiting
+    item = waiting[0]
+    saga_id = item["proposal"]["saga_id"]
+    pay_key = f"schedule_payment:{saga_id}"
+    erp = world.resources["erp"]
+    assert erp.live_payment_keys([pay_key]) == set()
+    assert all(float(p["amount"]) <= 2000 for p in erp.live_payments())
+    assert main(["review", "approve", str(item["id"]), "--by", "alice"]) == 0
+    assert erp.live_payment_keys([pay_key]) == {pay_key}
+    log = SagaLog(db.resolved_url).load([saga_id])[saga_id]
+    assert log["status"] == "done" and log["approved_by"] == "alice"
+    approvals = [r for r in db.audit().records_for(saga_id) if r["kind"] == "approval"]
+    assert [r["record"]["approved_by"] for r in approvals] == ["alice"]
+    assert main(["review", "approve", str(item["id"]), "--by", "bob"]) == 0  # a second approval acts on nothing
+    with erp.engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(payments)
+                         .where(payments.c.idempotency_key == pay_key)).scalar_one()
+    assert n == 1 and SagaLog(db.resolved_url).load([saga_id])[saga_id]["approved_by"] == "alice"
+    state = [e for e in db.inbox().events_between(1, 10_000, ["invoice.received"], statuses=("done",))
+             if e.key == saga_id]
+    assert state
+
+
+class ProcessDied(BaseException):
+    """Stands for the process dying: nothing in the executor may catch it."""
+
+
+class DiesAfterSchedulingPayments(ERPResource):
+    def schedule_payments(self, items):
+        super().schedule_payments(items)
+        raise ProcessDied("killed between the payment and its log record")
+
+
+def _crash_one_batch(world):
+    from orchestration.definitions import build_definitions
+
+    world.ingest_sample()
+    report = world.run_pending(build_definitions({"erp": DiesAfterSchedulingPayments()}))
+    assert report.failed
+    db = world.resources["bosun_db"]
+    log = SagaLog(db.resolved_url)
+    running = log.unfinished("invoices")
+    assert running  # the log knows what was in flight
+    erp = world.resources["erp"]
+    paid_before = {p["idempotency_key"] for p in erp.live_payments()}
+    assert paid_before  # and the effects are at the target
+    return log, running, report.failed
+
+
+def _assert_paid_once(world, log, running):
+    erp = world.resources["erp"]
+    keys = [f"schedule_payment:{r['saga_id']}" for r in running]
+    assert erp.live_payment_keys(keys) == set(keys)
+    assert erp.invoices_paid_twice() == []
+    assert log.unfinished("invoices") == []
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_the_next_run_of_the_batch_finishes_what_a_dead_run_started(world):
+    log, running, failed = _crash_one_batch(world)
+    job = world.defs.resolve_job_def("invoice_batch_job")
+    for key in failed:  # the events are still "received": the batch runs again
+        result = job.execute_in_process(partition_key=key, instance=world.instance)
+        assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    _assert_paid_once(world, log, running)
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_bosun_saga_recover_finishes_what_a_dead_run_started(world, capsys):
+    from orchestration.cli import main
+
+    log, running, _ = _crash_one_batch(world)
+    assert main(["saga", "recover"]) == 0
+    _assert_paid_once(world, log, running)
+    done = {e.key for e in world.resources["bosun_db"].inbox().events_between(1, 10_000, ["invoice.received"],
+                                                                               statuses=("done",))}
+    assert {r["saga_id"] for r in running} <= done
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_bosun_saga_rollback_undoes_chosen_steps(world, capsys):
+    from orchestration.cli import main
+
+    world.ingest_sample()
+    world.run_pending()
+    erp = world.resources["erp"]
+    paid = erp.live_payments()[0]
+    saga_id = paid["idempotency_key"].split(":", 1)[1]
+    assert main(["saga", "rollback", saga_id, "--steps", "schedule_payment"]) == 0
+    assert erp.live_payment_keys([paid["idempotency_key"]]) == set()
+    assert erp.live_ledger_keys([f"post_ledger_entry:{saga_id}"]) == {f"post_ledger_entry:{saga_id}"}
+
+
+def test_a_write_that_lands_after_the_saga_gave_up_stays_undone(erp_url):
+    """Every attempt times out but the writes still land later: the saga is compensated,
+    including the timed-out step, whose key the cancel consumed at the target."""
+    import time
+
+    from orchestration.actions import RetryPolicy
+    from resources.fault_injection import FaultPlan, FaultyTarget
+    from assets.invoices.payment_saga import payment_executor, payment_plan
+
+    items = worker.saga_items(3)
+    plan = FaultPlan(late={("schedule_payments", f"schedule_payment:{it['key']}"): 99 for it in items}, hang_s=0.4)
+    target = FaultyTarget(ERPResource(url=erp_url), plan, list(worker.DO_UNDO) + list(worker.DO_UNDO.values()))
+    steps = payment_plan(target, timeout_s=0.1, retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002))
+    out = payment_executor(target, erp_url, "late", rate=0, limit=None, plan=steps).run(items, "late")
+    assert sorted(out.failed) == [it["key"] for it in items]
+    deadline = time.monotonic() + 10
+    while target.finished < len(target.calls) and time.monotonic() < deadline:
+        time.sleep(0.05)  # bounded wait for the abandoned requests' threads, not a guess
+    late_calls = sum(1 for name, _, _ in target.calls if name == "schedule_payments")
+    assert late_calls == 2 and target.finished == len(target.calls)  # every late write has landed
+    erp = ERPResource(url=erp_url)
+    keys = [f"schedule_payment:{it['key']}" for it in items]
+    assert erp.live_payment_keys(keys) == set()
+    assert erp.live_ledger_keys([f"post_ledger_entry:{it['key']}" for it in items]) == set()
+    assert SagaLog(erp_url).counts("invoices") == {"compensated": 3}
+
+
+def test_the_erp_rate_limit_is_declared_by_the_actions_from_the_environment(erp_url, monkeypatch):
+    from assets.invoices.payment_saga import payment_executor
+
+    monkeypatch.setenv("BOSUN_ERP_RATE_LIMIT", "40")
+    ex = payment_executor(ERPResource(url=erp_url), erp_url, "env")
+    assert {s.action.rate_limit for s in ex.plan.steps.values()} == {40.0}
+    assert ex.limiters["erp"].interval == pytest.approx(1 / (40 * 0.95))
+    monkeypatch.delenv("BOSUN_ERP_RATE_LIMIT")
+    assert payment_executor(ERPResource(url=erp_url), erp_url, "none").limiters == {}
