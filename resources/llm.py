@@ -106,8 +106,9 @@ class OpenAIStructuredLLM(ChatModel):
         attempts = input_tokens = output_tokens = 0
         last_errors = ""
 
-        def result(value: Optional[T], reason: Optional[str]) -> LLMResult[T]:
+        def result(value: Optional[T], reason: Optional[str], unavailable: bool = False) -> LLMResult[T]:
             return LLMResult(
+                unavailable=unavailable,
                 value=value,
                 no_result_reason=self._scrub(reason) if reason else None,
                 attempts=attempts,
@@ -124,7 +125,7 @@ class OpenAIStructuredLLM(ChatModel):
                     model=self.model, messages=conversation, response_format=response_format
                 )
             except openai.OpenAIError as err:
-                return result(None, _http_failure_reason(err, self.timeout_s))
+                return result(None, _http_failure_reason(err, self.timeout_s), unavailable=True)
 
             usage = getattr(response, "usage", None)
             if usage is not None:

@@ -1,90 +1,24 @@
 """Decision layer of the invoice workflow: reason, apply guardrails, assess confidence."""
 
 
-import hashlib
-import json
-import time
 from functools import lru_cache
-from pathlib import Path
-from typing import Literal
+from typing import Optional
 
 import dagster as dg
-from pydantic import BaseModel, Field
 
 from guardrails.engine import Policy, evaluate, load_policy
+from orchestration.llm_ledger import LLMLedger
 from resources.chat_model import ChatModel
+from resources.database import BosunDatabase
 from resources.local_model import LocalModel
 
-from assets.invoices.context import model_features
-from assets.invoices.workflow import MODEL_NAME, ROUTING_THRESHOLD, WORKFLOW, invoice_batches
-
-PROMPT_PATH = Path(__file__).parent / "prompts" / "decide_invoice.md"
-
-
-class InvoiceVerdict(BaseModel):
-    """What the LLM must answer; anything else is re-asked, then 'no result'."""
-
-    decision: Literal["approve", "hold", "reject"]
-    confidence: float = Field(ge=0, le=1)
-    reason: str = Field(max_length=500)
+from assets.invoices.reasoning import propose
+from assets.invoices.workflow import WORKFLOW, invoice_batches
 
 
 @lru_cache(maxsize=1)
 def invoice_policy() -> Policy:
     return load_policy(WORKFLOW)
-
-
-def load_prompt() -> tuple[str, str]:
-    """The template and its version: the content hash, so editing the file is a new version."""
-    text = PROMPT_PATH.read_text()
-    return text, "prompt-" + hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> list[dict]:
-    """The cheapest model first; the LLM only where the local model is unsure."""
-    preds = local_model.predict(MODEL_NAME, [model_features(c["facts"]) for c in contexts])
-    proposals = []
-    for c, label, probs in zip(contexts, preds.labels, preds.probabilities):
-        proposals.append({
-            "key": c["key"], "entity_key": c["entity_key"], "context_hash": c["context_hash"],
-            "event": c["event"], "context_used": _context_used(c),
-            "facts": c["facts"], "invoice": c["invoice"], "decision": label,
-            "probability": float(probs.max()), "model": "local", "model_version": preds.model_version,
-            "prompt_version": None, "probabilities": dict(zip(preds.classes, map(float, probs))),
-            "input_tokens": 0, "output_tokens": 0, "latency_s": 0.0,
-        })
-    unsure = [(c, p) for c, p in zip(contexts, proposals) if p["probability"] < ROUTING_THRESHOLD]
-    if llm.enabled and unsure:
-        template, version = load_prompt()  # once per batch: every decision in it has one version
-        for c, p in unsure:
-            _ask_llm(llm, template, version, c, p)
-    return proposals
-
-
-def _context_used(c: dict) -> dict:
-    po = c["purchase_order"] or {}
-    return {"vendor_id": c["invoice"]["vendor_id"], "vendor_known": c["vendor"] is not None,
-            "po_number": c["invoice"]["po_number"], "po_amount": po.get("amount"),
-            "prior_payments": c["prior_payments"], "pii_redacted": c["pii_found"],
-            "policy_passages": c.get("policy_passages", [])}
-
-
-def _ask_llm(llm: ChatModel, template: str, version: str, context: dict, proposal: dict) -> None:
-    policy_text = "; ".join(f"{p['doc']} / {p['heading']}" for p in context.get("policy_passages", []))
-    prompt = template.format(
-        policy=policy_text or "none found",
-        facts=json.dumps(context["facts"], sort_keys=True, default=str),
-        invoice=json.dumps(context["invoice"], sort_keys=True, default=str))
-    started = time.perf_counter()
-    result = llm.complete([{"role": "user", "content": prompt}], InvoiceVerdict)
-    proposal.update(model=result.model, model_version=result.model, prompt_version=version,
-                    input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-                    latency_s=round(time.perf_counter() - started, 4))
-    if result.value is None:
-        proposal.update(decision="no_result", probability=0.0, no_result_reason=result.no_result_reason)
-    else:
-        proposal.update(decision=result.value.decision, probability=result.value.confidence,
-                        llm_reason=result.value.reason)
 
 
 def guard(proposals: list[dict], policy: Policy) -> list[dict]:
@@ -123,27 +57,31 @@ def _escalation_reason(p: dict) -> str:
     return f"escalated by policy: {', '.join(p['guardrails']['blocked_by'])}"
 
 
-def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> list[dict]:
+def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
+           ledger: Optional[LLMLedger] = None) -> list[dict]:
     policy = invoice_policy()
-    return assess(guard(propose(contexts, local_model, llm), policy), policy)
+    proposals, _ = propose(contexts, local_model, llm, ledger)
+    return assess(guard(proposals, policy), policy)
 
 
 # ---- the graph-backed asset: one op per stage, so the UI shows where time goes ----------
 
 @dg.op
-def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel) -> list[dict]:
-    return propose(invoice_context, local_model, llm)
+def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel,
+           bosun_db: BosunDatabase) -> dict:
+    proposals, routing = propose(invoice_context, local_model, llm, bosun_db.llm_ledger())
+    return {"proposals": proposals, "routing": routing}
 
 
 @dg.op
-def apply_guardrails(proposals: list[dict]) -> list[dict]:
-    return guard(proposals, invoice_policy())
+def apply_guardrails(reasoned: dict) -> dict:
+    return {**reasoned, "proposals": guard(reasoned["proposals"], invoice_policy())}
 
 
 @dg.op
-def assess_confidence(guarded: list[dict]) -> dg.Output[list[dict]]:
-    decisions = assess(guarded, invoice_policy())
-    return dg.Output(decisions, metadata=decision_metadata(decisions))
+def assess_confidence(guarded: dict) -> dg.Output[list[dict]]:
+    decisions = assess(guarded["proposals"], invoice_policy())
+    return dg.Output(decisions, metadata={**decision_metadata(decisions), **guarded["routing"]})
 
 
 def decision_metadata(decisions: list[dict]) -> dict:
@@ -159,10 +97,11 @@ def decision_metadata(decisions: list[dict]) -> dict:
         "held_or_rejected": count(lambda d: d["route"] == "record"),
         "escalated": count(lambda d: d["route"] == "escalate"),
         "escalation_rate": round(count(lambda d: d["route"] == "escalate") / n, 4),
-        "llm_calls": count(lambda d: d["model"] != "local"),
+        "decided_by_llm": count(lambda d: d["model"] != "local"),
         "mean_confidence": round(sum(d["confidence"] for d in decisions) / n, 4),
         "input_tokens": sum(d["input_tokens"] for d in decisions),
         "output_tokens": sum(d["output_tokens"] for d in decisions),
+        "cost_usd": round(sum(d["cost_usd"] for d in decisions), 6),
         "guardrail_activations": dg.MetadataValue.json(activations),
     }
 

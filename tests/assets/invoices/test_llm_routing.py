@@ -19,6 +19,15 @@ def llm_server(bosun_home, monkeypatch):
         yield server
 
 
+def answer(decision: str, confidence: float = 0.97, reason: str = "looks fine"):
+    """A fake LLM reply that states the amount of the invoice in the prompt it was sent."""
+    def reply(body):
+        prompt = body["messages"][0]["content"]
+        invoice = json.loads(prompt.split("Invoice:\n", 1)[1])
+        return {"decision": decision, "amount": float(invoice["amount"]), "confidence": confidence, "reason": reason}
+    return reply
+
+
 def _decisions(world):
     from orchestration.db import audit_log
     import sqlalchemy as sa
@@ -31,7 +40,7 @@ def _decisions(world):
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world):
-    llm_server.set_default(("ok", {"decision": "approve", "confidence": 0.97, "reason": "looks fine"}))
+    llm_server.set_default(("ok", answer("approve")))
     world.ingest_sample()
     report = world.run_pending()
     assert not report.failed and not report.check_failures
@@ -39,7 +48,8 @@ def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world)
     via_llm = [d for d in decisions if d["model"] != "local"]
     assert 0 < len(via_llm) < len(decisions) / 4  # only the unsure ones
     assert len(llm_server.requests) == len(via_llm)
-    assert all(d["prompt_version"].startswith("prompt-") for d in via_llm)
+    assert all(d["prompt_version"].startswith("decide_invoice-") for d in via_llm)
+    assert all(d["cost_usd"] > 0 and d["input_tokens"] > 0 and d["latency_s"] > 0 for d in via_llm)
     # The LLM said "approve" to everything; hard rules overrode it where they apply.
     blocked = [d for d in via_llm if d["guardrails"]["blocked_by"]]
     assert all(d["decision"] != "approve" for d in blocked)
@@ -57,3 +67,19 @@ def test_no_result_from_the_llm_escalates(llm_server, world):
     via_llm = [d for d in _decisions(world) if d["model"] != "local"]
     assert via_llm and all(d["route"] == "escalate" for d in via_llm)
     assert all("no result" in d["reason"] for d in via_llm if not d["guardrails"]["blocked_by"])
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_a_spent_daily_budget_routes_to_the_local_model_instead_of_failing(llm_server, world, monkeypatch):
+    from orchestration.llm_ledger import today
+
+    llm_server.set_default(("ok", answer("approve")))
+    monkeypatch.setenv("BOSUN_INVOICES_LLM_DAILY_TOKENS", "3000")
+    world.ingest_sample()
+    report = world.run_pending()
+    assert not report.failed
+    decisions = _decisions(world)
+    fell_back = [d for d in decisions if "daily LLM budget spent" in d["route_reason"]]
+    assert fell_back and all(d["model"] == "local" for d in fell_back)
+    spend = world.resources["bosun_db"].llm_ledger().spend("invoices", today())
+    assert 0 < spend.calls == len(llm_server.requests) < len(fell_back)
