@@ -4,6 +4,7 @@
 import dagster as dg
 
 from orchestration.audit import AuditEntry
+from orchestration.guardrail_checks import activation_counts
 from orchestration.saga import SagaOutcome, SagaStep, run_sagas
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
@@ -100,6 +101,9 @@ def audit_entries(decisions: list[dict], sagas: SagaOutcome, states: list[dict],
                                                 "action_key": action_key(k, step["step"])}, batch_id))
         s = state_by_key[k]
         entries.append(AuditEntry("outcome", k, {"status": s["status"], "reason": s["reason"]}, batch_id))
+    # Per guardrail, how often it fired in this batch: the audit answers "how often did
+    # rule X stop a payment last month" without re-reading every decision.
+    entries.append(AuditEntry("guardrail_activations", batch_id, activation_counts(decisions), batch_id))
     return entries
 
 

@@ -1,12 +1,15 @@
 """Decision layer of the invoice workflow: reason, apply guardrails, assess confidence."""
 
 
+import json
+import os
 from functools import lru_cache
 from typing import Optional
 
 import dagster as dg
 
 from guardrails.engine import Policy, evaluate, load_policy
+from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
 from orchestration.llm_ledger import LLMLedger
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
@@ -21,11 +24,19 @@ def invoice_policy() -> Policy:
     return load_policy(WORKFLOW)
 
 
+def limit_overrides() -> dict[str, float]:
+    """Config may tighten the policy's dynamic limits (never loosen them), per deployment."""
+    raw = os.environ.get("BOSUN_INVOICES_GUARDRAIL_LIMITS")
+    return {k: float(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
 def guard(proposals: list[dict], policy: Policy) -> list[dict]:
+    overrides = limit_overrides()
     for p in proposals:
         # "no result" is not a decision a rule could allow; it goes to a person.
-        proposed = p["decision"] if p["decision"] in policy.decisions else "escalate"
-        p["guardrails"] = evaluate(policy, proposed, p["facts"]).as_dict()
+        proposed = "escalate" if p["decision"] == "no_result" else p["decision"]
+        p["guardrails"] = evaluate(policy, proposed, p["facts"], stated={"amount": p.get("stated_amount")},
+                                   limit_overrides=overrides).as_dict()
     return proposals
 
 
@@ -87,10 +98,7 @@ def assess_confidence(guarded: dict) -> dg.Output[list[dict]]:
 def decision_metadata(decisions: list[dict]) -> dict:
     n = len(decisions) or 1
     count = lambda pred: sum(1 for d in decisions if pred(d))  # noqa: E731
-    activations: dict[str, int] = {}
-    for d in decisions:
-        for name in d["guardrails"]["blocked_by"] + d["guardrails"]["flagged_by"]:
-            activations[name] = activations.get(name, 0) + 1
+    activations = activation_counts(decisions)
     return {
         "decisions": len(decisions),
         "approved": count(lambda d: d["route"] == "act"),
@@ -111,3 +119,7 @@ def invoice_decisions(invoice_context: list[dict]) -> list[dict]:
     """One decision per invoice: the model's proposal, the guardrails' verdict, the
     confidence and the route (act, record, escalate)."""
     return assess_confidence(apply_guardrails(reason(invoice_context)))
+
+
+invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches,
+                                                  limit_overrides)

@@ -83,3 +83,35 @@ def test_a_spent_daily_budget_routes_to_the_local_model_instead_of_failing(llm_s
     assert fell_back and all(d["model"] == "local" for d in fell_back)
     spend = world.resources["bosun_db"].llm_ledger().spend("invoices", today())
     assert 0 < spend.calls == len(llm_server.requests) < len(fell_back)
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_every_guardrail_is_a_check_on_the_decisions_with_its_activations(world):
+    import dagster as dg
+
+    from guardrails.engine import load_policy
+
+    world.ingest_sample()
+    report = world.run_pending()
+    assert report.batches and not report.check_failures
+    seen = {}
+    for name, kind in load_policy("invoices").rule_names().items():
+        key = dg.AssetCheckKey(dg.AssetKey("invoice_decisions"), name)
+        record = world.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        evaluation = record.event.dagster_event.event_specific_data
+        assert evaluation.passed and evaluation.severity.value == ("ERROR" if kind == "hard" else "WARN")
+        seen[name] = evaluation.metadata["activations"].value
+    assert seen["no_instructions_in_free_text"] > 0, seen
+    # The audit has the same counts, one record per batch.
+    audit = _decisions_of_kind(world, "guardrail_activations")
+    assert len(audit) == len(report.batches)
+    assert sum(a.get("no_instructions_in_free_text", 0) for a in audit) == seen["no_instructions_in_free_text"]
+
+
+def _decisions_of_kind(world, kind):
+    from orchestration.db import audit_log
+    import sqlalchemy as sa
+
+    with world.resources["bosun_db"].audit().engine.connect() as conn:
+        rows = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == kind)).scalars()
+        return [json.loads(r) for r in rows]
