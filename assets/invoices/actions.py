@@ -92,6 +92,8 @@ def audit_entries(decisions: list[dict], sagas: SagaOutcome, states: list[dict],
             "latency_s": d["latency_s"], "input_tokens": d["input_tokens"], "output_tokens": d["output_tokens"],
             "cost_usd": d["cost_usd"], "cache_hit": d["cache_hit"],
             "proposed": d["decision"], "probabilities": d["probabilities"], "confidence": d["confidence"],
+            "confidence_breakdown": d["confidence_breakdown"],
+            "calibrator_version": d["calibrator_version"], "re_retrieved": d.get("re_retrieved", False),
             "guardrails": d["guardrails"], "decision": d["final_decision"], "route": d["route"],
             "reason": d["reason"]}, batch_id))
         for step in steps_by_key.get(k, []):

@@ -7,21 +7,35 @@ from functools import lru_cache
 from typing import Optional
 
 import dagster as dg
+import numpy as np
 
 from guardrails.engine import Policy, evaluate, load_policy
+from orchestration.confidence import Calibrator, Thresholds, combine
 from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
 from orchestration.llm_ledger import LLMLedger
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
+from resources.knowledge_base import PolicyIndex
 from resources.local_model import LocalModel
 
+from assets.invoices.confidence import broader_query, factors, retrieval_factor
 from assets.invoices.reasoning import propose
-from assets.invoices.workflow import WORKFLOW, invoice_batches
+from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, MODEL_NAME, WORKFLOW, invoice_batches
+
+RE_RETRIEVAL_K = 6
 
 
 @lru_cache(maxsize=1)
 def invoice_policy() -> Policy:
     return load_policy(WORKFLOW)
+
+
+def thresholds(policy: Policy) -> Thresholds:
+    return Thresholds(act=policy.confidence_threshold, ask=ASK_FOR_CONTEXT_THRESHOLD)
+
+
+def calibrator_path(local_model: LocalModel):
+    return local_model.artifact_path(f"{MODEL_NAME}-calibrator")
 
 
 def limit_overrides() -> dict[str, float]:
@@ -40,26 +54,67 @@ def guard(proposals: list[dict], policy: Policy) -> list[dict]:
     return proposals
 
 
-def assess(proposals: list[dict], policy: Policy) -> list[dict]:
+def model_group(p: dict) -> str:
+    return "local" if p["model"] == "local" else "llm"
+
+
+def calibrate(proposals: list[dict], calibrator: Calibrator) -> None:
+    """Each model's probability -> its observed hit rate; one vectorised call per batch."""
+    probs = calibrator.apply([p["probability"] for p in proposals], [model_group(p) for p in proposals]) \
+        if proposals else []
+    for p, v in zip(proposals, probs):
+        p["probability_calibrated"] = float(v)
+        p["calibrator_version"] = calibrator.version
+
+
+def combined_confidence(p: dict) -> None:
+    """Calibrated probability times every factor, with the breakdown kept on the decision."""
+    if p["guardrails"]["blocked_by"]:
+        # A hard rule decided: the outcome is the policy's, not the model's guess.
+        p["confidence"], p["confidence_breakdown"] = 1.0, [
+            {"name": "decided_by_policy", "detail": ", ".join(p["guardrails"]["blocked_by"])}]
+        return
+    conf, breakdown = combine(p["probability_calibrated"], factors(p))
+    breakdown.insert(0, {"name": "model_probability_raw", "value": round(p["probability"], 4)})
+    breakdown[1]["name"] = "model_probability_calibrated"
+    p["confidence"], p["confidence_breakdown"] = round(conf, 4), breakdown
+
+
+def assess(proposals: list[dict], policy: Policy, calibrator: Optional[Calibrator] = None,
+           index: Optional[PolicyIndex] = None) -> list[dict]:
+    th = thresholds(policy)
+    calibrate(proposals, calibrator or Calibrator())
+    for p in proposals:
+        combined_confidence(p)
+    asking = [p for p in proposals if th.route(p["confidence"]) == "ask" and not p["guardrails"]["blocked_by"]]
+    if asking and index is not None:
+        _re_retrieve(asking, index)
     for p in proposals:
         g = p["guardrails"]
-        if g["blocked_by"]:
-            # A hard rule decided: the outcome is the policy's, not the model's guess.
-            confidence = 1.0
-        else:
-            confidence = p["probability"] * g["confidence_factor"]
-        p["confidence"] = round(confidence, 4)
         if g["decision"] == "escalate":
             p["route"], p["reason"] = "escalate", _escalation_reason(p)
-        elif confidence < policy.confidence_threshold:
+        elif p["confidence"] < th.act:
             p["route"] = "escalate"
-            p["reason"] = f"confidence {confidence:.2f} below {policy.confidence_threshold}" + (
-                f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "")
+            p["reason"] = f"confidence {p['confidence']:.2f} below {th.act}" + (
+                f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "") + (
+                " after a broader retrieval" if p.get("re_retrieved") else "")
         else:
             p["route"] = "act" if g["decision"] == "approve" else "record"
             p["reason"] = f"{g['decision']}" + (f" by policy: {', '.join(g['blocked_by'])}" if g["blocked_by"] else "")
         p["final_decision"] = g["decision"]
     return proposals
+
+
+def _re_retrieve(asking: list[dict], index: PolicyIndex) -> None:
+    """Ask for more context once: a broader query, more passages, the factors again."""
+    hits = index.search_many([broader_query(p) for p in asking], k=RE_RETRIEVAL_K)
+    for p, found in zip(asking, hits):
+        passages = [{"doc": x.doc, "heading": x.heading, "score": round(s, 3)} for x, s in found]
+        p["re_retrieved"] = True
+        p["context_used"]["broader_policy_passages"] = passages
+        if retrieval_factor(passages).penalty < retrieval_factor(p["context_used"].get("policy_passages")).penalty:
+            p["context_used"]["policy_passages"] = passages
+            combined_confidence(p)
 
 
 def _escalation_reason(p: dict) -> str:
@@ -69,10 +124,12 @@ def _escalation_reason(p: dict) -> str:
 
 
 def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
-           ledger: Optional[LLMLedger] = None) -> list[dict]:
+           ledger: Optional[LLMLedger] = None, index: Optional[PolicyIndex] = None,
+           calibrator: Optional[Calibrator] = None) -> list[dict]:
     policy = invoice_policy()
     proposals, _ = propose(contexts, local_model, llm, ledger)
-    return assess(guard(proposals, policy), policy)
+    calibrator = calibrator or Calibrator.load(calibrator_path(local_model))
+    return assess(guard(proposals, policy), policy, calibrator, index)
 
 
 # ---- the graph-backed asset: one op per stage, so the UI shows where time goes ----------
@@ -90,35 +147,37 @@ def apply_guardrails(reasoned: dict) -> dict:
 
 
 @dg.op
-def assess_confidence(guarded: dict) -> dg.Output[list[dict]]:
-    decisions = assess(guarded["proposals"], invoice_policy())
-    return dg.Output(decisions, metadata={**decision_metadata(decisions), **guarded["routing"]})
+def assess_confidence(guarded: dict, policy_index: PolicyIndex, local_model: LocalModel) -> dg.Output[list[dict]]:
+    calibrator = Calibrator.load(calibrator_path(local_model))
+    decisions = assess(guarded["proposals"], invoice_policy(), calibrator, policy_index)
+    return dg.Output(decisions, metadata={**decision_metadata(decisions), **guarded["routing"],
+                                          "calibrator_version": calibrator.version})
 
 
 def decision_metadata(decisions: list[dict]) -> dict:
     n = len(decisions) or 1
     count = lambda pred: sum(1 for d in decisions if pred(d))  # noqa: E731
-    activations = activation_counts(decisions)
     return {
         "decisions": len(decisions),
         "approved": count(lambda d: d["route"] == "act"),
         "held_or_rejected": count(lambda d: d["route"] == "record"),
         "escalated": count(lambda d: d["route"] == "escalate"),
         "escalation_rate": round(count(lambda d: d["route"] == "escalate") / n, 4),
+        "re_retrieved": count(lambda d: d.get("re_retrieved", False)),
         "decided_by_llm": count(lambda d: d["model"] != "local"),
         "mean_confidence": round(sum(d["confidence"] for d in decisions) / n, 4),
         "input_tokens": sum(d["input_tokens"] for d in decisions),
         "output_tokens": sum(d["output_tokens"] for d in decisions),
         "cost_usd": round(sum(d["cost_usd"] for d in decisions), 6),
-        "guardrail_activations": dg.MetadataValue.json(activations),
+        "guardrail_activations": dg.MetadataValue.json(activation_counts(decisions)),
     }
 
 
 @dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
-def invoice_decisions(invoice_context: list[dict]) -> list[dict]:
+def invoice_decisions(invoice_context: list[dict], policy_index: PolicyIndex) -> list[dict]:
     """One decision per invoice: the model's proposal, the guardrails' verdict, the
-    confidence and the route (act, record, escalate)."""
-    return assess_confidence(apply_guardrails(reason(invoice_context)))
+    calibrated confidence with its factor breakdown, and the route (act, record, escalate)."""
+    return assess_confidence(apply_guardrails(reason(invoice_context)), policy_index)
 
 
 invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches,

@@ -54,6 +54,8 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
             "decision_type": decision_type(c["facts"]),
             "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "latency_s": round(per_item, 6),
             "cache_hit": False, "stated_amount": None,
+            # The context layer's contract: [{"name", "penalty", "detail"}] per record.
+            "quality_factors": c.get("quality_factors", []),
         })
     prompt = decision_prompt()
     router = Router(WORKFLOW, budget_from_env(WORKFLOW, ROUTING), price_table(), ledger,

@@ -31,3 +31,7 @@ payloads.register(registry)
 invoice_batches = dg.DynamicPartitionsDefinition(name="invoice_batches")
 
 batch_policy = BatchPolicy(max_events=1000, max_wait_seconds=5.0, max_batches_per_tick=20)
+
+# Calibrated confidence at or above the policy's confidence_threshold: act; between this
+# and that: one broader re-retrieval of policy passages, then judge again; below: review.
+ASK_FOR_CONTEXT_THRESHOLD = 0.6

@@ -25,7 +25,7 @@ def test_definitions_load_with_every_workflow_piece():
 
     guardrails = set(load_policy("invoices").rule_names())
     assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice",
-                      "no_payment_exceeds_po"} | guardrails
+                      "no_payment_exceeds_po", "calibration_error_is_below_limit"} | guardrails
 
 
 def test_context_assets_carry_freshness_policies():
