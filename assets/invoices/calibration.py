@@ -28,7 +28,7 @@ from assets.invoices.training import as_inbox_events, read_events, seed_erp
 MAX_ECE = 0.05
 
 
-def reviewed_outcomes(directory: Path, local_model: LocalModel, llm: ChatModel, ledger=None):
+def reviewed_outcomes(directory: Path, local_model: LocalModel, llm: ChatModel, ledger=None, routing=None):
     """(stated probability, correct, model group) for every decision a model (not a hard
     rule) took."""
     labels = sample_data.load_labels(directory)
@@ -39,7 +39,7 @@ def reviewed_outcomes(directory: Path, local_model: LocalModel, llm: ChatModel, 
         seed_erp(erp, directory)
         contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, index=None)
         dispose(url)
-    proposals, _ = propose(contexts, local_model, llm, ledger)
+    proposals, _ = propose(contexts, local_model, llm, ledger, routing)
     policy = invoice_policy()
     guard(proposals, policy)
     by_key = {e.key: e.envelope.id for e in events}
@@ -53,8 +53,9 @@ def reviewed_outcomes(directory: Path, local_model: LocalModel, llm: ChatModel, 
     return conf, correct, groups
 
 
-def fit_calibrator(directory: Path, local_model: LocalModel, llm: ChatModel, ledger=None) -> Calibrator:
-    conf, correct, groups = reviewed_outcomes(Path(directory), local_model, llm, ledger)
+def fit_calibrator(directory: Path, local_model: LocalModel, llm: ChatModel, ledger=None,
+                   routing=None) -> Calibrator:
+    conf, correct, groups = reviewed_outcomes(Path(directory), local_model, llm, ledger, routing)
     if len(conf) < 50:
         raise ValueError(f"only {len(conf)} reviewed outcomes in {directory}; need at least 50 to calibrate")
     return fit_and_report(conf, correct, groups)

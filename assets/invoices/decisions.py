@@ -13,6 +13,7 @@ from guardrails.engine import Policy, evaluate, load_policy
 from orchestration.confidence import Calibrator, Thresholds, combine
 from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
 from orchestration.llm_ledger import LLMLedger
+from orchestration.routing import RoutingPolicy
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
 from resources.knowledge_base import PolicyIndex
@@ -125,9 +126,9 @@ def _escalation_reason(p: dict) -> str:
 
 def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
            ledger: Optional[LLMLedger] = None, index: Optional[PolicyIndex] = None,
-           calibrator: Optional[Calibrator] = None) -> list[dict]:
+           calibrator: Optional[Calibrator] = None, routing: Optional[RoutingPolicy] = None) -> list[dict]:
     policy = invoice_policy()
-    proposals, _ = propose(contexts, local_model, llm, ledger)
+    proposals, _ = propose(contexts, local_model, llm, ledger, routing)
     calibrator = calibrator or Calibrator.load(calibrator_path(local_model))
     return assess(guard(proposals, policy), policy, calibrator, index)
 

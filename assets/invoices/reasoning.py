@@ -11,7 +11,7 @@ from typing import Optional
 from orchestration.llm_ledger import LLMLedger
 from orchestration.pricing import price_table
 from orchestration.prompts import Prompt, load_prompt
-from orchestration.routing import LLMAnswer, Question, Router, budget_from_env
+from orchestration.routing import LLMAnswer, Question, Router, RoutingPolicy, budget_from_env
 from resources.chat_model import ChatModel
 from resources.env import resolved
 from resources.local_model import LocalModel
@@ -36,8 +36,9 @@ def decision_type(facts: dict) -> str:
 
 
 def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
-            ledger: Optional[LLMLedger] = None) -> tuple[list[dict], dict]:
-    """One proposal per context, and the batch's routing figures."""
+            ledger: Optional[LLMLedger] = None, routing: Optional[RoutingPolicy] = None) -> tuple[list[dict], dict]:
+    """One proposal per context, and the batch's routing figures. `routing` replaces the
+    workflow's policy (benchmarks compare policies)."""
     started = time.perf_counter()
     preds = local_model.predict(MODEL_NAME, [model_features(c["facts"]) for c in contexts])
     per_item = (time.perf_counter() - started) / max(1, len(contexts))
@@ -58,7 +59,8 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
             "quality_factors": c.get("quality_factors", []),
         })
     prompt = decision_prompt()
-    router = Router(WORKFLOW, budget_from_env(WORKFLOW, ROUTING), price_table(), ledger,
+    routing = budget_from_env(WORKFLOW, routing or ROUTING)
+    router = Router(WORKFLOW, routing, price_table(), ledger,
                     (resolved(getattr(llm, "model", None)) or "llm") if llm.enabled else None, prompt.version)
     chosen = []
     for c, p in zip(contexts, proposals):
@@ -70,7 +72,7 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
         questions = [_question(prompt, c) for c, _ in chosen]
         answers = router.ask(questions, lambda q: _call(llm, prompt, q))
         for (_, p), q, r in zip(chosen, questions, answers):
-            _apply(p, r, prompt.version)
+            _apply(p, r, prompt.version, routing)
     s = router.spend
     figures = {"llm_calls": s.calls, "llm_cache_hits": s.cache_hits, "llm_cost_usd": round(s.cost, 6),
                "llm_budget_refusals": s.budget_refusals, "llm_unavailable": s.unavailable,
@@ -104,11 +106,11 @@ def _call(llm: ChatModel, prompt: Prompt, q: Question) -> LLMAnswer:
                      unavailable=r.unavailable)
 
 
-def _apply(p: dict, r, version: str) -> None:
+def _apply(p: dict, r, version: str, routing: RoutingPolicy) -> None:
     p.update(input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost_usd=round(r.cost, 8),
              latency_s=round(p["latency_s"] + r.latency_s, 6), llm_status=r.status)
     if r.fallback_needed:
-        fallback = ROUTING.when_budget_spent if r.status == "budget_spent" else ROUTING.when_llm_unavailable
+        fallback = routing.when_budget_spent if r.status == "budget_spent" else routing.when_llm_unavailable
         p["route_reason"] += f"; {r.reason}; fell back to {fallback}"
         if fallback == "escalate":
             p.update(decision="no_result", probability=0.0, no_result_reason=r.reason)
