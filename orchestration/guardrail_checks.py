@@ -1,10 +1,10 @@
-"""Asset checks generated from a workflow's guardrail policy: one per guardrail.
+"""Asset checks generated from a workflow's guardrail policy.
 
-A hard guardrail is an ERROR check, blocking: it fails if any final decision of the batch
-breaks the rule (whatever a model said, the rule must have held), and a failure stops
-the batch before its actions run. A soft guardrail is a WARN check: it fails if a
-decision it flagged was acted on without a person. Every check carries the number of
-times its guardrail fired in the batch, so the UI plots activations per guardrail.
+Hard guardrails map to an ERROR check, blocking: it fails if any final decision of the
+batch breaks a hard rule (whatever a model said, the rule must have held), and a failure
+stops the batch before its actions run. Soft guardrails map to a WARN check: it fails if
+a decision one flagged was acted on without a person. Both carry, per guardrail, how
+often it fired in the batch, so the UI plots activations per guardrail.
 
 Decision records are dicts with `key`, `facts`, `final_decision`, `route` and
 `guardrails` (`blocked_by`, `flagged_by`), as the decision layer writes them.
@@ -29,47 +29,69 @@ def activation_counts(decisions: list[dict]) -> dict[str, int]:
     return counts
 
 
+HARD_CHECK = "hard_guardrails_held"
+SOFT_CHECK = "no_soft_flagged_decision_acted_on_unreviewed"
+
+
 def evaluate_guardrail_checks(policy: Policy, decisions: list[dict],
                               limit_overrides: Optional[dict] = None) -> dict[str, dict]:
-    """name -> {passed, severity, activations, violations, examples}; pure, for tests too."""
+    """The two checks' verdicts with per-guardrail figures; pure, for tests too.
+
+    hard: every final decision satisfies every hard rule (and the allowed set), whatever
+          any model said; a breach names the guardrail and the decisions.
+    soft: no decision a soft guardrail flagged was acted on without a person.
+    """
+    kinds = policy.rule_names()
     counts = activation_counts(decisions)
     broken: dict[str, list[str]] = {}
+    flagged_acted: dict[str, list[str]] = {}
     for d in decisions:
         for name in hard_violations(policy, d["final_decision"], d["facts"], limit_overrides):
             broken.setdefault(name, []).append(d["key"])
-    acted_flagged: dict[str, list[str]] = {}
-    for d in decisions:
         if d["route"] == "act":
             for name in d["guardrails"]["flagged_by"]:
-                acted_flagged.setdefault(name, []).append(d["key"])
+                flagged_acted.setdefault(name, []).append(d["key"])
     out = {}
-    for name, kind in policy.rule_names().items():
-        bad = broken.get(name, []) if kind == "hard" else acted_flagged.get(name, [])
-        out[name] = {"passed": not bad, "severity": "ERROR" if kind == "hard" else "WARN",
-                     "activations": counts.get(name, 0), "violations": len(bad), "examples": bad[:10]}
+    for check, kind, bad in ((HARD_CHECK, "hard", broken), (SOFT_CHECK, "soft", flagged_acted)):
+        names = [n for n, k in kinds.items() if k == kind]
+        out[check] = {
+            "passed": not bad, "severity": "ERROR" if kind == "hard" else "WARN",
+            "activations": {n: counts.get(n, 0) for n in names},
+            "violations": {n: len(bad.get(n, [])) for n in names},
+            "examples": {n: keys[:10] for n, keys in bad.items()},
+        }
     return out
 
 
 def build_guardrail_checks(policy: Policy, asset: dg.AssetsDefinition,
                            partitions_def: Optional[dg.PartitionsDefinition] = None,
                            limit_overrides: Callable[[], Optional[dict]] = lambda: None):
-    """One multi-asset check (one step per batch run) with a spec per guardrail."""
+    """One step per batch run, two checks: hard guardrails (blocking ERROR: a breach stops
+    the batch before its actions) and soft ones (WARN). Two checks rather than one per
+    guardrail because every check costs event-log writes per run; each guardrail still
+    has its own numeric metadata (`<name>.activations`, `<name>.violations`) to plot."""
     kinds = policy.rule_names()
-    descriptions = {r.name: r.description for r in [*policy.hard, *policy.soft, *policy.output]}
-    specs = [dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions_def, blocking=kind == "hard",
-                               description=(("hard guardrail held: " if kind == "hard" else
-                                             "soft guardrail: no flagged decision acted on without a person. ")
-                                            + (descriptions.get(name) or name)))
-             for name, kind in kinds.items()]
+    specs = [
+        dg.AssetCheckSpec(HARD_CHECK, asset=asset, partitions_def=partitions_def, blocking=True,
+                          description="Every final decision satisfies every hard guardrail: "
+                                      + ", ".join(n for n, k in kinds.items() if k == "hard")),
+        dg.AssetCheckSpec(SOFT_CHECK, asset=asset, partitions_def=partitions_def, blocking=False,
+                          description="No decision flagged by a soft guardrail was acted on without a person: "
+                                      + ", ".join(n for n, k in kinds.items() if k == "soft")),
+    ]
 
     @dg.multi_asset_check(name=f"{policy.workflow}_guardrail_checks", specs=specs,
                           ins={"decisions": dg.AssetIn(key=asset.key)})
     def _checks(decisions: list[dict]):
         for name, r in evaluate_guardrail_checks(policy, decisions, limit_overrides()).items():
+            metadata: dict = {}
+            for rule, n in r["activations"].items():
+                metadata[f"{rule}.activations"] = n
+                metadata[f"{rule}.violations"] = r["violations"][rule]
+            metadata["examples"] = dg.MetadataValue.json(r["examples"])
             yield dg.AssetCheckResult(
                 asset_key=asset.key, check_name=name, passed=r["passed"],
                 severity=dg.AssetCheckSeverity.ERROR if r["severity"] == "ERROR" else dg.AssetCheckSeverity.WARN,
-                metadata={"activations": r["activations"], "violations": r["violations"],
-                          "examples": dg.MetadataValue.json(r["examples"])})
+                metadata=metadata)
 
     return _checks

@@ -27,11 +27,18 @@ invoice_batch_job = dg.define_asset_job(
     description="Process one batch of invoice events: context, decisions, actions, checks.")
 
 invoice_context_refresh_job = dg.define_asset_job(
-    "invoice_context_refresh_job", selection=dg.AssetSelection.assets(*context_assets, *calibration_assets),
+    "invoice_context_refresh_job", selection=dg.AssetSelection.assets(*context_assets),
     executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
-    description="Refresh the ERP snapshots, the policy index and the confidence calibrator the decisions read.")
+    description="Refresh the ERP snapshots and the policy index the decisions read.")
 
-jobs = [invoice_batch_job, invoice_context_refresh_job]
+# Its own job: it needs reviewed outcomes (the labelled sample for now), which a fresh
+# deployment may not have, and the context refresh must not fail for want of them.
+invoice_calibration_job = dg.define_asset_job(
+    "invoice_calibration_job", selection=dg.AssetSelection.assets(*calibration_assets),
+    executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
+    description="Refit the confidence calibrator on reviewed outcomes and check its ECE.")
 
-__all__ = ["assets", "checks", "jobs", "invoice_batch_job", "invoice_context_refresh_job",
+jobs = [invoice_batch_job, invoice_context_refresh_job, invoice_calibration_job]
+
+__all__ = ["assets", "checks", "jobs", "invoice_batch_job", "invoice_context_refresh_job", "invoice_calibration_job",
            "invoice_batches", "context_assets", "calibration_assets", "batch_assets"]

@@ -4,7 +4,7 @@
 import json
 import os
 from functools import lru_cache
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import dagster as dg
 import numpy as np
@@ -16,7 +16,7 @@ from orchestration.llm_ledger import LLMLedger
 from orchestration.routing import RoutingPolicy
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
-from resources.knowledge_base import PolicyIndex
+from resources.knowledge_base import PolicyDocuments, PolicyIndex
 from resources.local_model import LocalModel
 
 from assets.invoices.confidence import broader_query, factors, retrieval_factor
@@ -82,14 +82,16 @@ def combined_confidence(p: dict) -> None:
 
 
 def assess(proposals: list[dict], policy: Policy, calibrator: Optional[Calibrator] = None,
-           index: Optional[PolicyIndex] = None) -> list[dict]:
+           index: Union[PolicyIndex, Callable[[], PolicyIndex], None] = None) -> list[dict]:
+    """`index` may be a function building the index: it is then called only if some
+    decision asks for more context, so most batches never pay for it."""
     th = thresholds(policy)
     calibrate(proposals, calibrator or Calibrator())
     for p in proposals:
         combined_confidence(p)
     asking = [p for p in proposals if th.route(p["confidence"]) == "ask" and not p["guardrails"]["blocked_by"]]
     if asking and index is not None:
-        _re_retrieve(asking, index)
+        _re_retrieve(asking, index() if callable(index) else index)
     for p in proposals:
         g = p["guardrails"]
         if g["decision"] == "escalate":
@@ -148,9 +150,14 @@ def apply_guardrails(reasoned: dict) -> dict:
 
 
 @dg.op
-def assess_confidence(guarded: dict, policy_index: PolicyIndex, local_model: LocalModel) -> dg.Output[list[dict]]:
+def assess_confidence(guarded: dict, local_model: LocalModel,
+                      policy_documents: PolicyDocuments) -> dg.Output[list[dict]]:
     calibrator = Calibrator.load(calibrator_path(local_model))
-    decisions = assess(guarded["proposals"], invoice_policy(), calibrator, policy_index)
+    # The broader re-retrieval builds its own index from the documents (milliseconds for a
+    # policy set), and only when a decision asks: loading the policy_index asset into
+    # every batch run would cost more than the rare re-retrieval.
+    decisions = assess(guarded["proposals"], invoice_policy(), calibrator,
+                       lambda: PolicyIndex(policy_documents.load()))
     return dg.Output(decisions, metadata={**decision_metadata(decisions), **guarded["routing"],
                                           "calibrator_version": calibrator.version})
 
@@ -175,10 +182,10 @@ def decision_metadata(decisions: list[dict]) -> dict:
 
 
 @dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
-def invoice_decisions(invoice_context: list[dict], policy_index: PolicyIndex) -> list[dict]:
+def invoice_decisions(invoice_context: list[dict]) -> list[dict]:
     """One decision per invoice: the model's proposal, the guardrails' verdict, the
     calibrated confidence with its factor breakdown, and the route (act, record, escalate)."""
-    return assess_confidence(apply_guardrails(reason(invoice_context)), policy_index)
+    return assess_confidence(apply_guardrails(reason(invoice_context)))
 
 
 invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches,

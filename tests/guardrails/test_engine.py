@@ -96,7 +96,7 @@ def test_output_guards_judge_what_the_model_said():
 
 
 def test_guardrail_checks_fail_on_a_broken_hard_rule_and_warn_on_a_flagged_action():
-    from orchestration.guardrail_checks import evaluate_guardrail_checks
+    from orchestration.guardrail_checks import HARD_CHECK, SOFT_CHECK, evaluate_guardrail_checks
 
     policy = load_policy("invoices")
     facts = {**GOOD, "risk_tier": "low"}
@@ -105,8 +105,10 @@ def test_guardrail_checks_fail_on_a_broken_hard_rule_and_warn_on_a_flagged_actio
     broken = {"key": "b", "facts": {**facts, "vendor_known": False}, "final_decision": "approve", "route": "act",
               "guardrails": {"blocked_by": [], "flagged_by": ["large_amount"]}}
     good = evaluate_guardrail_checks(policy, [ok])
-    assert all(r["passed"] for r in good.values()) and good["vendor_must_be_known"]["activations"] == 1
+    assert all(r["passed"] for r in good.values())
+    assert good[HARD_CHECK]["activations"]["vendor_must_be_known"] == 1 and good[HARD_CHECK]["severity"] == "ERROR"
     bad = evaluate_guardrail_checks(policy, [ok, broken])
-    assert not bad["vendor_must_be_known"]["passed"] and bad["vendor_must_be_known"]["severity"] == "ERROR"
-    assert bad["vendor_must_be_known"]["examples"] == ["b"]
-    assert not bad["large_amount"]["passed"] and bad["large_amount"]["severity"] == "WARN"
+    assert not bad[HARD_CHECK]["passed"] and bad[HARD_CHECK]["examples"] == {"vendor_must_be_known": ["b"]}
+    assert bad[HARD_CHECK]["violations"]["vendor_must_be_known"] == 1
+    assert not bad[SOFT_CHECK]["passed"] and bad[SOFT_CHECK]["severity"] == "WARN"
+    assert bad[SOFT_CHECK]["violations"]["large_amount"] == 1

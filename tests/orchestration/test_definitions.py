@@ -21,11 +21,9 @@ def test_definitions_load_with_every_workflow_piece():
     schedule = defs.resolve_schedule_def("invoice_context_refresh_daily")
     assert schedule.execution_timezone == "Europe/Berlin"
     checks = {c.name for c in graph.asset_check_keys}
-    from guardrails.engine import load_policy
-
-    guardrails = set(load_policy("invoices").rule_names())
-    assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice",
-                      "no_payment_exceeds_po", "calibration_error_is_below_limit"} | guardrails
+    assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po",
+                      "calibration_error_is_below_limit", "hard_guardrails_held",
+                      "no_soft_flagged_decision_acted_on_unreviewed"}
 
 
 def test_context_assets_carry_freshness_policies():

@@ -86,7 +86,7 @@ def test_a_spent_daily_budget_routes_to_the_local_model_instead_of_failing(llm_s
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
-def test_every_guardrail_is_a_check_on_the_decisions_with_its_activations(world):
+def test_guardrails_are_checks_on_the_decisions_with_activations_per_guardrail(world):
     import dagster as dg
 
     from guardrails.engine import load_policy
@@ -94,13 +94,16 @@ def test_every_guardrail_is_a_check_on_the_decisions_with_its_activations(world)
     world.ingest_sample()
     report = world.run_pending()
     assert report.batches and not report.check_failures
+    kinds = load_policy("invoices").rule_names()
     seen = {}
-    for name, kind in load_policy("invoices").rule_names().items():
-        key = dg.AssetCheckKey(dg.AssetKey("invoice_decisions"), name)
+    for check, severity in (("hard_guardrails_held", "ERROR"), ("no_soft_flagged_decision_acted_on_unreviewed", "WARN")):
+        key = dg.AssetCheckKey(dg.AssetKey("invoice_decisions"), check)
         record = world.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
         evaluation = record.event.dagster_event.event_specific_data
-        assert evaluation.passed and evaluation.severity.value == ("ERROR" if kind == "hard" else "WARN")
-        seen[name] = evaluation.metadata["activations"].value
+        assert evaluation.passed and evaluation.severity.value == severity
+        seen.update({k[: -len(".activations")]: v.value for k, v in evaluation.metadata.items()
+                     if k.endswith(".activations")})
+    assert set(seen) == set(kinds)  # every guardrail has its own figure
     assert seen["no_instructions_in_free_text"] > 0, seen
     # The audit has the same counts, one record per batch.
     audit = _decisions_of_kind(world, "guardrail_activations")
