@@ -13,7 +13,6 @@ from orchestration.pricing import price_table
 from orchestration.prompts import Prompt, load_prompt
 from orchestration.routing import LLMAnswer, Question, Router, RoutingPolicy, budget_from_env
 from resources.chat_model import ChatModel
-from resources.env import resolved
 from resources.local_model import LocalModel
 
 from assets.invoices.context import model_features
@@ -61,7 +60,7 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
     prompt = decision_prompt()
     routing = budget_from_env(WORKFLOW, routing or ROUTING)
     router = Router(WORKFLOW, routing, price_table(), ledger,
-                    (resolved(getattr(llm, "model", None)) or "llm") if llm.enabled else None, prompt.version)
+                    (getattr(llm, "model_name", None) or "llm") if llm.enabled else None, prompt.version)
     chosen = []
     for c, p in zip(contexts, proposals):
         wants, why = router.wants_llm(p["decision_type"], p["probability"])

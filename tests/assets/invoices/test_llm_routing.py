@@ -118,3 +118,25 @@ def _decisions_of_kind(world, kind):
     with world.resources["bosun_db"].audit().engine.connect() as conn:
         rows = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == kind)).scalars()
         return [json.loads(r) for r in rows]
+
+
+@pytest.mark.parametrize("world", ["sqlite", "postgres"], indirect=True)
+def test_the_same_question_under_the_same_prompt_is_answered_from_the_cache(llm_server, world):
+    from assets.invoices.context import assemble_context
+    from assets.invoices.reasoning import propose
+    from assets.invoices.training import as_inbox_events, read_events
+    from resources.defaults import chat_model
+
+    llm_server.set_default(("ok", answer("approve")))
+    erp, ledger = world.resources["erp"], world.resources["bosun_db"].llm_ledger()
+    events = as_inbox_events(read_events(world.sample / "invoices.jsonl"))
+    contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, None)
+    llm = chat_model()
+    first, figures = propose(contexts, world.resources["local_model"], llm, ledger)
+    asked = len(llm_server.requests)
+    assert asked == figures["llm_calls"] > 0 and figures["llm_cost_usd"] > 0
+    again, figures = propose(contexts, world.resources["local_model"], llm, ledger)
+    assert len(llm_server.requests) == asked and figures["llm_cache_hits"] == asked and figures["llm_calls"] == 0
+    cached = [p for p in again if p["cache_hit"]]
+    assert len(cached) == asked and all(p["cost_usd"] == 0 for p in cached)
+    assert [p["decision"] for p in again] == [p["decision"] for p in first]
