@@ -126,7 +126,9 @@ def test_no_personal_data_reaches_the_llm_or_the_audit_log(fake_llm, make_small_
     sent = json.dumps([r["body"] for r in fake_llm.requests], ensure_ascii=False)
     assert len(fake_llm.requests) >= len(contexts)
     audit = "\n".join(r for _, r in _audit_rows(world))
+    reviews = json.dumps(world.resources["bosun_db"].review_queue().pending(limit=10_000), default=str)
     assert [p for p in pii if p in sent] == [] and [p for p in pii if p in audit] == []
+    assert [p for p in pii if p in reviews] == []  # what a reviewer sees is redacted too
 
 
 FAULTS = {
