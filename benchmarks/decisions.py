@@ -12,7 +12,7 @@ truth with configurable noise (a wrong answer, stated with lower confidence):
 
 Each set-up's calibrator is fitted on another labelled sample (reviewed outcomes) decided
 the same way, and ECE is measured on this one. Accuracy is over the decisions taken
-without a person. Every LLM request body is scanned for the sample's personal data.
+without a person (`correct_unattended`: right without a person, over all). Every LLM request body is scanned for the sample's personal data.
 
     python benchmarks/decisions.py [--events 2000] [--seed 7] [--noise 0.1]
 """
@@ -95,6 +95,8 @@ def run(name, contexts, events_by_key, labels, local_model, llm, routing, calib_
         "setup": name, "decisions": n,
         "accuracy": round(sum(d["final_decision"] == truth[d["key"]] for d in auto) / max(1, len(auto)), 4),
         "escalation_rate": round(1 - len(auto) / n, 4),
+        # Right without a person, over all decisions: accuracy that does not hide escalations.
+        "correct_unattended": round(sum(d["final_decision"] == truth[d["key"]] for d in auto) / n, 4),
         "llm_share": round(sum(d["model"] != "local" for d in decisions) / n, 4),
         "llm_requests": (len(fake.requests) - before) if fake else 0,
         "cost_usd": round(sum(d["cost_usd"] for d in decisions), 4),
@@ -171,7 +173,7 @@ def main() -> int:
 
     print(f"decision benchmark: {args.events} labelled invoices (seed {args.seed}), LLM noise {args.noise}, "
           f"calibrated on seed {args.calibration_seed}")
-    cols = ["setup", "accuracy", "escalation_rate", "llm_share", "llm_requests", "cost_usd", "ece_before",
+    cols = ["setup", "accuracy", "escalation_rate", "correct_unattended", "llm_share", "llm_requests", "cost_usd", "ece_before",
             "ece_after", "seconds"]
     print("  ".join(f"{c:>15}" for c in cols))
     for r in results:
