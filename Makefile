@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export BOSUN_HOME ?= $(CURDIR)/.bosun
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test install sample-data demo bench clean
+.PHONY: run test install sample-data demo bench bench-decisions clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py
+
+bench-decisions: install
+	$(BIN)/python benchmarks/decisions.py
 
 clean:
 	rm -rf .bosun .dagster_home .pytest_cache

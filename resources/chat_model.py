@@ -25,6 +25,9 @@ class LLMResult(Generic[T]):
     input_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0
+    # The endpoint failed (HTTP error, timeout) rather than answering badly: a router may
+    # stop calling it for a while, where a bad answer is only this question's problem.
+    unavailable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -44,4 +47,4 @@ class DisabledChatModel(ChatModel):
     """No LLM configured (no OPENAI_API_KEY / OPENAI_BASE_URL): the local model decides."""
 
     def complete(self, messages: list[dict], output_model: type[T]) -> LLMResult[T]:
-        return LLMResult(None, "no LLM configured", 0, "none")
+        return LLMResult(None, "no LLM configured", 0, "none", unavailable=True)

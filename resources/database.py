@@ -10,6 +10,7 @@ from orchestration import settings
 from resources.env import resolved
 from orchestration.audit import AuditLog
 from orchestration.inbox import Inbox
+from orchestration.llm_ledger import LLMLedger
 from orchestration.review import ReviewQueue
 
 
@@ -31,3 +32,6 @@ class BosunDatabase(dg.ConfigurableResource):
 
     def review_queue(self) -> ReviewQueue:
         return ReviewQueue(self.resolved_url)
+
+    def llm_ledger(self) -> LLMLedger:
+        return LLMLedger(self.resolved_url)

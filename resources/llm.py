@@ -26,6 +26,7 @@ import openai
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from resources.chat_model import ChatModel, LLMResult
+from resources.env import resolved
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -52,6 +53,12 @@ class OpenAIStructuredLLM(ChatModel):
     def enabled(self) -> bool:
         return True
 
+    @property
+    def model_name(self) -> str:
+        # Outside a run (CLI, benchmarks, tests) an EnvVar field is still the variable's
+        # name, not its value: sending it as the model (or base URL) would be wrong.
+        return resolved(self.model)
+
     def __repr_args__(self):
         # Inside a run Dagster resolves the EnvVar, so the field then holds the key itself.
         for name, value in super().__repr_args__():
@@ -74,7 +81,7 @@ class OpenAIStructuredLLM(ChatModel):
         if self._client is None:
             self._client = openai.OpenAI(
                 api_key=self._resolved_api_key(),
-                base_url=self.base_url,
+                base_url=resolved(self.base_url),
                 timeout=self.timeout_s,
                 max_retries=self.max_http_retries,
             )
@@ -106,12 +113,13 @@ class OpenAIStructuredLLM(ChatModel):
         attempts = input_tokens = output_tokens = 0
         last_errors = ""
 
-        def result(value: Optional[T], reason: Optional[str]) -> LLMResult[T]:
+        def result(value: Optional[T], reason: Optional[str], unavailable: bool = False) -> LLMResult[T]:
             return LLMResult(
+                unavailable=unavailable,
                 value=value,
                 no_result_reason=self._scrub(reason) if reason else None,
                 attempts=attempts,
-                model=self.model,
+                model=self.model_name,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 latency_s=time.perf_counter() - started,
@@ -121,10 +129,10 @@ class OpenAIStructuredLLM(ChatModel):
             attempts += 1
             try:
                 response = client.chat.completions.create(
-                    model=self.model, messages=conversation, response_format=response_format
+                    model=self.model_name, messages=conversation, response_format=response_format
                 )
             except openai.OpenAIError as err:
-                return result(None, _http_failure_reason(err, self.timeout_s))
+                return result(None, _http_failure_reason(err, self.timeout_s), unavailable=True)
 
             usage = getattr(response, "usage", None)
             if usage is not None:

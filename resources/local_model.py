@@ -46,6 +46,10 @@ class LocalModel(dg.ConfigurableResource):
         base = Path(configured) if configured else settings.model_dir()
         return base / f"{name}.joblib"
 
+    def artifact_path(self, name: str, suffix: str = ".pkl") -> Path:
+        """Where a companion artifact of a model lives (e.g. its confidence calibrator)."""
+        return self._path(name).with_suffix(suffix)
+
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 

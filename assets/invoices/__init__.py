@@ -7,6 +7,7 @@ an action asset, checks, and a policy file in guardrails/policies/.
 import dagster as dg
 
 from assets.invoices.actions import invoice_actions
+from assets.invoices.calibration import invoice_confidence_calibrator
 from assets.invoices.checks import invoice_checks
 from assets.invoices.context import invoice_context, policy_index, purchase_orders, vendors
 from assets.invoices.decisions import invoice_decisions
@@ -14,7 +15,8 @@ from assets.invoices.workflow import invoice_batches
 
 context_assets = [vendors, purchase_orders, policy_index]
 batch_assets = [invoice_context, invoice_decisions, invoice_actions]
-assets = [*context_assets, *batch_assets]
+calibration_assets = [invoice_confidence_calibrator]
+assets = [*context_assets, *calibration_assets, *batch_assets]
 checks = invoice_checks
 
 # Batch runs execute in-process: the steps are sequential anyway, and a subprocess per
@@ -29,7 +31,14 @@ invoice_context_refresh_job = dg.define_asset_job(
     executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
     description="Refresh the ERP snapshots and the policy index the decisions read.")
 
-jobs = [invoice_batch_job, invoice_context_refresh_job]
+# Its own job: it needs reviewed outcomes (the labelled sample for now), which a fresh
+# deployment may not have, and the context refresh must not fail for want of them.
+invoice_calibration_job = dg.define_asset_job(
+    "invoice_calibration_job", selection=dg.AssetSelection.assets(*calibration_assets),
+    executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
+    description="Refit the confidence calibrator on reviewed outcomes and check its ECE.")
 
-__all__ = ["assets", "checks", "jobs", "invoice_batch_job", "invoice_context_refresh_job",
-           "invoice_batches", "context_assets", "batch_assets"]
+jobs = [invoice_batch_job, invoice_context_refresh_job, invoice_calibration_job]
+
+__all__ = ["assets", "checks", "jobs", "invoice_batch_job", "invoice_context_refresh_job", "invoice_calibration_job",
+           "invoice_batches", "context_assets", "calibration_assets", "batch_assets"]

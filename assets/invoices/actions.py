@@ -5,6 +5,7 @@ import dagster as dg
 
 from orchestration.audit import AuditEntry
 from orchestration.saga_executor import BatchOutcome
+from orchestration.guardrail_checks import activation_counts
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
@@ -87,7 +88,12 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
             "entity_key": d["entity_key"], "event": d["event"], "context_hash": d["context_hash"],
             "context_used": d["context_used"], "model": d["model"],
             "model_version": d["model_version"], "prompt_version": d["prompt_version"],
+            "decision_type": d["decision_type"], "route_reason": d["route_reason"],
+            "latency_s": d["latency_s"], "input_tokens": d["input_tokens"], "output_tokens": d["output_tokens"],
+            "cost_usd": d["cost_usd"], "cache_hit": d["cache_hit"],
             "proposed": d["decision"], "probabilities": d["probabilities"], "confidence": d["confidence"],
+            "confidence_breakdown": d["confidence_breakdown"],
+            "calibrator_version": d["calibrator_version"], "re_retrieved": d.get("re_retrieved", False),
             "guardrails": d["guardrails"], "decision": d["final_decision"], "route": d["route"],
             "reason": d["reason"]}, batch_id))
         for step in steps_by_key.get(k, []):
@@ -99,6 +105,9 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
         if s is None:
             continue
         entries.append(AuditEntry("outcome", k, {"status": s["status"], "reason": s["reason"]}, batch_id))
+    # Per guardrail, how often it fired in this batch: the audit answers "how often did
+    # rule X stop a payment last month" without re-reading every decision.
+    entries.append(AuditEntry("guardrail_activations", batch_id, activation_counts(decisions), batch_id))
     return entries
 
 

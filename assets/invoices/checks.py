@@ -11,6 +11,7 @@ from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
 from assets.invoices.actions import PREVIEW_TAG, invoice_actions
+from assets.invoices.decisions import invoice_guardrail_checks
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
 
 # Partition-aware checks are "preview" in Dagster 1.13; a batch check has to know its
@@ -69,4 +70,4 @@ def no_payment_exceeds_po(erp: ERPResource) -> dg.AssetCheckResult:
         "examples": dg.MetadataValue.json(over[:10])})
 
 
-invoice_checks = [invoice_outcome_checks]
+invoice_checks = [invoice_guardrail_checks, invoice_outcome_checks]

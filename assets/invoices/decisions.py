@@ -1,32 +1,29 @@
 """Decision layer of the invoice workflow: reason, apply guardrails, assess confidence."""
 
 
-import hashlib
 import json
-import time
+import os
 from functools import lru_cache
-from pathlib import Path
-from typing import Literal
+from typing import Callable, Optional, Union
 
 import dagster as dg
-from pydantic import BaseModel, Field
+import numpy as np
 
 from guardrails.engine import Policy, evaluate, load_policy
+from orchestration.confidence import Calibrator, Thresholds, combine
+from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
+from orchestration.llm_ledger import LLMLedger
+from orchestration.routing import RoutingPolicy
 from resources.chat_model import ChatModel
+from resources.database import BosunDatabase
+from resources.knowledge_base import PolicyDocuments, PolicyIndex
 from resources.local_model import LocalModel
 
-from assets.invoices.context import model_features
-from assets.invoices.workflow import MODEL_NAME, ROUTING_THRESHOLD, WORKFLOW, invoice_batches
+from assets.invoices.confidence import broader_query, factors, retrieval_factor
+from assets.invoices.reasoning import propose
+from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, MODEL_NAME, WORKFLOW, invoice_batches
 
-PROMPT_PATH = Path(__file__).parent / "prompts" / "decide_invoice.md"
-
-
-class InvoiceVerdict(BaseModel):
-    """What the LLM must answer; anything else is re-asked, then 'no result'."""
-
-    decision: Literal["approve", "hold", "reject"]
-    confidence: float = Field(ge=0, le=1)
-    reason: str = Field(max_length=500)
+RE_RETRIEVAL_K = 6
 
 
 @lru_cache(maxsize=1)
@@ -34,107 +31,94 @@ def invoice_policy() -> Policy:
     return load_policy(WORKFLOW)
 
 
-def load_prompt() -> tuple[str, str]:
-    """The template and its version: the content hash, so editing the file is a new version."""
-    text = PROMPT_PATH.read_text()
-    return text, "prompt-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+def thresholds(policy: Policy) -> Thresholds:
+    return Thresholds(act=policy.confidence_threshold, ask=ASK_FOR_CONTEXT_THRESHOLD)
 
 
-def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> list[dict]:
-    """The cheapest model first; the LLM only where the local model is unsure."""
-    preds = local_model.predict(MODEL_NAME, [model_features(c["facts"]) for c in contexts])
-    proposals = []
-    for c, label, probs in zip(contexts, preds.labels, preds.probabilities):
-        proposals.append({
-            "key": c["key"], "entity_key": c["entity_key"], "context_hash": c["context_hash"],
-            "event": c["event"], "context_used": _context_used(c),
-            "facts": c["facts"], "invoice": c["invoice"], "decision": label,
-            "probability": float(probs.max()), "model": "local", "model_version": preds.model_version,
-            "prompt_version": None, "probabilities": dict(zip(preds.classes, map(float, probs))),
-            "input_tokens": 0, "output_tokens": 0, "latency_s": 0.0,
-            "quality_factors": c.get("quality_factors", []),
-        })
-    unsure = [(c, p) for c, p in zip(contexts, proposals) if p["probability"] < ROUTING_THRESHOLD]
-    if llm.enabled and unsure:
-        template, version = load_prompt()  # once per batch: every decision in it has one version
-        for c, p in unsure:
-            _ask_llm(llm, template, version, c, p)
-    return proposals
+def calibrator_path(local_model: LocalModel):
+    return local_model.artifact_path(f"{MODEL_NAME}-calibrator")
 
 
-def _context_used(c: dict) -> dict:
-    po = c["purchase_order"] or {}
-    return {"vendor_id": c["invoice"]["vendor_id"], "vendor_known": c["vendor"] is not None,
-            "po_number": c["invoice"]["po_number"], "po_amount": po.get("amount"),
-            "prior_payments": c["prior_payments"], "pii_redacted": c["pii_found"],
-            "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
-            # What the decision was made from: each source's state and age, conflicts, the
-            # assembled document's items kept and dropped (`bosun explain` shows this).
-            "sources": c.get("sources", {}), "conflicts": c.get("conflicts", []),
-            "quality_factors": c.get("quality_factors", []), "knowledge": c.get("knowledge", {}),
-            "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"}}
-
-
-def _ask_llm(llm: ChatModel, template: str, version: str, context: dict, proposal: dict) -> None:
-    policy_text = _kept_policy(context)
-    prompt = template.format(
-        policy=policy_text or "none found",
-        facts=json.dumps(context["facts"], sort_keys=True, default=str),
-        invoice=json.dumps(context["invoice"], sort_keys=True, default=str))
-    started = time.perf_counter()
-    result = llm.complete([{"role": "user", "content": prompt}], InvoiceVerdict)
-    proposal.update(model=result.model, model_version=result.model, prompt_version=version,
-                    input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-                    latency_s=round(time.perf_counter() - started, 4))
-    if result.value is None:
-        proposal.update(decision="no_result", probability=0.0, no_result_reason=result.no_result_reason)
-    else:
-        proposal.update(decision=result.value.decision, probability=result.value.confidence,
-                        llm_reason=result.value.reason)
-
-
-def _kept_policy(context: dict) -> str:
-    """The policy passages the assembly kept within the token budget, as the model reads them."""
-    kept = {k["item"] for k in context.get("assembly", {}).get("kept", [])}
-    passages = context.get("policy_passages", [])
-    if kept:
-        passages = [p for p in passages if f"policy:{p['doc']}#{p['heading']}" in kept]
-    return "\n\n".join(f"{p['doc']} / {p['heading']}: {p.get('text', '')}".rstrip(": ") for p in passages)
+def limit_overrides() -> dict[str, float]:
+    """Config may tighten the policy's dynamic limits (never loosen them), per deployment."""
+    raw = os.environ.get("BOSUN_INVOICES_GUARDRAIL_LIMITS")
+    return {k: float(v) for k, v in json.loads(raw).items()} if raw else {}
 
 
 def guard(proposals: list[dict], policy: Policy) -> list[dict]:
+    overrides = limit_overrides()
     for p in proposals:
         # "no result" is not a decision a rule could allow; it goes to a person.
-        proposed = p["decision"] if p["decision"] in policy.decisions else "escalate"
-        p["guardrails"] = evaluate(policy, proposed, p["facts"]).as_dict()
+        proposed = "escalate" if p["decision"] == "no_result" else p["decision"]
+        p["guardrails"] = evaluate(policy, proposed, p["facts"], stated={"amount": p.get("stated_amount")},
+                                   limit_overrides=overrides).as_dict()
     return proposals
 
 
-def assess(proposals: list[dict], policy: Policy) -> list[dict]:
+def model_group(p: dict) -> str:
+    return "local" if p["model"] == "local" else "llm"
+
+
+def calibrate(proposals: list[dict], calibrator: Calibrator) -> None:
+    """Each model's probability -> its observed hit rate; one vectorised call per batch."""
+    probs = calibrator.apply([p["probability"] for p in proposals], [model_group(p) for p in proposals]) \
+        if proposals else []
+    for p, v in zip(proposals, probs):
+        p["probability_calibrated"] = float(v)
+        p["calibrator_version"] = calibrator.version
+
+
+def combined_confidence(p: dict) -> None:
+    """Calibrated probability times every factor, with the breakdown kept on the decision."""
+    if p["guardrails"]["blocked_by"]:
+        # A hard rule decided: the outcome is the policy's, not the model's guess.
+        p["confidence"], p["confidence_breakdown"] = 1.0, [
+            {"name": "decided_by_policy", "detail": ", ".join(p["guardrails"]["blocked_by"])}]
+        return
+    conf, breakdown = combine(p["probability_calibrated"], factors(p))
+    breakdown.insert(0, {"name": "model_probability_raw", "value": round(p["probability"], 4)})
+    breakdown[1]["name"] = "model_probability_calibrated"
+    p["confidence"], p["confidence_breakdown"] = round(conf, 4), breakdown
+
+
+def assess(proposals: list[dict], policy: Policy, calibrator: Optional[Calibrator] = None,
+           index: Union[PolicyIndex, Callable[[], PolicyIndex], None] = None) -> list[dict]:
+    """`index` may be a function building the index: it is then called only if some
+    decision asks for more context, so most batches never pay for it."""
+    th = thresholds(policy)
+    calibrate(proposals, calibrator or Calibrator())
+    for p in proposals:
+        combined_confidence(p)
+    asking = [p for p in proposals if th.route(p["confidence"]) == "ask" and not p["guardrails"]["blocked_by"]]
+    if asking and index is not None:
+        _re_retrieve(asking, index() if callable(index) else index)
     for p in proposals:
         g = p["guardrails"]
-        if g["blocked_by"]:
-            # A hard rule decided: the outcome is the policy's, not the model's guess.
-            confidence = 1.0
-        else:
-            confidence = p["probability"] * g["confidence_factor"]
-        # Degraded context (stale or missing source, knowledge gap, unresolved conflict)
-        # lowers confidence whoever decided; the factors are on the decision (issue 4 generalises this).
-        for f in p.get("quality_factors", []):
-            confidence *= 1 - f["penalty"]
-        p["confidence"] = round(confidence, 4)
         if g["decision"] == "escalate":
             p["route"], p["reason"] = "escalate", _escalation_reason(p)
-        elif confidence < policy.confidence_threshold:
+        elif p["confidence"] < th.act:
             p["route"] = "escalate"
-            p["reason"] = f"confidence {confidence:.2f} below {policy.confidence_threshold}" + (
+            p["reason"] = f"confidence {p['confidence']:.2f} below {th.act}" + (
                 f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "") + (
-                f" (context: {', '.join(f['name'] for f in p['quality_factors'])})" if p.get("quality_factors") else "")
+                f" (context: {', '.join(f['name'] for f in p['quality_factors'])})" if p.get("quality_factors") else "") + (
+                " after a broader retrieval" if p.get("re_retrieved") else "")
         else:
             p["route"] = "act" if g["decision"] == "approve" else "record"
             p["reason"] = f"{g['decision']}" + (f" by policy: {', '.join(g['blocked_by'])}" if g["blocked_by"] else "")
         p["final_decision"] = g["decision"]
     return proposals
+
+
+def _re_retrieve(asking: list[dict], index: PolicyIndex) -> None:
+    """Ask for more context once: a broader query, more passages, the factors again."""
+    hits = index.search_many([broader_query(p) for p in asking], k=RE_RETRIEVAL_K)
+    for p, found in zip(asking, hits):
+        passages = [{"doc": x.doc, "heading": x.heading, "score": round(s, 3)} for x, s in found]
+        p["re_retrieved"] = True
+        p["context_used"]["broader_policy_passages"] = passages
+        if retrieval_factor(passages).penalty < retrieval_factor(p["context_used"].get("policy_passages")).penalty:
+            p["context_used"]["policy_passages"] = passages
+            combined_confidence(p)
 
 
 def _escalation_reason(p: dict) -> str:
@@ -143,52 +127,67 @@ def _escalation_reason(p: dict) -> str:
     return f"escalated by policy: {', '.join(p['guardrails']['blocked_by'])}"
 
 
-def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel) -> list[dict]:
+def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
+           ledger: Optional[LLMLedger] = None, index: Optional[PolicyIndex] = None,
+           calibrator: Optional[Calibrator] = None, routing: Optional[RoutingPolicy] = None) -> list[dict]:
     policy = invoice_policy()
-    return assess(guard(propose(contexts, local_model, llm), policy), policy)
+    proposals, _ = propose(contexts, local_model, llm, ledger, routing)
+    calibrator = calibrator or Calibrator.load(calibrator_path(local_model))
+    return assess(guard(proposals, policy), policy, calibrator, index)
 
 
 # ---- the graph-backed asset: one op per stage, so the UI shows where time goes ----------
 
 @dg.op
-def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel) -> list[dict]:
-    return propose(invoice_context, local_model, llm)
+def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel,
+           bosun_db: BosunDatabase) -> dict:
+    proposals, routing = propose(invoice_context, local_model, llm, bosun_db.llm_ledger())
+    return {"proposals": proposals, "routing": routing}
 
 
 @dg.op
-def apply_guardrails(proposals: list[dict]) -> list[dict]:
-    return guard(proposals, invoice_policy())
+def apply_guardrails(reasoned: dict) -> dict:
+    return {**reasoned, "proposals": guard(reasoned["proposals"], invoice_policy())}
 
 
 @dg.op
-def assess_confidence(guarded: list[dict]) -> dg.Output[list[dict]]:
-    decisions = assess(guarded, invoice_policy())
-    return dg.Output(decisions, metadata=decision_metadata(decisions))
+def assess_confidence(guarded: dict, local_model: LocalModel,
+                      policy_documents: PolicyDocuments) -> dg.Output[list[dict]]:
+    calibrator = Calibrator.load(calibrator_path(local_model))
+    # The broader re-retrieval builds its own index from the documents (milliseconds for a
+    # policy set), and only when a decision asks: loading the policy_index asset into
+    # every batch run would cost more than the rare re-retrieval.
+    decisions = assess(guarded["proposals"], invoice_policy(), calibrator,
+                       lambda: PolicyIndex(policy_documents.load()))
+    return dg.Output(decisions, metadata={**decision_metadata(decisions), **guarded["routing"],
+                                          "calibrator_version": calibrator.version})
 
 
 def decision_metadata(decisions: list[dict]) -> dict:
     n = len(decisions) or 1
     count = lambda pred: sum(1 for d in decisions if pred(d))  # noqa: E731
-    activations: dict[str, int] = {}
-    for d in decisions:
-        for name in d["guardrails"]["blocked_by"] + d["guardrails"]["flagged_by"]:
-            activations[name] = activations.get(name, 0) + 1
     return {
         "decisions": len(decisions),
         "approved": count(lambda d: d["route"] == "act"),
         "held_or_rejected": count(lambda d: d["route"] == "record"),
         "escalated": count(lambda d: d["route"] == "escalate"),
         "escalation_rate": round(count(lambda d: d["route"] == "escalate") / n, 4),
-        "llm_calls": count(lambda d: d["model"] != "local"),
+        "re_retrieved": count(lambda d: d.get("re_retrieved", False)),
+        "decided_by_llm": count(lambda d: d["model"] != "local"),
         "mean_confidence": round(sum(d["confidence"] for d in decisions) / n, 4),
         "input_tokens": sum(d["input_tokens"] for d in decisions),
         "output_tokens": sum(d["output_tokens"] for d in decisions),
-        "guardrail_activations": dg.MetadataValue.json(activations),
+        "cost_usd": round(sum(d["cost_usd"] for d in decisions), 6),
+        "guardrail_activations": dg.MetadataValue.json(activation_counts(decisions)),
     }
 
 
 @dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
 def invoice_decisions(invoice_context: list[dict]) -> list[dict]:
     """One decision per invoice: the model's proposal, the guardrails' verdict, the
-    confidence and the route (act, record, escalate)."""
+    calibrated confidence with its factor breakdown, and the route (act, record, escalate)."""
     return assess_confidence(apply_guardrails(reason(invoice_context)))
+
+
+invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches,
+                                                  limit_overrides)

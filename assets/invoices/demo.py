@@ -9,14 +9,18 @@ import dagster as dg
 
 from orchestration.inbox import Inbox
 from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+from resources.chat_model import DisabledChatModel
 from resources.erp import ERPResource
 from resources.local_model import LocalModel
 
 from assets.invoices import context_assets, sample_data
+from assets.invoices.calibration import fit_calibrator
+from assets.invoices.decisions import calibrator_path
 from assets.invoices.training import read_events, seed_erp, train
 from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches, registry
 
 TRAINING_SEED_OFFSET = 1000
+CALIBRATION_SEED_OFFSET = 2000
 
 
 def prepare(directory: Path, n_invoices: int, seed: int, erp: ERPResource, local_model: LocalModel) -> dict:
@@ -28,7 +32,15 @@ def prepare(directory: Path, n_invoices: int, seed: int, erp: ERPResource, local
     sample_data.write_sample_data(training_dir, n_invoices=2000, seed=seed + TRAINING_SEED_OFFSET)
     scratch = ERPResource(url=f"sqlite:///{training_dir / 'erp.db'}")
     seed_erp(scratch, training_dir)
-    return {"paths": {k: str(v) for k, v in paths.items()}, "model": train(local_model, scratch, training_dir)}
+    model = train(local_model, scratch, training_dir)
+    # The calibrator is fitted on a third sample (stand-in for reviewed outcomes), so it
+    # sees neither the training data nor the stream it will be judged on.
+    calibration_dir = directory / "calibration"
+    sample_data.write_sample_data(calibration_dir, n_invoices=2000, seed=seed + CALIBRATION_SEED_OFFSET)
+    calibrator = fit_calibrator(calibration_dir, local_model, DisabledChatModel())
+    calibrator.save(calibrator_path(local_model))
+    return {"paths": {k: str(v) for k, v in paths.items()}, "model": model,
+            "calibrator": {"version": calibrator.version, **calibrator.report}}
 
 
 def accuracy(inbox: Inbox, labels: dict[str, dict]) -> dict:

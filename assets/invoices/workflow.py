@@ -8,6 +8,7 @@ import dagster as dg
 
 from orchestration.batching import BatchPolicy
 from orchestration.envelope import PayloadRegistry
+from orchestration.routing import RoutingPolicy
 
 from assets.invoices import payloads
 
@@ -15,8 +16,13 @@ WORKFLOW = "invoices"
 MODEL_NAME = "invoices"
 EVENT_TYPES = [payloads.INVOICE_RECEIVED]
 PO_TOLERANCE = Decimal("0.02")
-# Below this local confidence the router asks the LLM, when one is configured.
-ROUTING_THRESHOLD = 0.9
+# The router: below `threshold` local confidence ask the LLM (when one is configured);
+# text the input guards quarantined never goes to a model that reads it; large amounts
+# always get the LLM's second opinion. The daily budget is unlimited unless
+# BOSUN_INVOICES_LLM_DAILY_TOKENS / BOSUN_INVOICES_LLM_DAILY_COST (USD) are set.
+ROUTING = RoutingPolicy(threshold=0.9, force={"quarantined_text": "local", "large_amount": "llm"},
+                        when_budget_spent="local", when_llm_unavailable="local")
+ROUTING_THRESHOLD = ROUTING.threshold
 
 registry = PayloadRegistry()
 payloads.register(registry)
@@ -25,3 +31,7 @@ payloads.register(registry)
 invoice_batches = dg.DynamicPartitionsDefinition(name="invoice_batches")
 
 batch_policy = BatchPolicy(max_events=1000, max_wait_seconds=5.0, max_batches_per_tick=20)
+
+# Calibrated confidence at or above the policy's confidence_threshold: act; between this
+# and that: one broader re-retrieval of policy passages, then judge again; below: review.
+ASK_FOR_CONTEXT_THRESHOLD = 0.6

@@ -69,3 +69,17 @@ def world(request, model_home, monkeypatch, tmp_path):
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"), overrides=overrides) as instance:
         yield make_world(model_home, instance, monkeypatch=monkeypatch)
+
+
+@pytest.fixture
+def make_small_world(model_home, monkeypatch, tmp_path):
+    """A function making an embedded (SQLite) world of `n` sample invoices with some
+    resources replaced (an LLM pointed at the fake server, say)."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        def make(n: int = 120, resources: dict | None = None) -> InvoiceWorld:
+            (tmp_path / "dagster").mkdir()
+            instance = stack.enter_context(dg.instance_for_test(temp_dir=str(tmp_path / "dagster")))
+            return make_world(model_home, instance, n=n, monkeypatch=monkeypatch, resources=resources)
+        yield make

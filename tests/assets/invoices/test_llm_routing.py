@@ -19,6 +19,15 @@ def llm_server(bosun_home, monkeypatch):
         yield server
 
 
+def answer(decision: str, confidence: float = 0.97, reason: str = "looks fine"):
+    """A fake LLM reply that states the amount of the invoice in the prompt it was sent."""
+    def reply(body):
+        prompt = body["messages"][0]["content"]
+        invoice = json.loads(prompt.split("Invoice:\n", 1)[1])
+        return {"decision": decision, "amount": float(invoice["amount"]), "confidence": confidence, "reason": reason}
+    return reply
+
+
 def _decisions(world):
     from orchestration.db import audit_log
     import sqlalchemy as sa
@@ -31,7 +40,7 @@ def _decisions(world):
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world):
-    llm_server.set_default(("ok", {"decision": "approve", "confidence": 0.97, "reason": "looks fine"}))
+    llm_server.set_default(("ok", answer("approve")))
     world.ingest_sample()
     report = world.run_pending()
     assert not report.failed and not report.check_failures
@@ -39,7 +48,8 @@ def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world)
     via_llm = [d for d in decisions if d["model"] != "local"]
     assert 0 < len(via_llm) < len(decisions) / 4  # only the unsure ones
     assert len(llm_server.requests) == len(via_llm)
-    assert all(d["prompt_version"].startswith("prompt-") for d in via_llm)
+    assert all(d["prompt_version"].startswith("decide_invoice-") for d in via_llm)
+    assert all(d["cost_usd"] > 0 and d["input_tokens"] > 0 and d["latency_s"] > 0 for d in via_llm)
     # The LLM said "approve" to everything; hard rules overrode it where they apply.
     blocked = [d for d in via_llm if d["guardrails"]["blocked_by"]]
     assert all(d["decision"] != "approve" for d in blocked)
@@ -60,3 +70,76 @@ def test_no_result_from_the_llm_escalates(llm_server, world):
     via_llm = [d for d in _decisions(world) if d["model"] != "local"]
     assert via_llm and all(d["route"] == "escalate" for d in via_llm)
     assert all("no result" in d["reason"] for d in via_llm if not d["guardrails"]["blocked_by"])
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_a_spent_daily_budget_routes_to_the_local_model_instead_of_failing(llm_server, world, monkeypatch):
+    from orchestration.llm_ledger import today
+
+    llm_server.set_default(("ok", answer("approve")))
+    monkeypatch.setenv("BOSUN_INVOICES_LLM_DAILY_TOKENS", "3000")
+    world.ingest_sample()
+    report = world.run_pending()
+    assert not report.failed
+    decisions = _decisions(world)
+    fell_back = [d for d in decisions if "daily LLM budget spent" in d["route_reason"]]
+    assert fell_back and all(d["model"] == "local" for d in fell_back)
+    spend = world.resources["bosun_db"].llm_ledger().spend("invoices", today())
+    assert 0 < spend.calls == len(llm_server.requests) < len(fell_back)
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_guardrails_are_checks_on_the_decisions_with_activations_per_guardrail(world):
+    import dagster as dg
+
+    from guardrails.engine import load_policy
+
+    world.ingest_sample()
+    report = world.run_pending()
+    assert report.batches and not report.check_failures
+    kinds = load_policy("invoices").rule_names()
+    seen = {}
+    for check, severity in (("hard_guardrails_held", "ERROR"), ("no_soft_flagged_decision_acted_on_unreviewed", "WARN")):
+        key = dg.AssetCheckKey(dg.AssetKey("invoice_decisions"), check)
+        record = world.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        evaluation = record.event.dagster_event.event_specific_data
+        assert evaluation.passed and evaluation.severity.value == severity
+        seen.update({k[: -len(".activations")]: v.value for k, v in evaluation.metadata.items()
+                     if k.endswith(".activations")})
+    assert set(seen) == set(kinds)  # every guardrail has its own figure
+    assert seen["no_instructions_in_free_text"] > 0, seen
+    # The audit has the same counts, one record per batch.
+    audit = _decisions_of_kind(world, "guardrail_activations")
+    assert len(audit) == len(report.batches)
+    assert sum(a.get("no_instructions_in_free_text", 0) for a in audit) == seen["no_instructions_in_free_text"]
+
+
+def _decisions_of_kind(world, kind):
+    from orchestration.db import audit_log
+    import sqlalchemy as sa
+
+    with world.resources["bosun_db"].audit().engine.connect() as conn:
+        rows = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == kind)).scalars()
+        return [json.loads(r) for r in rows]
+
+
+@pytest.mark.parametrize("world", ["sqlite", "postgres"], indirect=True)
+def test_the_same_question_under_the_same_prompt_is_answered_from_the_cache(llm_server, world):
+    from assets.invoices.context import assemble_context
+    from assets.invoices.reasoning import propose
+    from assets.invoices.training import as_inbox_events, read_events
+    from resources.defaults import chat_model
+
+    llm_server.set_default(("ok", answer("approve")))
+    erp, ledger = world.resources["erp"], world.resources["bosun_db"].llm_ledger()
+    events = as_inbox_events(read_events(world.sample / "invoices.jsonl"))
+    contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, None)
+    llm = chat_model()
+    first, figures = propose(contexts, world.resources["local_model"], llm, ledger)
+    asked = len(llm_server.requests)
+    assert asked == figures["llm_calls"] > 0 and figures["llm_cost_usd"] > 0
+    again, figures = propose(contexts, world.resources["local_model"], llm, ledger)
+    assert len(llm_server.requests) == asked and figures["llm_cache_hits"] == asked and figures["llm_calls"] == 0
+    cached = [p for p in again if p["cache_hit"]]
+    assert len(cached) == asked and all(p["cost_usd"] == 0 for p in cached)
+    assert [p["decision"] for p in again] == [p["decision"] for p in first]

@@ -1,0 +1,152 @@
+"""Confidence that means what it says: factors, a fitted calibrator, thresholds.
+
+1. `combine`: the model's (calibrated) probability times one multiplier per factor (soft-guardrail
+   hits, context quality such as missing or stale sources, knowledge-retrieval strength,
+   disagreement between models). Every factor is kept in a breakdown stored on the
+   decision, so "why was this escalated" has an answer.
+2. `Calibrator`: isotonic regression from each model's stated probability to its
+   observed rate of correct decisions, fitted on reviewed outcomes. The factors of (1)
+   apply *after* calibration: they are risk and policy judgements a history of right
+   answers must not erase (a soft guardrail still asks for a second look). Its version is
+   recorded on every decision; without a fitted calibrator probabilities are used as is.
+3. `Thresholds`: act at or above `act`; between `ask` and `act` fetch more context once
+   (a bounded re-retrieval) and judge again; below, escalate to a person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.isotonic import IsotonicRegression
+
+
+@dataclass(frozen=True)
+class Factor:
+    name: str
+    penalty: float  # confidence is multiplied by (1 - penalty)
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "penalty": round(self.penalty, 4), "detail": self.detail}
+
+
+def quality_factors(records: list[dict]) -> list[Factor]:
+    """The context layer's contract: [{"name", "penalty" in [0, 1], "detail"}], clipped."""
+    return [Factor(str(q["name"]), min(1.0, max(0.0, float(q["penalty"]))), str(q.get("detail", "")))
+            for q in records]
+
+
+def combine(probability: float, factors: list[Factor]) -> tuple[float, list[dict]]:
+    confidence = float(probability)
+    breakdown = [{"name": "model_probability", "value": round(confidence, 4)}]
+    for f in factors:
+        if f.penalty <= 0:
+            continue
+        confidence *= 1.0 - f.penalty
+        breakdown.append(f.as_dict())
+    return max(0.0, min(1.0, confidence)), breakdown
+
+
+def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
+    """ECE with equal-width bins: the gap between stated confidence and hit rate,
+    weighted by how many decisions fall in each bin."""
+    conf = np.asarray(confidence, dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    if conf.size == 0:
+        return 0.0
+    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() / conf.size * abs(conf[m].mean() - hit[m].mean())
+    return float(total)
+
+
+class Calibrator:
+    """One isotonic map per model group (e.g. "local", "llm"): each model's stated
+    probability becomes its observed rate of being right. A group never fitted is used
+    as is."""
+
+    def __init__(self, models: Optional[dict[str, IsotonicRegression]] = None, version: str = "uncalibrated",
+                 report: Optional[dict] = None):
+        self.models, self.version, self.report = models or {}, version, report or {}
+
+    @classmethod
+    def fit(cls, confidence, correct, groups, min_examples: int = 20) -> "Calibrator":
+        conf = np.asarray(confidence, dtype=float)
+        hit = np.asarray(correct, dtype=float)
+        grp = np.asarray(groups)
+        models = {}
+        for g in sorted(set(grp.tolist())):
+            m = grp == g
+            if m.sum() < min_examples:
+                continue  # too few outcomes to say anything; left uncalibrated
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+            models[g] = iso.fit(conf[m], hit[m])
+        digest = hashlib.sha256(pickle.dumps(sorted((g, m.X_thresholds_.tolist(), m.y_thresholds_.tolist())
+                                                    for g, m in models.items()))).hexdigest()[:12]
+        return cls(models, f"isotonic-{digest}")
+
+    def apply(self, confidence, groups) -> np.ndarray:
+        conf = np.asarray(confidence, dtype=float).copy()
+        grp = np.asarray(groups)
+        for g, model in self.models.items():
+            m = grp == g
+            if m.any():
+                conf[m] = model.predict(conf[m])
+        return conf
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump({"models": self.models, "version": self.version, "report": self.report}, fh)
+        tmp.replace(path)  # atomic: a run never reads a half-written calibrator
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibrator":
+        if not path.exists():
+            return cls()
+        with open(path, "rb") as fh:
+            d = pickle.load(fh)
+        return cls(d["models"], d["version"], d.get("report"))
+
+
+def fit_and_report(confidence, correct, groups, seed: int = 0) -> Calibrator:
+    """Fit on half, measure ECE on the other half (honest figures), then refit on all."""
+    conf, hit, grp = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float), np.asarray(groups)
+    order = np.random.default_rng(seed).permutation(conf.size)
+    fit_idx, test_idx = order[: conf.size // 2], order[conf.size // 2:]
+    held = Calibrator.fit(conf[fit_idx], hit[fit_idx], grp[fit_idx])
+    report = {"examples": int(conf.size), "accuracy": round(float(hit.mean()), 4) if conf.size else None,
+              "by_group": {g: int((grp == g).sum()) for g in sorted(set(grp.tolist()))},
+              "ece_before": round(expected_calibration_error(conf[test_idx], hit[test_idx]), 4),
+              "ece_after": round(expected_calibration_error(held.apply(conf[test_idx], grp[test_idx]),
+                                                            hit[test_idx]), 4)}
+    final = Calibrator.fit(conf, hit, grp)
+    final.report = report
+    return final
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    act: float = Field(gt=0, le=1)
+    ask: float = Field(ge=0, le=1)  # between ask and act: one more retrieval, then judge again
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.ask > self.act:
+            raise ValueError("ask threshold must not exceed act threshold")
+        return self
+
+    def route(self, confidence: float) -> str:
+        if confidence >= self.act:
+            return "act"
+        return "ask" if confidence >= self.ask else "escalate"
