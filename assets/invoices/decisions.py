@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 
 from guardrails.engine import Policy, evaluate, load_policy
-from orchestration.confidence import Calibrator, Thresholds, combine
+from orchestration.confidence import Calibrator, Thresholds, combine, quality_factors
 from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
 from orchestration.llm_ledger import LLMLedger
 from orchestration.routing import RoutingPolicy
@@ -71,9 +71,12 @@ def calibrate(proposals: list[dict], calibrator: Calibrator) -> None:
 def combined_confidence(p: dict) -> None:
     """Calibrated probability times every factor, with the breakdown kept on the decision."""
     if p["guardrails"]["blocked_by"]:
-        # A hard rule decided: the outcome is the policy's, not the model's guess.
-        p["confidence"], p["confidence_breakdown"] = 1.0, [
-            {"name": "decided_by_policy", "detail": ", ".join(p["guardrails"]["blocked_by"])}]
+        # A hard rule decided: the outcome is the policy's, not the model's guess. But the
+        # rule read the context, so degraded context (a vendor source down makes a known
+        # vendor look unknown) still lowers confidence and can send it to a person.
+        conf, breakdown = combine(1.0, quality_factors(p.get("quality_factors", [])))
+        breakdown[0] = {"name": "decided_by_policy", "detail": ", ".join(p["guardrails"]["blocked_by"])}
+        p["confidence"], p["confidence_breakdown"] = round(conf, 4), breakdown
         return
     conf, breakdown = combine(p["probability_calibrated"], factors(p))
     breakdown.insert(0, {"name": "model_probability_raw", "value": round(p["probability"], 4)})
