@@ -41,7 +41,7 @@ def _ingest(defs, events):
 
 
 def bare_loop(defs, batch_size: int) -> int:
-    from assets.invoices.actions import execute, outcomes, plan
+    from assets.invoices.actions import execute, outcomes
     from assets.invoices.context import assemble_context
     from assets.invoices.decisions import decide
     from assets.invoices.workflow import EVENT_TYPES
@@ -60,7 +60,7 @@ def bare_loop(defs, batch_size: int) -> int:
         first, last = pending[0][0], pending[-1][0]
         events = inbox.events_between(first, last, EVENT_TYPES)
         decisions = decide(assemble_context(events, vendors, pos, erp, index), r["local_model"], r["llm"])
-        sagas = execute(plan(decisions), erp)
+        sagas = execute(decisions, erp, r["bosun_db"].resolved_url, f"bare-{first}-{last}", "bare-loop")
         inbox.set_states(outcomes(decisions, sagas))
         done += len(events)
         cursor = last
