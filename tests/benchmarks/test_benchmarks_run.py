@@ -1,0 +1,27 @@
+"""Every benchmark still runs and prints its figures, on a small size: a benchmark that
+rots silently is worse than none. (Speed itself is judged from the figures, not here.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.mark.parametrize("script,args", [
+    ("throughput.py", ["--events", "300", "--batch-size", "100", "--per-event-sample", "2"]),
+    ("context.py", ["--sizes", "200", "--repeat", "1"]),
+    ("actions.py", ["--sagas", "200", "--batch", "100"]),
+    ("decisions.py", ["--events", "800"]),  # exits 1 when a goal is missed; 800 keeps ECE meaningful
+])
+def test_benchmark_runs_and_prints_figures(script, args, bosun_home):
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), "no figures printed"
+    if script == "throughput.py":
+        figures = json.loads(proc.stdout)
+        assert figures["bosun_batches"]["events"] == figures["events"] == figures["bare_loop"]["events"]
