@@ -92,7 +92,7 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         vendor = vendor_by_id.get(p["vendor_id"])
         po = po_by_number.get(p["po_number"])
         amount = Decimal(p["amount"])
-        memo = guard_text(p.get("memo") or "")
+        memo = guard_text(p.get("note") or "")
         facts = _facts(p, amount, vendor, po, paid_po, committed_po, bool(paid_elsewhere) or inv in seen_invoices, memo)
         seen_invoices.add(inv)
         if po is not None and not facts["already_paid"]:
@@ -101,7 +101,7 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         records.append({
             "key": ev.key, "seq": ev.seq, "event_id": ev.envelope.id, "entity_key": ev.envelope.entity_key,
             "event": _event_reference(ev),
-            "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": {**p, "memo": memo.text},
+            "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": {**p, "note": memo.text},
             "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
             "purchase_order": _plain_once(plain, "po", p["po_number"], po), "prior_payments": paid_elsewhere,
             "pii_found": memo.pii_found, "injection_signals": memo.injection_signals, "facts": facts,
