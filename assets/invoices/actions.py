@@ -9,7 +9,7 @@ from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
-from assets.invoices.workflow import WORKFLOW, invoice_batches
+from assets.invoices.workflow import WORKFLOW, dead_letter_policy, invoice_batches
 
 
 def plan(decisions: list[dict]) -> list[dict]:
@@ -34,13 +34,14 @@ def payment_steps(erp: ERPResource) -> list[SagaStep]:
         prefix = f"{step}:"
         return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in errors.items()}
 
+    budget = {"attempts": dead_letter_policy.attempts, "backoff_s": dead_letter_policy.backoff_s}
     return [
         SagaStep("post_ledger_entry",
                  do=lambda items: unkeyed(erp.post_ledger_entries(keyed(items, "post_ledger_entry")), "post_ledger_entry"),
-                 compensate=lambda items: erp.reverse_ledger_entries(keyed(items, "post_ledger_entry"))),
+                 compensate=lambda items: erp.reverse_ledger_entries(keyed(items, "post_ledger_entry")), **budget),
         SagaStep("schedule_payment",
                  do=lambda items: unkeyed(erp.schedule_payments(keyed(items, "schedule_payment")), "schedule_payment"),
-                 compensate=lambda items: erp.cancel_payments(keyed(items, "schedule_payment"))),
+                 compensate=lambda items: erp.cancel_payments(keyed(items, "schedule_payment")), **budget),
     ]
 
 
@@ -65,9 +66,9 @@ def outcomes(decisions: list[dict], sagas: SagaOutcome) -> list[dict]:
                 states.append({"key": k, "status": "escalated",
                                "reason": f"rollback failed after {f['failed_step']}: {f['compensation_error']}"})
             else:
-                states.append({"key": k, "status": "dead_lettered",
-                               "reason": f"{f['failed_step']} failed: {f['error']}; compensated: "
-                                         f"{', '.join(f['compensated']) or 'nothing to undo'}"})
+                states.append({"key": k, "status": "dead_lettered", "attempts": f["attempts"],
+                               "reason": f"{f['failed_step']} failed after {f['attempts']} attempt(s): "
+                                         f"{f['error']}; compensated: {', '.join(f['compensated']) or 'nothing to undo'}"})
         else:
             states.append({"key": k, "status": "done", "reason": "paid",
                            "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")}})

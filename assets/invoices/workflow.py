@@ -7,6 +7,7 @@ from decimal import Decimal
 import dagster as dg
 
 from orchestration.batching import BatchPolicy
+from orchestration.dead_letters import DeadLetterPolicy
 from orchestration.envelope import PayloadRegistry
 
 from assets.invoices import payloads
@@ -25,3 +26,7 @@ payloads.register(registry)
 invoice_batches = dg.DynamicPartitionsDefinition(name="invoice_batches")
 
 batch_policy = BatchPolicy(max_events=1000, max_wait_seconds=5.0, max_batches_per_tick=20)
+
+# Each ERP call is tried 3 times (0.2 s, then 0.4 s apart) before the invoice is
+# dead-lettered; more than 50 open dead letters, or one older than a working day, fails a check.
+dead_letter_policy = DeadLetterPolicy(attempts=3, backoff_s=0.2, max_open=50, max_oldest_age_s=8 * 3600)

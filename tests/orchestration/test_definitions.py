@@ -21,7 +21,8 @@ def test_definitions_load_with_every_workflow_piece():
     schedule = defs.resolve_schedule_def("invoice_context_refresh_daily")
     assert schedule.execution_timezone == "Europe/Berlin"
     checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po"}
+    assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po",
+                      "dead_letters_within_limits"}
 
 
 def test_context_assets_carry_freshness_policies():

@@ -84,7 +84,9 @@ def test_failure_in_the_second_step_is_compensated_and_dead_lettered(world):
 
     world.ingest_sample()
     report = world.run_pending(build_definitions({"erp": PaymentsDown()}))
-    assert not report.failed and not report.check_failures
+    # The dead-letter backlog breaches its limit: a non-blocking check says so, the run succeeds.
+    assert not report.failed
+    assert {c.split(": ")[1] for c in report.check_failures} == {"dead_letters_within_limits"}
     erp = world.resources["erp"]
     assert erp.live_ledger_entries() == [] and erp.live_payments() == []
     with erp.engine.connect() as conn:
@@ -93,8 +95,8 @@ def test_failure_in_the_second_step_is_compensated_and_dead_lettered(world):
     inbox = world.resources["bosun_db"].inbox()
     dead = [r for r in inbox.rejected(1000) if r["status"] == "dead_lettered"]
     assert reversed_ == len(dead) > 0
-    assert all("schedule_payment failed" in r["reason"] and "compensated: post_ledger_entry" in r["reason"]
-               for r in dead)
+    assert all("schedule_payment failed after 3 attempt(s)" in r["reason"]
+               and "compensated: post_ledger_entry" in r["reason"] for r in dead)
     kinds = [k for k, _ in _audit_rows(world.resources["bosun_db"].audit())]
     assert kinds.count("compensation") == len(dead)
 
