@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestration import settings
+from orchestration import cli_api, cli_dlq, settings
 
 
 def _print(obj) -> None:
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--feed", type=int, default=50, help="events fed per interval")
     s.add_argument("--feed-interval", type=float, default=3.0)
     s.set_defaults(func=cmd_dev)
+
+    cli_dlq.add_commands(sub)
+    cli_api.add_commands(sub)
     return p
 
 
