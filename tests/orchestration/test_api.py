@@ -124,3 +124,34 @@ def test_wait_times_out_with_202(server, keys):
     srv, _ = server
     r = httpx.post(srv.url + "/v1/events?wait=0.5", json=event(300), headers=auth(keys["writer"]), timeout=10)
     assert r.status_code == 202 and r.json()["complete"] is False
+
+
+def test_openapi_contract_holds_under_generated_requests(server, keys):
+    """A bounded schemathesis run: no 5xx, every answer matches the documented schema,
+    status code and content type, with and without a valid key."""
+    import hypothesis
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                   status_code_conformance)
+
+    srv, _ = server
+    schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
+    checks = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert {(op.method.upper(), op.path) for op in operations} >= {("POST", "/v1/events"),
+                                                                   ("GET", "/v1/events/{source}/{event_id}")}
+    statuses = []
+    for op in operations:
+        for headers in (auth(keys["admin"]), {}):
+            @hypothesis.settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                                 suppress_health_check=list(hypothesis.HealthCheck),
+                                 phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
+            @hypothesis.given(case=op.as_strategy())
+            def run(case):
+                response = case.call_and_validate(base_url=srv.url, headers=headers, checks=checks, timeout=10)
+                statuses.append(response.status_code)
+
+            run()
+    # The run reached past authentication into validation and acceptance.
+    assert {401, 422} <= set(statuses) and len(statuses) >= 100, sorted(set(statuses))
