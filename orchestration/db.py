@@ -62,6 +62,48 @@ dead_letters = sa.Table(
     sa.Column("updated_at", UtcDateTime),
 )
 
+# Hostile delivery (orchestration/delivery.py): the first event seen per content hash,
+# the newest occurred_at processed per entity, stale events whichever the policy, and one
+# lock row per workflow that serialises triage of concurrent batches.
+content_seen = sa.Table(
+    "bosun_content_seen",
+    metadata,
+    sa.Column("type", sa.String(200), primary_key=True),
+    sa.Column("content_hash", sa.String(64), primary_key=True),
+    sa.Column("first_key", sa.String(450), nullable=False),
+    sa.Column("first_occurred_at", UtcDateTime, nullable=False),
+)
+
+entity_clock = sa.Table(
+    "bosun_entity_clock",
+    metadata,
+    sa.Column("type", sa.String(200), primary_key=True),
+    sa.Column("entity_key", sa.String(200), primary_key=True),
+    sa.Column("last_occurred_at", UtcDateTime, nullable=False),
+    sa.Column("last_key", sa.String(450), nullable=False),
+)
+
+stale_events = sa.Table(
+    "bosun_stale_events",
+    metadata,
+    sa.Column("idempotency_key", sa.String(450), primary_key=True),
+    sa.Column("type", sa.String(200)),
+    sa.Column("entity_key", sa.String(200)),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.Column("newer_key", sa.String(450), nullable=False),
+    sa.Column("newer_occurred_at", UtcDateTime, nullable=False),
+    sa.Column("policy", sa.String(20), nullable=False),  # ignore | process
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+)
+
+triage_lock = sa.Table(
+    "bosun_triage_lock",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 # API keys: only a SHA-256 of the secret part is stored (the keys are 256-bit random, so a
 # slow password hash buys nothing and would cost every request).
 api_keys = sa.Table(

@@ -20,7 +20,8 @@ from orchestration.envelope import EventEnvelope, PayloadRegistry, RejectedInput
 
 RECEIVED = "received"
 # "retried": a dead letter re-enqueued as a new row (see dead_letters.py); the new row carries on.
-TERMINAL_STATES = ("done", "escalated", "rejected", "dead_lettered", "retried")
+# "duplicate", "debounced", "stale": dropped by delivery triage (see delivery.py), with the reason.
+TERMINAL_STATES = ("done", "escalated", "rejected", "dead_lettered", "retried", "duplicate", "debounced", "stale")
 
 
 def utcnow() -> datetime:
@@ -110,15 +111,21 @@ class Inbox:
         (and attempts, for dead letters, which are also recorded in the dead-letter table)."""
         if not updates:
             return
-        now = utcnow()
+        with self.engine.begin() as conn:
+            self.set_states_in(conn, updates, batch_id, utcnow())
+
+    @staticmethod
+    def set_states_in(conn: sa.Connection, updates: list[dict], batch_id: str | None, now: datetime) -> None:
+        """`set_states` inside the caller's transaction."""
+        if not updates:
+            return
         stmt = (inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
                 .values(status=sa.bindparam("s"), reason=sa.bindparam("r"), outcome=sa.bindparam("o"),
                         batch_id=sa.bindparam("b"), attempts=inbox.c.attempts + 1, updated_at=now))
         params = [{"k": u["key"], "s": u["status"], "r": u.get("reason"), "o": u.get("outcome"),
                    "b": batch_id} for u in updates]
-        with self.engine.begin() as conn:
-            conn.execute(stmt, params)
-            DeadLetters.record(conn, [u for u in updates if u["status"] == "dead_lettered"], batch_id, now)
+        conn.execute(stmt, params)
+        DeadLetters.record(conn, [u for u in updates if u["status"] == "dead_lettered"], batch_id, now)
 
     # ---- read side ----------------------------------------------------------------
     def pending_after(self, cursor: int, types: list[str], limit: int) -> list[tuple[int, datetime]]:
@@ -128,6 +135,13 @@ class Inbox:
              .order_by(inbox.c.seq).limit(limit))
         with self.engine.connect() as conn:
             return [(int(s), _aware(r)) for s, r in conn.execute(q)]
+
+    def backlog_after(self, cursor: int, types: list[str], cap: int) -> int:
+        """Events waiting past the cursor, counted up to `cap` (the count stays cheap)."""
+        inner = (sa.select(inbox.c.seq).where(inbox.c.seq > cursor, inbox.c.type.in_(types),
+                                              inbox.c.status != "rejected").limit(cap).subquery())
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
 
     def events_between(self, first: int, last: int, types: list[str], statuses=(RECEIVED,)) -> list[InboxEvent]:
         q = (sa.select(inbox).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types),
@@ -154,7 +168,8 @@ class Inbox:
         from orchestration.db import dead_letters
         from orchestration.dead_letters import root_key
 
-        cols = (inbox.c.idempotency_key, inbox.c.source, inbox.c.event_id, inbox.c.type, inbox.c.status,
+        cols = (inbox.c.idempotency_key, inbox.c.source, inbox.c.event_id, inbox.c.type, inbox.c.entity_key,
+                inbox.c.status,
                 inbox.c.reason, inbox.c.outcome, inbox.c.batch_id, inbox.c.received_at, inbox.c.updated_at,
                 inbox.c.duplicate_count)
         with self.engine.connect() as conn:

@@ -13,12 +13,13 @@ import pandas as pd
 
 from guardrails.input_guards import guard_text
 from orchestration.batching import BatchRange
+from orchestration.delivery import triage
 from orchestration.inbox import InboxEvent
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
 
-from assets.invoices.workflow import EVENT_TYPES, invoice_batches
+from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches
 
 CONTEXT_GROUP = "invoice_context"
 
@@ -55,10 +56,14 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
     """For each invoice in the batch: vendor, PO, prior payments, guarded memo and the
     top policy passages, with the facts the guardrails and the model read."""
     batch = BatchRange.parse(context.partition_key)
-    events = bosun_db.inbox().events_between(batch.first, batch.last, EVENT_TYPES)
-    records = assemble_context(events, vendors, purchase_orders, erp, policy_index)
+    inbox = bosun_db.inbox()
+    events = inbox.events_between(batch.first, batch.last, EVENT_TYPES)
+    triaged = triage(inbox, events, delivery_policies, lock_name=WORKFLOW, batch_id=context.partition_key)
+    records = assemble_context(triaged.kept, vendors, purchase_orders, erp, policy_index)
     return dg.Output(records, metadata={
         "events": len(records),
+        "content_duplicates": triaged.counts["duplicate"], "debounced": triaged.counts["debounced"],
+        "stale_ignored": triaged.counts["stale"], "stale_processed": triaged.counts["stale_processed"],
         "unknown_vendors": sum(not r["facts"]["vendor_known"] for r in records),
         "already_paid": sum(r["facts"]["already_paid"] for r in records),
         "pii_redacted": sum(bool(r["pii_found"]) for r in records),

@@ -7,6 +7,7 @@ import time
 import httpx
 
 from bosun_testing import BosunServer
+from orchestration.inbox import TERMINAL_STATES
 
 
 def test_wait_returns_the_outcome_once_the_batch_ran(world, tmp_path):
@@ -40,5 +41,5 @@ def test_wait_returns_the_outcome_once_the_batch_ran(world, tmp_path):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["complete"] is True
-    assert {e["status"] for e in body["events"]} <= {"done", "escalated", "dead_lettered"}
+    assert {e["status"] for e in body["events"]} <= set(TERMINAL_STATES) - {"rejected"}
     assert len(body["events"]) == body["accepted"] == len({(e["source"], e["id"]) for e in events})
