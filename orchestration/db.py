@@ -62,7 +62,7 @@ dead_letters = sa.Table(
     sa.Column("updated_at", UtcDateTime),
 )
 
-# Hostile delivery (orchestration/delivery.py): the first event seen per content hash,
+# Hostile delivery (orchestration/delivery.py): the events kept per content hash,
 # the newest occurred_at processed per entity, stale events whichever the policy, and one
 # lock row per workflow that serialises triage of concurrent batches.
 content_seen = sa.Table(
@@ -70,7 +70,7 @@ content_seen = sa.Table(
     metadata,
     sa.Column("type", sa.String(200), primary_key=True),
     sa.Column("content_hash", sa.String(64), primary_key=True),
-    sa.Column("first_key", sa.String(450), nullable=False),
+    sa.Column("first_key", sa.String(450), primary_key=True),  # each event kept with this content
     sa.Column("first_occurred_at", UtcDateTime, nullable=False),
 )
 
@@ -102,6 +102,14 @@ triage_lock = sa.Table(
     metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+leases = sa.Table(
+    "bosun_leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200)),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
 )
 
 # API keys: only a SHA-256 of the secret part is stored (the keys are 256-bit random, so a

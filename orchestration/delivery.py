@@ -95,30 +95,30 @@ def _dedupe_content(conn, events, policies, out: TriageResult) -> list[InboxEven
     if not checked:
         return events
     hashes = {e.key: content_hash(e) for e in checked}
-    seen = {(t, h): (k, _aware(at)) for t, h, k, at in conn.execute(
-        sa.select(content_seen.c.type, content_seen.c.content_hash, content_seen.c.first_key,
-                  content_seen.c.first_occurred_at).where(content_seen.c.content_hash.in_(set(hashes.values()))))}
-    survivors, upserts = [], {}
+    seen: dict[tuple[str, str], list[tuple[str, datetime]]] = defaultdict(list)
+    for t, h, k, at in conn.execute(
+            sa.select(content_seen.c.type, content_seen.c.content_hash, content_seen.c.first_key,
+                      content_seen.c.first_occurred_at).where(content_seen.c.content_hash.in_(set(hashes.values())))):
+        seen[(t, h)].append((k, _aware(at)))
+    survivors, inserts = [], []
     for e in events:
         if e.key not in hashes:
             survivors.append(e)
             continue
         window = policies[e.envelope.type].content_window_s
         slot = (e.envelope.type, hashes[e.key])
-        first = seen.get(slot)
-        if first and root_key(first[0]) != root_key(e.key) and abs((_when(e) - first[1]).total_seconds()) <= window:
+        first = next((k for k, at in seen[slot] if root_key(k) != root_key(e.key)
+                      and abs((_when(e) - at).total_seconds()) <= window), None)
+        if first:
             out.states.append({"key": e.key, "status": "duplicate",
-                               "reason": f"same content as {first[0]} within {window:g} s"})
+                               "reason": f"same content as {first} within {window:g} s"})
             out.counts["duplicate"] += 1
             continue
-        seen[slot] = (e.key, _when(e))
-        upserts[slot] = {"type": slot[0], "content_hash": slot[1], "first_key": e.key, "first_occurred_at": _when(e)}
+        seen[slot].append((e.key, _when(e)))
+        inserts.append({"type": slot[0], "content_hash": slot[1], "first_key": e.key, "first_occurred_at": _when(e)})
         survivors.append(e)
-    if upserts:
-        stmt = dialect_insert(conn.engine, content_seen)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["type", "content_hash"], set_={
-            "first_key": stmt.excluded.first_key, "first_occurred_at": stmt.excluded.first_occurred_at}),
-            list(upserts.values()))
+    if inserts:
+        conn.execute(dialect_insert(conn.engine, content_seen).on_conflict_do_nothing(), inserts)
     return survivors
 
 

@@ -11,6 +11,7 @@ from resources.env import resolved
 from orchestration.audit import AuditLog
 from orchestration.dead_letters import DeadLetters
 from orchestration.inbox import Inbox
+from orchestration.leases import Leases
 from orchestration.review import ReviewQueue
 
 
@@ -29,6 +30,9 @@ class BosunDatabase(dg.ConfigurableResource):
 
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.resolved_url)
+
+    def leases(self) -> Leases:
+        return Leases(self.resolved_url)
 
     def audit(self) -> AuditLog:
         return AuditLog(self.resolved_url)

@@ -1,6 +1,8 @@
 """Action layer of the invoice workflow: plan, execute as sagas, record every outcome."""
 
 
+from decimal import Decimal
+
 import dagster as dg
 
 from orchestration.audit import AuditEntry
@@ -9,7 +11,7 @@ from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
-from assets.invoices.workflow import WORKFLOW, dead_letter_policy, invoice_batches
+from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy, invoice_batches
 
 
 def plan(decisions: list[dict]) -> list[dict]:
@@ -21,8 +23,34 @@ def plan(decisions: list[dict]) -> list[dict]:
         inv = d["invoice"]
         items.append({"key": d["key"], "invoice_id": inv["invoice_id"], "vendor_id": inv["vendor_id"],
                       "po_number": inv["po_number"], "amount": inv["amount"], "currency": inv["currency"],
-                      "due_on": inv["due_on"]})
+                      "due_on": inv["due_on"], "po_amount": d["context_used"].get("po_amount")})
     return items
+
+
+def recheck(items: list[dict], erp: ERPResource) -> tuple[list[dict], dict[str, dict]]:
+    """Under the workflow's lease, against the ERP as it is now: drop what a concurrent
+    batch has paid since this batch read its context. -> (still to pay, key -> state)."""
+    if not items:
+        return [], {}
+    paid = erp.paid_invoices(sorted({it["invoice_id"] for it in items}))
+    paid_po = erp.paid_per_po(sorted({it["po_number"] for it in items}))
+    keep, conflicts = [], {}
+    for it in items:
+        others = [k for k in paid.get((it["vendor_id"], it["invoice_id"]), [])
+                  if k != action_key(it["key"], "schedule_payment")]
+        amount = Decimal(str(it["amount"]))
+        already = paid_po.get(it["po_number"], Decimal(0))
+        if others:
+            conflicts[it["key"]] = {"status": "done", "reason": f"already paid by {others[0]} (concurrent batch)",
+                                    "outcome": {"decision": "reject"}}
+        elif it["po_amount"] is not None and already + amount > Decimal(str(it["po_amount"])) * (1 + PO_TOLERANCE):
+            conflicts[it["key"]] = {"status": "escalated",
+                                    "reason": f"PO {it['po_number']} no longer covers {amount} (paid since: {already})"}
+        else:
+            keep.append(it)
+            paid.setdefault((it["vendor_id"], it["invoice_id"]), []).append(action_key(it["key"], "schedule_payment"))
+            paid_po[it["po_number"]] = already + amount
+    return keep, conflicts
 
 
 def payment_steps(erp: ERPResource) -> list[SagaStep]:
@@ -49,12 +77,14 @@ def execute(items: list[dict], erp: ERPResource) -> SagaOutcome:
     return run_sagas(items, payment_steps(erp))
 
 
-def outcomes(decisions: list[dict], sagas: SagaOutcome) -> list[dict]:
+def outcomes(decisions: list[dict], sagas: SagaOutcome, conflicts: dict[str, dict] | None = None) -> list[dict]:
     """Exactly one terminal state per event."""
     states = []
     for d in decisions:
         k = d["key"]
-        if d["route"] == "escalate":
+        if conflicts and k in conflicts:
+            states.append({"key": k, **conflicts[k]})
+        elif d["route"] == "escalate":
             states.append({"key": k, "status": "escalated", "reason": d["reason"]})
         elif d["route"] == "record":
             states.append({"key": k, "status": "done", "reason": d["reason"],
@@ -115,8 +145,10 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
     inbox state last, so a run that dies in between leaves the events "received" and the
     replay redoes them idempotently."""
     decisions, batch_id = planned["decisions"], context.partition_key
-    sagas = execute(planned["plan"], erp)
-    states = outcomes(decisions, sagas)
+    with bosun_db.leases().hold(f"{WORKFLOW}:actions", holder=context.run_id):
+        to_pay, conflicts = recheck(planned["plan"], erp)
+        sagas = execute(to_pay, erp)
+    states = outcomes(decisions, sagas, conflicts)
     bosun_db.review_queue().submit(WORKFLOW, [
         {"key": d["key"], "entity_key": d["entity_key"], "confidence": d["confidence"], "reason": d["reason"],
          "proposal": {"decision": d["final_decision"], "proposed": d["decision"], "invoice": d["invoice"],
@@ -131,6 +163,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
                "paid": len(sagas.done), "saga_failures": len(sagas.failed), "audit_head_seq": last_seq}
     return dg.Output(summary, metadata={
         "events": len(states), "planned_payments": len(planned["plan"]), "paid": len(sagas.done),
+        "concurrent_conflicts": len(conflicts),
         "saga_failures": len(sagas.failed),
         "compensated": sum(1 for f in sagas.failed.values() if f["compensated"]),
         **{f"state_{k}": v for k, v in sorted(by_status.items())}, "audit_head_seq": last_seq})

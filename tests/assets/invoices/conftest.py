@@ -69,3 +69,9 @@ def world(request, model_home, monkeypatch, tmp_path):
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"), overrides=overrides) as instance:
         yield make_world(model_home, instance, monkeypatch=monkeypatch)
+
+
+@pytest.fixture
+def world_maker(model_home, monkeypatch):
+    """make(instance, n, seed) -> an InvoiceWorld of n invoices on the embedded defaults."""
+    return lambda instance, n, seed: make_world(model_home, instance, n=n, seed=seed, monkeypatch=monkeypatch)
