@@ -1,4 +1,4 @@
-"""Bosun's own tables (SQLAlchemy Core): inbox, review queue, audit log.
+"""Bosun's own tables (SQLAlchemy Core): inbox, dead letters, review queue, audit log.
 
 One metadata for every engine table, created idempotently; the same code runs on the
 embedded SQLite file and on Postgres.
@@ -29,7 +29,7 @@ inbox = sa.Table(
     sa.Column("entity_key", sa.String(200)),
     sa.Column("payload", sa.JSON),
     sa.Column("received_at", UtcDateTime, nullable=False),
-    # received -> done | escalated | rejected | dead_lettered (the terminal states)
+    # received -> done | escalated | rejected | dead_lettered | retried (the terminal states)
     sa.Column("status", sa.String(20), nullable=False, index=True),
     sa.Column("reason", sa.Text),
     sa.Column("outcome", sa.JSON),
@@ -38,6 +38,85 @@ inbox = sa.Table(
     sa.Column("duplicate_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", UtcDateTime),
     sa.Index("ix_bosun_inbox_type_seq", "type", "seq"),
+)
+
+# One row per event that failed processing after its retry budget, keyed by the event's
+# original idempotency key; a re-drive (`bosun dlq retry`) adds a new inbox row
+# (`KEY#retryN`) and points `current_key` at it, so the cursor-based sensor sees it as new.
+dead_letters = sa.Table(
+    "bosun_dead_letters",
+    metadata,
+    sa.Column("id", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("event_key", sa.String(450), nullable=False, unique=True),
+    sa.Column("current_key", sa.String(450), nullable=False),
+    sa.Column("type", sa.String(200), index=True),
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("first_failed_at", UtcDateTime, nullable=False),
+    sa.Column("last_failed_at", UtcDateTime, nullable=False),
+    # open -> retried (re-enqueued; open again if the retry fails) | dropped (with a reason)
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("note", sa.Text),
+    sa.Column("updated_at", UtcDateTime),
+)
+
+# Hostile delivery (orchestration/delivery.py): the events kept per content hash,
+# the newest occurred_at processed per entity, stale events whichever the policy, and one
+# lock row per workflow that serialises triage of concurrent batches.
+content_seen = sa.Table(
+    "bosun_content_seen",
+    metadata,
+    sa.Column("type", sa.String(200), primary_key=True),
+    sa.Column("content_hash", sa.String(64), primary_key=True),
+    sa.Column("first_key", sa.String(450), primary_key=True),  # each event kept with this content
+    sa.Column("first_occurred_at", UtcDateTime, nullable=False),
+)
+
+entity_clock = sa.Table(
+    "bosun_entity_clock",
+    metadata,
+    sa.Column("type", sa.String(200), primary_key=True),
+    sa.Column("entity_key", sa.String(200), primary_key=True),
+    sa.Column("last_occurred_at", UtcDateTime, nullable=False),
+    sa.Column("last_key", sa.String(450), nullable=False),
+)
+
+stale_events = sa.Table(
+    "bosun_stale_events",
+    metadata,
+    sa.Column("idempotency_key", sa.String(450), primary_key=True),
+    sa.Column("type", sa.String(200)),
+    sa.Column("entity_key", sa.String(200)),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.Column("newer_key", sa.String(450), nullable=False),
+    sa.Column("newer_occurred_at", UtcDateTime, nullable=False),
+    sa.Column("policy", sa.String(20), nullable=False),  # ignore | process
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+)
+
+triage_lock = sa.Table(
+    "bosun_triage_lock",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+# API keys: only a SHA-256 of the secret part is stored (the keys are 256-bit random, so a
+# slow password hash buys nothing and would cost every request).
+api_keys = sa.Table(
+    "bosun_api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.String(500), nullable=False),
+    sa.Column("rate_per_s", sa.Float, nullable=False),
+    sa.Column("burst", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime),
 )
 
 review_queue = sa.Table(
@@ -133,6 +212,15 @@ def engine_for(url: str, extra_metadata: tuple[sa.MetaData, ...] = ()) -> sa.Eng
                 _created.add(key)
     return engine
 
+
+
+def dialect_insert(engine: sa.Engine, table: sa.Table):
+    """INSERT with ON CONFLICT support, on SQLite and Postgres alike."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
 
 
 def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, index_elements: list[str]):

@@ -15,10 +15,13 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from orchestration.db import engine_for, inbox, insert_ignoring_duplicates
+from orchestration.dead_letters import DeadLetters
 from orchestration.envelope import EventEnvelope, PayloadRegistry, RejectedInput, parse_envelope, raw_fingerprint
 
 RECEIVED = "received"
-TERMINAL_STATES = ("done", "escalated", "rejected", "dead_lettered")
+# "retried": a dead letter re-enqueued as a new row (see dead_letters.py); the new row carries on.
+# "duplicate", "debounced", "stale": dropped by delivery triage (see delivery.py), with the reason.
+TERMINAL_STATES = ("done", "escalated", "rejected", "dead_lettered", "retried", "duplicate", "debounced", "stale")
 
 
 def utcnow() -> datetime:
@@ -30,6 +33,7 @@ class IngestSummary:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # valid events' idempotency keys, in input order
 
     def as_dict(self) -> dict:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
@@ -51,8 +55,10 @@ class Inbox:
         self.engine = engine_for(url)
 
     # ---- write side -------------------------------------------------------------
-    def ingest(self, raws: Iterable[Any], registry: PayloadRegistry) -> IngestSummary:
-        """Store each valid event once; keep each invalid one with its reason."""
+    def ingest(self, raws: Iterable[Any], registry: PayloadRegistry, all_or_nothing: bool = False) -> IngestSummary:
+        """Store each valid event once; keep each invalid one with its reason. With
+        `all_or_nothing`, one invalid event means no valid one is stored either (the
+        rejections still are), so a client can resend the corrected batch as a whole."""
         summary = IngestSummary()
         now = utcnow()
         rows: dict[str, dict] = {}
@@ -70,6 +76,11 @@ class Inbox:
                 in_call_dupes[key] += 1
                 continue
             rows[key] = _event_row(env, now)
+            summary.keys.append(key)
+        if all_or_nothing and summary.rejected:
+            rows = {k: r for k, r in rows.items() if k.startswith("rejected:")}
+            in_call_dupes.clear()
+            summary.keys = []
         inserted = self._insert_new(list(rows.values()))
         repeated = Counter({k: 1 for k in rows if k not in inserted}) + in_call_dupes
         if repeated:
@@ -96,17 +107,25 @@ class Inbox:
             conn.execute(stmt, [{"k": k, "n": n} for k, n in repeated.items()])
 
     def set_states(self, updates: list[dict], batch_id: str | None = None) -> None:
-        """Move events to their next state in one statement: dicts of key, status, reason, outcome."""
+        """Move events to their next state in one statement: dicts of key, status, reason, outcome
+        (and attempts, for dead letters, which are also recorded in the dead-letter table)."""
         if not updates:
             return
-        now = utcnow()
+        with self.engine.begin() as conn:
+            self.set_states_in(conn, updates, batch_id, utcnow())
+
+    @staticmethod
+    def set_states_in(conn: sa.Connection, updates: list[dict], batch_id: str | None, now: datetime) -> None:
+        """`set_states` inside the caller's transaction."""
+        if not updates:
+            return
         stmt = (inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
                 .values(status=sa.bindparam("s"), reason=sa.bindparam("r"), outcome=sa.bindparam("o"),
                         batch_id=sa.bindparam("b"), attempts=inbox.c.attempts + 1, updated_at=now))
         params = [{"k": u["key"], "s": u["status"], "r": u.get("reason"), "o": u.get("outcome"),
                    "b": batch_id} for u in updates]
-        with self.engine.begin() as conn:
-            conn.execute(stmt, params)
+        conn.execute(stmt, params)
+        DeadLetters.record(conn, [u for u in updates if u["status"] == "dead_lettered"], batch_id, now)
 
     # ---- read side ----------------------------------------------------------------
     def pending_after(self, cursor: int, types: list[str], limit: int) -> list[tuple[int, datetime]]:
@@ -116,6 +135,13 @@ class Inbox:
              .order_by(inbox.c.seq).limit(limit))
         with self.engine.connect() as conn:
             return [(int(s), _aware(r)) for s, r in conn.execute(q)]
+
+    def backlog_after(self, cursor: int, types: list[str], cap: int) -> int:
+        """Events waiting past the cursor, counted up to `cap` (the count stays cheap)."""
+        inner = (sa.select(inbox.c.seq).where(inbox.c.seq > cursor, inbox.c.type.in_(types),
+                                              inbox.c.status != "rejected").limit(cap).subquery())
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
 
     def events_between(self, first: int, last: int, types: list[str], statuses=(RECEIVED,)) -> list[InboxEvent]:
         q = (sa.select(inbox).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types),
@@ -136,6 +162,30 @@ class Inbox:
                 sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))}
             dupes = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(inbox.c.duplicate_count), 0))).scalar_one()
         return {"received": sum(by_status.values()), "by_status": by_status, "duplicates": int(dupes)}
+
+    def lookup(self, keys: list[str]) -> dict[str, dict]:
+        """Status rows by idempotency key; a key whose row was retried resolves to its latest retry."""
+        from orchestration.db import dead_letters
+        from orchestration.dead_letters import root_key
+
+        cols = (inbox.c.idempotency_key, inbox.c.source, inbox.c.event_id, inbox.c.type, inbox.c.entity_key,
+                inbox.c.status,
+                inbox.c.reason, inbox.c.outcome, inbox.c.batch_id, inbox.c.received_at, inbox.c.updated_at,
+                inbox.c.duplicate_count)
+        with self.engine.connect() as conn:
+            rows = {r["idempotency_key"]: dict(r) for r in conn.execute(
+                sa.select(*cols).where(inbox.c.idempotency_key.in_(keys))).mappings()}
+            retried = [k for k, r in rows.items() if r["status"] == "retried"]
+            if retried:
+                latest = dict(conn.execute(sa.select(dead_letters.c.event_key, dead_letters.c.current_key)
+                                           .where(dead_letters.c.event_key.in_([root_key(k) for k in retried]))).all())
+                current = {r["idempotency_key"]: dict(r) for r in conn.execute(
+                    sa.select(*cols).where(inbox.c.idempotency_key.in_(list(latest.values())))).mappings()}
+                for k in retried:
+                    now_row = current.get(latest.get(root_key(k)))
+                    if now_row:
+                        rows[k] = {**now_row, "retry_of": k}
+        return rows
 
     def rejected(self, limit: int = 100) -> list[dict]:
         q = (sa.select(inbox.c.seq, inbox.c.idempotency_key, inbox.c.status, inbox.c.reason)

@@ -9,6 +9,7 @@ import dagster as dg
 from orchestration import settings
 from resources.env import resolved
 from orchestration.audit import AuditLog
+from orchestration.dead_letters import DeadLetters
 from orchestration.inbox import Inbox
 from orchestration.llm_ledger import LLMLedger
 from orchestration.review import ReviewQueue
@@ -26,6 +27,10 @@ class BosunDatabase(dg.ConfigurableResource):
 
     def inbox(self) -> Inbox:
         return Inbox(self.resolved_url)
+
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.resolved_url)
+
 
     def audit(self) -> AuditLog:
         return AuditLog(self.resolved_url)

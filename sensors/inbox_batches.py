@@ -3,6 +3,10 @@
 Generic over workflows: a workflow hands over its event types, partitions and jobs. The
 cursor is the last sequence number already batched, so a tick reads one bounded page and
 a restart resumes where it stopped; run_key = batch key makes a repeated request a no-op.
+
+Backpressure: never more than `policy.max_in_flight` batch runs queued, starting or
+running; at the limit the tick skips and says why. Batch size adapts to the backlog
+(`adaptive_size`), so a quiet inbox gets small, fast batches and a burst large ones.
 """
 
 
@@ -12,7 +16,7 @@ from typing import Sequence, Union
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition  # noqa: F401
 
-from orchestration.batching import BatchPolicy, cut_batches
+from orchestration.batching import BatchPolicy, adaptive_size, cut_batches
 from resources.database import BosunDatabase
 
 _IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -43,16 +47,25 @@ def build_inbox_batch_sensor(
         if missing:
             return _bootstrap(context, bootstrap_job.name, missing)
         cursor = int(context.cursor or 0)
-        page = policy.max_events * policy.max_batches_per_tick
-        pending = bosun_db.inbox().pending_after(cursor, list(event_types), page)
-        batches = cut_batches(pending, policy, datetime.now(timezone.utc))
+        in_flight = context.instance.get_runs_count(dg.RunsFilter(job_name=batch_job.name, statuses=_IN_PROGRESS))
+        slots = min(policy.max_in_flight - in_flight, policy.max_batches_per_tick)
+        if slots <= 0:
+            return dg.SkipReason(f"backpressure: {in_flight} {batch_job.name} run(s) queued or running "
+                                 f"(limit {policy.max_in_flight}); events past seq {cursor} wait")
+        inbox = bosun_db.inbox()
+        backlog = inbox.backlog_after(cursor, list(event_types), policy.max_events * policy.max_in_flight)
+        size = adaptive_size(backlog, policy)
+        pending = inbox.pending_after(cursor, list(event_types), size * slots)
+        batches = cut_batches(pending, policy, datetime.now(timezone.utc), size=size, limit=slots)
         if not batches:
             return dg.SkipReason(f"{len(pending)} event(s) waiting past seq {cursor}; a batch is cut at "
-                                 f"{policy.max_events} events or after {policy.max_wait_seconds:g} s")
+                                 f"{size} events or after {policy.max_wait_seconds:g} s")
         keys = [b.key for b in batches]
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=k, partition_key=k, job_name=batch_job.name,
-                                        tags={"bosun/batch_events": str(_count(pending, b))})
+                                        tags={"bosun/batch_events": str(_count(pending, b)),
+                                              "bosun/batch_size_target": str(size),
+                                              "bosun/backlog": str(backlog)})
                           for k, b in zip(keys, batches)],
             dynamic_partitions_requests=[partitions_def.build_add_request(keys)],
             cursor=str(batches[-1].last),

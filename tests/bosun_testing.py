@@ -14,3 +14,58 @@ def service_unavailable(what: str, err: Exception):
     if REQUIRE_SERVICES:
         pytest.fail(f"{msg}, and BOSUN_REQUIRE_SERVICES=1 requires it")
     pytest.skip(msg)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BosunServer:
+    """`bosun serve` on a free loopback port, in its own process group, stopped by its id."""
+
+    def __init__(self, env: dict, log_path):
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(log_path, "w")
+        bosun = Path(sys.executable).parent / "bosun"
+        self.proc = subprocess.Popen([str(bosun), "serve", "--port", str(self.port)], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log_path = log_path
+
+    def wait_ready(self, timeout: float = 60.0) -> "BosunServer":
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bosun serve exited: {open(self.log_path).read()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"bosun serve not ready after {timeout} s: {open(self.log_path).read()[-2000:]}")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()

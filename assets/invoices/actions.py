@@ -1,6 +1,7 @@
 """Action layer of the invoice workflow: plan, execute as sagas, record every outcome."""
 
 
+
 import dagster as dg
 
 from orchestration.audit import AuditEntry
@@ -23,7 +24,7 @@ def plan(decisions: list[dict]) -> list[dict]:
         inv = d["invoice"]
         items.append({"key": d["key"], "invoice_id": inv["invoice_id"], "vendor_id": inv["vendor_id"],
                       "po_number": inv["po_number"], "amount": inv["amount"], "currency": inv["currency"],
-                      "due_on": inv["due_on"]})
+                      "due_on": inv["due_on"], "po_amount": d["context_used"].get("po_amount")})
     return items
 
 
@@ -66,9 +67,9 @@ def outcomes(decisions: list[dict], sagas: BatchOutcome) -> list[dict]:
                 states.append({"key": k, "status": "escalated",
                                "reason": f"rollback failed after {f['failed_step']}: {f['compensation_error']}"})
             else:
-                states.append({"key": k, "status": "dead_lettered",
-                               "reason": f"{f['failed_step']} failed: {f['error']}; compensated: "
-                                         f"{', '.join(f['compensated']) or 'nothing to undo'}"})
+                states.append({"key": k, "status": "dead_lettered", "attempts": f["attempts"],
+                               "reason": f"{f['failed_step']} failed after {f['attempts']} attempt(s): "
+                                         f"{f['error']}; compensated: {', '.join(f['compensated']) or 'nothing to undo'}"})
         else:
             states.append({"key": k, "status": "done", "reason": "paid",
                            "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")}})

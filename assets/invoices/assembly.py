@@ -44,8 +44,8 @@ def items_for(r: dict, sources: dict[str, dict]) -> list[ContextItem]:
     lines = inv.get("line_items", [])
     items.append(ContextItem("line_items", "event", lines, 0.5, 0.4,
                              summary={"count": len(lines)}, source_state=event))
-    memo = ContextItem("memo", "event", inv.get("memo") or "", 0.5 if inv.get("memo") else 0.0, 0.3,
-                       summary={"chars": len(inv.get("memo") or ""), "pii_redacted": r["pii_found"]},
+    memo = ContextItem("memo", "event", inv.get("note") or "", 0.5 if inv.get("note") else 0.0, 0.3,
+                       summary={"chars": len(inv.get("note") or ""), "pii_redacted": r["pii_found"]},
                        source_state=event)
     if r["facts"]["injection_suspected"]:
         memo.content, memo.summary, memo.relevance = "", None, 0.0  # quarantined: never shown to a model

@@ -16,6 +16,7 @@ from guardrails.input_guards import guard_text
 from orchestration.batching import BatchRange
 from orchestration.conflicts import quality_factor as _conflict_factor
 from orchestration.freshness import window_of_asset
+from orchestration.delivery import triage
 from orchestration.inbox import InboxEvent
 from orchestration.sources import Snapshot, SourceReading
 from orchestration.tokens import TokenCounter, counter_for
@@ -32,7 +33,7 @@ from assets.invoices.context_sources import (AMOUNT_RULE, BANK_RULE, RECENCY_RUL
                                              record_conflicts, source_factors)
 from assets.invoices.knowledge import (RECALL_AT_5_THRESHOLD, attach_knowledge, load_labels, retrieval_cache,
                                        retrieval_quality)
-from assets.invoices.workflow import EVENT_TYPES, invoice_batches
+from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches
 
 CONTEXT_GROUP = "invoice_context"
 # The policy index's data version is the hash of its documents; Output(data_version=...)
@@ -109,7 +110,11 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
     passages its questions need, the facts the guardrails and the model read, and the
     document assembled within the token budget, with every source's state and age."""
     batch = BatchRange.parse(context.partition_key)
-    events = bosun_db.inbox().events_between(batch.first, batch.last, EVENT_TYPES)
+    inbox = bosun_db.inbox()
+    events = inbox.events_between(batch.first, batch.last, EVENT_TYPES)
+    # Content twins, debounced updates and stale events leave here, recorded; the rest go on.
+    triaged = triage(inbox, events, delivery_policies, lock_name=WORKFLOW, batch_id=context.partition_key)
+    events = triaged.kept
     as_of = {name: _materialized_at(context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")}
     knowledge = context_sources.read("knowledge", lambda: current_index(policy_index, policy_documents,
                                                                         policy_embeddings),
@@ -121,6 +126,8 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
         knowledge=knowledge, counter=counter_for(_tokenizer_model(llm)), embed=_embed(policy_embeddings))
     metadata = context_metadata(records, knowledge.value, cache_before)
     metadata["policy_index_rebuilt"] = knowledge.value is not None and knowledge.value is not policy_index
+    metadata.update({"content_duplicates": triaged.counts["duplicate"], "debounced": triaged.counts["debounced"],
+                     "stale_ignored": triaged.counts["stale"], "stale_processed": triaged.counts["stale_processed"]})
     return dg.Output(records, metadata=metadata)
 
 
@@ -189,7 +196,7 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         vendor = batch.vendor_by_id.get(p["vendor_id"])
         po = batch.po_by_number.get(p["po_number"])
         amount = Decimal(p["amount"])
-        memo = guard_text(p.get("memo") or "")
+        memo = guard_text(p.get("note") or "")
         facts = _facts(p, amount, vendor, po, batch.paid_po, committed_po,
                        bool(paid_elsewhere) or inv in seen_invoices, memo)
         seen_invoices.add(inv)
@@ -200,7 +207,7 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         records.append({
             "key": ev.key, "seq": ev.seq, "event_id": ev.envelope.id, "entity_key": ev.envelope.entity_key,
             "event": _event_reference(ev),
-            "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": {**p, "memo": memo.text},
+            "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": {**p, "note": memo.text},
             "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
             "purchase_order": _plain_once(plain, "po", p["po_number"], po), "prior_payments": paid_elsewhere,
             "pii_found": memo.pii_found, "injection_signals": memo.injection_signals, "facts": facts,

@@ -1,9 +1,14 @@
-"""Payload models of the invoice workflow's events, registered per (type, version)."""
+"""Payload models of the invoice workflow's events, registered per (type, version).
+
+The current version of `invoice.received` is 2; v1 payloads are accepted and upcast on
+the way into the inbox, so the assets read v2 fields only."""
 
 from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,8 +23,8 @@ class LineItem(BaseModel):
     unit_price: Decimal = Field(ge=0)
 
 
-class InvoiceReceivedV1(BaseModel):
-    """`invoice.received` v1. Amounts are decimal strings: floats would lose cents."""
+class _Invoice(BaseModel):
+    """Fields every version of `invoice.received` has. Amounts are decimal strings: floats would lose cents."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,7 +36,6 @@ class InvoiceReceivedV1(BaseModel):
     issued_on: date
     due_on: date
     line_items: list[LineItem] = Field(min_length=1, max_length=500)
-    memo: str = Field(default="", max_length=4000)
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -41,5 +45,27 @@ class InvoiceReceivedV1(BaseModel):
         return v
 
 
+class InvoiceReceivedV1(_Invoice):
+    memo: str = Field(default="", max_length=4000)
+
+
+class InvoiceReceivedV2(_Invoice):
+    """v2: `memo` is renamed `note` (free text from any channel, not just memos), and
+    `channel` says how the invoice reached us; v1 senders did not say, hence the default."""
+
+    note: str = Field(default="", max_length=4000)
+    channel: Literal["email", "portal", "edi", "paper", "unknown"] = "unknown"
+
+
+def upcast_invoice_received_v1(payload: dict) -> dict:
+    """v1 -> v2: `memo` becomes `note`; `channel` takes its default."""
+    payload = dict(payload)
+    payload["note"] = payload.pop("memo", "")
+    return payload
+
+
 def register(registry) -> None:
     registry.register(INVOICE_RECEIVED, 1, InvoiceReceivedV1)
+    registry.register(INVOICE_RECEIVED, 2, InvoiceReceivedV2)
+    registry.register_upcaster(INVOICE_RECEIVED, 1, upcast_invoice_received_v1)
+    registry.check_complete()

@@ -49,11 +49,18 @@ def prerequisites(erp: ERPResource):
     def check(items: list[dict]) -> dict[str, str]:
         vendors, pos = erp.master_data_for([it["vendor_id"] for it in items], [it["po_number"] for it in items])
         paid = erp.paid_per_po(sorted(pos))
+        # Read under the leases: a concurrent batch may have paid this invoice (under
+        # another event's key) after this batch read its context.
+        paid_invoices = erp.paid_invoices(sorted({it["invoice_id"] for it in items}))
         committed: dict[str, Decimal] = {}
         refused = {}
         for it in items:
             v, po, amount = vendors.get(it["vendor_id"]), pos.get(it["po_number"]), Decimal(str(it["amount"]))
-            if v is None:
+            own = action_key(it["key"], "schedule_payment")
+            others = [k for k in paid_invoices.get((it["vendor_id"], it["invoice_id"]), []) if k != own]
+            if others:
+                refused[it["key"]] = f"invoice {it['invoice_id']} is already paid ({others[0]})"
+            elif v is None:
                 refused[it["key"]] = f"vendor {it['vendor_id']} does not exist"
             elif not v["active"]:
                 refused[it["key"]] = f"vendor {it['vendor_id']} is inactive"
@@ -70,6 +77,7 @@ def prerequisites(erp: ERPResource):
                     refused[it["key"]] = f"purchase order {it['po_number']} has {left:.2f} left, invoice is {amount}"
                 else:
                     committed[it["po_number"]] = committed.get(it["po_number"], Decimal(0)) + amount
+                    paid_invoices.setdefault((it["vendor_id"], it["invoice_id"]), []).append(own)
         return refused
     return check
 

@@ -7,6 +7,8 @@ from decimal import Decimal
 import dagster as dg
 
 from orchestration.batching import BatchPolicy
+from orchestration.dead_letters import DeadLetterPolicy
+from orchestration.delivery import DeliveryPolicy
 from orchestration.envelope import PayloadRegistry
 from orchestration.routing import RoutingPolicy
 
@@ -35,3 +37,11 @@ batch_policy = BatchPolicy(max_events=1000, max_wait_seconds=5.0, max_batches_pe
 # Calibrated confidence at or above the policy's confidence_threshold: act; between this
 # and that: one broader re-retrieval of policy passages, then judge again; below: review.
 ASK_FOR_CONTEXT_THRESHOLD = 0.6
+# Each ERP call is tried 3 times (0.2 s, then 0.4 s apart) before the invoice is
+# dead-lettered; more than 50 open dead letters, or one older than a working day, fails a check.
+dead_letter_policy = DeadLetterPolicy(attempts=3, backoff_s=0.2, max_open=50, max_oldest_age_s=8 * 3600)
+
+# The same invoice sent again under a new id within 10 minutes counts once; corrections to
+# one invoice (entity) within 2 s count once, with the latest; an invoice event older than
+# one already seen for that invoice is not acted on (recorded as stale).
+delivery_policies = {payloads.INVOICE_RECEIVED: DeliveryPolicy(content_window_s=600, debounce_s=2.0, stale="ignore")}

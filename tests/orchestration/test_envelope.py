@@ -30,7 +30,7 @@ def test_valid_envelope_parses_and_keys_by_source_and_id():
     ({"occurred_at": "2026-11-02T08:00:00"}, "occurred_at"),
     ({"schema_version": 0}, "schema_version"),
     ({"type": "invoice.paid"}, "type"),
-    ({"schema_version": 9}, "type"),
+    ({"schema_version": 9}, "schema_version"),
 ])
 def test_invalid_envelopes_name_the_field(change, field):
     with pytest.raises(RejectedInput) as exc:

@@ -68,3 +68,11 @@ def test_batch_key_round_trips_and_rejects_garbage():
         BatchRange.parse("9-3")
     with pytest.raises(ValueError):
         BatchRange.parse("batch-one")
+
+
+def test_batch_size_grows_with_the_backlog_between_min_and_max():
+    from orchestration.batching import adaptive_size
+
+    policy = BatchPolicy(max_events=1000, min_events=100, max_in_flight=4)
+    assert [adaptive_size(n, policy) for n in (0, 10, 400, 401, 2000, 4000, 50_000)] == \
+        [100, 100, 100, 101, 500, 1000, 1000]

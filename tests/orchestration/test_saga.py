@@ -48,3 +48,32 @@ def test_failed_compensation_is_reported_not_hidden():
     out = run_sagas([{"key": "1"}], [t.step("a"), t.step("b")])
     assert "ConnectionError" in out.failed["1"]["compensation_error"]
     assert any(r["status"] == "compensation_failed" for r in out.log)
+
+
+class Flaky:
+    """Fails each item for its first `failures` calls, then succeeds."""
+
+    def __init__(self, failures: int):
+        self.failures, self.calls = failures, {}
+
+    def do(self, items):
+        errors = {}
+        for it in items:
+            n = self.calls[it["key"]] = self.calls.get(it["key"], 0) + 1
+            if n <= self.failures:
+                errors[it["key"]] = f"HTTP 503 (call {n})"
+        return errors
+
+
+def test_a_step_is_retried_within_its_budget():
+    f = Flaky(failures=2)
+    out = run_sagas([{"key": "1"}, {"key": "2"}], [SagaStep("pay", f.do, lambda items: None, attempts=3)])
+    assert out.done == ["1", "2"] and f.calls == {"1": 3, "2": 3}
+    assert [r["attempts"] for r in out.log] == [3, 3]
+
+
+def test_past_its_budget_an_item_fails_with_its_attempt_count():
+    f = Flaky(failures=5)
+    out = run_sagas([{"key": "1"}], [SagaStep("pay", f.do, lambda items: None, attempts=3)])
+    assert out.failed["1"]["attempts"] == 3 and out.failed["1"]["error"] == "HTTP 503 (call 3)"
+    assert f.calls == {"1": 3}

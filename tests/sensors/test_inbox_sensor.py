@@ -38,8 +38,6 @@ def test_first_tick_bootstraps_the_context_assets(bosun_home, tmp_path):
 
 
 def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_home, tmp_path, monkeypatch):
-    from assets.invoices import workflow
-    from orchestration.batching import BatchPolicy
     from orchestration.definitions import build_definitions, payload_registry
 
     defs = build_definitions()
@@ -49,11 +47,36 @@ def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_h
         _materialize_context(instance, defs)
         data = _tick(instance, defs)
         keys = [r.run_key for r in data.run_requests]
-        # Two full batches now; the remaining 500 wait for more events or for the timeout.
-        assert len(keys) == 2 and [BatchRange.parse(k).last - BatchRange.parse(k).first for k in keys] == [999, 999]
+        # A backlog of 2,500 spread over the 4 runs allowed in flight: four full batches of 625.
+        assert [BatchRange.parse(k).last - BatchRange.parse(k).first + 1 for k in keys] == [625] * 4
         assert all(r.partition_key == r.run_key for r in data.run_requests)
         assert data.dynamic_partitions_requests[0].partition_keys == keys
         assert data.cursor == str(BatchRange.parse(keys[-1]).last)
 
+        inbox.ingest([_env(i) for i in range(2500, 2550)], payload_registry)
         again = _tick(instance, defs, cursor=data.cursor)
-        assert again.run_requests == [] and "500 event(s) waiting" in again.skip_message
+        # 50 more: under the minimum batch size and not yet waited for, so nothing is cut.
+        assert again.run_requests == [] and "50 event(s) waiting" in again.skip_message
+
+
+def _queue_batch_runs(instance, defs, n):
+    job = defs.resolve_job_def("invoice_batch_job")
+    for _ in range(n):
+        instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.STARTED)  # QUEUED needs a code origin
+
+
+def test_backpressure_holds_batches_while_the_limit_is_in_flight(bosun_home, tmp_path):
+    from orchestration.definitions import build_definitions, payload_registry
+
+    defs = build_definitions()
+    defs.resources["bosun_db"].inbox().ingest([_env(i) for i in range(3000)], payload_registry)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        _materialize_context(instance, defs)
+        _queue_batch_runs(instance, defs, 3)
+        data = _tick(instance, defs)
+        assert len(data.run_requests) == 1  # 4 allowed in flight, 3 already queued
+        assert data.run_requests[0].tags["bosun/batch_events"] == "750"
+        _queue_batch_runs(instance, defs, 1)
+        held = _tick(instance, defs, cursor=data.cursor)
+        assert held.run_requests == [] and held.cursor in (None, data.cursor)  # nothing skipped over
+        assert held.skip_message.startswith("backpressure: 4 invoice_batch_job run(s) queued or running (limit 4)")

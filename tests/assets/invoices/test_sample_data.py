@@ -60,7 +60,7 @@ def test_every_event_validates(data):
     payloads.register(registry)
     for raw in data.events:
         env = parse_envelope(raw, registry)
-        assert env.source == "erp-mailroom" and env.type == "invoice.received" and env.schema_version == 1
+        assert env.source == "erp-mailroom" and env.type == "invoice.received" and env.schema_version == 2  # v1 as sent, upcast
         assert env.entity_key == f"{raw['payload']['vendor_id']}:{raw['payload']['invoice_id']}"
 
 

@@ -1,0 +1,101 @@
+"""API keys with scopes, stored hashed, and a token-bucket rate limit per key.
+
+A key reads `bsn_<key_id>_<secret>`: the id finds the row, the secret is compared by
+its SHA-256 in constant time. The plaintext is shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from orchestration.db import api_keys, engine_for
+
+SCOPES = ("events:write", "events:read", "reviews:write", "admin")  # admin implies every scope
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    rate_per_s: float
+    burst: int
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def _sha(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, url: str):
+        self.engine = engine_for(url)
+
+    def create(self, name: str, scopes: list[str], rate_per_s: float = 20.0, burst: int = 40) -> tuple[str, ApiKey]:
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(unknown) or 'none'}")
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(key_id=key_id, name=name, secret_sha256=_sha(secret),
+                                                  scopes=",".join(sorted(set(scopes))), rate_per_s=rate_per_s,
+                                                  burst=burst, created_at=datetime.now(timezone.utc)))
+        return f"bsn_{key_id}_{secret}", ApiKey(key_id, name, frozenset(scopes), rate_per_s, burst)
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        parts = presented.split("_", 2)
+        if len(parts) != 3 or parts[0] != "bsn":
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == parts[1],
+                                                         api_keys.c.revoked_at.is_(None))).mappings().first()
+        if row is None or not hmac.compare_digest(row["secret_sha256"], _sha(parts[2])):
+            return None
+        return ApiKey(row["key_id"], row["name"], frozenset(row["scopes"].split(",")), row["rate_per_s"], row["burst"])
+
+    def list(self) -> list[dict]:
+        cols = [c for c in api_keys.c if c.name != "secret_sha256"]
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(*cols).order_by(api_keys.c.created_at)).mappings()]
+
+    def revoke(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(api_keys.update().where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                                .values(revoked_at=datetime.now(timezone.utc))).rowcount == 1
+
+
+class TokenBuckets:
+    """One bucket per key in this process: `rate_per_s` tokens a second, up to `burst`."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock, self._lock = clock, threading.Lock()
+        self._state: dict[str, tuple[float, float]] = {}  # key_id -> (tokens, last refill)
+
+    def take(self, key: ApiKey, cost: float = 1.0) -> float:
+        """0 when allowed, else the seconds until `cost` tokens are available."""
+        with self._lock:
+            now = self._clock()
+            tokens, last = self._state.get(key.key_id, (float(key.burst), now))
+            tokens = min(float(key.burst), tokens + (now - last) * key.rate_per_s)
+            if tokens >= cost:
+                self._state[key.key_id] = (tokens - cost, now)
+                return 0.0
+            self._state[key.key_id] = (tokens, now)
+            return (cost - tokens) / key.rate_per_s
+
+
+def retry_after_header(wait_s: float) -> str:
+    return str(max(1, math.ceil(wait_s)))

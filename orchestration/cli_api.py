@@ -1,0 +1,77 @@
+"""`bosun serve` (the HTTP trigger) and `bosun apikey` (keys and their scopes)."""
+
+from __future__ import annotations
+
+import json
+
+from orchestration import settings
+
+
+def _db_url() -> str:
+    from orchestration.definitions import defs
+
+    return defs.resources["bosun_db"].resolved_url
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from orchestration.api import create_app
+    from orchestration.definitions import payload_registry
+
+    app = create_app(_db_url(), payload_registry, **settings.api_limits())
+    # One worker: the rate limiter's buckets live in the process (see orchestration/README.md).
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def cmd_apikey_create(args) -> int:
+    from orchestration.api_keys import ApiKeys
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    try:
+        secret, key = ApiKeys(_db_url()).create(args.name, scopes, args.rate, args.burst)
+    except ValueError as exc:
+        print(f"bosun apikey create: {exc}")
+        return 2
+    # The only time the key is shown: it is stored hashed.
+    print(json.dumps({"key": secret, "key_id": key.key_id, "name": key.name, "scopes": sorted(key.scopes),
+                      "rate_per_s": key.rate_per_s, "burst": key.burst}, indent=2))
+    return 0
+
+
+def cmd_apikey_list(args) -> int:
+    from orchestration.api_keys import ApiKeys
+
+    print(json.dumps(ApiKeys(_db_url()).list(), indent=2, default=str))
+    return 0
+
+
+def cmd_apikey_revoke(args) -> int:
+    from orchestration.api_keys import ApiKeys
+
+    ok = ApiKeys(_db_url()).revoke(args.key_id)
+    print(json.dumps({"revoked": args.key_id if ok else None}))
+    return 0 if ok else 1
+
+
+def add_commands(subparsers) -> None:
+    s = subparsers.add_parser("serve", help="the HTTP trigger: POST /v1/events, GET /v1/events/{source}/{id}")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--log-level", default="warning")
+    s.set_defaults(func=cmd_serve)
+
+    k = subparsers.add_parser("apikey", help="API keys for `bosun serve`")
+    ksub = k.add_subparsers(dest="apikey_command", required=True)
+    c = ksub.add_parser("create", help="create a key (printed once; stored hashed)")
+    c.add_argument("--name", required=True)
+    c.add_argument("--scopes", required=True, help="comma-separated: events:write, events:read, reviews:write, admin")
+    c.add_argument("--rate", type=float, default=20.0, help="requests per second (token bucket refill)")
+    c.add_argument("--burst", type=int, default=40, help="token bucket size")
+    c.set_defaults(func=cmd_apikey_create)
+    ls = ksub.add_parser("list", help="keys without their secrets")
+    ls.set_defaults(func=cmd_apikey_list)
+    r = ksub.add_parser("revoke")
+    r.add_argument("key_id")
+    r.set_defaults(func=cmd_apikey_revoke)
