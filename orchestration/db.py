@@ -74,6 +74,15 @@ content_seen = sa.Table(
     sa.Column("first_occurred_at", UtcDateTime, nullable=False),
 )
 
+# Events that passed triage once: a replay of their batch (after a crash, or a backfill)
+# keeps them again instead of judging them against what their first pass recorded.
+triage_passed = sa.Table(
+    "bosun_triage_passed",
+    metadata,
+    sa.Column("idempotency_key", sa.String(450), primary_key=True),
+    sa.Column("batch_id", sa.String(64)),
+)
+
 entity_clock = sa.Table(
     "bosun_entity_clock",
     metadata,

@@ -31,7 +31,7 @@ from typing import Literal, Mapping
 import sqlalchemy as sa
 
 from orchestration.dead_letters import root_key
-from orchestration.db import content_seen, dialect_insert, entity_clock, stale_events, triage_lock
+from orchestration.db import content_seen, dialect_insert, entity_clock, stale_events, triage_lock, triage_passed
 from orchestration.inbox import Inbox, InboxEvent
 
 DROPPED_STATES = ("duplicate", "debounced", "stale")
@@ -73,9 +73,18 @@ def triage(inbox: Inbox, events: list[InboxEvent], policies: Mapping[str, Delive
     out = TriageResult(kept=[])
     with inbox.engine.begin() as conn:
         _lock(conn, lock_name)
-        survivors = _dedupe_content(conn, events, policies, out)
+        passed = set(conn.execute(sa.select(triage_passed.c.idempotency_key)
+                                  .where(triage_passed.c.idempotency_key.in_([e.key for e in events]))).scalars()) \
+            if events else set()
+        replayed = [e for e in events if e.key in passed]
+        fresh = [e for e in events if e.key not in passed]
+        survivors = _dedupe_content(conn, fresh, policies, out)
         survivors = _debounce(survivors, policies, out)
-        out.kept = _order(conn, survivors, policies, out, batch_id, now) + redriven
+        kept = _order(conn, survivors, policies, out, batch_id, now)
+        if kept:
+            conn.execute(dialect_insert(conn.engine, triage_passed).on_conflict_do_nothing(),
+                         [{"idempotency_key": e.key, "batch_id": batch_id} for e in kept])
+        out.kept = kept + replayed + redriven
         inbox.set_states_in(conn, out.states, batch_id, now)
     out.counts.update({"kept": len(out.kept), "stale_processed": len(out.stale_processed)})
     return out

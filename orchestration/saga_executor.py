@@ -242,6 +242,10 @@ class SagaExecutor:
                     in_doubt += [it["saga_id"] for it in chunk]
                     continue
                 failed_now = {it["saga_id"]: describe(exc) for it in chunk if it["saga_id"] not in landed}
+                # How many times the target was tried: the dead-letter record says so.
+                tries = action.retry.attempts if action.retry.retryable(exc) else 1
+                for k in failed_now:
+                    state[k]["attempts"] = tries
                 errors.update(failed_now)
                 uncertain |= set(failed_now)
         done = [k for k in keys if k not in errors and k not in in_doubt]
@@ -300,7 +304,8 @@ class SagaExecutor:
         settled = {}
         for k in keys:
             failed_step, err = why.get(k, ("", ""))
-            out.failed[k] = {"failed_step": failed_step, "error": err, "compensated": undone[k]}
+            out.failed[k] = {"failed_step": failed_step, "error": err, "compensated": undone[k],
+                             "attempts": state[k].get("attempts", 1)}
             if k in broken:
                 out.failed[k]["compensation_error"] = broken[k]
                 settled[k] = ("escalated", failed_step, broken[k])

@@ -67,9 +67,10 @@ def outcomes(decisions: list[dict], sagas: BatchOutcome) -> list[dict]:
                 states.append({"key": k, "status": "escalated",
                                "reason": f"rollback failed after {f['failed_step']}: {f['compensation_error']}"})
             else:
-                states.append({"key": k, "status": "dead_lettered", "attempts": f["attempts"],
-                               "reason": f"{f['failed_step']} failed after {f['attempts']} attempt(s): "
-                                         f"{f['error']}; compensated: {', '.join(f['compensated']) or 'nothing to undo'}"})
+                tries = f.get("attempts")
+                states.append({"key": k, "status": "dead_lettered", "attempts": tries or 1,
+                               "reason": f"{f['failed_step']} failed" + (f" after {tries} attempt(s)" if tries else "")
+                                         + f": {f['error']}; compensated: {', '.join(f['compensated']) or 'nothing to undo'}"})
         else:
             states.append({"key": k, "status": "done", "reason": "paid",
                            "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")}})

@@ -19,14 +19,15 @@ from orchestration.saga_log import SagaLog
 from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
-from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW
+from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 
 ERP_TARGET = "erp"
 
 
 def payment_plan(erp: ERPResource, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
                  rate: float | None = None) -> SagaPlan:
-    retry = retry or RetryPolicy()
+    # The workflow's retry budget: after it, the invoice is dead-lettered (workflow.py).
+    retry = retry or RetryPolicy(attempts=dead_letter_policy.attempts, initial_s=dead_letter_policy.backoff_s)
 
     def action(name, do, undo, live):
         return ActionType(name, do=do, compensate=undo, verify=lambda items: live([it["key"] for it in items]),
