@@ -22,7 +22,7 @@ def test_definitions_load_with_every_workflow_piece():
     assert schedule.execution_timezone == "Europe/Berlin"
     checks = {c.name for c in graph.asset_check_keys}
     assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po",
-                      "dead_letters_within_limits"}
+                      "dead_letters_within_limits", "ledger_matches_payments"}
 
 
 def test_context_assets_carry_freshness_policies():
