@@ -56,9 +56,10 @@ def test_a_holiday_tick_is_skipped_with_the_reason(tmp_path):
         assert "closure day" in closure.skip_message
 
 
-def test_catch_up_after_downtime_across_two_ticks(tmp_path):
-    """Down from Monday evening to Thursday 07:00:30: the scheduler evaluates the missed ticks
-    of Tuesday and Wednesday, then Thursday's."""
+def test_catch_up_policies_when_missed_ticks_are_evaluated(tmp_path):
+    """Each missed tick evaluated late (Thursday 07:00:30), on an instance where the schedule
+    has no runs yet: `each` runs every tick's day, `latest` only the current tick. (Under the
+    daemon see test_schedule_catch_up.py: Dagster evaluates only the latest missed tick.)"""
     now = at(2026, 11, 12, 7, 0) + timedelta(seconds=30)
     missed = [at(2026, 11, 10), at(2026, 11, 11), at(2026, 11, 12)]
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
