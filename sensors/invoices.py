@@ -4,8 +4,9 @@
 import dagster as dg
 
 from assets import invoices
-from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
+from assets.invoices.workflow import EVENT_TYPES, batch_policy, business_calendar, invoice_batches
 from sensors.inbox_batches import build_inbox_batch_sensor
+from sensors.schedules import build_partitioned_schedule
 
 invoice_inbox_sensor = build_inbox_batch_sensor(
     name="invoice_inbox_sensor",
@@ -27,5 +28,13 @@ invoice_context_refresh_daily = dg.ScheduleDefinition(
     description="Refreshes the vendor and purchase-order snapshots and the policy index.",
 )
 
+# 07:00 Berlin on business days: yesterday's ledger against yesterday's payments (and the
+# closed days before it). Every missed day is reconciled after downtime; a slow run is not
+# doubled up.
+payment_reconciliation_daily = build_partitioned_schedule(
+    "payment_reconciliation_daily", invoices.reconciliation_job, cron="0 7 * * *",
+    execution_timezone="Europe/Berlin", calendar=business_calendar, catch_up="each", overlap="skip",
+    description="Reconciles the previous day's ledger entries and payments.")
+
 sensors = [invoice_inbox_sensor]
-schedules = [invoice_context_refresh_daily]
+schedules = [invoice_context_refresh_daily, payment_reconciliation_daily]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import dagster as dg
 
 from orchestration.batching import BatchPolicy
+from orchestration.calendar import BusinessCalendar
 from orchestration.dead_letters import DeadLetterPolicy
 from orchestration.delivery import DeliveryPolicy
 from orchestration.envelope import PayloadRegistry
@@ -45,3 +47,7 @@ dead_letter_policy = DeadLetterPolicy(attempts=3, backoff_s=0.2, max_open=50, ma
 # one invoice (entity) within 2 s count once, with the latest; an invoice event older than
 # one already seen for that invoice is not acted on (recorded as stale).
 delivery_policies = {payloads.INVOICE_RECEIVED: DeliveryPolicy(content_window_s=600, debounce_s=2.0, stale="ignore")}
+
+# Accounts payable works German business days in Berlin; the year-end close is no business day.
+business_calendar = BusinessCalendar(country="DE", subdivision="BE",
+                                     extra_closures=frozenset({date(2026, 12, 31)}))

@@ -226,7 +226,8 @@ def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_pa
         # Never more than the configured batches in flight, and the sensor said when it held back.
         assert daemon.requested_over_limit == [] and 1 < peak <= MAX_IN_FLIGHT
         assert len(runs) == len(daemon.procs) and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        assert daemon.skips["backpressure"] > 0 and len(daemon.sizes) > 1
+        # (How far the size adapts depends on timing; adaptive_size itself is tested in test_inbox.py.)
+        assert daemon.skips["backpressure"] > 0 and all(50 <= int(n) <= 600 for n in daemon.sizes)
         # Each invoice acted on once.
         erp = world.resources["erp"]
         assert erp.invoices_paid_twice() == []
