@@ -83,6 +83,9 @@ def make_small_world(model_home, monkeypatch, tmp_path):
             instance = stack.enter_context(dg.instance_for_test(temp_dir=str(tmp_path / "dagster")))
             return make_world(model_home, instance, n=n, monkeypatch=monkeypatch, resources=resources)
         yield make
+
+
+@pytest.fixture
 def world_maker(model_home, monkeypatch):
     """make(instance, n, seed) -> an InvoiceWorld of n invoices on the embedded defaults."""
     return lambda instance, n, seed: make_world(model_home, instance, n=n, seed=seed, monkeypatch=monkeypatch)
