@@ -11,7 +11,7 @@ from typing import Optional
 
 import dagster as dg
 
-from resources.env import resolved
+from resources.env import HidesApiKey, resolved
 
 
 class Embeddings(dg.ConfigurableResource):
@@ -29,7 +29,7 @@ class Embeddings(dg.ConfigurableResource):
         raise RuntimeError("no embeddings endpoint configured (BOSUN_EMBEDDINGS_MODEL)")
 
 
-class OpenAIEmbeddings(Embeddings):
+class OpenAIEmbeddings(HidesApiKey, Embeddings):
     api_key: str
     base_url: Optional[str] = None
     model: str = "text-embedding-3-small"

@@ -26,7 +26,7 @@ import openai
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from resources.chat_model import ChatModel, LLMResult
-from resources.env import resolved
+from resources.env import HidesApiKey, resolved
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -34,7 +34,7 @@ _MAX_ERRORS_SHOWN = 10
 _MAX_REASON_CHARS = 500
 
 
-class OpenAIStructuredLLM(ChatModel):
+class OpenAIStructuredLLM(HidesApiKey, ChatModel):
     """Callers pass `api_key=dg.EnvVar("OPENAI_API_KEY")` so the key stays out of config."""
 
     api_key: str
@@ -58,11 +58,6 @@ class OpenAIStructuredLLM(ChatModel):
         # Outside a run (CLI, benchmarks, tests) an EnvVar field is still the variable's
         # name, not its value: sending it as the model (or base URL) would be wrong.
         return resolved(self.model)
-
-    def __repr_args__(self):
-        # Inside a run Dagster resolves the EnvVar, so the field then holds the key itself.
-        for name, value in super().__repr_args__():
-            yield (name, "**********") if name == "api_key" else (name, value)
 
     # -- client ----------------------------------------------------------------------
 

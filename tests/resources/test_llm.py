@@ -242,3 +242,10 @@ def test_works_as_a_dagster_resource(fake, monkeypatch):
     )
     assert outcome.success
     assert outcome.output_for_node("verdict") == "approve"
+
+
+def test_embeddings_resource_never_shows_its_key():
+    from resources.embeddings import OpenAIEmbeddings
+
+    res = OpenAIEmbeddings(api_key=API_KEY, base_url="http://127.0.0.1:9/v1")
+    assert API_KEY not in repr(res) and API_KEY not in str(res)
