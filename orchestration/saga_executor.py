@@ -20,7 +20,6 @@ from orchestration.actions import ActionType, call_with_timeout, describe
 from orchestration.leases import Leases
 from orchestration.rate_limit import RateLimiter
 from orchestration.review import ReviewQueue
-from orchestration.saga import SagaOutcome
 from orchestration.saga_log import ACTIVE, SagaLog
 
 
@@ -57,7 +56,11 @@ class SagaPlan:
 
 
 @dataclass
-class BatchOutcome(SagaOutcome):
+class BatchOutcome:
+    done: list[str] = field(default_factory=list)
+    # key -> {"failed_step", "error", "compensated": [steps], "compensation_error", "attempts"}
+    failed: dict[str, dict] = field(default_factory=dict)
+    log: list[dict] = field(default_factory=list)  # per item and step, for the audit log
     deferred: list[str] = field(default_factory=list)  # another run holds an entity; retried later
     unfinished: list[str] = field(default_factory=list)  # in doubt and unverifiable now; recover later
     awaiting_approval: dict[str, str] = field(default_factory=dict)
