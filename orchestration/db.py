@@ -143,6 +143,23 @@ review_queue = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
 
+# Reviewers' answers: the right label for an event's decision, by whom and why. The
+# feedback asset reads it to refit the calibrator and retrain the local model.
+feedback = sa.Table(
+    "bosun_feedback",
+    metadata,
+    sa.Column("id", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("workflow", sa.String(100), nullable=False),
+    sa.Column("subject", sa.String(450), nullable=False, index=True),  # the event's idempotency key
+    sa.Column("kind", sa.String(20), nullable=False),  # approve, reject, correct
+    sa.Column("label", sa.String(50), nullable=False),  # the right decision, as a reviewer says
+    sa.Column("decided", sa.String(50)),  # what Bosun decided or proposed
+    sa.Column("note", sa.Text),
+    sa.Column("reviewer", sa.String(200), nullable=False),
+    sa.Column("review_id", sa.BigInteger),
+    sa.Column("created_at", UtcDateTime, nullable=False, index=True),
+)
+
 audit_log = sa.Table(
     "bosun_audit_log",
     metadata,

@@ -10,6 +10,7 @@ from orchestration import settings
 from resources.env import resolved
 from orchestration.audit import AuditLog
 from orchestration.dead_letters import DeadLetters
+from orchestration.feedback import FeedbackStore
 from orchestration.inbox import Inbox
 from orchestration.llm_ledger import LLMLedger
 from orchestration.review import ReviewQueue
@@ -31,12 +32,14 @@ class BosunDatabase(dg.ConfigurableResource):
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.resolved_url)
 
-
     def audit(self) -> AuditLog:
         return AuditLog(self.resolved_url)
 
     def review_queue(self) -> ReviewQueue:
         return ReviewQueue(self.resolved_url)
+
+    def feedback(self) -> FeedbackStore:
+        return FeedbackStore(self.resolved_url)
 
     def llm_ledger(self) -> LLMLedger:
         return LLMLedger(self.resolved_url)
