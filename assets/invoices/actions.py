@@ -11,6 +11,7 @@ from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
+from assets.invoices.metrics import batch_metrics, run_started_at
 from assets.invoices.payment_saga import payment_executor
 from assets.invoices.workflow import WORKFLOW, invoice_batches
 
@@ -141,6 +142,8 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
         for d in decisions if d["route"] == "escalate"], batch_id)
     last_seq = bosun_db.audit().append(audit_entries(decisions, sagas, states, batch_id))
     bosun_db.inbox().set_states(states, batch_id)
+    _, figures = batch_metrics(decisions, states, bosun_db.metrics(), batch_id, context.run_id,
+                               run_started_at(context))
     by_status: dict[str, int] = {}
     for s in states:
         by_status[s["status"]] = by_status.get(s["status"], 0) + 1
@@ -151,7 +154,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
         "saga_failures": len(sagas.failed), "deferred": len(sagas.deferred),
         "awaiting_approval": len(sagas.awaiting_approval), "in_doubt": len(sagas.unfinished),
         "compensated": sum(1 for f in sagas.failed.values() if f["compensated"]),
-        **{f"state_{k}": v for k, v in sorted(by_status.items())}, "audit_head_seq": last_seq})
+        **{f"state_{k}": v for k, v in sorted(by_status.items())}, "audit_head_seq": last_seq, **figures})
 
 
 @dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
