@@ -1,6 +1,6 @@
 """Action layer of the invoice workflow: plan, execute as sagas, record every outcome."""
 
-
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -11,7 +11,7 @@ from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
-from assets.invoices.metrics import batch_metrics, run_started_at
+from assets.invoices.metrics import observe_batch
 from assets.invoices.payment_saga import payment_executor
 from assets.invoices.workflow import WORKFLOW, invoice_batches
 
@@ -130,6 +130,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
     decisions, batch_id = planned["decisions"], context.partition_key
     preview = context.run.tags.get(PREVIEW_TAG) == "true"
     sagas = execute(decisions, erp, bosun_db.resolved_url, batch_id, context.run_id, preview)
+    acted_at = datetime.now(timezone.utc)
     if preview:  # nothing executes: the plans are the run's metadata
         return dg.Output({"batch": batch_id, "preview": True, "plans": len(sagas.preview)}, metadata={
             "preview": True, "planned_payments": len(sagas.preview),
@@ -142,8 +143,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
         for d in decisions if d["route"] == "escalate"], batch_id)
     last_seq = bosun_db.audit().append(audit_entries(decisions, sagas, states, batch_id))
     bosun_db.inbox().set_states(states, batch_id)
-    _, figures = batch_metrics(decisions, states, bosun_db.metrics(), batch_id, context.run_id,
-                               run_started_at(context))
+    figures = observe_batch(context, decisions, states, bosun_db.metrics(), acted_at)
     by_status: dict[str, int] = {}
     for s in states:
         by_status[s["status"]] = by_status.get(s["status"], 0) + 1

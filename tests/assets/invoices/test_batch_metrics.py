@@ -2,6 +2,9 @@
 
 import dagster as dg
 
+from orchestration import tracing
+from otlp_receiver import OtlpReceiver
+
 from orchestration.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS_S
 
 
@@ -24,7 +27,6 @@ def test_batch_run_puts_its_metrics_on_invoice_actions(make_small_world):
         records = world.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]), limit=1).records
         md = records[0].asset_materialization.metadata
-        print({k: getattr(v, "value", v) for k, v in md.items() if k.startswith("metrics.")})
         n = _numeric(md["metrics.events"])
         seen_events += n
         assert n == _numeric(md["events"])
@@ -53,3 +55,28 @@ def test_batch_run_puts_its_metrics_on_invoice_actions(make_small_world):
     assert sum(totals["histograms"]["latency_s"]["counts"]) == seen_events
     assert len(totals["histograms"]["confidence"]["counts"]) == len(CONFIDENCE_BUCKETS) + 1
     assert len(totals["histograms"]["latency_s"]["counts"]) == len(LATENCY_BUCKETS_S) + 1
+
+
+def test_with_an_otlp_endpoint_each_decided_event_is_traced_through_the_layers(make_small_world, monkeypatch):
+    world = make_small_world(n=40)
+    world.ingest_sample()
+    with OtlpReceiver() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        report = world.run_pending()
+    assert report.batches and not report.failed
+    rows = world.resources["bosun_db"].inbox().lookup([r["attributes"]["bosun.event.key"]
+                                                      for r in collector.spans if not r["parent_id"]])
+    decided = world.resources["bosun_db"].inbox().counts()["by_status"]
+    roots = [s for s in collector.spans if not s["parent_id"]]
+    assert len(roots) == decided.get("done", 0) + decided.get("escalated", 0) + decided.get("dead_lettered", 0)
+    for root in roots:
+        attrs = root["attributes"]
+        assert attrs["bosun.status"] == rows[attrs["bosun.event.key"]]["status"]
+        assert attrs["bosun.batch_id"] in report.batches and attrs["bosun.workflow"] == "invoices"
+        layers = sorted((s for s in collector.spans if s["parent_id"] == root["span_id"]), key=lambda s: s["start"])
+        assert [s["name"] for s in layers] == list(tracing.LAYERS)
+        for earlier, later in zip(layers, layers[1:]):
+            assert earlier["start"] <= later["start"]
+    md = world.instance.fetch_materializations(dg.AssetKey("invoice_actions"), limit=1).records[0] \
+        .asset_materialization.metadata
+    assert md["traces.spans"].value == 6 * len(roots)
