@@ -82,3 +82,12 @@ def test_metrics_endpoints_agree_with_bosun_status_after_a_demo(tmp_path, bosun_
             _one(samples, "bosun_sagas", workflow="invoices", status="done")
         assert _one(samples, "bosun_sagas", workflow="invoices", status="done") > 0
         assert ("bosun_llm_tokens_total", frozenset()) not in samples  # no LLM configured: no spend rows
+
+
+def test_a_scrape_answers_when_the_database_does_not():
+    from bosun_testing import free_port
+    from orchestration.prometheus import exposition
+
+    samples, _ = _samples(exposition(f"postgresql+psycopg2://bosun@127.0.0.1:{free_port()}/gone").decode())
+    assert _one(samples, "bosun_database_up") == 0
+    assert not [k for k in samples if k[0] == "bosun_events"]
