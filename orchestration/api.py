@@ -94,7 +94,7 @@ def _as_status(key: str, row: dict | None) -> EventStatus:
 
 
 def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 << 20, max_batch: int = 1000,
-               max_wait_s: float = 60.0) -> FastAPI:
+               max_wait_s: float = 60.0, metrics: bool = True) -> FastAPI:
     inbox, keys, buckets = Inbox(db_url), ApiKeys(db_url), TokenBuckets()
     app = FastAPI(title="Bosun events API", version="1")
     bearer = HTTPBearer(auto_error=False, description="an API key from `bosun apikey create`")
@@ -181,4 +181,23 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
             raise ApiError(404, f"no event {event_id!r} from {source!r}")
         return _as_status(key, row)
 
+    if metrics:
+        _add_metrics_route(app, db_url)
     return app
+
+
+def _add_metrics_route(app: FastAPI, db_url: str) -> None:
+    """GET /metrics for Prometheus, without an API key: scrapers send none by default, and
+    the figures are counts (no payload, no personal data, no secret). Keep it off a public
+    listener with `bosun serve --no-metrics` and scrape `bosun metrics --port` instead."""
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from orchestration.prometheus import registry_for
+
+    registry = registry_for(db_url)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -19,7 +19,7 @@ def cmd_serve(args) -> int:
     from orchestration.api import create_app
     from orchestration.definitions import payload_registry
 
-    app = create_app(_db_url(), payload_registry, **settings.api_limits())
+    app = create_app(_db_url(), payload_registry, metrics=not args.no_metrics, **settings.api_limits())
     # One worker: the rate limiter's buckets live in the process (see orchestration/README.md).
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
@@ -60,6 +60,8 @@ def add_commands(subparsers) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")
+    s.add_argument("--no-metrics", action="store_true",
+                   help="no GET /metrics here (it needs no key); scrape `bosun metrics --port` instead")
     s.set_defaults(func=cmd_serve)
 
     k = subparsers.add_parser("apikey", help="API keys for `bosun serve`")

@@ -12,6 +12,7 @@ from assets.invoices import payloads as invoice_payloads
 from assets.invoices import payment_saga as invoice_payment_saga
 from orchestration.envelope import PayloadRegistry
 from resources.defaults import default_resources
+from sensors import alerts
 from sensors import invoices as invoice_triggers
 
 
@@ -22,7 +23,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         assets=[*invoices.assets],
         asset_checks=[*invoices.checks],
         jobs=[*invoices.jobs],
-        sensors=[*invoice_triggers.sensors],
+        sensors=[*invoice_triggers.sensors, *alerts.sensors],
         schedules=[*invoice_triggers.schedules],
         resources={**default_resources(), **(resources or {})},
     )

@@ -59,3 +59,8 @@ def api_limits() -> dict:
     return {"max_body_bytes": int(os.environ.get("BOSUN_API_MAX_BODY_BYTES", 1 << 20)),
             "max_batch": int(os.environ.get("BOSUN_API_MAX_BATCH", 1000)),
             "max_wait_s": float(os.environ.get("BOSUN_API_MAX_WAIT_S", 60))}
+
+
+def ui_url() -> str:
+    """The Dagster UI's base URL, for links in alerts (BOSUN_UI_URL)."""
+    return os.environ.get("BOSUN_UI_URL", "http://127.0.0.1:3000").rstrip("/")

@@ -13,6 +13,7 @@ from orchestration.dead_letters import DeadLetters
 from orchestration.feedback import FeedbackStore
 from orchestration.inbox import Inbox
 from orchestration.llm_ledger import LLMLedger
+from orchestration.metrics import MetricsStore
 from orchestration.review import ReviewQueue
 
 
@@ -43,3 +44,6 @@ class BosunDatabase(dg.ConfigurableResource):
 
     def llm_ledger(self) -> LLMLedger:
         return LLMLedger(self.resolved_url)
+
+    def metrics(self) -> MetricsStore:
+        return MetricsStore(self.resolved_url)

@@ -18,6 +18,7 @@ from resources.erp import ERPResource
 from resources.knowledge_base import PolicyDocuments
 from resources.chat_model import DisabledChatModel
 from resources.local_model import LocalModel
+from resources.notifier import LogNotifier, WebhookNotifier
 
 
 def _env_or_none(name: str):
@@ -50,6 +51,13 @@ def policy_embeddings():
                             base_url=_env_or_none(base), model=dg.EnvVar("BOSUN_EMBEDDINGS_MODEL"))
 
 
+def notifier():
+    """Alerts to BOSUN_ALERT_WEBHOOK_URL when set (an EnvVar: the URL may hold a token), else to the log."""
+    if os.environ.get("BOSUN_ALERT_WEBHOOK_URL"):
+        return WebhookNotifier(url=dg.EnvVar("BOSUN_ALERT_WEBHOOK_URL"))
+    return LogNotifier()
+
+
 def default_resources() -> dict:
     return {
         "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL")),
@@ -59,4 +67,5 @@ def default_resources() -> dict:
         "policy_documents": PolicyDocuments(directory=_env_or_none("BOSUN_POLICY_DIR")),
         "llm": chat_model(),
         "policy_embeddings": policy_embeddings(),
+        "notifier": notifier(),
     }

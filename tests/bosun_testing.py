@@ -25,9 +25,10 @@ def free_port() -> int:
 
 
 class BosunServer:
-    """`bosun serve` on a free loopback port, in its own process group, stopped by its id."""
+    """`bosun serve` (or another serving command, e.g. `("metrics",)` with `ready_path="/metrics"`)
+    on a free loopback port, in its own process group, stopped by its id."""
 
-    def __init__(self, env: dict, log_path):
+    def __init__(self, env: dict, log_path, command: tuple = ("serve",), ready_path: str = "/v1/health"):
         import subprocess
         import sys
         from pathlib import Path
@@ -36,7 +37,8 @@ class BosunServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "w")
         bosun = Path(sys.executable).parent / "bosun"
-        self.proc = subprocess.Popen([str(bosun), "serve", "--port", str(self.port)], env=env,
+        self.ready_path = ready_path
+        self.proc = subprocess.Popen([str(bosun), *command, "--port", str(self.port)], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.log_path = log_path
 
@@ -50,7 +52,7 @@ class BosunServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bosun serve exited: {open(self.log_path).read()[-2000:]}")
             try:
-                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=5).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

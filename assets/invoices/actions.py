@@ -1,6 +1,6 @@
 """Action layer of the invoice workflow: plan, execute as sagas, record every outcome."""
 
-
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -11,6 +11,7 @@ from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
+from assets.invoices.metrics import observe_batch
 from assets.invoices.payment_saga import payment_executor
 from assets.invoices.workflow import WORKFLOW, invoice_batches
 
@@ -129,6 +130,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
     decisions, batch_id = planned["decisions"], context.partition_key
     preview = context.run.tags.get(PREVIEW_TAG) == "true"
     sagas = execute(decisions, erp, bosun_db.resolved_url, batch_id, context.run_id, preview)
+    acted_at = datetime.now(timezone.utc)
     if preview:  # nothing executes: the plans are the run's metadata
         return dg.Output({"batch": batch_id, "preview": True, "plans": len(sagas.preview)}, metadata={
             "preview": True, "planned_payments": len(sagas.preview),
@@ -141,6 +143,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
         for d in decisions if d["route"] == "escalate"], batch_id)
     last_seq = bosun_db.audit().append(audit_entries(decisions, sagas, states, batch_id))
     bosun_db.inbox().set_states(states, batch_id)
+    figures = observe_batch(context, decisions, states, bosun_db.metrics(), acted_at)
     by_status: dict[str, int] = {}
     for s in states:
         by_status[s["status"]] = by_status.get(s["status"], 0) + 1
@@ -151,7 +154,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
         "saga_failures": len(sagas.failed), "deferred": len(sagas.deferred),
         "awaiting_approval": len(sagas.awaiting_approval), "in_doubt": len(sagas.unfinished),
         "compensated": sum(1 for f in sagas.failed.values() if f["compensated"]),
-        **{f"state_{k}": v for k, v in sorted(by_status.items())}, "audit_head_seq": last_seq})
+        **{f"state_{k}": v for k, v in sorted(by_status.items())}, "audit_head_seq": last_seq, **figures})
 
 
 @dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
