@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -64,7 +65,7 @@ class ReviewService:
         self.holder = holder or default_holder("local")
         self.engine = engine_for(db_url)
         self.queue, self.audit, self.feedback = ReviewQueue(db_url), AuditLog(db_url), FeedbackStore(db_url)
-        self.sagas, self.inbox = SagaLog(db_url), Inbox(db_url)
+        self.sagas = SagaLog(db_url)
 
     # ---- reading ---------------------------------------------------------------------
     def list(self, status: str | None = "pending", workflow: str | None = None, limit: int = 100) -> list[dict]:
@@ -98,7 +99,8 @@ class ReviewService:
                                          f"({proposal.get('decision')!r}); reject it with a label instead")
         staged = hooks.payments(item) if kind == "escalation" else []
         saga_ids = [proposal["saga_id"]] if kind == "saga_approval" else [p["key"] for p in staged]
-        executor = hooks.saga_executor(self.resources, self.holder) if saga_ids else None
+        # A lease holder per answer: two answers served by one process must not share leases.
+        executor = hooks.saga_executor(self.resources, f"{self.holder}:{uuid.uuid4().hex[:8]}") if saga_ids else None
         now = datetime.now(timezone.utc)
         record = {"review_id": item_id, "answer": "approved", "by": by, "via": via, "workflow": item["workflow"],
                   "kind": kind, "label": proposed, "decided": proposed, "note": note, "reason": item["reason"],

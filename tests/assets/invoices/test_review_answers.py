@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from bosun_testing import BosunServer
 from orchestration.reviews import ReviewError, ReviewService
 from orchestration.saga_log import SagaLog
-from resources.erp import payments
+from resources.erp import ERPResource, payments
 
 
 def _service(world, holder="test"):
@@ -203,3 +203,41 @@ def test_http_answers_record_the_key_name_and_pay_once(world, tmp_path):
     reviews = [r["record"] for r in db.audit().records_for(key) if r["kind"] == "review"]
     assert {r["via"] for r in reviews} == {f"api:{lead_key.key_id}"}
     assert not any(lead.split("_", 2)[2] in str(r) for r in reviews)  # the secret is never recorded
+
+
+class ProcessDied(BaseException):
+    """Stands for the process dying: nothing in the executor or the service may catch it."""
+
+
+class DiesAfterSchedulingPayments(ERPResource):
+    def schedule_payments(self, items):
+        super().schedule_payments(items)
+        raise ProcessDied("killed between the payment and its log record")
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_an_approval_whose_process_dies_mid_payment_is_finished_once_by_recovery(world):
+    from orchestration.cli import main
+    from orchestration.definitions import build_definitions, review_workflows
+
+    world.ingest_sample()
+    assert not world.run_pending().failed
+    db = world.resources["bosun_db"]
+    item = _escalations(world, "approve")[0]
+    key, pay_key = item["idempotency_key"], f"schedule_payment:{item['idempotency_key']}"
+    dying = build_definitions({"erp": DiesAfterSchedulingPayments()}).resources
+    with pytest.raises(ProcessDied):
+        ReviewService(db.resolved_url, dying, review_workflows, "doomed").approve(item["id"], "alice")
+    # The answer was committed before anything acted: it is recorded, and it is final.
+    assert db.review_queue().get(item["id"])["status"] == "approved"
+    assert [f["reviewer"] for f in db.feedback().list("invoices") if f["subject"] == key] == ["alice"]
+    assert SagaLog(db.resolved_url).load([key])[key]["status"] == "running"
+    assert _payments_with_key(world, pay_key) == 1
+    with pytest.raises(ReviewError):
+        _service(world).approve(item["id"], "bob")
+
+    assert main(["saga", "recover"]) == 0
+    saga = SagaLog(db.resolved_url).load([key])[key]
+    assert saga["status"] == "done" and saga["approved_by"] == "alice"
+    assert _payments_with_key(world, pay_key) == 1
+    assert _event(world, key)["status"] == "done"
