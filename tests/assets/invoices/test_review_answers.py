@@ -153,6 +153,8 @@ def test_a_rejection_acts_on_nothing_and_a_correction_is_feedback_only(world, mo
     assert db.audit().verify().ok
 
 
+# The HTTP layer is thin over the service tested above on both databases: one is enough here.
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_http_answers_record_the_key_name_and_pay_once(world, tmp_path):
     from orchestration.api_keys import ApiKeys
 
