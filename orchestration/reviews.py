@@ -45,6 +45,13 @@ class ReviewError(Exception):
         self.code, self.message, self.detail = code, message, detail or {}
 
 
+def _iso(value) -> str | None:
+    """SQLite hands back naive datetimes for UTC columns; say they are UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
 def default_holder(via: str) -> str:
     return f"review:{via}:{socket.gethostname()}:{os.getpid()}"
 
@@ -224,7 +231,7 @@ class ReviewService:
 
     def _refuse_decided(self, item: dict):
         answer = self._answers([item["id"]]).get(item["id"]) or {}
-        who = f" by {answer['reviewer']} at {answer['created_at']}" if answer else ""
+        who = f" by {answer['reviewer']} at {_iso(answer['created_at'])}" if answer else ""
         raise ReviewError("conflict", f"review {item['id']} was already {item['status']}{who}; nothing was done",
                           {"status": item["status"], "answer": self._plain(answer) if answer else None})
 
@@ -297,7 +304,7 @@ class ReviewService:
 
     @staticmethod
     def _plain(row: dict) -> dict:
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+        return {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in row.items()}
 
     def _summary(self, item: dict, answer: dict | None) -> dict:
         hooks = self.workflows.get(item["workflow"])
@@ -305,8 +312,8 @@ class ReviewService:
         out = {"id": item["id"], "workflow": item["workflow"], "kind": kind_of(item), "event": subject_of(item),
                "entity_key": item["entity_key"], "batch_id": item["batch_id"], "proposed": proposed,
                "confidence": item["confidence"], "reason": item["reason"], "status": item["status"],
-               "created_at": item["created_at"].isoformat() if item["created_at"] else None, "answer": None}
+               "created_at": _iso(item["created_at"]), "answer": None}
         if answer:
             out["answer"] = {"by": answer["reviewer"], "label": answer["label"], "note": answer["note"],
-                             "at": answer["created_at"].isoformat() if answer["created_at"] else None}
+                             "at": _iso(answer["created_at"])}
         return out
