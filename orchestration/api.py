@@ -1,4 +1,5 @@
-"""The HTTP trigger: `POST /v1/events` into the inbox, `GET /v1/events/{source}/{id}` out.
+"""The HTTP trigger: `POST /v1/events` into the inbox, `GET /v1/events/{source}/{id}` out,
+and the review endpoints (api_reviews.py) when the entry point passes the review service.
 
 Authenticated by API key (`Authorization: Bearer bsn_...`), scoped, rate-limited per key.
 A batch is all-or-nothing: one invalid event and no event of the request is stored (the
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -25,6 +26,9 @@ from pydantic import BaseModel, ConfigDict
 from orchestration.api_keys import ApiKey, ApiKeys, TokenBuckets, retry_after_header
 from orchestration.envelope import EventEnvelope, PayloadRegistry
 from orchestration.inbox import TERMINAL_STATES, Inbox
+
+if TYPE_CHECKING:
+    from orchestration.reviews import ReviewService
 
 
 class EventStatus(BaseModel):
@@ -94,7 +98,10 @@ def _as_status(key: str, row: dict | None) -> EventStatus:
 
 
 def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 << 20, max_batch: int = 1000,
-               max_wait_s: float = 60.0, metrics: bool = True) -> FastAPI:
+               max_wait_s: float = 60.0, metrics: bool = True,
+               reviews: "ReviewService | None" = None) -> FastAPI:
+    """`reviews` adds the review endpoints (api_reviews.py); the entry point passes the
+    service with the workflows' hooks. `metrics` serves GET /metrics for Prometheus."""
     inbox, keys, buckets = Inbox(db_url), ApiKeys(db_url), TokenBuckets()
     app = FastAPI(title="Bosun events API", version="1")
     bearer = HTTPBearer(auto_error=False, description="an API key from `bosun apikey create`")
@@ -108,14 +115,15 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    def require(scope: str):
+    def require(*scopes: str):
+        """Any one of `scopes` admits the key."""
         async def dependency(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> ApiKey:
             key = await run_in_threadpool(keys.authenticate, creds.credentials) if creds else None
             if key is None:
                 raise ApiError(401, "a valid API key is required (Authorization: Bearer bsn_...)",
                                {"WWW-Authenticate": "Bearer"})
-            if not key.allows(scope):
-                raise ApiError(403, f"this key lacks the scope {scope!r}")
+            if not any(key.allows(scope) for scope in scopes):
+                raise ApiError(403, f"this key lacks the scope {' or '.join(repr(s) for s in scopes)}")
             wait = buckets.take(key)
             if wait:
                 raise ApiError(429, f"rate limit of {key.rate_per_s:g}/s (burst {key.burst}) exceeded",
@@ -183,6 +191,10 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
 
     if metrics:
         _add_metrics_route(app, db_url)
+    if reviews is not None:
+        from orchestration.api_reviews import reviews_router
+
+        app.include_router(reviews_router(reviews, require, _ERRORS, ApiError))
     return app
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from orchestration.db import api_keys, engine_for
 
-SCOPES = ("events:write", "events:read", "reviews:write", "admin")  # admin implies every scope
+SCOPES = ("events:write", "events:read", "reviews:read", "reviews:write", "admin")  # admin implies every scope
 
 
 @dataclass(frozen=True)

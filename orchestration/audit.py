@@ -63,19 +63,25 @@ class AuditLog:
         """Append entries as one chained block; returns the last sequence number."""
         if not entries:
             return 0
-        now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
-            seq, prev = self._lock_head(conn)
-            rows = []
-            for e in entries:
-                seq += 1
-                body = canonical(e.record)
-                h = chain_hash(prev, seq, e.kind, e.subject, body)
-                rows.append({"seq": seq, "recorded_at": now, "kind": e.kind, "batch_id": e.batch_id,
-                             "subject": e.subject, "record": body, "prev_hash": prev, "hash": h})
-                prev = h
-            conn.execute(audit_log.insert(), rows)
-            conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+            return self.append_in(conn, entries)
+
+    def append_in(self, conn: sa.Connection, entries: list[AuditEntry]) -> int:
+        """`append` inside the caller's transaction: the records commit with what they describe."""
+        if not entries:
+            return 0
+        now = datetime.now(timezone.utc)
+        seq, prev = self._lock_head(conn)
+        rows = []
+        for e in entries:
+            seq += 1
+            body = canonical(e.record)
+            h = chain_hash(prev, seq, e.kind, e.subject, body)
+            rows.append({"seq": seq, "recorded_at": now, "kind": e.kind, "batch_id": e.batch_id,
+                         "subject": e.subject, "record": body, "prev_hash": prev, "hash": h})
+            prev = h
+        conn.execute(audit_log.insert(), rows)
+        conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev))
         return seq
 
     @staticmethod

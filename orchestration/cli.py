@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestration import cli_api, cli_dlq, cli_explain, cli_metrics, cli_saga, settings
+from orchestration import cli_api, cli_dlq, cli_explain, cli_metrics, cli_review, cli_saga, settings
 
 
 def _print(obj) -> None:
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_explain.add_commands(sub)
     cli_saga.add_commands(sub)
+    cli_review.add_commands(sub)
     cli_dlq.add_commands(sub)
     cli_api.add_commands(sub)
     cli_metrics.add_commands(sub)

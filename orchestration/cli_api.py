@@ -17,9 +17,12 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from orchestration.api import create_app
-    from orchestration.definitions import payload_registry
+    from orchestration.definitions import defs, payload_registry, review_workflows
+    from orchestration.reviews import ReviewService, default_holder
 
-    app = create_app(_db_url(), payload_registry, metrics=not args.no_metrics, **settings.api_limits())
+    reviews = ReviewService(_db_url(), defs.resources, review_workflows, default_holder("api"))
+    app = create_app(_db_url(), payload_registry, metrics=not args.no_metrics, reviews=reviews,
+                     **settings.api_limits())
     # One worker: the rate limiter's buckets live in the process (see orchestration/README.md).
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
@@ -56,7 +59,7 @@ def cmd_apikey_revoke(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    s = subparsers.add_parser("serve", help="the HTTP trigger: POST /v1/events, GET /v1/events/{source}/{id}")
+    s = subparsers.add_parser("serve", help="the HTTP API: events in and out, reviews")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")
@@ -68,7 +71,7 @@ def add_commands(subparsers) -> None:
     ksub = k.add_subparsers(dest="apikey_command", required=True)
     c = ksub.add_parser("create", help="create a key (printed once; stored hashed)")
     c.add_argument("--name", required=True)
-    c.add_argument("--scopes", required=True, help="comma-separated: events:write, events:read, reviews:write, admin")
+    c.add_argument("--scopes", required=True, help="comma-separated: events:write, events:read, reviews:read, reviews:write, admin")
     c.add_argument("--rate", type=float, default=20.0, help="requests per second (token bucket refill)")
     c.add_argument("--burst", type=int, default=40, help="token bucket size")
     c.set_defaults(func=cmd_apikey_create)

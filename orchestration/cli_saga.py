@@ -1,4 +1,4 @@
-"""`bosun saga ...` and `bosun review approve`: the action layer by hand.
+"""`bosun saga ...`: the action layer by hand (`bosun review` is in cli_review.py).
 
 An entry point: it loads the code location to find each workflow's saga executor.
 """
@@ -60,33 +60,6 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_approve(args) -> int:
-    """Approve a plan waiting in the review queue and execute it, once."""
-    from orchestration.saga_log import SagaLog
-
-    resources, workflows = _workflows()
-    url = resources["bosun_db"].resolved_url
-    review = resources["bosun_db"].review_queue()
-    item = review.get(args.id)
-    if item is None or item["proposal"].get("kind") != "saga_approval":
-        print(f"review item {args.id} is not a plan waiting for approval")
-        return 2
-    saga_id, wf = item["proposal"]["saga_id"], workflows[item["workflow"]]
-    first = SagaLog(url).approve(saga_id, args.by)
-    review.decide(args.id, "approved")
-    if first:
-        from orchestration.audit import AuditEntry
-
-        resources["bosun_db"].audit().append([AuditEntry("approval", saga_id, {
-            "review_id": args.id, "approved_by": args.by, "reason": item["reason"]}, item["batch_id"])])
-    # Executing again after an approval that died half-way is safe: the log resumes it.
-    out = wf.saga_executor(resources, _holder()).execute([saga_id])
-    if first or out.done or out.failed:
-        wf.record_settled(resources, out, f"approved by {args.by}")
-    _print({"saga": saga_id, "approved_by": args.by, "newly_approved": first, **_summary(out)})
-    return 0
-
-
 def add_commands(sub) -> None:
     s = sub.add_parser("saga", help="the action layer's sagas: recover, roll back, show")
     ssub = s.add_subparsers(dest="saga_command", required=True)
@@ -103,9 +76,3 @@ def add_commands(sub) -> None:
     r.add_argument("saga_id")
     r.set_defaults(func=cmd_show)
 
-    s = sub.add_parser("review", help="the review queue")
-    rsub = s.add_subparsers(dest="review_command", required=True)
-    r = rsub.add_parser("approve", help="approve a plan waiting for approval; it executes once")
-    r.add_argument("id", type=int)
-    r.add_argument("--by", required=True, help="who approves (recorded)")
-    r.set_defaults(func=cmd_approve)

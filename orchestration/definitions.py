@@ -10,6 +10,7 @@ import dagster as dg
 from assets import invoices
 from assets.invoices import payloads as invoice_payloads
 from assets.invoices import payment_saga as invoice_payment_saga
+from assets.invoices import review_answers as invoice_review_answers
 from orchestration.envelope import PayloadRegistry
 from resources.defaults import default_resources
 from sensors import alerts
@@ -38,3 +39,7 @@ invoice_payloads.register(payload_registry)
 # Every workflow's saga executor and how it records settled sagas, for `bosun saga ...`
 # and `bosun review approve` (modules with `saga_executor` and `record_settled`).
 saga_workflows = {"invoices": invoice_payment_saga}
+
+# What a reviewer's answer means per workflow, for `bosun review` and the HTTP review
+# endpoints (modules as orchestration/reviews.py describes).
+review_workflows = {"invoices": invoice_review_answers}

@@ -20,7 +20,10 @@ class FeedbackStore:
         self.engine = engine_for(url)
 
     def record(self, workflow: str, subject: str, kind: str, label: str, reviewer: str, *,
-               decided: str | None = None, note: str | None = None, review_id: int | None = None) -> int:
+               decided: str | None = None, note: str | None = None, review_id: int | None = None,
+               conn: sa.Connection | None = None) -> int:
+        """One answer; with `conn`, inside the caller's transaction (the answer and what it
+        decides commit together)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if not reviewer:
@@ -28,6 +31,8 @@ class FeedbackStore:
         row = {"workflow": workflow, "subject": subject, "kind": kind, "label": label, "decided": decided,
                "note": note, "reviewer": reviewer, "review_id": review_id,
                "created_at": datetime.now(timezone.utc)}
+        if conn is not None:
+            return int(conn.execute(feedback.insert().returning(feedback.c.id), [row]).scalar_one())
         with self.engine.begin() as conn:
             return int(conn.execute(feedback.insert().returning(feedback.c.id), [row]).scalar_one())
 

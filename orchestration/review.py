@@ -32,6 +32,16 @@ class ReviewQueue:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
+    def items(self, status: str | None = "pending", workflow: str | None = None, limit: int = 100) -> list[dict]:
+        """Items in one status (None: all), oldest first."""
+        q = sa.select(review_queue).order_by(review_queue.c.id).limit(limit)
+        if status:
+            q = q.where(review_queue.c.status == status)
+        if workflow:
+            q = q.where(review_queue.c.workflow == workflow)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
     def count(self, status: str = "pending") -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(review_queue)
@@ -42,10 +52,12 @@ class ReviewQueue:
             row = conn.execute(sa.select(review_queue).where(review_queue.c.id == item_id)).mappings().first()
         return dict(row) if row else None
 
-    def decide(self, item_id: int, status: str) -> bool:
-        """pending -> status, once; False if someone already decided it."""
+    def decide(self, item_id: int, status: str, conn: sa.Connection | None = None) -> bool:
+        """pending -> status, once; False if someone already decided it. With `conn`, inside
+        the caller's transaction: the claim commits with the answer's effects or not at all."""
+        stmt = (review_queue.update().where(review_queue.c.id == item_id, review_queue.c.status == "pending")
+                .values(status=status))
+        if conn is not None:
+            return (conn.execute(stmt).rowcount or 0) == 1
         with self.engine.begin() as conn:
-            res = conn.execute(review_queue.update().where(review_queue.c.id == item_id,
-                                                           review_queue.c.status == "pending")
-                               .values(status=status))
-        return (res.rowcount or 0) == 1
+            return (conn.execute(stmt).rowcount or 0) == 1

@@ -8,6 +8,7 @@ distinct value), never one round trip per item (shared/notes/performance.md).
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 from typing import Iterable
 
@@ -100,8 +101,9 @@ class SagaLog:
         self.url, self.engine = url, saga_engine(url)
 
     def plan(self, workflow: str, batch_id: str | None, items: list[dict], steps: list[str],
-             status_of: dict[str, tuple[str, str]] | None = None) -> None:
-        """Record new sagas and their steps as planned; sagas already in the log keep their state."""
+             status_of: dict[str, tuple[str, str]] | None = None, conn: sa.Connection | None = None) -> None:
+        """Record new sagas and their steps as planned; sagas already in the log keep their state.
+        With `conn`, inside the caller's transaction."""
         if not items:
             return
         now, status_of = _now(), status_of or {}
@@ -111,7 +113,7 @@ class SagaLog:
                 for it in items]
         step_rows = [{"saga_id": it["key"], "step": s, "state": "planned", "updated_at": now}
                      for it in items for s in steps]
-        with self.engine.begin() as conn:
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.begin() as conn:
             conn.execute(insert_ignoring_duplicates(self.engine, sagas, ["saga_id"]), rows)
             conn.execute(insert_ignoring_duplicates(self.engine, saga_steps, ["saga_id", "step"]), step_rows)
 
@@ -158,13 +160,22 @@ class SagaLog:
                     changed += res.rowcount or 0
         return changed
 
-    def approve(self, saga_id: str, approved_by: str) -> bool:
+    def approve(self, saga_id: str, approved_by: str, conn: sa.Connection | None = None) -> bool:
         """awaiting_approval -> planned, once: only the caller that flips the row gets True."""
-        with self.engine.begin() as conn:
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.begin() as conn:
             res = conn.execute(sagas.update().where(sagas.c.saga_id == saga_id,
                                                     sagas.c.status == "awaiting_approval")
                                .values(status="planned", approved_by=approved_by, approved_at=_now(),
                                        updated_at=_now()))
+        return (res.rowcount or 0) == 1
+
+    def reject(self, saga_id: str, rejected_by: str, reason: str, conn: sa.Connection | None = None) -> bool:
+        """awaiting_approval -> failed at "approval", once; nothing of it ever acts."""
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.begin() as conn:
+            res = conn.execute(sagas.update().where(sagas.c.saga_id == saga_id,
+                                                    sagas.c.status == "awaiting_approval")
+                               .values(status="failed", failed_step="approval",
+                                       reason=f"rejected by {rejected_by}: {reason}", updated_at=_now()))
         return (res.rowcount or 0) == 1
 
     def unfinished(self, workflow: str | None = None, batch_id: str | None = None) -> list[dict]:

@@ -12,7 +12,7 @@ from resources.erp import ERPResource
 
 from assets.invoices.context import action_key
 from assets.invoices.metrics import observe_batch
-from assets.invoices.payment_saga import payment_executor
+from assets.invoices.payment_saga import payment_executor, payment_params
 from assets.invoices.workflow import WORKFLOW, invoice_batches
 
 
@@ -22,10 +22,7 @@ def plan(decisions: list[dict]) -> list[dict]:
     for d in decisions:
         if d["route"] != "act":
             continue
-        inv = d["invoice"]
-        items.append({"key": d["key"], "invoice_id": inv["invoice_id"], "vendor_id": inv["vendor_id"],
-                      "po_number": inv["po_number"], "amount": inv["amount"], "currency": inv["currency"],
-                      "due_on": inv["due_on"], "po_amount": d["context_used"].get("po_amount")})
+        items.append(payment_params(d["key"], d["invoice"], d["context_used"].get("po_amount")))
     return items
 
 
@@ -63,7 +60,9 @@ def outcomes(decisions: list[dict], sagas: BatchOutcome) -> list[dict]:
                            "outcome": {"decision": d["final_decision"]}})
         elif k in sagas.failed:
             f = sagas.failed[k]
-            if f.get("compensation_error"):
+            if f.get("failed_step") == "approval":  # a reviewer refused the payment: nothing acted
+                states.append({"key": k, "status": "done", "reason": f["error"], "outcome": {"decision": "reject"}})
+            elif f.get("compensation_error"):
                 # A half-undone saga needs a person, not a retry.
                 states.append({"key": k, "status": "escalated",
                                "reason": f"rollback failed after {f['failed_step']}: {f['compensation_error']}"})
@@ -139,7 +138,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
     bosun_db.review_queue().submit(WORKFLOW, [
         {"key": d["key"], "entity_key": d["entity_key"], "confidence": d["confidence"], "reason": d["reason"],
          "proposal": {"decision": d["final_decision"], "proposed": d["decision"], "invoice": d["invoice"],
-                      "guardrails": d["guardrails"]}}
+                      "guardrails": d["guardrails"], "po_amount": d["context_used"].get("po_amount")}}
         for d in decisions if d["route"] == "escalate"], batch_id)
     last_seq = bosun_db.audit().append(audit_entries(decisions, sagas, states, batch_id))
     bosun_db.inbox().set_states(states, batch_id)

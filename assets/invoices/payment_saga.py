@@ -24,6 +24,13 @@ from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 ERP_TARGET = "erp"
 
 
+def payment_params(key: str, invoice: dict, po_amount=None) -> dict:
+    """One payment saga's parameters (kept in the saga log, so recovery needs nothing else)."""
+    return {"key": key, "invoice_id": invoice["invoice_id"], "vendor_id": invoice["vendor_id"],
+            "po_number": invoice["po_number"], "amount": invoice["amount"], "currency": invoice["currency"],
+            "due_on": invoice["due_on"], "po_amount": po_amount}
+
+
 def payment_plan(erp: ERPResource, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
                  rate: float | None = None) -> SagaPlan:
     # The workflow's retry budget: after it, the invoice is dead-lettered (workflow.py).
@@ -122,8 +129,9 @@ def saga_executor(resources, holder: str) -> SagaExecutor:
     return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder)
 
 
-def record_settled(resources, outcome, note: str) -> int:
-    """After an approval or a recovery outside a batch run: the events' terminal states."""
+def record_settled(resources, outcome, note: str, batch_id: str | None = None) -> int:
+    """After an approval or a recovery outside a batch run: the events' terminal states
+    (`batch_id`, when known, stays on the event)."""
     states = []
     for k in outcome.done:
         states.append({"key": k, "status": "done", "reason": f"paid ({note})",
@@ -132,5 +140,5 @@ def record_settled(resources, outcome, note: str) -> int:
         status = "escalated" if f.get("compensation_error") else "dead_lettered"
         states.append({"key": k, "status": status,
                        "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})"})
-    resources["bosun_db"].inbox().set_states(states)
+    resources["bosun_db"].inbox().set_states(states, batch_id)
     return len(states)

@@ -49,7 +49,8 @@ def keys(server):
     api_keys = ApiKeys(server[1])
     made = {name: api_keys.create(name, scopes, rate_per_s=1000, burst=1000)[0]
             for name, scopes in [("writer", ["events:write", "events:read"]), ("reader", ["events:read"]),
-                                 ("admin", ["admin"])]}
+                                 ("admin", ["admin"]), ("ap-lead", ["reviews:write"]),
+                                 ("auditor", ["reviews:read"])]}
     made["slow"] = api_keys.create("slow", ["events:read"], rate_per_s=0.5, burst=2)[0]
     revoked, key = api_keys.create("gone", ["admin"])
     api_keys.revoke(key.key_id)
@@ -126,6 +127,45 @@ def test_wait_times_out_with_202(server, keys):
     assert r.status_code == 202 and r.json()["complete"] is False
 
 
+def test_review_endpoints_need_their_scopes_and_record_the_key_name(server, keys):
+    """An escalated hold (nothing to pay): read with reviews:read, answer with reviews:write,
+    once; the reviewer is the key's name."""
+    from orchestration.definitions import payload_registry
+    from orchestration.feedback import FeedbackStore
+    from orchestration.inbox import Inbox
+    from orchestration.review import ReviewQueue
+
+    srv, db_url = server
+    Inbox(db_url).ingest([event(400)], payload_registry)
+    Inbox(db_url).set_states([{"key": "portal:p-400", "status": "escalated", "reason": "low confidence"}], "b9")
+    ReviewQueue(db_url).submit("invoices", [{"key": "portal:p-400", "reason": "confidence 0.40 below 0.75",
+                                            "confidence": 0.4, "proposal": {"decision": "hold", "proposed": "hold"}}])
+    [item] = [it for it in ReviewQueue(db_url).pending() if it["idempotency_key"] == "portal:p-400"]
+    url = f"{srv.url}/v1/reviews"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers=auth(keys["reader"])).status_code == 403
+    listed = httpx.get(url, headers=auth(keys["auditor"]))
+    assert listed.status_code == 200 and item["id"] in [it["id"] for it in listed.json()["items"]]
+    assert httpx.get(f"{url}/{item['id']}", headers=auth(keys["ap-lead"])).json()["event"] == "portal:p-400"
+    assert httpx.get(f"{url}/999999", headers=auth(keys["auditor"])).status_code == 404
+    r = httpx.post(f"{url}/{item['id']}/approve", headers=auth(keys["auditor"]))
+    assert r.status_code == 403 and "reviews:write" in r.json()["detail"]
+    assert httpx.post(f"{url}/{item['id']}/reject", json={"reason": ""}, headers=auth(keys["ap-lead"])).status_code == 422
+    r = httpx.post(f"{url}/{item['id']}/approve", headers=auth(keys["ap-lead"]), timeout=30)
+    assert r.status_code == 200 and r.json()["by"] == "ap-lead" and r.json()["label"] == "hold"
+    r = httpx.post(f"{url}/{item['id']}/reject", json={"reason": "no"}, headers=auth(keys["admin"]))
+    assert r.status_code == 409 and "already approved by ap-lead" in r.json()["detail"]
+    r = httpx.post(f"{srv.url}/v1/events/portal/p-400/corrections", json={"label": "nonsense"},
+                   headers=auth(keys["ap-lead"]))
+    assert r.status_code == 422 and "label must be one of" in r.json()["detail"]
+    assert httpx.post(f"{srv.url}/v1/events/portal/p-400/corrections", json={"label": "reject"},
+                      headers=auth(keys["auditor"])).status_code == 403
+    assert [(f["kind"], f["label"], f["reviewer"]) for f in FeedbackStore(db_url).list("invoices")
+            if f["subject"] == "portal:p-400"] == [("approve", "hold", "ap-lead")]
+    got = httpx.get(f"{srv.url}/v1/events/portal/p-400", headers=auth(keys["reader"])).json()
+    assert got["status"] == "done" and got["outcome"]["reviewed_by"] == "ap-lead"
+
+
 def test_openapi_contract_holds_under_generated_requests(server, keys):
     """A bounded schemathesis run: no 5xx, every answer matches the documented schema,
     status code and content type, with and without a valid key."""
@@ -139,8 +179,10 @@ def test_openapi_contract_holds_under_generated_requests(server, keys):
     schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
     checks = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
     operations = [op.ok() for op in schema.get_all_operations()]
-    assert {(op.method.upper(), op.path) for op in operations} >= {("POST", "/v1/events"),
-                                                                   ("GET", "/v1/events/{source}/{event_id}")}
+    assert {(op.method.upper(), op.path) for op in operations} >= {
+        ("POST", "/v1/events"), ("GET", "/v1/events/{source}/{event_id}"), ("GET", "/v1/reviews"),
+        ("GET", "/v1/reviews/{review_id}"), ("POST", "/v1/reviews/{review_id}/approve"),
+        ("POST", "/v1/reviews/{review_id}/reject"), ("POST", "/v1/events/{source}/{event_id}/corrections")}
     statuses = []
     for op in operations:
         for headers in (auth(keys["admin"]), {}):

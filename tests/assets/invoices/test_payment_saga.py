@@ -166,7 +166,7 @@ def test_an_approval_gated_plan_executes_only_after_approval_once(world, monkeyp
     assert log["status"] == "done" and log["approved_by"] == "alice"
     approvals = [r for r in db.audit().records_for(saga_id) if r["kind"] == "approval"]
     assert [r["record"]["approved_by"] for r in approvals] == ["alice"]
-    assert main(["review", "approve", str(item["id"]), "--by", "bob"]) == 0  # a second approval acts on nothing
+    assert main(["review", "approve", str(item["id"]), "--by", "bob"]) == 3  # refused: it acts on nothing
     with erp.engine.connect() as conn:
         n = conn.execute(sa.select(sa.func.count()).select_from(payments)
                          .where(payments.c.idempotency_key == pay_key)).scalar_one()
