@@ -38,16 +38,19 @@ def as_inbox_events(raw_events: list[dict]) -> list[InboxEvent]:
     return events
 
 
-def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> dict:
-    """Fit the local model on the sample's ground truth; facts come from the same code as in runs."""
+def labelled_examples(erp: ERPResource, directory: str | Path) -> tuple[list[dict], list[str]]:
+    """(model features, label) for every event of a labelled sample; facts come from the
+    same code as in runs, against an ERP seeded with that sample."""
     directory = Path(directory)
     labels = sample_data.load_labels(directory)
     events = as_inbox_events(read_events(directory / "invoices.jsonl"))
-    vendors = erp.vendors_frame()
-    pos = erp.purchase_orders_frame()
-    contexts = assemble_context(events, vendors, pos, erp, index=None)
+    contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, index=None)
     by_id = {e.key: e.envelope.id for e in events}
-    records = [model_features(c["facts"]) for c in contexts]
-    y = [labels[by_id[c["key"]]]["label"] for c in contexts]
+    return ([model_features(c["facts"]) for c in contexts], [labels[by_id[c["key"]]]["label"] for c in contexts])
+
+
+def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> dict:
+    """Fit the local model on the sample's ground truth."""
+    records, y = labelled_examples(erp, directory)
     version = local_model.fit(MODEL_NAME, records, y)
     return {"model_version": version, "examples": len(y), "labels": dict(Counter(y))}
