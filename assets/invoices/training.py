@@ -54,3 +54,21 @@ def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> d
     records, y = labelled_examples(erp, directory)
     version = local_model.fit(MODEL_NAME, records, y)
     return {"model_version": version, "examples": len(y), "labels": dict(Counter(y))}
+
+
+def write_sample_subset(directory: str | Path, n: int, without: set[str], n_invoices: int = 400,
+                        seed: int = 3) -> dict:
+    """A labelled sample of the first `n` events whose case is not in `without` (reasons
+    such as "currency_mismatch"): a deliberately narrow start for a model that feedback
+    should improve (benchmarks, tests)."""
+    directory = Path(directory)
+    sample_data.write_sample_data(directory, n_invoices=n_invoices, seed=seed)
+    labels = sample_data.load_labels(directory)
+    keep = [e for e, v in labels.items() if v["reason"] not in without][:n]
+    kept = set(keep)
+    lines = (directory / "invoices.jsonl").read_text(encoding="utf-8").splitlines()
+    (directory / "invoices.jsonl").write_text(
+        "".join(line + "\n" for line in lines if json.loads(line)["id"] in kept), encoding="utf-8")
+    (directory / "labels.jsonl").write_text(
+        "".join(json.dumps({"event_id": e, **labels[e]}) + "\n" for e in keep), encoding="utf-8")
+    return dict(Counter(labels[e]["label"] for e in keep))

@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("context.py", ["--sizes", "200", "--repeat", "1"]),
     ("actions.py", ["--sagas", "200", "--batch", "100"]),
     ("decisions.py", ["--events", "800"]),  # exits 1 when a goal is missed; 800 keeps ECE meaningful
+    ("feedback.py", ["--events", "500", "--sizes", "150,300"]),  # exits 1 when the loop does not improve
 ])
 def test_benchmark_runs_and_prints_figures(script, args, bosun_home):
     proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,

@@ -6,40 +6,22 @@ edge cases (currency mismatch, prompt injection, closed PO), so reviewers' label
 something to teach it.
 """
 
-import json
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 BLIND_SPOTS = {"currency_mismatch", "prompt_injection", "po_closed"}
-
-
-def write_biased_training_set(directory: Path, n: int = 150) -> None:
-    from assets.invoices import sample_data
-
-    sample_data.write_sample_data(directory, n_invoices=400, seed=3)
-    labels = sample_data.load_labels(directory)
-    keep = [e for e, v in labels.items() if v["reason"] not in BLIND_SPOTS][:n]
-    kept = set(keep)
-    lines = (directory / "invoices.jsonl").read_text().splitlines()
-    (directory / "invoices.jsonl").write_text(
-        "".join(line + "\n" for line in lines if json.loads(line)["id"] in kept))
-    (directory / "labels.jsonl").write_text(
-        "".join(json.dumps({"event_id": e, **labels[e]}) + "\n" for e in keep))
 
 
 @pytest.fixture
 def weak_start(tmp_path, monkeypatch, model_home):
     """Its own model directory (the session's model stays untouched) with the weak model."""
-    from assets.invoices.training import seed_erp, train
+    from assets.invoices.training import seed_erp, train, write_sample_subset
     from resources.erp import ERPResource
     from resources.local_model import LocalModel
 
     training = tmp_path / "training"
-    write_biased_training_set(training)
+    write_sample_subset(training, 150, BLIND_SPOTS)
     monkeypatch.setenv("BOSUN_TRAINING_DIR", str(training))
     monkeypatch.setenv("BOSUN_MODEL_DIR", str(tmp_path / "models"))
     scratch = ERPResource(url=f"sqlite:///{tmp_path / 'training-erp.db'}")
@@ -155,7 +137,7 @@ def assert_report_matches(world, decided, reviewed, right):
 def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_start, make_small_world):
     """Acceptance: 500 reviewed decisions in; on held-out events the retrained model is
     more accurate and better calibrated. Figures in the assertion messages and metadata."""
-    from assets.invoices.feedback import evaluate, reviewed_examples
+    from assets.invoices.feedback import evaluate
     from assets.invoices.workflow import MODEL_NAME
     from resources.local_model import LocalModel
 
