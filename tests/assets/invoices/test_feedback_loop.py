@@ -78,7 +78,9 @@ def meta_of(result, node):
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
-@pytest.mark.parametrize("world", ["sqlite", "postgres"], indirect=True)
+# On Postgres too, but as a slow test: the reviewed-decision queries are covered on both
+# databases in tests/orchestration/test_reviewed.py, and the suite's time budget is tight.
+@pytest.mark.parametrize("world", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)], indirect=True)
 def test_reviewed_labels_retrain_the_model_and_later_decisions_record_the_new_version(weak_start, world):
     from assets.invoices.training import read_events
 
