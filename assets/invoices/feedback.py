@@ -28,6 +28,9 @@ from assets.invoices.training import labelled_examples, seed_erp
 from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW
 
 CANDIDATE = f"{MODEL_NAME}-candidate"
+# What a model may learn to answer (the decision prompt's enum); any other label is kept in
+# the feedback table and counted, never trained on.
+LABELS = ("approve", "hold", "reject")
 # Three in ten reviewed events judge the retrained model and are never trained on, so the
 # comparison and the calibrator refit see outcomes the model did not learn from.
 HELD_OUT_FRACTION = 0.3
@@ -51,9 +54,12 @@ def raw_probability(record: dict) -> float:
 
 def reviewed_examples(db_url: str) -> dict:
     reviewed, not_in_audit = reviewed_decisions(db_url, WORKFLOW, EVENT_TYPES)
-    examples, without_facts = [], 0
+    examples, without_facts, unusable = [], 0, Counter()
     for r in reviewed:
         record = r["decision"]
+        if r["label"] not in LABELS:
+            unusable[r["label"]] += 1
+            continue
         if record.get("facts") is None:
             without_facts += 1  # decided before the audit archived facts: nothing to learn from
             continue
@@ -63,6 +69,7 @@ def reviewed_examples(db_url: str) -> dict:
             "proposed": record["proposed"], "model": record["model"], "model_version": record["model_version"],
             "probability": raw_probability(record), "blocked": bool(record["guardrails"].get("blocked_by"))})
     return {"examples": examples, "not_in_audit": len(not_in_audit), "without_facts": without_facts,
+            "unusable_labels": dict(unusable),
             "feedback_max_id": max((r["feedback_id"] for r in reviewed), default=0)}
 
 
@@ -115,12 +122,14 @@ def invoice_feedback(bosun_db: BosunDatabase) -> dg.Output[dict]:
     ex = data["examples"]
     held = sum(e["held_out"] for e in ex)
     return dg.Output(data, metadata={
-        "reviewed": len(ex) + data["not_in_audit"] + data["without_facts"], "examples": len(ex),
+        "reviewed": len(ex) + data["not_in_audit"] + data["without_facts"] + sum(data["unusable_labels"].values()),
+        "examples": len(ex),
         "training_examples": len(ex) - held, "held_out_examples": held,
         "corrected": sum(e["label"] != e["proposed"] for e in ex),
         "labels": dg.MetadataValue.json(dict(Counter(e["label"] for e in ex))),
         "by_kind": dg.MetadataValue.json(dict(Counter(e["kind"] for e in ex))),
         "not_in_audit": data["not_in_audit"], "without_archived_facts": data["without_facts"],
+        "unusable_labels": dg.MetadataValue.json(data["unusable_labels"]),
         "feedback_max_id": data["feedback_max_id"]})
 
 

@@ -13,6 +13,7 @@ from orchestration import decision_report as report
 from orchestration.reviewed import decision_records, latest_feedback
 from resources.database import BosunDatabase
 
+from assets.invoices.feedback import LABELS
 from assets.invoices.workflow import EVENT_TYPES, WORKFLOW
 
 REPORT_DAYS = 30
@@ -42,7 +43,8 @@ def report_row(record: dict, label: str | None) -> dict:
 def build_report(db_url: str, now: datetime | None = None, days: int = REPORT_DAYS) -> dict:
     since = (now or datetime.now(timezone.utc)) - timedelta(days=days)
     records = decision_records(db_url, since=since, event_types=EVENT_TYPES)
-    labels = {s: f["label"] for s, f in latest_feedback(db_url, WORKFLOW).items()}
+    # A label no decision can take (see feedback.LABELS) says nothing about right or wrong.
+    labels = {s: f["label"] for s, f in latest_feedback(db_url, WORKFLOW).items() if f["label"] in LABELS}
     rows = [report_row(r, labels.get(s)) for s, r in records.items()]
     return {"summary": report.summary(rows), "by_day": report.by_day(rows),
             "patterns": report.failure_patterns(rows), "since": since.isoformat()}
