@@ -35,6 +35,11 @@ def sample_dir() -> Path:
     return Path(os.environ.get("BOSUN_SAMPLE_DIR", str(bosun_home() / "sample"))).resolve()
 
 
+def training_dir() -> Path:
+    """The labelled sample the local model is trained on (and retrained on, with feedback)."""
+    return Path(os.environ.get("BOSUN_TRAINING_DIR", str(sample_dir() / "training"))).resolve()
+
+
 def model_dir() -> Path:
     return Path(os.environ.get("BOSUN_MODEL_DIR", str(bosun_home() / "models"))).resolve()
 

@@ -71,6 +71,26 @@ class LocalModel(dg.ConfigurableResource):
         _load.cache_clear()
         return _file_version(path)
 
+    def version(self, name: str) -> str | None:
+        path = self._path(name)
+        return _file_version(path) if path.exists() else None
+
+    def promote(self, candidate: str, name: str) -> str:
+        """Make a fitted candidate the model `name` that decisions load; the replaced file is
+        kept as `name@VERSION` so a promotion can be undone by promoting that back."""
+        source, target = self._path(candidate), self._path(name)
+        if not source.exists():
+            raise FileNotFoundError(f"no candidate model {candidate!r} at {source}")
+        if target.exists():
+            keep = target.with_name(f"{name}@{_file_version(target)}.joblib")
+            if not keep.exists():
+                keep.write_bytes(target.read_bytes())
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(source.read_bytes())
+        tmp.replace(target)  # atomic, as in fit
+        _load.cache_clear()
+        return _file_version(target)
+
     def predict(self, name: str, records: list[dict]) -> Predictions:
         path = self._path(name)
         if not path.exists():

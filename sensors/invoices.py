@@ -4,7 +4,9 @@
 import dagster as dg
 
 from assets import invoices
-from assets.invoices.workflow import EVENT_TYPES, batch_policy, business_calendar, invoice_batches
+from assets.invoices.feedback import retrain_min_feedback
+from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, batch_policy, business_calendar, invoice_batches
+from sensors.feedback import build_feedback_sensor
 from sensors.inbox_batches import build_inbox_batch_sensor
 from sensors.schedules import build_partitioned_schedule
 
@@ -36,5 +38,19 @@ payment_reconciliation_daily = build_partitioned_schedule(
     execution_timezone="Europe/Berlin", calendar=business_calendar, catch_up="each", overlap="skip",
     description="Reconciles the previous day's ledger entries and payments.")
 
-sensors = [invoice_inbox_sensor]
-schedules = [invoice_context_refresh_daily, payment_reconciliation_daily]
+# The feedback loop runs once BOSUN_INVOICES_RETRAIN_MIN_FEEDBACK (default 100) new
+# reviewed labels exist since its last run; checked every 5 minutes.
+invoice_feedback_sensor = build_feedback_sensor(
+    "invoice_feedback_sensor", WORKFLOW, invoices.invoice_feedback_job, retrain_min_feedback)
+
+# 06:30 Berlin: yesterday's decisions in the report before the working day starts.
+invoice_decision_report_daily = dg.ScheduleDefinition(
+    name="invoice_decision_report_daily",
+    job=invoices.invoice_report_job,
+    cron_schedule="30 6 * * *",
+    execution_timezone="Europe/Berlin",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Refreshes the decision report: accuracy, ECE, escalation rate by day, failure patterns.")
+
+sensors = [invoice_inbox_sensor, invoice_feedback_sensor]
+schedules = [invoice_context_refresh_daily, payment_reconciliation_daily, invoice_decision_report_daily]

@@ -11,13 +11,18 @@ from assets.invoices.calibration import invoice_confidence_calibrator
 from assets.invoices.checks import invoice_checks
 from assets.invoices.context import invoice_context, policy_index, purchase_orders, vendors
 from assets.invoices.decisions import invoice_decisions
+from assets.invoices.feedback import invoice_feedback, invoice_local_model, invoice_model_candidate
 from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
+from assets.invoices.report import invoice_decision_report
 from assets.invoices.workflow import invoice_batches
 
 context_assets = [vendors, purchase_orders, policy_index]
 batch_assets = [invoice_context, invoice_decisions, invoice_actions]
 calibration_assets = [invoice_confidence_calibrator]
-assets = [*context_assets, *calibration_assets, *batch_assets, payment_reconciliation]
+feedback_assets = [invoice_feedback, invoice_model_candidate, invoice_local_model]
+report_assets = [invoice_decision_report]
+assets = [*context_assets, *calibration_assets, *batch_assets, payment_reconciliation, *feedback_assets,
+          *report_assets]
 checks = invoice_checks
 
 # Batch runs execute in-process: the steps are sequential anyway, and a subprocess per
@@ -39,7 +44,21 @@ invoice_calibration_job = dg.define_asset_job(
     executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
     description="Refit the confidence calibrator on reviewed outcomes and check its ECE.")
 
-jobs = [invoice_batch_job, invoice_context_refresh_job, invoice_calibration_job, reconciliation_job]
+# The feedback loop: reviewed labels -> retrained candidate (blocking check) -> promoted
+# local model -> calibrator refitted for it. Started by `invoice_feedback_sensor`.
+invoice_feedback_job = dg.define_asset_job(
+    "invoice_feedback_job", selection=dg.AssetSelection.assets(*feedback_assets, *calibration_assets),
+    executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
+    description="Retrain the local model on reviewed labels, promote it if it is not worse, refit the calibrator.")
+
+invoice_report_job = dg.define_asset_job(
+    "invoice_report_job", selection=dg.AssetSelection.assets(*report_assets),
+    executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
+    description="Decision quality by day and the patterns of failed decisions.")
+
+jobs = [invoice_batch_job, invoice_context_refresh_job, invoice_calibration_job, reconciliation_job,
+        invoice_feedback_job, invoice_report_job]
 
 __all__ = ["assets", "checks", "jobs", "invoice_batch_job", "invoice_context_refresh_job", "invoice_calibration_job",
-           "invoice_batches", "context_assets", "calibration_assets", "batch_assets", "reconciliation_job"]
+           "invoice_batches", "context_assets", "calibration_assets", "batch_assets", "reconciliation_job",
+           "feedback_assets", "report_assets", "invoice_feedback_job", "invoice_report_job"]

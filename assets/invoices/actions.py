@@ -89,6 +89,9 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
         entries.append(AuditEntry("decision", k, {
             "entity_key": d["entity_key"], "event": d["event"], "context_hash": d["context_hash"],
             "context_used": d["context_used"], "model": d["model"],
+            # The facts the model read (no personal data): retraining on reviewed labels and
+            # the decision report learn from them as they were, not as the ERP says later.
+            "facts": d["facts"],
             "model_version": d["model_version"], "prompt_version": d["prompt_version"],
             "decision_type": d["decision_type"], "route_reason": d["route_reason"],
             "latency_s": d["latency_s"], "input_tokens": d["input_tokens"], "output_tokens": d["output_tokens"],

@@ -38,16 +38,37 @@ def as_inbox_events(raw_events: list[dict]) -> list[InboxEvent]:
     return events
 
 
-def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> dict:
-    """Fit the local model on the sample's ground truth; facts come from the same code as in runs."""
+def labelled_examples(erp: ERPResource, directory: str | Path) -> tuple[list[dict], list[str]]:
+    """(model features, label) for every event of a labelled sample; facts come from the
+    same code as in runs, against an ERP seeded with that sample."""
     directory = Path(directory)
     labels = sample_data.load_labels(directory)
     events = as_inbox_events(read_events(directory / "invoices.jsonl"))
-    vendors = erp.vendors_frame()
-    pos = erp.purchase_orders_frame()
-    contexts = assemble_context(events, vendors, pos, erp, index=None)
+    contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, index=None)
     by_id = {e.key: e.envelope.id for e in events}
-    records = [model_features(c["facts"]) for c in contexts]
-    y = [labels[by_id[c["key"]]]["label"] for c in contexts]
+    return ([model_features(c["facts"]) for c in contexts], [labels[by_id[c["key"]]]["label"] for c in contexts])
+
+
+def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> dict:
+    """Fit the local model on the sample's ground truth."""
+    records, y = labelled_examples(erp, directory)
     version = local_model.fit(MODEL_NAME, records, y)
     return {"model_version": version, "examples": len(y), "labels": dict(Counter(y))}
+
+
+def write_sample_subset(directory: str | Path, n: int, without: set[str], n_invoices: int = 400,
+                        seed: int = 3) -> dict:
+    """A labelled sample of the first `n` events whose case is not in `without` (reasons
+    such as "currency_mismatch"): a deliberately narrow start for a model that feedback
+    should improve (benchmarks, tests)."""
+    directory = Path(directory)
+    sample_data.write_sample_data(directory, n_invoices=n_invoices, seed=seed)
+    labels = sample_data.load_labels(directory)
+    keep = [e for e, v in labels.items() if v["reason"] not in without][:n]
+    kept = set(keep)
+    lines = (directory / "invoices.jsonl").read_text(encoding="utf-8").splitlines()
+    (directory / "invoices.jsonl").write_text(
+        "".join(line + "\n" for line in lines if json.loads(line)["id"] in kept), encoding="utf-8")
+    (directory / "labels.jsonl").write_text(
+        "".join(json.dumps({"event_id": e, **labels[e]}) + "\n" for e in keep), encoding="utf-8")
+    return dict(Counter(labels[e]["label"] for e in keep))
