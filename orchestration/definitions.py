@@ -12,6 +12,7 @@ from assets.invoices import payloads as invoice_payloads
 from assets.invoices import payment_saga as invoice_payment_saga
 from orchestration.envelope import PayloadRegistry
 from resources.defaults import default_resources
+from sensors import audit as audit_retention
 from sensors import invoices as invoice_triggers
 
 
@@ -19,11 +20,11 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Every workflow with the environment's resources; `resources` replaces some (tests,
     fault injection) without touching the workflows."""
     return dg.Definitions(
-        assets=[*invoices.assets],
+        assets=[*invoices.assets, *audit_retention.assets],
         asset_checks=[*invoices.checks],
-        jobs=[*invoices.jobs],
+        jobs=[*invoices.jobs, *audit_retention.jobs],
         sensors=[*invoice_triggers.sensors],
-        schedules=[*invoice_triggers.schedules],
+        schedules=[*invoice_triggers.schedules, *audit_retention.schedules],
         resources={**default_resources(), **(resources or {})},
     )
 
