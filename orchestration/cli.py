@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestration import cli_api, cli_audit, cli_dlq, cli_explain, cli_saga, settings
+from orchestration import cli_api, cli_audit, cli_dlq, cli_explain, cli_replay, cli_saga, settings
 
 
 def _print(obj) -> None:
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_dev)
 
     cli_audit.add_commands(sub)
+    cli_replay.add_commands(sub)
     cli_explain.add_commands(sub)
     cli_saga.add_commands(sub)
     cli_dlq.add_commands(sub)

@@ -191,6 +191,8 @@ def _summary(r: dict) -> str:
         fired = g.get("blocked_by", []) + g.get("flagged_by", [])
         return (f"{rec.get('decision')} -> {rec.get('route')} conf {rec.get('confidence')} {rec.get('model')}"
                 f" entity {rec.get('entity_key')}" + (f" guardrails {','.join(fired)}" if fired else ""))
+    if r["kind"] == "check":
+        return ", ".join(f"{n} {'passed' if c.get('passed') else 'FAILED'}" for n, c in (rec.get("checks") or {}).items())
     return json.dumps(rec, default=str)[:120]
 
 

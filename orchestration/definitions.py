@@ -10,6 +10,7 @@ import dagster as dg
 from assets import invoices
 from assets.invoices import payloads as invoice_payloads
 from assets.invoices import payment_saga as invoice_payment_saga
+from assets.invoices import replay as invoice_replay
 from orchestration.envelope import PayloadRegistry
 from resources.defaults import default_resources
 from sensors import audit as audit_retention
@@ -38,3 +39,6 @@ invoice_payloads.register(payload_registry)
 # Every workflow's saga executor and how it records settled sagas, for `bosun saga ...`
 # and `bosun review approve` (modules with `saga_executor` and `record_settled`).
 saga_workflows = {"invoices": invoice_payment_saga}
+
+# Every workflow's replay hook, for `bosun replay`.
+replay_workflows = {"invoices": invoice_replay.hook}

@@ -49,7 +49,7 @@ def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: Bos
         first = every_event_reached_a_terminal_state(BatchRange.parse(context.partition_key), bosun_db)
     results = [first, no_invoice_paid_twice(erp), no_payment_exceeds_po(erp), dead_letters_within_limits(bosun_db)]
     if not preview:  # the batch's check results close each of its events' audit chains
-        bosun_db.audit().append([check_results_entry(context.partition_key, context.run_id, results)])
+        bosun_db.audit().append([check_results_entry(context.partition_key, context.run.run_id, results)])
     yield from results
 
 

@@ -11,6 +11,7 @@ import os
 from decimal import Decimal
 
 from orchestration.actions import ActionType, RetryPolicy
+from orchestration.audit import AuditEntry
 from orchestration.leases import Leases
 from orchestration.rate_limit import RateLimiter
 from orchestration.review import ReviewQueue
@@ -132,5 +133,14 @@ def record_settled(resources, outcome, note: str) -> int:
         status = "escalated" if f.get("compensation_error") else "dead_lettered"
         states.append({"key": k, "status": status,
                        "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})"})
+    # The actions taken outside a batch run (after an approval, by a recovery) close their
+    # events' audit chains as a batch run's would.
+    entries = [AuditEntry("compensation" if row["status"] in ("compensated", "compensation_failed") else "action",
+                          row["key"], {"step": row["step"], "status": row["status"], "error": row.get("error"),
+                                       "action_key": action_key(row["key"], row["step"]), "note": note})
+               for row in outcome.log]
+    entries += [AuditEntry("outcome", st["key"], {"status": st["status"], "reason": st["reason"]}) for st in states]
+    if entries:
+        resources["bosun_db"].audit().append(entries)
     resources["bosun_db"].inbox().set_states(states)
     return len(states)

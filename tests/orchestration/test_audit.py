@@ -6,6 +6,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from bosun_testing import empty_audit_tables
 from orchestration import settings
 from orchestration.audit import AuditEntry, AuditLog, canonical, chain_hash
 from orchestration.db import audit_log
@@ -16,7 +17,8 @@ N = 6
 @pytest.fixture(params=["sqlite", "postgres"])
 def audit_url(request, bosun_home, monkeypatch):
     if request.param == "postgres":
-        monkeypatch.setenv("BOSUN_DATABASE_URL", request.getfixturevalue("pg_url"))
+        monkeypatch.setenv("BOSUN_DATABASE_URL", request.getfixturevalue("pg_module_url"))
+        empty_audit_tables(settings.database_url())
     return settings.database_url()
 
 

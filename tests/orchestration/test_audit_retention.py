@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from bosun_testing import empty_audit_tables
 from orchestration import settings
 from orchestration.audit import AuditEntry, AuditLog
 from orchestration.audit_retention import ChainBroken, archive_and_prune, archive_dir, verify_archives
@@ -21,7 +22,8 @@ NOW = datetime.now(timezone.utc)
 @pytest.fixture(params=["sqlite", "postgres"])
 def log(request, bosun_home, monkeypatch):
     if request.param == "postgres":
-        monkeypatch.setenv("BOSUN_DATABASE_URL", request.getfixturevalue("pg_url"))
+        monkeypatch.setenv("BOSUN_DATABASE_URL", request.getfixturevalue("pg_module_url"))
+        empty_audit_tables(settings.database_url())
     log = AuditLog(settings.database_url())
     log.append([AuditEntry("decision", f"evt-{i}", {"i": i}, "b1") for i in range(1, 11)])
     return log
@@ -117,10 +119,11 @@ def test_a_newer_record_stops_the_prefix(log):
 @pytest.mark.parametrize("log", ["sqlite"], indirect=True)
 def test_the_scheduled_asset_prunes_by_the_configured_age(log, monkeypatch, tmp_path, capsys):
     from orchestration.cli import main
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_definitions
 
     monkeypatch.setenv("BOSUN_AUDIT_RETENTION_DAYS", "30")
     backdate(log, 5, days=31)
+    defs = build_definitions()  # with this test's environment
     schedule = defs.resolve_schedule_def("audit_retention_daily")
     assert schedule.execution_timezone == "Europe/Berlin" and schedule.job_name == "audit_retention_job"
     (tmp_path / "dg").mkdir()
