@@ -108,8 +108,8 @@ def _fmt_step(s: dict) -> str:
         return f"{seq} model      {s['model']} ({s['model_version']}), prompt {s['prompt_version'] or '-'}, " \
                f"{s['route_reason']}; {s['tokens']} tokens, ${s['cost_usd']}"
     if step == "output":
-        factors = ", ".join(f"{f['name']}={f.get('value', f.get('factor', f.get('penalty', '')))}"
-                            for f in s["confidence_factors"])
+        factors = " x ".join(f"{f['name']} {f['value']}" if "value" in f else
+                             f"(1 - {f.get('penalty')} {f['name']})" for f in s["confidence_factors"])
         probs = ", ".join(f"{k} {v:.3f}" for k, v in (s.get("probabilities") or {}).items())
         return f"{seq} output     proposed {s['proposed']} ({probs}); confidence {s['confidence']} = {factors}"
     if step == "guardrails":
@@ -134,12 +134,16 @@ def _fmt_step(s: dict) -> str:
 def _text(c: dict) -> str:
     head = f"event {c['event']}: {c['status']} ({c['reason']}), batch {c['batch']}, {c['records']} audit records"
     lines = [head]
-    lines += ["  " + _fmt_step(s) for s in c["chain"]]
+    steps = [s["step"] for s in c["chain"]]
+    for i, s in enumerate(c["chain"]):
+        lines.append("  " + _fmt_step(s))
+        last_decision = s["step"] == "decision" and "decision" not in steps[i + 1:]
+        if last_decision and "approval" not in steps:
+            lines.append("          approval   none")
+        if last_decision and "action" not in steps:
+            lines.append("          action     none")
     if c["records"] == 0:
         lines.append("  no audit records (unknown event, or pruned: see the audit archive)")
-    for label, steps in (("approval", "approval"), ("actions", "action")):
-        if not any(s["step"] == steps for s in c["chain"]):
-            lines.append(f"          {label:<10} none")
     return "\n".join(lines)
 
 
