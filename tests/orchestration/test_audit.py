@@ -168,8 +168,8 @@ def test_records_for_a_subject_in_order(bosun_home):
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one() == 3
 
 
-def test_search_filters_decision_records(bosun_home):
-    log = AuditLog(settings.database_url())
+def test_search_filters_decision_records(audit_url):
+    log = AuditLog(audit_url)
     rec = lambda e, d, g, m: {"entity_key": e, "decision": d, "route": "act", "model": m,  # noqa: E731
                               "guardrails": {"blocked_by": g, "flagged_by": []}}
     log.append([AuditEntry("decision", "a", rec("V1/INV1", "approve", [], "local")),

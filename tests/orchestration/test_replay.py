@@ -52,3 +52,18 @@ def test_replay_diffs_the_latest_decision_per_event_in_the_window(bosun_home):
     assert report.label_source == "feedback" and report.after["accuracy"] == 1.0 and report.decisions == 3
     with log.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one() == 6
+
+
+def test_replay_reads_decisions_pruned_into_the_archive(bosun_home):
+    from orchestration.audit_retention import archive_and_prune, archive_dir, read_archived
+
+    log = AuditLog(settings.database_url())
+    log.append([AuditEntry("decision", f"k{i}", {**_decision(f"e{i}", "approve"), "amount": 500}) for i in range(1, 4)])
+    with log.engine.begin() as conn:
+        conn.execute(audit_log.update().where(audit_log.c.seq <= 2)
+                     .values(recorded_at=datetime.now(timezone.utc) - timedelta(days=400)))
+    assert archive_and_prune(log, datetime.now(timezone.utc) - timedelta(days=365), archive_dir())["pruned"] == 2
+    report = replay(log, _hook([]), {}, since=datetime.now(timezone.utc) - timedelta(days=500),
+                    prompt_version="v2", archived=read_archived(log))
+    assert report.decisions == 3 and len(report.changed) == 3
+    assert [c["event"] for c in report.changed] == ["k1", "k2", "k3"]
