@@ -236,6 +236,12 @@ class AuditLog:
                 q = q.where(audit_log.c.subject == subject)
             if batch:
                 q = q.where(audit_log.c.batch_id == batch)
+            # Every recorded_at is UTC; SQLite compares the stored text, so the bound is made
+            # UTC as well (the exact comparison below is on aware datetimes).
+            if since:
+                q = q.where(audit_log.c.recorded_at >= since.astimezone(timezone.utc))
+            if until:
+                q = q.where(audit_log.c.recorded_at < until.astimezone(timezone.utc))
             for value, key in ((entity, "entity_key"), (model, None), (decision, None), (guardrail, None)):
                 if value:
                     # Canonical JSON has no spaces: a cheap pre-filter, exact match below.
