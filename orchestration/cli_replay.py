@@ -17,7 +17,8 @@ def _fmt(d: dict) -> str:
 def _text(out: dict, show: int) -> str:
     lines = [f"replay {out['workflow']}: {out['decisions']} decisions re-decided with prompt "
              f"{out['prompt_version'] or '(live)'}, model {out['model'] or '(routing)'}; nothing executed",
-             f"changed {out['changed']} of {out['decisions']} (unchanged {out['unchanged']})"]
+             f"changed {out['changed']} of {out['decisions']} (unchanged {out['unchanged']})"
+             + (f"; {out['not_replayable']} older records lack what a replay needs" if out["not_replayable"] else "")]
     for t, n in sorted(out["transitions"].items(), key=lambda x: -x[1]):
         lines.append(f"  {t:<40} {n}")
     for c in out["changes"][:show]:

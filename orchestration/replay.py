@@ -31,6 +31,8 @@ class ReplayHook:
     event_types: tuple[str, ...]
     redecide: Callable[[list[dict], Optional[str], Optional[str], dict], list[dict]]
     sample_labels: Callable[[], dict[str, str]] = lambda: {}
+    # Records written before the workflow kept what a replay needs are counted, not replayed.
+    replayable: Callable[[dict], bool] = lambda record: True
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ReplayReport:
     prompt_version: Optional[str]
     model: Optional[str]
     decisions: int = 0
+    not_replayable: int = 0
     changed: list[dict] = field(default_factory=list)
     transitions: dict[str, int] = field(default_factory=dict)
     label_source: Optional[str] = None
@@ -49,7 +52,7 @@ class ReplayReport:
 
     def as_dict(self, max_changes: int | None = None) -> dict:
         return {"workflow": self.workflow, "prompt_version": self.prompt_version, "model": self.model,
-                "decisions": self.decisions, "changed": len(self.changed),
+                "decisions": self.decisions, "not_replayable": self.not_replayable, "changed": len(self.changed),
                 "unchanged": self.decisions - len(self.changed), "transitions": self.transitions,
                 "label_source": self.label_source, "accuracy_before": self.before.get("accuracy"),
                 "accuracy_after": self.after.get("accuracy"),
@@ -117,8 +120,9 @@ def replay(audit: AuditLog, hook: ReplayHook, resources: dict, *, since: datetim
            until: datetime | None = None, prompt_version: str | None = None, model: str | None = None,
            limit: int | None = None, feedback_labels: dict[str, str] | None = None,
            archived: list[dict] = ()) -> ReplayReport:
-    records = decision_records(audit, hook.event_types, since, until, limit, archived)
-    report = ReplayReport(hook.workflow, prompt_version, model)
+    found = decision_records(audit, hook.event_types, since, until, limit, archived)
+    records = [r for r in found if hook.replayable(r["record"])]
+    report = ReplayReport(hook.workflow, prompt_version, model, not_replayable=len(found) - len(records))
     new = hook.redecide([r["record"] for r in records], prompt_version, model, resources) if records else []
     for r, n in zip(records, new):
         n.setdefault("subject", r["subject"])

@@ -95,4 +95,8 @@ def sample_labels() -> dict[str, str]:
         return {}
 
 
-hook = ReplayHook(WORKFLOW, tuple(EVENT_TYPES), redecide, sample_labels)
+def replayable(record: dict) -> bool:
+    return "facts" in record and "invoice" in record
+
+
+hook = ReplayHook(WORKFLOW, tuple(EVENT_TYPES), redecide, sample_labels, replayable)

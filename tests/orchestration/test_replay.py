@@ -23,7 +23,8 @@ def _hook(asked):
         return [{"decision": "hold" if prompt_version == "v2" and r["amount"] > 100 else r["decision"],
                  "route": "record" if prompt_version == "v2" and r["amount"] > 100 else r["route"],
                  "confidence": 0.8, "model": model or "local", "prompt_version": prompt_version} for r in records]
-    return ReplayHook("orders", ("order.placed",), redecide, lambda: {"e1": "approve", "e2": "hold", "e3": "approve"})
+    return ReplayHook("orders", ("order.placed",), redecide, lambda: {"e1": "approve", "e2": "hold", "e3": "approve"},
+                      replayable=lambda r: "amount" in r)
 
 
 def test_replay_diffs_the_latest_decision_per_event_in_the_window(bosun_home):
@@ -32,6 +33,7 @@ def test_replay_diffs_the_latest_decision_per_event_in_the_window(bosun_home):
                 AuditEntry("decision", "k2", _decision("e2", "approve")),
                 AuditEntry("decision", "k3", {**_decision("e3", "approve"), "amount": 900}),
                 AuditEntry("decision", "other", _decision("x", "approve", type_="ticket.opened")),
+                AuditEntry("decision", "old", {"event": {"id": "e0", "type": "order.placed"}, "decision": "approve"}),
                 AuditEntry("action", "k1", {"step": "pay"})])
     # k2 was decided again by a re-run batch: the later record is the one replayed.
     log.append([AuditEntry("decision", "k2", {**_decision("e2", "hold", "record"), "amount": 50})])
@@ -44,6 +46,7 @@ def test_replay_diffs_the_latest_decision_per_event_in_the_window(bosun_home):
     assert asked == [(2, "v2", "m")]
     out = report.as_dict()
     assert (out["decisions"], out["changed"], out["transitions"]) == (2, 1, {"approve/act -> hold/record": 1})
+    assert out["not_replayable"] == 1  # recorded before the workflow kept its inputs
     assert out["changes"][0]["event"] == "k1" and out["changes"][0]["label"] == "approve"
     assert out["label_source"] == "sample" and out["before"]["accuracy"] == 1.0 and out["after"]["accuracy"] == 0.5
     assert out["accuracy_change"] == -0.5
@@ -51,7 +54,7 @@ def test_replay_diffs_the_latest_decision_per_event_in_the_window(bosun_home):
     report = replay(log, _hook([]), {}, since=None, prompt_version="v2", feedback_labels={"k1": "hold"})
     assert report.label_source == "feedback" and report.after["accuracy"] == 1.0 and report.decisions == 3
     with log.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one() == 6
+        assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one() == 7
 
 
 def test_replay_reads_decisions_pruned_into_the_archive(bosun_home):
