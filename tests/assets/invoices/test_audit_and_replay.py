@@ -6,7 +6,6 @@ behind the fake OpenAI server that answers by the prompt it is sent) without act
 
 import json
 import re
-from pathlib import Path
 
 import dagster as dg
 import pytest
