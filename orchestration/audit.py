@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from orchestration.db import audit_head, audit_log, engine_for, insert_ignoring_duplicates
+from orchestration.db import audit_checkpoints, audit_head, audit_log, engine_for, insert_ignoring_duplicates
 
 GENESIS = "0" * 64
 
@@ -39,15 +39,81 @@ class AuditEntry:
     batch_id: str | None = None
 
 
+def check_results_entry(batch_id: str, run_id: str | None, results) -> AuditEntry:
+    """One record of a batch's asset check results (Dagster AssetCheckResult objects)."""
+    checks = {}
+    for r in results:
+        meta = {k: getattr(v, "value", v) for k, v in (r.metadata or {}).items()}
+        checks[r.check_name] = {"passed": bool(r.passed), "severity": str(getattr(r.severity, "value", r.severity)),
+                                "metadata": meta}
+    return AuditEntry("check", batch_id, {"run_id": run_id, "checks": checks}, batch_id)
+
+
 @dataclass
 class VerifyResult:
     ok: bool
     records: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    subject: str | None = None      # the first bad record's subject, when it still exists
+    kind: str | None = None
+    from_seq: int = 1               # the chain was verified from here (after the latest checkpoint)
+    archives: dict | None = None    # verify_archives() when asked for
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq, "problem": self.problem}
+        out = {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq,
+               "subject": self.subject, "kind": self.kind, "problem": self.problem, "from_seq": self.from_seq}
+        if self.archives is not None:
+            out["archives"] = self.archives
+        return out
+
+
+class ChainWalker:
+    """Checks records one at a time in seq order, from a starting seq and hash.
+
+    The first failure names the first bad record: an altered record fails its own hash; a
+    deleted one leaves a gap in seq; an inserted one (even with a correctly computed hash)
+    is named because the record after it links past it to the one before.
+    """
+
+    def __init__(self, start_seq: int = 1, start_hash: str = GENESIS):
+        self.expected, self.prev, self.prev_prev = start_seq, start_hash, None
+        self.previous: dict | None = None
+        self.count = 0
+        self.failure: VerifyResult | None = None
+
+    def _fail(self, seq, problem, row=None) -> bool:
+        self.failure = VerifyResult(False, self.count, seq, problem, row and row.get("subject"), row and row.get("kind"))
+        return False
+
+    def add(self, r: dict) -> bool:
+        seq = int(r["seq"])
+        if seq < self.expected:
+            return self._fail(seq, f"unexpected record {seq} before the chain's next seq {self.expected} "
+                                   "(inserted, or not pruned with its checkpoint)", r)
+        if seq > self.expected:
+            return self._fail(self.expected, f"record {self.expected} is missing (deleted): the next record "
+                                             f"present is {seq} ({r['kind']} {r['subject']})")
+        hashed_as = lambda s: chain_hash(r["prev_hash"], s, r["kind"], r["subject"], r["record"]) == r["hash"]  # noqa: E731
+        self_consistent = hashed_as(seq)
+        if r["prev_hash"] != self.prev:
+            if self.previous is not None and r["prev_hash"] == self.prev_prev and (self_consistent or hashed_as(seq - 1)):
+                # This record is intact (perhaps renumbered by one) and links past its predecessor.
+                return self._fail(seq - 1, f"record {seq - 1} was inserted: the record after it links to the "
+                                           "one before it", self.previous)
+            if self_consistent and self.previous is not None:
+                return self._fail(seq - 1, f"record {seq - 1} was rewritten (content and hash): the next record "
+                                           "links to another hash", self.previous)
+            if hashed_as(seq + 1):
+                return self._fail(seq, f"a record was deleted before {seq} and the later ones renumbered: record "
+                                       f"{seq} was written as {seq + 1}", r)
+            return self._fail(seq, f"record {seq}'s link (prev_hash) does not match the previous record's hash", r)
+        if not self_consistent:
+            return self._fail(seq, f"record {seq}'s content does not match its hash (altered)", r)
+        self.prev_prev, self.prev = self.prev, r["hash"]
+        self.previous = {"seq": seq, "subject": r["subject"], "kind": r["kind"]}
+        self.expected, self.count = seq + 1, self.count + 1
+        return True
 
 
 class AuditLog:
@@ -92,36 +158,158 @@ class AuditLog:
         seq, h = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
         return int(seq), h
 
-    def verify(self, page: int = 10_000) -> VerifyResult:
-        prev, expected_seq, count = GENESIS, 1, 0
+    def head(self) -> tuple[int, str]:
         with self.engine.connect() as conn:
-            last = 0
+            row = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
+        return int(row.seq), row.hash
+
+    def checkpoints(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.id))
+                    .mappings()]
+
+    def verify(self, page: int = 10_000) -> VerifyResult:
+        """Walk the chain from the latest retention checkpoint (or the start) to the head."""
+        cps = self.checkpoints()
+        broken = checkpoint_chain_problem(cps)
+        if broken:
+            return VerifyResult(False, 0, broken[0], broken[1])
+        last_cp = cps[-1] if cps else None
+        walker = ChainWalker(int(last_cp["last_seq"]) + 1, last_cp["last_hash"]) if last_cp else ChainWalker()
+        start = walker.expected
+        with self.engine.connect() as conn:
+            last = None
             while True:
-                rows = conn.execute(sa.select(audit_log).where(audit_log.c.seq > last)
-                                    .order_by(audit_log.c.seq).limit(page)).mappings().all()
+                q = sa.select(audit_log).order_by(audit_log.c.seq).limit(page)
+                if last is not None:
+                    q = q.where(audit_log.c.seq > last)
+                rows = conn.execute(q).mappings().all()
                 if not rows:
                     break
                 for r in rows:
-                    seq = int(r["seq"])
-                    if seq != expected_seq:
-                        return VerifyResult(False, count, seq, f"sequence gap: expected {expected_seq}, found {seq}")
-                    if r["prev_hash"] != prev:
-                        return VerifyResult(False, count, seq, "prev_hash does not match the previous record")
-                    if chain_hash(prev, seq, r["kind"], r["subject"], r["record"]) != r["hash"]:
-                        return VerifyResult(False, count, seq, "record content does not match its hash")
-                    prev, expected_seq, count, last = r["hash"], seq + 1, count + 1, seq
-            head = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)).first()
-        if head is not None and (int(head.seq) != count or head.hash != prev):
-            return VerifyResult(False, count, None, "chain head does not match the last record (records removed?)")
-        return VerifyResult(True, count)
+                    if not walker.add(r):
+                        walker.failure.from_seq = start
+                        return walker.failure
+                last = int(rows[-1]["seq"])
+            head_seq, head_hash = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)
+                                               .where(audit_head.c.id == 1)).one()
+            head_seq = int(head_seq)
+            tip = walker.expected - 1
+            if head_seq > tip:
+                return VerifyResult(False, walker.count, tip + 1,
+                                    f"records {tip + 1}..{head_seq} are missing (deleted): the chain head is at "
+                                    f"{head_seq}, the last record is {tip}", from_seq=start)
+            if head_seq < tip:
+                extra = conn.execute(sa.select(audit_log.c.subject, audit_log.c.kind)
+                                     .where(audit_log.c.seq == head_seq + 1)).first()
+                return VerifyResult(False, walker.count, head_seq + 1,
+                                    f"record {head_seq + 1} is past the chain head ({head_seq}): inserted",
+                                    extra and extra.subject, extra and extra.kind, from_seq=start)
+            if head_hash != walker.prev:
+                p = walker.previous or {}
+                return VerifyResult(False, walker.count, tip, f"record {tip} does not match the chain head's hash "
+                                    "(rewritten, content and hash)", p.get("subject"), p.get("kind"), from_seq=start)
+        return VerifyResult(True, walker.count, from_seq=start)
 
     def records_for(self, subject: str) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(audit_log.c.seq, audit_log.c.kind, audit_log.c.record)
+            rows = conn.execute(sa.select(audit_log.c.seq, audit_log.c.kind, audit_log.c.record,
+                                          audit_log.c.batch_id, audit_log.c.recorded_at)
                                 .where(audit_log.c.subject == subject).order_by(audit_log.c.seq)).all()
-        return [{"seq": int(s), "kind": k, "record": json.loads(r)} for s, k, r in rows]
+        return [{"seq": int(s), "kind": k, "record": json.loads(r), "batch_id": b, "recorded_at": t}
+                for s, k, r, b, t in rows]
+
+    def batch_records(self, batch_id: str, kinds: tuple[str, ...]) -> list[dict]:
+        """Records about a whole batch (check results, guardrail activations)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(audit_log.c.seq, audit_log.c.kind, audit_log.c.record,
+                                          audit_log.c.recorded_at)
+                                .where(audit_log.c.batch_id == batch_id, audit_log.c.subject == batch_id,
+                                       audit_log.c.kind.in_(kinds)).order_by(audit_log.c.seq)).all()
+        return [{"seq": int(s), "kind": k, "record": json.loads(r), "recorded_at": t} for s, k, r, t in rows]
+
+    def search(self, *, kinds: list[str] | None = None, subject: str | None = None, batch: str | None = None,
+               since: datetime | None = None, until: datetime | None = None, entity: str | None = None,
+               decision: str | None = None, guardrail: str | None = None, model: str | None = None,
+               limit: int | None = 100, newest_first: bool = False, page: int = 5_000) -> list[dict]:
+        """Records matching every filter given, in seq order. Entity, decision, guardrail and
+        model are fields of decision records: the SQL narrows by kind, time and a text match
+        on the canonical JSON, and the parsed record decides."""
+        def where(q):
+            if kinds:
+                q = q.where(audit_log.c.kind.in_(kinds))
+            if subject:
+                q = q.where(audit_log.c.subject == subject)
+            if batch:
+                q = q.where(audit_log.c.batch_id == batch)
+            # Every recorded_at is UTC; SQLite compares the stored text, so the bound is made
+            # UTC as well (the exact comparison below is on aware datetimes).
+            if since:
+                q = q.where(audit_log.c.recorded_at >= since.astimezone(timezone.utc))
+            if until:
+                q = q.where(audit_log.c.recorded_at < until.astimezone(timezone.utc))
+            for value, key in ((entity, "entity_key"), (model, None), (decision, None), (guardrail, None)):
+                if value:
+                    # Canonical JSON has no spaces: a cheap pre-filter, exact match below.
+                    q = q.where(audit_log.c.record.contains(json.dumps(value)))
+            return q
+
+        out: list[dict] = []
+        last = None
+        order = audit_log.c.seq.desc() if newest_first else audit_log.c.seq
+        with self.engine.connect() as conn:
+            while True:
+                q = where(sa.select(audit_log.c.seq, audit_log.c.recorded_at, audit_log.c.kind, audit_log.c.batch_id,
+                                    audit_log.c.subject, audit_log.c.record)).order_by(order).limit(page)
+                if last is not None:
+                    q = q.where(audit_log.c.seq < last if newest_first else audit_log.c.seq > last)
+                rows = conn.execute(q).all()
+                if not rows:
+                    return out
+                for seq, at, kind, batch_id, subj, body in rows:
+                    at = _utc(at)
+                    if (since and at < since) or (until and at >= until):
+                        continue
+                    rec = json.loads(body)
+                    if not _matches(rec, entity, decision, guardrail, model):
+                        continue
+                    out.append({"seq": int(seq), "recorded_at": at, "kind": kind, "batch_id": batch_id,
+                                "subject": subj, "record": rec})
+                    if limit and len(out) >= limit:
+                        return out
+                last = int(rows[-1][0])
 
     def count_by_kind(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {k: int(n) for k, n in conn.execute(
                 sa.select(audit_log.c.kind, sa.func.count()).group_by(audit_log.c.kind))}
+
+
+def _utc(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every one Bosun writes is UTC.
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+
+
+def _matches(rec: dict, entity, decision, guardrail, model) -> bool:
+    if entity and rec.get("entity_key") != entity:
+        return False
+    if decision and decision not in (rec.get("decision"), rec.get("route"), rec.get("proposed")):
+        return False
+    if model and model not in (rec.get("model"), rec.get("model_version")):
+        return False
+    if guardrail:
+        g = rec.get("guardrails") or {}
+        if guardrail not in (g.get("blocked_by") or []) + (g.get("flagged_by") or []):
+            return False
+    return True
+
+
+def checkpoint_chain_problem(cps: list[dict]) -> tuple[int, str] | None:
+    """Each checkpoint's segment starts where the previous one ended: (seq, problem) if not."""
+    prev_seq, prev_hash = 0, GENESIS
+    for cp in cps:
+        if int(cp["first_seq"]) != prev_seq + 1 or cp["prev_hash"] != prev_hash:
+            return int(cp["first_seq"]), (f"checkpoint {cp['id']} (records {cp['first_seq']}..{cp['last_seq']}) "
+                                          f"does not continue from the previous checkpoint (seq {prev_seq})")
+        prev_seq, prev_hash = int(cp["last_seq"]), cp["last_hash"]
+    return None

@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from orchestration import cli_api, cli_dlq, cli_explain, cli_metrics, cli_review, cli_saga, settings
+from orchestration import (cli_api, cli_audit, cli_dlq, cli_explain, cli_metrics, cli_replay, cli_review,
+                           cli_saga, settings)
 
 
 def _print(obj) -> None:
@@ -44,12 +45,6 @@ def cmd_status(args) -> int:
         for status, n in sorted(counts["by_status"].items()):
             print(f"  {status:<14}{n}")
     return 0
-
-
-def cmd_audit_verify(args) -> int:
-    result = _defs().resources["bosun_db"].audit().verify()
-    _print(result.as_dict())
-    return 0 if result.ok else 1
 
 
 def cmd_sample_data(args) -> int:
@@ -98,11 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("audit", help="the audit log")
-    asub = s.add_subparsers(dest="audit_command", required=True)
-    v = asub.add_parser("verify", help="check the hash chain; exit 1 if broken")
-    v.set_defaults(func=cmd_audit_verify)
-
     s = sub.add_parser("sample-data", help="generate sample data, seed the ERP, train the local model")
     s.add_argument("--invoices", type=int, default=2000)
     s.add_argument("--seed", type=int, default=7)
@@ -124,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--feed-interval", type=float, default=3.0)
     s.set_defaults(func=cmd_dev)
 
+    cli_audit.add_commands(sub)
+    cli_replay.add_commands(sub)
     cli_explain.add_commands(sub)
     cli_saga.add_commands(sub)
     cli_review.add_commands(sub)

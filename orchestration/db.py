@@ -182,6 +182,23 @@ audit_head = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+# Retention: the records archived and pruned so far end at a checkpoint, whose seq and hash
+# the remaining chain continues from; each checkpoint names its archive file and digest.
+audit_checkpoints = sa.Table(
+    "bosun_audit_checkpoints",
+    metadata,
+    sa.Column("id", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),  # the last pruned record
+    sa.Column("last_hash", sa.String(64), nullable=False),  # its hash: the next record's prev_hash
+    sa.Column("prev_hash", sa.String(64), nullable=False),  # what the archived segment starts from
+    sa.Column("records", sa.BigInteger, nullable=False),
+    sa.Column("archive", sa.String(1000), nullable=False),
+    sa.Column("archive_sha256", sa.String(64), nullable=False),
+    sa.Column("cutoff", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
 _lock = threading.RLock()
 _created: set[tuple[str, int]] = set()
 

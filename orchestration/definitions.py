@@ -10,10 +10,12 @@ import dagster as dg
 from assets import invoices
 from assets.invoices import payloads as invoice_payloads
 from assets.invoices import payment_saga as invoice_payment_saga
+from assets.invoices import replay as invoice_replay
 from assets.invoices import review_answers as invoice_review_answers
 from orchestration.envelope import PayloadRegistry
 from resources.defaults import default_resources
 from sensors import alerts
+from sensors import audit as audit_retention
 from sensors import invoices as invoice_triggers
 
 
@@ -21,11 +23,11 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Every workflow with the environment's resources; `resources` replaces some (tests,
     fault injection) without touching the workflows."""
     return dg.Definitions(
-        assets=[*invoices.assets],
+        assets=[*invoices.assets, *audit_retention.assets],
         asset_checks=[*invoices.checks],
-        jobs=[*invoices.jobs],
+        jobs=[*invoices.jobs, *audit_retention.jobs],
         sensors=[*invoice_triggers.sensors, *alerts.sensors],
-        schedules=[*invoice_triggers.schedules],
+        schedules=[*invoice_triggers.schedules, *audit_retention.schedules],
         resources={**default_resources(), **(resources or {})},
     )
 
@@ -43,3 +45,6 @@ saga_workflows = {"invoices": invoice_payment_saga}
 # What a reviewer's answer means per workflow, for `bosun review` and the HTTP review
 # endpoints (modules as orchestration/reviews.py describes).
 review_workflows = {"invoices": invoice_review_answers}
+
+# Every workflow's replay hook, for `bosun replay`.
+replay_workflows = {"invoices": invoice_replay.hook}

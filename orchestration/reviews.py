@@ -12,7 +12,7 @@ What an answer means for a workflow (its labels, what Bosun proposed, which paym
 approved escalation makes) comes from the workflow's hooks module (`review_workflows` in
 definitions.py): `WORKFLOW`, `EVENT_TYPES`, `LABELS`, `proposed_label(proposal)`,
 `decided_label(decision_record)`, `rejected_label(proposed)`, `payments(item)`,
-`saga_executor(resources, holder)`, `record_settled(resources, outcome, note, batch_id)`.
+`saga_executor(resources, holder)`, `record_settled(resources, outcome, note, batch_id, extra)`.
 """
 
 from __future__ import annotations
@@ -279,25 +279,8 @@ class ReviewService:
         """Run the approved sagas (the log resumes any that a dead process left) and record
         what they did: the events' terminal states, and each step in the audit log."""
         out = executor.execute(saga_ids)
-        if out.done or out.failed:
-            hooks.record_settled(self.resources, out, note, item["batch_id"])
-        entries = []
-        for row in out.log:
-            kind = "compensation" if row["status"] in ("compensated", "compensation_failed") else "action"
-            step = executor.plan.steps.get(row["step"])
-            entries.append(AuditEntry(kind, row["key"], {
-                "step": row["step"], "status": row["status"], "error": row["error"],
-                "action_key": step.action.key(row["key"]) if step else None, "review_id": item["id"]},
-                item["batch_id"]))
-        for k in out.done:
-            entries.append(AuditEntry("outcome", k, {"status": "done", "reason": note, "review_id": item["id"]},
-                                      item["batch_id"]))
-        for k, f in out.failed.items():
-            entries.append(AuditEntry("outcome", k, {
-                "status": "escalated" if f.get("compensation_error") else "dead_lettered",
-                "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})",
-                "review_id": item["id"]}, item["batch_id"]))
-        self.audit.append(entries)
+        # The hook records the terminal states and each step in the audit log, as a batch run would.
+        hooks.record_settled(self.resources, out, note, item["batch_id"], {"review_id": item["id"]})
         return {"done": list(out.done), "failed": {k: f.get("compensation_error") or f["error"]
                                                    for k, f in out.failed.items()},
                 "deferred": list(out.deferred), "in_doubt": list(out.unfinished)}

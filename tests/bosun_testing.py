@@ -71,3 +71,12 @@ class BosunServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
+
+
+def empty_audit_tables(url: str) -> None:
+    """A clean audit log in a database shared by a module's tests (faster than a new database each)."""
+    from orchestration.db import audit_checkpoints, audit_head, audit_log, engine_for
+
+    with engine_for(url).begin() as conn:
+        for table in (audit_log, audit_checkpoints, audit_head):
+            conn.execute(table.delete())

@@ -85,6 +85,14 @@ def pg_url():
     drop()
 
 
+@pytest.fixture(scope="module")
+def pg_module_url():
+    """One new Postgres database for a whole test module (tests empty what they use)."""
+    url, drop = _fresh_database(PG_ADMIN_URL)
+    yield url
+    drop()
+
+
 @pytest.fixture
 def dagster_pg_url():
     """A second new database for Dagster's own storage (dagster-postgres)."""

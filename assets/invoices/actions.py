@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from guardrails.input_guards import redact_pii
 from orchestration.audit import AuditEntry
 from orchestration.saga_executor import BatchOutcome
 from orchestration.guardrail_checks import activation_counts
@@ -77,6 +78,14 @@ def outcomes(decisions: list[dict], sagas: BatchOutcome) -> list[dict]:
     return states
 
 
+def redacted_invoice(invoice: dict) -> dict:
+    """The invoice as the audit keeps it: the note is already redacted by the context layer;
+    line-item descriptions are free text too."""
+    items = [{**it, "description": redact_pii(str(it.get("description", "")))[0]}
+             for it in invoice.get("line_items") or []]
+    return {**invoice, "line_items": items}
+
+
 def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict], batch_id: str) -> list[AuditEntry]:
     """Per event: the decision with what it was made from, every action, the end state."""
     entries = []
@@ -100,7 +109,10 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
             "confidence_breakdown": d["confidence_breakdown"],
             "calibrator_version": d["calibrator_version"], "re_retrieved": d.get("re_retrieved", False),
             "guardrails": d["guardrails"], "decision": d["final_decision"], "route": d["route"],
-            "reason": d["reason"]}, batch_id))
+            "reason": d["reason"],
+            # What a replay re-decides from (`bosun replay`): the facts the model and the
+            # guardrails read, and the invoice with its free text redacted.
+            "facts": d["facts"], "invoice": redacted_invoice(d["invoice"])}, batch_id))
         for step in steps_by_key.get(k, []):
             kind = "compensation" if step["status"] in ("compensated", "compensation_failed") else "action"
             entries.append(AuditEntry(kind, k, {"step": step["step"], "status": step["status"],

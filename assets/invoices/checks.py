@@ -5,6 +5,7 @@ import warnings
 
 import dagster as dg
 
+from orchestration.audit import check_results_entry
 from orchestration.batching import BatchRange
 from orchestration.inbox import TERMINAL_STATES
 from resources.database import BosunDatabase
@@ -39,15 +40,17 @@ _NON_BLOCKING = {"dead_letters_within_limits"}
                              blocking=name not in _NON_BLOCKING, description=text) for name, text in _SPECS.items()],
 )
 def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: BosunDatabase, erp: ERPResource):
-    if context.run.tags.get(PREVIEW_TAG) == "true":
+    preview = context.run.tags.get(PREVIEW_TAG) == "true"
+    if preview:
         # A preview acts on nothing: the events stay received for the real run.
-        yield dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="every_event_reached_a_terminal_state",
-                                  passed=True, metadata={"preview": True})
+        first = dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="every_event_reached_a_terminal_state",
+                                    passed=True, metadata={"preview": True})
     else:
-        yield every_event_reached_a_terminal_state(BatchRange.parse(context.partition_key), bosun_db)
-    yield no_invoice_paid_twice(erp)
-    yield no_payment_exceeds_po(erp)
-    yield dead_letters_within_limits(bosun_db)
+        first = every_event_reached_a_terminal_state(BatchRange.parse(context.partition_key), bosun_db)
+    results = [first, no_invoice_paid_twice(erp), no_payment_exceeds_po(erp), dead_letters_within_limits(bosun_db)]
+    if not preview:  # the batch's check results close each of its events' audit chains
+        bosun_db.audit().append([check_results_entry(context.partition_key, context.run.run_id, results)])
+    yield from results
 
 
 def every_event_reached_a_terminal_state(batch: BatchRange, bosun_db: BosunDatabase) -> dg.AssetCheckResult:

@@ -11,6 +11,7 @@ import os
 from decimal import Decimal
 
 from orchestration.actions import ActionType, RetryPolicy
+from orchestration.audit import AuditEntry
 from orchestration.leases import Leases
 from orchestration.rate_limit import RateLimiter
 from orchestration.review import ReviewQueue
@@ -129,7 +130,7 @@ def saga_executor(resources, holder: str) -> SagaExecutor:
     return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder)
 
 
-def record_settled(resources, outcome, note: str, batch_id: str | None = None) -> int:
+def record_settled(resources, outcome, note: str, batch_id: str | None = None, extra: dict | None = None) -> int:
     """After an approval or a recovery outside a batch run: the events' terminal states
     (`batch_id`, when known, stays on the event)."""
     states = []
@@ -140,5 +141,17 @@ def record_settled(resources, outcome, note: str, batch_id: str | None = None) -
         status = "escalated" if f.get("compensation_error") else "dead_lettered"
         states.append({"key": k, "status": status,
                        "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})"})
+    # The actions taken outside a batch run (after an approval, by a recovery) close their
+    # events' audit chains as a batch run's would; `extra` (e.g. the review id) goes on each record.
+    extra = extra or {}
+    entries = [AuditEntry("compensation" if row["status"] in ("compensated", "compensation_failed") else "action",
+                          row["key"], {"step": row["step"], "status": row["status"], "error": row.get("error"),
+                                       "action_key": action_key(row["key"], row["step"]), "note": note, **extra},
+                          batch_id)
+               for row in outcome.log]
+    entries += [AuditEntry("outcome", st["key"], {"status": st["status"], "reason": st["reason"], **extra}, batch_id)
+                for st in states]
+    if entries:
+        resources["bosun_db"].audit().append(entries)
     resources["bosun_db"].inbox().set_states(states, batch_id)
     return len(states)

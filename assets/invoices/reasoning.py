@@ -25,6 +25,17 @@ def decision_prompt() -> Prompt:
     return load_prompt(PROMPT_PATH)
 
 
+def prompt_versions() -> dict[str, Prompt]:
+    """Every version of the decision prompt in prompts/ (the live one and candidates such as
+    `decide_invoice.cautious.yaml`), by version and by file name, for `bosun replay`."""
+    out: dict[str, Prompt] = {}
+    for path in sorted(PROMPT_PATH.parent.glob("*.yaml")):
+        prompt = load_prompt(path)
+        if prompt.name == decision_prompt().name:
+            out[prompt.version] = out[path.name.removesuffix(".yaml")] = prompt
+    return out
+
+
 def decision_type(facts: dict) -> str:
     """What kind of decision this is, for the routing rules in workflow.ROUTING."""
     if facts["injection_suspected"]:
@@ -35,9 +46,10 @@ def decision_type(facts: dict) -> str:
 
 
 def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
-            ledger: Optional[LLMLedger] = None, routing: Optional[RoutingPolicy] = None) -> tuple[list[dict], dict]:
+            ledger: Optional[LLMLedger] = None, routing: Optional[RoutingPolicy] = None,
+            prompt: Optional[Prompt] = None) -> tuple[list[dict], dict]:
     """One proposal per context, and the batch's routing figures. `routing` replaces the
-    workflow's policy (benchmarks compare policies)."""
+    workflow's policy (benchmarks compare policies), `prompt` the live prompt (replay)."""
     started = time.perf_counter()
     preds = local_model.predict(MODEL_NAME, [model_features(c["facts"]) for c in contexts])
     per_item = (time.perf_counter() - started) / max(1, len(contexts))
@@ -57,7 +69,7 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
             # The context layer's contract: [{"name", "penalty", "detail"}] per record.
             "quality_factors": c.get("quality_factors", []),
         })
-    prompt = decision_prompt()
+    prompt = prompt or decision_prompt()
     routing = budget_from_env(WORKFLOW, routing or ROUTING)
     router = Router(WORKFLOW, routing, price_table(), ledger,
                     (getattr(llm, "model_name", None) or "llm") if llm.enabled else None, prompt.version)
