@@ -4,8 +4,8 @@ The audit's decision records are the archive: each holds what the decision was m
 (facts, redacted input, context provenance). A workflow's replay hook rebuilds its contexts
 from them and runs its decision layer with the requested prompt and model, without a
 ledger, a cache, a saga or an audit write. The engine compares old and new per event and,
-where labels exist (reviewers' feedback first, else the workflow's sample labels), the
-accuracy before and after.
+where labels exist (a reviewer's label for an event wins over the workflow's sample label),
+the accuracy before and after.
 
 Accuracy counts the decisions made without a person (route other than escalate) whose
 final decision matches the label, as `bosun demo` does; the escalation rate is shown beside
@@ -126,10 +126,13 @@ def replay(audit: AuditLog, hook: ReplayHook, resources: dict, *, since: datetim
     new = hook.redecide([r["record"] for r in records], prompt_version, model, resources) if records else []
     for r, n in zip(records, new):
         n.setdefault("subject", r["subject"])
-    labels, source = dict(feedback_labels or {}), "feedback"
-    if not labels:
-        by_event_id = hook.sample_labels()
-        labels = {r["subject"]: by_event_id[eid] for r in records
-                  if (eid := (r["record"].get("event") or {}).get("id")) in by_event_id}
-        source = "sample"
+    # Reviewers' labels win event by event; the sample's labels (sample events only) fill in
+    # the rest, so one correction does not shrink the scored set to one event.
+    by_event_id = hook.sample_labels()
+    labels = {r["subject"]: by_event_id[eid] for r in records
+              if (eid := (r["record"].get("event") or {}).get("id")) in by_event_id}
+    reviewed = {s: lab for s, lab in (feedback_labels or {}).items()}
+    labels.update(reviewed)
+    sources = [name for name, used in (("feedback", reviewed), ("sample", len(labels) > len(reviewed))) if used]
+    source = "+".join(sources) or None
     return compare(records, new, labels, source, report)

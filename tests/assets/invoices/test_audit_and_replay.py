@@ -228,7 +228,8 @@ def test_replay_with_a_changed_prompt_version_prints_a_diff_and_executes_nothing
     assert changed_by_prompt and all(amounts[e] > 5000 for e in changed_by_prompt)
     assert any(t.startswith("approve/act -> hold/") for t in new["transitions"])
     # The accuracy change against the sample's labels.
-    assert new["label_source"] == "sample" and new["before"]["labelled"] == n_decisions
+    # (an earlier test's review approval may have added a reviewer's label for one event)
+    assert new["label_source"] in ("sample", "feedback+sample") and new["before"]["labelled"] == n_decisions
     # Holding large approvals sends them to a person (the LLM now disagrees with the local
     # model): fewer decisions without a person, a higher escalation rate.
     assert new["after"]["decided_without_person"] < live["after"]["decided_without_person"]
@@ -239,7 +240,7 @@ def test_replay_with_a_changed_prompt_version_prints_a_diff_and_executes_nothing
           f"{new['before']['escalation_rate']} -> {new['after']['escalation_rate']}; live prompt on the same LLM "
           f"changed {live['changed']}, accuracy -> {live['accuracy_after']}, escalation rate -> "
           f"{live['after']['escalation_rate']}")
-    assert "nothing executed" in text and "100 decisions" in text and "accuracy (sample labels" in text
+    assert "nothing executed" in text and "100 decisions" in text and re.search(r"accuracy \((feedback\+)?sample labels", text)
     assert re.search(r"approve/act \(.*\) -> hold/", text)
 
 
@@ -256,7 +257,9 @@ def test_replay_prefers_reviewer_feedback_as_labels(world, capsys):
                      "label": "hold", "reviewer": "rita", "decided": d["decision"]} for d in ds])
     code, out, _ = run_cli(capsys, "replay", "--since", "1d", "--model", "local", "--json")
     report = json.loads(out)
-    assert report["label_source"] == "feedback" and report["before"]["labelled"] == 20
+    # The reviewers' 20 labels win over the sample's; the sample labels the rest.
+    assert report["label_source"] == "feedback+sample" and report["before"]["labelled"] == len(decisions(world["db"]))
+    assert report["before"]["accuracy"] < 1.0  # the decided approvals the reviewers call holds
 
 
 def test_replay_refuses_what_it_cannot_do(world, capsys):
