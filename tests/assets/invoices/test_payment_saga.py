@@ -47,8 +47,8 @@ def test_two_runs_share_one_rate_limit_never_exceeded_in_any_second(erp_url):
         t.start()
     for t in threads:
         t.join(timeout=60)
-    at = sorted(when for _, target in runs for _, when, _ in target.calls)  # measured at the target
-    assert len(at) == 2 * 2000 // 25
+    at = sorted(when for _, targets in runs for _, when, _ in targets.erp.calls)  # measured at the ERP
+    assert len(at) == 2 * 2000 // 25  # two ERP steps of 1,000 sagas per run; the outbox is another target
     busiest = max(sum(1 for t in at[i:] if t < start + 1.0) for i, start in enumerate(at))
     assert busiest <= rate
     assert at[-1] - at[0] >= (len(at) - rate) / rate  # it was the limiter that paced them
@@ -98,23 +98,39 @@ def test_prerequisites_are_checked_before_the_first_step(erp_url):
     assert "does not exist" in out.failed[items[0]["key"]]["error"]
     assert "left" in out.failed[items[1]["key"]]["error"]
     assert {k for _, _, keys in target.calls for k in keys} == {f"post_ledger_entry:{items[2]['key']}",
-                                                                 f"schedule_payment:{items[2]['key']}"}
+                                                                 f"schedule_payment:{items[2]['key']}",
+                                                                 f"notify_vendor:{items[2]['key']}"}
 
 
 def test_partial_rollback_undoes_the_step_and_what_depends_on_it_verified(erp_url):
-    items = worker.saga_items(2)
+    from resources.outbox import NotificationOutbox, correction_key
+
+    items = worker.saga_items(3)
     (ex, _), = _executors(erp_url, 1, per_call=10)
-    ex.run(items, "r")
-    k = items[0]["key"]
+    outbox = NotificationOutbox(url=erp_url)
+    ex.run(items[:2], "r")
+    sent = outbox.dispatch()  # the relay sends both notices
+    ex.run(items[2:], "r2")  # this one's notice is still queued
+    assert {m["idempotency_key"] for m in sent} == {f"notify_vendor:{it['key']}" for it in items[:2]}
+    k, q = items[0]["key"], items[2]["key"]
     out = ex.rollback(k, ["schedule_payment"])
-    assert out.failed[k]["compensated"] == ["schedule_payment"]
+    assert out.failed[k]["compensated"] == ["notify_vendor", "schedule_payment"]  # the notice depends on it
     erp = ERPResource(url=erp_url)
     assert erp.live_payment_keys([f"schedule_payment:{k}"]) == set()
     assert erp.live_ledger_keys([f"post_ledger_entry:{k}"]) == {f"post_ledger_entry:{k}"}
+    # A notice already sent cannot be unsent: it is kept, retracted, and a correction follows.
+    notice, correction = outbox.messages_about(items[0]["invoice_id"])
+    assert (notice["idempotency_key"], notice["status"]) == (f"notify_vendor:{k}", "retracted")
+    assert (correction["idempotency_key"], correction["kind"], correction["status"], correction["corrects"]) == (
+        correction_key(f"notify_vendor:{k}"), "correction", "queued", f"notify_vendor:{k}")
     out = ex.rollback(k, ["post_ledger_entry"])
     assert out.failed[k]["compensated"] == ["post_ledger_entry"]
     log = SagaLog(erp_url).load([k])[k]
     assert log["status"] == "compensated" and set(s for s, _ in log["steps"].values()) == {"compensated"}
+    # A notice still queued is cancelled: it never leaves, and no correction is needed.
+    assert ex.rollback(q).failed[q]["compensated"] == ["notify_vendor", "schedule_payment", "post_ledger_entry"]
+    assert [(m["kind"], m["status"]) for m in outbox.messages_about(items[2]["invoice_id"])] == [("notice", "cancelled")]
+    assert [m["idempotency_key"] for m in outbox.dispatch()] == [correction_key(f"notify_vendor:{k}")]
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
@@ -133,7 +149,7 @@ def test_preview_executes_nothing_and_shows_the_plans(world):
     meta = result.asset_materializations_for_node("invoice_actions")[0].metadata
     assert meta["preview"].value is True and meta["planned_payments"].value > 100
     plans = meta["plans"].value
-    assert [s["step"] for s in plans[0]["steps"]] == ["post_ledger_entry", "schedule_payment"]
+    assert [s["step"] for s in plans[0]["steps"]] == ["post_ledger_entry", "schedule_payment", "notify_vendor"]
     erp = world.resources["erp"]
     with erp.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(ledger_entries)).scalar_one() == 0
@@ -253,12 +269,14 @@ def test_a_write_that_lands_after_the_saga_gave_up_stays_undone(erp_url):
 
     from orchestration.actions import RetryPolicy
     from resources.fault_injection import FaultPlan, FaultyTarget
+    from resources.outbox import NotificationOutbox
     from assets.invoices.payment_saga import payment_executor, payment_plan
 
     items = worker.saga_items(3)
     plan = FaultPlan(late={("schedule_payments", f"schedule_payment:{it['key']}"): 99 for it in items}, hang_s=0.4)
-    target = FaultyTarget(ERPResource(url=erp_url), plan, list(worker.DO_UNDO) + list(worker.DO_UNDO.values()))
-    steps = payment_plan(target, timeout_s=0.1, retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002))
+    target = FaultyTarget(ERPResource(url=erp_url), plan, worker.ERP_METHODS)
+    steps = payment_plan(target, NotificationOutbox(url=erp_url), timeout_s=0.1,
+                         retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002))
     out = payment_executor(target, erp_url, "late", rate=0, limit=None, plan=steps).run(items, "late")
     assert sorted(out.failed) == [it["key"] for it in items]
     deadline = time.monotonic() + 10
@@ -277,8 +295,12 @@ def test_the_erp_rate_limit_is_declared_by_the_actions_from_the_environment(erp_
     from assets.invoices.payment_saga import payment_executor
 
     monkeypatch.setenv("BOSUN_ERP_RATE_LIMIT", "40")
+    monkeypatch.setenv("BOSUN_OUTBOX_RATE_LIMIT", "5")
     ex = payment_executor(ERPResource(url=erp_url), erp_url, "env")
-    assert {s.action.rate_limit for s in ex.plan.steps.values()} == {40.0}
+    assert {n: (s.action.target, s.action.rate_limit) for n, s in ex.plan.steps.items()} == {
+        "post_ledger_entry": ("erp", 40.0), "schedule_payment": ("erp", 40.0), "notify_vendor": ("outbox", 5.0)}
     assert ex.limiters["erp"].interval == pytest.approx(1 / (40 * 0.95))
+    assert ex.limiters["outbox"].interval == pytest.approx(1 / (5 * 0.95))
     monkeypatch.delenv("BOSUN_ERP_RATE_LIMIT")
+    monkeypatch.delenv("BOSUN_OUTBOX_RATE_LIMIT")
     assert payment_executor(ERPResource(url=erp_url), erp_url, "none").limiters == {}
