@@ -1,7 +1,7 @@
 """Runs seeded invoice payment sagas against a fault-injected ERP and outbox; the process a test kills.
 
     python saga_fault_worker.py DB_URL N SEED [--kill when:what:n] [--batch 100] [--no-faults]
-        [--first I] [--prefix saga] [--holder NAME] [--journal] [--lease-ttl 2.0] [--wait-go]
+        [--first I] [--start-at I] [--prefix saga] [--holder NAME] [--journal] [--lease-ttl 2.0] [--wait-go]
     python saga_fault_worker.py --serve
 
 Generated data only: one active vendor, one open PO per invoice (so prerequisites hold),
@@ -13,6 +13,7 @@ what another process's leases made it defer, and prints FINISHED.
 --kill: "before:METHOD:n" / "after:METHOD:n" around the n-th call of a target method;
 "logged:WHAT:n" after the n-th saga-log write of WHAT ("plan", "status:done",
 "step:post_ledger_entry:done", ...), before the executor's next write.
+--start-at begins with invoice I and wraps around (two processes meet on their overlap).
 --journal writes every item each target applied, with --holder, to the database.
 --wait-go prints READY and waits for a line on stdin (two processes start together).
 --serve imports once and forks one child per line of JSON arguments on stdin (printing
@@ -114,6 +115,8 @@ def main(argv: list[str]) -> int:
     started = time.time()
     ex.recover()
     items = saga_items(n, first, prefix)
+    start_at = int(_opt(argv, "--start-at", first)) - first
+    items = items[start_at:] + items[:start_at]
     deferred: list[dict] = []
     for i in range(0, n, batch):
         out = ex.run(items[i:i + batch], batch_id=f"{prefix}-{i // batch}")

@@ -1,6 +1,9 @@
 """The invoice payment saga on the durable executor: rate limit, leases, preview,
 approval and rollback, against the real SQL ERP."""
 
+import os
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -70,6 +73,65 @@ def test_two_runs_on_overlapping_entities_never_both_act_on_one(erp_url):
     assert acted_a.isdisjoint(acted_b)
     assert acted_a | acted_b == {it["key"] for it in items}
     assert SagaLog(erp_url).counts("invoices") == {"done": 300}
+
+
+def _worker_process(url: str, prefix: str, first: int, n: int, start_at: int) -> subprocess.Popen:
+    args = [sys.executable, worker.__file__, url, str(n), "0", "--no-faults", "--first", str(first),
+            "--start-at", str(start_at),
+            "--prefix", prefix, "--holder", f"process-{prefix}", "--journal", "--wait-go", "--batch", "50"]
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
+    """Two OS processes, each with its own sagas (its own idempotency keys) for invoices
+    0-199 and 100-299: only the leases and the prerequisites read under them stop both
+    from paying invoices 100-199. Judged from the target tables, the saga log and the
+    journal of what each process's calls applied at the target."""
+    from resources.fault_injection import target_journal
+    from resources.outbox import notifications
+
+    # Both begin with invoices 100-149 at the same moment, then go their own ways.
+    procs = [_worker_process(erp_url, "a", 0, 200, 100), _worker_process(erp_url, "b", 100, 200, 100)]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["READY", "READY"]
+        for p in procs:  # both start acting together
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.stdout.readline().startswith("FINISHED") and p.wait(timeout=120) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=30)
+
+    erp = ERPResource(url=erp_url)
+    invoices = {f"INV-{i:05d}" for i in range(300)}
+    with erp.engine.connect() as conn:
+        for table, entity, live in ((ledger_entries, ledger_entries.c.invoice_id, "posted"),
+                                    (payments, payments.c.invoice_id, "scheduled"),
+                                    (notifications, notifications.c.entity, "queued")):
+            rows = conn.execute(sa.select(entity, table.c.status)).all()
+            # Each invoice acted on exactly once overall, and the one write took effect.
+            assert sorted(inv for inv, _ in rows) == sorted(invoices), table.name
+            assert {st for _, st in rows} <= {live, "dispatched"}, table.name
+        journal = conn.execute(sa.select(target_journal.c.holder, target_journal.c.method,
+                                         target_journal.c.item_key, target_journal.c.at)).all()
+    by_invoice: dict[str, set] = {}
+    for holder, method, key, _ in journal:
+        by_invoice.setdefault("INV-" + key.rsplit("-", 1)[1], set()).add(holder)
+    assert set(by_invoice) == invoices and all(len(h) == 1 for h in by_invoice.values())  # never both
+    log = SagaLog(erp_url).load([f"{p}-{i:05d}" for p, r in (("a", range(200)), ("b", range(100, 300))) for i in r])
+    for i in range(300):
+        sagas = [log[k] for k in (f"a-{i:05d}", f"b-{i:05d}") if k in log]
+        assert [s["status"] for s in sagas].count("done") == 1, i
+        refused = [s for s in sagas if s["status"] != "done"]
+        assert all(s["status"] == "failed" and "already paid" in s["reason"] for s in refused), refused
+    assert sum(1 for s in log.values() if s["status"] == "failed") == 100
+    # They met: a loser's saga was planned while the winner's was still in flight.
+    contended = [i for i in range(100, 200) if log[f"a-{i:05d}"]["created_at"] < log[f"b-{i:05d}"]["updated_at"]
+                 and log[f"b-{i:05d}"]["created_at"] < log[f"a-{i:05d}"]["updated_at"]]
+    assert contended
 
 
 def test_a_run_that_cannot_get_the_lease_defers_and_acts_on_nothing(erp_url):
