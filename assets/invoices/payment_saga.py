@@ -25,8 +25,9 @@ from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 
 ERP_TARGET = "erp"
 OUTBOX_TARGET = "outbox"
-# A notice is cheap to retry and a mail relay is slower to answer than the ERP: its own
-# timeout and a longer, gentler backoff (the step still ends within the run).
+# Queueing a notice is one insert into the outbox, so a short timeout; a notice is harmless
+# to retry and not worth dead-lettering a paid invoice over a blip, so more patient
+# backoff than the ERP's (still ending within the run).
 NOTIFY_TIMEOUT_S = 10.0
 NOTIFY_RETRY = RetryPolicy(attempts=4, initial_s=0.5, max_s=5.0, jitter_s=0.25)
 
