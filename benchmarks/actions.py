@@ -2,8 +2,9 @@
 
 Per database, each on a fresh database with the same generated vendors and POs:
 
-1. direct       - the ERP's bulk writes called straight (post ledger entries, then
-                  schedule payments, in chunks): the baseline, no saga log;
+1. direct       - the targets' bulk writes called straight (post ledger entries, then
+                  schedule payments, then queue the vendor notices in the outbox, in
+                  chunks): the baseline, no saga log;
 2. saga         - the durable executor (saga log before/after every step, leases,
                   prerequisite checks), no faults;
 3. saga+faults  - the same with the fault-injection harness: ~3% of steps fail
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fakes"))
 import saga_fault_worker as worker  # noqa: E402
 
 from resources.erp import ERPResource  # noqa: E402
+from resources.outbox import NotificationOutbox  # noqa: E402
+from assets.invoices.payment_saga import payment_notice  # noqa: E402
 
 
 def _direct(url: str, items: list[dict], per_call: int) -> None:
@@ -43,6 +46,11 @@ def _direct(url: str, items: list[dict], per_call: int) -> None:
     for i in range(0, len(items), per_call):
         chunk = items[i:i + per_call]
         erp.schedule_payments([{**it, "key": f"schedule_payment:{it['key']}"} for it in chunk])
+    outbox = NotificationOutbox(url=url)
+    for i in range(0, len(items), per_call):
+        chunk = items[i:i + per_call]
+        outbox.queue_notifications([payment_notice({**it, "saga_id": it["key"], "key": f"notify_vendor:{it['key']}"})
+                                    for it in chunk])
 
 
 def _saga(url: str, items: list[dict], batch: int, per_call: int, faults: bool) -> dict:
@@ -91,7 +99,8 @@ def main() -> None:
     ap.add_argument("--per-call", type=int, default=500)
     args = ap.parse_args()
     items = worker.saga_items(args.sagas)
-    report = {"sagas": args.sagas, "batch": args.batch, "per_call": args.per_call}
+    report = {"sagas": args.sagas, "steps": ["post_ledger_entry", "schedule_payment", "notify_vendor"],
+              "batch": args.batch, "per_call": args.per_call}
     with tempfile.TemporaryDirectory() as tmp:
         for db, make, drop in _databases(Path(tmp)):
             figures = {}

@@ -96,7 +96,7 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="bosun-bench-"))
     os.environ["BOSUN_HOME"] = str(base)
-    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_OUTBOX_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         os.environ.pop(var, None)
     from assets.invoices.demo import prepare
     from assets.invoices.training import read_events

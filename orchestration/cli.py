@@ -62,8 +62,8 @@ def cmd_demo(args) -> int:
     home.mkdir(parents=True, exist_ok=True)
     # The demo is self-contained: its own database, models and sample unless told otherwise.
     os.environ["BOSUN_HOME"] = str(home)
-    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_MODEL_DIR", "BOSUN_SAMPLE_DIR",
-                "BOSUN_POLICY_DIR"):
+    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_OUTBOX_DATABASE_URL", "BOSUN_MODEL_DIR",
+                "BOSUN_SAMPLE_DIR", "BOSUN_POLICY_DIR"):
         if not args.keep_env:
             os.environ.pop(var, None)
     from assets.invoices.demo import run_demo

@@ -251,9 +251,26 @@ def engine_for(url: str, extra_metadata: tuple[sa.MetaData, ...] = ()) -> sa.Eng
         for md in (metadata, *extra_metadata):
             key = (url, id(md))
             if key not in _created:
-                md.create_all(engine, checkfirst=True)
+                _create_all(engine, md)
                 _created.add(key)
     return engine
+
+
+def _create_all(engine: sa.Engine, md: sa.MetaData) -> None:
+    # Two processes starting on a fresh database would both see a table missing and both
+    # create it: on Postgres an advisory lock held for the (transactional) DDL serialises
+    # them; on SQLite the loser's "already exists" means the winner made it, so look again.
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7301849)"))
+            md.create_all(conn, checkfirst=True)
+        return
+    try:
+        md.create_all(engine, checkfirst=True)
+    except sa.exc.OperationalError as err:
+        if "already exists" not in str(err):
+            raise
+        md.create_all(engine, checkfirst=True)
 
 
 

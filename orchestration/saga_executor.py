@@ -316,12 +316,14 @@ class SagaExecutor:
                 settled[k] = ("done", failed_step, err)  # a partial rollback: the rest stays
             else:
                 settled[k] = ("compensated", failed_step, err)
-        self.log.set_status(settled)
+        # The person is asked before the saga is marked escalated: a process that dies in
+        # between leaves it compensating, and the retry asks again (the item's key is unique).
         if broken and self.review is not None:
             self.review.submit(self.workflow, [
                 {"key": f"rollback:{k}", "entity_key": k, "reason": r,
                  "proposal": {"kind": "saga_rollback_failed", "saga_id": k, "params": state[k]["params"]}}
                 for k, r in broken.items()])
+        self.log.set_status(settled)
 
     # ---- calls to the target ------------------------------------------------------------
     @staticmethod

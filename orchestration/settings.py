@@ -31,6 +31,12 @@ def erp_database_url() -> str:
     return normalise_url(url) if url else database_url()
 
 
+def outbox_database_url() -> str:
+    """The notification outbox (a target system too); by default beside the ERP."""
+    url = os.environ.get("BOSUN_OUTBOX_DATABASE_URL")
+    return normalise_url(url) if url else erp_database_url()
+
+
 def sample_dir() -> Path:
     return Path(os.environ.get("BOSUN_SAMPLE_DIR", str(bosun_home() / "sample"))).resolve()
 

@@ -19,6 +19,7 @@ from resources.knowledge_base import PolicyDocuments
 from resources.chat_model import DisabledChatModel
 from resources.local_model import LocalModel
 from resources.notifier import LogNotifier, WebhookNotifier
+from resources.outbox import NotificationOutbox
 
 
 def _env_or_none(name: str):
@@ -63,6 +64,7 @@ def default_resources() -> dict:
         "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL")),
         "context_sources": ContextSources(database_url=_env_or_none("BOSUN_DATABASE_URL")),
         "erp": ERPResource(url=_env_or_none("BOSUN_ERP_DATABASE_URL")),
+        "outbox": NotificationOutbox(url=_env_or_none("BOSUN_OUTBOX_DATABASE_URL")),
         "local_model": LocalModel(model_dir=_env_or_none("BOSUN_MODEL_DIR")),
         "policy_documents": PolicyDocuments(directory=_env_or_none("BOSUN_POLICY_DIR")),
         "llm": chat_model(),

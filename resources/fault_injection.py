@@ -5,7 +5,13 @@ except for what the plan injects, per item key and method: transient errors (bef
 any effect), timeouts (the effect lands, the answer never comes), permanent refusals
 of one item, and a hard-kill point: before a numbered call, or after its effect and
 before the caller can record it, the process announces KILLPOINT on stdout and waits
-for the parent to SIGKILL it by its pid. Every call is recorded (method, time, keys).
+for the parent to SIGKILL it by its pid. Every call is recorded (method, time, keys),
+and, given a `journal` database, every item that reached the target is written there
+with who sent it, so a test can tell from the database which process acted on what.
+
+`FaultySagaLog(log, plan)` adds the kill points between two writes of the saga log:
+after a chosen write has committed and before the next one starts (after step N is
+logged done and before step N+1 is logged running, say).
 """
 
 from __future__ import annotations
@@ -18,7 +24,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
+
 from orchestration.actions import PermanentError, RetryableError
+from orchestration.db import SeqType, engine_for
+
+journal_metadata = sa.MetaData()
+
+# One row per item a wrapped target applied: which process (holder) sent it, when.
+target_journal = sa.Table(
+    "fault_target_journal", journal_metadata,
+    sa.Column("id", SeqType, primary_key=True, autoincrement=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("method", sa.String(100), nullable=False),
+    sa.Column("item_key", sa.String(450), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+)
 
 
 @dataclass
@@ -31,7 +52,9 @@ class FaultPlan:
     permanent: set[tuple[str, str]] = field(default_factory=set)
     # (method, item key) -> number of calls containing it that land only after hang_s (a slow request)
     late: dict[tuple[str, str], int] = field(default_factory=dict)
-    # ("before", method, n): before its n-th call; ("after", method, n): after its n-th effect
+    # ("before", method, n): before its n-th call; ("after", method, n): after its n-th effect;
+    # ("logged", what, n): after the n-th saga-log write of `what` committed (FaultySagaLog):
+    # "plan", "status:<status>", "step:<step>:<state>"
     kill: tuple[str, str, int] | None = None
     hang_s: float = 1.0  # how long a lost answer keeps the caller waiting (beyond its timeout)
 
@@ -56,9 +79,20 @@ def seeded_plan(saga_ids: list[str], methods: dict[str, str], seed: int, *, p_tr
     return plan
 
 
+def _stop_for_the_kill(point: str) -> None:
+    sys.stdout.write(f"KILLPOINT {point} pid={os.getpid()}\n")
+    sys.stdout.flush()
+    # Freeze every thread at this point (a call may run in a worker thread, the caller
+    # would carry on); the parent then SIGKILLs this process by its pid.
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 class FaultyTarget:
-    def __init__(self, target, plan: FaultPlan, methods: list[str]):
+    def __init__(self, target, plan: FaultPlan, methods: list[str], journal: str | None = None,
+                 holder: str | None = None):
         self._target, self._plan, self._methods = target, plan, set(methods)
+        self._journal = engine_for(journal, (journal_metadata,)) if journal else None
+        self._holder = holder or f"pid-{os.getpid()}"
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}
         self._calls: dict[str, int] = {}
@@ -85,7 +119,9 @@ class FaultyTarget:
             if any(counts[k] < self._plan.late.get((name, k), 0) for k in keys):
                 time.sleep(self._plan.hang_s)  # the caller has given up by now; the write still lands
             refused = [it for it, k in zip(items, keys) if (name, k) in self._plan.permanent]
-            result = real([it for it, k in zip(items, keys) if (name, k) not in self._plan.permanent])
+            sent = [it for it, k in zip(items, keys) if (name, k) not in self._plan.permanent]
+            result = real(sent)
+            self._record(name, sent)
             with self._lock:
                 landed = self._effects[name] = self._effects.get(name, 0) + 1
             self._maybe_kill("after", name, landed)
@@ -103,8 +139,55 @@ class FaultyTarget:
 
     def _maybe_kill(self, when: str, name: str, n: int) -> None:
         if self._plan.kill == (when, name, n):
-            sys.stdout.write(f"KILLPOINT {when} {name} {n}\n")
-            sys.stdout.flush()
-            # Freeze every thread at this point (the call runs in a worker thread, the
-            # caller would carry on); the parent then SIGKILLs this process by its pid.
-            os.kill(os.getpid(), signal.SIGSTOP)
+            _stop_for_the_kill(f"{when} {name} {n}")
+
+    def _record(self, name: str, items: list) -> None:
+        if self._journal is None or not items:
+            return
+        now = time.time()
+        with self._journal.begin() as conn:
+            conn.execute(target_journal.insert(), [
+                {"holder": self._holder, "method": name, "item_key": it["key"] if isinstance(it, dict) else it,
+                 "at": now} for it in items])
+
+
+class FaultySagaLog:
+    """A saga log whose process stops after a chosen write: plan.kill = ("logged", what, n)
+    with what = "plan", "status:<status>" or "step:<step>:<state>" stops after the n-th
+    committed write that records it, before the executor's next write."""
+
+    _WRITES = ("plan", "set_steps", "set_status")
+
+    def __init__(self, log, plan: FaultPlan):
+        self._log, self._plan = log, plan
+        self._counts: dict[str, int] = {}
+        self.writes: list[set[str]] = []  # what each write recorded, in order
+
+    def __getattr__(self, name):
+        real = getattr(self._log, name)
+        if name not in self._WRITES:
+            return real
+
+        def write(*args, **kwargs):
+            result = real(*args, **kwargs)
+            recorded = self._recorded(name, *args, **kwargs)
+            if recorded:
+                self.writes.append(recorded)
+                for what in sorted(recorded):
+                    n = self._counts[what] = self._counts.get(what, 0) + 1
+                    if self._plan.kill == ("logged", what, n):
+                        _stop_for_the_kill(f"logged {what} {n}")
+            return result
+
+        return write
+
+    @staticmethod
+    def _recorded(name: str, *args, **kwargs) -> set[str]:
+        if name == "plan":
+            items = args[2] if len(args) > 2 else kwargs.get("items")
+            return {"plan"} if items else set()
+        if name == "set_steps":
+            step, states = args[0], (args[1] if len(args) > 1 else kwargs["states"])
+            return {f"step:{step}:{state}" for state, _ in states.values()}
+        statuses = args[0] if args else kwargs["statuses"]
+        return {f"status:{status}" for status, _, _ in statuses.values()}

@@ -10,6 +10,7 @@ from orchestration.saga_executor import BatchOutcome
 from orchestration.guardrail_checks import activation_counts
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
+from resources.outbox import NotificationOutbox
 
 from assets.invoices.context import action_key
 from assets.invoices.metrics import observe_batch
@@ -31,10 +32,10 @@ PREVIEW_TAG = "bosun/preview"
 
 
 def execute(decisions: list[dict], erp: ERPResource, db_url: str, batch_id: str, holder: str,
-            preview: bool = False) -> BatchOutcome:
+            preview: bool = False, outbox: NotificationOutbox | None = None) -> BatchOutcome:
     """The batch's payment sagas; a saga already in the log is resumed from it, whatever a
     recomputed decision says, so a replay after a crash finishes what was started."""
-    executor = payment_executor(erp, db_url, holder)
+    executor = payment_executor(erp, db_url, holder, outbox=outbox)
     items = plan(decisions)
     if preview:
         return executor.run(items, batch_id, preview=True)
@@ -137,13 +138,13 @@ def plan_payments(invoice_decisions: list[dict]) -> dict:
 
 @dg.op
 def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ERPResource,
-                          bosun_db: BosunDatabase) -> dg.Output[dict]:
+                          bosun_db: BosunDatabase, outbox: NotificationOutbox) -> dg.Output[dict]:
     """Run the sagas, then record every event's outcome: review queue and audit first, the
     inbox state last, so a run that dies in between leaves the events "received" and the
     replay redoes them idempotently."""
     decisions, batch_id = planned["decisions"], context.partition_key
     preview = context.run.tags.get(PREVIEW_TAG) == "true"
-    sagas = execute(decisions, erp, bosun_db.resolved_url, batch_id, context.run_id, preview)
+    sagas = execute(decisions, erp, bosun_db.resolved_url, batch_id, context.run_id, preview, outbox)
     acted_at = datetime.now(timezone.utc)
     if preview:  # nothing executes: the plans are the run's metadata
         return dg.Output({"batch": batch_id, "preview": True, "plans": len(sagas.preview)}, metadata={
@@ -173,6 +174,6 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
 
 @dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
 def invoice_actions(invoice_decisions: list[dict]) -> dict:
-    """Payments made for the batch's approved invoices (ledger entry, then payment), and
-    the terminal state of every event in the batch."""
+    """Payments made for the batch's approved invoices (ledger entry, payment, notice to
+    the vendor), and the terminal state of every event in the batch."""
     return execute_payment_sagas(plan_payments(invoice_decisions))

@@ -1,8 +1,9 @@
-"""The invoice payment saga: post the liability, then schedule the payment.
+"""The invoice payment saga: post the liability, schedule the payment, tell the vendor.
 
-Two action types against the ERP, each idempotent by a key derived from the event,
-each with its compensation (reverse, cancel) and a read that verifies it; the checks
-that must hold before the first step; the entities a run leases; the approval rule.
+Two action types against the ERP and one against the notification outbox, each
+idempotent by a key derived from the event, each with its compensation (reverse, cancel,
+retract) and a read that verifies it; the checks that must hold before the first step;
+the entities a run leases; the approval rule.
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from orchestration.review import ReviewQueue
 from orchestration.saga_executor import PlanStep, SagaExecutor, SagaPlan
 from orchestration.saga_log import SagaLog
 from resources.erp import ERPResource
+from resources.outbox import NotificationOutbox
 
 from assets.invoices.context import action_key
 from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 
 ERP_TARGET = "erp"
+OUTBOX_TARGET = "outbox"
+# Queueing a notice is one insert into the outbox, so a short timeout; a notice is harmless
+# to retry and not worth dead-lettering a paid invoice over a blip, so more patient
+# backoff than the ERP's (still ending within the run).
+NOTIFY_TIMEOUT_S = 10.0
+NOTIFY_RETRY = RetryPolicy(attempts=4, initial_s=0.5, max_s=5.0, jitter_s=0.25)
 
 
 def payment_params(key: str, invoice: dict, po_amount=None) -> dict:
@@ -32,19 +40,37 @@ def payment_params(key: str, invoice: dict, po_amount=None) -> dict:
             "due_on": invoice["due_on"], "po_amount": po_amount}
 
 
-def payment_plan(erp: ERPResource, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
-                 rate: float | None = None) -> SagaPlan:
+def payment_notice(item: dict) -> dict:
+    """What the vendor is told once its payment is scheduled (an outbox message)."""
+    return {"key": item["key"], "recipient": item["vendor_id"], "entity": item["invoice_id"],
+            "subject": f"Payment scheduled for invoice {item['invoice_id']}",
+            "body": {"invoice_id": item["invoice_id"], "po_number": item["po_number"], "amount": str(item["amount"]),
+                     "currency": item["currency"], "due_on": str(item["due_on"]),
+                     "payment_key": action_key(item["saga_id"], "schedule_payment")}}
+
+
+def payment_plan(erp: ERPResource, outbox: NotificationOutbox | None = None, timeout_s: float = 30.0,
+                 retry: RetryPolicy | None = None, rate: float | None = None, *,
+                 notify_timeout_s: float | None = None, notify_retry: RetryPolicy | None = None,
+                 notify_rate: float | None = None) -> SagaPlan:
     # The workflow's retry budget: after it, the invoice is dead-lettered (workflow.py).
     retry = retry or RetryPolicy(attempts=dead_letter_policy.attempts, initial_s=dead_letter_policy.backoff_s)
+    outbox = outbox if outbox is not None else NotificationOutbox()
 
-    def action(name, do, undo, live):
+    def action(name, do, undo, live, **kw):
+        kw = {"timeout_s": timeout_s, "retry": retry, "target": ERP_TARGET, "rate_limit": rate, **kw}
         return ActionType(name, do=do, compensate=undo, verify=lambda items: live([it["key"] for it in items]),
-                          key=lambda saga_id: action_key(saga_id, name), timeout_s=timeout_s, retry=retry,
-                          target=ERP_TARGET, rate_limit=rate)
+                          key=lambda saga_id: action_key(saga_id, name), **kw)
 
     post = action("post_ledger_entry", erp.post_ledger_entries, erp.reverse_ledger_entries, erp.live_ledger_keys)
     pay = action("schedule_payment", erp.schedule_payments, erp.cancel_payments, erp.live_payment_keys)
-    return SagaPlan([PlanStep(post.name, post), PlanStep(pay.name, pay, after=(post.name,))])
+    notify = action("notify_vendor", lambda items: outbox.queue_notifications([payment_notice(it) for it in items]),
+                    lambda items: outbox.retract_notifications([payment_notice(it) for it in items]),
+                    outbox.live_notification_keys, target=OUTBOX_TARGET,
+                    timeout_s=notify_timeout_s or NOTIFY_TIMEOUT_S, retry=notify_retry or NOTIFY_RETRY,
+                    rate_limit=notify_rate)
+    return SagaPlan([PlanStep(post.name, post), PlanStep(pay.name, pay, after=(post.name,)),
+                     PlanStep(notify.name, notify, after=(pay.name,))])
 
 
 def entities(params: dict) -> list[str]:
@@ -112,14 +138,22 @@ def erp_rate_limit() -> float | None:
     return float(raw) if raw else None
 
 
+def outbox_rate_limit() -> float | None:
+    """BOSUN_OUTBOX_RATE_LIMIT: notices per second the outbox's relay accepts from all runs."""
+    raw = os.environ.get("BOSUN_OUTBOX_RATE_LIMIT")
+    return float(raw) if raw else None
+
+
 def payment_executor(erp: ERPResource, db_url: str, holder: str, *, rate: float | None = None,
-                     limit: Decimal | None = None, lease_wait_s: float = 10.0, plan: SagaPlan | None = None) -> SagaExecutor:
-    # `rate` overrides the plan's (0: none); by default the plan declares BOSUN_ERP_RATE_LIMIT.
+                     limit: Decimal | None = None, lease_wait_s: float = 10.0, plan: SagaPlan | None = None,
+                     outbox: NotificationOutbox | None = None, log: SagaLog | None = None) -> SagaExecutor:
+    # `rate` overrides the plan's ERP rate (0: no limit on any target); by default the plan
+    # declares BOSUN_ERP_RATE_LIMIT and BOSUN_OUTBOX_RATE_LIMIT.
     limiters = {ERP_TARGET: RateLimiter(db_url, ERP_TARGET, rate)} if rate else {}
-    plan = plan or payment_plan(erp, rate=erp_rate_limit())
+    plan = plan or payment_plan(erp, outbox, rate=erp_rate_limit(), notify_rate=outbox_rate_limit())
     if rate == 0:
-        limiters = {ERP_TARGET: None}
-    return SagaExecutor(SagaLog(db_url), WORKFLOW, plan, limiters=limiters,
+        limiters = {ERP_TARGET: None, OUTBOX_TARGET: None}
+    return SagaExecutor(log or SagaLog(db_url), WORKFLOW, plan, limiters=limiters,
                         leases=Leases(db_url, holder), entities=entities, prerequisites=prerequisites(erp),
                         approval=approval_rule(limit if limit is not None else approval_limit()),
                         review=ReviewQueue(db_url), lease_wait_s=lease_wait_s)
@@ -127,7 +161,8 @@ def payment_executor(erp: ERPResource, db_url: str, holder: str, *, rate: float 
 
 def saga_executor(resources, holder: str) -> SagaExecutor:
     """The workflow's executor for `bosun saga ...` and `bosun review approve`."""
-    return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder)
+    return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder,
+                            outbox=resources["outbox"])
 
 
 def record_settled(resources, outcome, note: str, batch_id: str | None = None, extra: dict | None = None) -> int:

@@ -47,9 +47,11 @@ def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
     env = {"BOSUN_HOME": str(home)}
     assert json.loads(bosun("audit", "verify", env_extra=env).stdout)["ok"] is True
     engine = sa.create_engine(f"sqlite:///{home / 'bosun.db'}")
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # a decision record past the first: the chain breaks there
+        seq = conn.execute(sa.text("SELECT min(seq) FROM bosun_audit_log WHERE seq > 1 AND kind = 'decision' "
+                                   "AND record LIKE '%approve%'")).scalar_one()
         conn.execute(sa.text("UPDATE bosun_audit_log SET record = replace(record, 'approve', 'reject') "
-                             "WHERE seq = 5"))
+                             "WHERE seq = :seq"), {"seq": seq})
     engine.dispose()
     broken = bosun("audit", "verify", env_extra=env, check=False)
-    assert broken.returncode == 1 and json.loads(broken.stdout)["first_bad_seq"] == 5
+    assert broken.returncode == 1 and json.loads(broken.stdout)["first_bad_seq"] == seq

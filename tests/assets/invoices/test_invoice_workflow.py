@@ -116,11 +116,13 @@ def test_the_audit_tells_why_a_payment_was_made(world):
     paid = world.resources["erp"].live_payments()[0]
     event_key = paid["idempotency_key"].split(":", 1)[1]
     chain = world.resources["bosun_db"].audit().records_for(event_key)
-    assert [r["kind"] for r in chain] == ["decision", "action", "action", "outcome"]
+    assert [r["kind"] for r in chain] == ["decision", "action", "action", "action", "outcome"]
     decision = chain[0]["record"]
     assert decision["event"]["id"] and decision["event"]["payload_sha256"]
     assert decision["context_used"]["po_number"] == paid["po_number"]
     assert decision["model"] == "local" and decision["model_version"].startswith("local-")
     assert decision["decision"] == "approve" and decision["confidence"] >= 0.75
-    assert [r["record"]["step"] for r in chain[1:3]] == ["post_ledger_entry", "schedule_payment"]
-    assert chain[3]["record"]["status"] == "done"
+    assert [r["record"]["step"] for r in chain[1:4]] == ["post_ledger_entry", "schedule_payment", "notify_vendor"]
+    assert chain[4]["record"]["status"] == "done"
+    notice = f"notify_vendor:{event_key}"  # and the vendor was told, once
+    assert world.resources["outbox"].live_notification_keys([notice]) == {notice}

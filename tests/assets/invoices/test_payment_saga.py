@@ -1,6 +1,9 @@
 """The invoice payment saga on the durable executor: rate limit, leases, preview,
 approval and rollback, against the real SQL ERP."""
 
+import os
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -47,8 +50,8 @@ def test_two_runs_share_one_rate_limit_never_exceeded_in_any_second(erp_url):
         t.start()
     for t in threads:
         t.join(timeout=60)
-    at = sorted(when for _, target in runs for _, when, _ in target.calls)  # measured at the target
-    assert len(at) == 2 * 2000 // 25
+    at = sorted(when for _, targets in runs for _, when, _ in targets.erp.calls)  # measured at the ERP
+    assert len(at) == 2 * 2000 // 25  # two ERP steps of 1,000 sagas per run; the outbox is another target
     busiest = max(sum(1 for t in at[i:] if t < start + 1.0) for i, start in enumerate(at))
     assert busiest <= rate
     assert at[-1] - at[0] >= (len(at) - rate) / rate  # it was the limiter that paced them
@@ -70,6 +73,65 @@ def test_two_runs_on_overlapping_entities_never_both_act_on_one(erp_url):
     assert acted_a.isdisjoint(acted_b)
     assert acted_a | acted_b == {it["key"] for it in items}
     assert SagaLog(erp_url).counts("invoices") == {"done": 300}
+
+
+def _worker_process(url: str, prefix: str, first: int, n: int, start_at: int) -> subprocess.Popen:
+    args = [sys.executable, worker.__file__, url, str(n), "0", "--no-faults", "--first", str(first),
+            "--start-at", str(start_at),
+            "--prefix", prefix, "--holder", f"process-{prefix}", "--journal", "--wait-go", "--batch", "50"]
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
+    """Two OS processes, each with its own sagas (its own idempotency keys) for invoices
+    0-199 and 100-299: only the leases and the prerequisites read under them stop both
+    from paying invoices 100-199. Judged from the target tables, the saga log and the
+    journal of what each process's calls applied at the target."""
+    from resources.fault_injection import target_journal
+    from resources.outbox import notifications
+
+    # Both begin with invoices 100-149 at the same moment, then go their own ways.
+    procs = [_worker_process(erp_url, "a", 0, 200, 100), _worker_process(erp_url, "b", 100, 200, 100)]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["READY", "READY"]
+        for p in procs:  # both start acting together
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.stdout.readline().startswith("FINISHED") and p.wait(timeout=120) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=30)
+
+    erp = ERPResource(url=erp_url)
+    invoices = {f"INV-{i:05d}" for i in range(300)}
+    with erp.engine.connect() as conn:
+        for table, entity, live in ((ledger_entries, ledger_entries.c.invoice_id, "posted"),
+                                    (payments, payments.c.invoice_id, "scheduled"),
+                                    (notifications, notifications.c.entity, "queued")):
+            rows = conn.execute(sa.select(entity, table.c.status)).all()
+            # Each invoice acted on exactly once overall, and the one write took effect.
+            assert sorted(inv for inv, _ in rows) == sorted(invoices), table.name
+            assert {st for _, st in rows} <= {live, "dispatched"}, table.name
+        journal = conn.execute(sa.select(target_journal.c.holder, target_journal.c.method,
+                                         target_journal.c.item_key, target_journal.c.at)).all()
+    by_invoice: dict[str, set] = {}
+    for holder, method, key, _ in journal:
+        by_invoice.setdefault("INV-" + key.rsplit("-", 1)[1], set()).add(holder)
+    assert set(by_invoice) == invoices and all(len(h) == 1 for h in by_invoice.values())  # never both
+    log = SagaLog(erp_url).load([f"{p}-{i:05d}" for p, r in (("a", range(200)), ("b", range(100, 300))) for i in r])
+    for i in range(300):
+        sagas = [log[k] for k in (f"a-{i:05d}", f"b-{i:05d}") if k in log]
+        assert [s["status"] for s in sagas].count("done") == 1, i
+        refused = [s for s in sagas if s["status"] != "done"]
+        assert all(s["status"] == "failed" and "already paid" in s["reason"] for s in refused), refused
+    assert sum(1 for s in log.values() if s["status"] == "failed") == 100
+    # They met: a loser's saga was planned while the winner's was still in flight.
+    contended = [i for i in range(100, 200) if log[f"a-{i:05d}"]["created_at"] < log[f"b-{i:05d}"]["updated_at"]
+                 and log[f"b-{i:05d}"]["created_at"] < log[f"a-{i:05d}"]["updated_at"]]
+    assert contended
 
 
 def test_a_run_that_cannot_get_the_lease_defers_and_acts_on_nothing(erp_url):
@@ -98,23 +160,39 @@ def test_prerequisites_are_checked_before_the_first_step(erp_url):
     assert "does not exist" in out.failed[items[0]["key"]]["error"]
     assert "left" in out.failed[items[1]["key"]]["error"]
     assert {k for _, _, keys in target.calls for k in keys} == {f"post_ledger_entry:{items[2]['key']}",
-                                                                 f"schedule_payment:{items[2]['key']}"}
+                                                                 f"schedule_payment:{items[2]['key']}",
+                                                                 f"notify_vendor:{items[2]['key']}"}
 
 
 def test_partial_rollback_undoes_the_step_and_what_depends_on_it_verified(erp_url):
-    items = worker.saga_items(2)
+    from resources.outbox import NotificationOutbox, correction_key
+
+    items = worker.saga_items(3)
     (ex, _), = _executors(erp_url, 1, per_call=10)
-    ex.run(items, "r")
-    k = items[0]["key"]
+    outbox = NotificationOutbox(url=erp_url)
+    ex.run(items[:2], "r")
+    sent = outbox.dispatch()  # the relay sends both notices
+    ex.run(items[2:], "r2")  # this one's notice is still queued
+    assert {m["idempotency_key"] for m in sent} == {f"notify_vendor:{it['key']}" for it in items[:2]}
+    k, q = items[0]["key"], items[2]["key"]
     out = ex.rollback(k, ["schedule_payment"])
-    assert out.failed[k]["compensated"] == ["schedule_payment"]
+    assert out.failed[k]["compensated"] == ["notify_vendor", "schedule_payment"]  # the notice depends on it
     erp = ERPResource(url=erp_url)
     assert erp.live_payment_keys([f"schedule_payment:{k}"]) == set()
     assert erp.live_ledger_keys([f"post_ledger_entry:{k}"]) == {f"post_ledger_entry:{k}"}
+    # A notice already sent cannot be unsent: it is kept, retracted, and a correction follows.
+    notice, correction = outbox.messages_about(items[0]["invoice_id"])
+    assert (notice["idempotency_key"], notice["status"]) == (f"notify_vendor:{k}", "retracted")
+    assert (correction["idempotency_key"], correction["kind"], correction["status"], correction["corrects"]) == (
+        correction_key(f"notify_vendor:{k}"), "correction", "queued", f"notify_vendor:{k}")
     out = ex.rollback(k, ["post_ledger_entry"])
     assert out.failed[k]["compensated"] == ["post_ledger_entry"]
     log = SagaLog(erp_url).load([k])[k]
     assert log["status"] == "compensated" and set(s for s, _ in log["steps"].values()) == {"compensated"}
+    # A notice still queued is cancelled: it never leaves, and no correction is needed.
+    assert ex.rollback(q).failed[q]["compensated"] == ["notify_vendor", "schedule_payment", "post_ledger_entry"]
+    assert [(m["kind"], m["status"]) for m in outbox.messages_about(items[2]["invoice_id"])] == [("notice", "cancelled")]
+    assert [m["idempotency_key"] for m in outbox.dispatch()] == [correction_key(f"notify_vendor:{k}")]
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
@@ -133,7 +211,7 @@ def test_preview_executes_nothing_and_shows_the_plans(world):
     meta = result.asset_materializations_for_node("invoice_actions")[0].metadata
     assert meta["preview"].value is True and meta["planned_payments"].value > 100
     plans = meta["plans"].value
-    assert [s["step"] for s in plans[0]["steps"]] == ["post_ledger_entry", "schedule_payment"]
+    assert [s["step"] for s in plans[0]["steps"]] == ["post_ledger_entry", "schedule_payment", "notify_vendor"]
     erp = world.resources["erp"]
     with erp.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(ledger_entries)).scalar_one() == 0
@@ -253,12 +331,14 @@ def test_a_write_that_lands_after_the_saga_gave_up_stays_undone(erp_url):
 
     from orchestration.actions import RetryPolicy
     from resources.fault_injection import FaultPlan, FaultyTarget
+    from resources.outbox import NotificationOutbox
     from assets.invoices.payment_saga import payment_executor, payment_plan
 
     items = worker.saga_items(3)
     plan = FaultPlan(late={("schedule_payments", f"schedule_payment:{it['key']}"): 99 for it in items}, hang_s=0.4)
-    target = FaultyTarget(ERPResource(url=erp_url), plan, list(worker.DO_UNDO) + list(worker.DO_UNDO.values()))
-    steps = payment_plan(target, timeout_s=0.1, retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002))
+    target = FaultyTarget(ERPResource(url=erp_url), plan, worker.ERP_METHODS)
+    steps = payment_plan(target, NotificationOutbox(url=erp_url), timeout_s=0.1,
+                         retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002))
     out = payment_executor(target, erp_url, "late", rate=0, limit=None, plan=steps).run(items, "late")
     assert sorted(out.failed) == [it["key"] for it in items]
     deadline = time.monotonic() + 10
@@ -277,8 +357,12 @@ def test_the_erp_rate_limit_is_declared_by_the_actions_from_the_environment(erp_
     from assets.invoices.payment_saga import payment_executor
 
     monkeypatch.setenv("BOSUN_ERP_RATE_LIMIT", "40")
+    monkeypatch.setenv("BOSUN_OUTBOX_RATE_LIMIT", "5")
     ex = payment_executor(ERPResource(url=erp_url), erp_url, "env")
-    assert {s.action.rate_limit for s in ex.plan.steps.values()} == {40.0}
+    assert {n: (s.action.target, s.action.rate_limit) for n, s in ex.plan.steps.items()} == {
+        "post_ledger_entry": ("erp", 40.0), "schedule_payment": ("erp", 40.0), "notify_vendor": ("outbox", 5.0)}
     assert ex.limiters["erp"].interval == pytest.approx(1 / (40 * 0.95))
+    assert ex.limiters["outbox"].interval == pytest.approx(1 / (5 * 0.95))
     monkeypatch.delenv("BOSUN_ERP_RATE_LIMIT")
+    monkeypatch.delenv("BOSUN_OUTBOX_RATE_LIMIT")
     assert payment_executor(ERPResource(url=erp_url), erp_url, "none").limiters == {}
