@@ -10,7 +10,10 @@ from orchestration.inbox import TERMINAL_STATES
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
+from orchestration import outcome_reconciliation
+
 from assets.invoices.actions import PREVIEW_TAG, invoice_actions
+from assets.invoices.batch_reconciliation import reconcile_batch
 from assets.invoices.decisions import invoice_guardrail_checks
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, dead_letter_policy, invoice_batches
 
@@ -23,6 +26,10 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 _SPECS = {
     "every_event_reached_a_terminal_state":
         "Nothing lost: every event of the batch is done, escalated, rejected or dead-lettered.",
+    "decisions_reconcile_with_saga_log_and_erp":
+        "Every paid event has a done saga and a live ledger entry and payment of its amount and currency; "
+        "every other event has no live effect (or a compensated/escalated saga with a reason); nothing in "
+        "the ERP for the batch's invoices lacks a done saga step.",
     "no_invoice_paid_twice": "No invoice has more than one live payment, across all batches.",
     "no_payment_exceeds_po": "Live payments on each purchase order stay within its amount plus tolerance.",
     "dead_letters_within_limits": "Open dead letters stay under the workflow's count and age limits.",
@@ -43,8 +50,12 @@ def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: Bos
         # A preview acts on nothing: the events stay received for the real run.
         yield dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="every_event_reached_a_terminal_state",
                                   passed=True, metadata={"preview": True})
+        yield dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="decisions_reconcile_with_saga_log_and_erp",
+                                  passed=True, metadata={"preview": True})
     else:
-        yield every_event_reached_a_terminal_state(BatchRange.parse(context.partition_key), bosun_db)
+        batch = BatchRange.parse(context.partition_key)
+        yield every_event_reached_a_terminal_state(batch, bosun_db)
+        yield decisions_reconcile_with_saga_log_and_erp(batch, bosun_db, erp)
     yield no_invoice_paid_twice(erp)
     yield no_payment_exceeds_po(erp)
     yield dead_letters_within_limits(bosun_db)
@@ -57,6 +68,21 @@ def every_event_reached_a_terminal_state(batch: BatchRange, bosun_db: BosunDatab
                                passed=not stuck, metadata={
         "events": sum(states.values()), **{f"state_{s}": n for s, n in sorted(states.items())},
         "not_terminal": sum(stuck.values())})
+
+
+def decisions_reconcile_with_saga_log_and_erp(batch: BatchRange, bosun_db: BosunDatabase,
+                                              erp: ERPResource) -> dg.AssetCheckResult:
+    rec = reconcile_batch(batch, bosun_db, erp)
+    meta = outcome_reconciliation.metadata(rec)
+    return dg.AssetCheckResult(
+        asset_key=invoice_actions.key, check_name="decisions_reconcile_with_saga_log_and_erp", passed=rec.ok,
+        description=None if rec.ok else f"{len(rec.discrepancies)} discrepancies: " + ", ".join(rec.events_named()[:5]),
+        metadata={"events": meta["events"], "live_effects": meta["live_effects"],
+                  "discrepancies": meta["discrepancies"],
+                  "saga_status": dg.MetadataValue.json(meta["saga_status"]),
+                  "discrepancies_by_kind": dg.MetadataValue.json(meta["discrepancies_by_kind"]),
+                  "events_with_discrepancies": dg.MetadataValue.json(meta["events_with_discrepancies"]),
+                  "examples": dg.MetadataValue.json(meta["examples"])})
 
 
 def no_invoice_paid_twice(erp: ERPResource) -> dg.AssetCheckResult:
