@@ -14,6 +14,7 @@ from orchestration import outcome_reconciliation
 
 from assets.invoices.actions import PREVIEW_TAG, invoice_actions
 from assets.invoices.batch_reconciliation import reconcile_batch
+from assets.invoices.data_quality import expectation_checks
 from assets.invoices.decisions import invoice_guardrail_checks
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, dead_letter_policy, invoice_batches
 
@@ -109,4 +110,4 @@ def dead_letters_within_limits(bosun_db: BosunDatabase) -> dg.AssetCheckResult:
         "max_open": dead_letter_policy.max_open, "max_oldest_age_s": dead_letter_policy.max_oldest_age_s})
 
 
-invoice_checks = [invoice_guardrail_checks, invoice_outcome_checks]
+invoice_checks = [invoice_guardrail_checks, invoice_outcome_checks, *expectation_checks]
