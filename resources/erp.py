@@ -91,6 +91,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
 def _money_row(item: dict, **extra) -> dict:
     return {"idempotency_key": item["key"], "invoice_id": item["invoice_id"], "vendor_id": item["vendor_id"],
             "po_number": item["po_number"], "amount": Decimal(item["amount"]), "currency": item["currency"], **extra}
@@ -284,8 +288,10 @@ class ERPResource(dg.ConfigurableResource):
             if bad:
                 raise ValueError(f"unknown settlement status {bad}; expected one of {SETTLEMENT_STATUSES}")
             with self.engine.begin() as conn:
+                # Stored in UTC: SQLite keeps no offset, so every timestamp is written as UTC.
                 conn.execute(insert_ignoring_duplicates(self.engine, settlements, ["payment_key", "status"]),
-                             [{**r, "amount": Decimal(str(r["amount"]))} for r in rows])
+                             [{**r, "amount": Decimal(str(r["amount"])), "settled_at": _utc(r["settled_at"])}
+                              for r in rows])
         return len(rows)
 
     def payments_due_between(self, start, end) -> list[dict]:
@@ -303,7 +309,7 @@ class ERPResource(dg.ConfigurableResource):
             for i in range(0, len(payment_keys), 5000):
                 q = sa.select(settlements).where(settlements.c.payment_key.in_(payment_keys[i:i + 5000]))
                 if reported_by is not None:
-                    q = q.where(settlements.c.settled_at <= reported_by)
+                    q = q.where(settlements.c.settled_at <= _utc(reported_by))
                 for r in conn.execute(q.order_by(settlements.c.settled_at, settlements.c.id)).mappings():
                     out.setdefault(r["payment_key"], []).append(dict(r))
         return out

@@ -12,12 +12,13 @@ from assets.invoices.checks import invoice_checks
 from assets.invoices.context import invoice_context, policy_index, purchase_orders, vendors
 from assets.invoices.decisions import invoice_decisions
 from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
+from assets.invoices.settlements import payment_settlements, settlement_job
 from assets.invoices.workflow import invoice_batches
 
 context_assets = [vendors, purchase_orders, policy_index]
 batch_assets = [invoice_context, invoice_decisions, invoice_actions]
 calibration_assets = [invoice_confidence_calibrator]
-assets = [*context_assets, *calibration_assets, *batch_assets, payment_reconciliation]
+assets = [*context_assets, *calibration_assets, *batch_assets, payment_reconciliation, payment_settlements]
 checks = invoice_checks
 
 # Batch runs execute in-process: the steps are sequential anyway, and a subprocess per
@@ -39,7 +40,8 @@ invoice_calibration_job = dg.define_asset_job(
     executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
     description="Refit the confidence calibrator on reviewed outcomes and check its ECE.")
 
-jobs = [invoice_batch_job, invoice_context_refresh_job, invoice_calibration_job, reconciliation_job]
+jobs = [invoice_batch_job, invoice_context_refresh_job, invoice_calibration_job, reconciliation_job, settlement_job]
 
 __all__ = ["assets", "checks", "jobs", "invoice_batch_job", "invoice_context_refresh_job", "invoice_calibration_job",
-           "invoice_batches", "context_assets", "calibration_assets", "batch_assets", "reconciliation_job"]
+           "invoice_batches", "context_assets", "calibration_assets", "batch_assets", "reconciliation_job",
+           "settlement_job"]

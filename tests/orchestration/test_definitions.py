@@ -24,7 +24,9 @@ def test_definitions_load_with_every_workflow_piece():
     assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po",
                       "retrieval_recall_at_5_meets_threshold", "calibration_error_is_below_limit",
                       "hard_guardrails_held", "no_soft_flagged_decision_acted_on_unreviewed",
-                      "dead_letters_within_limits", "ledger_matches_payments"}
+                      "dead_letters_within_limits", "ledger_matches_payments",
+                      "decisions_reconcile_with_saga_log_and_erp", "context_meets_expectations",
+                      "outcomes_meet_expectations", "payments_settled_by_due_date"}
 
 
 def test_context_assets_carry_freshness_policies():
