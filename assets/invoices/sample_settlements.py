@@ -76,3 +76,21 @@ def simulate_settlements(erp: ERPResource, seed: int = 7, as_of: datetime | None
     erp.record_settlements(rows)
     return {"payments": sum(fates.values()), "fates": dict(sorted(fates.items())), "reports": len(rows),
             "as_of": as_of.isoformat()}
+
+
+def settle_sample(erp: ERPResource, seed: int = 7, days_after_last_due: int = 7) -> dict:
+    """The demo's bank: run the clock past the last due date, then judge every due day as the
+    daily check would. Returns the fates drawn and the verdicts."""
+    from assets.invoices.settlements import FAILING, evaluate
+
+    due = [p["due_on"] for p in erp.live_payments() if p.get("due_on")]
+    if not due:
+        return {"payments": 0}
+    first, last = min(due), max(due)
+    as_of = datetime.combine(last + timedelta(days=days_after_last_due), time(12), tzinfo=TZ)
+    simulated = simulate_settlements(erp, seed, as_of)
+    result = evaluate(erp, datetime.combine(first, time(0), tzinfo=TZ),
+                      datetime.combine(last + timedelta(days=1), time(0), tzinfo=TZ), as_of)
+    verdicts = {v: len(rows) for v, rows in result["by_verdict"].items() if rows}
+    return {**simulated, "verdicts": verdicts, "failing": result["failing"],
+            "failing_examples": [d["payment_key"] for v in FAILING for d in result["by_verdict"][v]][:5]}
