@@ -290,7 +290,8 @@ class ERPResource(dg.ConfigurableResource):
             with self.engine.begin() as conn:
                 # Stored in UTC: SQLite keeps no offset, so every timestamp is written as UTC.
                 conn.execute(insert_ignoring_duplicates(self.engine, settlements, ["payment_key", "status"]),
-                             [{**r, "amount": Decimal(str(r["amount"])), "settled_at": _utc(r["settled_at"])}
+                             [{**r, "amount": Decimal(str(r["amount"])), "settled_at": _utc(r["settled_at"]),
+                               "reason": r.get("reason")}
                               for r in rows])
         return len(rows)
 

@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("context.py", ["--sizes", "200", "--repeat", "1"]),
     ("actions.py", ["--sagas", "200", "--batch", "100"]),
     ("decisions.py", ["--events", "800"]),  # exits 1 when a goal is missed; 800 keeps ECE meaningful
+    ("outcome_checks.py", ["--events", "200"]),
 ])
 def test_benchmark_runs_and_prints_figures(script, args, bosun_home):
     proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
