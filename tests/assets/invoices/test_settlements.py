@@ -77,6 +77,8 @@ def test_payments_due_on_a_day_fail_the_check_unless_settled_in_time(erp, tmp_pa
     assert check.metadata["payments_due"].value == 6  # the cancelled one is not owed, Monday's is another day
     assert check.metadata["settled_on_time"].value == 1
     assert "5 of 6 payments due 2026-11-20" in check.description
+    examples = {d["payment_key"]: d for d in check.metadata["examples"].value}
+    assert examples["failed"]["reason"] == "account closed" and examples["returned"]["reason"] == "beneficiary unknown"
 
     # Monday's payment, evaluated on the Saturday before: not yet due, so it passes.
     ahead = _materialize(erp, tmp_path, "2026-11-23", "2026-11-21T09:00:00+01:00")
