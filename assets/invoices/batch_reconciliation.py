@@ -3,8 +3,9 @@ sagas in the log, and the ERP's ledger entries and payments.
 
 Every approved invoice has a done saga with a posted ledger entry and a scheduled payment
 of the invoice's amount and currency (or its saga was compensated, refused or escalated,
-with a reason); nothing the ERP holds for the batch's invoices lacks a done saga step;
-a rejected, held or escalated invoice has no live effect.
+with a reason); a live ERP row under one of the batch's keys needs its saga step done, and
+a live row for one of the batch's invoices under any other key needs a saga that wrote it
+(else it was written by hand); a rejected, held or escalated invoice has no live effect.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ _SPECS = {
     "decisions_reconcile_with_saga_log_and_erp":
         "Every paid event has a done saga and a live ledger entry and payment of its amount and currency; "
         "every other event has no live effect (or a compensated/escalated saga with a reason); nothing in "
-        "the ERP for the batch's invoices lacks a done saga step.",
+        "the ERP for the batch's invoices lacks the saga step that wrote it.",
     "no_invoice_paid_twice": "No invoice has more than one live payment, across all batches.",
     "no_payment_exceeds_po": "Live payments on each purchase order stay within its amount plus tolerance.",
     "dead_letters_within_limits": "Open dead letters stay under the workflow's count and age limits.",

@@ -69,7 +69,7 @@ def test_reconciliation_passes_then_names_the_events_altered_behind_the_sagas_ba
             paid_by_hand["idempotency_key"], "manual-fix-0001"} <= set(named)
     kinds = check.metadata["discrepancies_by_kind"].value
     assert kinds["effect_mismatch"] == 1 and kinds["effect_missing"] == 1
-    assert kinds["live_effect_without_saga"] == 1 and kinds["live_effect_without_done_step"] == 1
+    assert kinds["live_effect_without_saga"] == 1 and kinds["live_effect_without_saga_step"] == 1
     examples = {(d["kind"], d.get("event") or d["target_key"]): d for d in check.metadata["examples"].value}
     mismatch = examples[("effect_mismatch", amount_edited["idempotency_key"])]
     assert mismatch["step"] == "schedule_payment" and "amount is" in mismatch["detail"]
