@@ -82,7 +82,9 @@ def validate(frame, suite_path: str | Path) -> dict:
     rows = []
     for r in result.results:
         res = r.result or {}
-        row = {"expectation": _name(r.expectation_config), "success": bool(r.success)}
+        severity = getattr(r.expectation_config, "severity", None)
+        row = {"expectation": _name(r.expectation_config), "success": bool(r.success),
+               "severity": getattr(severity, "value", str(severity or "critical"))}
         for key in ("observed_value", "element_count", "unexpected_count", "unexpected_percent"):
             if key in res:
                 row[key] = _plain(res[key])
@@ -95,14 +97,18 @@ def validate(frame, suite_path: str | Path) -> dict:
             "seconds": round(time.perf_counter() - started, 4), "setup_seconds": round(setup, 4)}
 
 
-def check_result(frame, suite_path: str | Path, check_name: str, asset_key: dg.AssetKey | None = None,
-                 severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+def check_result(frame, suite_path: str | Path, check_name: str,
+                 asset_key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
     """The suite's verdict on the frame as an asset check result; every expectation's
-    details are its metadata, the failing ones named first."""
+    details are its metadata, the failing ones named. A failed `critical` expectation (GX's
+    default severity) fails the check as ERROR, which stops a blocking check's run; when
+    only `warning`/`info` expectations failed it is a WARN, which never blocks."""
     v = validate(frame, suite_path)
     failed = [r["expectation"] for r in v["results"] if not r["success"]]
+    critical = any(r["severity"] == "critical" for r in v["results"] if not r["success"])
     return dg.AssetCheckResult(
-        asset_key=asset_key, check_name=check_name, passed=v["success"], severity=severity,
+        asset_key=asset_key, check_name=check_name, passed=v["success"],
+        severity=dg.AssetCheckSeverity.ERROR if critical or not failed else dg.AssetCheckSeverity.WARN,
         description=None if v["success"] else f"{len(failed)} expectation(s) of {v['suite']} failed: "
                                               + ", ".join(failed[:5]),
         metadata={"suite": v["suite"], "rows": v["rows"], "expectations": len(v["results"]),

@@ -40,10 +40,11 @@ def context_frame(records: list[dict]) -> pd.DataFrame:
                      "amount": float(inv["amount"]) if inv.get("amount") is not None else None,
                      "currency": inv.get("currency"), "context_quality": quality,
                      "max_penalty": max(penalties, default=0.0),
-                     "within_token_budget": bool(r.get("assembly", {}).get("within_budget", True)),
+                     # Required items may exceed the budget by design; an empty document may not.
+                     "tokens": r.get("assembly", {}).get("tokens"),
                      "context_hash": r.get("context_hash")})
     return pd.DataFrame(rows, columns=["key", "event_id", "invoice_id", "vendor_id", "po_number", "amount", "currency",
-                                       "context_quality", "max_penalty", "within_token_budget", "context_hash"])
+                                       "context_quality", "max_penalty", "tokens", "context_hash"])
 
 
 def outcomes_frame(decisions: list[dict], states: dict[str, str], paid: dict[str, dict]) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 import time
 
+import dagster as dg
 import pandas as pd
 
 from assets.invoices.data_quality import (CONTEXT_SUITE, OUTCOMES_SUITE, context_frame, context_meets_expectations,
@@ -48,7 +49,7 @@ def _context_records(n=4):
              "invoice": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "100.00",
                          "currency": "EUR"},
              "quality_factors": [{"name": "stale_source:vendors", "penalty": 0.05}],
-             "assembly": {"within_budget": True}} for i in range(n)]
+             "assembly": {"tokens": 120}} for i in range(n)]
 
 
 def test_bad_context_fails_the_check_naming_the_expectation_and_values():
@@ -63,9 +64,18 @@ def test_bad_context_fails_the_check_naming_the_expectation_and_values():
     failed = result.metadata["failed_expectations"].value
     assert failed == ["expect_column_values_to_be_unique(key)", "expect_column_values_to_not_be_null(vendor_id)",
                       "expect_column_values_to_be_in_set(currency)"]
+    assert result.severity == dg.AssetCheckSeverity.ERROR  # blocking: the batch is not decided on
     by_name = {r["expectation"]: r for r in result.metadata["results"].value}
     assert by_name["expect_column_values_to_be_in_set(currency)"]["unexpected_values"] == ["XBT"]
     assert by_name["expect_column_values_to_be_unique(key)"]["unexpected_count"] == 2
+
+
+def test_only_an_unfamiliar_currency_warns_without_stopping_the_batch():
+    records = _context_records()
+    records[0]["invoice"]["currency"] = "SEK"
+    result = context_meets_expectations(records)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["failed_expectations"].value == ["expect_column_values_to_be_in_set(currency)"]
 
 
 def _decision(key, decision, route, confidence=0.95, po_amount="100.00"):
