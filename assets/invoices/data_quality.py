@@ -12,6 +12,7 @@ import pandas as pd
 
 from orchestration import expectations
 from orchestration.batching import BatchRange
+from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
@@ -47,23 +48,30 @@ def context_frame(records: list[dict]) -> pd.DataFrame:
                                        "context_quality", "max_penalty", "tokens", "context_hash"])
 
 
-def outcomes_frame(decisions: list[dict], states: dict[str, str], paid: dict[str, dict]) -> pd.DataFrame:
+def outcomes_frame(decisions: list[dict], states: dict[str, str], paid: dict[str, dict],
+                   sagas: set[str] = frozenset()) -> pd.DataFrame:
     """One row per decision of the run: what was decided, how sure, where the event ended,
-    and what the ERP pays for it now (paid: payment key -> live payment row)."""
+    and what the ERP pays for it now (paid: payment key -> live payment row; sagas: events
+    with a payment saga in the log)."""
     rows = []
     for d in decisions:
         inv = d["invoice"]
+        # A saga already in the log was planned by an approval and is finished whatever a
+        # re-run decides (actions.execute): after a crash mid-saga, the recomputed decision
+        # may differ (the invoice's own payment now counts against its PO).
+        acted_on = "approve" if d["key"] in sagas else d["final_decision"]
         pay = paid.get(action_key(d["key"], "schedule_payment"))
         po_amount = d["context_used"].get("po_amount")
         paid_amount = float(pay["amount"]) if pay else 0.0
-        rows.append({"key": d["key"], "decision": d["final_decision"], "route": d["route"],
+        rows.append({"key": d["key"], "decision": acted_on, "recomputed_decision": d["final_decision"],
+                     "route": d["route"],
                      "confidence": d["confidence"], "state": states.get(d["key"], "unknown"),
                      "currency": inv.get("currency"), "paid_amount": paid_amount,
                      "paid_currency": pay["currency"] if pay else None,
                      # No purchase order: nothing may be paid at all.
                      "po_limit": float(Decimal(str(po_amount)) * (1 + PO_TOLERANCE)) if po_amount else 0.0,
-                     "paid_without_approval": bool(pay) and d["final_decision"] != "approve"})
-    return pd.DataFrame(rows, columns=["key", "decision", "route", "confidence", "state", "currency", "paid_amount",
+                     "paid_without_approval": bool(pay) and acted_on != "approve"})
+    return pd.DataFrame(rows, columns=["key", "decision", "recomputed_decision", "route", "confidence", "state", "currency", "paid_amount",
                                        "paid_currency", "po_limit", "paid_without_approval"])
 
 
@@ -92,7 +100,8 @@ def outcomes_meet_expectations(context: dg.AssetCheckExecutionContext, invoice_d
     states = {r["idempotency_key"]: r["status"] for r in rows}
     keys = [action_key(d["key"], "schedule_payment") for d in invoice_decisions]
     paid = {r["idempotency_key"]: r for r in erp.effects_for(keys, []) if r["live"]}
-    return expectations.check_result(outcomes_frame(invoice_decisions, states, paid), OUTCOMES_SUITE,
+    sagas = set(SagaLog(bosun_db.resolved_url).load([d["key"] for d in invoice_decisions]))
+    return expectations.check_result(outcomes_frame(invoice_decisions, states, paid, sagas), OUTCOMES_SUITE,
                                      "outcomes_meet_expectations", invoice_actions.key)
 
 

@@ -114,3 +114,14 @@ def test_validation_cost_per_batch_of_1000(capsys):
         print(f"\nGE context suite on 1,000 rows: {per_batch * 1000:.0f} ms per batch")
     assert per_batch < 2.0
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_a_saga_resumed_after_a_crash_counts_as_the_approval_that_planned_it():
+    # The re-run recomputes "hold" (its own payment now counts against the PO), but the saga
+    # planned by the first run's approval is finished from the log: not a payment without approval.
+    decisions = [_decision("a", "hold", "record")]
+    paid = {"schedule_payment:a": {"amount": 100.0, "currency": "EUR"}}
+    frame = outcomes_frame(decisions, {"a": "done"}, paid, sagas={"a"})
+    assert frame.loc[0, "decision"] == "approve" and frame.loc[0, "recomputed_decision"] == "hold"
+    assert expectations.validate(frame, OUTCOMES_SUITE)["success"]
+    assert not expectations.validate(outcomes_frame(decisions, {"a": "done"}, paid), OUTCOMES_SUITE)["success"]
