@@ -41,7 +41,8 @@ def reports_for(payment: dict, seed: int) -> tuple[str, list[dict]]:
     rng = random.Random(f"{seed}:{payment['idempotency_key']}")
     fate = _fate(rng)
     due = datetime.combine(payment["due_on"], time(10), tzinfo=TZ) + timedelta(minutes=rng.randint(0, 360))
-    earliest = _aware(payment["scheduled_at"]) + timedelta(hours=1)
+    # The bank needs a few minutes at least (and `bosun dev` shows settlements soon).
+    earliest = _aware(payment["scheduled_at"]) + timedelta(minutes=5)
     row = {"payment_key": payment["idempotency_key"], "amount": payment["amount"], "currency": payment["currency"]}
     if fate == "on_time":
         # Up to three days early, never before it was scheduled; one scheduled after its due
