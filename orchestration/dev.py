@@ -44,7 +44,8 @@ def prepare_dagster_home(project_dir: Path) -> Path:
     return home
 
 
-def feed(lines: list[str], per_tick: int, interval: float, stop) -> None:
+def feed(lines: list[str], per_tick: int, interval: float, stop, seed: int = 7) -> None:
+    from assets.invoices.sample_settlements import simulate_settlements
     from orchestration.definitions import defs, payload_registry
 
     inbox = defs.resources["bosun_db"].inbox()
@@ -52,10 +53,16 @@ def feed(lines: list[str], per_tick: int, interval: float, stop) -> None:
         if stop():
             return
         summary = inbox.ingest(lines[i:i + per_tick], payload_registry)
+        # The sample bank reports what it has settled by now, so the daily
+        # `payments_settled_by_due_date` check has a feed to read.
+        settled = simulate_settlements(defs.resources["erp"], seed)
         print(f"[feeder] {summary.accepted} accepted, {summary.duplicates} duplicates, "
-              f"{len(summary.rejected)} rejected", flush=True)
+              f"{len(summary.rejected)} rejected; bank reports {settled['reports']}", flush=True)
         time.sleep(interval)
     print("[feeder] sample exhausted; the UI keeps running (Ctrl-C to stop)", flush=True)
+    while not stop():  # the bank keeps settling what the batches paid
+        time.sleep(max(interval, 30.0))
+        simulate_settlements(defs.resources["erp"], seed)
 
 
 def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, feed_interval: float) -> int:
@@ -87,7 +94,7 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        feed(lines, feed_per_tick, feed_interval, stop=lambda: stopping or proc.poll() is not None)
+        feed(lines, feed_per_tick, feed_interval, stop=lambda: stopping or proc.poll() is not None, seed=seed)
         return proc.wait()
     except KeyboardInterrupt:
         return 0

@@ -150,6 +150,13 @@ class Inbox:
         with self.engine.connect() as conn:
             return [_to_event(r) for r in conn.execute(q).mappings()]
 
+    def records_between(self, first: int, last: int, types: list[str]) -> list[dict]:
+        """Every event of a batch whatever its state: key, status, reason, outcome, payload."""
+        q = (sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.reason, inbox.c.outcome, inbox.c.payload)
+             .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types)).order_by(inbox.c.seq))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
     def states_between(self, first: int, last: int, types: list[str]) -> Counter:
         q = (sa.select(inbox.c.status, sa.func.count()).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types))
              .group_by(inbox.c.status))

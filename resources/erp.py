@@ -70,10 +70,29 @@ payments = sa.Table(
     sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("cancelled_at", sa.DateTime(timezone=True)),
 )
+# The bank's settlement feed: what became of each scheduled payment, reported later.
+# Append-only (a payment settled today may be returned next week); a payment's latest
+# report is its state. Keyed by the payment's idempotency key, as the bank echoes it.
+settlements = sa.Table(
+    "erp_settlements", erp_metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("payment_key", sa.String(450), nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),  # settled | failed | returned
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("settled_at", sa.DateTime(timezone=True), nullable=False),  # when the bank says it happened
+    sa.Column("reason", sa.String(200)),
+    sa.UniqueConstraint("payment_key", "status", name="uq_erp_settlements_payment_status"),
+)
+SETTLEMENT_STATUSES = ("settled", "failed", "returned")
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 def _money_row(item: dict, **extra) -> dict:
@@ -242,3 +261,56 @@ class ERPResource(dg.ConfigurableResource):
     def live_payments(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(sa.select(payments).where(payments.c.status == "scheduled")).mappings()]
+
+    def effects_for(self, keys: list[str], invoice_ids: list[str]) -> list[dict]:
+        """Ledger entries and payments, live or voided, with one of these idempotency keys or
+        for one of these invoices: every row a batch's reconciliation must account for."""
+        out: list[dict] = []
+        with self.engine.connect() as conn:
+            for table, live, kind in ((ledger_entries, "posted", "ledger_entry"), (payments, "scheduled", "payment")):
+                cols = (table.c.idempotency_key, table.c.invoice_id, table.c.vendor_id, table.c.amount,
+                        table.c.currency, table.c.status)
+                seen: set[str] = set()
+                for column, values in ((table.c.idempotency_key, keys), (table.c.invoice_id, invoice_ids)):
+                    for i in range(0, len(values), 5000):
+                        for r in conn.execute(sa.select(*cols).where(column.in_(values[i:i + 5000]))).mappings():
+                            if r["idempotency_key"] not in seen:
+                                seen.add(r["idempotency_key"])
+                                out.append({**r, "kind": kind, "live": r["status"] == live})
+        return out
+
+    # ---- the settlement feed ----------------------------------------------------------------
+    def record_settlements(self, rows: list[dict]) -> int:
+        """rows: payment_key, status, amount, currency, settled_at[, reason]. A report the feed
+        already has is ignored (the bank re-sends). Returns rows offered."""
+        if rows:
+            bad = sorted({r["status"] for r in rows} - set(SETTLEMENT_STATUSES))
+            if bad:
+                raise ValueError(f"unknown settlement status {bad}; expected one of {SETTLEMENT_STATUSES}")
+            with self.engine.begin() as conn:
+                # Stored in UTC: SQLite keeps no offset, so every timestamp is written as UTC.
+                conn.execute(insert_ignoring_duplicates(self.engine, settlements, ["payment_key", "status"]),
+                             [{**r, "amount": Decimal(str(r["amount"])), "settled_at": _utc(r["settled_at"]),
+                               "reason": r.get("reason")}
+                              for r in rows])
+        return len(rows)
+
+    def payments_due_between(self, start, end) -> list[dict]:
+        """Live (scheduled) payments with due_on in [start, end)."""
+        q = (sa.select(payments.c.idempotency_key, payments.c.invoice_id, payments.c.vendor_id, payments.c.amount,
+                       payments.c.currency, payments.c.due_on, payments.c.scheduled_at)
+             .where(payments.c.status == "scheduled", payments.c.due_on >= start, payments.c.due_on < end))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(payments.c.due_on, payments.c.idempotency_key)).mappings()]
+
+    def settlement_reports(self, payment_keys: list[str], reported_by=None) -> dict[str, list[dict]]:
+        """payment key -> its feed rows (oldest first), those reported by `reported_by` if given."""
+        out: dict[str, list[dict]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(payment_keys), 5000):
+                q = sa.select(settlements).where(settlements.c.payment_key.in_(payment_keys[i:i + 5000]))
+                if reported_by is not None:
+                    q = q.where(settlements.c.settled_at <= _utc(reported_by))
+                for r in conn.execute(q.order_by(settlements.c.settled_at, settlements.c.id)).mappings():
+                    out.setdefault(r["payment_key"], []).append(dict(r))
+        return out

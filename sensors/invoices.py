@@ -52,5 +52,13 @@ invoice_decision_report_daily = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Refreshes the decision report: accuracy, ECE, escalation rate by day, failure patterns.")
 
+# 08:00 Berlin on business days: were the payments due yesterday (and on the closed days
+# before it) settled by the end of their due day? Missed days are each checked after downtime.
+payment_settlements_daily = build_partitioned_schedule(
+    "payment_settlements_daily", invoices.settlement_job, cron="0 8 * * *",
+    execution_timezone="Europe/Berlin", calendar=business_calendar, catch_up="each", overlap="skip",
+    description="Checks the payments due the previous day against the bank's settlement feed.")
+
 sensors = [invoice_inbox_sensor, invoice_feedback_sensor]
-schedules = [invoice_context_refresh_daily, payment_reconciliation_daily, invoice_decision_report_daily]
+schedules = [invoice_context_refresh_daily, payment_reconciliation_daily, invoice_decision_report_daily,
+             payment_settlements_daily]

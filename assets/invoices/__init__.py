@@ -14,6 +14,7 @@ from assets.invoices.decisions import invoice_decisions
 from assets.invoices.feedback import invoice_feedback, invoice_local_model, invoice_model_candidate
 from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
 from assets.invoices.report import invoice_decision_report
+from assets.invoices.settlements import payment_settlements, settlement_job
 from assets.invoices.workflow import invoice_batches
 
 context_assets = [vendors, purchase_orders, policy_index]
@@ -21,8 +22,8 @@ batch_assets = [invoice_context, invoice_decisions, invoice_actions]
 calibration_assets = [invoice_confidence_calibrator]
 feedback_assets = [invoice_feedback, invoice_model_candidate, invoice_local_model]
 report_assets = [invoice_decision_report]
-assets = [*context_assets, *calibration_assets, *batch_assets, payment_reconciliation, *feedback_assets,
-          *report_assets]
+assets = [*context_assets, *calibration_assets, *batch_assets, payment_reconciliation, payment_settlements,
+          *feedback_assets, *report_assets]
 checks = invoice_checks
 
 # Batch runs execute in-process: the steps are sequential anyway, and a subprocess per
@@ -57,8 +58,8 @@ invoice_report_job = dg.define_asset_job(
     description="Decision quality by day and the patterns of failed decisions.")
 
 jobs = [invoice_batch_job, invoice_context_refresh_job, invoice_calibration_job, reconciliation_job,
-        invoice_feedback_job, invoice_report_job]
+        invoice_feedback_job, invoice_report_job, settlement_job]
 
 __all__ = ["assets", "checks", "jobs", "invoice_batch_job", "invoice_context_refresh_job", "invoice_calibration_job",
            "invoice_batches", "context_assets", "calibration_assets", "batch_assets", "reconciliation_job",
-           "feedback_assets", "report_assets", "invoice_feedback_job", "invoice_report_job"]
+           "feedback_assets", "report_assets", "invoice_feedback_job", "invoice_report_job", "settlement_job"]

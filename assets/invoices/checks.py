@@ -11,7 +11,11 @@ from orchestration.inbox import TERMINAL_STATES
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 
+from orchestration import outcome_reconciliation
+
 from assets.invoices.actions import PREVIEW_TAG, invoice_actions
+from assets.invoices.batch_reconciliation import reconcile_batch
+from assets.invoices.data_quality import expectation_checks
 from assets.invoices.decisions import invoice_guardrail_checks
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, dead_letter_policy, invoice_batches
 
@@ -24,6 +28,10 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 _SPECS = {
     "every_event_reached_a_terminal_state":
         "Nothing lost: every event of the batch is done, escalated, rejected or dead-lettered.",
+    "decisions_reconcile_with_saga_log_and_erp":
+        "Every paid event has a done saga and a live ledger entry and payment of its amount and currency; "
+        "every other event has no live effect (or a compensated/escalated saga with a reason); nothing in "
+        "the ERP for the batch's invoices lacks the saga step that wrote it.",
     "no_invoice_paid_twice": "No invoice has more than one live payment, across all batches.",
     "no_payment_exceeds_po": "Live payments on each purchase order stay within its amount plus tolerance.",
     "dead_letters_within_limits": "Open dead letters stay under the workflow's count and age limits.",
@@ -32,8 +40,8 @@ _SPECS = {
 _NON_BLOCKING = {"dead_letters_within_limits"}
 
 
-# One step for the three checks: each step of a run costs event-log writes, and these
-# are three cheap queries (shared/notes/performance.md).
+# One step for the batch's outcome checks: each step of a run costs event-log writes, and
+# these are a few cheap queries (shared/notes/performance.md).
 @dg.multi_asset_check(
     name="invoice_outcome_checks",
     specs=[dg.AssetCheckSpec(name, asset=invoice_actions, partitions_def=invoice_batches,
@@ -43,11 +51,14 @@ def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: Bos
     preview = context.run.tags.get(PREVIEW_TAG) == "true"
     if preview:
         # A preview acts on nothing: the events stay received for the real run.
-        first = dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="every_event_reached_a_terminal_state",
-                                    passed=True, metadata={"preview": True})
+        results = [dg.AssetCheckResult(asset_key=invoice_actions.key, check_name=name, passed=True,
+                                       metadata={"preview": True})
+                   for name in ("every_event_reached_a_terminal_state", "decisions_reconcile_with_saga_log_and_erp")]
     else:
-        first = every_event_reached_a_terminal_state(BatchRange.parse(context.partition_key), bosun_db)
-    results = [first, no_invoice_paid_twice(erp), no_payment_exceeds_po(erp), dead_letters_within_limits(bosun_db)]
+        batch = BatchRange.parse(context.partition_key)
+        results = [every_event_reached_a_terminal_state(batch, bosun_db),
+                   decisions_reconcile_with_saga_log_and_erp(batch, bosun_db, erp)]
+    results += [no_invoice_paid_twice(erp), no_payment_exceeds_po(erp), dead_letters_within_limits(bosun_db)]
     if not preview:  # the batch's check results close each of its events' audit chains
         bosun_db.audit().append([check_results_entry(context.partition_key, context.run.run_id, results)])
     yield from results
@@ -60,6 +71,21 @@ def every_event_reached_a_terminal_state(batch: BatchRange, bosun_db: BosunDatab
                                passed=not stuck, metadata={
         "events": sum(states.values()), **{f"state_{s}": n for s, n in sorted(states.items())},
         "not_terminal": sum(stuck.values())})
+
+
+def decisions_reconcile_with_saga_log_and_erp(batch: BatchRange, bosun_db: BosunDatabase,
+                                              erp: ERPResource) -> dg.AssetCheckResult:
+    rec = reconcile_batch(batch, bosun_db, erp)
+    meta = outcome_reconciliation.metadata(rec)
+    return dg.AssetCheckResult(
+        asset_key=invoice_actions.key, check_name="decisions_reconcile_with_saga_log_and_erp", passed=rec.ok,
+        description=None if rec.ok else f"{len(rec.discrepancies)} discrepancies: " + ", ".join(rec.events_named()[:5]),
+        metadata={"events": meta["events"], "live_effects": meta["live_effects"],
+                  "discrepancies": meta["discrepancies"],
+                  "saga_status": dg.MetadataValue.json(meta["saga_status"]),
+                  "discrepancies_by_kind": dg.MetadataValue.json(meta["discrepancies_by_kind"]),
+                  "events_with_discrepancies": dg.MetadataValue.json(meta["events_with_discrepancies"]),
+                  "examples": dg.MetadataValue.json(meta["examples"])})
 
 
 def no_invoice_paid_twice(erp: ERPResource) -> dg.AssetCheckResult:
@@ -86,4 +112,4 @@ def dead_letters_within_limits(bosun_db: BosunDatabase) -> dg.AssetCheckResult:
         "max_open": dead_letter_policy.max_open, "max_oldest_age_s": dead_letter_policy.max_oldest_age_s})
 
 
-invoice_checks = [invoice_guardrail_checks, invoice_outcome_checks]
+invoice_checks = [invoice_guardrail_checks, invoice_outcome_checks, *expectation_checks]

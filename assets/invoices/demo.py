@@ -16,6 +16,7 @@ from resources.local_model import LocalModel
 from assets.invoices import context_assets, sample_data
 from assets.invoices.calibration import fit_calibrator
 from assets.invoices.decisions import calibrator_path
+from assets.invoices.sample_settlements import settle_sample
 from assets.invoices.training import read_events, seed_erp, train
 from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches, registry
 
@@ -75,4 +76,7 @@ def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int) -> dict
             "batches": len(report.batches), "failed_batches": report.failed,
             "status": inbox.counts(), "audit": db.audit().verify().as_dict(),
             "accuracy": accuracy(inbox, sample_data.load_labels(home / "sample")),
+            # The seeded bank settles the payments (most on time, some late, failed or returned)
+            # and the delayed check judges every due day: what `payment_settlements` reports.
+            "settlements": settle_sample(erp, seed),
             "model": prep["model"], "seconds": round(time.perf_counter() - started, 2)}

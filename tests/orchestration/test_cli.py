@@ -43,6 +43,9 @@ def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
     assert summary["status"]["received"] == 300
     assert sum(summary["status"]["by_status"].values()) == 300
     assert summary["accuracy"]["accuracy"] >= 0.95
+    settled = summary["settlements"]  # the seeded bank, judged by the delayed check's rules
+    assert settled["verdicts"]["settled_on_time"] > settled["payments"] / 2
+    assert settled["failing"] == settled["payments"] - settled["verdicts"]["settled_on_time"] > 0
 
     env = {"BOSUN_HOME": str(home)}
     assert json.loads(bosun("audit", "verify", env_extra=env).stdout)["ok"] is True

@@ -1,0 +1,64 @@
+"""The batch's outcome reconciled three ways: the events' recorded outcomes, the payment
+sagas in the log, and the ERP's ledger entries and payments.
+
+Every approved invoice has a done saga with a posted ledger entry and a scheduled payment
+of the invoice's amount and currency (or its saga was compensated, refused or escalated,
+with a reason); a live ERP row under one of the batch's keys needs its saga step done, and
+a live row for one of the batch's invoices under any other key needs a saga that wrote it
+(else it was written by hand); a rejected, held or escalated invoice has no live effect.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from orchestration.batching import BatchRange
+from orchestration.outcome_reconciliation import Effect, EventRecord, Reconciliation, reconcile
+from orchestration.saga_log import SagaLog
+from resources.database import BosunDatabase
+from resources.erp import ERPResource
+
+from assets.invoices.context import action_key
+from assets.invoices.payment_saga import payment_plan
+from assets.invoices.workflow import EVENT_TYPES
+
+# The payment saga's steps in order (the plan's own, so the two cannot drift apart).
+STEPS = tuple(payment_plan(ERPResource()).order)
+
+
+def entity(vendor_id: str, invoice_id: str) -> str:
+    return f"invoice {vendor_id}/{invoice_id}"
+
+
+def saga_of_key(key: str) -> tuple[str, str] | None:
+    """The (saga id, step) an ERP idempotency key was made from (`action_key`), if any."""
+    step, _, saga_id = key.partition(":")
+    return (saga_id, step) if step in STEPS and saga_id else None
+
+
+def event_record(row: dict) -> EventRecord:
+    p, outcome = row["payload"] or {}, row["outcome"] or {}
+    return EventRecord(
+        key=row["idempotency_key"], state=row["status"], entity=entity(p.get("vendor_id"), p.get("invoice_id")),
+        claims_effect=row["status"] == "done" and bool(outcome.get("payment_key")),
+        expected={"amount": Decimal(str(p["amount"])), "currency": p.get("currency"),
+                  "vendor_id": p.get("vendor_id"), "invoice_id": p.get("invoice_id")})
+
+
+def reconcile_batch(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource) -> Reconciliation:
+    rows = bosun_db.inbox().records_between(batch.first, batch.last, EVENT_TYPES)
+    events = [event_record(r) for r in rows]
+    log = SagaLog(bosun_db.resolved_url)
+    sagas = log.load([e.key for e in events])
+    entities = {e.entity for e in events}
+    keys = [action_key(e.key, s) for e in events for s in STEPS]
+    invoice_ids = sorted({str(e.expected["invoice_id"]) for e in events})
+    found = [r for r in erp.effects_for(keys, invoice_ids) if entity(r["vendor_id"], r["invoice_id"]) in entities
+             or r["idempotency_key"] in set(keys)]
+    effects = [Effect(r["idempotency_key"], r["live"], entity(r["vendor_id"], r["invoice_id"]),
+                      {"amount": r["amount"], "currency": r["currency"], "vendor_id": r["vendor_id"],
+                       "invoice_id": r["invoice_id"]}) for r in found]
+    # The same invoice may have been paid by an event of an earlier batch: its saga is there.
+    others = sorted({o[0] for r in found if (o := saga_of_key(r["idempotency_key"])) and o[0] not in sagas})
+    return reconcile(events, sagas, STEPS, action_key, saga_of_key, effects,
+                     settled_elsewhere=log.load(others) if others else {})
