@@ -68,7 +68,7 @@ def main() -> int:
 
     defs = build_definitions()
     summary = run_demo(defs, home, args.events, args.seed)
-    db, erp = defs.resources["bosun_db"], defs.resources["erp"]
+    db, erp, outbox = defs.resources["bosun_db"], defs.resources["erp"], defs.resources["outbox"]
     storage = home / "dagster" / "storage"
 
     per: dict[str, list[float]] = {"baseline": [], "reconciliation": [], "ge_context": [], "ge_outcomes": []}
@@ -92,11 +92,11 @@ def main() -> int:
             assert expectations.validate(frame, data_quality.OUTCOMES_SUITE)["success"]
 
         per["baseline"].append(_timed(baseline))
-        per["reconciliation"].append(_timed(lambda: reconcile_batch(batch, db, erp)))
+        per["reconciliation"].append(_timed(lambda: reconcile_batch(batch, db, erp, outbox)))
         per["ge_context"].append(_timed(lambda: expectations.validate(
             data_quality.context_frame(context), data_quality.CONTEXT_SUITE)))
         per["ge_outcomes"].append(_timed(outcomes))
-        assert reconcile_batch(batch, db, erp).ok
+        assert reconcile_batch(batch, db, erp, outbox).ok
 
     base = statistics.mean(per["baseline"])
     report = {"events": args.events, "batches": len(sizes), "mean_batch_events": round(statistics.mean(sizes), 1),

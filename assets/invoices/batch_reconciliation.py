@@ -1,8 +1,9 @@
 """The batch's outcome reconciled three ways: the events' recorded outcomes, the payment
-sagas in the log, and the ERP's ledger entries and payments.
+sagas in the log, and the targets: the ERP's ledger entries and payments, and the vendor
+notices in the notification outbox.
 
-Every approved invoice has a done saga with a posted ledger entry and a scheduled payment
-of the invoice's amount and currency (or its saga was compensated, refused or escalated,
+Every approved invoice has a done saga with a posted ledger entry, a scheduled payment and a
+live notice of the invoice's amount and currency (or its saga was compensated, refused or escalated,
 with a reason); a live ERP row under one of the batch's keys needs its saga step done, and
 a live row for one of the batch's invoices under any other key needs a saga that wrote it
 (else it was written by hand); a rejected, held or escalated invoice has no live effect.
@@ -17,6 +18,7 @@ from orchestration.outcome_reconciliation import Effect, EventRecord, Reconcilia
 from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
+from resources.outbox import NotificationOutbox
 
 from assets.invoices.context import action_key
 from assets.invoices.payment_saga import payment_plan
@@ -45,7 +47,18 @@ def event_record(row: dict) -> EventRecord:
                   "vendor_id": p.get("vendor_id"), "invoice_id": p.get("invoice_id")})
 
 
-def reconcile_batch(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource) -> Reconciliation:
+def notice_effects(outbox: NotificationOutbox, keys: list[str]) -> list[dict]:
+    """The notices under these keys, shaped as the ERP's effects (a correction has its own
+    key and retracts a notice, so it is not an effect of the saga)."""
+    keys = [k for k in keys if k.startswith("notify_vendor:")]
+    return [{"idempotency_key": k, "live": m["status"] in ("queued", "dispatched"), "vendor_id": m["recipient"],
+             "invoice_id": m["entity"], "amount": Decimal(str(m["body"].get("amount"))),
+             "currency": m["body"].get("currency")}
+            for k, m in outbox.messages(keys).items()]
+
+
+def reconcile_batch(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource,
+                    outbox: NotificationOutbox) -> Reconciliation:
     rows = bosun_db.inbox().records_between(batch.first, batch.last, EVENT_TYPES)
     events = [event_record(r) for r in rows]
     log = SagaLog(bosun_db.resolved_url)
@@ -54,7 +67,7 @@ def reconcile_batch(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource
     keys = [action_key(e.key, s) for e in events for s in STEPS]
     invoice_ids = sorted({str(e.expected["invoice_id"]) for e in events})
     found = [r for r in erp.effects_for(keys, invoice_ids) if entity(r["vendor_id"], r["invoice_id"]) in entities
-             or r["idempotency_key"] in set(keys)]
+             or r["idempotency_key"] in set(keys)] + notice_effects(outbox, keys)
     effects = [Effect(r["idempotency_key"], r["live"], entity(r["vendor_id"], r["invoice_id"]),
                       {"amount": r["amount"], "currency": r["currency"], "vendor_id": r["vendor_id"],
                        "invoice_id": r["invoice_id"]}) for r in found]

@@ -10,6 +10,7 @@ from orchestration.batching import BatchRange
 from orchestration.inbox import TERMINAL_STATES
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
+from resources.outbox import NotificationOutbox
 
 from orchestration import outcome_reconciliation
 
@@ -29,9 +30,9 @@ _SPECS = {
     "every_event_reached_a_terminal_state":
         "Nothing lost: every event of the batch is done, escalated, rejected or dead-lettered.",
     "decisions_reconcile_with_saga_log_and_erp":
-        "Every paid event has a done saga and a live ledger entry and payment of its amount and currency; "
-        "every other event has no live effect (or a compensated/escalated saga with a reason); nothing in "
-        "the ERP for the batch's invoices lacks the saga step that wrote it.",
+        "Every paid event has a done saga and a live ledger entry, payment and vendor notice of its amount "
+        "and currency; every other event has no live effect (or a compensated/escalated saga with a reason); "
+        "nothing in the ERP or the outbox for the batch's invoices lacks the saga step that wrote it.",
     "no_invoice_paid_twice": "No invoice has more than one live payment, across all batches.",
     "no_payment_exceeds_po": "Live payments on each purchase order stay within its amount plus tolerance.",
     "dead_letters_within_limits": "Open dead letters stay under the workflow's count and age limits.",
@@ -47,7 +48,8 @@ _NON_BLOCKING = {"dead_letters_within_limits"}
     specs=[dg.AssetCheckSpec(name, asset=invoice_actions, partitions_def=invoice_batches,
                              blocking=name not in _NON_BLOCKING, description=text) for name, text in _SPECS.items()],
 )
-def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: BosunDatabase, erp: ERPResource):
+def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: BosunDatabase, erp: ERPResource,
+                           outbox: NotificationOutbox):
     preview = context.run.tags.get(PREVIEW_TAG) == "true"
     if preview:
         # A preview acts on nothing: the events stay received for the real run.
@@ -57,7 +59,7 @@ def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: Bos
     else:
         batch = BatchRange.parse(context.partition_key)
         results = [every_event_reached_a_terminal_state(batch, bosun_db),
-                   decisions_reconcile_with_saga_log_and_erp(batch, bosun_db, erp)]
+                   decisions_reconcile_with_saga_log_and_erp(batch, bosun_db, erp, outbox)]
     results += [no_invoice_paid_twice(erp), no_payment_exceeds_po(erp), dead_letters_within_limits(bosun_db)]
     if not preview:  # the batch's check results close each of its events' audit chains
         bosun_db.audit().append([check_results_entry(context.partition_key, context.run.run_id, results)])
@@ -73,9 +75,9 @@ def every_event_reached_a_terminal_state(batch: BatchRange, bosun_db: BosunDatab
         "not_terminal": sum(stuck.values())})
 
 
-def decisions_reconcile_with_saga_log_and_erp(batch: BatchRange, bosun_db: BosunDatabase,
-                                              erp: ERPResource) -> dg.AssetCheckResult:
-    rec = reconcile_batch(batch, bosun_db, erp)
+def decisions_reconcile_with_saga_log_and_erp(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource,
+                                              outbox: NotificationOutbox) -> dg.AssetCheckResult:
+    rec = reconcile_batch(batch, bosun_db, erp, outbox)
     meta = outcome_reconciliation.metadata(rec)
     return dg.AssetCheckResult(
         asset_key=invoice_actions.key, check_name="decisions_reconcile_with_saga_log_and_erp", passed=rec.ok,

@@ -1,5 +1,6 @@
-"""The batch's outcome reconciled against the saga log and the ERP, on SQLite and Postgres:
-passes after a real run, fails naming the events once the ERP is changed behind the sagas' back."""
+"""The batch's outcome reconciled against the saga log, the ERP and the notification outbox,
+on SQLite and Postgres: passes after a real run, fails naming the events once a target is
+changed behind the sagas' back."""
 
 from datetime import datetime, timezone
 
@@ -8,6 +9,7 @@ import sqlalchemy as sa
 
 from assets.invoices.checks import invoice_outcome_checks
 from resources.erp import ledger_entries, payments
+from resources.outbox import notifications
 
 CHECK = "decisions_reconcile_with_saga_log_and_erp"
 
@@ -41,7 +43,7 @@ def test_reconciliation_passes_then_names_the_events_altered_behind_the_sagas_ba
     rows = _inbox_rows(world, batch)
     paid = [r for r in rows if r["status"] == "done" and (r["outcome"] or {}).get("payment_key")]
     not_paid = [r for r in rows if r["status"] in ("escalated", "done") and not (r["outcome"] or {}).get("payment_key")]
-    amount_edited, ledger_reversed, invoice_of_orphan = paid[0], paid[1], paid[2]
+    amount_edited, ledger_reversed, invoice_of_orphan, notice_cancelled = paid[0], paid[1], paid[2], paid[3]
     paid_by_hand = not_paid[0]
     erp = world.resources["erp"]
     now = datetime.now(timezone.utc)
@@ -61,16 +63,22 @@ def test_reconciliation_passes_then_names_the_events_altered_behind_the_sagas_ba
         conn.execute(ledger_entries.insert().values(
             idempotency_key="manual-fix-0001", invoice_id=o["invoice_id"], vendor_id=o["vendor_id"],
             po_number=o["po_number"], amount=o["amount"], currency=o["currency"], status="posted", posted_at=now))
+    with world.resources["outbox"].engine.begin() as conn:
+        conn.execute(notifications.update().where(
+            notifications.c.idempotency_key == f"notify_vendor:{notice_cancelled['idempotency_key']}")
+            .values(status="cancelled", voided_at=now))
 
     check = _run_outcome_checks(world, batch)[CHECK]
     assert not check.passed
     named = check.metadata["events_with_discrepancies"].value
     assert {amount_edited["idempotency_key"], ledger_reversed["idempotency_key"],
-            paid_by_hand["idempotency_key"], "manual-fix-0001"} <= set(named)
+            paid_by_hand["idempotency_key"], "manual-fix-0001", notice_cancelled["idempotency_key"]} <= set(named)
     kinds = check.metadata["discrepancies_by_kind"].value
-    assert kinds["effect_mismatch"] == 1 and kinds["effect_missing"] == 1
+    assert kinds["effect_mismatch"] == 1 and kinds["effect_missing"] == 2
     assert kinds["live_effect_without_saga"] == 1 and kinds["live_effect_without_saga_step"] == 1
     examples = {(d["kind"], d.get("event") or d["target_key"]): d for d in check.metadata["examples"].value}
     mismatch = examples[("effect_mismatch", amount_edited["idempotency_key"])]
     assert mismatch["step"] == "schedule_payment" and "amount is" in mismatch["detail"]
-    assert check.description.startswith("4 discrepancies")
+    missing = {d["event"]: d["step"] for d in check.metadata["examples"].value if d["kind"] == "effect_missing"}
+    assert missing[notice_cancelled["idempotency_key"]] == "notify_vendor"
+    assert check.description.startswith("5 discrepancies")
