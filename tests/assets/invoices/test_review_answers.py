@@ -60,7 +60,7 @@ def test_an_approved_escalated_payment_is_paid_once_with_the_reviewer_recorded(w
     reviews = [r["record"] for r in chain if r["kind"] == "review"]
     assert [(r["by"], r["answer"], r["via"]) for r in reviews] == [("alice", "approved", "cli")]
     assert {r["record"]["step"] for r in chain if r["kind"] == "action" and r["record"].get("review_id")} == {
-        "post_ledger_entry", "schedule_payment"}
+        "post_ledger_entry", "schedule_payment", "notify_vendor"}
     after = db.inbox().counts()["by_status"]
     assert after["escalated"] == before["escalated"] - 1 and after["done"] == before["done"] + 1
 
