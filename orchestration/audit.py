@@ -116,6 +116,20 @@ class ChainWalker:
         return True
 
 
+def rows_in_order(conn, page: int = 10_000):
+    """Every audit row in sequence order, read a page at a time (a chain can be millions)."""
+    after = None
+    while True:
+        q = sa.select(audit_log).order_by(audit_log.c.seq).limit(page)
+        if after is not None:
+            q = q.where(audit_log.c.seq > after)
+        rows = conn.execute(q).mappings().all()
+        if not rows:
+            return
+        yield from rows
+        after = int(rows[-1]["seq"])
+
+
 class AuditLog:
     def __init__(self, url: str):
         self.engine = engine_for(url)
@@ -178,19 +192,10 @@ class AuditLog:
         walker = ChainWalker(int(last_cp["last_seq"]) + 1, last_cp["last_hash"]) if last_cp else ChainWalker()
         start = walker.expected
         with self.engine.connect() as conn:
-            last = None
-            while True:
-                q = sa.select(audit_log).order_by(audit_log.c.seq).limit(page)
-                if last is not None:
-                    q = q.where(audit_log.c.seq > last)
-                rows = conn.execute(q).mappings().all()
-                if not rows:
-                    break
-                for r in rows:
-                    if not walker.add(r):
-                        walker.failure.from_seq = start
-                        return walker.failure
-                last = int(rows[-1]["seq"])
+            for r in rows_in_order(conn, page):
+                if not walker.add(r):
+                    walker.failure.from_seq = start
+                    return walker.failure
             head_seq, head_hash = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash)
                                                .where(audit_head.c.id == 1)).one()
             head_seq = int(head_seq)

@@ -25,7 +25,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from orchestration import settings
-from orchestration.audit import AuditLog, ChainWalker, GENESIS, _utc, checkpoint_chain_problem
+from orchestration.audit import AuditLog, ChainWalker, GENESIS, _utc, checkpoint_chain_problem, rows_in_order
 from orchestration.db import audit_checkpoints, audit_log
 
 DEFAULT_RETENTION_DAYS = 365
@@ -68,27 +68,16 @@ def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_reco
     first = last = None
     try:
         with gzip.open(tmp, "wt", encoding="utf-8") as out, log.engine.connect() as conn:
-            after = None
-            done = False
-            while not done:
-                q = sa.select(audit_log).order_by(audit_log.c.seq).limit(page)
-                if after is not None:
-                    q = q.where(audit_log.c.seq > after)
-                rows = conn.execute(q).mappings().all()
-                if not rows:
+            for r in rows_in_order(conn, page):
+                if _utc(r["recorded_at"]) >= cutoff or walker.count >= max_records:
                     break
-                for r in rows:
-                    if _utc(r["recorded_at"]) >= cutoff or walker.count >= max_records:
-                        done = True
-                        break
-                    if not walker.add(r):
-                        f = walker.failure
-                        raise ChainBroken(f"refusing to archive a broken chain: record {f.first_bad_seq} "
-                                          f"({f.subject}): {f.problem}")
-                    out.write(_row_json(r) + "\n")
-                    first = first if first is not None else int(r["seq"])
-                    last = int(r["seq"])
-                after = int(rows[-1]["seq"])
+                if not walker.add(r):
+                    f = walker.failure
+                    raise ChainBroken(f"refusing to archive a broken chain: record {f.first_bad_seq} "
+                                      f"({f.subject}): {f.problem}")
+                out.write(_row_json(r) + "\n")
+                first = first if first is not None else int(r["seq"])
+                last = int(r["seq"])
         if last is None:
             tmp.unlink(missing_ok=True)
             return {"pruned": 0, "cutoff": cutoff.isoformat(), "checkpoint_seq": start_seq - 1}

@@ -1,6 +1,7 @@
 """Helpers shared by tests (not fixtures): how a missing service is reported."""
 
 import os
+import threading
 
 import pytest
 
@@ -14,6 +15,27 @@ def service_unavailable(what: str, err: Exception):
     if REQUIRE_SERVICES:
         pytest.fail(f"{msg}, and BOSUN_REQUIRE_SERVICES=1 requires it")
     pytest.skip(msg)
+
+
+class LoopbackHttpServer:
+    """A real HTTP server on a free loopback port, serving `handler` on a thread; a context
+    manager that stops it (and joins the thread) on exit, also on failure."""
+
+    def __init__(self, handler):
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)
 
 
 def free_port() -> int:

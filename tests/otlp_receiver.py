@@ -1,11 +1,12 @@
 """An in-process OTLP/HTTP trace receiver (what a collector listens on at :4318/v1/traces):
 decodes each ExportTraceServiceRequest and keeps its spans."""
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from bosun_testing import LoopbackHttpServer
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackHttpServer):
     def __init__(self):
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                                 ExportTraceServiceResponse)
@@ -38,18 +39,8 @@ class OtlpReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "OtlpReceiver":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(Handler)
+        self.endpoint = self.base_url
 
 
 def _value(v):

@@ -1,11 +1,12 @@
 """A real HTTP server on a free loopback port that records JSON POSTs (alert webhooks)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from bosun_testing import LoopbackHttpServer
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHttpServer):
     """Answers the first `fail_first` POSTs with `fail_status`, the rest with 204; keeps
     every body it was sent. Use as a context manager: the server stops on exit."""
 
@@ -30,15 +31,5 @@ class WebhookReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts?token=s3cret"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "WebhookReceiver":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(Handler)
+        self.url = f"{self.base_url}/hooks/alerts?token=s3cret"
