@@ -197,10 +197,15 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         po = batch.po_by_number.get(p["po_number"])
         amount = Decimal(p["amount"])
         memo = guard_text(p.get("note") or "")
-        facts = _facts(p, amount, vendor, po, batch.paid_po, committed_po,
+        # A re-run after a crash finds the event's own payment already scheduled: it is in the
+        # PO's paid total, and must not count against the invoice that made it.
+        own_paid = own_payment in batch.paid.get(inv, [])
+        paid_po = batch.paid_po if not own_paid else {
+            **batch.paid_po, p["po_number"]: batch.paid_po.get(p["po_number"], Decimal(0)) - amount}
+        facts = _facts(p, amount, vendor, po, paid_po, committed_po,
                        bool(paid_elsewhere) or inv in seen_invoices, memo)
         seen_invoices.add(inv)
-        if po is not None and not facts["already_paid"]:
+        if po is not None and not facts["already_paid"] and not own_paid:
             # Conservatively count earlier invoices in this batch against the PO's remainder.
             committed_po[p["po_number"]] = committed_po.get(p["po_number"], Decimal(0)) + amount
         conflicts = record_conflicts(batch, p, vendor, memo.pii_found)
