@@ -106,20 +106,27 @@ class Inbox:
         with self.engine.begin() as conn:
             conn.execute(stmt, [{"k": k, "n": n} for k, n in repeated.items()])
 
-    def set_states(self, updates: list[dict], batch_id: str | None = None) -> None:
+    def set_states(self, updates: list[dict], batch_id: str | None = None,
+                   only_from: tuple[str, ...] | None = None) -> None:
         """Move events to their next state in one statement: dicts of key, status, reason, outcome
-        (and attempts, for dead letters, which are also recorded in the dead-letter table)."""
+        (and attempts, for dead letters, which are also recorded in the dead-letter table).
+        `only_from`: move only events still in one of these states (a batch must not undo what
+        a reviewer answered while it was writing its outcomes)."""
         if not updates:
             return
         with self.engine.begin() as conn:
-            self.set_states_in(conn, updates, batch_id, utcnow())
+            self.set_states_in(conn, updates, batch_id, utcnow(), only_from)
 
     @staticmethod
-    def set_states_in(conn: sa.Connection, updates: list[dict], batch_id: str | None, now: datetime) -> None:
+    def set_states_in(conn: sa.Connection, updates: list[dict], batch_id: str | None, now: datetime,
+                      only_from: tuple[str, ...] | None = None) -> None:
         """`set_states` inside the caller's transaction."""
         if not updates:
             return
-        stmt = (inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
+        stmt = inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
+        if only_from:  # equalities, not IN: an expanding IN cannot run as executemany
+            stmt = stmt.where(sa.or_(*(inbox.c.status == s for s in only_from)))
+        stmt = (stmt
                 .values(status=sa.bindparam("s"), reason=sa.bindparam("r"), outcome=sa.bindparam("o"),
                         batch_id=sa.bindparam("b"), attempts=inbox.c.attempts + 1, updated_at=now))
         params = [{"k": u["key"], "s": u["status"], "r": u.get("reason"), "o": u.get("outcome"),

@@ -7,6 +7,7 @@ import dagster as dg
 from guardrails.input_guards import redact_pii
 from orchestration.audit import AuditEntry
 from orchestration.saga_executor import BatchOutcome
+from orchestration.inbox import RECEIVED
 from orchestration.guardrail_checks import activation_counts
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
@@ -157,7 +158,9 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
                       "guardrails": d["guardrails"], "po_amount": d["context_used"].get("po_amount")}}
         for d in decisions if d["route"] == "escalate"], batch_id)
     last_seq = bosun_db.audit().append(audit_entries(decisions, sagas, states, batch_id))
-    bosun_db.inbox().set_states(states, batch_id)
+    # Only events still "received": a reviewer may already have answered an escalation
+    # submitted above, and that answer stands.
+    bosun_db.inbox().set_states(states, batch_id, only_from=(RECEIVED,))
     figures = observe_batch(context, decisions, states, bosun_db.metrics(), acted_at)
     by_status: dict[str, int] = {}
     for s in states:

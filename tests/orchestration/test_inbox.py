@@ -76,3 +76,16 @@ def test_batch_size_grows_with_the_backlog_between_min_and_max():
     policy = BatchPolicy(max_events=1000, min_events=100, max_in_flight=4)
     assert [adaptive_size(n, policy) for n in (0, 10, 400, 401, 2000, 4000, 50_000)] == \
         [100, 100, 100, 101, 500, 1000, 1000]
+
+
+def test_a_state_change_can_be_limited_to_events_still_in_a_state(bosun_home):
+    """A batch writing its outcomes must not undo what a reviewer answered meanwhile."""
+    inbox = Inbox(settings.database_url())
+    inbox.ingest([_env(i) for i in range(2)], registry)
+    keys = [f"s:e{i}" for i in range(2)]
+    inbox.set_states([{"key": keys[0], "status": "done", "reason": "approved by alice"}])
+    inbox.set_states([{"key": k, "status": "escalated", "reason": "low confidence"} for k in keys],
+                     "b1", only_from=("received",))
+    rows = inbox.lookup(keys)
+    assert [(rows[k]["status"], rows[k]["reason"]) for k in keys] == [
+        ("done", "approved by alice"), ("escalated", "low confidence")]
