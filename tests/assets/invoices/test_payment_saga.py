@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -90,13 +91,27 @@ def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
     from resources.fault_injection import target_journal
     from resources.outbox import notifications
 
-    # Both begin with invoices 100-149 at the same moment, then go their own ways.
+    from assets.invoices.payment_saga import entities
+    from orchestration.leases import Leases
+
+    # Both begin with invoices 100-149, then go their own ways. The test holds those
+    # invoices' leases until both processes have planned their sagas for them, so the two
+    # really meet there however the machine schedules them.
+    gate = Leases(erp_url, "test-gate")
+    overlap = [e for it in worker.saga_items(50, 100) for e in entities(it)]
+    assert gate.try_acquire(overlap) == set(overlap)
     procs = [_worker_process(erp_url, "a", 0, 200, 100), _worker_process(erp_url, "b", 100, 200, 100)]
     try:
         assert [p.stdout.readline().strip() for p in procs] == ["READY", "READY"]
-        for p in procs:  # both start acting together
+        for p in procs:
             p.stdin.write("go\n")
             p.stdin.flush()
+        both_planned = [f"{prefix}-{i:05d}" for prefix in "ab" for i in range(100, 150)]
+        deadline = time.monotonic() + 60
+        while len(SagaLog(erp_url).load(both_planned)) < len(both_planned):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "sagas never planned"
+            time.sleep(0.05)
+        gate.release()
         for p in procs:
             assert p.stdout.readline().startswith("FINISHED") and p.wait(timeout=120) == 0
     finally:
@@ -128,10 +143,10 @@ def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
         refused = [s for s in sagas if s["status"] != "done"]
         assert all(s["status"] == "failed" and "already paid" in s["reason"] for s in refused), refused
     assert sum(1 for s in log.values() if s["status"] == "failed") == 100
-    # They met: a loser's saga was planned while the winner's was still in flight.
-    contended = [i for i in range(100, 200) if log[f"a-{i:05d}"]["created_at"] < log[f"b-{i:05d}"]["updated_at"]
+    # They met: on the gated invoices each saga was planned while the other was in flight.
+    contended = [i for i in range(100, 150) if log[f"a-{i:05d}"]["created_at"] < log[f"b-{i:05d}"]["updated_at"]
                  and log[f"b-{i:05d}"]["created_at"] < log[f"a-{i:05d}"]["updated_at"]]
-    assert contended
+    assert len(contended) == 50
 
 
 def test_a_run_that_cannot_get_the_lease_defers_and_acts_on_nothing(erp_url):
