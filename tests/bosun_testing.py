@@ -1,4 +1,4 @@
-"""Helpers shared by tests (not fixtures): how a missing service is reported."""
+"""Helpers shared by tests (not fixtures): how a missing service is reported, a valid event, servers."""
 
 import os
 import threading
@@ -6,6 +6,16 @@ import threading
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("BOSUN_REQUIRE_SERVICES") == "1"
+
+# One valid invoice.received v2 envelope, as a portal sends it (copy before changing it).
+PORTAL_EVENT = {
+    "source": "portal", "id": "p-1", "type": "invoice.received", "schema_version": 2,
+    "occurred_at": "2026-11-02T08:00:00+01:00", "entity_key": "V0001:INV-1",
+    "payload": {"invoice_id": "INV-1", "vendor_id": "V0001", "po_number": "PO-1", "amount": "100.00",
+                "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
+                "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
+                "note": "", "channel": "portal"},
+}
 
 
 def service_unavailable(what: str, err: Exception):

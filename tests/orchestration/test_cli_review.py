@@ -7,17 +7,9 @@ import json
 
 import pytest
 
+from bosun_testing import PORTAL_EVENT as EVENT
 from orchestration.audit import AuditEntry
 from orchestration.cli import main
-
-EVENT = {
-    "source": "portal", "id": "p-1", "type": "invoice.received", "schema_version": 2,
-    "occurred_at": "2026-11-02T08:00:00+01:00", "entity_key": "V0001:INV-1",
-    "payload": {"invoice_id": "INV-1", "vendor_id": "V0001", "po_number": "PO-1", "amount": "100.00",
-                "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
-                "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
-                "note": "", "channel": "portal"},
-}
 
 
 @pytest.fixture
