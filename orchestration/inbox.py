@@ -128,7 +128,9 @@ class Inbox:
             stmt = stmt.where(sa.or_(*(inbox.c.status == s for s in only_from)))
         stmt = (stmt
                 .values(status=sa.bindparam("s"), reason=sa.bindparam("r"), outcome=sa.bindparam("o"),
-                        batch_id=sa.bindparam("b"), attempts=inbox.c.attempts + 1, updated_at=now))
+                        # No batch given (a recovery, an approval): the event keeps its batch.
+                        batch_id=sa.func.coalesce(sa.bindparam("b", type_=inbox.c.batch_id.type), inbox.c.batch_id),
+                        attempts=inbox.c.attempts + 1, updated_at=now))
         params = [{"k": u["key"], "s": u["status"], "r": u.get("reason"), "o": u.get("outcome"),
                    "b": batch_id} for u in updates]
         conn.execute(stmt, params)

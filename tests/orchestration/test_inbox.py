@@ -89,3 +89,13 @@ def test_a_state_change_can_be_limited_to_events_still_in_a_state(bosun_home):
     rows = inbox.lookup(keys)
     assert [(rows[k]["status"], rows[k]["reason"]) for k in keys] == [
         ("done", "approved by alice"), ("escalated", "low confidence")]
+
+
+def test_a_state_change_without_a_batch_keeps_the_events_batch(bosun_home):
+    """A recovery or an approval outside a batch run settles an event; its batch stays."""
+    inbox = Inbox(settings.database_url())
+    inbox.ingest([_env(1)], registry)
+    inbox.set_states([{"key": "s:e1", "status": "escalated", "reason": "awaiting approval"}], "b7")
+    inbox.set_states([{"key": "s:e1", "status": "done", "reason": "paid (recovered)"}])
+    row = inbox.lookup(["s:e1"])["s:e1"]
+    assert (row["status"], row["batch_id"]) == ("done", "b7")
