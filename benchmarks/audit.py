@@ -30,7 +30,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import _Database  # noqa: E402 - a fresh SQLite file or Postgres database, dropped after
+from ingest import _backends, _Database  # noqa: E402 - fresh SQLite file or Postgres database, dropped after
 
 
 def _record(i: int, rng: random.Random) -> dict:
@@ -105,12 +105,7 @@ def main() -> None:
     args = p.parse_args()
     n = args.records
     base = Path(tempfile.mkdtemp(prefix="bosun-bench-audit-"))
-    backends = ["sqlite"]
-    try:
-        sa.create_engine(args.pg_url).connect().close()
-        backends.append("postgres")
-    except Exception as exc:  # noqa: BLE001 - a missing Postgres is reported, not fatal
-        print(f"postgres skipped: {type(exc).__name__}: {exc}".splitlines()[0])
+    backends = _backends(args.pg_url)
     print(f"\n{n} decision records, {os.cpu_count()} cores\n")
     print(f"{'db':<9}{'step':<22}{'seconds':>9}{'records/s':>12}{'vs raw scan':>13}")
     for kind in backends:

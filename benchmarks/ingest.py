@@ -75,6 +75,16 @@ class _Database:
             self._admin.dispose()
 
 
+def _backends(pg_admin: str) -> list[str]:
+    """SQLite always; Postgres when its admin URL answers (a missing one is reported, not fatal)."""
+    try:
+        sa.create_engine(pg_admin).connect().close()
+        return ["sqlite", "postgres"]
+    except Exception as exc:  # noqa: BLE001
+        print(f"postgres skipped: {type(exc).__name__}: {exc}".splitlines()[0])
+        return ["sqlite"]
+
+
 def _env(home: Path, url: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOSUN_"))}
     env.update(BOSUN_HOME=str(home), BOSUN_DATABASE_URL=url, BOSUN_API_MAX_BODY_BYTES=str(16 << 20))
@@ -147,12 +157,7 @@ def main() -> None:
     jsonl, empty = base / "events.jsonl", base / "empty.jsonl"
     jsonl.write_text("\n".join(lines) + "\n")
     empty.write_text("")
-    backends = ["sqlite"]
-    try:
-        sa.create_engine(args.pg_url).connect().close()
-        backends.append("postgres")
-    except Exception as exc:  # noqa: BLE001 - a missing Postgres is reported, not fatal
-        print(f"postgres skipped: {type(exc).__name__}: {exc}".splitlines()[0])
+    backends = _backends(args.pg_url)
     rows = []
     for kind in backends:
         figures = {}
