@@ -100,9 +100,6 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
         entries.append(AuditEntry("decision", k, {
             "entity_key": d["entity_key"], "event": d["event"], "context_hash": d["context_hash"],
             "context_used": d["context_used"], "model": d["model"],
-            # The facts the model read (no personal data): retraining on reviewed labels and
-            # the decision report learn from them as they were, not as the ERP says later.
-            "facts": d["facts"],
             "model_version": d["model_version"], "prompt_version": d["prompt_version"],
             "decision_type": d["decision_type"], "route_reason": d["route_reason"],
             "latency_s": d["latency_s"], "input_tokens": d["input_tokens"], "output_tokens": d["output_tokens"],
@@ -112,8 +109,9 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
             "calibrator_version": d["calibrator_version"], "re_retrieved": d.get("re_retrieved", False),
             "guardrails": d["guardrails"], "decision": d["final_decision"], "route": d["route"],
             "reason": d["reason"],
-            # What a replay re-decides from (`bosun replay`): the facts the model and the
-            # guardrails read, and the invoice with its free text redacted.
+            # The facts the model and the guardrails read (no personal data), as they were, not
+            # as the ERP says later: retraining, the decision report and `bosun replay` learn
+            # from them; replay also re-decides from the invoice with its free text redacted.
             "facts": d["facts"], "invoice": redacted_invoice(d["invoice"])}, batch_id))
         for step in steps_by_key.get(k, []):
             kind = "compensation" if step["status"] in ("compensated", "compensation_failed") else "action"

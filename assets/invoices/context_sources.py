@@ -10,7 +10,6 @@ source, and disagreements between the live ERP and the snapshot are recorded con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import pandas as pd
 

@@ -7,7 +7,6 @@ from functools import lru_cache
 from typing import Callable, Optional, Union
 
 import dagster as dg
-import numpy as np
 
 from guardrails.engine import Policy, evaluate, load_policy
 from orchestration.confidence import Calibrator, Thresholds, combine, quality_factors

@@ -4,7 +4,6 @@ changed behind the sagas' back."""
 
 from datetime import datetime, timezone
 
-import dagster as dg
 import sqlalchemy as sa
 
 from assets.invoices.checks import invoice_outcome_checks

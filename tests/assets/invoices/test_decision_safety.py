@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 

@@ -2,7 +2,6 @@
 
 from collections import Counter
 
-import pytest
 import sqlalchemy as sa
 
 from assets.invoices import sample_data
