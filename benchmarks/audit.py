@@ -24,13 +24,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import _backends, _Database  # noqa: E402 - fresh SQLite file or Postgres database, dropped after
+from orchestration import clock
 
 
 def _record(i: int, rng: random.Random) -> dict:
@@ -86,9 +87,9 @@ def bench(url: str, n: int, base: Path) -> dict:
 
     with log.engine.begin() as conn:
         conn.execute(audit_log.update().where(audit_log.c.seq <= n // 2)
-                     .values(recorded_at=datetime.now(timezone.utc) - timedelta(days=400)))
+                     .values(recorded_at=clock.now() - timedelta(days=400)))
     started = time.perf_counter()
-    out = archive_and_prune(log, datetime.now(timezone.utc) - timedelta(days=365), base / f"archive-{uuid.uuid4().hex[:6]}")
+    out = archive_and_prune(log, clock.now() - timedelta(days=365), base / f"archive-{uuid.uuid4().hex[:6]}")
     t["archive+prune half"] = time.perf_counter() - started
     started = time.perf_counter()
     assert log.verify().ok and verify_archives(log)["ok"]

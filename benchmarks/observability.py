@@ -23,8 +23,9 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
+from orchestration import clock
 
 
 def batch_runs(base: Path, n_events: int, batch_size: int, seed: int) -> tuple[str, list[dict]]:
@@ -71,7 +72,7 @@ def span_cost(n_events: int) -> float:
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))  # as in production, default queue
-    t0 = datetime.now(timezone.utc)
+    t0 = clock.now()
     stages = [tracing.Stage(layer, t0 + timedelta(seconds=i), t0 + timedelta(seconds=i + 1))
               for i, layer in enumerate(tracing.LAYERS[1:])]
     events = [{"key": f"bench:{i}", "received_at": t0, "outcome_at": t0 + timedelta(seconds=5),
@@ -98,7 +99,7 @@ def synthetic_rows(url: str, rows: int) -> None:
     from orchestration import metrics
 
     store = metrics.MetricsStore(url)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     for i in range(rows):
         m = metrics.compute("bench", f"{i}-{i}", f"run-{i}", now - timedelta(seconds=2),
                             [{"status": "done", "received_at": now - timedelta(seconds=1), "outcome_at": now}] * 10,

@@ -13,11 +13,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
 from orchestration.db import api_keys, engine_for
+from orchestration import clock
 
 SCOPES = ("events:write", "events:read", "reviews:read", "reviews:write", "admin")  # admin implies every scope
 
@@ -52,7 +52,7 @@ class ApiKeys:
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(key_id=key_id, name=name, secret_sha256=_sha(secret),
                                                   scopes=",".join(sorted(set(scopes))), rate_per_s=rate_per_s,
-                                                  burst=burst, created_at=datetime.now(timezone.utc)))
+                                                  burst=burst, created_at=clock.now()))
         return f"bsn_{key_id}_{secret}", ApiKey(key_id, name, frozenset(scopes), rate_per_s, burst)
 
     def authenticate(self, presented: str) -> ApiKey | None:
@@ -74,7 +74,7 @@ class ApiKeys:
     def revoke(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
             return conn.execute(api_keys.update().where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
-                                .values(revoked_at=datetime.now(timezone.utc))).rowcount == 1
+                                .values(revoked_at=clock.now())).rowcount == 1
 
 
 class TokenBuckets:

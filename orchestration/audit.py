@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from orchestration.db import audit_checkpoints, audit_head, audit_log, engine_for, insert_ignoring_duplicates
+from orchestration import clock
 
 GENESIS = "0" * 64
 
@@ -150,7 +151,7 @@ class AuditLog:
         """`append` inside the caller's transaction: the records commit with what they describe."""
         if not entries:
             return 0
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         seq, prev = self._lock_head(conn)
         rows = []
         for e in entries:

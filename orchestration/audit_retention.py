@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from orchestration import settings
 from orchestration.audit import AuditLog, ChainWalker, GENESIS, _utc, checkpoint_chain_problem, rows_in_order
 from orchestration.db import audit_checkpoints, audit_log
+from orchestration import clock
 
 DEFAULT_RETENTION_DAYS = 365
 
@@ -86,7 +87,7 @@ def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_reco
         os.replace(tmp, path)  # atomic: an archive is complete or absent
     finally:
         tmp.unlink(missing_ok=True)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     with log.engine.begin() as conn:
         log._lock_head(conn)  # serialise with appenders and with another pruner
         latest = conn.execute(sa.select(sa.func.max(audit_checkpoints.c.last_seq))).scalar()
@@ -150,7 +151,7 @@ def audit_archive(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     with their hashes, under BOSUN_AUDIT_ARCHIVE_DIR) and pruned behind a checkpoint."""
     log = context.resources.bosun_db.audit()
     days = retention_days()
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    cutoff = clock.now() - timedelta(days=days)
     try:
         out = archive_and_prune(log, cutoff, archive_dir())
     except ChainBroken as err:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from orchestration.db import UtcDateTime, engine_for
+from orchestration import clock
 
 breaker_metadata = sa.MetaData()
 
@@ -28,7 +29,7 @@ circuit_breakers = sa.Table(
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 def _aware(dt: datetime | None) -> datetime | None:

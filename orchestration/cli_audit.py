@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from orchestration.db import inbox as inbox_table
+from orchestration import clock
 
 APPROVAL_KINDS = ("approval", "review", "feedback")
 BATCH_KINDS = ("check", "guardrail_activations")
@@ -183,7 +184,7 @@ def _when(text: str | None) -> datetime | None:
         return None
     if text[-1] in "dhm" and text[:-1].isdigit():
         unit = {"d": "days", "h": "hours", "m": "minutes"}[text[-1]]
-        return datetime.now(timezone.utc) - timedelta(**{unit: int(text[:-1])})
+        return clock.now() - timedelta(**{unit: int(text[:-1])})
     at = datetime.fromisoformat(text)
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
 
@@ -218,7 +219,7 @@ def cmd_archive(args) -> int:
     from orchestration.audit_retention import ChainBroken, archive_and_prune, archive_dir, retention_days
 
     days = args.older_than_days or retention_days()
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    cutoff = clock.now() - timedelta(days=days)
     try:
         out = archive_and_prune(_db().audit(), cutoff, archive_dir())
     except ChainBroken as err:

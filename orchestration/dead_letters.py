@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from orchestration.db import dead_letters, dialect_insert, engine_for, inbox
+from orchestration import clock
 
 RETRY_MARK = "#retry"
 
@@ -92,7 +93,7 @@ class DeadLetters:
 
     def retry(self, ids: list[int] | None = None) -> list[dict]:
         """Re-enqueue open dead letters (all when `ids` is None) as new inbox rows."""
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         with self.engine.begin() as conn:
             q = sa.select(dead_letters).where(dead_letters.c.status == "open")
             if ids is not None:
@@ -126,7 +127,7 @@ class DeadLetters:
             raise ValueError("a drop needs a reason")
         with self.engine.begin() as conn:
             n = conn.execute(dead_letters.update().where(dead_letters.c.id == dl_id, dead_letters.c.status == "open")
-                             .values(status="dropped", note=reason, updated_at=datetime.now(timezone.utc))).rowcount
+                             .values(status="dropped", note=reason, updated_at=clock.now())).rowcount
         return n == 1
 
     def stats(self, types: list[str] | None = None, now: datetime | None = None) -> DeadLetterStats:
@@ -135,5 +136,5 @@ class DeadLetters:
             q = q.where(dead_letters.c.type.in_(types))
         with self.engine.connect() as conn:
             n, oldest = conn.execute(q).one()
-        now = now or datetime.now(timezone.utc)
+        now = now or clock.now()
         return DeadLetterStats(int(n), (now - _aware(oldest)).total_seconds() if oldest else None)

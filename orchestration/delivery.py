@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from orchestration.dead_letters import root_key
 from orchestration.db import content_seen, dialect_insert, entity_clock, stale_events, triage_lock, triage_passed
 from orchestration.inbox import Inbox, InboxEvent
+from orchestration import clock
 
 DROPPED_STATES = ("duplicate", "debounced", "stale")
 
@@ -69,7 +70,7 @@ def triage(inbox: Inbox, events: list[InboxEvent], policies: Mapping[str, Delive
            batch_id: str | None = None) -> TriageResult:
     redriven = [e for e in events if e.key != root_key(e.key)]
     events = sorted((e for e in events if e.key == root_key(e.key)), key=lambda e: (_when(e), e.seq))
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     out = TriageResult(kept=[])
     with inbox.engine.begin() as conn:
         _lock(conn, lock_name)

@@ -6,11 +6,12 @@ refit and the local model's retraining learn from.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from orchestration.db import engine_for, feedback
+from orchestration import clock
 
 KINDS = ("approve", "reject", "correct")
 
@@ -30,7 +31,7 @@ class FeedbackStore:
             raise ValueError("feedback needs a reviewer")
         row = {"workflow": workflow, "subject": subject, "kind": kind, "label": label, "decided": decided,
                "note": note, "reviewer": reviewer, "review_id": review_id,
-               "created_at": datetime.now(timezone.utc)}
+               "created_at": clock.now()}
         if conn is not None:
             return int(conn.execute(feedback.insert().returning(feedback.c.id), [row]).scalar_one())
         with self.engine.begin() as conn:
@@ -38,7 +39,7 @@ class FeedbackStore:
 
     def record_many(self, rows: list[dict]) -> int:
         """Bulk form of `record` (keys as its arguments); for imports and tests at scale."""
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         full = [{"decided": None, "note": None, "review_id": None, "created_at": now, **r} for r in rows]
         bad = [r for r in full if r["kind"] not in KINDS or not r.get("reviewer")]
         if bad:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from orchestration.db import engine_for, inbox, insert_ignoring_duplicates
 from orchestration.dead_letters import DeadLetters
 from orchestration.envelope import EventEnvelope, PayloadRegistry, RejectedInput, parse_envelope, raw_fingerprint
+from orchestration import clock
 
 RECEIVED = "received"
 # "retried": a dead letter re-enqueued as a new row (see dead_letters.py); the new row carries on.
@@ -25,7 +26,7 @@ TERMINAL_STATES = ("done", "escalated", "rejected", "dead_lettered", "retried", 
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 @dataclass

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 
 import sqlalchemy as sa
 
 from orchestration.db import engine_for, insert_ignoring_duplicates
+from orchestration import clock
 
 ledger_metadata = sa.MetaData()
 
@@ -59,7 +60,7 @@ class Spend:
 
 
 def today() -> date:
-    return datetime.now(timezone.utc).date()
+    return clock.now().date()
 
 
 class LLMLedger:
@@ -84,7 +85,7 @@ class LLMLedger:
         """rows: cache_key, prompt_version, model, answer. First answer wins on a race."""
         if not rows:
             return
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         with self.engine.begin() as conn:
             conn.execute(insert_ignoring_duplicates(self.engine, llm_cache, ["cache_key"]),
                          [{**r, "workflow": workflow, "created_at": now} for r in rows])

@@ -29,6 +29,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from orchestration.db import UtcDateTime, dialect_insert, engine_for, inbox
+from orchestration import clock
 
 metrics_metadata = sa.MetaData()
 
@@ -183,7 +184,7 @@ class MetricsStore:
     def record(self, m: BatchMetrics) -> None:
         """One row per run; a step retried inside the same run replaces its row."""
         row = {"run_id": m.run_id, "workflow": m.workflow, "batch_id": m.batch_id,
-               "recorded_at": datetime.now(timezone.utc), "events": m.events, "seconds": m.seconds,
+               "recorded_at": clock.now(), "events": m.events, "seconds": m.seconds,
                "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "cost_usd": m.cost_usd,
                "counts": {"outcomes": m.outcomes, "decisions": m.decisions, "guardrails": m.guardrails,
                           "models": m.models},

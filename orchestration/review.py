@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
 from orchestration.db import engine_for, insert_ignoring_duplicates, review_queue
+from orchestration import clock
 
 
 class ReviewQueue:
@@ -17,7 +17,7 @@ class ReviewQueue:
         """items: key, entity_key, proposal, confidence, reason. A replayed batch adds nothing twice."""
         if not items:
             return 0
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         rows = [{"idempotency_key": it["key"], "workflow": workflow, "batch_id": batch_id,
                  "entity_key": it.get("entity_key"), "proposal": it["proposal"],
                  "confidence": it.get("confidence"), "reason": it["reason"], "status": "pending",

@@ -32,6 +32,7 @@ from orchestration.feedback import FeedbackStore
 from orchestration.inbox import Inbox
 from orchestration.review import ReviewQueue
 from orchestration.saga_log import SagaLog
+from orchestration import clock
 
 STATUSES = ("pending", "approved", "rejected")
 DECIDABLE = (None, "saga_approval")  # a rolled-back saga that failed is resolved with `bosun saga`
@@ -108,7 +109,7 @@ class ReviewService:
         saga_ids = [proposal["saga_id"]] if kind == "saga_approval" else [p["key"] for p in staged]
         # A lease holder per answer: two answers served by one process must not share leases.
         executor = hooks.saga_executor(self.resources, f"{self.holder}:{uuid.uuid4().hex[:8]}") if saga_ids else None
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         record = {"review_id": item_id, "answer": "approved", "by": by, "via": via, "workflow": item["workflow"],
                   "kind": kind, "label": proposed, "decided": proposed, "note": note, "reason": item["reason"],
                   "acts": saga_ids}
@@ -149,7 +150,7 @@ class ReviewService:
             raise ReviewError("invalid", f"review {item_id}: say what the right decision is instead of "
                                          f"{proposed!r} (label: one of {', '.join(hooks.LABELS)})")
         self._check_label(hooks, label)
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         with self.engine.begin() as conn:
             self._claim(conn, item, "rejected")
             if kind == "saga_approval" and not self.sagas.reject(proposal["saga_id"], by, reason, conn=conn):

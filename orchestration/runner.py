@@ -7,13 +7,13 @@ what `bosun demo`, the benchmark and the tests use to run a workflow end to end.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Sequence
 
 import dagster as dg
 
 from orchestration.batching import BatchPolicy, cut_batches
 from orchestration.inbox import Inbox
+from orchestration import clock
 
 
 # The run's events still go to the instance (and the UI); only the console stays quiet.
@@ -39,7 +39,7 @@ def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.
     report = BatchRunReport()
     while True:
         pending = inbox.pending_after(cursor, list(event_types), policy.max_events * 50)
-        batches = cut_batches(pending, policy, datetime.now(timezone.utc))
+        batches = cut_batches(pending, policy, clock.now())
         if not batches:
             return report
         keys = [b.key for b in batches]

@@ -9,12 +9,13 @@ distinct value), never one round trip per item (shared/notes/performance.md).
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable
 
 import sqlalchemy as sa
 
 from orchestration.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
+from orchestration import clock
 
 saga_metadata = sa.MetaData()
 
@@ -77,7 +78,7 @@ target_calls = sa.Table(
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 def saga_engine(url: str) -> sa.Engine:

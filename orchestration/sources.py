@@ -12,13 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from orchestration.circuit_breaker import CircuitBreaker
 from orchestration.freshness import FreshnessWindow
+from orchestration import clock
 
 LIVE, STALE, MISSING = "live", "stale", "missing"
 
@@ -94,7 +95,7 @@ def read_source(name: str, fetch: Callable[[], Any], settings: SourceSettings,
                 breaker: CircuitBreaker | None = None, snapshot: Snapshot | None = None,
                 window: FreshnessWindow | None = None, now: datetime | None = None) -> SourceReading:
     """Live value if the source answers in time, else the snapshot (stale), else missing."""
-    now = now or datetime.now(timezone.utc)
+    now = now or clock.now()
     started = time.perf_counter()
     before = breaker.state(name, now) if breaker else None
     breaker_state = before.state if before else "closed"

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from orchestration import settings
 from resources.env import resolved
 from orchestration.db import engine_for, insert_ignoring_duplicates
+from orchestration import clock
 
 erp_metadata = sa.MetaData()
 Money = sa.Numeric(16, 2)
@@ -88,7 +89,7 @@ SETTLEMENT_STATUSES = ("settled", "failed", "returned")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 def _utc(dt: datetime) -> datetime:

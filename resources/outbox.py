@@ -12,7 +12,7 @@ Messages are generic (recipient, subject, body, entity): the workflow says what 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Optional
 
 import dagster as dg
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from orchestration import settings
 from orchestration.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
+from orchestration import clock
 from resources.env import resolved
 
 outbox_metadata = sa.MetaData()
@@ -50,7 +51,7 @@ def correction_key(key: str) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 def _row(item: dict, now: datetime, **extra) -> dict:

@@ -10,13 +10,13 @@ running; at the limit the tick skips and says why. Batch size adapts to the back
 """
 
 
-from datetime import datetime, timezone
 from typing import Sequence, Union
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition  # noqa: F401
 
 from orchestration.batching import BatchPolicy, adaptive_size, cut_batches
+from orchestration import clock
 from resources.database import BosunDatabase
 
 _IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -56,7 +56,7 @@ def build_inbox_batch_sensor(
         backlog = inbox.backlog_after(cursor, list(event_types), policy.max_events * policy.max_in_flight)
         size = adaptive_size(backlog, policy)
         pending = inbox.pending_after(cursor, list(event_types), size * slots)
-        batches = cut_batches(pending, policy, datetime.now(timezone.utc), size=size, limit=slots)
+        batches = cut_batches(pending, policy, clock.now(), size=size, limit=slots)
         if not batches:
             return dg.SkipReason(f"{len(pending)} event(s) waiting past seq {cursor}; a batch is cut at "
                                  f"{size} events or after {policy.max_wait_seconds:g} s")

@@ -17,13 +17,14 @@ partition of the day before the tick (a daily job reconciles a finished day):
 """
 
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from orchestration.calendar import BusinessCalendar
+from orchestration import clock
 
 _IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                 dg.DagsterRunStatus.STARTED]
@@ -57,7 +58,7 @@ def _with_missed_days(instance, name: str, days: list[str], max_days: int) -> li
 
 def build_partitioned_schedule(name: str, job, cron: str, execution_timezone: str, calendar: BusinessCalendar,
                                catch_up: Literal["each", "latest"], overlap: Literal["skip", "queue"],
-                               interval: timedelta = timedelta(days=1), now=lambda: datetime.now(timezone.utc),
+                               interval: timedelta = timedelta(days=1), now=lambda: clock.now(),
                                max_catchup_days: int = 31, description: str = "") -> dg.ScheduleDefinition:
     tz = ZoneInfo(execution_timezone)
 

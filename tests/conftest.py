@@ -15,6 +15,29 @@ import sqlalchemy as sa
 
 from bosun_testing import service_unavailable
 
+# CI runs the time-dependent tests a second time with the clock a year ahead
+# (`BOSUN_CLOCK_SHIFT_DAYS=365`). Subprocesses read the variable through `orchestration.clock`;
+# in this process time-machine moves every clock (Dagster's too), so Bosun's clock reads the
+# moved system time instead of adding the shift a second time.
+_CLOCK_SHIFT_DAYS = os.environ.get("BOSUN_CLOCK_SHIFT_DAYS")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shifted_clock():
+    if not _CLOCK_SHIFT_DAYS:
+        yield None
+        return
+    from datetime import datetime, timedelta, timezone
+
+    import time_machine
+
+    from orchestration import clock
+
+    target = datetime.now(timezone.utc) + timedelta(days=float(_CLOCK_SHIFT_DAYS))
+    with time_machine.travel(target, tick=True), clock.use(lambda: datetime.now(timezone.utc)):
+        yield target
+
+
 PG_ADMIN_URL = os.environ.get("BOSUN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 _BOSUN_VARS = ("BOSUN_EMBEDDINGS_MODEL", "BOSUN_EMBEDDINGS_BASE_URL", "BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_OUTBOX_DATABASE_URL",

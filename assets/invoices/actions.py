@@ -1,6 +1,5 @@
 """Action layer of the invoice workflow: plan, execute as sagas, record every outcome."""
 
-from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -9,6 +8,7 @@ from orchestration.audit import AuditEntry
 from orchestration.saga_executor import BatchOutcome
 from orchestration.inbox import RECEIVED
 from orchestration.guardrail_checks import activation_counts
+from orchestration import clock
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 from resources.outbox import NotificationOutbox
@@ -144,7 +144,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
     decisions, batch_id = planned["decisions"], context.partition_key
     preview = context.run.tags.get(PREVIEW_TAG) == "true"
     sagas = execute(decisions, erp, bosun_db.resolved_url, batch_id, context.run_id, preview, outbox)
-    acted_at = datetime.now(timezone.utc)
+    acted_at = clock.now()
     if preview:  # nothing executes: the plans are the run's metadata
         return dg.Output({"batch": batch_id, "preview": True, "plans": len(sagas.preview)}, metadata={
             "preview": True, "planned_payments": len(sagas.preview),

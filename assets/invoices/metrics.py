@@ -8,6 +8,7 @@ import dagster as dg
 
 from orchestration import metrics, tracing
 from orchestration.metrics import BatchMetrics, MetricsStore
+from orchestration import clock
 
 from assets.invoices.workflow import WORKFLOW
 
@@ -78,7 +79,7 @@ def observe_batch(context: dg.OpExecutionContext, decisions: list[dict], states:
                    "attributes": _span_attributes(e, by_key.get(e["key"]))} for e in events]
         md["traces.spans"] = tracing.record_event_traces(
             WORKFLOW, context.partition_key, context.run_id,
-            stages(context, acted_at, datetime.now(timezone.utc)), traced)
+            stages(context, acted_at, clock.now()), traced)
         md["traces.overhead_s"] = round(time.perf_counter() - t1, 4)
     return md
 

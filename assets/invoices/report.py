@@ -11,6 +11,7 @@ import dagster as dg
 
 from orchestration import decision_report as report
 from orchestration.reviewed import decision_records, latest_feedback
+from orchestration import clock
 from resources.database import BosunDatabase
 
 from assets.invoices.feedback import LABELS
@@ -41,7 +42,7 @@ def report_row(record: dict, label: str | None) -> dict:
 
 
 def build_report(db_url: str, now: datetime | None = None, days: int = REPORT_DAYS) -> dict:
-    since = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    since = (now or clock.now()) - timedelta(days=days)
     records = decision_records(db_url, since=since, event_types=EVENT_TYPES)
     # A label no decision can take (see feedback.LABELS) says nothing about right or wrong.
     labels = {s: f["label"] for s, f in latest_feedback(db_url, WORKFLOW).items() if f["label"] in LABELS}

@@ -1,8 +1,10 @@
 """Seeded accounts-payable sample data: ERP master data, policy documents and a labelled
 stream of `invoice.received` events carrying the edge cases the workflow must catch.
 
-Everything is drawn from one `random.Random(seed)`, so a (n_invoices, seed) pair always
+Everything is drawn from one `random.Random(seed)`, so a (n_invoices, seed, start) triple always
 yields byte-identical files; the labels are the ground truth accuracy is measured against.
+The stream's dates follow the clock (`sample_start`): it ends at the start of today (UTC), so
+due dates, payment runs and settlements relate to "now" the same way on any date.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import json
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from assets.invoices.payloads import INVOICE_RECEIVED
+from orchestration import clock
 
 SOURCE = "erp-mailroom"
-START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+# Mean gap between two events is 122.5 s (5..240 s): a stream of n events spans ~n * 122.5 s.
+MEAN_GAP_S = 122.5
 CENT = Decimal("0.01")
 POLICY_TEMPLATES = Path(__file__).parent / "policy_templates"
 
@@ -81,13 +85,20 @@ class SampleData:
     labels: dict[str, dict]
 
 
-def generate(n_invoices: int = 500, seed: int = 7) -> SampleData:
+def sample_start(n_invoices: int, today: date | None = None) -> datetime:
+    """Where a stream of n invoices starts so that it ends about the start of `today` (UTC):
+    the same moment all day, so a sample drawn twice on one day is the same sample."""
+    day = datetime.combine(today or clock.today(), time(0), tzinfo=timezone.utc)
+    return day - timedelta(seconds=round(MEAN_GAP_S * n_invoices))
+
+
+def generate(n_invoices: int = 500, seed: int = 7, start: datetime | None = None) -> SampleData:
     if n_invoices < 1:
         raise ValueError("n_invoices must be at least 1")
     rng = random.Random(seed)
     vendors = _vendors(rng, min(400, max(20, n_invoices // 12)))
     policies = _policy_documents(rng)
-    events, pos, labels = _invoice_stream(rng, vendors, n_invoices)
+    events, pos, labels = _invoice_stream(rng, vendors, n_invoices, start or sample_start(n_invoices))
     return SampleData(vendors, pos, policies, _with_redeliveries(rng, events), labels)
 
 
@@ -125,11 +136,11 @@ def _offset_for(vendor: dict) -> timezone:
 
 
 # ---- the invoice stream ---------------------------------------------------------------
-def _invoice_stream(rng: random.Random, vendors: list[dict], n: int):
+def _invoice_stream(rng: random.Random, vendors: list[dict], n: int, start: datetime):
     events, pos, labels = [], [], {}
     offsets = {v["vendor_id"]: _offset_for(v) for v in vendors}
     approved: list[dict] = []  # originals a resubmission may copy: clean, so its label is unambiguous
-    at, n_invoices = START, 0
+    at, n_invoices = start, 0
     for i in range(1, n + 1):
         at += timedelta(seconds=rng.randint(5, 240))
         case = _draw_case(rng)
@@ -283,8 +294,9 @@ def _policy_documents(rng: random.Random) -> dict[str, str]:
 
 
 # ---- files ----------------------------------------------------------------------------
-def write_sample_data(directory: str | Path, n_invoices: int = 500, seed: int = 7) -> dict[str, Path]:
-    data = generate(n_invoices, seed)
+def write_sample_data(directory: str | Path, n_invoices: int = 500, seed: int = 7,
+                      start: datetime | None = None) -> dict[str, Path]:
+    data = generate(n_invoices, seed, start)
     base = Path(directory)
     paths = {"erp": base / "erp.json", "policies": base / "policies", "invoices": base / "invoices.jsonl",
              "labels": base / "labels.jsonl"}

@@ -15,6 +15,7 @@ from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from resources.erp import ERPResource
+from orchestration import clock
 
 TZ = ZoneInfo("Europe/Berlin")
 # fate -> share of payments
@@ -65,7 +66,7 @@ def reports_for(payment: dict, seed: int) -> tuple[str, list[dict]]:
 def simulate_settlements(erp: ERPResource, seed: int = 7, as_of: datetime | None = None) -> dict:
     """Write the bank's reports dated up to `as_of` (default now) for every live payment.
     Returns the fates drawn and the rows written."""
-    as_of = _aware(as_of or datetime.now(timezone.utc))
+    as_of = _aware(as_of or clock.now())
     fates: dict[str, int] = {}
     rows = []
     for p in erp.live_payments():

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from resources.erp import ERPResource
+from orchestration import clock
 
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
                         category=dg.PreviewWarning)
@@ -80,7 +81,7 @@ class SettlementCheckConfig(dg.Config):
                           "not yet due passes; overdue, failed, returned or late fails with the payment keys.")])
 def payment_settlements(context: dg.AssetExecutionContext, config: SettlementCheckConfig, erp: ERPResource):
     """What became of the payments due on the day, from the bank's settlement feed."""
-    as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc)
+    as_of = datetime.fromisoformat(config.as_of) if config.as_of else clock.now()
     as_of = _aware(as_of)
     window = context.partition_time_window
     result = evaluate(erp, window.start, window.end, as_of)

@@ -2,12 +2,14 @@
 
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from decimal import Decimal
 
 import pytest
 
 from assets.invoices import payloads, sample_data
+from orchestration import clock
 from orchestration.envelope import PayloadRegistry, parse_envelope
 
 N = 2000
@@ -28,13 +30,26 @@ def _distinct(events):
 
 
 def test_same_inputs_same_data_and_other_seed_differs():
-    assert sample_data.generate(300, 3) == sample_data.generate(300, 3)
-    assert sample_data.generate(300, 3).events != sample_data.generate(300, 4).events
+    with clock.frozen(datetime(2031, 2, 28, 23, 59, 59, tzinfo=timezone.utc)):
+        assert sample_data.generate(300, 3) == sample_data.generate(300, 3)
+        assert sample_data.generate(300, 3).events != sample_data.generate(300, 4).events
+
+
+@pytest.mark.parametrize("today", [date(2026, 11, 2), date(2027, 11, 30), date(2028, 2, 29)])
+def test_the_stream_follows_the_clock_and_ends_before_today(today):
+    """Due dates and payment runs relate to "now" the same way on any date."""
+    with clock.frozen(datetime.combine(today, dtime(15), tzinfo=timezone.utc)):
+        events = _distinct(sample_data.generate(300, 3).events)
+    instants = [_instant(e) for e in events]
+    midnight = datetime.combine(today, dtime(0), tzinfo=timezone.utc)
+    assert midnight - timedelta(hours=16) < instants[0] < instants[-1] < midnight + timedelta(hours=4)
+    assert _distinct(sample_data.generate(300, 3, start=sample_data.sample_start(300, today)).events) == events
 
 
 def test_written_files_are_byte_identical_and_overwritten(tmp_path):
-    a = sample_data.write_sample_data(tmp_path / "a", n_invoices=400, seed=5)
-    b = sample_data.write_sample_data(tmp_path / "b", n_invoices=400, seed=5)
+    start = sample_data.sample_start(400)
+    a = sample_data.write_sample_data(tmp_path / "a", n_invoices=400, seed=5, start=start)
+    b = sample_data.write_sample_data(tmp_path / "b", n_invoices=400, seed=5, start=start)
     files = ["erp.json", "invoices.jsonl", "labels.jsonl",
              *(f"policies/{p.name}" for p in sorted(a["policies"].glob("*.md")))]
     assert len(files) >= 7
@@ -160,7 +175,8 @@ def test_time_moves_forward_with_explicit_offsets(data):
     events = _distinct(data.events)
     instants = [_instant(e) for e in events]
     assert all(a < b for a, b in zip(instants, instants[1:]))
-    assert events[0]["occurred_at"].startswith("2026-11-02")
+    start = sample_data.sample_start(N)
+    assert start < instants[0] <= start + timedelta(seconds=240)
     assert len({e["occurred_at"][-6:] for e in events}) >= 3
     assert all(e["occurred_at"][-6] in "+-" for e in events)
 
