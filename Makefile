@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export BOSUN_HOME ?= $(CURDIR)/.bosun
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test install sample-data demo bench bench-decisions clean
+.PHONY: run test test-clock-ahead lint install sample-data demo bench bench-decisions clean
 
 install: $(VENV)/.installed
 
@@ -21,8 +21,16 @@ sample-data: install
 run: sample-data
 	$(BIN)/bosun dev
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest
+
+# The tests that depend on today's date, again with every clock a year ahead.
+test-clock-ahead: install
+	BOSUN_CLOCK_SHIFT_DAYS=365 $(BIN)/python -m pytest -m clock
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: install
 	$(BIN)/bosun demo --events 2000

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 BOSUN = Path(sys.executable).parent / "bosun"
@@ -36,6 +37,7 @@ def test_ingest_twice_reports_duplicates_and_status_counts(bosun_home, tmp_path)
     assert status["received"] == 51
 
 
+@pytest.mark.clock
 def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
     home = tmp_path / "demo"
     summary = json.loads(bosun("demo", "--events", "300", "--seed", "5", "--home", str(home)).stdout)

@@ -1,11 +1,14 @@
 """Context within a token budget, conflicts by declared rule, the TTL cache, token counting."""
 
+import pytest
 from datetime import datetime, timedelta, timezone
 
 from orchestration.conflicts import Claim, ConflictRule, quality_factor, resolve
 from orchestration.context_assembly import ContextItem, assemble_many
 from orchestration.tokens import ApproximateCounter, counter_for
 from orchestration.ttl_cache import TTLCache
+
+pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
 
 def _items():

@@ -1,5 +1,6 @@
 """Catch-up after daemon downtime, through the daemon's own scheduler loop with frozen time."""
 
+import pytest
 import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -8,6 +9,8 @@ import dagster as dg
 from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._scheduler.scheduler import launch_scheduled_runs
+
+pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

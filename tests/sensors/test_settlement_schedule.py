@@ -1,9 +1,12 @@
 """The delayed settlement check's schedule: each Berlin business morning, the previous due day(s)."""
 
+import pytest
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+
+pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
