@@ -193,6 +193,7 @@ class EmailChannel(dg.ConfigurableResource):
     password: Optional[str] = None
     tls: str = "none"
     tls_verify: bool = True
+    tls_ca_file: Optional[str] = None  # a private CA's certificate (PEM) to verify the server with
     from_address: str = "bosun@localhost"
     message_id_domain: str = "bosun.local"
     timeout_s: float = 10.0
@@ -251,7 +252,7 @@ class EmailChannel(dg.ConfigurableResource):
         mode = (resolved(self.tls) or "none").lower()
         # Outside a run (the CLI relay) an EnvVar.int field is still the variable: read it.
         port = int(self.port.get_value()) if hasattr(self.port, "get_value") else self.port
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=resolved(self.tls_ca_file) or None)
         if not self.tls_verify:
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         if mode == "ssl":
@@ -268,7 +269,8 @@ class EmailChannel(dg.ConfigurableResource):
 
 def email_channel_from_env() -> EmailChannel:
     """SMTP when BOSUN_SMTP_HOST is set (BOSUN_SMTP_PORT, BOSUN_SMTP_TLS none|starttls|ssl,
-    BOSUN_SMTP_USERNAME, BOSUN_SMTP_PASSWORD, BOSUN_SMTP_FROM, BOSUN_SMTP_MESSAGE_ID_DOMAIN, as
+    BOSUN_SMTP_USERNAME, BOSUN_SMTP_PASSWORD, BOSUN_SMTP_FROM, BOSUN_SMTP_MESSAGE_ID_DOMAIN,
+    BOSUN_SMTP_CA_FILE, as
     EnvVars), else the Maildir sink (BOSUN_OUTBOX_SINK_DIR, default BOSUN_HOME/outbox/sent):
     messages leave with no service configured."""
     import os
@@ -277,7 +279,7 @@ def email_channel_from_env() -> EmailChannel:
         return dg.EnvVar(name) if os.environ.get(name) else None
 
     kwargs: dict = {"sink_dir": env("BOSUN_OUTBOX_SINK_DIR"), "from_address": env("BOSUN_SMTP_FROM"),
-                    "message_id_domain": env("BOSUN_SMTP_MESSAGE_ID_DOMAIN")}
+                    "message_id_domain": env("BOSUN_SMTP_MESSAGE_ID_DOMAIN"), "tls_ca_file": env("BOSUN_SMTP_CA_FILE")}
     if os.environ.get("BOSUN_SMTP_HOST"):
         kwargs.update(host=env("BOSUN_SMTP_HOST"), username=env("BOSUN_SMTP_USERNAME"),
                       password=env("BOSUN_SMTP_PASSWORD"), tls=env("BOSUN_SMTP_TLS"),

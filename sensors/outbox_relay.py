@@ -276,7 +276,7 @@ def build_outbox_deliveries_asset(make_relay: Callable[..., OutboxRelay]) -> dg.
               description="What each outbox relay pass delivered: sent, delivered, retrying, failed, bounced, "
                           "escalated; latency from queued to sent; every workflow's messages per state. The "
                           "`outbox_relay` sensor reports each pass that did work; materializing it runs a pass.")
-    def outbox_deliveries(context: dg.AssetExecutionContext, outbox: NotificationOutbox, outbox_email: EmailChannel,
+    def outbox_deliveries(outbox: NotificationOutbox, outbox_email: EmailChannel,
                           bosun_db: BosunDatabase) -> dg.MaterializeResult:
         relay = make_relay(outbox, outbox_email, bosun_db)
         report = relay.run_once()

@@ -92,9 +92,10 @@ def _relay(urls, routing: Path, email_channel: EmailChannel | None = None, tmp: 
 
 # ---- a real SMTP server ----------------------------------------------------------------------
 class SmtpServer:
-    """aiosmtpd on a free loopback port; keeps every message; refuses recipients at `refuse@`."""
+    """aiosmtpd on a free loopback port; keeps every message; refuses recipients at `refuse@`.
+    `smtp_options` go to aiosmtpd's SMTP (TLS context, authentication)."""
 
-    def __init__(self):
+    def __init__(self, **smtp_options):
         from aiosmtpd.controller import Controller
 
         self.messages: list[email.message.Message] = []
@@ -112,7 +113,7 @@ class SmtpServer:
                 return "250 Message accepted"
 
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **smtp_options)
 
     def __enter__(self):
         self.controller.start()
@@ -148,6 +149,43 @@ def test_every_notice_of_a_batch_arrives_once_with_its_key_over_smtp(sqlite_urls
     [attempt] = outbox.attempts_for("portal:e-3")
     assert attempt["outcome"] == "sent" and attempt["finished_at"] is not None and attempt["channel"] == "email"
     assert report.metadata()["messages.sent"] == 12 and report.metadata()["latency_queued_to_sent_p95_s"] >= 0
+
+
+def test_smtp_settings_from_the_environment_with_starttls_and_login(sqlite_urls, toy_routing, tmp_path,
+                                                                    monkeypatch):
+    """As the CLI relay runs it: the channel built from BOSUN_SMTP_* (EnvVars, unresolved
+    outside a run), STARTTLS verified against the server's own CA, then AUTH LOGIN."""
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+    from resources.channels import email_channel_from_env
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(str(cert), str(key))
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((mechanism, auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.login == b"relay" and auth_data.password == b"s3cret")
+
+    outbox = NotificationOutbox(url=sqlite_urls[0])
+    outbox.queue_notifications([_notice("t-1", "customer", "anna")])
+    with SmtpServer(tls_context=tls, require_starttls=True, auth_required=True, authenticator=authenticator) as smtp:
+        for name, value in {"BOSUN_SMTP_HOST": "127.0.0.1", "BOSUN_SMTP_PORT": str(smtp.port),
+                            "BOSUN_SMTP_TLS": "starttls", "BOSUN_SMTP_CA_FILE": str(cert),
+                            "BOSUN_SMTP_USERNAME": "relay", "BOSUN_SMTP_PASSWORD": "s3cret",
+                            "BOSUN_SMTP_FROM": "ap@bosun.example"}.items():
+            monkeypatch.setenv(name, value)
+        channel = email_channel_from_env()
+        assert "s3cret" not in repr(channel)
+        report = _relay(sqlite_urls, toy_routing, channel, tmp_path).run_once()
+    assert report.outcomes["sent"] == 1, report.failed or outbox.messages(["t-1"])
+    assert [m["From"] for m in smtp.messages] == ["ap@bosun.example"]
+    assert logins and logins[0][1:] == (b"relay", b"s3cret")
 
 
 def test_an_smtp_rejection_fails_the_message_for_good(sqlite_urls, toy_routing, tmp_path):
@@ -403,3 +441,44 @@ def test_a_relay_sigkilled_mid_send_again_and_again_delivers_each_message_once_o
         assert len(copies) == 2 and copies[1]["possible_duplicate"] == "yes"
         assert copies[1]["attempt"] > copies[0]["attempt"] and copies[1]["body"] == copies[0]["body"]
     assert all(d["verified"] for d in received)
+
+
+def test_a_message_whose_send_was_interrupted_twice_is_failed_not_sent_a_third_time(sqlite_urls, toy_routing,
+                                                                                    receiver_env, tmp_path):
+    """Each interrupted send may have reached the receiver: a third would break 'at most twice'."""
+    from datetime import timedelta
+
+    outbox = NotificationOutbox(url=sqlite_urls[0])
+    outbox.queue_notifications([_notice("d-1")])
+    start = clock.now()
+    for n in range(2):  # a relay claims, logs its attempt, and dies before recording
+        with clock.frozen(start + timedelta(seconds=10 * n)):
+            [held] = outbox.claim(f"dead-{n}", ["toy"], lease_s=5)
+            assert held.in_doubt == n
+            assert outbox.begin_attempt(held, f"dead-{n}", "webhook") is not None
+    with receiver_env() as rec, clock.frozen(start + timedelta(seconds=30)):
+        report = _relay(sqlite_urls, toy_routing, tmp=tmp_path).run_once()
+    assert rec.requests == 0 and [f["key"] for f in report.failed] == ["d-1"]
+    assert "in doubt" in report.failed[0]["detail"] and report.escalated == 1
+    assert outbox.messages(["d-1"])["d-1"]["delivery"] == "failed"
+
+
+def test_materializing_outbox_deliveries_runs_a_pass_with_its_checks(sqlite_urls, toy_routing, receiver_env,
+                                                                     tmp_path):
+    from sensors.outbox_relay import build_outbox_deliveries_asset
+
+    outbox_url, bosun_url = sqlite_urls
+    NotificationOutbox(url=outbox_url).queue_notifications([_notice("m-1"), _notice("m-2")])
+    routing = load_routing(toy_routing)
+    asset = build_outbox_deliveries_asset(lambda o, e, db: OutboxRelay(o, {"toy": routing}, e,
+                                                                        review=db.review_queue(),
+                                                                        bounces=tmp_path / "bounces"))
+    with receiver_env() as rec, dg.instance_for_test() as instance:
+        result = dg.materialize([asset], instance=instance, resources={
+            "outbox": NotificationOutbox(url=outbox_url), "outbox_email": EmailChannel(),
+            "bosun_db": BosunDatabase(url=bosun_url)})
+    assert sorted(rec.keys()) == ["m-1", "m-2"]
+    meta = result.asset_materializations_for_node("outbox_deliveries")[0].metadata
+    assert meta["messages.delivered"].value == 2 and meta["total.delivered"].value == 2
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {TICK_CHECK: True,
+                                                                                      BOUNCE_CHECK: True}
