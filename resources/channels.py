@@ -225,28 +225,16 @@ class EmailChannel(dg.ConfigurableResource):
         return mail
 
     def send(self, msg: OutgoingMessage) -> ChannelResult:
-        mail = self.build(msg)
-        mid = mail["Message-ID"]
-        host = resolved(self.host)
-        if not host:
-            for sub in ("tmp", "new", "cur"):
-                (self.sink_path / sub).mkdir(parents=True, exist_ok=True)
-            mailbox.Maildir(str(self.sink_path), create=False).add(mail)
-            return ChannelResult("sent", f"written to the Maildir sink {self.sink_path}", ref=mid)
+        """One message on a connection of its own."""
+        session = self.open()
         try:
-            with self._connect(host) as smtp:
-                refused = smtp.send_message(mail)
-        except smtplib.SMTPRecipientsRefused as err:
-            return _smtp_result(err.recipients and next(iter(err.recipients.values())), mid)
-        except smtplib.SMTPResponseException as err:
-            return _smtp_result((err.smtp_code, err.smtp_error), mid)
-        except (smtplib.SMTPException, OSError) as err:
-            # The connection broke: the server may or may not have taken it. Retried with
-            # the same Message-ID, so a duplicate is recognisable.
-            return ChannelResult("retrying", f"SMTP unreachable or disconnected ({type(err).__name__})", ref=mid)
-        if refused:
-            return _smtp_result(next(iter(refused.values())), mid)
-        return ChannelResult("sent", "250 accepted", ref=mid)
+            return session.send(msg)
+        finally:
+            session.close()
+
+    def open(self) -> "EmailSession":
+        """A session that keeps one SMTP connection for many messages (a relay pass)."""
+        return EmailSession(self)
 
     def _connect(self, host: str) -> smtplib.SMTP:
         mode = (resolved(self.tls) or "none").lower()
@@ -265,6 +253,50 @@ class EmailChannel(dg.ConfigurableResource):
         if user:
             smtp.login(user, resolved(self.password) or "")
         return smtp
+
+
+class EmailSession:
+    """Sends over one SMTP connection, opened on first use and dropped on any error (the
+    next message opens a new one); `close()` ends it with QUIT."""
+
+    def __init__(self, channel: EmailChannel):
+        self.channel, self._smtp = channel, None
+
+    def send(self, msg: OutgoingMessage) -> ChannelResult:
+        channel = self.channel
+        mail = channel.build(msg)
+        mid = mail["Message-ID"]
+        host = resolved(channel.host)
+        if not host:
+            for sub in ("tmp", "new", "cur"):
+                (channel.sink_path / sub).mkdir(parents=True, exist_ok=True)
+            mailbox.Maildir(str(channel.sink_path), create=False).add(mail)
+            return ChannelResult("sent", f"written to the Maildir sink {channel.sink_path}", ref=mid)
+        try:
+            if self._smtp is None:
+                self._smtp = channel._connect(host)
+            refused = self._smtp.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as err:  # smtplib has reset the transaction
+            return _smtp_result(err.recipients and next(iter(err.recipients.values())), mid)
+        except smtplib.SMTPResponseException as err:
+            self.close()
+            return _smtp_result((err.smtp_code, err.smtp_error), mid)
+        except (smtplib.SMTPException, OSError) as err:
+            # The connection broke: the server may or may not have taken it. Retried with
+            # the same Message-ID, so a duplicate is recognisable.
+            self.close()
+            return ChannelResult("retrying", f"SMTP unreachable or disconnected ({type(err).__name__})", ref=mid)
+        if refused:
+            return _smtp_result(next(iter(refused.values())), mid)
+        return ChannelResult("sent", "250 accepted", ref=mid)
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
 
 
 def email_channel_from_env() -> EmailChannel:

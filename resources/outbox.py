@@ -194,8 +194,9 @@ class NotificationOutbox(dg.ConfigurableResource):
         """Hand the oldest queued messages over (queued -> dispatched); returns them.
         One UPDATE: a retraction running at the same time either cancels a message first
         or sees it dispatched and corrects it."""
-        oldest = (sa.select(notifications.c.id).where(notifications.c.status == "queued")
-                  .order_by(notifications.c.id).limit(limit).scalar_subquery())
+        candidate = notifications.alias("candidate")  # not correlated with the updated rows
+        oldest = (sa.select(candidate.c.id).where(candidate.c.status == "queued")
+                  .order_by(candidate.c.id).limit(limit).scalar_subquery())
         with self.engine.begin() as conn:
             rows = conn.execute(notifications.update()
                                 .where(notifications.c.id.in_(oldest), notifications.c.status == "queued")
@@ -204,8 +205,9 @@ class NotificationOutbox(dg.ConfigurableResource):
         return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
     # ---- the relay's claim, attempts and outcomes ------------------------------------------
-    def _claimable(self, workflows: list[str], now: datetime):
-        c = notifications.c
+    @staticmethod
+    def _claimable(table: sa.Table, workflows: list[str], now: datetime):
+        c = table.c
         expired = sa.or_(c.lease_until.is_(None), c.lease_until < now)
         return sa.and_(c.workflow.in_(workflows), sa.or_(
             c.status == "queued",
@@ -217,25 +219,35 @@ class NotificationOutbox(dg.ConfigurableResource):
     def claim(self, holder: str, workflows: list[str], limit: int = 100, lease_s: float = 60.0) -> list[Claimed]:
         """Take up to `limit` messages to send, oldest first, for `lease_s` seconds.
 
-        One conditional UPDATE: on Postgres the candidate rows are picked FOR UPDATE SKIP
-        LOCKED, so two relays take disjoint sets, and the WHERE is re-checked on the locked
-        row; SQLite runs one writer at a time. Either way a message is held by one relay."""
+        On Postgres the candidates are selected FOR UPDATE SKIP LOCKED (two relays take
+        disjoint sets; the rows stay locked until this transaction commits), then updated by
+        id. Not one UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): the
+        planner may run that subquery again per row, and each run skips the rows the last
+        one locked, so the LIMIT is not kept. SQLite runs one writer at a time and evaluates
+        the subquery once. Either way the UPDATE re-checks that each row is still claimable,
+        so a message is held by one relay."""
         if not workflows:
             return []
         now = _now()
         eng = self.engine
         c = notifications.c
-        claimable = self._claimable(workflows, now)
-        pick = sa.select(c.id).where(claimable).order_by(c.id).limit(limit)
-        if eng.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
+        claimable = self._claimable(notifications, workflows, now)
+        # The candidates come from an alias: a subquery on the table being updated would be
+        # correlated with each row (its LIMIT then picks every row).
+        candidate = notifications.alias("candidate")
+        pick = (sa.select(candidate.c.id).where(self._claimable(candidate, workflows, now))
+                .order_by(candidate.c.id).limit(limit))
         lease_until = now + timedelta(seconds=lease_s)
+        take = (notifications.update()
+                .values(status="dispatched", claimed_by=holder, lease_until=lease_until,
+                        dispatched_at=sa.func.coalesce(c.dispatched_at, now), attempts=c.attempts + 1)
+                .returning(*notifications.c))
         with eng.begin() as conn:
-            rows = conn.execute(notifications.update().where(c.id.in_(pick.scalar_subquery()), claimable)
-                                .values(status="dispatched", claimed_by=holder, lease_until=lease_until,
-                                        dispatched_at=sa.func.coalesce(c.dispatched_at, now),
-                                        attempts=c.attempts + 1)
-                                .returning(*notifications.c)).mappings().all()
+            if eng.dialect.name == "postgresql":
+                picked = list(conn.execute(pick.with_for_update(skip_locked=True)).scalars())
+                rows = conn.execute(take.where(c.id.in_(picked), claimable)).mappings().all() if picked else []
+            else:
+                rows = conn.execute(take.where(c.id.in_(pick.scalar_subquery()), claimable)).mappings().all()
             ids = [r["id"] for r in rows]
             doubt: dict[int, int] = {}
             if ids:
@@ -298,6 +310,18 @@ class NotificationOutbox(dg.ConfigurableResource):
                          .values(status="queued", claimed_by=None, lease_until=None, attempts=c.attempts - 1))
             conn.execute(notifications.update().where(mine)
                          .values(claimed_by=None, lease_until=None, attempts=c.attempts - 1))
+
+    def cancel_claimed(self, claimed: Claimed, holder: str, reason: str) -> bool:
+        """A claimed message that must not leave after all (a correction of a message that
+        never arrived): cancelled, with the reason; False if it was no longer this relay's."""
+        now = _now()
+        c = notifications.c
+        with self.engine.begin() as conn:
+            res = conn.execute(notifications.update().where(
+                c.id == claimed.message["id"], c.claimed_by == holder, c.delivery.is_(None))
+                .values(status="cancelled", voided_at=now, claimed_by=None, lease_until=None,
+                        delivery_detail=reason[:1000], delivery_updated_at=now))
+        return res.rowcount == 1
 
     def record_bounces(self, bounces: list[dict]) -> list[dict]:
         """bounces: {key or message_id, reason}. A message that left (sent, delivered, or in

@@ -112,7 +112,7 @@ class OutboxRelay:
         # Stop sending well before the lease ends, so no other relay takes a message back
         # while this one may still be sending it.
         deadline = started + min(self.budget_s, self.lease_s * 0.8)
-        self._webhooks: dict = {}
+        self._channels: dict = {}
         try:
             for i, item in enumerate(claimed):
                 if time.monotonic() > deadline:
@@ -121,8 +121,8 @@ class OutboxRelay:
                     break
                 self._deliver(item, report)
         finally:
-            for hook in self._webhooks.values():
-                hook.close()
+            for channel in self._channels.values():
+                channel.close()
         self._escalate(report)
         report.duration_s = time.monotonic() - started
         return report
@@ -149,11 +149,18 @@ class OutboxRelay:
 
         if route is None:
             return settle("refused", f"no route for recipient type {msg['recipient_type']!r}")
+        if msg["kind"] == "correction" and msg["corrects"]:
+            original = self.outbox.messages([msg["corrects"]]).get(msg["corrects"])
+            # The retracted message was refused for good: nothing arrived, nothing to correct.
+            if original is not None and original["delivery"] == "failed":
+                self.outbox.cancel_claimed(item, self.holder, "the message it corrects never arrived")
+                report.outcomes["skipped"] += 1
+                return
         if item.in_doubt >= 2:
             return settle("failed", f"in doubt: {item.in_doubt} sends were interrupted; not sent again")
         try:
             out = render(msg, route, attempt=msg["attempts"], in_doubt=item.in_doubt)
-            channel = self.email if route.channel == "email" else self._webhook(msg, route)
+            channel = self._channel(msg, route)
         except ContentRefused as err:
             return settle("refused", f"refused: {err}")
         except ChannelNotConfigured as err:
@@ -173,12 +180,12 @@ class OutboxRelay:
         nxt = self._next_attempt(msg, route, result.retry_after_s) if result.outcome == "retrying" else None
         settle(result.outcome, result.detail, attempt_id, ref=result.ref, next_attempt_at=nxt)
 
-    def _webhook(self, msg: dict, route):
-        """One webhook channel per route and pass (its connection pool is reused)."""
-        key = (msg["workflow"], msg["recipient_type"])
-        if key not in self._webhooks:
-            self._webhooks[key] = self.webhooks(route)
-        return self._webhooks[key]
+    def _channel(self, msg: dict, route):
+        """One channel per route and pass: its connection (SMTP, HTTP pool) is reused."""
+        key = ("email",) if route.channel == "email" else (msg["workflow"], msg["recipient_type"])
+        if key not in self._channels:
+            self._channels[key] = self.email.open() if route.channel == "email" else self.webhooks(route)
+        return self._channels[key]
 
     @staticmethod
     def _next_attempt(msg: dict, route, retry_after_s: Optional[float]):

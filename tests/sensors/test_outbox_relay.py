@@ -23,13 +23,13 @@ import pytest
 
 from assets.invoices.payment_saga import payment_notice
 from assets.invoices.workflow import NOTIFICATION_ROUTING
-from bosun_testing import free_port
 from orchestration import clock
 from orchestration.review import ReviewQueue
 from resources.channels import EmailChannel, load_routing, message_id_for, utc
 from resources.database import BosunDatabase
 from resources.outbox import NotificationOutbox, correction_key
 from sensors.outbox_relay import BOUNCE_CHECK, TICK_CHECK, OutboxRelay, _check_verdicts, build_outbox_relay_sensor
+from smtp_server import SmtpServer
 from webhook_receiver import OutboxReceiver
 
 TOY = {
@@ -88,39 +88,6 @@ def _relay(urls, routing: Path, email_channel: EmailChannel | None = None, tmp: 
     routings = {"toy": load_routing(routing)}
     return OutboxRelay(NotificationOutbox(url=outbox_url), routings, email_channel or EmailChannel(),
                        review=ReviewQueue(bosun_url), bounces=(tmp or Path("/nonexistent")) / "bounces", **kw)
-
-
-# ---- a real SMTP server ----------------------------------------------------------------------
-class SmtpServer:
-    """aiosmtpd on a free loopback port; keeps every message; refuses recipients at `refuse@`.
-    `smtp_options` go to aiosmtpd's SMTP (TLS context, authentication)."""
-
-    def __init__(self, **smtp_options):
-        from aiosmtpd.controller import Controller
-
-        self.messages: list[email.message.Message] = []
-        server = self
-
-        class Handler:
-            async def handle_RCPT(self, srv, session, envelope, address, rcpt_options):
-                if address.startswith("refuse"):
-                    return "550 5.1.1 no such mailbox"
-                envelope.rcpt_tos.append(address)
-                return "250 OK"
-
-            async def handle_DATA(self, srv, session, envelope):
-                server.messages.append(email.message_from_bytes(envelope.content))
-                return "250 Message accepted"
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **smtp_options)
-
-    def __enter__(self):
-        self.controller.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.controller.stop()
 
 
 def test_every_notice_of_a_batch_arrives_once_with_its_key_over_smtp(sqlite_urls, tmp_path):
@@ -249,6 +216,18 @@ def test_a_retracted_notice_is_never_sent_and_one_sent_gets_one_correction(db_ur
                       correction_key("r-2"): ("dispatched", "delivered")}
 
 
+def test_no_correction_follows_a_message_the_receiver_refused(sqlite_urls, toy_routing, receiver_env):
+    outbox = NotificationOutbox(url=sqlite_urls[0])
+    outbox.queue_notifications([_notice("z-1")])
+    with receiver_env(script=lambda n, key: (410, {})) as rec:
+        relay = _relay(sqlite_urls, toy_routing)
+        relay.run_once()
+        outbox.retract_notifications([_notice("z-1")])  # its compensation after the refusal
+        second = relay.run_once()
+    assert rec.requests == 1 and second.outcomes["skipped"] == 1
+    assert outbox.messages([correction_key("z-1")])[correction_key("z-1")]["status"] == "cancelled"
+
+
 def test_a_message_claimed_but_not_yet_sent_is_cancelled_by_a_retraction(sqlite_urls):
     outbox = NotificationOutbox(url=sqlite_urls[0])
     outbox.queue_notifications([_notice("x-1")])
@@ -361,6 +340,7 @@ def test_two_relays_at_once_never_send_a_message_twice(db_urls, toy_routing, rec
     with receiver_env() as rec:
         relays = [_relay(db_urls, toy_routing, tmp=tmp_path, limit=7, holder=f"relay-{i}") for i in range(2)]
         counts = {r.holder: 0 for r in relays}
+        largest_claim: list[int] = []
         go = threading.Barrier(2)
 
         def drain(relay):
@@ -369,6 +349,7 @@ def test_two_relays_at_once_never_send_a_message_twice(db_urls, toy_routing, rec
             while time.monotonic() < deadline:
                 report = relay.run_once()
                 counts[relay.holder] += report.outcomes["delivered"]
+                largest_claim.append(report.claimed)
                 if report.claimed == 0:
                     return
 
@@ -379,6 +360,7 @@ def test_two_relays_at_once_never_send_a_message_twice(db_urls, toy_routing, rec
             t.join(timeout=90)
     assert sorted(rec.keys()) == keys  # every message once
     assert all(n > 0 for n in counts.values()), counts  # both relays did send
+    assert max(largest_claim) == 7  # a claim takes at most its limit
     assert outbox.delivery_figures(["toy"]) == {"delivered": 60}
 
 
