@@ -81,6 +81,17 @@ def cmd_dev(args) -> int:
                    feed_per_tick=args.feed, feed_interval=args.feed_interval)
 
 
+def cmd_outbox(args) -> int:
+    from sensors import outbox_relay
+
+    def every_workflows_routing() -> dict:
+        from orchestration.definitions import notification_routings
+
+        return notification_routings
+
+    return outbox_relay.cli(args, every_workflows_routing)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bosun", description="Production AI workflows on Dagster.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--feed", type=int, default=50, help="events fed per interval")
     s.add_argument("--feed-interval", type=float, default=3.0)
     s.set_defaults(func=cmd_dev)
+
+    s = sub.add_parser("outbox", help="the notification outbox's relay: send queued messages, show figures")
+    osub = s.add_subparsers(dest="outbox_command", required=True)
+    r = osub.add_parser("relay", help="send queued messages (as the outbox_relay sensor does)")
+    once = r.add_mutually_exclusive_group(required=True)
+    once.add_argument("--once", action="store_true", help="one pass, then exit")
+    once.add_argument("--loop", action="store_true", help="pass after pass until SIGTERM/Ctrl-C")
+    r.add_argument("--interval", type=float, default=5.0, help="seconds between passes that found little")
+    r.add_argument("--limit", type=int, default=100, help="messages claimed per pass")
+    r.add_argument("--lease-s", type=float, default=60.0, help="how long a claim holds a message")
+    r.add_argument("--budget-s", type=float, default=40.0, help="longest a pass sends for")
+    st = osub.add_parser("status", help="every workflow's messages per state (JSON)")
+    for p_ in (r, st):
+        p_.add_argument("--routing", action="append", default=[],
+                        help="a workflow's routing file (default: every workflow's)")
+    s.set_defaults(func=cmd_outbox)
 
     cli_audit.add_commands(sub)
     cli_replay.add_commands(sub)

@@ -12,21 +12,34 @@ from assets.invoices import payloads as invoice_payloads
 from assets.invoices import payment_saga as invoice_payment_saga
 from assets.invoices import replay as invoice_replay
 from assets.invoices import review_answers as invoice_review_answers
+from assets.invoices.workflow import NOTIFICATION_ROUTING as invoice_notification_routing
 from orchestration.envelope import PayloadRegistry
+from resources.channels import load_routing
 from resources.defaults import default_resources
 from sensors import alerts
+from sensors import outbox_relay
 from sensors import audit as audit_retention
 from sensors import invoices as invoice_triggers
+
+
+# Every workflow's notification routing (which channel each recipient type takes, its
+# templates): the outbox relay drains the messages of these workflows.
+notification_routings = {"invoices": invoice_notification_routing}
+
+
+def make_outbox_relay(outbox, email, bosun_db, **kwargs) -> outbox_relay.OutboxRelay:
+    routings = {wf: load_routing(path) for wf, path in notification_routings.items()}
+    return outbox_relay.OutboxRelay(outbox, routings, email, review=bosun_db.review_queue(), **kwargs)
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Every workflow with the environment's resources; `resources` replaces some (tests,
     fault injection) without touching the workflows."""
     return dg.Definitions(
-        assets=[*invoices.assets, *audit_retention.assets],
+        assets=[*invoices.assets, *audit_retention.assets, outbox_relay.build_outbox_deliveries_asset(make_outbox_relay)],
         asset_checks=[*invoices.checks],
         jobs=[*invoices.jobs, *audit_retention.jobs],
-        sensors=[*invoice_triggers.sensors, *alerts.sensors],
+        sensors=[*invoice_triggers.sensors, *alerts.sensors, outbox_relay.build_outbox_relay_sensor(make_outbox_relay)],
         schedules=[*invoice_triggers.schedules, *audit_retention.schedules],
         resources={**default_resources(), **(resources or {})},
     )

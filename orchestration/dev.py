@@ -46,9 +46,11 @@ def prepare_dagster_home(project_dir: Path) -> Path:
 
 def feed(lines: list[str], per_tick: int, interval: float, stop, seed: int = 7) -> None:
     from assets.invoices.sample_settlements import simulate_settlements
-    from orchestration.definitions import defs, payload_registry
+    from orchestration.definitions import defs, notification_routings, payload_registry
 
     inbox = defs.resources["bosun_db"].inbox()
+    outbox, workflows = defs.resources["outbox"], sorted(notification_routings)
+    sink = defs.resources["outbox_email"]
     for i in range(0, len(lines), per_tick):
         if stop():
             return
@@ -58,6 +60,10 @@ def feed(lines: list[str], per_tick: int, interval: float, stop, seed: int = 7) 
         settled = simulate_settlements(defs.resources["erp"], seed)
         print(f"[feeder] {summary.accepted} accepted, {summary.duplicates} duplicates, "
               f"{len(summary.rejected)} rejected; bank reports {settled['reports']}", flush=True)
+        # The outbox_relay sensor sends what the batches queued (to the Maildir sink unless
+        # BOSUN_SMTP_HOST is set); its passes are outbox_deliveries in the UI.
+        where = "SMTP" if sink.host else f"sink {sink.sink_path}"
+        print(f"[outbox] messages {outbox.delivery_figures(workflows)} ({where})", flush=True)
         time.sleep(interval)
     print("[feeder] sample exhausted; the UI keeps running (Ctrl-C to stop)", flush=True)
     while not stop():  # the bank keeps settling what the batches paid

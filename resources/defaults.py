@@ -16,6 +16,7 @@ from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
 from resources.erp import ERPResource
 from resources.knowledge_base import PolicyDocuments
+from resources.channels import email_channel_from_env
 from resources.chat_model import DisabledChatModel
 from resources.local_model import LocalModel
 from resources.notifier import LogNotifier, WebhookNotifier
@@ -70,4 +71,5 @@ def default_resources() -> dict:
         "llm": chat_model(),
         "policy_embeddings": policy_embeddings(),
         "notifier": notifier(),
+        "outbox_email": email_channel_from_env(),
     }

@@ -42,7 +42,8 @@ def payment_params(key: str, invoice: dict, po_amount=None) -> dict:
 
 def payment_notice(item: dict) -> dict:
     """What the vendor is told once its payment is scheduled (an outbox message)."""
-    return {"key": item["key"], "recipient": item["vendor_id"], "entity": item["invoice_id"],
+    return {"key": item["key"], "workflow": WORKFLOW, "recipient_type": "vendor", "recipient": item["vendor_id"],
+            "entity": item["invoice_id"],
             "subject": f"Payment scheduled for invoice {item['invoice_id']}",
             "body": {"invoice_id": item["invoice_id"], "po_number": item["po_number"], "amount": str(item["amount"]),
                      "currency": item["currency"], "due_on": str(item["due_on"]),

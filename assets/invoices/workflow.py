@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 
@@ -51,3 +52,7 @@ delivery_policies = {payloads.INVOICE_RECEIVED: DeliveryPolicy(content_window_s=
 # Accounts payable works German business days in Berlin; the year-end close is no business day.
 business_calendar = BusinessCalendar(country="DE", subdivision="BE",
                                      extra_closures=frozenset({date(2026, 12, 31)}))
+
+# Which channel each recipient type's messages take, and their templates: read by the
+# outbox relay (sensors/outbox_relay.py), so changing a channel edits no code.
+NOTIFICATION_ROUTING = Path(__file__).with_name("notifications.yaml")

@@ -51,6 +51,7 @@ def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
 
     env = {"BOSUN_HOME": str(home)}
     assert json.loads(bosun("audit", "verify", env_extra=env).stdout)["ok"] is True
+    _every_notice_of_the_demo_leaves_once_over_smtp(env)
     engine = sa.create_engine(f"sqlite:///{home / 'bosun.db'}")
     with engine.begin() as conn:  # a decision record past the first: the chain breaks there
         seq = conn.execute(sa.text("SELECT min(seq) FROM bosun_audit_log WHERE seq > 1 AND kind = 'decision' "
@@ -60,3 +61,23 @@ def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
     engine.dispose()
     broken = bosun("audit", "verify", env_extra=env, check=False)
     assert broken.returncode == 1 and json.loads(broken.stdout)["first_bad_seq"] == seq
+
+
+def _every_notice_of_the_demo_leaves_once_over_smtp(env: dict) -> None:
+    """The demo's batches queued a notice per paid invoice: `bosun outbox relay --once` sends
+    each to a real SMTP server exactly once, with its idempotency key; a second pass sends none."""
+    from resources.outbox import NotificationOutbox, notifications
+    from smtp_server import SmtpServer
+
+    outbox = NotificationOutbox(url=f"sqlite:///{env['BOSUN_HOME']}/bosun.db")
+    with outbox.engine.connect() as conn:
+        queued = {k for (k,) in conn.execute(sa.select(notifications.c.idempotency_key)
+                                             .where(notifications.c.status == "queued"))}
+    assert queued
+    with SmtpServer() as smtp:
+        smtp_env = {**env, "BOSUN_SMTP_HOST": "127.0.0.1", "BOSUN_SMTP_PORT": str(smtp.port)}
+        first = json.loads(bosun("outbox", "relay", "--once", "--limit", "5000", env_extra=smtp_env).stdout)
+        again = bosun("outbox", "relay", "--once", env_extra=smtp_env).stdout
+    keys = [m["X-Bosun-Idempotency-Key"] for m in smtp.messages]
+    assert sorted(keys) == sorted(queued) and first["messages.sent"] == len(queued) and again == ""
+    assert json.loads(bosun("outbox", "status", env_extra=env).stdout) == {"sent": len(queued)}

@@ -26,7 +26,9 @@ def test_definitions_load_with_every_workflow_piece():
                       "hard_guardrails_held", "no_soft_flagged_decision_acted_on_unreviewed",
                       "dead_letters_within_limits", "ledger_matches_payments", "retrained_model_is_not_worse",
                       "decisions_reconcile_with_saga_log_and_erp", "context_meets_expectations",
-                      "outcomes_meet_expectations", "payments_settled_by_due_date"}
+                      "outcomes_meet_expectations", "payments_settled_by_due_date",
+                      "tick_messages_delivered", "no_late_bounces"}
+    assert "outbox_deliveries" in keys and defs.resolve_sensor_def("outbox_relay")
     assert {"invoice_feedback", "invoice_model_candidate", "invoice_local_model", "invoice_decision_report"} <= keys
     assert defs.resolve_sensor_def("invoice_feedback_sensor")
     assert defs.resolve_schedule_def("invoice_decision_report_daily").execution_timezone == "Europe/Berlin"
