@@ -13,6 +13,7 @@ Messages are generic (recipient, subject, body, entity): the workflow says what 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 
 from orchestration import settings
 from orchestration.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
+from orchestration.schema_migrations import SchemaOwner
 from orchestration import clock
 from resources.env import resolved
 
@@ -45,6 +47,10 @@ notifications = sa.Table(
     sa.Column("voided_at", UtcDateTime),  # cancelled or retracted
 )
 
+# Migrated on its own (version table outbox_alembic_version): resources/migrations/outbox.
+outbox_schema = SchemaOwner("outbox", str(Path(__file__).parent / "migrations" / "outbox"), lambda: (outbox_metadata,),
+                            table_prefixes=("notification_",))
+
 
 def correction_key(key: str) -> str:
     return f"correction:{key}"
@@ -66,10 +72,13 @@ class NotificationOutbox(dg.ConfigurableResource):
     url: Optional[str] = None
 
     @property
-    def engine(self) -> sa.Engine:
+    def resolved_url(self) -> str:
         url = resolved(self.url)
-        url = settings.normalise_url(url) if url else settings.outbox_database_url()
-        return engine_for(url, (outbox_metadata,))
+        return settings.normalise_url(url) if url else settings.outbox_database_url()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return engine_for(self.resolved_url, (outbox_schema,))
 
     # ---- writes, idempotent by key, with their compensation ------------------------------
     def queue_notifications(self, items: list[dict]) -> dict[str, str]:
