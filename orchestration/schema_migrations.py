@@ -95,12 +95,12 @@ def owners_for(items: Iterable) -> tuple[SchemaOwner, ...]:
     owners: list[SchemaOwner] = []
     for item in items:
         if isinstance(item, sa.MetaData):
-            item = next((o for o in _owners.values() if any(md is item for md in o.metadata())), None)
-            if item is None:
+            owner = next((o for o in _owners.values() if any(md is item for md in o.metadata())), None)
+            if owner is None:
                 raise LookupError(
-                    "these tables belong to no schema owner, so no migration creates them: add their MetaData "
-                    f"to an owner's `metadata` and write a revision (`bosun db revision`); tables: "
-                    f"{sorted(getattr(item, 'tables', {}) or [])}")
+                    f"tables {sorted(item.tables)} belong to no schema owner, so no migration creates them: add "
+                    "their MetaData to an owner's `metadata` and write a revision (`bosun db revision`)")
+            item = owner
         if item not in owners:
             owners.append(item)
     return tuple(owners) or (BOSUN_SCHEMA,)

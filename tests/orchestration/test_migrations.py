@@ -264,3 +264,18 @@ def test_bosun_db_upgrade_current_and_sql(bosun_home, capsys):
     sql = capsys.readouterr().out
     assert "CREATE TABLE erp_payments" in sql and "INSERT INTO erp_alembic_version" in sql
     assert main(["db", "check"]) == 0
+
+
+def test_a_metadata_stands_for_its_owner_and_tables_no_owner_migrates_are_refused():
+    """`engine_for(url, (some_metadata,))`, as code from before migrations calls it, migrates
+    the owner of those tables; tables in no owner would never be created, so it says so."""
+    from orchestration.saga_log import saga_metadata
+    from resources.erp import erp_metadata
+
+    assert schema_migrations.owners_for(()) == (BOSUN_SCHEMA,)
+    assert schema_migrations.owners_for((saga_metadata,)) == (BOSUN_SCHEMA,)
+    assert schema_migrations.owners_for((erp_metadata, BOSUN_SCHEMA)) == (erp_schema, BOSUN_SCHEMA)
+    stray = sa.MetaData()
+    sa.Table("bosun_new_thing", stray, sa.Column("id", sa.Integer, primary_key=True))
+    with pytest.raises(LookupError, match="bosun_new_thing"):
+        schema_migrations.owners_for((stray,))
