@@ -53,7 +53,7 @@ class BreakerState:
 
 class CircuitBreaker:
     def __init__(self, url: str, threshold: int = 3, cooldown_s: float = 300.0):
-        self.engine = engine_for(url, (breaker_metadata,))
+        self.engine = engine_for(url)
         self.threshold, self.cooldown_s = threshold, cooldown_s
 
     def state(self, source: str, now: datetime | None = None) -> BreakerState:

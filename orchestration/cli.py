@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestration import (cli_api, cli_audit, cli_dlq, cli_explain, cli_metrics, cli_replay, cli_review,
+from orchestration import (cli_api, cli_audit, cli_db, cli_dlq, cli_explain, cli_metrics, cli_replay, cli_review,
                            cli_saga, settings)
 
 
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dlq.add_commands(sub)
     cli_api.add_commands(sub)
     cli_metrics.add_commands(sub)
+    cli_db.add_commands(sub)
     return p
 
 

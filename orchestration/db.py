@@ -1,7 +1,8 @@
 """Bosun's own tables (SQLAlchemy Core): inbox, dead letters, review queue, audit log.
 
-One metadata for every engine table, created idempotently; the same code runs on the
-embedded SQLite file and on Postgres.
+The same code runs on the embedded SQLite file and on Postgres. The tables are created and
+changed by migrations (orchestration/schema_migrations.py), never by create_all: a change
+here needs a revision (`bosun db revision -m ...`, orchestration/README.md).
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ audit_checkpoints = sa.Table(
 )
 
 _lock = threading.RLock()
-_created: set[tuple[str, int]] = set()
+_migrated: set[tuple[str, str]] = set()  # (url, schema owner) brought to its head by this process
 
 
 _engines: dict[str, sa.Engine] = {}
@@ -214,11 +215,16 @@ def _engine(url: str) -> sa.Engine:
         return _engines[url]
 
 
+def unmigrated_engine(url: str) -> sa.Engine:
+    """The process's engine for `url` as it is, for `bosun db`, which migrates it itself."""
+    return _engine(url)
+
+
 def dispose(url: str) -> None:
     """Close pooled connections to `url` (before dropping a database, say)."""
     with _lock:
         engine = _engines.pop(url, None)
-        _created.difference_update({k for k in _created if k[0] == url})
+        _migrated.difference_update({k for k in _migrated if k[0] == url})
     if engine is not None:
         engine.dispose()
 
@@ -244,34 +250,21 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def engine_for(url: str, extra_metadata: tuple[sa.MetaData, ...] = ()) -> sa.Engine:
-    """The engine for `url`, with every table Bosun needs created once per process."""
+def engine_for(url: str, schemas: tuple = (), extra_metadata: tuple = ()) -> sa.Engine:
+    """The engine for `url`, with the tables of `schemas` (SchemaOwners; Bosun's own when none
+    is given) migrated to their head once per process: migrations run on start, serialised
+    across processes (orchestration/schema_migrations.py). A MetaData stands for the owner
+    whose tables it holds; `extra_metadata` is the spelling from before migrations."""
+    from orchestration import schema_migrations
+
     engine = _engine(url)
+    owners = schema_migrations.owners_for((*schemas, *extra_metadata))
     with _lock:
-        for md in (metadata, *extra_metadata):
-            key = (url, id(md))
-            if key not in _created:
-                _create_all(engine, md)
-                _created.add(key)
+        for owner in owners:
+            if (url, owner.name) not in _migrated:
+                schema_migrations.upgrade(engine, owner)
+                _migrated.add((url, owner.name))
     return engine
-
-
-def _create_all(engine: sa.Engine, md: sa.MetaData) -> None:
-    # Two processes starting on a fresh database would both see a table missing and both
-    # create it: on Postgres an advisory lock held for the (transactional) DDL serialises
-    # them; on SQLite the loser's "already exists" means the winner made it, so look again.
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7301849)"))
-            md.create_all(conn, checkfirst=True)
-        return
-    try:
-        md.create_all(engine, checkfirst=True)
-    except sa.exc.OperationalError as err:
-        if "already exists" not in str(err):
-            raise
-        md.create_all(engine, checkfirst=True)
-
 
 
 def dialect_insert(engine: sa.Engine, table: sa.Table):

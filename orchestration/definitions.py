@@ -15,7 +15,11 @@ from assets.invoices import review_answers as invoice_review_answers
 from assets.invoices.workflow import NOTIFICATION_ROUTING as invoice_notification_routing
 from orchestration.envelope import PayloadRegistry
 from resources.channels import load_routing
+from orchestration.schema_migrations import BOSUN_SCHEMA, SchemaOwner
 from resources.defaults import default_resources
+from resources.erp import erp_schema
+from resources.fault_injection import journal_schema
+from resources.outbox import outbox_schema
 from sensors import alerts
 from sensors import outbox_relay
 from sensors import audit as audit_retention
@@ -61,3 +65,14 @@ review_workflows = {"invoices": invoice_review_answers}
 
 # Every workflow's replay hook, for `bosun replay`.
 replay_workflows = {"invoices": invoice_replay.hook}
+
+# Every schema with migrations, for `bosun db revision / check` (the fault-injection journal
+# is a test tool's: no database of the code location holds it).
+schema_owners = (BOSUN_SCHEMA, erp_schema, outbox_schema, journal_schema)
+
+
+def schema_databases() -> list[tuple[SchemaOwner, str]]:
+    """Each schema the code location uses with the database it lives in, for `bosun db`."""
+    res = defs.resources
+    return [(BOSUN_SCHEMA, res["bosun_db"].resolved_url), (erp_schema, res["erp"].resolved_url),
+            (outbox_schema, res["outbox"].resolved_url)]

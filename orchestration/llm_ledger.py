@@ -65,7 +65,7 @@ def today() -> date:
 
 class LLMLedger:
     def __init__(self, url: str):
-        self.engine = engine_for(url, extra_metadata=(ledger_metadata,))
+        self.engine = engine_for(url)
 
     # -- cache ------------------------------------------------------------------------
 

@@ -168,7 +168,7 @@ def compute(workflow: str, batch_id: str, run_id: str, run_started_at: datetime 
 
 class MetricsStore:
     def __init__(self, url: str):
-        self.engine = engine_for(url, extra_metadata=(metrics_metadata,))
+        self.engine = engine_for(url)
 
     def event_times(self, keys: list[str]) -> dict[str, dict]:
         """status, received_at and outcome_at (the row's last update) per idempotency key."""

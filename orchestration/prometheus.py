@@ -22,9 +22,9 @@ from orchestration.audit import AuditLog
 from orchestration.db import engine_for, review_queue
 from orchestration.dead_letters import DeadLetters
 from orchestration.inbox import Inbox
-from orchestration.llm_ledger import ledger_metadata, llm_spend
+from orchestration.llm_ledger import llm_spend
 from orchestration.metrics import HISTOGRAM_BUCKETS, MetricsStore
-from orchestration.saga_log import saga_metadata, sagas
+from orchestration.saga_log import sagas
 
 PREFIX = "bosun"
 
@@ -75,7 +75,7 @@ class BosunCollector(Collector):
         fam.add_metric([], counts["duplicates"])
         yield fam
 
-        engine = engine_for(self.url, extra_metadata=(saga_metadata, ledger_metadata))
+        engine = engine_for(self.url)
         with engine.connect() as conn:
             reviews = dict(conn.execute(sa.select(review_queue.c.status, sa.func.count())
                                         .group_by(review_queue.c.status)).all())

@@ -82,7 +82,7 @@ def _now() -> datetime:
 
 
 def saga_engine(url: str) -> sa.Engine:
-    return engine_for(url, (saga_metadata,))
+    return engine_for(url)
 
 
 def _grouped(values: dict[str, tuple]) -> dict[tuple, list[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from orchestration import settings
 from resources.env import resolved
 from orchestration.db import engine_for, insert_ignoring_duplicates
+from orchestration.schema_migrations import SchemaOwner
 from orchestration import clock
 
 erp_metadata = sa.MetaData()
@@ -87,6 +89,11 @@ settlements = sa.Table(
 )
 SETTLEMENT_STATUSES = ("settled", "failed", "returned")
 
+# The ERP's tables are migrated on their own (version table erp_alembic_version), in
+# whichever database the ERP lives: resources/migrations/erp.
+erp_schema = SchemaOwner("erp", str(Path(__file__).parent / "migrations" / "erp"), lambda: (erp_metadata,),
+                         table_prefixes=("erp_",))
+
 
 def _now() -> datetime:
     return clock.now()
@@ -107,10 +114,13 @@ class ERPResource(dg.ConfigurableResource):
     url: Optional[str] = None
 
     @property
-    def engine(self) -> sa.Engine:
+    def resolved_url(self) -> str:
         url = resolved(self.url)
-        url = settings.normalise_url(url) if url else settings.erp_database_url()
-        return engine_for(url, (erp_metadata,))
+        return settings.normalise_url(url) if url else settings.erp_database_url()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return engine_for(self.resolved_url, (erp_schema,))
 
     # ---- master data ---------------------------------------------------------------
     def load_master_data(self, vendor_rows: list[dict], po_rows: list[dict]) -> None:

@@ -23,11 +23,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from orchestration.actions import PermanentError, RetryableError
 from orchestration.db import SeqType, engine_for
+from orchestration.schema_migrations import SchemaOwner
 
 journal_metadata = sa.MetaData()
 
@@ -40,6 +42,10 @@ target_journal = sa.Table(
     sa.Column("item_key", sa.String(450), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False),
 )
+
+# Migrated like any owner's tables (version table fault_journal_alembic_version).
+journal_schema = SchemaOwner("fault_journal", str(Path(__file__).parent / "migrations" / "fault_journal"),
+                             lambda: (journal_metadata,), table_prefixes=("fault_",))
 
 
 @dataclass
@@ -91,7 +97,7 @@ class FaultyTarget:
     def __init__(self, target, plan: FaultPlan, methods: list[str], journal: str | None = None,
                  holder: str | None = None):
         self._target, self._plan, self._methods = target, plan, set(methods)
-        self._journal = engine_for(journal, (journal_metadata,)) if journal else None
+        self._journal = engine_for(journal, (journal_schema,)) if journal else None
         self._holder = holder or f"pid-{os.getpid()}"
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}

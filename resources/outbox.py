@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 
 from orchestration import settings
 from orchestration.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
+from orchestration.schema_migrations import SchemaOwner
 from orchestration import clock
 from resources.env import resolved
 
@@ -95,6 +97,10 @@ class Claimed:
     lease_until: datetime
     in_doubt: int
 
+# Migrated on its own (version table outbox_alembic_version): resources/migrations/outbox.
+outbox_schema = SchemaOwner("outbox", str(Path(__file__).parent / "migrations" / "outbox"), lambda: (outbox_metadata,),
+                            table_prefixes=("notification_",))
+
 
 def correction_key(key: str) -> str:
     return f"correction:{key}"
@@ -117,10 +123,13 @@ class NotificationOutbox(dg.ConfigurableResource):
     url: Optional[str] = None
 
     @property
-    def engine(self) -> sa.Engine:
+    def resolved_url(self) -> str:
         url = resolved(self.url)
-        url = settings.normalise_url(url) if url else settings.outbox_database_url()
-        return engine_for(url, (outbox_metadata,))
+        return settings.normalise_url(url) if url else settings.outbox_database_url()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return engine_for(self.resolved_url, (outbox_schema,))
 
     # ---- writes, idempotent by key, with their compensation ------------------------------
     def queue_notifications(self, items: list[dict]) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Alembic script directories of the schemas the engine owns (see orchestration/schema_migrations.py)."""
