@@ -177,6 +177,7 @@ def record_view(record: dict | None) -> dict | None:
     }
 
 
+_IN_SECTIONS = ("guardrails", "decision", "proposed")  # shown from the decision record
 _SUMMARY_FIELDS = ("step", "status", "answer", "by", "decision", "label", "reason", "error")
 
 
@@ -313,7 +314,9 @@ def create_console(reviews: ReviewService, keys: ApiKeys, buckets: TokenBuckets,
         return page(request, "item.html", {
             "title": f"Review {item_id}", "item": item, "age": age_since(item["created_at"]),
             "record": record_view(item["decision_record"]),
-            "proposal": {k: v for k, v in item["proposal"].items() if k not in ("plan", "params")},
+            # What the sections above and below do not show already: the workflow's own data.
+            "proposal": {k: v for k, v in item["proposal"].items()
+                         if k not in ("plan", "params") and not (item["decision_record"] and k in _IN_SECTIONS)},
             "audit": [{**r, "what": audit_summary(r["record"])} for r in item["audit"]],
             "labels": list(getattr(hooks, "LABELS", ())), "error": error}, status, reviewer=who)
 

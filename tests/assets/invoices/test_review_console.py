@@ -68,6 +68,17 @@ def _text(driver) -> str:
     return driver.find_element(By.TAG_NAME, "main").text
 
 
+def _save_full_page(driver, path: Path) -> None:
+    """The whole page, not only the window (Chromium's own capture, through chromedriver)."""
+    import base64
+
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
 def _payments_with_key(world, key) -> int:
     with world.resources["erp"].engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(payments)
@@ -81,21 +92,21 @@ def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_
 
     world = make_small_world(n=150)
     world.ingest_sample()
-    assert not world.run_pending().failed
     db = world.resources["bosun_db"]
-    item = next(it for it in db.review_queue().pending(1000)
-                if not it["proposal"].get("kind") and it["proposal"]["decision"] == "approve")
-    key, pay_key = item["idempotency_key"], f"schedule_payment:{item['idempotency_key']}"
-    assert _payments_with_key(world, pay_key) == 0
-    keys = ApiKeys(db.resolved_url)
-    ada, ada_key = keys.create("Ada Reviewer", ["reviews:read", "reviews:write"])
-    bob, _ = keys.create("Bob Reviewer", ["reviews:write"])
-    feeder, _ = keys.create("erp-feeder", ["events:write", "events:read"])
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOSUN_CONSOLE_"))}
     with ExitStack() as stack:
+        # `bosun serve` starts (its imports take a while) as the batch runs.
         srv = BosunServer(env, tmp_path / "serve.log")
         stack.callback(srv.stop)
+        assert not world.run_pending().failed
+        item = next(it for it in db.review_queue().pending(1000)
+                    if not it["proposal"].get("kind") and it["proposal"]["decision"] == "approve")
+        key, pay_key = item["idempotency_key"], f"schedule_payment:{item['idempotency_key']}"
+        assert _payments_with_key(world, pay_key) == 0
+        keys = ApiKeys(db.resolved_url)
+        ada, ada_key = keys.create("Ada Reviewer", ["reviews:read", "reviews:write"])
+        bob, _ = keys.create("Bob Reviewer", ["reviews:write"])
+        feeder, _ = keys.create("erp-feeder", ["events:write", "events:read"])
         srv.wait_ready()
         first = _chromium(stack, tmp_path / "chromium-ada")
 
@@ -133,7 +144,7 @@ def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_
         assert steps == ["post_ledger_entry", "schedule_payment", "notify_vendor"]
         assert pay_key in page and f"Saga {key}: not planned yet" in page
         if os.environ.get("BOSUN_CONSOLE_SCREENSHOT"):
-            first.save_screenshot(os.environ["BOSUN_CONSOLE_SCREENSHOT"])
+            _save_full_page(first, Path(os.environ["BOSUN_CONSOLE_SCREENSHOT"]))
 
         # A second reviewer has the same item open in another session.
         second = _chromium(stack, tmp_path / "chromium-bob")
