@@ -99,9 +99,10 @@ def _as_status(key: str, row: dict | None) -> EventStatus:
 
 def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 << 20, max_batch: int = 1000,
                max_wait_s: float = 60.0, metrics: bool = True,
-               reviews: "ReviewService | None" = None) -> FastAPI:
-    """`reviews` adds the review endpoints (api_reviews.py); the entry point passes the
-    service with the workflows' hooks. `metrics` serves GET /metrics for Prometheus."""
+               reviews: "ReviewService | None" = None, console: bool = True) -> FastAPI:
+    """`reviews` adds the review endpoints (api_reviews.py) and, with `console`, the reviewer
+    console at /console (console.py); the entry point passes the service with the workflows'
+    hooks. `metrics` serves GET /metrics for Prometheus."""
     inbox, keys, buckets = Inbox(db_url), ApiKeys(db_url), TokenBuckets()
     app = FastAPI(title="Bosun events API", version="1")
     bearer = HTTPBearer(auto_error=False, description="an API key from `bosun apikey create`")
@@ -195,7 +196,22 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
         from orchestration.api_reviews import reviews_router
 
         app.include_router(reviews_router(reviews, require, _ERRORS, ApiError))
+        if console:
+            _add_console(app, reviews, keys, buckets)
     return app
+
+
+def _add_console(app: FastAPI, reviews: "ReviewService", keys: ApiKeys, buckets: TokenBuckets) -> None:
+    """The reviewer console under /console, sharing the keys and their rate limits."""
+    from fastapi.responses import RedirectResponse
+
+    from orchestration.console import console_secret, create_console, secure_cookie
+
+    app.mount("/console", create_console(reviews, keys, buckets, console_secret(), https_only=secure_cookie()))
+
+    @app.get("/", include_in_schema=False)
+    async def to_console() -> RedirectResponse:
+        return RedirectResponse("console/", status_code=303)
 
 
 def _add_metrics_route(app: FastAPI, db_url: str) -> None:

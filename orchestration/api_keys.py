@@ -38,6 +38,10 @@ def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _as_key(row) -> ApiKey:
+    return ApiKey(row["key_id"], row["name"], frozenset(row["scopes"].split(",")), row["rate_per_s"], row["burst"])
+
+
 class ApiKeys:
     def __init__(self, url: str):
         self.engine = engine_for(url)
@@ -64,7 +68,15 @@ class ApiKeys:
                                                          api_keys.c.revoked_at.is_(None))).mappings().first()
         if row is None or not hmac.compare_digest(row["secret_sha256"], _sha(parts[2])):
             return None
-        return ApiKey(row["key_id"], row["name"], frozenset(row["scopes"].split(",")), row["rate_per_s"], row["burst"])
+        return _as_key(row)
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """A key by id, unless revoked: a console session re-reads its key on every request,
+        so revoking the key (or changing its scopes) ends the session at once."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id,
+                                                         api_keys.c.revoked_at.is_(None))).mappings().first()
+        return _as_key(row) if row is not None else None
 
     def list(self) -> list[dict]:
         cols = [c for c in api_keys.c if c.name != "secret_sha256"]

@@ -47,6 +47,7 @@ class ReviewList(BaseModel):
 class ReviewDetail(ReviewItem):
     proposal: dict[str, Any]
     decision_record: Optional[dict[str, Any]] = None
+    executes: list[dict[str, Any]] = Field(default_factory=list, description="the sagas approving runs, with steps")
     audit: list[dict[str, Any]]
     feedback: list[dict[str, Any]]
 

@@ -78,7 +78,7 @@ def cmd_dev(args) -> int:
     from orchestration.dev import run_dev
 
     return run_dev(host=args.host, port=args.port, invoices=args.invoices, seed=args.seed,
-                   feed_per_tick=args.feed, feed_interval=args.feed_interval)
+                   feed_per_tick=args.feed, feed_interval=args.feed_interval, api_port=args.api_port)
 
 
 def cmd_outbox(args) -> int:
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--feed", type=int, default=50, help="events fed per interval")
     s.add_argument("--feed-interval", type=float, default=3.0)
+    s.add_argument("--api-port", type=int, default=8080, help="`bosun serve` (HTTP API, reviewer console)")
     s.set_defaults(func=cmd_dev)
 
     s = sub.add_parser("outbox", help="the notification outbox's relay: send queued messages, show figures")

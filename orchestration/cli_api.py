@@ -22,7 +22,7 @@ def cmd_serve(args) -> int:
 
     reviews = ReviewService(_db_url(), defs.resources, review_workflows, default_holder("api"))
     app = create_app(_db_url(), payload_registry, metrics=not args.no_metrics, reviews=reviews,
-                     **settings.api_limits())
+                     console=not args.no_console, **settings.api_limits())
     # One worker: the rate limiter's buckets live in the process (see orchestration/README.md).
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
@@ -59,12 +59,13 @@ def cmd_apikey_revoke(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    s = subparsers.add_parser("serve", help="the HTTP API: events in and out, reviews")
+    s = subparsers.add_parser("serve", help="the HTTP API: events in and out, reviews, the reviewer console")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")
     s.add_argument("--no-metrics", action="store_true",
                    help="no GET /metrics here (it needs no key); scrape `bosun metrics --port` instead")
+    s.add_argument("--no-console", action="store_true", help="no reviewer console at /console")
     s.set_defaults(func=cmd_serve)
 
     k = subparsers.add_parser("apikey", help="API keys for `bosun serve`")

@@ -71,7 +71,25 @@ def feed(lines: list[str], per_tick: int, interval: float, stop, seed: int = 7) 
         simulate_settlements(defs.resources["erp"], seed)
 
 
-def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, feed_interval: float) -> int:
+def start_serve(host: str, port: int) -> subprocess.Popen:
+    """`bosun serve` beside the Dagster UI: the HTTP API and the reviewer console at /console.
+    In this process's group, so a signal to `bosun dev`'s group reaches it too."""
+    print(f"[bosun] reviewer console: http://{host}:{port}/console/ (sign in with a reviewer's key: "
+          f"bosun apikey create --name 'YOUR NAME' --scopes reviews:read,reviews:write)", flush=True)
+    return subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--host", host, "--port", str(port)])
+
+
+def stop_serve(serve: subprocess.Popen) -> None:
+    if serve.poll() is None:
+        serve.terminate()
+        try:
+            serve.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+
+
+def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, feed_interval: float,
+            api_port: int = 8080) -> int:
     project_dir = Path.cwd()
     if not (project_dir / "workspace.yaml").exists():
         print("bosun dev: run it from the project directory (where workspace.yaml is)", file=sys.stderr)
@@ -91,6 +109,7 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
     # whose copy in DAGSTER_HOME is the one it reads.
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(project_dir / "workspace.yaml"),
                              "-h", host, "-p", str(port)], cwd=home, start_new_session=True)
+    serve = start_serve(host, api_port)
     stopping = False
 
     def _stop(*_):
@@ -108,6 +127,7 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
         # Shut down once: a second signal must not interrupt the shutdown itself.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_serve(serve)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:

@@ -94,8 +94,32 @@ class ReviewService:
         chain = self.audit.records_for(subject)
         decisions = [r["record"] for r in chain if r["kind"] == "decision"]
         return {**self._summary(item, self._answers([item_id]).get(item_id)), "proposal": item["proposal"],
-                "decision_record": decisions[-1] if decisions else None,
+                "decision_record": decisions[-1] if decisions else None, "executes": self.executes(item),
                 "audit": chain, "feedback": [self._plain(f) for f in self._feedback_for(subject)]}
+
+    def executes(self, item: dict) -> list[dict]:
+        """What approving the item executes (or, once decided, executed): per saga its
+        parameters, its steps in order (each with the steps it waits for and its idempotency
+        key) and its state in the saga log. Empty when an approval only closes the event."""
+        kind, proposal = kind_of(item), item["proposal"]
+        plans: list[dict] = []
+        if kind == "saga_approval":
+            plans = [{"saga_id": proposal["saga_id"], "params": proposal.get("params") or {},
+                      "steps": (proposal.get("plan") or {}).get("steps", [])}]
+        elif kind == "escalation":
+            hooks = self.workflows.get(item["workflow"])
+            staged = hooks.payments(item) if hooks is not None else []
+            if staged:  # described as `approve` would plan them; building the executor touches nothing
+                plan = hooks.saga_executor(self.resources, self.holder).plan
+                plans = [{"saga_id": p["key"], "params": p, "steps": plan.describe(p)["steps"]} for p in staged]
+        logged = self.sagas.load([p["saga_id"] for p in plans]) if plans else {}
+        for p in plans:
+            row = logged.get(p["saga_id"])
+            p["status"] = row["status"] if row else "not planned yet"
+            p["approved_by"] = row["approved_by"] if row else None
+            for step in p["steps"]:
+                step["state"] = row["steps"].get(step["step"], ("planned", None))[0] if row else "not planned yet"
+        return plans
 
     # ---- answering -------------------------------------------------------------------
     def approve(self, item_id: int, by: str, note: str | None = None, via: str = "cli") -> dict:

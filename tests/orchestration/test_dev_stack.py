@@ -79,11 +79,12 @@ def _render(url: str, tmp_path: Path) -> str:
 
 @pytest.mark.slow
 def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_path):
-    port = _free_port()
+    port, api_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
     env.update(BOSUN_HOME=str(tmp_path / "bosun"), DAGSTER_HOME=str(tmp_path / "dagster_home"))
     log = open(tmp_path / "dev.log", "w")
-    proc = subprocess.Popen([str(BOSUN), "dev", "--port", str(port), "--invoices", "300", "--feed-interval", "2"],
+    proc = subprocess.Popen([str(BOSUN), "dev", "--port", str(port), "--invoices", "300", "--feed-interval", "2",
+                             "--api-port", str(api_port)],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -102,6 +103,9 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
         dom = _render(f"http://127.0.0.1:{port}/runs/{run_id}", tmp_path)
         assert "RUN_SUCCESS" in dom and "invoice_batch_job" in dom
         assert all(name in dom for name in EXPECTED_CHECKS)
+        # `bosun serve` runs beside it: the reviewer console asks for a key.
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/console/sign-in", timeout=10) as resp:
+            assert resp.status == 200 and b'id="api_key"' in resp.read()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
