@@ -10,6 +10,9 @@ A prune only ever removes a verified prefix: a broken chain is refused (archivin
 launder the tampering), and rows newer than the cutoff stop the prefix even if older rows
 follow them.
 
+Archived rows keep their `key_id` (absent in archives written before the chain was keyed,
+whose records are plain SHA-256), so an archive verifies with the same audit key.
+
 The `audit_archive` asset runs it on a schedule (sensors/audit.py). It reads its resource
 by key (`bosun_db`), as the engine never imports resources.
 """
@@ -52,7 +55,7 @@ class ChainBroken(Exception):
 def _row_json(r) -> str:
     return json.dumps({"seq": int(r["seq"]), "recorded_at": _utc(r["recorded_at"]).isoformat(), "kind": r["kind"],
                        "batch_id": r["batch_id"], "subject": r["subject"], "record": r["record"],
-                       "prev_hash": r["prev_hash"], "hash": r["hash"]}, separators=(",", ":"))
+                       "prev_hash": r["prev_hash"], "hash": r["hash"], "key_id": r["key_id"]}, separators=(",", ":"))
 
 
 def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_records: int = 1_000_000,
@@ -63,7 +66,7 @@ def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_reco
         raise ChainBroken(checkpoint_chain_problem(cps)[1])
     last_cp = cps[-1] if cps else None
     start_seq, start_hash = (int(last_cp["last_seq"]) + 1, last_cp["last_hash"]) if last_cp else (1, GENESIS)
-    walker = ChainWalker(start_seq, start_hash)
+    walker = ChainWalker(start_seq, start_hash, log.key)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".audit-{os.getpid()}-{start_seq}.jsonl.gz.tmp"
     first = last = None
@@ -118,7 +121,8 @@ def verify_archives(log: AuditLog) -> dict:
         if hashlib.sha256(path.read_bytes()).hexdigest() != cp["archive_sha256"]:
             return {"ok": False, "archives": len(cps), "first_bad_seq": int(cp["first_seq"]),
                     "problem": f"archive {path} does not match the digest its checkpoint recorded"}
-        walker = ChainWalker(int(cp["first_seq"]), cp["prev_hash"])
+        # Archives written before the chain was keyed have no key_id: plain SHA-256 records.
+        walker = ChainWalker(int(cp["first_seq"]), cp["prev_hash"], log.key)
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             for line in fh:
                 if not walker.add(json.loads(line)):

@@ -171,6 +171,9 @@ audit_log = sa.Table(
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # The audit key the hash is an HMAC under (its id, orchestration/audit_key.py); NULL: a
+    # plain SHA-256 record written before the chain was keyed.
+    sa.Column("key_id", sa.String(16)),
 )
 
 # One row that every appender locks first, so concurrent runs extend one chain.

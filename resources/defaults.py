@@ -61,7 +61,7 @@ def notifier():
 
 def default_resources() -> dict:
     return {
-        "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL")),
+        "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL"), audit_key=_env_or_none("BOSUN_AUDIT_KEY")),
         "context_sources": ContextSources(database_url=_env_or_none("BOSUN_DATABASE_URL")),
         "erp": ERPResource(url=_env_or_none("BOSUN_ERP_DATABASE_URL")),
         "outbox": NotificationOutbox(url=_env_or_none("BOSUN_OUTBOX_DATABASE_URL")),
