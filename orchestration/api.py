@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
-from orchestration.api_keys import ApiKey, ApiKeys, TokenBuckets, retry_after_header
+from orchestration.api_keys import ApiKey, ApiKeys, KeyRateLimits, retry_after_header
 from orchestration.envelope import EventEnvelope, PayloadRegistry
 from orchestration.inbox import TERMINAL_STATES, Inbox
 
@@ -102,7 +102,7 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
                reviews: "ReviewService | None" = None) -> FastAPI:
     """`reviews` adds the review endpoints (api_reviews.py); the entry point passes the
     service with the workflows' hooks. `metrics` serves GET /metrics for Prometheus."""
-    inbox, keys, buckets = Inbox(db_url), ApiKeys(db_url), TokenBuckets()
+    inbox, keys, limits = Inbox(db_url), ApiKeys(db_url), KeyRateLimits(db_url)
     app = FastAPI(title="Bosun events API", version="1")
     bearer = HTTPBearer(auto_error=False, description="an API key from `bosun apikey create`")
 
@@ -124,7 +124,7 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
                                {"WWW-Authenticate": "Bearer"})
             if not any(key.allows(scope) for scope in scopes):
                 raise ApiError(403, f"this key lacks the scope {' or '.join(repr(s) for s in scopes)}")
-            wait = buckets.take(key)
+            wait = await run_in_threadpool(limits.take, key)
             if wait:
                 raise ApiError(429, f"rate limit of {key.rate_per_s:g}/s (burst {key.burst}) exceeded",
                                {"Retry-After": retry_after_header(wait)})

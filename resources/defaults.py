@@ -15,6 +15,7 @@ from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
 from resources.erp import ERPResource
+from resources.io_managers import IN_RUN_IO_MANAGER, DatabaseIOManager
 from resources.knowledge_base import PolicyDocuments
 from resources.chat_model import DisabledChatModel
 from resources.local_model import LocalModel
@@ -70,4 +71,8 @@ def default_resources() -> dict:
         "llm": chat_model(),
         "policy_embeddings": policy_embeddings(),
         "notifier": notifier(),
+        # No output is pickled to the local disk: values read across runs live in Bosun's
+        # database, a batch run's own values in memory (resources/io_managers.py).
+        "io_manager": DatabaseIOManager(url=_env_or_none("BOSUN_DATABASE_URL")),
+        IN_RUN_IO_MANAGER: dg.mem_io_manager,
     }

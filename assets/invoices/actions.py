@@ -12,6 +12,7 @@ from orchestration.guardrail_checks import activation_counts
 from orchestration import clock
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
+from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.outbox import NotificationOutbox
 
 from assets.invoices.context import action_key
@@ -131,12 +132,12 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
 
 # ---- the graph-backed asset ---------------------------------------------------------------
 
-@dg.op
+@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
 def plan_payments(invoice_decisions: list[dict]) -> dict:
     return {"decisions": invoice_decisions, "plan": plan(invoice_decisions)}
 
 
-@dg.op
+@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
 def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ERPResource,
                           bosun_db: BosunDatabase, outbox: NotificationOutbox) -> dg.Output[dict]:
     """Run the sagas, then record every event's outcome: review queue and audit first, the
