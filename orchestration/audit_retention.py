@@ -28,6 +28,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from orchestration import settings
+from orchestration.audit_anchors import check_anchors, read_anchors
+from orchestration.stored_values import StoredValues
 from orchestration.audit import AuditLog, ChainWalker, GENESIS, _utc, checkpoint_chain_problem, rows_in_order
 from orchestration.db import audit_checkpoints, audit_log
 from orchestration import clock
@@ -164,7 +166,17 @@ def audit_archive(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if not check.ok:
         raise dg.Failure(description=f"audit chain broken after prune at record {check.first_bad_seq}: "
                                      f"{check.problem}", allow_retries=False)
+    # The heads the batches published in this instance's event log: a chain re-hashed by
+    # someone holding the key still disagrees with them.
+    anchors = check_anchors(log, read_anchors(context.instance), check.from_seq, log.head()[0])
+    if not anchors["ok"]:
+        raise dg.Failure(description=f"audit chain disagrees with its anchors: {anchors['problem']}",
+                         allow_retries=False)
+    # Values old partitions left in the database (orchestration/stored_values.py) go with
+    # the audit records of their time.
+    values_pruned = StoredValues(context.resources.bosun_db.resolved_url).prune_partitions(cutoff)
     return dg.MaterializeResult(metadata={
         "retention_days": days, "pruned": out["pruned"], "cutoff": out["cutoff"],
+        "anchors_checked": anchors["checked"], "stored_values_pruned": values_pruned,
         "checkpoint_seq": out.get("last_seq", out.get("checkpoint_seq")), "remaining_records": check.records,
         "archive": out.get("archive") or "", "archive_sha256": out.get("archive_sha256") or ""})
