@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
-from orchestration.api_keys import ApiKey, ApiKeys, TokenBuckets, retry_after_header
+from orchestration.api_keys import ApiKey, ApiKeys, KeyRateLimits, retry_after_header
 from orchestration.envelope import EventEnvelope, PayloadRegistry
 from orchestration.inbox import TERMINAL_STATES, Inbox
 
@@ -103,7 +103,7 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
     """`reviews` adds the review endpoints (api_reviews.py) and, with `console`, the reviewer
     console at /console (console.py); the entry point passes the service with the workflows'
     hooks. `metrics` serves GET /metrics for Prometheus."""
-    inbox, keys, buckets = Inbox(db_url), ApiKeys(db_url), TokenBuckets()
+    inbox, keys, limits = Inbox(db_url), ApiKeys(db_url), KeyRateLimits(db_url)
     app = FastAPI(title="Bosun events API", version="1")
     bearer = HTTPBearer(auto_error=False, description="an API key from `bosun apikey create`")
 
@@ -125,7 +125,7 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
                                {"WWW-Authenticate": "Bearer"})
             if not any(key.allows(scope) for scope in scopes):
                 raise ApiError(403, f"this key lacks the scope {' or '.join(repr(s) for s in scopes)}")
-            wait = buckets.take(key)
+            wait = await run_in_threadpool(limits.take, key)
             if wait:
                 raise ApiError(429, f"rate limit of {key.rate_per_s:g}/s (burst {key.burst}) exceeded",
                                {"Retry-After": retry_after_header(wait)})
@@ -197,17 +197,17 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
 
         app.include_router(reviews_router(reviews, require, _ERRORS, ApiError))
         if console:
-            _add_console(app, reviews, keys, buckets)
+            _add_console(app, reviews, keys, limits)
     return app
 
 
-def _add_console(app: FastAPI, reviews: "ReviewService", keys: ApiKeys, buckets: TokenBuckets) -> None:
+def _add_console(app: FastAPI, reviews: "ReviewService", keys: ApiKeys, limits: KeyRateLimits) -> None:
     """The reviewer console under /console, sharing the keys and their rate limits."""
     from fastapi.responses import RedirectResponse
 
     from orchestration.console import console_secret, create_console, secure_cookie
 
-    app.mount("/console", create_console(reviews, keys, buckets, console_secret(), https_only=secure_cookie()))
+    app.mount("/console", create_console(reviews, keys, limits, console_secret(), https_only=secure_cookie()))
 
     @app.get("/", include_in_schema=False)
     async def to_console() -> RedirectResponse:

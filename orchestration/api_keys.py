@@ -1,4 +1,5 @@
-"""API keys with scopes, stored hashed, and a token-bucket rate limit per key.
+"""API keys with scopes, stored hashed, and a token-bucket rate limit per key, shared by
+every server process through the database (orchestration/rate_limit.py).
 
 A key reads `bsn_<key_id>_<secret>`: the id finds the row, the secret is compared by
 its SHA-256 in constant time. The plaintext is shown once, at creation.
@@ -11,12 +12,12 @@ import hmac
 import math
 import secrets
 import threading
-import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from orchestration.db import api_keys, engine_for
+from orchestration.rate_limit import RateLimiter
 from orchestration import clock
 
 SCOPES = ("events:write", "events:read", "reviews:read", "reviews:write", "admin")  # admin implies every scope
@@ -89,24 +90,25 @@ class ApiKeys:
                                 .values(revoked_at=clock.now())).rowcount == 1
 
 
-class TokenBuckets:
-    """One bucket per key in this process: `rate_per_s` tokens a second, up to `burst`."""
+class KeyRateLimits:
+    """One token bucket per key (`rate_per_s` a second, up to `burst`) in the database, so
+    two server processes (or hosts) behind one balancer share a key's allowance instead of
+    each granting it in full. A request is one conditional UPDATE of the key's row."""
 
-    def __init__(self, clock=time.monotonic):
-        self._clock, self._lock = clock, threading.Lock()
-        self._state: dict[str, tuple[float, float]] = {}  # key_id -> (tokens, last refill)
+    def __init__(self, url: str):
+        self.url, self._lock = url, threading.Lock()
+        self._limiters: dict[str, RateLimiter] = {}
 
-    def take(self, key: ApiKey, cost: float = 1.0) -> float:
-        """0 when allowed, else the seconds until `cost` tokens are available."""
+    def take(self, key: ApiKey) -> float:
+        """0 when allowed, else the seconds until the key may call again."""
         with self._lock:
-            now = self._clock()
-            tokens, last = self._state.get(key.key_id, (float(key.burst), now))
-            tokens = min(float(key.burst), tokens + (now - last) * key.rate_per_s)
-            if tokens >= cost:
-                self._state[key.key_id] = (tokens - cost, now)
-                return 0.0
-            self._state[key.key_id] = (tokens, now)
-            return (cost - tokens) / key.rate_per_s
+            limiter = self._limiters.get(key.key_id)
+            if limiter is None:
+                # No headroom: the allowance is the key's, exactly (the saga limiter's headroom
+                # is for a target that measures arrivals).
+                limiter = RateLimiter(self.url, f"api_key:{key.key_id}", key.rate_per_s, key.burst, headroom=0.0)
+                self._limiters[key.key_id] = limiter
+        return limiter.try_acquire()
 
 
 def retry_after_header(wait_s: float) -> str:

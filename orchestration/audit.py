@@ -3,6 +3,14 @@
 Each record's hash covers the previous record's hash and its own canonical JSON, so any
 edit, deletion or reordering breaks `verify()`. Records are appended in bulk (one
 statement per batch) while the chain still links every single record.
+
+The hash is an HMAC-SHA256 under the audit key (orchestration/audit_key.py), named per
+record by `key_id`: someone who can write the tables but does not hold the key cannot
+recompute the chain after rewriting a record. Records written before the key existed
+(`key_id` NULL) are plain SHA-256 and still verify, but only before the first keyed one: an
+unkeyed record after it is a rewrite by someone without the key. A chain rewritten from its
+very first record is caught by the heads published outside the database
+(orchestration/audit_anchors.py).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from orchestration.audit_key import AuditKey, current_key
 from orchestration.db import audit_checkpoints, audit_head, audit_log, engine_for, insert_ignoring_duplicates
 from orchestration import clock
 
@@ -24,12 +33,16 @@ def canonical(record: dict) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def chain_hash(prev_hash: str, seq: int, kind: str, subject: str | None, body: str) -> str:
-    h = hashlib.sha256()
-    for part in (prev_hash, str(seq), kind, subject or "", body):
-        h.update(part.encode())
-        h.update(b"\x1f")
-    return h.hexdigest()
+def chain_message(prev_hash: str, seq: int, kind: str, subject: str | None, body: str) -> bytes:
+    return b"".join(part.encode() + b"\x1f" for part in (prev_hash, str(seq), kind, subject or "", body))
+
+
+def chain_hash(prev_hash: str, seq: int, kind: str, subject: str | None, body: str,
+               key: AuditKey | None = None) -> str:
+    """The record's hash: HMAC-SHA256 under `key`, plain SHA-256 without (records written
+    before the chain was keyed)."""
+    message = chain_message(prev_hash, seq, kind, subject, body)
+    return key.mac(message) if key is not None else hashlib.sha256(message).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,12 +73,19 @@ class VerifyResult:
     kind: str | None = None
     from_seq: int = 1               # the chain was verified from here (after the latest checkpoint)
     archives: dict | None = None    # verify_archives() when asked for
+    key_id: str | None = None       # the audit key the chain was verified with (its id, never the key)
+    keyed_from: int | None = None   # the first keyed record
+    legacy_records: int = 0         # plain SHA-256 records (written before the chain was keyed)
+    anchors: dict | None = None     # audit_anchors.check_anchors() when asked for
 
     def as_dict(self) -> dict:
         out = {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq,
-               "subject": self.subject, "kind": self.kind, "problem": self.problem, "from_seq": self.from_seq}
+               "subject": self.subject, "kind": self.kind, "problem": self.problem, "from_seq": self.from_seq,
+               "key_id": self.key_id, "keyed_from": self.keyed_from, "legacy_records": self.legacy_records}
         if self.archives is not None:
             out["archives"] = self.archives
+        if self.anchors is not None:
+            out["anchors"] = self.anchors
         return out
 
 
@@ -74,18 +94,27 @@ class ChainWalker:
 
     The first failure names the first bad record: an altered record fails its own hash; a
     deleted one leaves a gap in seq; an inserted one (even with a correctly computed hash)
-    is named because the record after it links past it to the one before.
+    is named because the record after it links past it to the one before. A record is
+    hashed as its `key_id` says: the configured key's HMAC, or plain SHA-256 (NULL) only
+    before the first keyed record; another key's id fails (the key changed or was lost).
     """
 
-    def __init__(self, start_seq: int = 1, start_hash: str = GENESIS):
+    def __init__(self, start_seq: int = 1, start_hash: str = GENESIS, key: AuditKey | None = None):
         self.expected, self.prev, self.prev_prev = start_seq, start_hash, None
+        self.key = key
         self.previous: dict | None = None
         self.count = 0
+        self.legacy = 0                       # plain SHA-256 records verified
+        self.keyed_from: int | None = None    # the first keyed record's seq
         self.failure: VerifyResult | None = None
 
     def _fail(self, seq, problem, row=None) -> bool:
         self.failure = VerifyResult(False, self.count, seq, problem, row and row.get("subject"), row and row.get("kind"))
         return False
+
+    def _hash(self, r: dict, seq: int) -> str:
+        key = self.key if r.get("key_id") else None
+        return chain_hash(r["prev_hash"], seq, r["kind"], r["subject"], r["record"], key)
 
     def add(self, r: dict) -> bool:
         seq = int(r["seq"])
@@ -95,7 +124,14 @@ class ChainWalker:
         if seq > self.expected:
             return self._fail(self.expected, f"record {self.expected} is missing (deleted): the next record "
                                              f"present is {seq} ({r['kind']} {r['subject']})")
-        hashed_as = lambda s: chain_hash(r["prev_hash"], s, r["kind"], r["subject"], r["record"]) == r["hash"]  # noqa: E731
+        key_id = r.get("key_id")
+        if key_id and (self.key is None or key_id != self.key.key_id):
+            return self._fail(seq, f"record {seq} was written with audit key {key_id}, not the configured key "
+                                   f"{self.key.key_id if self.key else '(none)'}: forged, or BOSUN_AUDIT_KEY changed", r)
+        if not key_id and self.keyed_from is not None:
+            return self._fail(seq, f"record {seq} is hashed with plain SHA-256 although the chain is keyed from "
+                                   f"record {self.keyed_from}: rewritten by someone without the audit key", r)
+        hashed_as = lambda s: self._hash(r, s) == r["hash"]  # noqa: E731
         self_consistent = hashed_as(seq)
         if r["prev_hash"] != self.prev:
             if self.previous is not None and r["prev_hash"] == self.prev_prev and (self_consistent or hashed_as(seq - 1)):
@@ -110,7 +146,13 @@ class ChainWalker:
                                        f"{seq} was written as {seq + 1}", r)
             return self._fail(seq, f"record {seq}'s link (prev_hash) does not match the previous record's hash", r)
         if not self_consistent:
+            if key_id and chain_hash(r["prev_hash"], seq, r["kind"], r["subject"], r["record"]) == r["hash"]:
+                return self._fail(seq, f"record {seq}'s hash is a plain SHA-256, not its keyed hash: rewritten by "
+                                       "someone without the audit key", r)
             return self._fail(seq, f"record {seq}'s content does not match its hash (altered)", r)
+        if key_id and self.keyed_from is None:
+            self.keyed_from = seq
+        self.legacy += 0 if key_id else 1
         self.prev_prev, self.prev = self.prev, r["hash"]
         self.previous = {"seq": seq, "subject": r["subject"], "kind": r["kind"]}
         self.expected, self.count = seq + 1, self.count + 1
@@ -132,38 +174,52 @@ def rows_in_order(conn, page: int = 10_000):
 
 
 class AuditLog:
-    def __init__(self, url: str):
+    def __init__(self, url: str, key: AuditKey | None = None):
+        """`key` unset: BOSUN_AUDIT_KEY, else the embedded default key (read when first needed)."""
         self.engine = engine_for(url)
+        self._key = key
         # The chain head exists before anyone appends, so concurrent first appends both
         # find a row to lock instead of racing to create it.
         with self.engine.begin() as conn:
             conn.execute(insert_ignoring_duplicates(self.engine, audit_head, ["id"]),
                          [{"id": 1, "seq": 0, "hash": GENESIS}])
 
+    @property
+    def key(self) -> AuditKey:
+        if self._key is None:
+            self._key = current_key()
+        return self._key
+
     def append(self, entries: list[AuditEntry]) -> int:
         """Append entries as one chained block; returns the last sequence number."""
+        return self.append_head(entries)[0]
+
+    def append_head(self, entries: list[AuditEntry]) -> tuple[int, str]:
+        """`append`, returning the chain head after it (seq, hash): what a batch publishes as
+        its anchor. (0, "") when there was nothing to append."""
         if not entries:
-            return 0
+            return 0, ""
         with self.engine.begin() as conn:
-            return self.append_in(conn, entries)
+            return self._append(conn, entries)
 
     def append_in(self, conn: sa.Connection, entries: list[AuditEntry]) -> int:
         """`append` inside the caller's transaction: the records commit with what they describe."""
-        if not entries:
-            return 0
-        now = clock.now()
+        return self._append(conn, entries)[0] if entries else 0
+
+    def _append(self, conn: sa.Connection, entries: list[AuditEntry]) -> tuple[int, str]:
+        now, key = clock.now(), self.key
         seq, prev = self._lock_head(conn)
         rows = []
         for e in entries:
             seq += 1
             body = canonical(e.record)
-            h = chain_hash(prev, seq, e.kind, e.subject, body)
+            h = chain_hash(prev, seq, e.kind, e.subject, body, key)
             rows.append({"seq": seq, "recorded_at": now, "kind": e.kind, "batch_id": e.batch_id,
-                         "subject": e.subject, "record": body, "prev_hash": prev, "hash": h})
+                         "subject": e.subject, "record": body, "prev_hash": prev, "hash": h, "key_id": key.key_id})
             prev = h
         conn.execute(audit_log.insert(), rows)
         conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=prev))
-        return seq
+        return seq, prev
 
     @staticmethod
     def _lock_head(conn) -> tuple[int, str]:
@@ -190,7 +246,8 @@ class AuditLog:
         if broken:
             return VerifyResult(False, 0, broken[0], broken[1])
         last_cp = cps[-1] if cps else None
-        walker = ChainWalker(int(last_cp["last_seq"]) + 1, last_cp["last_hash"]) if last_cp else ChainWalker()
+        walker = (ChainWalker(int(last_cp["last_seq"]) + 1, last_cp["last_hash"], self.key) if last_cp
+                  else ChainWalker(key=self.key))
         start = walker.expected
         with self.engine.connect() as conn:
             for r in rows_in_order(conn, page):
@@ -215,7 +272,18 @@ class AuditLog:
                 p = walker.previous or {}
                 return VerifyResult(False, walker.count, tip, f"record {tip} does not match the chain head's hash "
                                     "(rewritten, content and hash)", p.get("subject"), p.get("kind"), from_seq=start)
-        return VerifyResult(True, walker.count, from_seq=start)
+        return VerifyResult(True, walker.count, from_seq=start, key_id=self.key.key_id, keyed_from=walker.keyed_from,
+                            legacy_records=walker.legacy)
+
+    def hashes_at(self, seqs: list[int]) -> dict[int, str]:
+        """The stored hash of each of these records that is still in the table."""
+        out: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(seqs), 1000):
+                chunk = seqs[i:i + 1000]
+                out.update({int(s): h for s, h in conn.execute(
+                    sa.select(audit_log.c.seq, audit_log.c.hash).where(audit_log.c.seq.in_(chunk)))})
+        return out
 
     def records_for(self, subject: str) -> list[dict]:
         with self.engine.connect() as conn:

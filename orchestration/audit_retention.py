@@ -10,6 +10,9 @@ A prune only ever removes a verified prefix: a broken chain is refused (archivin
 launder the tampering), and rows newer than the cutoff stop the prefix even if older rows
 follow them.
 
+Archived rows keep their `key_id` (absent in archives written before the chain was keyed,
+whose records are plain SHA-256), so an archive verifies with the same audit key.
+
 The `audit_archive` asset runs it on a schedule (sensors/audit.py). It reads its resource
 by key (`bosun_db`), as the engine never imports resources.
 """
@@ -25,6 +28,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from orchestration import settings
+from orchestration.audit_anchors import check_anchors, read_anchors
+from orchestration.stored_values import StoredValues
 from orchestration.audit import AuditLog, ChainWalker, GENESIS, _utc, checkpoint_chain_problem, rows_in_order
 from orchestration.db import audit_checkpoints, audit_log
 from orchestration import clock
@@ -52,7 +57,7 @@ class ChainBroken(Exception):
 def _row_json(r) -> str:
     return json.dumps({"seq": int(r["seq"]), "recorded_at": _utc(r["recorded_at"]).isoformat(), "kind": r["kind"],
                        "batch_id": r["batch_id"], "subject": r["subject"], "record": r["record"],
-                       "prev_hash": r["prev_hash"], "hash": r["hash"]}, separators=(",", ":"))
+                       "prev_hash": r["prev_hash"], "hash": r["hash"], "key_id": r["key_id"]}, separators=(",", ":"))
 
 
 def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_records: int = 1_000_000,
@@ -63,7 +68,7 @@ def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_reco
         raise ChainBroken(checkpoint_chain_problem(cps)[1])
     last_cp = cps[-1] if cps else None
     start_seq, start_hash = (int(last_cp["last_seq"]) + 1, last_cp["last_hash"]) if last_cp else (1, GENESIS)
-    walker = ChainWalker(start_seq, start_hash)
+    walker = ChainWalker(start_seq, start_hash, log.key)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".audit-{os.getpid()}-{start_seq}.jsonl.gz.tmp"
     first = last = None
@@ -118,7 +123,8 @@ def verify_archives(log: AuditLog) -> dict:
         if hashlib.sha256(path.read_bytes()).hexdigest() != cp["archive_sha256"]:
             return {"ok": False, "archives": len(cps), "first_bad_seq": int(cp["first_seq"]),
                     "problem": f"archive {path} does not match the digest its checkpoint recorded"}
-        walker = ChainWalker(int(cp["first_seq"]), cp["prev_hash"])
+        # Archives written before the chain was keyed have no key_id: plain SHA-256 records.
+        walker = ChainWalker(int(cp["first_seq"]), cp["prev_hash"], log.key)
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             for line in fh:
                 if not walker.add(json.loads(line)):
@@ -160,7 +166,17 @@ def audit_archive(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if not check.ok:
         raise dg.Failure(description=f"audit chain broken after prune at record {check.first_bad_seq}: "
                                      f"{check.problem}", allow_retries=False)
+    # The heads the batches published in this instance's event log: a chain re-hashed by
+    # someone holding the key still disagrees with them.
+    anchors = check_anchors(log, read_anchors(context.instance), check.from_seq, log.head()[0])
+    if not anchors["ok"]:
+        raise dg.Failure(description=f"audit chain disagrees with its anchors: {anchors['problem']}",
+                         allow_retries=False)
+    # Values old partitions left in the database (orchestration/stored_values.py) go with
+    # the audit records of their time.
+    values_pruned = StoredValues(context.resources.bosun_db.resolved_url).prune_partitions(cutoff)
     return dg.MaterializeResult(metadata={
         "retention_days": days, "pruned": out["pruned"], "cutoff": out["cutoff"],
+        "anchors_checked": anchors["checked"], "stored_values_pruned": values_pruned,
         "checkpoint_seq": out.get("last_seq", out.get("checkpoint_seq")), "remaining_records": check.records,
         "archive": out.get("archive") or "", "archive_sha256": out.get("archive_sha256") or ""})

@@ -3,6 +3,12 @@ process) sees that a source keeps failing and stops hammering it.
 
 closed -> (threshold consecutive failures) -> open for `cooldown_s` -> half-open: the next
 call is a trial; success closes the circuit, failure opens it again.
+
+Shared state is changed by single statements: a failure is counted by one
+`UPDATE ... SET consecutive_failures = consecutive_failures + 1` (concurrent failures are
+all counted), and in half-open a caller must win `claim_trial` (a conditional UPDATE that
+pushes `open_until` out by the trial's time limit) before calling: one trial call, however
+many runs found the circuit half-open at once; the others see it open.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from orchestration.db import UtcDateTime, engine_for
+from orchestration.db import UtcDateTime, engine_for, insert_ignoring_duplicates
 from orchestration import clock
 
 breaker_metadata = sa.MetaData()
@@ -52,9 +58,11 @@ class BreakerState:
 
 
 class CircuitBreaker:
-    def __init__(self, url: str, threshold: int = 3, cooldown_s: float = 300.0):
-        self.engine = engine_for(url)
-        self.threshold, self.cooldown_s = threshold, cooldown_s
+    def __init__(self, url: str, threshold: int = 3, cooldown_s: float = 300.0, trial_timeout_s: float = 60.0):
+        """`trial_timeout_s`: how long a half-open trial call may take before another caller
+        may try (a trial whose caller died must not keep the circuit open forever)."""
+        self.engine = engine_for(url, (breaker_metadata,))
+        self.threshold, self.cooldown_s, self.trial_timeout_s = threshold, cooldown_s, trial_timeout_s
 
     def state(self, source: str, now: datetime | None = None) -> BreakerState:
         now = now or _now()
@@ -76,26 +84,29 @@ class CircuitBreaker:
         now = _now()
         self._upsert(source, {"consecutive_failures": 0, "open_until": None, "last_success_at": now, "updated_at": now})
 
+    def claim_trial(self, source: str, now: datetime | None = None) -> bool:
+        """In half-open, take the one trial call: True for exactly one caller, which must
+        then record its success or failure; False (treat the circuit as open) for the rest."""
+        now = now or _now()
+        with self.engine.begin() as conn:
+            return conn.execute(circuit_breakers.update().where(
+                circuit_breakers.c.source == source, circuit_breakers.c.open_until.is_not(None),
+                circuit_breakers.c.open_until <= now).values(
+                open_until=now + timedelta(seconds=self.trial_timeout_s), updated_at=now)).rowcount == 1
+
     def record_failure(self, source: str, error: str) -> BreakerState:
         now = _now()
-        try:
-            self._count_failure(source, error, now)
-        except sa.exc.IntegrityError:
-            # Another run inserted this source's first row at the same moment: count on it.
-            self._count_failure(source, error, now)
-        return self.state(source, now)
-
-    def _count_failure(self, source: str, error: str, now: datetime) -> None:
+        failures = circuit_breakers.c.consecutive_failures + 1
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(circuit_breakers.c.consecutive_failures)
-                               .where(circuit_breakers.c.source == source)).first()
-            failures = (int(row[0]) if row else 0) + 1
-            values = {"consecutive_failures": failures, "last_error": error[:2000], "updated_at": now,
-                      "open_until": now + timedelta(seconds=self.cooldown_s) if failures >= self.threshold else None}
-            if row is None:
-                conn.execute(circuit_breakers.insert().values(source=source, **values))
-            else:
-                conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source).values(**values))
+            # The row exists first (a no-op when it does), so the count is one UPDATE that
+            # the database serialises: no failure of a concurrent run is lost.
+            conn.execute(insert_ignoring_duplicates(self.engine, circuit_breakers, ["source"]),
+                         [{"source": source, "consecutive_failures": 0, "updated_at": now}])
+            conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source).values(
+                consecutive_failures=failures, last_error=error[:2000], updated_at=now,
+                open_until=sa.case((failures >= self.threshold, now + timedelta(seconds=self.cooldown_s)),
+                                   else_=sa.null())))
+        return self.state(source, now)
 
     def _upsert(self, source: str, values: dict) -> None:
         for _ in range(2):

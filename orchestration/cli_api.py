@@ -23,7 +23,7 @@ def cmd_serve(args) -> int:
     reviews = ReviewService(_db_url(), defs.resources, review_workflows, default_holder("api"))
     app = create_app(_db_url(), payload_registry, metrics=not args.no_metrics, reviews=reviews,
                      console=not args.no_console, **settings.api_limits())
-    # One worker: the rate limiter's buckets live in the process (see orchestration/README.md).
+    # Keys' rate limits are in the database: more processes (or hosts) share each key's allowance.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 

@@ -148,6 +148,21 @@ def _text(c: dict) -> str:
     return "\n".join(lines)
 
 
+def anchors_of_instance(audit, from_seq: int) -> dict:
+    """The chain against the heads published in the Dagster instance at DAGSTER_HOME."""
+    import os
+
+    from orchestration.audit_anchors import check_anchors, read_anchors
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return {"ok": True, "anchors": 0, "checked": 0, "note": "no anchors found (DAGSTER_HOME is not set)"}
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        anchors = read_anchors(instance)
+    return check_anchors(audit, anchors, from_seq, audit.head()[0])
+
+
 def cmd_verify(args) -> int:
     from orchestration.audit_retention import verify_archives
 
@@ -155,16 +170,21 @@ def cmd_verify(args) -> int:
     result = audit.verify()
     if args.archives:
         result.archives = verify_archives(audit)
+    result.anchors = anchors_of_instance(audit, result.from_seq)
     out = result.as_dict()
     _print(out)
-    ok = result.ok and (not args.archives or result.archives["ok"])
+    ok = result.ok and (not args.archives or result.archives["ok"]) and result.anchors["ok"]
     if not result.ok:
         print(f"audit chain broken at record {result.first_bad_seq}"
               + (f" ({result.kind} {result.subject})" if result.subject else "") + f": {result.problem}",
               file=sys.stderr)
-    elif not ok:
+    elif args.archives and not result.archives["ok"]:
         a = result.archives
         print(f"audit archive broken at record {a.get('first_bad_seq')}: {a.get('problem')}", file=sys.stderr)
+    if not result.anchors["ok"]:
+        print(f"audit chain disagrees with its anchors: {result.anchors['problem']}", file=sys.stderr)
+    elif result.anchors.get("note"):
+        print(result.anchors["note"], file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -232,7 +252,8 @@ def cmd_archive(args) -> int:
 def add_commands(sub) -> None:
     s = sub.add_parser("audit", help="the audit log: verify, show, search, archive")
     asub = s.add_subparsers(dest="audit_command", required=True)
-    v = asub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad record")
+    v = asub.add_parser("verify", help="check the keyed hash chain (and the heads published in the Dagster "
+                                       "instance at DAGSTER_HOME); exit 1 naming the first bad record")
     v.add_argument("--archives", action="store_true", help="also verify every retention archive")
     v.set_defaults(func=cmd_verify)
     v = asub.add_parser("show", help="one event's chain: event, context, model, output, guardrails, "

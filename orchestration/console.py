@@ -34,7 +34,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 
 from orchestration import clock, settings
-from orchestration.api_keys import ApiKey, ApiKeys, TokenBuckets
+from orchestration.api_keys import ApiKey, ApiKeys, KeyRateLimits
 from orchestration.reviews import STATUSES, ReviewError, ReviewService
 
 HERE = Path(__file__).parent
@@ -196,7 +196,7 @@ def _environment() -> jinja2.Environment:
 
 
 # ---- the app --------------------------------------------------------------------------------
-def create_console(reviews: ReviewService, keys: ApiKeys, buckets: TokenBuckets, secret: str,
+def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits, secret: str,
                    https_only: bool = False, max_age_s: int = SESSION_MAX_AGE_S) -> FastAPI:
     """The console as an app of its own, for `app.mount("/console", ...)`: its session cookie
     and headers stay off the JSON API."""
@@ -240,7 +240,7 @@ def create_console(reviews: ReviewService, keys: ApiKeys, buckets: TokenBuckets,
         if key is None or not may_review(key):
             request.session.pop("key_id", None)  # revoked, or its scopes were taken away
             return go(request, "/sign-in")
-        wait = buckets.take(key)
+        wait = limits.take(key)
         if wait:
             return page(request, "error.html", {"title": "Too many requests",
                                                 "message": f"Slow down: try again in {wait:.0f} s."}, 429)

@@ -172,6 +172,9 @@ audit_log = sa.Table(
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # The audit key the hash is an HMAC under (its id, orchestration/audit_key.py); NULL: a
+    # plain SHA-256 record written before the chain was keyed.
+    sa.Column("key_id", sa.String(16)),
 )
 
 # One row that every appender locks first, so concurrent runs extend one chain.
@@ -198,6 +201,19 @@ audit_checkpoints = sa.Table(
     sa.Column("archive_sha256", sa.String(64), nullable=False),
     sa.Column("cutoff", UtcDateTime, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Values assets pass between runs (orchestration/stored_values.py): a context snapshot the
+# batch runs fall back to, a model, a calibrator. One row per name and partition, replaced
+# on each materialization, so nothing an asset returns is pickled to a worker's local disk.
+stored_values = sa.Table(
+    "bosun_stored_values",
+    metadata,
+    sa.Column("name", sa.String(450), primary_key=True),          # the asset key ("a/b") or run/step/output
+    sa.Column("partition_key", sa.String(200), primary_key=True),  # "" when unpartitioned
+    sa.Column("value", sa.LargeBinary, nullable=False),           # pickle, as Dagster's own IO managers
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("stored_at", UtcDateTime, nullable=False),
 )
 
 _lock = threading.RLock()

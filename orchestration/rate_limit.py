@@ -11,6 +11,7 @@ import time
 
 import sqlalchemy as sa
 
+from orchestration import clock
 from orchestration.db import insert_ignoring_duplicates
 from orchestration.saga_log import rate_buckets, saga_engine
 
@@ -43,6 +44,23 @@ class RateLimiter:
             next_at = float(conn.execute(stmt).scalar_one())
         # A full bucket lets `burst` calls through back to back.
         return max(now, next_at - self.burst * self.interval)
+
+    def try_acquire(self) -> float:
+        """Take a slot now if the bucket has one: 0.0, else the seconds until it will (and
+        nothing taken). One conditional UPDATE, so every process sharing the database
+        shares the allowance. For callers that answer "later" instead of waiting (the API)."""
+        now = clock.timestamp()
+        tat = sa.case((rate_buckets.c.next_at > now, rate_buckets.c.next_at), else_=now)
+        burst_span = self.burst * self.interval
+        with self.engine.begin() as conn:
+            taken = conn.execute(rate_buckets.update()
+                                 .where(rate_buckets.c.target == self.target, tat + self.interval - burst_span <= now)
+                                 .values(next_at=tat + self.interval)).rowcount
+            if taken:
+                return 0.0
+            next_at = float(conn.execute(sa.select(rate_buckets.c.next_at)
+                                         .where(rate_buckets.c.target == self.target)).scalar_one())
+        return max(1e-3, max(next_at, now) + self.interval - burst_span - now)
 
     def acquire(self) -> float:
         """Block until a call may start; returns the seconds waited."""

@@ -100,7 +100,11 @@ def read_source(name: str, fetch: Callable[[], Any], settings: SourceSettings,
     before = breaker.state(name, now) if breaker else None
     breaker_state = before.state if before else "closed"
     attempts, error = 0, None
-    if breaker_state == "open":
+    if breaker_state == "half_open" and not breaker.claim_trial(name, now):
+        # Another run is making the one trial call: wait for its verdict, as when open.
+        breaker_state = "open"
+        error = "circuit half-open: another caller is making the trial call, not called"
+    elif breaker_state == "open":
         error = "circuit open: the source kept failing, not called"
     else:
         # A half-open breaker gets one trial call, not a full retry sequence.

@@ -9,6 +9,7 @@ import dagster as dg
 from orchestration import settings
 from resources.env import resolved
 from orchestration.audit import AuditLog
+from orchestration.audit_key import key_from_secret
 from orchestration.dead_letters import DeadLetters
 from orchestration.feedback import FeedbackStore
 from orchestration.inbox import Inbox
@@ -18,9 +19,17 @@ from orchestration.review import ReviewQueue
 
 
 class BosunDatabase(dg.ConfigurableResource):
-    """`url` unset means BOSUN_DATABASE_URL, else the embedded SQLite file under BOSUN_HOME."""
+    """`url` unset means BOSUN_DATABASE_URL, else the embedded SQLite file under BOSUN_HOME.
+    `audit_key` (an EnvVar: BOSUN_AUDIT_KEY) keys the audit chain; unset, the embedded
+    default key file in BOSUN_HOME does (orchestration/audit_key.py)."""
 
     url: Optional[str] = None
+    audit_key: Optional[str] = None
+
+    def __repr_args__(self):
+        # Inside a run the EnvVar is resolved: the key itself must never be shown.
+        for name, value in super().__repr_args__():
+            yield (name, "**********") if name == "audit_key" and value else (name, value)
 
     @property
     def resolved_url(self) -> str:
@@ -34,7 +43,8 @@ class BosunDatabase(dg.ConfigurableResource):
         return DeadLetters(self.resolved_url)
 
     def audit(self) -> AuditLog:
-        return AuditLog(self.resolved_url)
+        secret = resolved(self.audit_key)
+        return AuditLog(self.resolved_url, key_from_secret(secret) if secret else None)
 
     def review_queue(self) -> ReviewQueue:
         return ReviewQueue(self.resolved_url)

@@ -15,6 +15,7 @@ from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
 from resources.erp import ERPResource
+from resources.io_managers import IN_RUN_IO_MANAGER, DatabaseIOManager
 from resources.knowledge_base import PolicyDocuments
 from resources.channels import email_channel_from_env
 from resources.chat_model import DisabledChatModel
@@ -62,7 +63,7 @@ def notifier():
 
 def default_resources() -> dict:
     return {
-        "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL")),
+        "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL"), audit_key=_env_or_none("BOSUN_AUDIT_KEY")),
         "context_sources": ContextSources(database_url=_env_or_none("BOSUN_DATABASE_URL")),
         "erp": ERPResource(url=_env_or_none("BOSUN_ERP_DATABASE_URL")),
         "outbox": NotificationOutbox(url=_env_or_none("BOSUN_OUTBOX_DATABASE_URL")),
@@ -72,4 +73,8 @@ def default_resources() -> dict:
         "policy_embeddings": policy_embeddings(),
         "notifier": notifier(),
         "outbox_email": email_channel_from_env(),
+        # No output is pickled to the local disk: values read across runs live in Bosun's
+        # database, a batch run's own values in memory (resources/io_managers.py).
+        "io_manager": DatabaseIOManager(url=_env_or_none("BOSUN_DATABASE_URL")),
+        IN_RUN_IO_MANAGER: dg.mem_io_manager,
     }

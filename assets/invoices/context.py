@@ -26,6 +26,7 @@ from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
 from resources.env import resolved
 from resources.erp import ERPResource
+from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
 
 from assets.invoices.assembly import assemble_records
@@ -100,7 +101,10 @@ def conflict_factor(conflict: dict) -> dict | None:
     return _conflict_factor(conflict, _RULES[conflict["field"]])
 
 
-@dg.asset(partitions_def=invoice_batches, group_name="invoice_workflow", kinds={"python"})
+# The batch's context (vendors' bank details, the invoices' free text) is handed to the
+# decisions in the run's memory, never pickled to disk.
+@dg.asset(partitions_def=invoice_batches, group_name="invoice_workflow", kinds={"python"},
+          io_manager_key=IN_RUN_IO_MANAGER)
 def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, erp: ERPResource,
                     context_sources: ContextSources, policy_documents: PolicyDocuments, llm: ChatModel,
                     policy_embeddings: Embeddings,

@@ -16,6 +16,7 @@ from orchestration.routing import RoutingPolicy
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
+from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.local_model import LocalModel
 
 from assets.invoices.confidence import broader_query, factors, retrieval_factor
@@ -140,19 +141,21 @@ def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
 
 # ---- the graph-backed asset: one op per stage, so the UI shows where time goes ----------
 
-@dg.op
+@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
 def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel,
            bosun_db: BosunDatabase) -> dict:
     proposals, routing = propose(invoice_context, local_model, llm, bosun_db.llm_ledger())
     return {"proposals": proposals, "routing": routing}
 
 
-@dg.op
+@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
 def apply_guardrails(reasoned: dict) -> dict:
     return {**reasoned, "proposals": guard(reasoned["proposals"], invoice_policy())}
 
 
-@dg.op
+# The decisions (with the invoices' context) stay in the run's memory: the audit log keeps
+# what must outlive it.
+@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
 def assess_confidence(guarded: dict, local_model: LocalModel,
                       policy_documents: PolicyDocuments) -> dg.Output[list[dict]]:
     calibrator = Calibrator.load(calibrator_path(local_model))

@@ -46,15 +46,17 @@ def row(log, seq):
 
 
 def forged(log, seq, prev_hash, subject="evt-forged"):
-    """A row an attacker computes correctly: the right algorithm, the right link."""
+    """A row an attacker computes correctly: the right algorithm, the right link, even the
+    audit key (the structure of the chain still gives it away)."""
     body = canonical({"i": 99, "decision": "approve"})
     return {"seq": seq, "kind": "decision", "subject": subject, "record": body, "prev_hash": prev_hash,
-            "hash": chain_hash(prev_hash, seq, "decision", subject, body)}
+            "hash": chain_hash(prev_hash, seq, "decision", subject, body, log.key), "key_id": log.key.key_id}
 
 
 def insert(log, r):
-    sql(log, "INSERT INTO bosun_audit_log (seq, recorded_at, kind, batch_id, subject, record, prev_hash, hash) "
-             "VALUES (:seq, CURRENT_TIMESTAMP, :kind, 'b1', :subject, :record, :prev_hash, :hash)", **r)
+    sql(log, "INSERT INTO bosun_audit_log (seq, recorded_at, kind, batch_id, subject, record, prev_hash, hash, key_id) "
+             "VALUES (:seq, CURRENT_TIMESTAMP, :kind, 'b1', :subject, :record, :prev_hash, :hash, :key_id)",
+        **{"key_id": None, **r})
 
 
 def shift_from(log, seq):
@@ -90,7 +92,7 @@ def test_rewritten_record_with_a_recomputed_hash_is_named(log, seq):
     r = row(log, seq)
     body = canonical({"i": seq, "decision": "reject"})
     sql(log, "UPDATE bosun_audit_log SET record = :b, hash = :h WHERE seq = :s", b=body, s=seq,
-        h=chain_hash(r["prev_hash"], seq, r["kind"], r["subject"], body))
+        h=chain_hash(r["prev_hash"], seq, r["kind"], r["subject"], body, log.key))
     result = bad(log)
     assert (result.first_bad_seq, result.subject) == (seq, f"evt-{seq}")
     assert "rewritten" in result.problem

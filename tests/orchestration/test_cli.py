@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +39,22 @@ def test_ingest_twice_reports_duplicates_and_status_counts(bosun_home, tmp_path)
     assert status["received"] == 51
 
 
-@pytest.mark.clock
-def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
-    home = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One `bosun demo` for the module: (its home, its summary). Tests that tamper work on a copy."""
+    home = tmp_path_factory.mktemp("demo") / "home"
     summary = json.loads(bosun("demo", "--events", "300", "--seed", "5", "--home", str(home)).stdout)
+    return home, summary
+
+
+def _copy(home: Path, tmp_path: Path) -> Path:
+    shutil.copytree(home, tmp_path / "home")
+    return tmp_path / "home"
+
+
+@pytest.mark.clock
+def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(demo, tmp_path):
+    home, summary = demo
     assert summary["failed_batches"] == [] and summary["audit"]["ok"]
     assert summary["status"]["received"] == 300
     assert sum(summary["status"]["by_status"].values()) == 300
@@ -49,6 +63,7 @@ def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(tmp_path):
     assert settled["verdicts"]["settled_on_time"] > settled["payments"] / 2
     assert settled["failing"] == settled["payments"] - settled["verdicts"]["settled_on_time"] > 0
 
+    home = _copy(home, tmp_path)
     env = {"BOSUN_HOME": str(home)}
     assert json.loads(bosun("audit", "verify", env_extra=env).stdout)["ok"] is True
     _every_notice_of_the_demo_leaves_once_over_smtp(env)
@@ -81,3 +96,90 @@ def _every_notice_of_the_demo_leaves_once_over_smtp(env: dict) -> None:
     keys = [m["X-Bosun-Idempotency-Key"] for m in smtp.messages]
     assert sorted(keys) == sorted(queued) and first["messages.sent"] == len(queued) and again == ""
     assert json.loads(bosun("outbox", "status", env_extra=env).stdout) == {"sent": len(queued)}
+
+
+def _rewrite_decision(home: Path, key) -> tuple[int, str]:
+    """An attacker's full rewrite: a decision record changed, then every later hash, link and
+    the head recomputed (plain SHA-256 when `key` is None). Returns (seq, subject)."""
+    from orchestration.audit import chain_hash
+
+    engine = sa.create_engine(f"sqlite:///{home / 'bosun.db'}")
+    try:
+        with engine.begin() as conn:
+            seq, subject = conn.execute(sa.text(
+                "SELECT seq, subject FROM bosun_audit_log WHERE seq > 1 AND kind = 'decision' "
+                "AND record LIKE '%\"decision\":\"approve\"%' ORDER BY seq LIMIT 1")).one()
+            prev = conn.execute(sa.text("SELECT hash FROM bosun_audit_log WHERE seq = :s"), {"s": seq - 1}).scalar_one()
+            rows = conn.execute(sa.text("SELECT seq, kind, subject, record FROM bosun_audit_log WHERE seq >= :s "
+                                        "ORDER BY seq"), {"s": seq}).all()
+            for s, kind, subj, body in rows:
+                if s == seq:
+                    body = body.replace('"decision":"approve"', '"decision":"reject"')
+                h = chain_hash(prev, s, kind, subj, body, key)
+                conn.execute(sa.text("UPDATE bosun_audit_log SET record = :b, prev_hash = :p, hash = :h WHERE seq = :s"),
+                             {"b": body, "p": prev, "h": h, "s": s})
+                prev = h
+            conn.execute(sa.text("UPDATE bosun_audit_head SET hash = :h"), {"h": prev})
+    finally:
+        engine.dispose()
+    return seq, subject
+
+
+def test_a_rewrite_without_the_audit_key_fails_verify_naming_the_record(demo, tmp_path):
+    home = _copy(demo[0], tmp_path)
+    seq, subject = _rewrite_decision(home, key=None)
+    broken = bosun("audit", "verify", env_extra={"BOSUN_HOME": str(home)}, check=False)
+    out = json.loads(broken.stdout)
+    assert broken.returncode == 1 and (out["first_bad_seq"], out["subject"]) == (seq, subject)
+    assert "without the audit key" in out["problem"] and f"record {seq} (decision {subject})" in broken.stderr
+
+
+def test_a_rewrite_with_the_audit_key_disagrees_with_the_published_anchors(demo, tmp_path):
+    from orchestration.audit_key import key_from_secret
+
+    home = _copy(demo[0], tmp_path)
+    key = key_from_secret((home / "audit.key").read_text().strip(), "test")
+    seq, _ = _rewrite_decision(home, key)
+    env = {"BOSUN_HOME": str(home)}
+    alone = bosun("audit", "verify", env_extra=env)  # the chain alone cannot tell: the key re-hashed it
+    assert "no anchors found" in alone.stderr
+    broken = bosun("audit", "verify", env_extra={**env, "DAGSTER_HOME": str(home / "dagster")}, check=False)
+    anchors = json.loads(broken.stdout)["anchors"]
+    assert broken.returncode == 1 and anchors["ok"] is False and anchors["first_bad_seq"] >= seq
+    assert f"disagrees with the anchor of batch {anchors['batch']}" in broken.stderr
+
+
+def _sample_personal_data(sample: Path) -> set[str]:
+    """The sample's IBANs (vendors' bank details, and those written into invoice notes, spaced
+    and compact) and e-mail addresses."""
+    erp = json.loads((sample / "erp.json").read_text())
+    needles = {v["iban"] for v in erp["vendors"]}
+    text = (sample / "invoices.jsonl").read_text()
+    needles |= set(re.findall(r"[a-z]+\.[a-z]+@example\.com", text))
+    for spaced in re.findall(r"[A-Z]{2}\d{2}(?: [0-9A-Z]{4}){3,7}(?: [0-9A-Z]{1,4})?", text):
+        needles |= {spaced, spaced.replace(" ", "")}
+    return needles
+
+
+def test_no_personal_data_is_left_outside_bosuns_database(demo):
+    """After a demo, the sample's IBANs and e-mail addresses are only in Bosun's SQLite database
+    (inbox payloads as received, the ERP's vendors, the stored vendors snapshot the batch runs
+    fall back to), never in DAGSTER_HOME (no pickled step outputs, event logs, compute logs)
+    or anywhere else under BOSUN_HOME. The sample directory is the input (the source systems'
+    export), not something Bosun left behind."""
+    home, _ = demo
+    needles = _sample_personal_data(home / "sample")
+    assert len(needles) > 20 and any("@" in n for n in needles)
+    pattern = re.compile(b"|".join(re.escape(n.encode()) for n in sorted(needles)))
+    on_purpose = {home / "bosun.db", home / "bosun.db-wal"}
+    scanned, found = 0, {}
+    for path in sorted(p for p in home.rglob("*") if p.is_file()):
+        if home / "sample" in path.parents:
+            continue
+        scanned += 1
+        hits = set(pattern.findall(path.read_bytes()))  # bytes: SQLite pages, pickles, logs alike
+        if hits:
+            found[path] = hits
+    assert scanned > 5 and any(home / "dagster" in p.parents for p in home.rglob("*"))
+    assert set(found) - on_purpose == set(), {str(p): sorted(h)[:3] for p, h in found.items() if p not in on_purpose}
+    assert home / "bosun.db" in found or home / "bosun.db-wal" in found  # the scan does find what is there

@@ -1,0 +1,53 @@
+"""Where asset and op outputs go: nothing is pickled to the local disk.
+
+- `io_manager` (every asset's default): `DatabaseIOManager`, the value in Bosun's database
+  (orchestration/stored_values.py), so a run on any machine reads what another produced.
+- `bosun_in_run_io_manager`: a batch run's own values (the context, the decisions, the
+  payment plan), handed from step to step in memory and gone when the run ends. Batch
+  jobs run in-process; with an executor that runs steps in other processes, bind this key
+  to `DatabaseIOManager` instead (its rows are pruned with the audit's retention).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+
+from orchestration import settings
+from orchestration.stored_values import StoredValues
+from resources.env import resolved
+
+IN_RUN_IO_MANAGER = "bosun_in_run_io_manager"
+
+
+def _name_and_partition(context) -> tuple[str, str | None]:
+    if context.has_asset_key:
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        return "/".join(context.asset_key.path), partition
+    # An op output outside an asset: scoped to its run.
+    return "/".join(context.get_identifier()), None
+
+
+class DatabaseIOManager(dg.ConfigurableIOManager):
+    """Outputs pickled into Bosun's database (`url` unset: BOSUN_DATABASE_URL or the embedded file)."""
+
+    url: Optional[str] = None
+
+    def _store(self) -> StoredValues:
+        url = resolved(self.url)
+        return StoredValues(settings.normalise_url(url) if url else settings.database_url())
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if obj is None:
+            return  # MaterializeResult-style assets return nothing to keep
+        name, partition = _name_and_partition(context)
+        size = self._store().put(name, partition, obj, context.run_id)
+        context.add_output_metadata({"stored_bytes": size})
+
+    def load_input(self, context: dg.InputContext):
+        upstream = context.upstream_output
+        if context.has_asset_key:
+            partition = context.asset_partition_key if context.has_asset_partitions else None
+            return self._store().get("/".join(context.asset_key.path), partition)
+        return self._store().get("/".join(upstream.get_identifier()), None)
