@@ -3,7 +3,6 @@
 
 import dagster as dg
 
-from guardrails.input_guards import redact_pii
 from orchestration.audit import AuditEntry
 from orchestration.audit_anchors import anchor_metadata
 from orchestration.saga_executor import BatchOutcome
@@ -82,14 +81,6 @@ def outcomes(decisions: list[dict], sagas: BatchOutcome) -> list[dict]:
     return states
 
 
-def redacted_invoice(invoice: dict) -> dict:
-    """The invoice as the audit keeps it: the note is already redacted by the context layer;
-    line-item descriptions are free text too."""
-    items = [{**it, "description": redact_pii(str(it.get("description", "")))[0]}
-             for it in invoice.get("line_items") or []]
-    return {**invoice, "line_items": items}
-
-
 def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict], batch_id: str) -> list[AuditEntry]:
     """Per event: the decision with what it was made from, every action, the end state."""
     entries = []
@@ -113,8 +104,9 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
             "reason": d["reason"],
             # The facts the model and the guardrails read (no personal data), as they were, not
             # as the ERP says later: retraining, the decision report and `bosun replay` learn
-            # from them; replay also re-decides from the invoice with its free text redacted.
-            "facts": d["facts"], "invoice": redacted_invoice(d["invoice"])}, batch_id))
+            # from them; replay also re-decides from the invoice. It is the context layer's guarded
+            # copy: every untrusted field (note, line-item descriptions) already redacted.
+            "facts": d["facts"], "invoice": d["invoice"]}, batch_id))
         for step in steps_by_key.get(k, []):
             kind = "compensation" if step["status"] in ("compensated", "compensation_failed") else "action"
             entries.append(AuditEntry(kind, k, {"step": step["step"], "status": step["status"],

@@ -12,7 +12,7 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
-from guardrails.input_guards import guard_text
+from guardrails.untrusted import guard_payload
 from orchestration.batching import BatchRange
 from orchestration.conflicts import quality_factor as _conflict_factor
 from orchestration.freshness import window_of_asset
@@ -34,7 +34,7 @@ from assets.invoices.context_sources import (AMOUNT_RULE, BANK_RULE, RECENCY_RUL
                                              record_conflicts, source_factors)
 from assets.invoices.knowledge import (RECALL_AT_5_THRESHOLD, attach_knowledge, load_labels, retrieval_cache,
                                        retrieval_quality)
-from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches
+from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, registry
 
 CONTEXT_GROUP = "invoice_context"
 # The policy index's data version is the hash of its documents; Output(data_version=...)
@@ -110,7 +110,7 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
                     policy_embeddings: Embeddings,
                     vendors: pd.DataFrame, purchase_orders: pd.DataFrame,
                     policy_index: PolicyIndex) -> dg.Output[list[dict]]:
-    """For each invoice in the batch: vendor, PO, prior payments, guarded memo, the policy
+    """For each invoice in the batch: vendor, PO, prior payments, its guarded free text, the policy
     passages its questions need, the facts the guardrails and the model read, and the
     document assembled within the token budget, with every source's state and age."""
     batch = BatchRange.parse(context.partition_key)
@@ -200,26 +200,29 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         vendor = batch.vendor_by_id.get(p["vendor_id"])
         po = batch.po_by_number.get(p["po_number"])
         amount = Decimal(p["amount"])
-        memo = guard_text(p.get("note") or "")
+        # Every field the payload model declares untrusted (the note, each line item's
+        # description) is guarded here, once: what follows (the model, the audit) reads the copy.
+        guarded = guard_payload(registry.model_for(ev.envelope.type, ev.envelope.schema_version), p)
         # A re-run after a crash finds the event's own payment already scheduled: it is in the
         # PO's paid total, and must not count against the invoice that made it.
         own_paid = own_payment in batch.paid.get(inv, [])
         paid_po = batch.paid_po if not own_paid else {
             **batch.paid_po, p["po_number"]: batch.paid_po.get(p["po_number"], Decimal(0)) - amount}
         facts = _facts(p, amount, vendor, po, paid_po, committed_po,
-                       bool(paid_elsewhere) or inv in seen_invoices, memo)
+                       bool(paid_elsewhere) or inv in seen_invoices, guarded)
         seen_invoices.add(inv)
         if po is not None and not facts["already_paid"] and not own_paid:
             # Conservatively count earlier invoices in this batch against the PO's remainder.
             committed_po[p["po_number"]] = committed_po.get(p["po_number"], Decimal(0)) + amount
-        conflicts = record_conflicts(batch, p, vendor, memo.pii_found)
+        conflicts = record_conflicts(batch, p, vendor, guarded.pii_found)
         records.append({
             "key": ev.key, "seq": ev.seq, "event_id": ev.envelope.id, "entity_key": ev.envelope.entity_key,
             "event": _event_reference(ev),
-            "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": {**p, "note": memo.text},
+            "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": guarded.payload,
             "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
             "purchase_order": _plain_once(plain, "po", p["po_number"], po), "prior_payments": paid_elsewhere,
-            "pii_found": memo.pii_found, "injection_signals": memo.injection_signals, "facts": facts,
+            "pii_found": guarded.pii_found, "injection_signals": guarded.injection_signals,
+            "guarded": guarded.summary(), "facts": facts,
             "sources": described, "conflicts": conflicts,
             "quality_factors": [*factors, *filter(None, (conflict_factor(c) for c in conflicts))],
         })
@@ -256,6 +259,8 @@ def context_metadata(records: list[dict], index: PolicyIndex | None, cache_befor
         "already_paid": sum(r["facts"]["already_paid"] for r in records),
         "pii_redacted": sum(bool(r["pii_found"]) for r in records),
         "injection_suspected": sum(r["facts"]["injection_suspected"] for r in records),
+        "untrusted_fields_guarded": sum(r["guarded"]["fields_guarded"] for r in records),
+        "quarantined_fields": sum(len(r["guarded"]["quarantined"]) for r in records),
         "policy_index_version": index.version if index is not None else None,
         "sources": dg.MetadataValue.json(sources),
         **{f"source_{name}": s["status"] for name, s in sources.items()},
@@ -285,7 +290,7 @@ def _event_reference(ev: InboxEvent) -> dict:
             "occurred_at": env.occurred_at.isoformat(), "payload_sha256": digest}
 
 
-def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, memo) -> dict:
+def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, guarded) -> dict:
     remaining = None
     if po is not None:
         remaining = po["amount"] - paid_po.get(p["po_number"], Decimal(0)) - committed_po.get(p["po_number"], Decimal(0))
@@ -305,8 +310,9 @@ def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, memo) -> 
         "amount_over_po_ratio": over_ratio,
         "high_risk_amount": float(amount) if tier == "high" else 0.0,
         "already_paid": already_paid,
-        "injection_suspected": memo.injection_suspected,
-        "pii_in_memo": bool(memo.pii_found),
+        # From every untrusted field (note and line items), not only the note.
+        "injection_suspected": guarded.injection_suspected,
+        "pii_in_memo": bool(guarded.pii_found),
     }
 
 

@@ -1,7 +1,10 @@
 """Payload models of the invoice workflow's events, registered per (type, version).
 
 The current version of `invoice.received` is 2; v1 payloads are accepted and upcast on
-the way into the inbox, so the assets read v2 fields only."""
+the way into the inbox, so the assets read v2 fields only.
+
+Free text from outside is declared `UntrustedText`: the engine guards every such field
+(`guardrails/untrusted.py`) before a model reads it or the audit stores it."""
 
 from __future__ import annotations
 
@@ -12,13 +15,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from guardrails.untrusted import UntrustedText
+
 INVOICE_RECEIVED = "invoice.received"
 
 
 class LineItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: str = Field(max_length=500)
+    # Written by the vendor, like the memo: guarded (PII redacted, instructions quarantined).
+    description: UntrustedText = Field(max_length=500)
     quantity: Decimal = Field(gt=0)
     unit_price: Decimal = Field(ge=0)
 
@@ -46,14 +52,14 @@ class _Invoice(BaseModel):
 
 
 class InvoiceReceivedV1(_Invoice):
-    memo: str = Field(default="", max_length=4000)
+    memo: UntrustedText = Field(default="", max_length=4000)
 
 
 class InvoiceReceivedV2(_Invoice):
     """v2: `memo` is renamed `note` (free text from any channel, not just memos), and
     `channel` says how the invoice reached us; v1 senders did not say, hence the default."""
 
-    note: str = Field(default="", max_length=4000)
+    note: UntrustedText = Field(default="", max_length=4000)
     channel: Literal["email", "portal", "edi", "paper", "unknown"] = "unknown"
 
 

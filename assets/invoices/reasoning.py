@@ -96,6 +96,8 @@ def _context_used(c: dict) -> dict:
     return {"vendor_id": c["invoice"]["vendor_id"], "vendor_known": c["vendor"] is not None,
             "po_number": c["invoice"]["po_number"], "po_amount": po.get("amount"),
             "prior_payments": c["prior_payments"], "pii_redacted": c["pii_found"],
+            # Which untrusted fields held personal data or were quarantined (paths, never text).
+            "guarded": c.get("guarded", {}),
             "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
             # What the decision was made from: each source's state and age, conflicts, the
             # assembled document's items kept and dropped (`bosun explain` shows this).
@@ -118,7 +120,7 @@ def _question(prompt: Prompt, c: dict) -> Question:
     values = {"policy": policy_text or "none found",
               "facts": json.dumps(c["facts"], sort_keys=True, default=str),
               "invoice": json.dumps(c["invoice"], sort_keys=True, default=str)}
-    # The rendered prompt is exactly what the answer depends on (memo already redacted).
+    # The rendered prompt is exactly what the answer depends on (untrusted fields already guarded).
     text = prompt.render(**values)
     return Question(key=c["key"], messages=[{"role": "user", "content": text}], inputs=text)
 

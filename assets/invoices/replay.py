@@ -48,6 +48,7 @@ def context_from_record(rec: dict, passage_text: dict[tuple[str, str], str]) -> 
             "vendor": {} if used.get("vendor_known") else None,
             "purchase_order": {"amount": used["po_amount"]} if used.get("po_amount") is not None else None,
             "prior_payments": used.get("prior_payments") or [], "pii_found": used.get("pii_redacted") or [],
+            "guarded": used.get("guarded") or {},
             "policy_passages": passages, "sources": used.get("sources") or {}, "conflicts": used.get("conflicts") or [],
             "quality_factors": used.get("quality_factors") or [], "knowledge": used.get("knowledge") or {},
             "assembly": used.get("assembly") or {}}

@@ -19,6 +19,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from stdnum import luhn
+
 from assets.invoices.payloads import INVOICE_RECEIVED
 from orchestration import clock
 
@@ -49,11 +51,13 @@ _ITEMS = (("Freight forwarding, road", (1, 2, 3, 4)), ("Consulting services (hou
           ("Cloud hosting (monthly)", (1, 3, 12)), ("Printed brochures (boxes)", (1, 5, 10, 25)),
           ("Security patrol (shifts)", (5, 10, 20)), ("Electrical installation work", (1, 2, 3)),
           ("Catering for staff event", (1,)), ("Laptop docking station", (1, 2, 5, 10)))
-# Benign memos avoid digit runs: the PII guard would (rightly) read them as phone numbers.
+# Benign memos may carry the numbers AP notes carry (order and delivery-note numbers): the
+# guard checks what it redacts, so they stay readable and are no personal data.
 _MEMOS = ("Thank you for your business.", "Payment terms as agreed.", "Partial delivery, remainder to follow.",
-          "Please quote the invoice number with your payment.", "Delivered to the main warehouse.",
+          "Please quote the invoice number with your payment.", "Delivered to the main warehouse, order 4500012345.",
           "Services rendered last month.", "Consolidated invoice for the month.",
-          "Prices as per framework agreement.", "Goods received in good condition.", "Please pay by bank transfer.",
+          "Prices as per framework agreement.", "Goods received in good condition, delivery note 80012345.",
+          "Please pay by bank transfer.",
           "Net terms, no early payment discount.")
 _REMINDERS = ("Reminder: this invoice is still open.", "Resubmitted, we could not find your payment.",
               "Second copy, please process.")
@@ -266,7 +270,10 @@ def _personal_data(rng: random.Random) -> str:
         iban = _iban(rng, "DE", 22)
         return f"Please pay to {' '.join(iban[i:i + 4] for i in range(0, len(iban), 4))}."
     groups = [f"4{rng.randrange(10 ** 3):03d}"] + [f"{rng.randrange(10 ** 4):04d}" for _ in range(3)]
-    return f"Card on file {' '.join(groups)}."
+    # The last digit is the Luhn check digit, as on a real card (the guard checks it).
+    digits = "".join(groups)[:15]
+    number = digits + luhn.calc_check_digit(digits)
+    return f"Card on file {' '.join(number[i:i + 4] for i in range(0, 16, 4))}."
 
 
 def _with_redeliveries(rng: random.Random, events: list[dict]) -> list[dict]:

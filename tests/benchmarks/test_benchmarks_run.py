@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("feedback.py", ["--events", "500", "--sizes", "150,300"]),  # exits 1 when the loop does not improve
     ("audit.py", ["--records", "2000"]),
     ("outcome_checks.py", ["--events", "200"]),
+    ("guards.py", ["--repeat", "1"]),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
 ])
 def test_benchmark_runs_and_prints_figures(script, args, bosun_home):
     proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,

@@ -210,6 +210,10 @@ def test_memos_trip_the_input_guards_only_where_labelled(data):
             # An earlier rule wins: an injected memo from an inactive vendor is simply rejected.
             assert reason == "inactive_vendor", e["payload"]["memo"]
         pii += bool(guarded.pii_found)
+        # Personal data is exactly where the generator put some: order and delivery-note
+        # numbers in benign memos stay readable, every phone, card, IBAN and email is found.
+        planted = any(cue in e["payload"]["memo"] for cue in ("Questions to ", "Call ", "Please pay to ", "Card on file "))
+        assert bool(guarded.pii_found) == planted or guarded.injection_suspected, e["payload"]["memo"]
     assert 0.02 <= pii / N <= 0.09
     memos = Counter(bool(e["payload"]["memo"]) for e in data.events)
     assert memos[False] > 0 and memos[True] > memos[False]
