@@ -20,9 +20,10 @@ from orchestration import clock
 saga_metadata = sa.MetaData()
 
 # Saga status: planned -> running -> done | compensating -> compensated | escalated;
-# awaiting_approval -> planned (once approved); failed = rejected before any step acted.
+# awaiting_approval -> planned (once approved); failed = rejected before any step acted;
+# refused = a prerequisite refused it for a business reason (failed_step names the rule), nothing acted.
 ACTIVE = ("planned", "running", "compensating")
-TERMINAL = ("done", "compensated", "escalated", "failed")
+TERMINAL = ("done", "compensated", "escalated", "failed", "refused")
 # Step state: planned -> running -> done | failed; done -> compensating -> compensated.
 STEP_STATES = ("planned", "running", "done", "failed", "compensating", "compensated")
 
