@@ -1,0 +1,83 @@
+"""What to do with a batch whose run ended and left events `received`: wait, run it again, or give up.
+
+Pure decisions over a batch's runs, so the recovery sensor (sensors/recovery.py) stays a thin
+reader and writer and the rules can be tested without a daemon. A batch is run at most
+`max_runs` times in all (its first run, Dagster's automatic retries and the recovery runs);
+after that its still-received events are dead-lettered with the number of runs as attempts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from orchestration.audit import AuditEntry
+
+# Audit kinds of the recovery records; `bosun_recoveries_total{action}` counts them.
+RECOVERY_KIND_PREFIX = "recovery_"
+WORKER_LOST, RERUN, DEAD_LETTER = "worker_lost", "rerun", "dead_letter"
+RECOVERY_KINDS = tuple(RECOVERY_KIND_PREFIX + a for a in (WORKER_LOST, RERUN, DEAD_LETTER))
+RETRY_KEY_MARK = "#retry"
+
+IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    """Per workflow: how often a batch is run before its events are dead-lettered, and how
+    long a failed run Dagster said it will retry (`dagster/will_retry`) is left to Dagster."""
+
+    max_runs: int = 4
+    dagster_retry_grace_s: float = 60.0
+    lookback_s: float = 24 * 3600.0  # a fresh sensor looks at runs that ended this long ago
+    runs_per_tick: int = 200
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One run of a batch, as the recovery decision needs it."""
+
+    run_id: str
+    status: str  # DagsterRunStatus value
+    created_at: float
+    ended_at: float | None
+    will_retry: bool = False  # Dagster's run_retries said it will re-execute this run
+    retried_as: str | None = None  # the run Dagster launched to retry it
+
+
+@dataclass(frozen=True)
+class RecoveryDecision:
+    action: Literal["none", "wait", "rerun", "dead_letter"]
+    runs: int  # runs of the batch so far
+    last: BatchRun | None = None
+    why: str = ""
+
+    def run_key(self, batch: str) -> str:
+        """A new run key per attempt: run_key deduplication must not swallow the retry."""
+        return f"{batch}{RETRY_KEY_MARK}{self.runs}"
+
+
+def decide(runs: Sequence[BatchRun], received: int, policy: RecoveryPolicy, now: float) -> RecoveryDecision:
+    """The next step for one batch, from its runs (any order) and its events still received."""
+    ordered = sorted(runs, key=lambda r: r.created_at)
+    if not ordered:
+        return RecoveryDecision("none", 0, None, "the batch has no run")
+    last = ordered[-1]
+    if any(r.status in IN_PROGRESS for r in ordered):
+        return RecoveryDecision("wait", len(ordered), last, "a run of the batch is queued or running")
+    if received == 0:
+        return RecoveryDecision("none", len(ordered), last, "every event is terminal")
+    if (last.status == "FAILURE" and last.will_retry and not last.retried_as
+            and now - (last.ended_at or last.created_at) < policy.dagster_retry_grace_s):
+        return RecoveryDecision("wait", len(ordered), last, "Dagster's run retry will re-execute it")
+    if len(ordered) < policy.max_runs:
+        return RecoveryDecision("rerun", len(ordered), last,
+                                f"{received} event(s) still received after run {last.run_id} ended {last.status}")
+    return RecoveryDecision("dead_letter", len(ordered), last,
+                            f"{received} event(s) still received after {len(ordered)} run(s) of the batch "
+                            f"(limit {policy.max_runs}); last run {last.run_id} ended {last.status}")
+
+
+def audit_entry(workflow: str, batch: str, action: str, record: dict) -> AuditEntry:
+    """Every recovery is an audit record (and so a metric)."""
+    return AuditEntry(RECOVERY_KIND_PREFIX + action, batch, {"workflow": workflow, "action": action, **record}, batch)

@@ -1,0 +1,112 @@
+"""The recovery sensor, evaluated as the daemon would, over real failed runs of a toy batch job
+and a real inbox: a batch left `received` is run again under a new run key, at most
+`max_runs` times, then its events are dead-lettered with their attempts; each step audited
+and counted. (A run whose worker is SIGKILLed is the chaos test's: tests/orchestration/test_chaos.py.)"""
+
+import dagster as dg
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestration.batching import BatchRange
+from orchestration.inbox import Inbox
+from orchestration.prometheus import BosunCollector
+from orchestration.recovery import BatchRun, RecoveryPolicy, decide
+from resources.database import BosunDatabase
+from sensors.recovery import build_recovery_sensor
+
+TYPES = ["invoice.received"]
+batches = dg.DynamicPartitionsDefinition(name="toy_batches")
+
+
+@dg.asset(partitions_def=batches)
+def toy_outcomes(context: dg.AssetExecutionContext) -> None:
+    # The run dies before any event is terminal, as a crashed batch run leaves them.
+    raise RuntimeError(f"toy batch {context.partition_key} failed")
+
+
+toy_job = dg.define_asset_job("toy_batch_job", selection=[toy_outcomes], executor_def=dg.in_process_executor)
+defs = dg.Definitions(assets=[toy_outcomes], jobs=[toy_job])
+POLICY = RecoveryPolicy(max_runs=3)
+sensor = build_recovery_sensor("toy_recovery_sensor", "toy", TYPES, toy_job, POLICY,
+                               ignore_run_tags={"toy/preview": "true"})
+
+
+def _env(i):
+    return {"source": "s", "id": f"e{i}", "type": "invoice.received", "schema_version": 1,
+            "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"V1:INV-{i}",
+            "payload": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "10.00",
+                        "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
+                        "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}]}}
+
+
+def _tick(instance, db, cursor=None):
+    ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=defs,
+                                  resources={"bosun_db": db})
+    return sensor.evaluate_tick(ctx)
+
+
+def _fail(instance, batch, tags=None):
+    res = defs.resolve_job_def("toy_batch_job").execute_in_process(
+        partition_key=batch, instance=instance, raise_on_error=False, tags=tags or {})
+    assert not res.success
+
+
+def _recoveries(url):
+    registry = CollectorRegistry()
+    registry.register(BosunCollector(url))
+    fams = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    return {s.labels["action"]: s.value for s in fams["bosun_recoveries"].samples if s.name.endswith("_total")}
+
+
+def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_home, tmp_path):
+    from orchestration.definitions import payload_registry
+
+    db = BosunDatabase()
+    inbox = Inbox(db.resolved_url)
+    inbox.ingest([_env(i) for i in range(3)], payload_registry)
+    batch, done_batch = BatchRange(1, 2).key, BatchRange(3, 3).key
+    inbox.set_states([{"key": "s:e2", "status": "done", "reason": "paid"}], done_batch)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions(batches.name, [batch, done_batch])
+        _fail(instance, batch)
+        _fail(instance, done_batch)  # failed too, but every event of it is terminal: nothing to do
+        _fail(instance, batch, {"toy/preview": "true"})  # a preview is not one of the batch's runs
+
+        first = _tick(instance, db)
+        assert [(r.run_key, r.partition_key, r.tags["bosun/recovery_attempt"]) for r in first.run_requests] == [
+            (f"{batch}#retry1", batch, "1")]
+        # The next tick sees no newly ended run and requests nothing again.
+        assert _tick(instance, db, first.cursor).run_requests == []
+
+        _fail(instance, batch)  # the recovery run fails too
+        second = _tick(instance, db, first.cursor)
+        assert [r.run_key for r in second.run_requests] == [f"{batch}#retry2"]
+
+        _fail(instance, batch)  # third run of the batch: the budget (max_runs=3) is spent
+        third = _tick(instance, db, second.cursor)
+        assert third.run_requests == [] and "dead-lettered after 3 run(s)" in third.skip_message
+
+    rows = inbox.lookup(["s:e0", "s:e1", "s:e2"])
+    assert [rows[k]["status"] for k in ("s:e0", "s:e1", "s:e2")] == ["dead_lettered", "dead_lettered", "done"]
+    letters = db.dead_letters().list()
+    assert [(d["event_key"], d["attempts"], d["batch_id"]) for d in letters] == [("s:e0", 3, batch),
+                                                                                  ("s:e1", 3, batch)]
+    assert all(d["error"].startswith("recovery gave up: 2 event(s) still received after 3 run(s)") for d in letters)
+    audit = db.audit()
+    kinds = audit.count_by_kind()
+    assert kinds["recovery_rerun"] == 2 and kinds["recovery_dead_letter"] == 1
+    assert audit.verify().ok
+    assert _recoveries(db.resolved_url) == {"worker_lost": 0, "rerun": 2, "dead_letter": 1}
+
+
+def test_a_failed_run_dagster_will_retry_is_left_to_dagster_for_the_grace_period():
+    failed = BatchRun("r1", "FAILURE", created_at=100.0, ended_at=110.0, will_retry=True)
+    policy = RecoveryPolicy(max_runs=4, dagster_retry_grace_s=60)
+    assert decide([failed], 5, policy, now=120.0).action == "wait"
+    assert decide([failed], 5, policy, now=171.0).action == "rerun"  # Dagster did not retry in time
+    retried = BatchRun("r1", "FAILURE", 100.0, 110.0, will_retry=True, retried_as="r2")
+    assert decide([retried, BatchRun("r2", "STARTED", 111.0, None)], 5, policy, 120.0).action == "wait"
+    assert decide([retried, BatchRun("r2", "FAILURE", 111.0, 130.0)], 5, policy, 131.0).run_key("B") == "B#retry2"
+    assert decide([BatchRun("r", "SUCCESS", 1.0, 2.0)], 0, policy, 3.0).action == "none"
+    runs = [BatchRun(f"r{i}", "FAILURE", float(i), float(i)) for i in range(4)]
+    assert decide(runs, 1, policy, 10.0).action == "dead_letter"
