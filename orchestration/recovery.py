@@ -9,14 +9,14 @@ after that its still-received events are dead-lettered with the number of runs a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from orchestration.audit import AuditEntry
 
 # Audit kinds of the recovery records; `bosun_recoveries_total{action}` counts them.
 RECOVERY_KIND_PREFIX = "recovery_"
-WORKER_LOST, RERUN, DEAD_LETTER = "worker_lost", "rerun", "dead_letter"
-RECOVERY_KINDS = tuple(RECOVERY_KIND_PREFIX + a for a in (WORKER_LOST, RERUN, DEAD_LETTER))
+WORKER_LOST, RERUN, DEAD_LETTER, SAGAS = "worker_lost", "rerun", "dead_letter", "sagas"
+RECOVERY_KINDS = tuple(RECOVERY_KIND_PREFIX + a for a in (WORKER_LOST, RERUN, DEAD_LETTER, SAGAS))
 RETRY_KEY_MARK = "#retry"
 
 IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
@@ -31,6 +31,23 @@ class RecoveryPolicy:
     dagster_retry_grace_s: float = 60.0
     lookback_s: float = 24 * 3600.0  # a fresh sensor looks at runs that ended this long ago
     runs_per_tick: int = 200
+
+
+@dataclass(frozen=True)
+class SagaRecovery:
+    """A workflow's hooks for sagas left unfinished outside a batch run (an approved payment
+    whose executor was deferred by a lease, or died in doubt): the recovery sensor resumes or
+    compensates those untouched for `stale_after_s` whose event is no longer `received` (a
+    received event's saga is its batch's re-run's), `per_tick` at a time, and records them
+    as `bosun saga recover` does. `executor(resources, holder)` -> SagaExecutor;
+    `record_settled(resources, outcome, note)` writes the events' terminal states and audit."""
+
+    workflow: str
+    resource_keys: frozenset[str]
+    executor: Callable[[Mapping[str, Any], str], Any]
+    record_settled: Callable[..., int]
+    stale_after_s: float = 300.0
+    per_tick: int = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,6 @@ def decide(runs: Sequence[BatchRun], received: int, policy: RecoveryPolicy, now:
                             f"(limit {policy.max_runs}); last run {last.run_id} ended {last.status}")
 
 
-def audit_entry(workflow: str, batch: str, action: str, record: dict) -> AuditEntry:
+def audit_entry(workflow: str, batch: str | None, action: str, record: dict) -> AuditEntry:
     """Every recovery is an audit record (and so a metric)."""
     return AuditEntry(RECOVERY_KIND_PREFIX + action, batch, {"workflow": workflow, "action": action, **record}, batch)

@@ -19,8 +19,12 @@ per workflow (built like the inbox sensor):
    `policy.max_runs` runs in all; after that its still-received events are dead-lettered
    with the number of runs as their attempts.
 
+3. **Sagas left unfinished outside a batch run** (optional `SagaRecovery` hooks): an approved
+   payment deferred by a lease or left in doubt is resumed or compensated once nobody touched
+   it for a while, and its event's terminal state recorded, as `bosun saga recover` does.
+
 Every recovery is an audit record (kinds `recovery_worker_lost`, `recovery_rerun`,
-`recovery_dead_letter`) and so a metric (`bosun_recoveries_total{action}`).
+`recovery_dead_letter`, `recovery_sagas`) and so a metric (`bosun_recoveries_total{action}`).
 The cursor is the update time of the last ended run looked at, plus the batches to look at
 again (one waiting for Dagster's retry).
 """
@@ -31,7 +35,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -41,7 +45,10 @@ from orchestration.audit import AuditEntry
 from orchestration.batching import BatchRange
 from orchestration.inbox import RECEIVED
 from orchestration.leases import Leases
-from orchestration.recovery import (DEAD_LETTER, RERUN, WORKER_LOST, BatchRun, RecoveryPolicy, audit_entry, decide)
+from orchestration import clock
+from orchestration.recovery import (DEAD_LETTER, RERUN, SAGAS, WORKER_LOST, BatchRun, RecoveryPolicy, SagaRecovery,
+                                    audit_entry, decide)
+from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 
 _ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -58,18 +65,21 @@ def build_recovery_sensor(
     batch_job,  # the workflow's batch job (a JobDefinition or an asset job from define_asset_job)
     policy: RecoveryPolicy = RecoveryPolicy(),
     ignore_run_tags: Mapping[str, str] | None = None,
+    saga_recovery: SagaRecovery | None = None,
     minimum_interval_seconds: int = 10,
 ) -> dg.SensorDefinition:
     """`ignore_run_tags`: runs carrying any of these tags are not the batch's runs (a preview,
     which acts on nothing and leaves the events received on purpose)."""
     ignore = dict(ignore_run_tags or {})
+    keys = {"bosun_db", *(saga_recovery.resource_keys if saga_recovery else ())}
 
     @dg.sensor(name=name, jobs=[batch_job], minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING,
+               default_status=dg.DefaultSensorStatus.RUNNING, required_resource_keys=keys,
                description=f"Recovers {workflow} batches without an operator: fails runs whose worker died "
                            f"(run_retries re-executes them), runs a batch again while its events stay received "
                            f"(at most {policy.max_runs} runs), then dead-letters them.")
-    def _sensor(context: dg.SensorEvaluationContext, bosun_db: BosunDatabase):
+    def _sensor(context: dg.SensorEvaluationContext):
+        bosun_db: BosunDatabase = context.resources.bosun_db
         state = json.loads(context.cursor) if context.cursor else {}
         now = time.time()
         since = float(state.get("since", now - policy.lookback_s))
@@ -123,6 +133,8 @@ def build_recovery_sensor(
                 done.append(f"{batch}: {len(states)} event(s) dead-lettered after {d.runs} run(s)")
         if audit:
             bosun_db.audit().append(audit)
+        if saga_recovery is not None:
+            done += _recover_stale_sagas(context, saga_recovery, bosun_db)
         cursor = json.dumps({"since": since, "watch": watch})
         said = "; ".join(lost + done)
         if said:
@@ -147,6 +159,30 @@ def _batch_runs(instance: dg.DagsterInstance, job_name: str, batch: str,
                      ended_at=r.end_time, will_retry=r.dagster_run.tags.get(_WILL_RETRY_TAG) == "true",
                      retried_as=r.dagster_run.tags.get(_AUTO_RETRY_RUN_TAG))
             for r in records if not _ignored(r.dagster_run.tags, ignore)]
+
+
+# ---- sagas outside batch runs -------------------------------------------------------------
+
+def _recover_stale_sagas(context: dg.SensorEvaluationContext, hooks: SagaRecovery,
+                         bosun_db: BosunDatabase) -> list[str]:
+    url = bosun_db.resolved_url
+    before = clock.now() - timedelta(seconds=hooks.stale_after_s)
+    stale = SagaLog(url).unfinished(hooks.workflow, updated_before=before, limit=hooks.per_tick * 5)
+    if not stale:
+        return []
+    # A saga's id is its event's key; a received event's saga is finished by its batch's re-run.
+    events = bosun_db.inbox().lookup([r["saga_id"] for r in stale])
+    ids = [r["saga_id"] for r in stale if events.get(r["saga_id"], {}).get("status") != RECEIVED][:hooks.per_tick]
+    if not ids:
+        return []
+    resources = {k: getattr(context.resources, k) for k in hooks.resource_keys | {"bosun_db"}}
+    out = hooks.executor(resources, f"recovery-sensor:{os.getpid()}").execute(ids)
+    settled = hooks.record_settled(resources, out, "recovered by the recovery sensor")
+    bosun_db.audit().append([audit_entry(hooks.workflow, None, SAGAS, {
+        "sagas": ids, "done": len(out.done), "failed": len(out.failed), "refused": len(out.refused),
+        "deferred": len(out.deferred), "in_doubt": len(out.unfinished), "events_settled": settled})])
+    return [f"{len(ids)} stale saga(s): {len(out.done)} done, {len(out.failed)} failed or compensated, "
+            f"{len(out.deferred) + len(out.unfinished)} still unfinished"]
 
 
 # ---- dead run workers ---------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
     kinds = audit.count_by_kind()
     assert kinds["recovery_rerun"] == 2 and kinds["recovery_dead_letter"] == 1
     assert audit.verify().ok
-    assert _recoveries(db.resolved_url) == {"worker_lost": 0, "rerun": 2, "dead_letter": 1}
+    assert _recoveries(db.resolved_url) == {"worker_lost": 0, "rerun": 2, "dead_letter": 1, "sagas": 0}
 
 
 def test_a_failed_run_dagster_will_retry_is_left_to_dagster_for_the_grace_period():
