@@ -110,3 +110,46 @@ def test_a_failed_run_dagster_will_retry_is_left_to_dagster_for_the_grace_period
     assert decide([BatchRun("r", "SUCCESS", 1.0, 2.0)], 0, policy, 3.0).action == "none"
     runs = [BatchRun(f"r{i}", "FAILURE", float(i), float(i)) for i in range(4)]
     assert decide(runs, 1, policy, 10.0).action == "dead_letter"
+
+
+def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_home, tmp_path):
+    """An approved payment whose executor was deferred by another holder's lease: once
+    untouched for `stale_after_s` (0 here), the sensor resumes it with the workflow's hooks."""
+    import sys
+    from pathlib import Path
+
+    from assets.invoices import payment_saga
+    from orchestration.leases import Leases
+    from orchestration.recovery import SagaRecovery
+    from orchestration.saga_log import SagaLog
+    from resources.erp import ERPResource
+    from resources.outbox import NotificationOutbox
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+    import saga_fault_worker as worker
+
+    db, erp, outbox = BosunDatabase(), ERPResource(), NotificationOutbox()
+    url = db.resolved_url
+    worker.seed(erp, 1)
+    item = worker.saga_items(1)[0]
+    other = Leases(url, "someone-else")
+    other.try_acquire(payment_saga.entities(item))
+    approved = payment_saga.payment_executor(erp, url, "approver", outbox=outbox, lease_wait_s=0.0, limit=None)
+    assert approved.run([item], None).deferred == [item["key"]]
+    other.release()
+
+    def executor(resources, holder):
+        return payment_saga.payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder,
+                                             outbox=resources["outbox"], limit=None)
+
+    hooks = SagaRecovery("invoices", frozenset({"erp", "outbox"}), executor, payment_saga.record_settled,
+                         stale_after_s=0.0)
+    with_sagas = build_recovery_sensor("toy_saga_recovery", "invoices", TYPES, toy_job, POLICY, saga_recovery=hooks)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
+                                      resources={"bosun_db": db, "erp": erp, "outbox": outbox})
+        data = with_sagas.evaluate_tick(ctx)
+    assert data.run_requests == [] and "1 stale saga(s): 1 done" in data.skip_message
+    assert SagaLog(url).load([item["key"]])[item["key"]]["status"] == "done"
+    assert erp.live_payment_keys([f"schedule_payment:{item['key']}"]) == {f"schedule_payment:{item['key']}"}
+    assert db.audit().count_by_kind()["recovery_sagas"] == 1
