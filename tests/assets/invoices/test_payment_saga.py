@@ -216,7 +216,8 @@ def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(er
     decision.update(event={}, context_hash="h", context_used={}, model="local", model_version="1",
                     prompt_version="p", decision_type="t", route_reason="r", latency_s=0, input_tokens=0,
                     output_tokens=0, cost_usd=0, cache_hit=False, decision="approve", probabilities={},
-                    confidence=0.9, confidence_breakdown=[], calibrator_version="c", guardrails={},
+                    confidence=0.9, confidence_breakdown=[], calibrator_version="c",
+                    guardrails={"blocked_by": [], "flagged_by": []},
                     final_decision="approve", reason="approve", facts={}, invoice={"line_items": []})
     outcome = [e for e in audit_entries([decision], out, states, "b2") if e.kind == "outcome"]
     assert [(e.subject, e.record["status"], e.record["decision"], e.record["refusal"]) for e in outcome] == [
