@@ -2,8 +2,9 @@
 
 Pure decisions over a batch's runs, so the recovery sensor (sensors/recovery.py) stays a thin
 reader and writer and the rules can be tested without a daemon. A batch is run at most
-`max_runs` times in all (its first run, Dagster's automatic retries and the recovery runs);
-after that its still-received events are dead-lettered with the number of runs as attempts.
+`max_runs` times in all (its first run, Dagster's automatic retries and the recovery runs;
+launches that never started count only against `max_launches`); after that its
+still-received events are dead-lettered with the number of runs as attempts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class RecoveryPolicy:
     """Per workflow: how often a batch is run before its events are dead-lettered, and how
     long a failed run Dagster said it will retry (`dagster/will_retry`) is left to Dagster."""
 
-    max_runs: int = 4
+    max_runs: int = 4  # runs that started executing (a launch that never started is no attempt)
+    max_launches: int = 12  # every run, started or not: a launch that keeps failing ends too
     dagster_retry_grace_s: float = 60.0
     lookback_s: float = 24 * 3600.0  # a fresh sensor looks at runs that ended this long ago
     runs_per_tick: int = 200
@@ -60,6 +62,7 @@ class BatchRun:
     ended_at: float | None
     will_retry: bool = False  # Dagster's run_retries said it will re-execute this run
     retried_as: str | None = None  # the run Dagster launched to retry it
+    started: bool = True  # its worker began executing (RUN_START); a failed launch did not
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,16 @@ def decide(runs: Sequence[BatchRun], received: int, policy: RecoveryPolicy, now:
     if (last.status == "FAILURE" and last.will_retry and not last.retried_as
             and now - (last.ended_at or last.created_at) < policy.dagster_retry_grace_s):
         return RecoveryDecision("wait", len(ordered), last, "Dagster's run retry will re-execute it")
-    if len(ordered) < policy.max_runs:
+    # A run that never started (its launch failed, it timed out starting: an overloaded or
+    # restarting host) did not try the events: it counts against max_launches only.
+    started = sum(1 for r in ordered if r.started)
+    if started < policy.max_runs and len(ordered) < policy.max_launches:
         return RecoveryDecision("rerun", len(ordered), last,
                                 f"{received} event(s) still received after run {last.run_id} ended {last.status}")
-    return RecoveryDecision("dead_letter", len(ordered), last,
-                            f"{received} event(s) still received after {len(ordered)} run(s) of the batch "
-                            f"(limit {policy.max_runs}); last run {last.run_id} ended {last.status}")
+    return RecoveryDecision("dead_letter", max(started, 1), last,
+                            f"{received} event(s) still received after {started} run(s) of the batch "
+                            f"({len(ordered)} launched; limits {policy.max_runs} run(s), {policy.max_launches} "
+                            f"launches); last run {last.run_id} ended {last.status}")
 
 
 def audit_entry(workflow: str, batch: str | None, action: str, record: dict) -> AuditEntry:

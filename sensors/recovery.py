@@ -157,7 +157,7 @@ def _batch_runs(instance: dg.DagsterInstance, job_name: str, batch: str,
     return [BatchRun(run_id=r.dagster_run.run_id, status=r.dagster_run.status.value,
                      created_at=r.create_timestamp.timestamp(),
                      ended_at=r.end_time, will_retry=r.dagster_run.tags.get(_WILL_RETRY_TAG) == "true",
-                     retried_as=r.dagster_run.tags.get(_AUTO_RETRY_RUN_TAG))
+                     retried_as=r.dagster_run.tags.get(_AUTO_RETRY_RUN_TAG), started=r.start_time is not None)
             for r in records if not _ignored(r.dagster_run.tags, ignore)]
 
 

@@ -110,6 +110,11 @@ def test_a_failed_run_dagster_will_retry_is_left_to_dagster_for_the_grace_period
     assert decide([BatchRun("r", "SUCCESS", 1.0, 2.0)], 0, policy, 3.0).action == "none"
     runs = [BatchRun(f"r{i}", "FAILURE", float(i), float(i)) for i in range(4)]
     assert decide(runs, 1, policy, 10.0).action == "dead_letter"
+    # Launches that never started (an overloaded host, a code server away) are no attempt at
+    # the events; only max_launches bounds them.
+    never = [BatchRun(f"n{i}", "FAILURE", float(i), float(i), started=False) for i in range(6)]
+    assert decide(runs[:3] + never, 1, policy, 10.0).action == "rerun"
+    assert decide(runs[:3] + never * 2, 1, policy, 10.0).action == "dead_letter"
 
 
 def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_home, tmp_path):
