@@ -5,7 +5,8 @@ that failed as a whole (from its failed step, so context and decisions are not r
 `run_monitoring` fails a run that never started. What they do not cover, this sensor does,
 per workflow (built like the inbox sensor):
 
-1. **A dead run worker.** With the DefaultRunLauncher a run is a subprocess of the code
+1. **A dead run worker.** (When its code server is alive, the code server sees the worker
+   die and fails the run itself; the sensor releases the leases of every run that ended.) With the DefaultRunLauncher a run is a subprocess of the code
    server on this host, and Dagster's monitoring cannot ask whether it is alive: a SIGKILLed
    worker leaves its run STARTED for good. The sensor (evaluated in the code server, on the
    same host) reads the worker's pid from the run's "Started process for run" engine event;
@@ -92,6 +93,10 @@ def build_recovery_sensor(
         batches = set(state.get("watch", []))
         for rec in ended:
             since = max(since, rec.update_timestamp.timestamp())
+            # A run that ended holds nothing: a worker killed mid-saga (its code server saw it
+            # die and failed the run) would otherwise block the batch's next run on its leases
+            # (held under its run id) until they expire, and use up the batch's runs meanwhile.
+            Leases(bosun_db.resolved_url, rec.dagster_run.run_id).release()
             if not _ignored(rec.dagster_run.tags, ignore) and rec.dagster_run.tags.get(_PARTITION_TAG):
                 batches.add(rec.dagster_run.tags[_PARTITION_TAG])
 
