@@ -72,7 +72,13 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
         _fail(instance, done_batch)  # failed too, but every event of it is terminal: nothing to do
         _fail(instance, batch, {"toy/preview": "true"})  # a preview is not one of the batch's runs
 
+        # The failed run still holds a lease under its run id, as a worker killed mid-saga does.
+        from orchestration.leases import Leases
+
+        dead = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))[-1].run_id
+        assert Leases(db.resolved_url, dead).try_acquire(["invoice:V1:INV-0"]) == {"invoice:V1:INV-0"}
         first = _tick(instance, db)
+        assert Leases(db.resolved_url, "next-run").try_acquire(["invoice:V1:INV-0"]) == {"invoice:V1:INV-0"}
         assert [(r.run_key, r.partition_key, r.tags["bosun/recovery_attempt"]) for r in first.run_requests] == [
             (f"{batch}#retry1", batch, "1")]
         # The next tick sees no newly ended run and requests nothing again.
