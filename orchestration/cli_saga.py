@@ -27,6 +27,7 @@ def _holder() -> str:
 def _summary(out) -> dict:
     return {"done": len(out.done), "compensated": sum(1 for f in out.failed.values() if not f.get("compensation_error")),
             "escalated": {k: f["compensation_error"] for k, f in out.failed.items() if f.get("compensation_error")},
+            "refused": {k: r["reason"] for k, r in out.refused.items()},
             "deferred": out.deferred, "in_doubt": out.unfinished}
 
 

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from orchestration.audit import AuditLog
+from orchestration.recovery import RECOVERY_KIND_PREFIX, RECOVERY_KINDS
 from orchestration.db import engine_for, review_queue
 from orchestration.dead_letters import DeadLetters
 from orchestration.inbox import Inbox
@@ -117,9 +118,15 @@ class BosunCollector(Collector):
             calls.add_metric([wf], int(n or 0))
         yield from (tokens, cost, calls)
 
+        by_kind = AuditLog(self.url).count_by_kind()
         fam = CounterMetricFamily(f"{PREFIX}_audit_records", "audit log records by kind", labels=["kind"])
-        for kind, n in sorted(AuditLog(self.url).count_by_kind().items()):
+        for kind, n in sorted(by_kind.items()):
             fam.add_metric([kind], n)
+        yield fam
+        fam = CounterMetricFamily(f"{PREFIX}_recoveries", "recoveries without an operator (each an audit record): "
+                                  "worker_lost, rerun, dead_letter", labels=["action"])
+        for kind in RECOVERY_KINDS:
+            fam.add_metric([kind[len(RECOVERY_KIND_PREFIX):]], int(by_kind.get(kind, 0)))
         yield fam
 
         yield from self._batch_families(MetricsStore(self.url).totals())

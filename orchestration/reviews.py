@@ -308,6 +308,7 @@ class ReviewService:
         hooks.record_settled(self.resources, out, note, item["batch_id"], {"review_id": item["id"]})
         return {"done": list(out.done), "failed": {k: f.get("compensation_error") or f["error"]
                                                    for k, f in out.failed.items()},
+                "refused": {k: r["reason"] for k, r in out.refused.items()},
                 "deferred": list(out.deferred), "in_doubt": list(out.unfinished)}
 
     @staticmethod

@@ -55,11 +55,24 @@ class SagaPlan:
              "idempotency_key": self.steps[n].action.key(params["key"])} for n in self.order]}
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A prerequisite that does not hold for a business reason (the invoice was paid by a
+    concurrent batch, the purchase order was closed meanwhile): the saga does not act and
+    the event ends with the decision the workflow maps `code` to, recorded and audited. A
+    plain string from `prerequisites` stays a failure: a dead letter, for a person."""
+
+    code: str  # which rule refused, e.g. "already_paid"; kept as the saga's failed_step
+    reason: str
+
+
 @dataclass
 class BatchOutcome:
     done: list[str] = field(default_factory=list)
     # key -> {"failed_step", "error", "compensated": [steps], "compensation_error", "attempts"}
     failed: dict[str, dict] = field(default_factory=dict)
+    # key -> {"code", "reason"}: refused by a prerequisite for a business reason (a decision, not a failure)
+    refused: dict[str, dict] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)  # per item and step, for the audit log
     deferred: list[str] = field(default_factory=list)  # another run holds an entity; retried later
     unfinished: list[str] = field(default_factory=list)  # in doubt and unverifiable now; recover later
@@ -76,7 +89,7 @@ class SagaExecutor:
     def __init__(self, log: SagaLog, workflow: str, plan: SagaPlan, *,
                  limiters: dict[str, RateLimiter | None] | None = None, leases: Leases | None = None,
                  entities: Callable[[dict], list[str]] | None = None,
-                 prerequisites: Callable[[list[dict]], dict[str, str]] | None = None,
+                 prerequisites: Callable[[list[dict]], dict[str, "str | Refusal"]] | None = None,
                  approval: Callable[[dict], str | None] | None = None,
                  review: ReviewQueue | None = None, lease_wait_s: float = 10.0):
         self.log, self.workflow, self.plan = log, workflow, plan
@@ -164,6 +177,9 @@ class SagaExecutor:
             if s["status"] == "awaiting_approval":
                 out.awaiting_approval[k] = s["reason"] or "approval required"
                 continue
+            if s["status"] == "refused":
+                out.refused[k] = {"code": s["failed_step"], "reason": s["reason"]}
+                continue
             for name in self.plan.order:
                 st, err = steps.get(name, ("planned", None))
                 if st in ("done", "compensating", "compensated"):
@@ -195,9 +211,13 @@ class SagaExecutor:
         if self.prerequisites and fresh:
             refused = self.prerequisites([state[k]["params"] for k in fresh])
             if refused:
-                self.log.set_status({k: ("failed", "prerequisites", r) for k, r in refused.items()})
+                self.log.set_status({k: ("refused", r.code, r.reason) if isinstance(r, Refusal)
+                                     else ("failed", "prerequisites", r) for k, r in refused.items()})
                 for k, r in refused.items():
-                    out.failed[k] = {"failed_step": "prerequisites", "error": r, "compensated": []}
+                    if isinstance(r, Refusal):
+                        out.refused[k] = {"code": r.code, "reason": r.reason}
+                    else:
+                        out.failed[k] = {"failed_step": "prerequisites", "error": r, "compensated": []}
                 forward = [k for k in forward if k not in refused]
         self.log.set_status({k: ("running", None, None) for k in forward}, only_if=("planned",))
         # A step whose call failed as a whole may still land late (a timed-out request):

@@ -20,9 +20,10 @@ from orchestration import clock
 saga_metadata = sa.MetaData()
 
 # Saga status: planned -> running -> done | compensating -> compensated | escalated;
-# awaiting_approval -> planned (once approved); failed = rejected before any step acted.
+# awaiting_approval -> planned (once approved); failed = rejected before any step acted;
+# refused = a prerequisite refused it for a business reason (failed_step names the rule), nothing acted.
 ACTIVE = ("planned", "running", "compensating")
-TERMINAL = ("done", "compensated", "escalated", "failed")
+TERMINAL = ("done", "compensated", "escalated", "failed", "refused")
 # Step state: planned -> running -> done | failed; done -> compensating -> compensated.
 STEP_STATES = ("planned", "running", "done", "failed", "compensating", "compensated")
 
@@ -179,12 +180,20 @@ class SagaLog:
                                        reason=f"rejected by {rejected_by}: {reason}", updated_at=_now()))
         return (res.rowcount or 0) == 1
 
-    def unfinished(self, workflow: str | None = None, batch_id: str | None = None) -> list[dict]:
-        q = sa.select(sagas.c.saga_id, sagas.c.workflow, sagas.c.params).where(sagas.c.status.in_(ACTIVE))
+    def unfinished(self, workflow: str | None = None, batch_id: str | None = None,
+                   updated_before: datetime | None = None, limit: int | None = None) -> list[dict]:
+        """Sagas still planned, running or compensating; `updated_before`: only those no one
+        has touched since (a live executor writes a step state at least once per step)."""
+        q = sa.select(sagas.c.saga_id, sagas.c.workflow, sagas.c.params, sagas.c.batch_id,
+                      sagas.c.updated_at).where(sagas.c.status.in_(ACTIVE))
         if workflow:
             q = q.where(sagas.c.workflow == workflow)
         if batch_id:
             q = q.where(sagas.c.batch_id == batch_id)
+        if updated_before is not None:
+            q = q.where(sagas.c.updated_at < updated_before)
+        if limit:
+            q = q.limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(sagas.c.saga_id)).mappings()]
 

@@ -4,10 +4,15 @@
 import dagster as dg
 
 from assets import invoices
+from assets.invoices import payment_saga
+from assets.invoices.actions import PREVIEW_TAG
 from assets.invoices.feedback import retrain_min_feedback
-from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, batch_policy, business_calendar, invoice_batches
+from assets.invoices.workflow import (EVENT_TYPES, WORKFLOW, batch_policy, business_calendar, invoice_batches,
+                                      recovery_policy)
 from sensors.feedback import build_feedback_sensor
 from sensors.inbox_batches import build_inbox_batch_sensor
+from orchestration.recovery import SagaRecovery
+from sensors.recovery import build_recovery_sensor
 from sensors.schedules import build_partitioned_schedule
 
 invoice_inbox_sensor = build_inbox_batch_sensor(
@@ -18,6 +23,21 @@ invoice_inbox_sensor = build_inbox_batch_sensor(
     bootstrap_job=invoices.invoice_context_refresh_job,
     bootstrap_assets=invoices.context_assets,
     policy=batch_policy,
+)
+
+# A batch run that died, crashed or failed with events still received is run again, at most
+# `recovery_policy.max_runs` times, then its events are dead-lettered (a preview is no batch run);
+# sagas left unfinished outside a batch (after an approval) are finished as `bosun saga recover` would.
+invoice_recovery_sensor = build_recovery_sensor(
+    name="invoice_recovery_sensor",
+    workflow=WORKFLOW,
+    event_types=EVENT_TYPES,
+    batch_job=invoices.invoice_batch_job,
+    policy=recovery_policy,
+    ignore_run_tags={PREVIEW_TAG: "true"},
+    # An approved payment deferred by a lease or left in doubt, untouched for 5 minutes.
+    saga_recovery=SagaRecovery(WORKFLOW, frozenset({"erp", "outbox"}), payment_saga.saga_executor,
+                               payment_saga.record_settled, stale_after_s=300.0),
 )
 
 # 06:00 in the accounts-payable team's time zone, before the working day starts.
@@ -59,6 +79,6 @@ payment_settlements_daily = build_partitioned_schedule(
     execution_timezone="Europe/Berlin", calendar=business_calendar, catch_up="each", overlap="skip",
     description="Checks the payments due the previous day against the bank's settlement feed.")
 
-sensors = [invoice_inbox_sensor, invoice_feedback_sensor]
+sensors = [invoice_inbox_sensor, invoice_recovery_sensor, invoice_feedback_sensor]
 schedules = [invoice_context_refresh_daily, payment_reconciliation_daily, invoice_decision_report_daily,
              payment_settlements_daily]

@@ -16,7 +16,7 @@ from resources.outbox import NotificationOutbox
 
 from assets.invoices.context import action_key
 from assets.invoices.metrics import observe_batch
-from assets.invoices.payment_saga import payment_executor, payment_params
+from assets.invoices.payment_saga import payment_executor, payment_params, refusal_audit, refusal_state
 from assets.invoices.workflow import WORKFLOW, invoice_batches
 
 
@@ -57,6 +57,8 @@ def outcomes(decisions: list[dict], sagas: BatchOutcome) -> list[dict]:
         if k in sagas.awaiting_approval:
             states.append({"key": k, "status": "escalated",
                            "reason": f"awaiting approval: {sagas.awaiting_approval[k]}"})
+        elif k in sagas.refused:  # a business reason at execution time: a decision, not a dead letter
+            states.append(refusal_state(k, sagas.refused[k]))
         elif k not in done and k not in sagas.failed and d["route"] == "escalate":
             states.append({"key": k, "status": "escalated", "reason": d["reason"]})
         elif k not in done and k not in sagas.failed and d["route"] == "record":
@@ -115,7 +117,8 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
         s = state_by_key.get(k)
         if s is None:
             continue
-        entries.append(AuditEntry("outcome", k, {"status": s["status"], "reason": s["reason"]}, batch_id))
+        entries.append(AuditEntry("outcome", k, {"status": s["status"], "reason": s["reason"], **refusal_audit(s)},
+                                  batch_id))
     # Per guardrail, how often it fired in this batch: the audit answers "how often did
     # rule X stop a payment last month" without re-reading every decision.
     entries.append(AuditEntry("guardrail_activations", batch_id, activation_counts(decisions), batch_id))
@@ -161,7 +164,7 @@ def execute_payment_sagas(context: dg.OpExecutionContext, planned: dict, erp: ER
                "paid": len(sagas.done), "saga_failures": len(sagas.failed), "audit_head_seq": last_seq}
     return dg.Output(summary, metadata={
         "events": len(states), "planned_payments": len(planned["plan"]), "paid": len(sagas.done),
-        "saga_failures": len(sagas.failed), "deferred": len(sagas.deferred),
+        "saga_failures": len(sagas.failed), "refused_at_execution": len(sagas.refused), "deferred": len(sagas.deferred),
         "awaiting_approval": len(sagas.awaiting_approval), "in_doubt": len(sagas.unfinished),
         "compensated": sum(1 for f in sagas.failed.values() if f["compensated"]),
         **{f"state_{k}": v for k, v in sorted(by_status.items())}, **figures,

@@ -16,7 +16,7 @@ from orchestration.audit import AuditEntry
 from orchestration.leases import Leases
 from orchestration.rate_limit import RateLimiter
 from orchestration.review import ReviewQueue
-from orchestration.saga_executor import PlanStep, SagaExecutor, SagaPlan
+from orchestration.saga_executor import PlanStep, Refusal, SagaExecutor, SagaPlan
 from orchestration.saga_log import SagaLog
 from resources.erp import ERPResource
 from resources.outbox import NotificationOutbox
@@ -79,10 +79,34 @@ def entities(params: dict) -> list[str]:
     return [f"invoice:{params['vendor_id']}:{params['invoice_id']}", f"po:{params['po_number']}"]
 
 
+# Prerequisites that fail for a business reason are decisions: the same hard rules the
+# guardrails applied at decision time (not_already_paid -> reject, vendor_must_be_active ->
+# reject, purchase_order_must_exist_and_be_open and amount_within_po_tolerance -> hold), met
+# at execution time because a concurrent batch paid the invoice or the PO changed meanwhile.
+# The event ends `done` with that decision and the reason, audited; no dead letter. What a
+# person must look at (a vendor or PO the ERP no longer knows, no bank account) stays a failure.
+REFUSAL_DECISIONS = {"already_paid": "reject", "vendor_inactive": "reject", "po_not_open": "hold",
+                     "po_exhausted": "hold"}
+
+
+def refusal_state(key: str, refusal: dict, note: str | None = None) -> dict:
+    """An event's terminal state for a saga a prerequisite refused for a business reason."""
+    return {"key": key, "status": "done",
+            "reason": f"refused at execution ({refusal['code']}): {refusal['reason']}" + (f" ({note})" if note else ""),
+            "outcome": {"decision": REFUSAL_DECISIONS.get(refusal["code"], "reject"), "refusal": refusal["code"]}}
+
+
+def refusal_audit(state: dict) -> dict:
+    """What an outcome audit record adds for a business refusal: the decision and the rule."""
+    outcome = state.get("outcome") or {}
+    return {"decision": outcome["decision"], "refusal": outcome["refusal"]} if outcome.get("refusal") else {}
+
+
 def prerequisites(erp: ERPResource):
     """Checked live before the first step: vendor active with a bank account, PO open with
-    enough left (counting earlier sagas of the same call against it)."""
-    def check(items: list[dict]) -> dict[str, str]:
+    enough left (counting earlier sagas of the same call against it). Business refusals
+    are `Refusal`s (see REFUSAL_DECISIONS); a plain string is a failure for a person."""
+    def check(items: list[dict]) -> dict[str, str | Refusal]:
         vendors, pos = erp.master_data_for([it["vendor_id"] for it in items], [it["po_number"] for it in items])
         paid = erp.paid_per_po(sorted(pos))
         # Read under the leases: a concurrent batch may have paid this invoice (under
@@ -95,22 +119,23 @@ def prerequisites(erp: ERPResource):
             own = action_key(it["key"], "schedule_payment")
             others = [k for k in paid_invoices.get((it["vendor_id"], it["invoice_id"]), []) if k != own]
             if others:
-                refused[it["key"]] = f"invoice {it['invoice_id']} is already paid ({others[0]})"
+                refused[it["key"]] = Refusal("already_paid", f"invoice {it['invoice_id']} is already paid ({others[0]})")
             elif v is None:
                 refused[it["key"]] = f"vendor {it['vendor_id']} does not exist"
             elif not v["active"]:
-                refused[it["key"]] = f"vendor {it['vendor_id']} is inactive"
+                refused[it["key"]] = Refusal("vendor_inactive", f"vendor {it['vendor_id']} is inactive")
             elif not v.get("iban"):
                 refused[it["key"]] = f"vendor {it['vendor_id']} has no bank account"
             elif po is None:
                 refused[it["key"]] = f"purchase order {it['po_number']} does not exist"
             elif po["status"] != "open":
-                refused[it["key"]] = f"purchase order {it['po_number']} is {po['status']}"
+                refused[it["key"]] = Refusal("po_not_open", f"purchase order {it['po_number']} is {po['status']}")
             else:
                 left = (Decimal(str(po["amount"])) * (1 + PO_TOLERANCE) - paid.get(it["po_number"], Decimal(0))
                         - committed.get(it["po_number"], Decimal(0)))
                 if amount > left:
-                    refused[it["key"]] = f"purchase order {it['po_number']} has {left:.2f} left, invoice is {amount}"
+                    refused[it["key"]] = Refusal(
+                        "po_exhausted", f"purchase order {it['po_number']} has {left:.2f} left, invoice is {amount}")
                 else:
                     committed[it["po_number"]] = committed.get(it["po_number"], Decimal(0)) + amount
                     paid_invoices.setdefault((it["vendor_id"], it["invoice_id"]), []).append(own)
@@ -173,6 +198,7 @@ def record_settled(resources, outcome, note: str, batch_id: str | None = None, e
     for k in outcome.done:
         states.append({"key": k, "status": "done", "reason": f"paid ({note})",
                        "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")}})
+    states += [refusal_state(k, r, note) for k, r in outcome.refused.items()]
     for k, f in outcome.failed.items():
         status = "escalated" if f.get("compensation_error") else "dead_lettered"
         states.append({"key": k, "status": status,
@@ -185,7 +211,8 @@ def record_settled(resources, outcome, note: str, batch_id: str | None = None, e
                                        "action_key": action_key(row["key"], row["step"]), "note": note, **extra},
                           batch_id)
                for row in outcome.log]
-    entries += [AuditEntry("outcome", st["key"], {"status": st["status"], "reason": st["reason"], **extra}, batch_id)
+    entries += [AuditEntry("outcome", st["key"], {"status": st["status"], "reason": st["reason"],
+                                                  **refusal_audit(st), **extra}, batch_id)
                 for st in states]
     if entries:
         resources["bosun_db"].audit().append(entries)

@@ -13,6 +13,7 @@ from orchestration.calendar import BusinessCalendar
 from orchestration.dead_letters import DeadLetterPolicy
 from orchestration.delivery import DeliveryPolicy
 from orchestration.envelope import PayloadRegistry
+from orchestration.recovery import RecoveryPolicy
 from orchestration.routing import RoutingPolicy
 
 from assets.invoices import payloads
@@ -43,6 +44,12 @@ ASK_FOR_CONTEXT_THRESHOLD = 0.6
 # Each ERP call is tried 3 times (0.2 s, then 0.4 s apart) before the invoice is
 # dead-lettered; more than 50 open dead letters, or one older than a working day, fails a check.
 dead_letter_policy = DeadLetterPolicy(attempts=3, backoff_s=0.2, max_open=50, max_oldest_age_s=8 * 3600)
+
+# A batch is run at most 4 times (its first run, Dagster's retries of a run whose worker
+# died, the recovery sensor's re-runs; launches that never started count only up to 12);
+# then its events still received are dead-lettered. A failed run Dagster said it will
+# retry is left to Dagster for a minute.
+recovery_policy = RecoveryPolicy(max_runs=4, max_launches=12, dagster_retry_grace_s=60.0)
 
 # The same invoice sent again under a new id within 10 minutes counts once; corrections to
 # one invoice (entity) within 2 s count once, with the latest; an invoice event older than

@@ -141,8 +141,10 @@ def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
         sagas = [log[k] for k in (f"a-{i:05d}", f"b-{i:05d}") if k in log]
         assert [s["status"] for s in sagas].count("done") == 1, i
         refused = [s for s in sagas if s["status"] != "done"]
-        assert all(s["status"] == "failed" and "already paid" in s["reason"] for s in refused), refused
-    assert sum(1 for s in log.values() if s["status"] == "failed") == 100
+        # A business refusal, not a failure: the rule that refused is its failed_step.
+        assert all(s["status"] == "refused" and s["failed_step"] == "already_paid" and "already paid" in s["reason"]
+                   for s in refused), refused
+    assert sum(1 for s in log.values() if s["status"] == "refused") == 100
     # They met: on the gated invoices each saga was planned while the other was in flight.
     contended = [i for i in range(100, 150) if log[f"a-{i:05d}"]["created_at"] < log[f"b-{i:05d}"]["updated_at"]
                  and log[f"b-{i:05d}"]["created_at"] < log[f"a-{i:05d}"]["updated_at"]]
@@ -172,11 +174,55 @@ def test_prerequisites_are_checked_before_the_first_step(erp_url):
     (ex, target), = _executors(erp_url, 1, per_call=10)
     out = ex.run(items, "p")
     assert out.done == [items[2]["key"]]
+    # A vendor the ERP does not know is for a person (a dead letter); a PO without enough
+    # left is a business refusal (a decision: hold), not a failure.
     assert "does not exist" in out.failed[items[0]["key"]]["error"]
-    assert "left" in out.failed[items[1]["key"]]["error"]
+    assert items[1]["key"] not in out.failed
+    assert out.refused[items[1]["key"]]["code"] == "po_exhausted" and "left" in out.refused[items[1]["key"]]["reason"]
     assert {k for _, _, keys in target.calls for k in keys} == {f"post_ledger_entry:{items[2]['key']}",
                                                                  f"schedule_payment:{items[2]['key']}",
                                                                  f"notify_vendor:{items[2]['key']}"}
+
+
+def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(erp_url):
+    """A resubmitted invoice paid by a concurrent batch (under another event's key) after this
+    batch decided: the prerequisite refuses it for a business reason, the event ends `done`
+    with decision reject and the reason, audited, and nothing reaches the dead-letter table."""
+    from assets.invoices.actions import audit_entries, outcomes
+    from assets.invoices.payment_saga import REFUSAL_DECISIONS
+    from orchestration.dead_letters import DeadLetters
+
+    first = worker.saga_items(1)[0]
+    again = {**first, "key": "resubmitted-00000"}  # the same invoice under another event's key
+    (ex, target), = _executors(erp_url, 1, per_call=10)
+    assert ex.run([first], "b1").done == [first["key"]]
+    calls_before = len(target.calls)
+    out = ex.run([again], "b2")
+    assert out.failed == {} and out.done == [] and len(target.calls) == calls_before  # nothing acted
+    assert out.refused == {again["key"]: {"code": "already_paid",
+                                          "reason": f"invoice {first['invoice_id']} is already paid "
+                                                    f"(schedule_payment:{first['key']})"}}
+    log = SagaLog(erp_url).load([again["key"]])[again["key"]]
+    assert (log["status"], log["failed_step"]) == ("refused", "already_paid")
+    # The batch's replay reads the settled refusal back from the log, the same way.
+    assert ex.run([again], "b2").refused == out.refused
+
+    decision = {"key": again["key"], "route": "act", "entity_key": "V-FAULT:INV-00000"}
+    states = outcomes([decision], out)
+    assert states == [{"key": again["key"], "status": "done",
+                       "reason": f"refused at execution (already_paid): {out.refused[again['key']]['reason']}",
+                       "outcome": {"decision": REFUSAL_DECISIONS["already_paid"], "refusal": "already_paid"}}]
+    assert states[0]["outcome"]["decision"] == "reject"
+    decision.update(event={}, context_hash="h", context_used={}, model="local", model_version="1",
+                    prompt_version="p", decision_type="t", route_reason="r", latency_s=0, input_tokens=0,
+                    output_tokens=0, cost_usd=0, cache_hit=False, decision="approve", probabilities={},
+                    confidence=0.9, confidence_breakdown=[], calibrator_version="c",
+                    guardrails={"blocked_by": [], "flagged_by": []},
+                    final_decision="approve", reason="approve", facts={}, invoice={"line_items": []})
+    outcome = [e for e in audit_entries([decision], out, states, "b2") if e.kind == "outcome"]
+    assert [(e.subject, e.record["status"], e.record["decision"], e.record["refusal"]) for e in outcome] == [
+        (again["key"], "done", "reject", "already_paid")]
+    assert DeadLetters(erp_url).list(status=None) == []
 
 
 def test_partial_rollback_undoes_the_step_and_what_depends_on_it_verified(erp_url):
