@@ -87,7 +87,8 @@ def test_a_fresh_database_gets_every_schema_at_its_head_each_with_its_own_versio
     assert {o.version_table for o in OWNERS} <= names
     assert {t for o in OWNERS for md in o.metadata() for t in md.tables} <= names
     # A second start finds every schema at its head and changes nothing.
-    assert schema_migrations.upgrade(engine, BOSUN_SCHEMA) == (("0001",), ("0001",))
+    head = (schema_migrations.head(BOSUN_SCHEMA),)
+    assert schema_migrations.upgrade(engine, BOSUN_SCHEMA) == (head, head)
 
 
 def test_a_database_made_by_create_all_before_migrations_keeps_every_row(url):
@@ -209,10 +210,11 @@ def test_two_processes_starting_at_once_make_one_schema(url):
                 p.kill()
             p.wait(timeout=10)
     # One of them migrated, the other waited and found the head.
-    assert outcomes == [{"before": [], "after": ["0001"]}, {"before": ["0001"], "after": ["0001"]}]
+    head = schema_migrations.head(BOSUN_SCHEMA)
+    assert outcomes == [{"before": [], "after": [head]}, {"before": [head], "after": [head]}]
     engine = db.unmigrated_engine(url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM bosun_alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text("SELECT version_num FROM bosun_alembic_version")).scalars().all() == [head]
     assert schema_migrations.differences(BOSUN_SCHEMA, engine) == []
 
 
@@ -227,7 +229,10 @@ def test_a_new_revision_is_written_from_the_changed_definitions_and_applies(tmp_
     """What a developer does after adding a column: `bosun db revision` writes 0002 with
     the change, and a database at 0001 with rows reaches 0002 keeping them."""
     location = tmp_path / "trial"
-    shutil.copytree(BOSUN_SCHEMA.script_location, location, ignore=shutil.ignore_patterns("__pycache__"))
+    # The baseline alone: the trial's tables are the baseline's, plus the new column.
+    later = [p.name for p in (Path(BOSUN_SCHEMA.script_location) / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+             if not p.name.startswith("0001_")]
+    shutil.copytree(BOSUN_SCHEMA.script_location, location, ignore=shutil.ignore_patterns("__pycache__", *later))
     changed = _baseline(BOSUN_SCHEMA)
     changed.tables["bosun_inbox"].append_column(sa.Column("priority", sa.Integer))
     trial = SchemaOwner("trial", str(location), lambda: (changed,), table_prefixes=("bosun_",))
@@ -257,7 +262,8 @@ def test_bosun_db_upgrade_current_and_sql(bosun_home, capsys):
     assert {r["schema"]: r["current"] for r in json.loads(capsys.readouterr().out)} == {
         "bosun": None, "erp": None, "outbox": None}
     assert main(["db", "upgrade"]) == 0
-    assert capsys.readouterr().out.count("-> 0001") == 3
+    out = capsys.readouterr().out
+    assert all(f"-> {schema_migrations.head(o)}" in out for o in (BOSUN_SCHEMA,)) and out.count("-> ") == 3
     assert main(["db", "current", "--json"]) == 0
     assert all(r["up_to_date"] for r in json.loads(capsys.readouterr().out))
     assert main(["db", "upgrade", "--sql", "--schema", "erp"]) == 0
