@@ -27,9 +27,9 @@ def _print(obj) -> None:
 
 
 def _db():
-    from orchestration.definitions import defs
+    from orchestration.cli_common import Stores
 
-    return defs.resources["bosun_db"]
+    return Stores()
 
 
 def _events(db, event: str) -> list[dict]:

@@ -72,12 +72,11 @@ def _text(item: dict) -> str:
 
 
 def cmd_explain(args) -> int:
-    from orchestration.definitions import defs
+    from orchestration.cli_common import Stores, fail
 
-    found = explain(defs.resources["bosun_db"], args.event)
+    found = explain(Stores(), args.event)
     if not found:
-        print(f"no event {args.event!r} in the inbox")
-        return 1
+        return fail(f"no event {args.event!r} in the inbox")
     print(json.dumps(found, indent=2, default=str) if args.json else "\n\n".join(_text(i) for i in found))
     return 0
 
