@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from orchestration.db import inbox as inbox_table
 from orchestration import clock
+from orchestration.cli_common import fail
 
 APPROVAL_KINDS = ("approval", "review", "feedback")
 BATCH_KINDS = ("check", "guardrail_activations")
@@ -159,12 +160,12 @@ def cmd_verify(args) -> int:
     _print(out)
     ok = result.ok and (not args.archives or result.archives["ok"])
     if not result.ok:
-        print(f"audit chain broken at record {result.first_bad_seq}"
+        print(f"bosun: audit chain broken at record {result.first_bad_seq}"
               + (f" ({result.kind} {result.subject})" if result.subject else "") + f": {result.problem}",
               file=sys.stderr)
     elif not ok:
         a = result.archives
-        print(f"audit archive broken at record {a.get('first_bad_seq')}: {a.get('problem')}", file=sys.stderr)
+        print(f"bosun: audit archive broken at record {a.get('first_bad_seq')}: {a.get('problem')}", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -172,8 +173,7 @@ def cmd_show(args) -> int:
     db = _db()
     chains = [chain(db, row) for row in _events(db, args.event)]
     if not any(c["records"] for c in chains) and all(c["status"] is None for c in chains):
-        print(f"no event {args.event!r} in the inbox or the audit log", file=sys.stderr)
-        return 1
+        return fail(f"no event {args.event!r} in the inbox or the audit log")
     print(json.dumps(chains, indent=2, default=str) if args.json else "\n\n".join(_text(c) for c in chains))
     return 0
 
@@ -223,8 +223,7 @@ def cmd_archive(args) -> int:
     try:
         out = archive_and_prune(_db().audit(), cutoff, archive_dir())
     except ChainBroken as err:
-        print(str(err), file=sys.stderr)
-        return 1
+        return fail(str(err))
     _print({"retention_days": days, **out})
     return 0
 
