@@ -13,10 +13,10 @@ import sqlalchemy as sa
 BOSUN = Path(sys.executable).parent / "bosun"
 
 
-def bosun(*args, env_extra=None, check=True):
+def bosun(*args, env_extra=None, check=True, timeout=300):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(env_extra or {})
-    proc = subprocess.run([str(BOSUN), *args], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([str(BOSUN), *args], capture_output=True, text=True, env=env, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -43,7 +43,7 @@ def test_ingest_twice_reports_duplicates_and_status_counts(bosun_home, tmp_path)
 def demo(tmp_path_factory):
     """One `bosun demo` for the module: its stdout (one JSON document), its stderr, its home."""
     home = tmp_path_factory.mktemp("cli") / "demo"
-    proc = bosun("demo", "--events", "300", "--seed", "5", "--home", str(home))
+    proc = bosun("demo", "--events", "300", "--seed", "5", "--home", str(home), timeout=900)  # 2 shared cores
     return json.loads(proc.stdout), proc.stderr, home
 
 
