@@ -13,9 +13,6 @@ import json
 import sys
 from datetime import datetime, timedelta, timezone
 
-import sqlalchemy as sa
-
-from orchestration.db import inbox as inbox_table
 from orchestration import clock
 from orchestration.cli_common import fail
 
@@ -35,6 +32,10 @@ def _db():
 
 def _events(db, event: str) -> list[dict]:
     """The idempotency keys an event id or key names (an id may exist under several sources)."""
+    import sqlalchemy as sa  # here, not at import: `bosun --version` and `--help` need no SQLAlchemy
+
+    from orchestration.db import inbox as inbox_table
+
     with db.inbox().engine.connect() as conn:
         rows = conn.execute(sa.select(inbox_table.c.idempotency_key, inbox_table.c.status, inbox_table.c.reason,
                                       inbox_table.c.batch_id)

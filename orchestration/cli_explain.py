@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 
-import sqlalchemy as sa
-
-from orchestration.db import inbox as inbox_table
 
 
 def explain(db, event: str) -> list[dict]:
     """One explanation per matching event (an id may exist under several sources)."""
+    import sqlalchemy as sa  # here, not at import: `bosun --version` and `--help` need no SQLAlchemy
+
+    from orchestration.db import inbox as inbox_table
+
     inbox = db.inbox()
     with inbox.engine.connect() as conn:
         rows = conn.execute(sa.select(inbox_table.c.idempotency_key, inbox_table.c.status, inbox_table.c.reason,
