@@ -137,7 +137,7 @@ def test_plain_dagster_dev_in_a_fresh_clone_without_sample_data_launches_no_fail
     try:
         deadline = time.monotonic() + 180
         while not _server_up(port):
-            assert proc.poll() is None, f"dagster dev exited early:\n{(tmp_path / 'dagster-dev.log').read_text()[-3000:]}"
+            assert proc.poll() is None, "dagster dev exited early:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "webserver did not answer within 180 s"
             time.sleep(1)
         assert _graphql(port, QUEUE)["instance"]["runQueueConfig"]["maxConcurrentRuns"] == 3  # our dagster.yaml
