@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export BOSUN_HOME ?= $(CURDIR)/.bosun
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test test-clock-ahead lint install sample-data demo bench bench-decisions clean
+.PHONY: run test test-clock-ahead lint install sample-data demo bench bench-decisions bench-cli clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 sample-data: install
 	$(BIN)/bosun sample-data
 
-run: sample-data
+# `bosun dev` writes the sample data only when it is missing (a second `make run` keeps the
+# model and the ERP, and the feed continues where it stopped); `make sample-data` regenerates.
+run: install
 	$(BIN)/bosun dev
 
 test: install lint
@@ -40,6 +42,9 @@ bench: install
 
 bench-decisions: install
 	$(BIN)/python benchmarks/decisions.py
+
+bench-cli: install
+	$(BIN)/python benchmarks/cli.py
 
 clean:
 	rm -rf .bosun .dagster_home .pytest_cache

@@ -1,49 +1,67 @@
-"""`bosun`: the command line. An entry point, so it may load the code location."""
+"""`bosun`: the command line. An entry point, so it may load the code location, but only
+the commands that need it do (lazily): `bosun status`, `dlq`, `audit`, `explain`, `apikey`
+and `metrics` read Bosun's tables directly and answer without importing Dagster.
+
+stdout carries the answer (JSON where the command prints JSON); errors, warnings and
+progress go to stderr, and an error exits non-zero (see cli_common.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from orchestration import (cli_api, cli_audit, cli_db, cli_dlq, cli_explain, cli_metrics, cli_replay, cli_review,
                            cli_saga, settings)
+from orchestration.cli_common import fail, print_json, progress, step
 
-
-def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+INGEST_CHUNK = 1000
 
 
 def _defs():
-    from orchestration.definitions import defs
-
+    with step("Loading the code location"):
+        from orchestration.definitions import defs
     return defs
 
 
 def cmd_ingest(args) -> int:
+    from orchestration.inbox import IngestSummary
+
+    defs = _defs()
     from orchestration.definitions import payload_registry
 
-    db = _defs().resources["bosun_db"]
-    with open(args.file) as fh:
-        lines = [line for line in fh if line.strip()]
-    summary = db.inbox().ingest(lines, payload_registry)
-    _print(summary.as_dict())
+    try:
+        with open(args.file) as fh:
+            lines = [line for line in fh if line.strip()]
+    except OSError as err:
+        return fail(f"cannot read {args.file}: {err.strerror}", 2)
+    inbox = defs.resources["bosun_db"].inbox()
+    total = IngestSummary()
+    with progress() as bar:
+        bar.stage(f"Ingesting {Path(args.file).name}", total=len(lines))
+        for start in range(0, len(lines), INGEST_CHUNK):
+            part = inbox.ingest(lines[start:start + INGEST_CHUNK], payload_registry)
+            total.accepted += part.accepted
+            total.duplicates += part.duplicates
+            total.rejected += [{**r, "line": r["line"] + start} for r in part.rejected]
+            bar.advance(len(lines[start:start + INGEST_CHUNK]))
+    print_json(total.as_dict())
     return 0
 
 
 def cmd_status(args) -> int:
-    db = _defs().resources["bosun_db"]
-    counts = db.inbox().counts()
-    counts["review_queue_pending"] = db.review_queue().count("pending")
+    from orchestration.status import inbox_status
+
+    status = inbox_status(settings.database_url())
     if args.json:
-        _print(counts)
-    else:
-        print(f"received {counts['received']}  duplicates {counts['duplicates']}  "
-              f"review queue {counts['review_queue_pending']}")
-        for status, n in sorted(counts["by_status"].items()):
-            print(f"  {status:<14}{n}")
+        print_json(status.as_dict())
+        return 0
+    print(f"events {status.events_total} (waiting {status.events_waiting}), duplicate deliveries "
+          f"{status.duplicate_deliveries}, review items pending {status.review_items_pending}, "
+          f"dead letters open {status.dead_letters_open}")
+    for state, n in status.events_by_status.items():
+        print(f"  {state:<14}{n}")
     return 0
 
 
@@ -51,7 +69,9 @@ def cmd_sample_data(args) -> int:
     from assets.invoices.demo import prepare
 
     res = _defs().resources
-    _print(prepare(settings.sample_dir(), args.invoices, args.seed, res["erp"], res["local_model"]))
+    with progress() as bar:
+        out = prepare(settings.sample_dir(), args.invoices, args.seed, res["erp"], res["local_model"], progress=bar)
+    print_json(out)
     return 0
 
 
@@ -66,12 +86,17 @@ def cmd_demo(args) -> int:
                 "BOSUN_SAMPLE_DIR", "BOSUN_POLICY_DIR"):
         if not args.keep_env:
             os.environ.pop(var, None)
+    defs = _defs()
     from assets.invoices.demo import run_demo
 
-    summary = run_demo(_defs(), home, args.events, args.seed)
+    with progress() as bar:
+        summary = run_demo(defs, home, args.events, args.seed, progress=bar)
     summary["home"] = str(home)
-    _print(summary)
-    return 0 if not summary["failed_batches"] and summary["audit"]["ok"] else 1
+    print_json(summary)
+    if summary["failed_batches"] or not summary["audit"]["ok"]:
+        return fail(f"demo failed: {len(summary['failed_batches'])} failed batch(es), audit chain "
+                    f"{'intact' if summary['audit']['ok'] else 'broken'}")
+    return 0
 
 
 def cmd_dev(args) -> int:
@@ -94,13 +119,14 @@ def cmd_outbox(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bosun", description="Production AI workflows on Dagster.")
+    p.add_argument("--version", action="version", version=f"bosun {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("ingest", help="store events from a JSONL file in the inbox (once each)")
     s.add_argument("file")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("status", help="events per state")
+    s = sub.add_parser("status", help="events per state, duplicate deliveries, pending reviews, open dead letters")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
@@ -154,9 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bosun")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except Exception as err:  # one line for a person; the traceback with BOSUN_DEBUG=1
+        if os.environ.get("BOSUN_DEBUG"):
+            raise
+        return fail(f"{type(err).__name__}: {err} (BOSUN_DEBUG=1 shows the traceback)")
 
 
 if __name__ == "__main__":

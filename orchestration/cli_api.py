@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 from orchestration import settings
+from orchestration.cli_common import fail
 
 
 def _db_url() -> str:
-    from orchestration.definitions import defs
-
-    return defs.resources["bosun_db"].resolved_url
+    return settings.database_url()
 
 
 def cmd_serve(args) -> int:
@@ -35,8 +34,7 @@ def cmd_apikey_create(args) -> int:
     try:
         secret, key = ApiKeys(_db_url()).create(args.name, scopes, args.rate, args.burst)
     except ValueError as exc:
-        print(f"bosun apikey create: {exc}")
-        return 2
+        return fail(f"apikey create: {exc}", 2)
     # The only time the key is shown: it is stored hashed.
     print(json.dumps({"key": secret, "key_id": key.key_id, "name": key.name, "scopes": sorted(key.scopes),
                       "rate_per_s": key.rate_per_s, "burst": key.burst}, indent=2))
@@ -55,7 +53,7 @@ def cmd_apikey_revoke(args) -> int:
 
     ok = ApiKeys(_db_url()).revoke(args.key_id)
     print(json.dumps({"revoked": args.key_id if ok else None}))
-    return 0 if ok else 1
+    return 0 if ok else fail(f"apikey revoke: no active key {args.key_id}")
 
 
 def add_commands(subparsers) -> None:

@@ -13,10 +13,8 @@ import json
 import sys
 from datetime import datetime, timedelta, timezone
 
-import sqlalchemy as sa
-
-from orchestration.db import inbox as inbox_table
 from orchestration import clock
+from orchestration.cli_common import fail
 
 APPROVAL_KINDS = ("approval", "review", "feedback")
 BATCH_KINDS = ("check", "guardrail_activations")
@@ -27,13 +25,17 @@ def _print(obj) -> None:
 
 
 def _db():
-    from orchestration.definitions import defs
+    from orchestration.cli_common import Stores
 
-    return defs.resources["bosun_db"]
+    return Stores()
 
 
 def _events(db, event: str) -> list[dict]:
     """The idempotency keys an event id or key names (an id may exist under several sources)."""
+    import sqlalchemy as sa  # here, not at import: `bosun --version` and `--help` need no SQLAlchemy
+
+    from orchestration.db import inbox as inbox_table
+
     with db.inbox().engine.connect() as conn:
         rows = conn.execute(sa.select(inbox_table.c.idempotency_key, inbox_table.c.status, inbox_table.c.reason,
                                       inbox_table.c.batch_id)
@@ -164,27 +166,26 @@ def anchors_of_instance(audit, from_seq: int) -> dict:
 
 
 def cmd_verify(args) -> int:
-    from orchestration.audit_retention import verify_archives
-
     audit = _db().audit()
     result = audit.verify()
     if args.archives:
+        from orchestration.audit_retention import verify_archives  # imports Dagster (the archive asset)
+
         result.archives = verify_archives(audit)
     result.anchors = anchors_of_instance(audit, result.from_seq)
     out = result.as_dict()
     _print(out)
     ok = result.ok and (not args.archives or result.archives["ok"]) and result.anchors["ok"]
     if not result.ok:
-        print(f"audit chain broken at record {result.first_bad_seq}"
+        print(f"bosun: audit chain broken at record {result.first_bad_seq}"
               + (f" ({result.kind} {result.subject})" if result.subject else "") + f": {result.problem}",
               file=sys.stderr)
     elif args.archives and not result.archives["ok"]:
         a = result.archives
-        print(f"audit archive broken at record {a.get('first_bad_seq')}: {a.get('problem')}", file=sys.stderr)
+        print(f"bosun: audit archive broken at record {a.get('first_bad_seq')}: {a.get('problem')}", file=sys.stderr)
+    # A note ("no anchors found") is part of the JSON answer, not an error on stderr.
     if not result.anchors["ok"]:
-        print(f"audit chain disagrees with its anchors: {result.anchors['problem']}", file=sys.stderr)
-    elif result.anchors.get("note"):
-        print(result.anchors["note"], file=sys.stderr)
+        print(f"bosun: audit chain disagrees with its anchors: {result.anchors['problem']}", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -192,8 +193,7 @@ def cmd_show(args) -> int:
     db = _db()
     chains = [chain(db, row) for row in _events(db, args.event)]
     if not any(c["records"] for c in chains) and all(c["status"] is None for c in chains):
-        print(f"no event {args.event!r} in the inbox or the audit log", file=sys.stderr)
-        return 1
+        return fail(f"no event {args.event!r} in the inbox or the audit log")
     print(json.dumps(chains, indent=2, default=str) if args.json else "\n\n".join(_text(c) for c in chains))
     return 0
 
@@ -243,8 +243,7 @@ def cmd_archive(args) -> int:
     try:
         out = archive_and_prune(_db().audit(), cutoff, archive_dir())
     except ChainBroken as err:
-        print(str(err), file=sys.stderr)
-        return 1
+        return fail(str(err))
     _print({"retention_days": days, **out})
     return 0
 

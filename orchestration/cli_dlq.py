@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
+from orchestration.cli_common import Stores, fail, print_json as _print
 
 
 def _dead_letters():
-    from orchestration.definitions import defs
-
-    return defs.resources["bosun_db"].dead_letters()
-
-
-def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    return Stores().dead_letters()
 
 
 def cmd_list(args) -> int:
@@ -24,14 +18,12 @@ def cmd_list(args) -> int:
 
 def cmd_retry(args) -> int:
     if not args.all and not args.ids:
-        print("bosun dlq retry: give dead-letter IDs or --all")
-        return 2
+        return fail("dlq retry: give dead-letter IDs or --all", 2)
     requeued = _dead_letters().retry(None if args.all else args.ids)
     _print({"requeued": requeued})
     missing = set(args.ids or []) - {r["id"] for r in requeued}
     if missing:
-        print(f"not open (unknown, already retried or dropped): {sorted(missing)}")
-        return 1
+        return fail(f"dlq retry: not open (unknown, already retried or dropped): {sorted(missing)}")
     return 0
 
 
@@ -39,8 +31,8 @@ def cmd_drop(args) -> int:
     dropped = _dead_letters().drop(args.id, args.reason)
     _print({"dropped": args.id if dropped else None})
     if not dropped:
-        print(f"dead letter {args.id} is not open (unknown, retried or dropped already)")
-    return 0 if dropped else 1
+        return fail(f"dlq drop: dead letter {args.id} is not open (unknown, retried or dropped already)")
+    return 0
 
 
 def add_commands(subparsers) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 
-import sqlalchemy as sa
-
-from orchestration.db import inbox as inbox_table
 
 
 def explain(db, event: str) -> list[dict]:
     """One explanation per matching event (an id may exist under several sources)."""
+    import sqlalchemy as sa  # here, not at import: `bosun --version` and `--help` need no SQLAlchemy
+
+    from orchestration.db import inbox as inbox_table
+
     inbox = db.inbox()
     with inbox.engine.connect() as conn:
         rows = conn.execute(sa.select(inbox_table.c.idempotency_key, inbox_table.c.status, inbox_table.c.reason,
@@ -72,12 +73,11 @@ def _text(item: dict) -> str:
 
 
 def cmd_explain(args) -> int:
-    from orchestration.definitions import defs
+    from orchestration.cli_common import Stores, fail
 
-    found = explain(defs.resources["bosun_db"], args.event)
+    found = explain(Stores(), args.event)
     if not found:
-        print(f"no event {args.event!r} in the inbox")
-        return 1
+        return fail(f"no event {args.event!r} in the inbox")
     print(json.dumps(found, indent=2, default=str) if args.json else "\n\n".join(_text(i) for i in found))
     return 0
 

@@ -7,9 +7,9 @@ import threading
 
 
 def _db_url() -> str:
-    from orchestration.definitions import defs
+    from orchestration import settings
 
-    return defs.resources["bosun_db"].resolved_url
+    return settings.database_url()
 
 
 def cmd_metrics(args) -> int:
@@ -21,7 +21,7 @@ def cmd_metrics(args) -> int:
     from prometheus_client import start_http_server
 
     server, _thread = start_http_server(args.port, addr=args.host, registry=registry_for(_db_url()))
-    print(f"bosun metrics on http://{args.host}:{server.server_port}/metrics", flush=True)
+    print(f"bosun metrics on http://{args.host}:{server.server_port}/metrics", file=sys.stderr, flush=True)
     try:
         threading.Event().wait()  # the server thread answers scrapes; stop with SIGTERM or Ctrl-C
     except KeyboardInterrupt:

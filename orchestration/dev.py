@@ -1,12 +1,24 @@
 """`bosun dev`: the local stack that `make run` starts.
 
 Prepares the instance home and the sample data, starts `dagster dev` (webserver + daemon)
-in its own process group, and feeds sample invoices into the inbox at a steady pace so
-that sensor-driven batch runs show up in the UI within a minute.
+in its own process group, and feeds new events into the inbox at a steady pace for as
+long as it runs, so sensor-driven batch runs keep showing up in the UI.
+
+The feed is a living stream: every tick is a new chunk of seeded events dated by the
+clock (the workflow's `live_feed.feed_chunk`), with the sample's shares of edge cases,
+re-deliveries and malformed input. The next chunk number is kept in
+`BOSUN_HOME/live_feed.json` and taken before the chunk is fed, so a second `make run`
+continues the stream with new ids instead of meeting only duplicates.
+
+It also writes `.env` (DAGSTER_HOME=<project>/.dagster_home) beside workspace.yaml unless
+one already names DAGSTER_HOME: Dagster reads that file, so a plain `dagster dev` from the
+project directory then uses the same persistent instance and the project's dagster.yaml.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration import settings
+from orchestration import DAGSTER_WARNINGS_TO_IGNORE, settings
 
 POSTGRES_STORAGE = """
 # Added by `bosun dev` because DAGSTER_PG_URL is set: Dagster storage in Postgres.
@@ -23,18 +35,26 @@ storage:
     postgres_url:
       env: DAGSTER_PG_URL
 """
+FEED_STATE = "live_feed.json"
 
 
 def prepare_dagster_home(project_dir: Path) -> Path:
-    """Project-local DAGSTER_HOME holding the project's dagster.yaml (Postgres if configured)."""
+    """Project-local DAGSTER_HOME reading the project's dagster.yaml (a link to it; a copy
+    with the Postgres storage block when DAGSTER_PG_URL is set), and `.env` pointing plain
+    `dagster dev` at it."""
     home = Path(os.environ.get("DAGSTER_HOME") or project_dir / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    config = (project_dir / "dagster.yaml").read_text()
+    target = home / "dagster.yaml"
+    if target.is_symlink() or target.exists():
+        target.unlink()
     if os.environ.get("DAGSTER_PG_URL"):
         os.environ["DAGSTER_PG_URL"] = settings.normalise_url(os.environ["DAGSTER_PG_URL"])
-        config += POSTGRES_STORAGE
-    (home / "dagster.yaml").write_text(config)
+        target.write_text((project_dir / "dagster.yaml").read_text() + POSTGRES_STORAGE)
+    else:
+        target.symlink_to(project_dir / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
+    if home == (project_dir / ".dagster_home").resolve():  # the project's own instance, not a test's
+        write_dotenv(project_dir, home)
     # Create the instance's tables before webserver and daemon start together: both
     # creating them at once on a fresh SQLite home fails ("table ... already exists").
     import dagster as dg
@@ -44,31 +64,54 @@ def prepare_dagster_home(project_dir: Path) -> Path:
     return home
 
 
-def feed(lines: list[str], per_tick: int, interval: float, stop, seed: int = 7) -> None:
-    from assets.invoices.sample_settlements import simulate_settlements
+def write_dotenv(project_dir: Path, home: Path) -> bool:
+    """Add DAGSTER_HOME to the project's `.env` (Dagster loads it in the directory
+    `dagster dev` runs from) unless the file already sets it. True when written."""
+    path = project_dir / ".env"
+    lines = path.read_text().splitlines() if path.exists() else []
+    if any(line.strip().startswith(("DAGSTER_HOME=", "export DAGSTER_HOME=")) for line in lines):
+        return False
+    lines += ["# Written by `bosun dev`: plain `dagster dev` from here uses this persistent instance.",
+              f"DAGSTER_HOME={home}"]
+    path.write_text("\n".join(lines) + "\n")
+    return True
+
+
+def reserve_chunk(bosun_home: Path) -> int:
+    """The next chunk number of the live stream, saved before the chunk is fed (under a
+    file lock, so two feeders never take the same one): ids never repeat across runs."""
+    bosun_home.mkdir(parents=True, exist_ok=True)
+    with open(bosun_home / FEED_STATE, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        text = fh.read()
+        chunk = int(json.loads(text)["next_chunk"]) if text.strip() else 1
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"next_chunk": chunk + 1}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return chunk
+
+
+def feed(per_tick: int, interval: float, stop, seed: int = 7) -> None:
+    from assets.invoices.live_feed import feed_chunk
     from orchestration.definitions import defs, notification_routings, payload_registry
 
-    inbox = defs.resources["bosun_db"].inbox()
     outbox, workflows = defs.resources["outbox"], sorted(notification_routings)
     sink = defs.resources["outbox_email"]
-    for i in range(0, len(lines), per_tick):
-        if stop():
-            return
-        summary = inbox.ingest(lines[i:i + per_tick], payload_registry)
-        # The sample bank reports what it has settled by now, so the daily
-        # `payments_settled_by_due_date` check has a feed to read.
-        settled = simulate_settlements(defs.resources["erp"], seed)
-        print(f"[feeder] {summary.accepted} accepted, {summary.duplicates} duplicates, "
-              f"{len(summary.rejected)} rejected; bank reports {settled['reports']}", flush=True)
+    while not stop():
+        chunk = reserve_chunk(settings.bosun_home())
+        out = feed_chunk(defs.resources, payload_registry, settings.sample_dir(), chunk, per_tick, seed)
+        print(f"[feeder] chunk {out['chunk']}: {out['accepted']} accepted, {out['duplicates']} duplicates, "
+              f"{out['rejected']} rejected; bank reports {out['bank_reports']}", flush=True)
         # The outbox_relay sensor sends what the batches queued (to the Maildir sink unless
         # BOSUN_SMTP_HOST is set); its passes are outbox_deliveries in the UI.
         where = "SMTP" if sink.host else f"sink {sink.sink_path}"
         print(f"[outbox] messages {outbox.delivery_figures(workflows)} ({where})", flush=True)
-        time.sleep(interval)
-    print("[feeder] sample exhausted; the UI keeps running (Ctrl-C to stop)", flush=True)
-    while not stop():  # the bank keeps settling what the batches paid
-        time.sleep(max(interval, 30.0))
-        simulate_settlements(defs.resources["erp"], seed)
+        deadline = time.monotonic() + interval
+        while time.monotonic() < deadline and not stop():
+            time.sleep(min(0.5, interval))
 
 
 def start_serve(host: str, port: int) -> subprocess.Popen:
@@ -90,25 +133,29 @@ def stop_serve(serve: subprocess.Popen) -> None:
 
 def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, feed_interval: float,
             api_port: int = 8080) -> int:
+    from orchestration.cli_common import fail, progress, step
+
     project_dir = Path.cwd()
     if not (project_dir / "workspace.yaml").exists():
-        print("bosun dev: run it from the project directory (where workspace.yaml is)", file=sys.stderr)
-        return 2
+        return fail("dev: run it from the project directory (where workspace.yaml is)", 2)
     os.environ["BOSUN_HOME"] = str(settings.bosun_home())
-    home = prepare_dagster_home(project_dir)
-    from orchestration.definitions import defs
+    with step("Preparing the Dagster instance"):
+        home = prepare_dagster_home(project_dir)
+    with step("Loading the code location"):
+        from orchestration.definitions import defs
 
     res = defs.resources
-    if not res["local_model"].exists("invoices") or not (settings.sample_dir() / "invoices.jsonl").exists():
+    if not res["local_model"].exists("invoices") or not (settings.sample_dir() / "erp.json").exists():
         from assets.invoices.demo import prepare
 
-        prepare(settings.sample_dir(), invoices, seed, res["erp"], res["local_model"])
-    lines = [ln for ln in (settings.sample_dir() / "invoices.jsonl").read_text().splitlines() if ln.strip()]
+        with progress() as bar:
+            prepare(settings.sample_dir(), invoices, seed, res["erp"], res["local_model"], progress=bar)
     print(f"[bosun] DAGSTER_HOME={home}  BOSUN_HOME={settings.bosun_home()}  UI: http://{host}:{port}", flush=True)
+    env = {**os.environ, "PYTHONWARNINGS": ",".join(f"ignore:{m}" for m in DAGSTER_WARNINGS_TO_IGNORE)}
     # Started from DAGSTER_HOME so dagster does not warn about the project's dagster.yaml,
-    # whose copy in DAGSTER_HOME is the one it reads.
+    # which DAGSTER_HOME links to.
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(project_dir / "workspace.yaml"),
-                             "-h", host, "-p", str(port)], cwd=home, start_new_session=True)
+                             "-h", host, "-p", str(port)], cwd=home, env=env, start_new_session=True)
     serve = start_serve(host, api_port)
     stopping = False
 
@@ -119,7 +166,7 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        feed(lines, feed_per_tick, feed_interval, stop=lambda: stopping or proc.poll() is not None, seed=seed)
+        feed(feed_per_tick, feed_interval, stop=lambda: stopping or proc.poll() is not None, seed=seed)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
@@ -134,3 +181,4 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -10,15 +10,11 @@ Decision records are dicts with `key`, `facts`, `final_decision`, `route` and
 `guardrails` (`blocked_by`, `flagged_by`), as the decision layer writes them.
 """
 
-import warnings
 from typing import Callable, Optional
 
 import dagster as dg
 
 from guardrails.engine import Policy, hard_violations
-
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
 
 
 def activation_counts(decisions: list[dict]) -> dict[str, int]:

@@ -7,7 +7,7 @@ what `bosun demo`, the benchmark and the tests use to run a workflow end to end.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import dagster as dg
 
@@ -32,8 +32,10 @@ class BatchRunReport:
 
 def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.DynamicPartitionsDefinition,
                         event_types: Sequence[str], inbox: Inbox, instance: dg.DagsterInstance,
-                        policy: BatchPolicy, cursor: int = 0) -> BatchRunReport:
-    """Cut every pending event into batches (no waiting) and run one job per batch."""
+                        policy: BatchPolicy, cursor: int = 0,
+                        on_batch: Callable[[str, int], None] | None = None) -> BatchRunReport:
+    """Cut every pending event into batches (no waiting) and run one job per batch;
+    `on_batch(key, events)` after each (a progress bar, say)."""
     job = defs.resolve_job_def(job_name)
     policy = BatchPolicy(max_events=policy.max_events, max_wait_seconds=0, max_batches_per_tick=10_000)
     report = BatchRunReport()
@@ -48,6 +50,9 @@ def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.
             result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
                                             run_config=QUIET)
             (report.batches if result.success else report.failed).append(key)
+            if on_batch:
+                batch = next(b for b in batches if b.key == key)
+                on_batch(key, sum(1 for seq, _ in pending if batch.first <= seq <= batch.last))
             report.check_failures += [f"{key}: {e.check_name}" for e in result.get_asset_check_evaluations()
                                       if not e.passed]
         cursor = batches[-1].last

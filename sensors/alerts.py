@@ -75,13 +75,11 @@ RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILU
 def ended_runs_since(instance: dg.DagsterInstance, cursor: str | None, limit: int = MAX_RUNS_PER_TICK):
     """(storage id, run id) of runs that ended after the cursor, oldest first, and the next
     cursor. The cursor is the storage id of the last run-end event handled."""
-    from dagster._core.event_api import RunStatusChangeRecordsFilter
-
     after = int(cursor) if cursor else None
     found, caps = [], []
     for event_type in RUN_END_EVENTS:
-        flt = (RunStatusChangeRecordsFilter(event_type, after_storage_id=after) if after is not None else
-               RunStatusChangeRecordsFilter(event_type, after_timestamp=time.time() - FIRST_TICK_LOOKBACK_S))
+        flt = (dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after) if after is not None else
+               dg.RunStatusChangeRecordsFilter(event_type, after_timestamp=time.time() - FIRST_TICK_LOOKBACK_S))
         records = instance.fetch_run_status_changes(flt, limit=limit, ascending=True).records
         found += [(r.storage_id, r.run_id) for r in records]
         if len(records) == limit:  # more of this kind wait: go no further than its last one

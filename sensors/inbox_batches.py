@@ -10,14 +10,25 @@ running; at the limit the tick skips and says why. Batch size adapts to the back
 """
 
 
-from typing import Sequence, Union
+import time
+from typing import Callable, Optional, Protocol, Sequence
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition  # noqa: F401
 
 from orchestration.batching import BatchPolicy, adaptive_size, cut_batches
 from orchestration import clock
 from resources.database import BosunDatabase
+
+# A failed bootstrap run is tried again after this long, not on every tick.
+BOOTSTRAP_RETRY_AFTER_S = 300
+
+
+class NamedJob(Protocol):
+    """What the sensor needs of a job: a JobDefinition, or what `define_asset_job` returns."""
+
+    @property
+    def name(self) -> str: ...
+
 
 _IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                 dg.DagsterRunStatus.STARTED]
@@ -27,14 +38,17 @@ def build_inbox_batch_sensor(
     name: str,
     event_types: Sequence[str],
     partitions_def: dg.DynamicPartitionsDefinition,
-    batch_job: Union[dg.JobDefinition, "UnresolvedAssetJobDefinition"],
-    bootstrap_job: Union[dg.JobDefinition, "UnresolvedAssetJobDefinition"],
+    batch_job: NamedJob,
+    bootstrap_job: NamedJob,
     bootstrap_assets: Sequence[dg.AssetsDefinition],
     policy: BatchPolicy,
     minimum_interval_seconds: int = 5,
+    missing_prerequisite: Optional[Callable[[], Optional[str]]] = None,
 ) -> dg.SensorDefinition:
     """`bootstrap_job` materializes `bootstrap_assets` (the context the batches read) when
-    they have never been materialized; batches wait until it has."""
+    they have never been materialized; batches wait until it has. `missing_prerequisite`
+    says what the bootstrap lacks (None when nothing, e.g. no sample data yet): while it
+    answers, the tick skips with that answer instead of launching a run that can only fail."""
     bootstrap_keys = [k for a in bootstrap_assets for k in a.keys]
 
     @dg.sensor(name=name, jobs=[batch_job, bootstrap_job], minimum_interval_seconds=minimum_interval_seconds,
@@ -45,6 +59,9 @@ def build_inbox_batch_sensor(
     def _sensor(context: dg.SensorEvaluationContext, bosun_db: BosunDatabase):
         missing = [k for k in bootstrap_keys if context.instance.get_latest_materialization_event(k) is None]
         if missing:
+            lacking = missing_prerequisite() if missing_prerequisite else None
+            if lacking:
+                return dg.SkipReason(f"not starting {bootstrap_job.name}: {lacking}")
             return _bootstrap(context, bootstrap_job.name, missing)
         cursor = int(context.cursor or 0)
         in_flight = context.instance.get_runs_count(dg.RunsFilter(job_name=batch_job.name, statuses=_IN_PROGRESS))
@@ -82,5 +99,11 @@ def _bootstrap(context: dg.SensorEvaluationContext, job_name: str, missing) -> d
     running = context.instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=_IN_PROGRESS), limit=1)
     if running:
         return dg.SkipReason(f"waiting for {job_name} to materialize {', '.join(k.to_user_string() for k in missing)}")
+    failed = context.instance.get_run_records(filters=dg.RunsFilter(job_name=job_name,
+                                                                    statuses=[dg.DagsterRunStatus.FAILURE]), limit=1)
+    if failed and failed[0].end_time and time.time() - failed[0].end_time < BOOTSTRAP_RETRY_AFTER_S:
+        # One failure, one alert: the next try waits, so a broken bootstrap does not fail every tick.
+        return dg.SkipReason(f"{job_name} run {failed[0].dagster_run.run_id} failed; trying again "
+                             f"{BOOTSTRAP_RETRY_AFTER_S // 60} min after it ended (see that run's logs)")
     # No run_key: a failed bootstrap must be retried on a later tick, not deduplicated away.
     return dg.SensorResult(run_requests=[dg.RunRequest(job_name=job_name, tags={"bosun/bootstrap": "true"})])

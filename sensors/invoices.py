@@ -1,6 +1,8 @@
 """Triggers of the invoice workflow: the inbox sensor and the daily context refresh."""
 
 
+import os
+
 import dagster as dg
 
 from assets import invoices
@@ -14,6 +16,18 @@ from sensors.inbox_batches import build_inbox_batch_sensor
 from orchestration.recovery import SagaRecovery
 from sensors.recovery import build_recovery_sensor
 from sensors.schedules import build_partitioned_schedule
+from resources.knowledge_base import PolicyDocuments
+
+
+def context_inputs_missing() -> str | None:
+    """What the context refresh lacks, or None: it indexes the policy documents, which a fresh
+    clone has none of until `bosun sample-data` (or `make run`) writes the sample."""
+    try:
+        PolicyDocuments(directory=os.environ.get("BOSUN_POLICY_DIR") or None).load()
+    except FileNotFoundError as err:
+        return str(err)
+    return None
+
 
 invoice_inbox_sensor = build_inbox_batch_sensor(
     name="invoice_inbox_sensor",
@@ -23,6 +37,7 @@ invoice_inbox_sensor = build_inbox_batch_sensor(
     bootstrap_job=invoices.invoice_context_refresh_job,
     bootstrap_assets=invoices.context_assets,
     policy=batch_policy,
+    missing_prerequisite=context_inputs_missing,
 )
 
 # A batch run that died, crashed or failed with events still received is run again, at most

@@ -1,8 +1,5 @@
 """Verification of the invoice workflow: asset checks on each batch's outcome."""
 
-
-import warnings
-
 import dagster as dg
 
 from orchestration.audit import check_results_entry
@@ -19,11 +16,6 @@ from assets.invoices.batch_reconciliation import reconcile_batch
 from assets.invoices.data_quality import expectation_checks
 from assets.invoices.decisions import invoice_guardrail_checks
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, dead_letter_policy, invoice_batches
-
-# Partition-aware checks are "preview" in Dagster 1.13; a batch check has to know its
-# batch, so we use them knowingly and keep the warning out of every CLI call.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
 
 
 _SPECS = {

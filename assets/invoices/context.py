@@ -5,7 +5,6 @@ per-batch context each decision is made from."""
 import hashlib
 import json
 import math
-import warnings
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -37,10 +36,6 @@ from assets.invoices.knowledge import (RECALL_AT_5_THRESHOLD, attach_knowledge, 
 from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, registry
 
 CONTEXT_GROUP = "invoice_context"
-# The policy index's data version is the hash of its documents; Output(data_version=...)
-# is "beta" in Dagster 1.13 and we use it knowingly.
-warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
-
 # Master data changes slowly: a day-old snapshot is fine, two days is a problem.
 _daily = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=26))
 

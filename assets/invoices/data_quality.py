@@ -3,7 +3,6 @@ from, and the outcomes of its decisions. The suites are JSON files in `expectati
 the generic runner is `orchestration/expectations.py`."""
 
 
-import warnings
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,9 +18,6 @@ from resources.erp import ERPResource
 from assets.invoices.actions import invoice_actions
 from assets.invoices.context import action_key, invoice_context
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
-
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
 
 SUITES = Path(__file__).parent / "expectations"
 CONTEXT_SUITE = SUITES / "invoice_context.json"

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.inbox import Inbox
+from orchestration.status import inbox_status
 from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 from resources.chat_model import DisabledChatModel
 from resources.erp import ERPResource
@@ -24,11 +25,22 @@ TRAINING_SEED_OFFSET = 1000
 CALIBRATION_SEED_OFFSET = 2000
 
 
-def prepare(directory: Path, n_invoices: int, seed: int, erp: ERPResource, local_model: LocalModel) -> dict:
+class _NoProgress:
+    def stage(self, description: str, total: int | None = None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+def prepare(directory: Path, n_invoices: int, seed: int, erp: ERPResource, local_model: LocalModel,
+            progress=None) -> dict:
     """Write the sample, seed the ERP with it, and train the local model on a held-out
-    sample (another seed, its own scratch ERP) so accuracy is not measured on training data."""
+    sample (another seed, its own scratch ERP) so accuracy is not measured on training data.
+    `progress` (stage/advance, e.g. the CLI's bars) hears of each step."""
+    progress = progress or _NoProgress()
+    progress.stage(f"Writing {n_invoices} sample invoices and seeding the ERP")
     paths = sample_data.write_sample_data(directory, n_invoices=n_invoices, seed=seed)
     seed_erp(erp, directory)
+    progress.stage("Training the local model on a held-out sample")
     training_dir = directory / "training"
     sample_data.write_sample_data(training_dir, n_invoices=2000, seed=seed + TRAINING_SEED_OFFSET)
     scratch = ERPResource(url=f"sqlite:///{training_dir / 'erp.db'}")
@@ -36,6 +48,7 @@ def prepare(directory: Path, n_invoices: int, seed: int, erp: ERPResource, local
     model = train(local_model, scratch, training_dir)
     # The calibrator is fitted on a third sample (stand-in for reviewed outcomes), so it
     # sees neither the training data nor the stream it will be judged on.
+    progress.stage("Fitting the confidence calibrator")
     calibration_dir = directory / "calibration"
     sample_data.write_sample_data(calibration_dir, n_invoices=2000, seed=seed + CALIBRATION_SEED_OFFSET)
     calibrator = fit_calibrator(calibration_dir, local_model, DisabledChatModel())
@@ -60,21 +73,26 @@ def accuracy(inbox: Inbox, labels: dict[str, dict]) -> dict:
             "escalated": sum(1 for _, s, _ in rows if s == "escalated")}
 
 
-def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int) -> dict:
+def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int, progress=None) -> dict:
+    progress = progress or _NoProgress()
     resources = defs.resources
     erp, local_model, db = resources["erp"], resources["local_model"], resources["bosun_db"]
     started = time.perf_counter()
-    prep = prepare(home / "sample", n_events, seed, erp, local_model)
+    prep = prepare(home / "sample", n_events, seed, erp, local_model, progress)
+    progress.stage("Ingesting the sample into the inbox")
     inbox = db.inbox()
     ingest = inbox.ingest(read_events(prep["paths"]["invoices"]), registry).as_dict()
     (home / "dagster").mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.local_temp(tempdir=str(home / "dagster"), overrides=INSTANCE_OVERRIDES) as instance:
+        progress.stage("Refreshing the context (vendors, purchase orders, policy index)")
         dg.materialize(context_assets, instance=instance, resources=resources, run_config=QUIET)
+        progress.stage("Running the batches (context, decision, action, checks)", total=ingest["accepted"])
         report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, inbox,
-                                     instance, batch_policy)
+                                     instance, batch_policy, on_batch=lambda _key, n: progress.advance(n))
+    progress.stage("Verifying the audit chain and settling payments")
     return {"ingest": {k: v for k, v in ingest.items() if k != "rejections"},
             "batches": len(report.batches), "failed_batches": report.failed,
-            "status": inbox.counts(), "audit": db.audit().verify().as_dict(),
+            "status": inbox_status(db.resolved_url).as_dict(), "audit": db.audit().verify().as_dict(),
             "accuracy": accuracy(inbox, sample_data.load_labels(home / "sample")),
             # The seeded bank settles the payments (most on time, some late, failed or returned)
             # and the delayed check judges every due day: what `payment_settlements` reports.

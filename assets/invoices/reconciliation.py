@@ -1,7 +1,6 @@
 """Daily reconciliation: the ledger entries posted on a day against the payments scheduled that day."""
 
 
-import warnings
 from collections import defaultdict
 from decimal import Decimal
 
@@ -9,9 +8,6 @@ import dagster as dg
 import sqlalchemy as sa
 
 from resources.erp import ERPResource, ledger_entries, payments
-
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
 
 # Days in the accounts-payable team's time zone, the one the schedule names.
 reconciliation_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin")

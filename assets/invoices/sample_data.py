@@ -106,6 +106,36 @@ def generate(n_invoices: int = 500, seed: int = 7, start: datetime | None = None
     return SampleData(vendors, pos, policies, _with_redeliveries(rng, events), labels)
 
 
+# A live chunk's share of deliveries that are malformed (refused at the inbox, kept with the reason).
+MALFORMED_SHARE = 0.01
+
+
+def live_chunk(vendors: list[dict], chunk: int, n_invoices: int, seed: int,
+               end: datetime) -> tuple[list[dict], list[dict]]:
+    """Chunk `chunk` of the endless stream `bosun dev` feeds: (events, purchase orders) for
+    n new invoices against the sample's vendors. Ids carry the chunk number (`evt-L000042-...`,
+    `INV-L000042-...`), so no chunk repeats the sample's ids or another chunk's; edge cases
+    and re-deliveries come at the sample's shares, plus a few malformed deliveries; every
+    event occurred before `end` (gaps of at most 240 s, so the chunk starts 240 s × n earlier)."""
+    rng = random.Random(f"{seed}:live:{chunk}")
+    events, pos, _ = _invoice_stream(rng, vendors, n_invoices, end - timedelta(seconds=240 * n_invoices),
+                                     tag=f"L{chunk:06d}-")
+    events = _with_redeliveries(rng, events)
+    return [_malformed(rng, e) if rng.random() < MALFORMED_SHARE else e for e in events], pos
+
+
+def _malformed(rng: random.Random, event: dict) -> dict:
+    bad = copy.deepcopy(event)
+    kind = rng.randrange(3)
+    if kind == 0:
+        bad["payload"]["amount"] = float(bad["payload"]["amount"])  # a float would lose cents: refused
+    elif kind == 1:
+        del bad["schema_version"]
+    else:
+        bad["payload"]["currency"] = bad["payload"]["currency"].lower()
+    return bad
+
+
 # ---- ERP master data ------------------------------------------------------------------
 def _vendors(rng: random.Random, n: int) -> list[dict]:
     # Exact proportions, shuffled, so small samples still have every tier and an inactive vendor.
@@ -140,7 +170,7 @@ def _offset_for(vendor: dict) -> timezone:
 
 
 # ---- the invoice stream ---------------------------------------------------------------
-def _invoice_stream(rng: random.Random, vendors: list[dict], n: int, start: datetime):
+def _invoice_stream(rng: random.Random, vendors: list[dict], n: int, start: datetime, tag: str = ""):
     events, pos, labels = [], [], {}
     offsets = {v["vendor_id"]: _offset_for(v) for v in vendors}
     approved: list[dict] = []  # originals a resubmission may copy: clean, so its label is unambiguous
@@ -156,12 +186,12 @@ def _invoice_stream(rng: random.Random, vendors: list[dict], n: int, start: date
         else:
             n_invoices += 1
             vendor = None if case == "unknown_vendor" else rng.choice(vendors)
-            payload, po = _new_invoice(rng, n_invoices, vendor, case, at)
+            payload, po = _new_invoice(rng, n_invoices, vendor, case, at, tag)
             if po is not None:
                 pos.append(po)
             vendor_active = vendor is not None and vendor["active"]
         tz = offsets.get(payload["vendor_id"]) or timezone(timedelta(hours=rng.choice((-5, 0, 1))))
-        event = {"source": SOURCE, "id": f"evt-{i:07d}", "type": INVOICE_RECEIVED, "schema_version": 1,
+        event = {"source": SOURCE, "id": f"evt-{tag}{i:07d}", "type": INVOICE_RECEIVED, "schema_version": 1,
                  "occurred_at": at.astimezone(tz).isoformat(),
                  "entity_key": f"{payload['vendor_id']}:{payload['invoice_id']}", "payload": payload}
         reason = "inactive_vendor" if case != "unknown_vendor" and not vendor_active else case
@@ -181,7 +211,7 @@ def _draw_case(rng: random.Random) -> str:
     return "ok"
 
 
-def _new_invoice(rng: random.Random, n: int, vendor: dict | None, case: str, at: datetime):
+def _new_invoice(rng: random.Random, n: int, vendor: dict | None, case: str, at: datetime, tag: str = ""):
     issued = at.date() - timedelta(days=rng.randint(0, 12))
     items = _line_items(rng, _target_amount(rng))
     amount = sum((Decimal(li["quantity"]) * Decimal(li["unit_price"]) for li in items), Decimal(0)).quantize(CENT)
@@ -190,10 +220,10 @@ def _new_invoice(rng: random.Random, n: int, vendor: dict | None, case: str, at:
         vendor_id, po_number = f"V9{rng.randrange(1000):03d}", f"PO-9{rng.randrange(10 ** 6):06d}"
         currency = rng.choice(_CURRENCIES)
     else:
-        vendor_id, po_number, currency = vendor["vendor_id"], f"PO-{n:06d}", vendor["currency"]
+        vendor_id, po_number, currency = vendor["vendor_id"], f"PO-{tag}{n:06d}", vendor["currency"]
     if case == "currency_mismatch":
         currency = rng.choice([c for c in _CURRENCIES if c != vendor["currency"]])
-    payload = {"invoice_id": f"INV-{n:07d}", "vendor_id": vendor_id, "po_number": po_number, "amount": str(amount),
+    payload = {"invoice_id": f"INV-{tag}{n:07d}", "vendor_id": vendor_id, "po_number": po_number, "amount": str(amount),
                "currency": currency, "issued_on": issued.isoformat(),
                "due_on": (issued + timedelta(days=rng.choice((14, 30, 45, 60)))).isoformat(),
                "line_items": items, "memo": _memo(rng, case)}

@@ -9,7 +9,6 @@ rematerialising an older day re-reads the feed (a return reported later shows up
 """
 
 
-import warnings
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Optional
@@ -19,9 +18,6 @@ import dagster as dg
 
 from resources.erp import ERPResource
 from orchestration import clock
-
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
 
 TZ = ZoneInfo("Europe/Berlin")
 due_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin")

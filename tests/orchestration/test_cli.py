@@ -14,10 +14,10 @@ import sqlalchemy as sa
 BOSUN = Path(sys.executable).parent / "bosun"
 
 
-def bosun(*args, env_extra=None, check=True):
+def bosun(*args, env_extra=None, check=True, timeout=300):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(env_extra or {})
-    proc = subprocess.run([str(BOSUN), *args], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([str(BOSUN), *args], capture_output=True, text=True, env=env, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -35,16 +35,17 @@ def test_ingest_twice_reports_duplicates_and_status_counts(bosun_home, tmp_path)
     second = json.loads(bosun("ingest", str(paths["invoices"])).stdout)
     assert second["accepted"] == 0 and second["duplicates"] == 50 + first["duplicates"]
     status = json.loads(bosun("status", "--json").stdout)
-    assert status["by_status"] == {"received": 50, "rejected": 1}
-    assert status["received"] == 51
+    assert status["events_by_status"] == {"received": 50, "rejected": 1}
+    assert status["events_total"] == 51 and status["events_waiting"] == 50
+    assert status["duplicate_deliveries"] == 50 + 1  # the refused line came twice too
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """One `bosun demo` for the module: (its home, its summary). Tests that tamper work on a copy."""
-    home = tmp_path_factory.mktemp("demo") / "home"
-    summary = json.loads(bosun("demo", "--events", "300", "--seed", "5", "--home", str(home)).stdout)
-    return home, summary
+    """One `bosun demo` for the module: its stdout (one JSON document), its stderr, its home."""
+    home = tmp_path_factory.mktemp("cli") / "demo"
+    proc = bosun("demo", "--events", "300", "--seed", "5", "--home", str(home), timeout=900)  # 2 shared cores
+    return json.loads(proc.stdout), proc.stderr, home
 
 
 def _copy(home: Path, tmp_path: Path) -> Path:
@@ -54,16 +55,19 @@ def _copy(home: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.clock
 def test_demo_runs_the_whole_path_and_audit_verify_detects_tampering(demo, tmp_path):
-    home, summary = demo
+    summary, stderr, demo_home = demo
+    assert "Running the batches" in stderr and "Loading the code location" in stderr  # progress, on stderr
+    home = tmp_path / "demo"
+    shutil.copytree(demo_home, home)  # tampered with below; the other tests read the original
+
     assert summary["failed_batches"] == [] and summary["audit"]["ok"]
-    assert summary["status"]["received"] == 300
-    assert sum(summary["status"]["by_status"].values()) == 300
+    assert summary["status"]["events_total"] == 300
+    assert sum(summary["status"]["events_by_status"].values()) == 300
     assert summary["accuracy"]["accuracy"] >= 0.95
     settled = summary["settlements"]  # the seeded bank, judged by the delayed check's rules
     assert settled["verdicts"]["settled_on_time"] > settled["payments"] / 2
     assert settled["failing"] == settled["payments"] - settled["verdicts"]["settled_on_time"] > 0
 
-    home = _copy(home, tmp_path)
     env = {"BOSUN_HOME": str(home)}
     assert json.loads(bosun("audit", "verify", env_extra=env).stdout)["ok"] is True
     _every_notice_of_the_demo_leaves_once_over_smtp(env)
@@ -126,7 +130,7 @@ def _rewrite_decision(home: Path, key) -> tuple[int, str]:
 
 
 def test_a_rewrite_without_the_audit_key_fails_verify_naming_the_record(demo, tmp_path):
-    home = _copy(demo[0], tmp_path)
+    home = _copy(demo[2], tmp_path)
     seq, subject = _rewrite_decision(home, key=None)
     broken = bosun("audit", "verify", env_extra={"BOSUN_HOME": str(home)}, check=False)
     out = json.loads(broken.stdout)
@@ -137,12 +141,12 @@ def test_a_rewrite_without_the_audit_key_fails_verify_naming_the_record(demo, tm
 def test_a_rewrite_with_the_audit_key_disagrees_with_the_published_anchors(demo, tmp_path):
     from orchestration.audit_key import key_from_secret
 
-    home = _copy(demo[0], tmp_path)
+    home = _copy(demo[2], tmp_path)
     key = key_from_secret((home / "audit.key").read_text().strip(), "test")
     seq, _ = _rewrite_decision(home, key)
     env = {"BOSUN_HOME": str(home)}
     alone = bosun("audit", "verify", env_extra=env)  # the chain alone cannot tell: the key re-hashed it
-    assert "no anchors found" in alone.stderr
+    assert "no anchors found" in json.loads(alone.stdout)["anchors"]["note"]
     broken = bosun("audit", "verify", env_extra={**env, "DAGSTER_HOME": str(home / "dagster")}, check=False)
     anchors = json.loads(broken.stdout)["anchors"]
     assert broken.returncode == 1 and anchors["ok"] is False and anchors["first_bad_seq"] >= seq
@@ -167,7 +171,7 @@ def test_no_personal_data_is_left_outside_bosuns_database(demo):
     fall back to), never in DAGSTER_HOME (no pickled step outputs, event logs, compute logs)
     or anywhere else under BOSUN_HOME. The sample directory is the input (the source systems'
     export), not something Bosun left behind."""
-    home, _ = demo
+    _, _, home = demo
     needles = _sample_personal_data(home / "sample")
     assert len(needles) > 20 and any("@" in n for n in needles)
     pattern = re.compile(b"|".join(re.escape(n.encode()) for n in sorted(needles)))
@@ -183,3 +187,98 @@ def test_no_personal_data_is_left_outside_bosuns_database(demo):
     assert scanned > 5 and any(home / "dagster" in p.parents for p in home.rglob("*"))
     assert set(found) - on_purpose == set(), {str(p): sorted(h)[:3] for p, h in found.items() if p not in on_purpose}
     assert home / "bosun.db" in found or home / "bosun.db-wal" in found  # the scan does find what is there
+
+
+# Commands that read Bosun's tables only, run as the user runs them: (argv, exit code, stdout is JSON).
+# The event and review ids are the demo's (seed 5): evt-0000001 is its first event.
+LIGHT_COMMANDS = [
+    (["status", "--json"], 0, True),
+    (["dlq", "list"], 0, True),
+    (["dlq", "retry"], 2, False),
+    (["dlq", "drop", "999", "--reason", "x"], 1, True),
+    (["audit", "verify"], 0, True),
+    (["audit", "search", "--json", "--limit", "3"], 0, True),
+    (["audit", "show", "evt-0000001", "--json"], 0, True),
+    (["audit", "show", "no-such-event", "--json"], 1, False),
+    (["explain", "evt-0000001", "--json"], 0, True),
+    (["explain", "no-such-event", "--json"], 1, False),
+    (["apikey", "create", "--name", "ci", "--scopes", "events:write"], 0, True),
+    (["apikey", "create", "--name", "ci", "--scopes", "no-such-scope"], 2, False),
+    (["apikey", "list"], 0, True),
+    (["apikey", "revoke", "no-such-key"], 1, True),
+]
+
+
+@pytest.mark.parametrize("argv,code,emits_json", LIGHT_COMMANDS, ids=[" ".join(c[0][:2]) for c in LIGHT_COMMANDS])
+def test_every_light_command_keeps_stdout_json_and_errors_on_stderr(demo, tmp_path, argv, code, emits_json):
+    _, _, demo_home = demo
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home)
+    proc = bosun(*argv, env_extra={"BOSUN_HOME": str(home)}, check=False)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    if emits_json:
+        json.loads(proc.stdout)  # valid JSON, nothing after it
+    else:
+        assert proc.stdout == ""
+    if code:
+        assert proc.stderr.startswith("bosun") and "Traceback" not in proc.stderr
+    else:
+        assert proc.stderr == ""
+
+
+def test_status_and_version_need_no_code_location(bosun_home):
+    # The import check `bosun status` is fast because of: neither Dagster nor scikit-learn is loaded.
+    probe = ("import sys; from orchestration.cli import main; code = main(['status', '--json']); "
+             "sys.stderr.write(','.join(m for m in ('dagster', 'sklearn', 'pandas') if m in sys.modules)); "
+             "sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["events_total"] == 0
+    version = bosun("--version")
+    assert version.stdout.startswith("bosun ") and version.stdout.split()[1][0].isdigit()
+
+
+def _in_process(capsys, *argv) -> tuple[int, str, str]:
+    from orchestration.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_code_location_command_keeps_stdout_json_and_errors_on_stderr(demo, tmp_path, monkeypatch, capsys):
+    """The commands that load the code location, in this process (it is loaded once): each
+    answer is one JSON document on stdout; progress and errors are on stderr."""
+    _, _, demo_home = demo
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home)
+    monkeypatch.setenv("BOSUN_HOME", str(home))
+    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_OUTBOX_DATABASE_URL", "BOSUN_MODEL_DIR",
+                "BOSUN_SAMPLE_DIR", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BOSUN_SAMPLE_DIR", str(home / "sample"))
+
+    code, out, err = _in_process(capsys, "review", "list", "--json")
+    items = json.loads(out)
+    assert code == 0 and items, err
+    item = items[0]
+    ok = [("review", "show", str(item["id"])),
+          ("review", "approve", str(item["id"]), "--by", "ci"),
+          ("review", "correct", item["event"], "--label", "hold", "--by", "ci"),
+          ("saga", "recover"),
+          ("replay", "--since", "30d", "--limit", "20", "--json")]
+    for argv in ok:
+        code, out, err = _in_process(capsys, *argv)
+        assert code == 0, (argv, err[-2000:])
+        json.loads(out)
+    events = tmp_path / "events.jsonl"
+    events.write_text((home / "sample" / "invoices.jsonl").read_text().splitlines()[0] + "\n")
+    code, out, err = _in_process(capsys, "ingest", str(events))
+    assert code == 0 and json.loads(out)["duplicates"] == 1 and "Ingesting events.jsonl" in err
+    refused = [(("review", "approve", str(item["id"]), "--by", "ci"), 3),  # already decided
+               (("review", "show", "999999"), 2),
+               (("ingest", str(tmp_path / "missing.jsonl")), 2)]
+    for argv, expected in refused:
+        code, out, err = _in_process(capsys, *argv)
+        assert (code, out) == (expected, ""), (argv, out, err)
+        assert "bosun" in err

@@ -68,7 +68,7 @@ def test_list_show_approve_once(queue, capsys):
     assert [(it["id"], it["answer"]["by"]) for it in json.loads(out)] == [(hold, "alice")]
     code, out, _ = _run(capsys, "status", "--json")
     status = json.loads(out)
-    assert status["review_queue_pending"] == 1 and status["by_status"] == {"done": 2, "escalated": 1}
+    assert status["review_items_pending"] == 1 and status["events_by_status"] == {"done": 2, "escalated": 1}
     assert queue.inbox().lookup(["portal:p-1"])["portal:p-1"]["outcome"]["reviewed_by"] == "alice"
     assert [(f["kind"], f["label"], f["reviewer"]) for f in queue.feedback().list("invoices")] == [
         ("approve", "hold", "alice")]

@@ -115,3 +115,57 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+SENSOR_TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "bosun", repositoryName: "__repository__",
+  sensorName: "invoice_inbox_sensor"}) { ... on Sensor { sensorState { ticks(limit: 5) { status skipReason } } } } }"""
+ALL_RUNS = """{ runsOrError(limit: 50) { ... on Runs { results { runId jobName status } } } }"""
+QUEUE = "{ instance { runQueueConfig { maxConcurrentRuns } } }"
+NOT_A_CLONE = shutil.ignore_patterns(".git", ".venv", ".bosun", ".dagster_home", ".tmp_dagster_home_*", ".env",
+                                     "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "tests",
+                                     "benchmarks")
+
+
+@pytest.mark.slow
+def test_plain_dagster_dev_in_a_fresh_clone_without_sample_data_launches_no_failing_run(tmp_path):
+    """What a Dagster user types first: `dagster dev` in the project root, no sample data, no
+    DAGSTER_HOME. The repository's dagster.yaml applies, and the inbox sensor says what to run
+    instead of launching a context refresh that can only fail."""
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO, clone, ignore=NOT_A_CLONE)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
+    log = open(tmp_path / "dagster-dev.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _server_up(port):
+            assert proc.poll() is None, "dagster dev exited early:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "webserver did not answer within 180 s"
+            time.sleep(1)
+        assert _graphql(port, QUEUE)["instance"]["runQueueConfig"]["maxConcurrentRuns"] == 3  # our dagster.yaml
+        # Watch for 75 s after the sensor's first tick: long enough for the old behaviour to
+        # launch (and fail) a context refresh twice.
+        first_tick, reasons, failed = None, set(), []
+        while first_tick is None or time.monotonic() - first_tick < 75:
+            assert time.monotonic() < deadline + 150, "the inbox sensor never ticked"
+            time.sleep(3)
+            ticks = _graphql(port, SENSOR_TICKS)["sensorOrError"]["sensorState"]["ticks"]
+            reasons |= {t["skipReason"] for t in ticks if t["skipReason"]}
+            if ticks and first_tick is None:
+                first_tick = time.monotonic()
+            runs = _graphql(port, ALL_RUNS)["runsOrError"]["results"]
+            failed = [r for r in runs if r["status"] == "FAILURE"]
+            assert not failed, f"failing runs: {failed}"
+        assert runs == [], f"runs were launched: {runs}"
+        assert any("bosun sample-data" in r for r in reasons), reasons
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()

@@ -27,14 +27,44 @@ def _materialize_context(instance, defs):
             instance.report_runless_asset_event(dg.AssetMaterialization(key))
 
 
+def _write_policy_documents(bosun_home):
+    policies = bosun_home / "sample" / "policies"
+    policies.mkdir(parents=True)
+    (policies / "payments.md").write_text("# Payments\n\nInvoices above the limit need approval.\n")
+
+
 def test_first_tick_bootstraps_the_context_assets(bosun_home, tmp_path):
     from orchestration.definitions import build_definitions
 
+    _write_policy_documents(bosun_home)
     defs = build_definitions()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         data = _tick(instance, defs)
         assert [r.job_name for r in data.run_requests] == ["invoice_context_refresh_job"]
         assert data.cursor is None
+
+
+def test_without_sample_data_the_sensor_says_what_to_run_instead_of_bootstrapping(bosun_home, tmp_path):
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        data = _tick(instance, defs)
+        assert data.run_requests == []
+        assert "invoice_context_refresh_job" in data.skip_message and "bosun sample-data" in data.skip_message
+
+
+def test_a_failed_bootstrap_is_not_retried_on_every_tick(bosun_home, tmp_path):
+    from orchestration.definitions import build_definitions
+
+    _write_policy_documents(bosun_home)
+    defs = build_definitions()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = instance.create_run_for_job(job_def=defs.resolve_job_def("invoice_context_refresh_job"),
+                                          status=dg.DagsterRunStatus.STARTED)
+        instance.report_run_failed(run)
+        data = _tick(instance, defs)
+        assert data.run_requests == [] and f"run {run.run_id} failed" in data.skip_message
 
 
 def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_home, tmp_path, monkeypatch):
