@@ -66,8 +66,8 @@ def test_metrics_endpoints_agree_with_bosun_status_after_a_demo(tmp_path, bosun_
         assert _one(samples, "bosun_dead_letters_open") == status["dead_letters_open"] == 0
         # What the batch runs recorded adds up to the inbox's terminal states.
         for state in ("done", "escalated"):
-            assert _one(samples, "bosun_outcomes_total", workflow="invoices", status=state) == status["by_status"][state]
-        decided = status["by_status"]["done"] + status["by_status"]["escalated"]
+            assert _one(samples, "bosun_outcomes_total", workflow="invoices", status=state) == status["events_by_status"][state]
+        decided = status["events_by_status"]["done"] + status["events_by_status"]["escalated"]
         assert sum(v for k, v in samples.items() if k[0] == "bosun_decisions_total") == decided
         assert _one(samples, "bosun_decision_confidence_count", workflow="invoices") == decided
         assert _one(samples, "bosun_decision_confidence_bucket", workflow="invoices", le="+Inf") == decided
