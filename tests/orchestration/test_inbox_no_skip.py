@@ -169,21 +169,24 @@ def race(world: ToyWorld, writers: int, events: int, per_call: int = 20) -> int:
     runner.start()
     for t in threads:
         t.start()
-    cuts_while_writing = 0
+    cuts_while_writing, keys = 0, []
     deadline = time.monotonic() + 600
     try:
         while True:
             assert not errors, errors
             assert time.monotonic() < deadline, f"inbox not drained: {world.states()}"
-            if not requested.empty():
+            if not_created := [k for k in keys if not world.instance.get_runs_count(
+                    dg.RunsFilter(tags={"dagster/partition": k}))]:
                 # The daemon creates a requested run (QUEUED) within its tick, and the sensor
-                # counts it; here a run exists once the runner takes its key, so wait for that.
-                time.sleep(0.01)
+                # sees it; here a run exists once the runner starts it, so wait for that.
+                keys = not_created
+                time.sleep(0.02)
                 continue
             writing = any(t.is_alive() for t in threads)
             data = world.tick()
             if data.run_requests:
-                for key in world.take(data):
+                keys = world.take(data)
+                for key in keys:
                     requested.put(key)
                 cuts_while_writing += writing
             elif not writing and requested.unfinished_tasks == 0 and not world.states().get("received", 0):
