@@ -32,12 +32,13 @@ import time
 import uuid
 from collections import Counter
 
-import dagster as dg
 import pydantic
 import sqlalchemy as sa
 
 PING = "bench.ping"
 processed: list[str] = []
+# Dagster is imported inside the functions that use it: the writer processes (spawned, so they
+# re-import this module) then start in a fraction of the time.
 
 
 class Ping(pydantic.BaseModel):
@@ -45,6 +46,8 @@ class Ping(pydantic.BaseModel):
 
 
 def _workflow(url: str):
+    import dagster as dg
+
     from orchestration.batching import BatchPolicy
     from orchestration.envelope import PayloadRegistry
     from resources.database import BosunDatabase
@@ -181,7 +184,9 @@ def cursor_reader(url: str, args, fenced: bool) -> dict:
             "events_skipped": len({s for s in all_seqs if s <= cursor} - seen)}
 
 
-def sensor_and_runs(url: str, args, instance: dg.DagsterInstance) -> dict:
+def sensor_and_runs(url: str, args, instance) -> dict:
+    import dagster as dg
+
     from orchestration.inbox import Inbox
     from orchestration.runner import run_batches
 
@@ -250,6 +255,8 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001
         print(json.dumps({"postgres": f"skipped: {type(exc).__name__}: {str(exc).splitlines()[0]}"}))
         return
+
+    import dagster as dg
 
     from orchestration.db import dispose
     from orchestration.runner import INSTANCE_OVERRIDES
