@@ -34,11 +34,18 @@ inbox = sa.Table(
     sa.Column("status", sa.String(20), nullable=False, index=True),
     sa.Column("reason", sa.Text),
     sa.Column("outcome", sa.JSON),
+    # The batch that claimed the event (its run stamps it before reading, Inbox.claim_batch):
+    # one batch per event, however batches overlap (a sweep, a backfill, a recovery).
     sa.Column("batch_id", sa.String(64), index=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("duplicate_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", UtcDateTime),
     sa.Index("ix_bosun_inbox_type_seq", "type", "seq"),
+    # Events no batch has claimed yet: the backlog past the cursor, batches still queued, and
+    # stragglers below the cursor for the sweeper. Small whatever the inbox's history.
+    sa.Index("ix_bosun_inbox_unclaimed", "seq",
+             postgresql_where=sa.text("status = 'received' AND batch_id IS NULL"),
+             sqlite_where=sa.text("status = 'received' AND batch_id IS NULL")),
 )
 
 # One row per event that failed processing after its retry budget, keyed by the event's

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from orchestration.db import dead_letters, dialect_insert, engine_for, inbox
+from orchestration.inbox_fence import hold_for_insert
 from orchestration import clock
 
 RETRY_MARK = "#retry"
@@ -112,6 +113,7 @@ class DeadLetters:
                                 | {"idempotency_key": new_key, "received_at": now, "status": "received",
                                    "reason": f"retry {d['retries'] + 1} of dead letter {d['id']}"})
                 moves.append({"id": d["id"], "old": d["current_key"], "new": new_key})
+            hold_for_insert(conn)  # the new rows must not be skipped by a batch cursor (inbox_fence.py)
             conn.execute(inbox.insert(), new_rows)
             conn.execute(inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
                          .values(status="retried", reason=sa.bindparam("r"), updated_at=now),

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 
+from orchestration.batching import BatchRange
 from orchestration.db import engine_for, inbox, insert_ignoring_duplicates
 from orchestration.dead_letters import DeadLetters
 from orchestration.envelope import EventEnvelope, PayloadRegistry, RejectedInput, parse_envelope, raw_fingerprint
+from orchestration.inbox_fence import committed_watermark, hold_for_insert
 from orchestration import clock
 
 RECEIVED = "received"
@@ -95,11 +98,19 @@ class Inbox:
             return set()
         stmt = insert_ignoring_duplicates(self.engine, inbox, ["idempotency_key"]).returning(inbox.c.idempotency_key)
         inserted: set[str] = set()
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             for chunk_start in range(0, len(rows), 5000):
                 chunk = rows[chunk_start:chunk_start + 5000]
                 inserted.update(conn.execute(stmt, chunk).scalars())
         return inserted
+
+    @contextmanager
+    def writing(self) -> Iterator[sa.Connection]:
+        """The transaction every insert into the inbox runs in: it holds the commit fence
+        (inbox_fence.py), so no batch cursor moves past an event until it is committed."""
+        with self.engine.begin() as conn:
+            hold_for_insert(conn)
+            yield conn
 
     def _count_duplicates(self, repeated: Counter) -> None:
         stmt = (inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
@@ -139,10 +150,15 @@ class Inbox:
 
     # ---- read side ----------------------------------------------------------------
     def pending_after(self, cursor: int, types: list[str], limit: int) -> list[tuple[int, datetime]]:
-        """(seq, received_at) of events past the cursor, in order, at most `limit`."""
+        """(seq, received_at) of events past the cursor, in order, at most `limit`; only up to
+        the commit fence's watermark, so a cursor moved to any of them skips no event a writer
+        has yet to commit. Raises `WritersInFlight` when the fence cannot be crossed in time."""
         q = (sa.select(inbox.c.seq, inbox.c.received_at)
              .where(inbox.c.seq > cursor, inbox.c.type.in_(types), inbox.c.status != "rejected")
              .order_by(inbox.c.seq).limit(limit))
+        watermark = committed_watermark(self.engine)
+        if watermark is not None:
+            q = q.where(inbox.c.seq <= watermark)
         with self.engine.connect() as conn:
             return [(int(s), _aware(r)) for s, r in conn.execute(q)]
 
@@ -152,6 +168,52 @@ class Inbox:
                                               inbox.c.status != "rejected").limit(cap).subquery())
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+
+    def unbatched_below(self, cursor: int, types: list[str], received_before: datetime, limit: int) -> list[int]:
+        """Stragglers: `received` events at or below the cursor that no batch has claimed,
+        received before `received_before`, in seq order, at most `limit` (ix_bosun_inbox_unclaimed
+        keeps this cheap)."""
+        q = (sa.select(inbox.c.seq)
+             .where(inbox.c.status == RECEIVED, inbox.c.batch_id.is_(None), inbox.c.seq <= cursor,
+                    inbox.c.type.in_(types), inbox.c.received_at < received_before)
+             .order_by(inbox.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            return [int(s) for s in conn.execute(q).scalars()]
+
+    def claim_batch(self, batch_key: str, types: list[str]) -> list[InboxEvent]:
+        """A batch run's events: it first stamps its key on the unclaimed `received` events of
+        its range, then reads the `received` events stamped with it (a re-run reads its own
+        again). One statement claims, so two batches whose ranges overlap never share an event;
+        on Postgres rows another transaction holds are skipped, not waited for (no deadlock
+        with a concurrent claim or a duplicate count); one skipped so stays unclaimed and
+        the sweeper re-batches it."""
+        batch = BatchRange.parse(batch_key)
+        in_range = (inbox.c.seq.between(batch.first, batch.last), inbox.c.type.in_(types),
+                    inbox.c.status == RECEIVED)
+        free = sa.select(inbox.c.seq).where(*in_range, inbox.c.batch_id.is_(None)).with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            conn.execute(inbox.update().where(inbox.c.seq.in_(free)).values(batch_id=batch_key))
+            rows = conn.execute(sa.select(inbox).where(*in_range, inbox.c.batch_id == batch_key)
+                                .order_by(inbox.c.seq)).mappings()
+            return [_to_event(r) for r in rows]
+
+    def batch_records(self, batch_key: str, types: list[str]) -> list[dict]:
+        """Every event the batch claimed, whatever its state now: key, status, reason, outcome, payload."""
+        first, last = _range(batch_key)
+        q = (sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.reason, inbox.c.outcome, inbox.c.payload)
+             .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key)
+             .order_by(inbox.c.seq))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def batch_states(self, batch_key: str, types: list[str]) -> Counter:
+        """Events per state among those the batch claimed."""
+        first, last = _range(batch_key)
+        q = (sa.select(inbox.c.status, sa.func.count())
+             .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key)
+             .group_by(inbox.c.status))
+        with self.engine.connect() as conn:
+            return Counter({s: int(n) for s, n in conn.execute(q)})
 
     def events_between(self, first: int, last: int, types: list[str], statuses=(RECEIVED,)) -> list[InboxEvent]:
         q = (sa.select(inbox).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types),
@@ -209,6 +271,11 @@ class Inbox:
              .where(inbox.c.status.in_(("rejected", "dead_lettered"))).order_by(inbox.c.seq).limit(limit))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def _range(batch_key: str) -> tuple[int, int]:
+    batch = BatchRange.parse(batch_key)
+    return batch.first, batch.last
 
 
 def _aware(dt: datetime) -> datetime:

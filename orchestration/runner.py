@@ -6,12 +6,12 @@ what `bosun demo`, the benchmark and the tests use to run a workflow end to end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import dagster as dg
 
-from orchestration.batching import BatchPolicy, cut_batches
+from orchestration.batching import BatchPolicy, BatchRange, plan_batches
 from orchestration.inbox import Inbox
 from orchestration import clock
 
@@ -34,25 +34,40 @@ def run_pending_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.
                         event_types: Sequence[str], inbox: Inbox, instance: dg.DagsterInstance,
                         policy: BatchPolicy, cursor: int = 0,
                         on_batch: Callable[[str, int], None] | None = None) -> BatchRunReport:
-    """Cut every pending event into batches (no waiting) and run one job per batch;
+    """Cut every pending event into batches (no waiting) and run one job per batch, as the
+    sensor plans them (`plan_batches`): stragglers below the cursor are swept at once, since
+    no run of this loop is in flight; each sweep range is tried once per call.
     `on_batch(key, events)` after each (a progress bar, say)."""
-    job = defs.resolve_job_def(job_name)
-    policy = BatchPolicy(max_events=policy.max_events, max_wait_seconds=0, max_batches_per_tick=10_000)
+    policy = replace(policy, max_wait_seconds=0, max_batches_per_tick=10_000, sweep_after_seconds=0)
     report = BatchRunReport()
+    swept: list[BatchRange] = []
     while True:
-        pending = inbox.pending_after(cursor, list(event_types), policy.max_events * 50)
-        batches = cut_batches(pending, policy, clock.now())
-        if not batches:
+        plan = plan_batches(inbox, cursor, event_types, policy, clock.now(), slots=50, busy=lambda: swept,
+                            size=policy.max_events)
+        if not plan.batches and not plan.sweeps:
             return report
-        keys = [b.key for b in batches]
-        instance.add_dynamic_partitions(partitions_def.name, keys)
-        for key in keys:
-            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                            run_config=QUIET)
-            (report.batches if result.success else report.failed).append(key)
-            if on_batch:
-                batch = next(b for b in batches if b.key == key)
-                on_batch(key, sum(1 for seq, _ in pending if batch.first <= seq <= batch.last))
-            report.check_failures += [f"{key}: {e.check_name}" for e in result.get_asset_check_evaluations()
-                                      if not e.passed]
-        cursor = batches[-1].last
+        swept += plan.sweeps
+        done = None if on_batch is None else (
+            lambda key: on_batch(key, sum(inbox.batch_states(key, list(event_types)).values())))
+        run_batches(defs, job_name, partitions_def, [b.key for b in plan.sweeps + plan.batches], instance, report,
+                    done)
+        cursor = plan.cursor
+
+
+def run_batches(defs: dg.Definitions, job_name: str, partitions_def: dg.DynamicPartitionsDefinition,
+                keys: Sequence[str], instance: dg.DagsterInstance, report: BatchRunReport | None = None,
+                on_batch: Callable[[str], None] | None = None) -> BatchRunReport:
+    """One in-process run per batch key, in order, each its partition (added if new);
+    `on_batch(key)` after each."""
+    report = report if report is not None else BatchRunReport()
+    job = defs.resolve_job_def(job_name)
+    instance.add_dynamic_partitions(partitions_def.name, list(keys))
+    for key in keys:
+        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                        run_config=QUIET)
+        (report.batches if result.success else report.failed).append(key)
+        if on_batch:
+            on_batch(key)
+        report.check_failures += [f"{key}: {e.check_name}" for e in result.get_asset_check_evaluations()
+                                  if not e.passed]
+    return report

@@ -4,6 +4,13 @@ Generic over workflows: a workflow hands over its event types, partitions and jo
 cursor is the last sequence number already batched, so a tick reads one bounded page and
 a restart resumes where it stopped; run_key = batch key makes a repeated request a no-op.
 
+No event is skipped: the tick reads only up to the inbox's commit watermark (on Postgres a
+writer may hold a lower seq uncommitted while a higher one commits; orchestration/inbox_fence.py),
+and a run claims its events when it starts (`Inbox.claim_batch`). A straggler, a `received`
+event below the cursor that no batch claimed `sweep_after_seconds` after it arrived (written
+around the fence, or skipped by a claim because another transaction held its row), is swept
+into a batch of its own, outside the ranges of batch runs queued, running or just ended.
+
 Backpressure: never more than `policy.max_in_flight` batch runs queued, starting or
 running; at the limit the tick skips and says why. Batch size adapts to the backlog
 (`adaptive_size`), so a quiet inbox gets small, fast batches and a burst large ones.
@@ -11,11 +18,13 @@ running; at the limit the tick skips and says why. Batch size adapts to the back
 
 
 import time
+from datetime import datetime, timedelta
 from typing import Callable, Optional, Protocol, Sequence
 
 import dagster as dg
 
-from orchestration.batching import BatchPolicy, adaptive_size, cut_batches
+from orchestration.batching import BatchPolicy, BatchRange, plan_batches
+from orchestration.inbox_fence import WritersInFlight
 from orchestration import clock
 from resources.database import BosunDatabase
 
@@ -69,30 +78,47 @@ def build_inbox_batch_sensor(
         if slots <= 0:
             return dg.SkipReason(f"backpressure: {in_flight} {batch_job.name} run(s) queued or running "
                                  f"(limit {policy.max_in_flight}); events past seq {cursor} wait")
-        inbox = bosun_db.inbox()
-        backlog = inbox.backlog_after(cursor, list(event_types), policy.max_events * policy.max_in_flight)
-        size = adaptive_size(backlog, policy)
-        pending = inbox.pending_after(cursor, list(event_types), size * slots)
-        batches = cut_batches(pending, policy, clock.now(), size=size, limit=slots)
-        if not batches:
-            return dg.SkipReason(f"{len(pending)} event(s) waiting past seq {cursor}; a batch is cut at "
-                                 f"{size} events or after {policy.max_wait_seconds:g} s")
-        keys = [b.key for b in batches]
+        now = clock.now()
+        try:
+            plan = plan_batches(bosun_db.inbox(), cursor, event_types, policy, now, slots,
+                                busy=lambda: _busy_ranges(context.instance, batch_job.name, policy, now))
+        except WritersInFlight as exc:
+            return dg.SkipReason(str(exc))
+        if not plan.batches and not plan.sweeps:
+            return dg.SkipReason(f"{len(plan.pending)} event(s) waiting past seq {cursor}; a batch is cut at "
+                                 f"{plan.size} events or after {policy.max_wait_seconds:g} s")
+        tags = {"bosun/batch_size_target": str(plan.size), "bosun/backlog": str(plan.backlog)}
+        requests = [dg.RunRequest(run_key=b.key, partition_key=b.key, job_name=batch_job.name,
+                                  tags={"bosun/batch_events": str(plan.events_in(b)), **tags})
+                    for b in plan.batches]
+        # No run_key for a sweep: its range may be one a run already had (whose claim missed the
+        # straggler). A repeat is held off by `_busy_ranges` instead, and claims make it harmless.
+        requests += [dg.RunRequest(partition_key=b.key, job_name=batch_job.name,
+                                   tags={"bosun/batch_events": str(plan.events_in(b)), "bosun/sweep": "true", **tags})
+                     for b in plan.sweeps]
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=k, partition_key=k, job_name=batch_job.name,
-                                        tags={"bosun/batch_events": str(_count(pending, b)),
-                                              "bosun/batch_size_target": str(size),
-                                              "bosun/backlog": str(backlog)})
-                          for k, b in zip(keys, batches)],
-            dynamic_partitions_requests=[partitions_def.build_add_request(keys)],
-            cursor=str(batches[-1].last),
+            run_requests=requests,
+            dynamic_partitions_requests=[partitions_def.build_add_request([r.partition_key for r in requests])],
+            cursor=str(plan.cursor),
         )
 
     return _sensor
 
 
-def _count(pending, batch) -> int:
-    return sum(1 for seq, _ in pending if batch.first <= seq <= batch.last)
+def _busy_ranges(instance: dg.DagsterInstance, job_name: str, policy: BatchPolicy,
+                 now: datetime) -> list[BatchRange]:
+    """Ranges of the batch job's runs queued or running, or created within `sweep_after_seconds`
+    (whatever their end): their claims are due, or their stragglers get a moment first."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=_IN_PROGRESS))
+    runs += instance.get_runs(filters=dg.RunsFilter(
+        job_name=job_name, created_after=now - timedelta(seconds=policy.sweep_after_seconds)))
+    ranges = []
+    for run in runs:
+        try:
+            ranges.append(BatchRange.parse(run.tags.get("dagster/partition", "")))
+        except ValueError:
+            continue
+    return ranges
 
 
 def _bootstrap(context: dg.SensorEvaluationContext, job_name: str, missing) -> dg.SensorResult | dg.SkipReason:

@@ -59,7 +59,7 @@ def notice_effects(outbox: NotificationOutbox, keys: list[str]) -> list[dict]:
 
 def reconcile_batch(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource,
                     outbox: NotificationOutbox) -> Reconciliation:
-    rows = bosun_db.inbox().records_between(batch.first, batch.last, EVENT_TYPES)
+    rows = bosun_db.inbox().batch_records(batch.key, EVENT_TYPES)
     events = [event_record(r) for r in rows]
     log = SagaLog(bosun_db.resolved_url)
     sagas = log.load([e.key for e in events])

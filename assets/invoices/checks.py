@@ -59,7 +59,7 @@ def invoice_outcome_checks(context: dg.AssetCheckExecutionContext, bosun_db: Bos
 
 
 def every_event_reached_a_terminal_state(batch: BatchRange, bosun_db: BosunDatabase) -> dg.AssetCheckResult:
-    states = bosun_db.inbox().states_between(batch.first, batch.last, EVENT_TYPES)
+    states = bosun_db.inbox().batch_states(batch.key, EVENT_TYPES)
     stuck = {s: n for s, n in states.items() if s not in TERMINAL_STATES}
     return dg.AssetCheckResult(asset_key=invoice_actions.key, check_name="every_event_reached_a_terminal_state",
                                passed=not stuck, metadata={

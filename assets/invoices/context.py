@@ -12,7 +12,6 @@ import dagster as dg
 import pandas as pd
 
 from guardrails.untrusted import guard_payload
-from orchestration.batching import BatchRange
 from orchestration.conflicts import quality_factor as _conflict_factor
 from orchestration.freshness import window_of_asset
 from orchestration.delivery import triage
@@ -108,9 +107,9 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
     """For each invoice in the batch: vendor, PO, prior payments, its guarded free text, the policy
     passages its questions need, the facts the guardrails and the model read, and the
     document assembled within the token budget, with every source's state and age."""
-    batch = BatchRange.parse(context.partition_key)
     inbox = bosun_db.inbox()
-    events = inbox.events_between(batch.first, batch.last, EVENT_TYPES)
+    # The batch claims its events first: an overlapping batch (a sweep, a backfill) never gets them too.
+    events = inbox.claim_batch(context.partition_key, EVENT_TYPES)
     # Content twins, debounced updates and stale events leave here, recorded; the rest go on.
     triaged = triage(inbox, events, delivery_policies, lock_name=WORKFLOW, batch_id=context.partition_key)
     events = triaged.kept

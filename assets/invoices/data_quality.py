@@ -10,7 +10,6 @@ import dagster as dg
 import pandas as pd
 
 from orchestration import expectations
-from orchestration.batching import BatchRange
 from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
@@ -91,8 +90,7 @@ def context_meets_expectations(invoice_context: list[dict]) -> dg.AssetCheckResu
                             "invoice_outcomes expectation suite (Great Expectations).")
 def outcomes_meet_expectations(context: dg.AssetCheckExecutionContext, invoice_decisions: list[dict],
                                bosun_db: BosunDatabase, erp: ERPResource) -> dg.AssetCheckResult:
-    batch = BatchRange.parse(context.partition_key)
-    rows = bosun_db.inbox().records_between(batch.first, batch.last, EVENT_TYPES)
+    rows = bosun_db.inbox().batch_records(context.partition_key, EVENT_TYPES)
     states = {r["idempotency_key"]: r["status"] for r in rows}
     keys = [action_key(d["key"], "schedule_payment") for d in invoice_decisions]
     paid = {r["idempotency_key"]: r for r in erp.effects_for(keys, []) if r["live"]}

@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("observability.py", ["--events", "300", "--batch-size", "150", "--rows", "200"]),
     ("feedback.py", ["--events", "500", "--sizes", "150,300"]),  # exits 1 when the loop does not improve
     ("audit.py", ["--records", "2000"]),
+    ("inbox_race.py", ["--events", "400"]),  # Postgres only; exits 1 when an event is left, doubled or skipped
     ("outcome_checks.py", ["--events", "200"]),
     ("guards.py", ["--repeat", "1"]),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
 ])
