@@ -33,31 +33,32 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fakes"))
 import saga_fault_worker as worker  # noqa: E402
 
+from assets.invoices.payment_saga import payment_notice  # noqa: E402
 from resources.erp import ERPResource  # noqa: E402
 from resources.outbox import NotificationOutbox  # noqa: E402
-from assets.invoices.payment_saga import payment_notice  # noqa: E402
 
 
 def _direct(url: str, items: list[dict], per_call: int) -> None:
     erp = ERPResource(url=url)
     for i in range(0, len(items), per_call):
-        chunk = items[i:i + per_call]
+        chunk = items[i : i + per_call]
         erp.post_ledger_entries([{**it, "key": f"post_ledger_entry:{it['key']}"} for it in chunk])
     for i in range(0, len(items), per_call):
-        chunk = items[i:i + per_call]
+        chunk = items[i : i + per_call]
         erp.schedule_payments([{**it, "key": f"schedule_payment:{it['key']}"} for it in chunk])
     outbox = NotificationOutbox(url=url)
     for i in range(0, len(items), per_call):
-        chunk = items[i:i + per_call]
-        outbox.queue_notifications([payment_notice({**it, "saga_id": it["key"], "key": f"notify_vendor:{it['key']}"})
-                                    for it in chunk])
+        chunk = items[i : i + per_call]
+        outbox.queue_notifications(
+            [payment_notice({**it, "saga_id": it["key"], "key": f"notify_vendor:{it['key']}"}) for it in chunk]
+        )
 
 
 def _saga(url: str, items: list[dict], batch: int, per_call: int, faults: bool) -> dict:
     ex, _ = worker.executor(url, len(items), 7, faults=faults, per_call=per_call)
     counts: dict[str, int] = {}
     for i in range(0, len(items), batch):
-        out = ex.run(items[i:i + batch], f"bench-{i // batch}")
+        out = ex.run(items[i : i + batch], f"bench-{i // batch}")
         counts["done"] = counts.get("done", 0) + len(out.done)
         for f in out.failed.values():
             k = "escalated" if f.get("compensation_error") else "compensated"
@@ -99,8 +100,12 @@ def main() -> None:
     ap.add_argument("--per-call", type=int, default=500)
     args = ap.parse_args()
     items = worker.saga_items(args.sagas)
-    report = {"sagas": args.sagas, "steps": ["post_ledger_entry", "schedule_payment", "notify_vendor"],
-              "batch": args.batch, "per_call": args.per_call}
+    report = {
+        "sagas": args.sagas,
+        "steps": ["post_ledger_entry", "schedule_payment", "notify_vendor"],
+        "batch": args.batch,
+        "per_call": args.per_call,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for db, make, drop in _databases(Path(tmp)):
             figures = {}

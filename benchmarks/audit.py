@@ -31,21 +31,34 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import _backends, _Database  # noqa: E402 - fresh SQLite file or Postgres database, dropped after
+
 from orchestration import clock
 
 
 def _record(i: int, rng: random.Random) -> dict:
     fired = ["unknown_vendor"] if rng.random() < 0.05 else []
-    return {"entity_key": f"V{i % 500:04d}/INV{i:07d}", "event": {"id": f"evt-{i:07d}", "type": "invoice.received"},
-            "context_hash": f"{i:016x}", "model": "local", "model_version": "local-abc", "prompt_version": None,
-            "decision": "reject" if fired else "approve", "route": "record" if fired else "act",
-            "confidence": round(rng.random(), 4), "probabilities": {"approve": 0.9, "hold": 0.05, "reject": 0.05},
-            "guardrails": {"blocked_by": fired, "flagged_by": [], "decision": "approve"},
-            "confidence_breakdown": [{"name": "model_probability_raw", "value": 0.9}] * 3,
-            "context_used": {"sources": {s: {"status": "live", "age_s": 1.0, "freshness": "fresh"}
-                                         for s in ("vendors", "purchase_orders", "payments", "knowledge")},
-                             "policy_passages": [{"doc": "approval.md", "heading": "Limits", "score": 3.1}] * 3},
-            "facts": {"amount": rng.random() * 10_000, "vendor_known": True, "po_open": True}}
+    return {
+        "entity_key": f"V{i % 500:04d}/INV{i:07d}",
+        "event": {"id": f"evt-{i:07d}", "type": "invoice.received"},
+        "context_hash": f"{i:016x}",
+        "model": "local",
+        "model_version": "local-abc",
+        "prompt_version": None,
+        "decision": "reject" if fired else "approve",
+        "route": "record" if fired else "act",
+        "confidence": round(rng.random(), 4),
+        "probabilities": {"approve": 0.9, "hold": 0.05, "reject": 0.05},
+        "guardrails": {"blocked_by": fired, "flagged_by": [], "decision": "approve"},
+        "confidence_breakdown": [{"name": "model_probability_raw", "value": 0.9}] * 3,
+        "context_used": {
+            "sources": {
+                s: {"status": "live", "age_s": 1.0, "freshness": "fresh"}
+                for s in ("vendors", "purchase_orders", "payments", "knowledge")
+            },
+            "policy_passages": [{"doc": "approval.md", "heading": "Limits", "score": 3.1}] * 3,
+        },
+        "facts": {"amount": rng.random() * 10_000, "vendor_known": True, "po_open": True},
+    }
 
 
 def bench(url: str, n: int, base: Path) -> dict:
@@ -59,7 +72,7 @@ def bench(url: str, n: int, base: Path) -> dict:
     t: dict[str, float] = {}
     started = time.perf_counter()
     for i in range(0, n, 1000):
-        log.append(entries[i:i + 1000])
+        log.append(entries[i : i + 1000])
     t["append"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -86,23 +99,30 @@ def bench(url: str, n: int, base: Path) -> dict:
     t["search guardrail"] = time.perf_counter() - started
 
     with log.engine.begin() as conn:
-        conn.execute(audit_log.update().where(audit_log.c.seq <= n // 2)
-                     .values(recorded_at=clock.now() - timedelta(days=400)))
+        conn.execute(
+            audit_log.update().where(audit_log.c.seq <= n // 2).values(recorded_at=clock.now() - timedelta(days=400))
+        )
     started = time.perf_counter()
     out = archive_and_prune(log, clock.now() - timedelta(days=365), base / f"archive-{uuid.uuid4().hex[:6]}")
     t["archive+prune half"] = time.perf_counter() - started
     started = time.perf_counter()
     assert log.verify().ok and verify_archives(log)["ok"]
     t["verify after prune"] = time.perf_counter() - started
-    return {"times": t, "guardrail_hits": len(hits), "pruned": out["pruned"],
-            "archive_bytes": Path(out["archive"]).stat().st_size}
+    return {
+        "times": t,
+        "guardrail_hits": len(hits),
+        "pruned": out["pruned"],
+        "archive_bytes": Path(out["archive"]).stat().st_size,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=20_000)
-    p.add_argument("--pg-url", default=os.environ.get("BOSUN_TEST_PG_URL",
-                                                      "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("BOSUN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+    )
     args = p.parse_args()
     n = args.records
     base = Path(tempfile.mkdtemp(prefix="bosun-bench-audit-"))
@@ -121,8 +141,10 @@ def main() -> None:
             count = n // 2 if step in ("archive+prune half", "verify after prune") else n
             rate = count / secs
             print(f"{kind:<9}{step:<22}{secs:>9.3f}{rate:>12,.0f}{rate / baseline:>12.2f}x")
-        print(f"{kind:<9}archive {res['archive_bytes'] / 1024:,.0f} KiB for {res['pruned']} records; "
-              f"{res['guardrail_hits']} guardrail hits\n")
+        print(
+            f"{kind:<9}archive {res['archive_bytes'] / 1024:,.0f} KiB for {res['pruned']} records; "
+            f"{res['guardrail_hits']} guardrail hits\n"
+        )
 
 
 if __name__ == "__main__":

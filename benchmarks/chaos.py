@@ -54,6 +54,7 @@ _PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 # ---- the stream -------------------------------------------------------------------------
 
+
 def make_stream(sample_invoices: Path, seed: int, late_rate: float = 0.02, malformed_rate: float = 0.01) -> dict:
     """The sample's lines plus late (older) versions and malformed lines, as JSONL lines."""
     rng = random.Random(seed)
@@ -75,15 +76,23 @@ def make_stream(sample_invoices: Path, seed: int, late_rate: float = 0.02, malfo
             late += 1
         if rng.random() < malformed_rate:
             bad += 1
-            lines.append(rng.choice(['{"source": "erp", "id": ', "not json at all",
-                                     json.dumps({**ev, "id": f"{ev['id']}-bad", "payload": {"amount": "x"}}),
-                                     json.dumps({"source": "erp", "type": "invoice.received"})]))
+            lines.append(
+                rng.choice(
+                    [
+                        '{"source": "erp", "id": ',
+                        "not json at all",
+                        json.dumps({**ev, "id": f"{ev['id']}-bad", "payload": {"amount": "x"}}),
+                        json.dumps({"source": "erp", "type": "invoice.received"}),
+                    ]
+                )
+            )
     for rest in pending_late.values():
         lines += [json.dumps(o) for o in rest]
     return {"lines": lines, "sample_events": len(events), "late_versions": late, "malformed": bad}
 
 
 # ---- a private PostgreSQL cluster ---------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -119,8 +128,21 @@ class PrivatePostgres:
 
     def _ctl(self, *args: str) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run(["pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "server.log"), "-o", opts, "-w",
-                   "-t", "60", *args])
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.dir / "data"),
+                "-l",
+                str(self.dir / "server.log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                *args,
+            ]
+        )
 
     def start(self) -> None:
         self._ctl("start")
@@ -154,6 +176,7 @@ class PrivatePostgres:
 
 # ---- reading the outcome ------------------------------------------------------------------
 
+
 def paid_state(url: str) -> dict:
     """Live ledger entries and payments per invoice (vendor/invoice -> amounts), all rows per invoice."""
     import sqlalchemy as sa
@@ -164,8 +187,9 @@ def paid_state(url: str) -> dict:
     out = {}
     with erp.engine.connect() as conn:
         for name, table, live in (("ledger", ledger_entries, "posted"), ("payments", payments, "scheduled")):
-            rows = conn.execute(sa.select(table.c.vendor_id, table.c.invoice_id, table.c.amount)
-                                .where(table.c.status == live)).all()
+            rows = conn.execute(
+                sa.select(table.c.vendor_id, table.c.invoice_id, table.c.amount).where(table.c.status == live)
+            ).all()
             per: dict[str, list[str]] = {}
             for v, inv, amount in rows:
                 per.setdefault(f"{v}/{inv}", []).append(str(Decimal(str(amount)).quantize(Decimal("0.01"))))
@@ -181,13 +205,18 @@ def outcome_summary(url: str) -> dict:
 
     counts = Inbox(url).counts()
     letters = DeadLetters(url).list(status=None, limit=100_000)
-    return {"status": counts["by_status"], "events": counts["received"],
-            "dead_letters": [{"event": d["event_key"], "error": d["error"], "attempts": d["attempts"]} for d in letters],
-            "audit": AuditLog(url).verify().as_dict(), "audit_kinds": AuditLog(url).count_by_kind(),
-            **paid_state(url)}
+    return {
+        "status": counts["by_status"],
+        "events": counts["received"],
+        "dead_letters": [{"event": d["event_key"], "error": d["error"], "attempts": d["attempts"]} for d in letters],
+        "audit": AuditLog(url).verify().as_dict(),
+        "audit_kinds": AuditLog(url).count_by_kind(),
+        **paid_state(url),
+    }
 
 
 # ---- step 1 and 2: sample and reference (each in a subprocess with its own environment) -----
+
 
 def _prepare(sample_dir: str, n: int, seed: int, model_dir: str, train: bool) -> None:
     """The sample (policies, ERP master data, events) and, unless given one, a trained model."""
@@ -221,20 +250,31 @@ def _reference(stream: str, out: str) -> None:
     inbox = res["bosun_db"].inbox()
     inbox.ingest(lines, payload_registry)
     (settings.bosun_home() / "dagster").mkdir(parents=True, exist_ok=True)
-    with dg.DagsterInstance.local_temp(tempdir=str(settings.bosun_home() / "dagster"),
-                                       overrides=INSTANCE_OVERRIDES) as instance:
+    with dg.DagsterInstance.local_temp(
+        tempdir=str(settings.bosun_home() / "dagster"), overrides=INSTANCE_OVERRIDES
+    ) as instance:
         dg.materialize(context_assets, instance=instance, resources=res, run_config=QUIET)
-        report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, inbox, instance,
-                                     batch_policy)
+        report = run_pending_batches(
+            defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, inbox, instance, batch_policy
+        )
     took = time.perf_counter() - started
-    Path(out).write_text(json.dumps({"seconds": took, "failed_batches": report.failed,
-                                     **outcome_summary(settings.database_url())}, default=str))
+    Path(out).write_text(
+        json.dumps(
+            {"seconds": took, "failed_batches": report.failed, **outcome_summary(settings.database_url())}, default=str
+        )
+    )
 
 
 def _start(mode: list[str], env: dict, log: Path) -> subprocess.Popen:
     with open(log, "w") as fh:
-        return subprocess.Popen([sys.executable, __file__, *mode], env=env, cwd=REPO, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, __file__, *mode],
+            env=env,
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -258,6 +298,7 @@ def base_env() -> dict:
 
 # ---- step 3: the chaos run ------------------------------------------------------------------
 
+
 @dataclass
 class ChaosReport:
     kills: list[dict] = field(default_factory=list)
@@ -278,8 +319,13 @@ class ChaosRun:
         self.dagster_home.mkdir(parents=True)
         self.pg: PrivatePostgres | None = None
         self.env = base_env()
-        self.env.update(BOSUN_HOME=str(self.home), BOSUN_SAMPLE_DIR=str(sample_dir), BOSUN_MODEL_DIR=str(model_dir),
-                        DAGSTER_HOME=str(self.dagster_home), PYTHONPATH=str(REPO))
+        self.env.update(
+            BOSUN_HOME=str(self.home),
+            BOSUN_SAMPLE_DIR=str(sample_dir),
+            BOSUN_MODEL_DIR=str(model_dir),
+            DAGSTER_HOME=str(self.dagster_home),
+            PYTHONPATH=str(REPO),
+        )
         config = (REPO / "dagster.yaml").read_text()
         if storage == "postgres":
             self.pg = PrivatePostgres()
@@ -296,9 +342,14 @@ class ChaosRun:
 
     # -- processes --
     def start_daemon(self) -> None:
-        self.daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                                       cwd=self.dagster_home, env=self.env, stdout=self._log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            cwd=self.dagster_home,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.report.daemon_starts += 1
 
     def kill_daemon(self) -> None:
@@ -316,13 +367,27 @@ class ChaosRun:
                 self.pg.stop()
 
     # -- the run --
-    def run(self, lines: list[str], worker_kills: int, daemon_kills: int, pg_restarts: int, timeout: float,
-            feed_chunks: int = 8, feed_interval: float = 1.0) -> ChaosReport:
+    def run(
+        self,
+        lines: list[str],
+        worker_kills: int,
+        daemon_kills: int,
+        pg_restarts: int,
+        timeout: float,
+        feed_chunks: int = 8,
+        feed_interval: float = 1.0,
+    ) -> ChaosReport:
         # Everything below reads the chaos run's own databases and instance (the caller's
         # environment is restored afterwards).
         saved = dict(os.environ)
-        for k in ("BOSUN_HOME", "BOSUN_SAMPLE_DIR", "BOSUN_MODEL_DIR", "BOSUN_DATABASE_URL", "DAGSTER_HOME",
-                  "DAGSTER_PG_URL"):
+        for k in (
+            "BOSUN_HOME",
+            "BOSUN_SAMPLE_DIR",
+            "BOSUN_MODEL_DIR",
+            "BOSUN_DATABASE_URL",
+            "DAGSTER_HOME",
+            "DAGSTER_PG_URL",
+        ):
             if k in self.env:
                 os.environ[k] = self.env[k]
         try:
@@ -356,7 +421,7 @@ class ChaosRun:
                 self.start_daemon()
             try:
                 if fed < len(lines) and now >= next_feed:
-                    inbox.ingest(lines[fed:fed + chunk], payload_registry)
+                    inbox.ingest(lines[fed : fed + chunk], payload_registry)
                     fed = min(len(lines), fed + chunk)
                     next_feed = now + feed_interval
                     if fed >= len(lines):
@@ -382,8 +447,9 @@ class ChaosRun:
 
         try:
             with dg.DagsterInstance.get() as instance:
-                for run in instance.get_runs(filters=dg.RunsFilter(job_name="invoice_batch_job",
-                                                                   statuses=[dg.DagsterRunStatus.STARTED])):
+                for run in instance.get_runs(
+                    filters=dg.RunsFilter(job_name="invoice_batch_job", statuses=[dg.DagsterRunStatus.STARTED])
+                ):
                     if run.run_id in killed_runs:
                         continue
                     pid, in_sagas = None, False
@@ -391,8 +457,11 @@ class ChaosRun:
                         m = _PID.search(e.message or "")
                         if m:
                             pid = int(m.group(1))
-                        if e.dagster_event and e.dagster_event.event_type_value == "STEP_START" \
-                                and "execute_payment_sagas" in (e.step_key or ""):
+                        if (
+                            e.dagster_event
+                            and e.dagster_event.event_type_value == "STEP_START"
+                            and "execute_payment_sagas" in (e.step_key or "")
+                        ):
                             in_sagas = True
                     if pid is None or not in_sagas:
                         continue
@@ -420,12 +489,16 @@ class ChaosRun:
         by_status: dict[str, int] = {}
         for r in runs:
             by_status[r.status.value] = by_status.get(r.status.value, 0) + 1
-        return {"batch_runs": len(runs), "by_status": by_status,
-                "dagster_retries": sum(1 for r in runs if r.tags.get("dagster/retry_number")),
-                "recovery_reruns": sum(1 for r in runs if r.tags.get("bosun/recovery_attempt"))}
+        return {
+            "batch_runs": len(runs),
+            "by_status": by_status,
+            "dagster_retries": sum(1 for r in runs if r.tags.get("dagster/retry_number")),
+            "recovery_reruns": sum(1 for r in runs if r.tags.get("bosun/recovery_attempt")),
+        }
 
 
 # ---- step 4: acceptance ----------------------------------------------------------------------
+
 
 def judge(chaos: dict, oracle: dict) -> list[str]:
     """What is wrong with the chaos run's end state (empty when it passed)."""
@@ -444,40 +517,62 @@ def judge(chaos: dict, oracle: dict) -> list[str]:
         if got != expected:
             missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
             wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-            problems.append(f"{name} != oracle: {len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}, "
-                            f"{len(wrong)} with another amount {wrong[:3]}")
+            problems.append(
+                f"{name} != oracle: {len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}, "
+                f"{len(wrong)} with another amount {wrong[:3]}"
+            )
     if not chaos["audit"].get("ok"):
         problems.append(f"audit does not verify: {chaos['audit']}")
-    not_real = [d for d in chaos["dead_letters"]
-                if "already paid" in d["error"] or "recovery gave up" in d["error"]]
+    not_real = [d for d in chaos["dead_letters"] if "already paid" in d["error"] or "recovery gave up" in d["error"]]
     if not_real:
         problems.append(f"{len(not_real)} dead letter(s) that are no real failure, e.g. {not_real[:2]}")
     if len(chaos["dead_letters"]) != len(oracle["dead_letters"]):
-        problems.append(f"{len(chaos['dead_letters'])} dead letters, the fault-free run has "
-                        f"{len(oracle['dead_letters'])}")
+        problems.append(
+            f"{len(chaos['dead_letters'])} dead letters, the fault-free run has {len(oracle['dead_letters'])}"
+        )
     return problems
 
 
-def run_chaos(events: int, storage: str, seed: int, worker_kills: int, daemon_kills: int, pg_restarts: int,
-              timeout: float, model_dir: Path | None = None, keep: bool = False, feed_chunks: int = 8,
-              reference_in_parallel: bool = False) -> dict:
+def run_chaos(
+    events: int,
+    storage: str,
+    seed: int,
+    worker_kills: int,
+    daemon_kills: int,
+    pg_restarts: int,
+    timeout: float,
+    model_dir: Path | None = None,
+    keep: bool = False,
+    feed_chunks: int = 8,
+    reference_in_parallel: bool = False,
+) -> dict:
     """`reference_in_parallel`: the fault-free run beside the chaos run (shorter wall time,
     but its events/s is then no clean baseline)."""
     base = Path(tempfile.mkdtemp(prefix="bosun-chaos-"))
     try:
         sample_dir = base / "sample"
         models = model_dir or base / "models"
-        env = {**base_env(), "BOSUN_HOME": str(base / "prepare"), "BOSUN_MODEL_DIR": str(models),
-               "BOSUN_SAMPLE_DIR": str(sample_dir), "PYTHONPATH": str(REPO)}
+        env = {
+            **base_env(),
+            "BOSUN_HOME": str(base / "prepare"),
+            "BOSUN_MODEL_DIR": str(models),
+            "BOSUN_SAMPLE_DIR": str(sample_dir),
+            "PYTHONPATH": str(REPO),
+        }
         t0 = time.perf_counter()
-        _subprocess(["_prepare", str(sample_dir), str(events), str(seed), str(models),
-                     "sample" if model_dir else "train"], env, base / "prepare.log", timeout=900)
+        _subprocess(
+            ["_prepare", str(sample_dir), str(events), str(seed), str(models), "sample" if model_dir else "train"],
+            env,
+            base / "prepare.log",
+            timeout=900,
+        )
         stream = make_stream(sample_dir / "invoices.jsonl", seed)
         (base / "stream.jsonl").write_text("\n".join(stream["lines"]) + "\n")
         prepared_s = time.perf_counter() - t0
         ref_env = {**env, "BOSUN_HOME": str(base / "reference")}
-        reference = _start(["_reference", str(base / "stream.jsonl"), str(base / "oracle.json")], ref_env,
-                           base / "reference.log")
+        reference = _start(
+            ["_reference", str(base / "stream.jsonl"), str(base / "oracle.json")], ref_env, base / "reference.log"
+        )
         try:
             if not reference_in_parallel:
                 _finish(reference, base / "reference.log", timeout)
@@ -490,8 +585,9 @@ def run_chaos(events: int, storage: str, seed: int, worker_kills: int, daemon_ki
             chaos = ChaosRun(base / storage, storage, sample_dir, models)
             try:
                 started = time.time()
-                report = chaos.run(stream["lines"], worker_kills, daemon_kills, pg_restarts, timeout,
-                                   feed_chunks=feed_chunks)
+                report = chaos.run(
+                    stream["lines"], worker_kills, daemon_kills, pg_restarts, timeout, feed_chunks=feed_chunks
+                )
             finally:
                 chaos.close()
                 if chaos.pg:  # read the outcome from a running server
@@ -518,19 +614,30 @@ def run_chaos(events: int, storage: str, seed: int, worker_kills: int, daemon_ki
         n = end["events"]
         chaos_s = (report.terminal_at or time.time()) - started
         figures = {
-            "storage": storage, "lines": len(stream["lines"]), **{k: v for k, v in stream.items() if k != "lines"},
-            "inbox_events": n, "status": end["status"],
-            "paid": len(end["payments"]), "oracle_paid": len(oracle["payments"]),
-            "dead_letters": len(end["dead_letters"]), "oracle_dead_letters": len(oracle["dead_letters"]),
+            "storage": storage,
+            "lines": len(stream["lines"]),
+            **{k: v for k, v in stream.items() if k != "lines"},
+            "inbox_events": n,
+            "status": end["status"],
+            "paid": len(end["payments"]),
+            "oracle_paid": len(oracle["payments"]),
+            "dead_letters": len(end["dead_letters"]),
+            "oracle_dead_letters": len(oracle["dead_letters"]),
             "recoveries": {k: v for k, v in end["audit_kinds"].items() if k.startswith("recovery_")},
-            "runs": report.runs, "daemon_starts": report.daemon_starts, "daemon_exits": report.daemon_exits,
+            "runs": report.runs,
+            "daemon_starts": report.daemon_starts,
+            "daemon_exits": report.daemon_exits,
             "kills": [{"kind": k["kind"], "after_s": round(k["at"] - started, 1)} for k in report.kills],
-            "chaos_s": round(chaos_s, 1), "chaos_events_per_s": round(n / chaos_s, 1),
+            "chaos_s": round(chaos_s, 1),
+            "chaos_events_per_s": round(n / chaos_s, 1),
             "baseline_in_process_s": round(oracle["seconds"], 1),
             "baseline_events_per_s": round(oracle["events"] / oracle["seconds"], 1),
             "last_kill_to_last_terminal_s": round(report.terminal_at - last_kill, 1)
-            if report.terminal_at and last_kill else None,
-            "prepare_s": round(prepared_s, 1), "problems": problems, "ok": not problems,
+            if report.terminal_at and last_kill
+            else None,
+            "prepare_s": round(prepared_s, 1),
+            "problems": problems,
+            "ok": not problems,
         }
         if problems:
             keep = True  # logs and databases to look at
@@ -559,8 +666,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--model-dir", type=Path, help="an already trained local model (skips training)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     a = ap.parse_args(argv)
-    figures = run_chaos(a.events, a.storage, a.seed, a.worker_kills, a.daemon_kills,
-                        1 if a.storage == "postgres" else 0, a.timeout, a.model_dir, a.keep)
+    figures = run_chaos(
+        a.events,
+        a.storage,
+        a.seed,
+        a.worker_kills,
+        a.daemon_kills,
+        1 if a.storage == "postgres" else 0,
+        a.timeout,
+        a.model_dir,
+        a.keep,
+    )
     print(json.dumps(figures, indent=2, default=str))
     return 0 if figures["ok"] else 1
 

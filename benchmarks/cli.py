@@ -58,14 +58,18 @@ def main() -> None:
     paths = sample_data.write_sample_data(home / "sample", n_invoices=300, seed=7)
     subprocess.run([str(BIN / "bosun"), "ingest", str(paths["invoices"])], env=env, check=True, capture_output=True)
 
-    cases = {"baseline: python -c pass": [sys.executable, "-c", "pass"],
-             "bosun --version": [str(BIN / "bosun"), "--version"],
-             "bosun status --json": [str(BIN / "bosun"), "status", "--json"],
-             "old path: import the code location": [sys.executable, "-c", "import orchestration.definitions"]}
+    cases = {
+        "baseline: python -c pass": [sys.executable, "-c", "pass"],
+        "bosun --version": [str(BIN / "bosun"), "--version"],
+        "bosun status --json": [str(BIN / "bosun"), "status", "--json"],
+        "old path: import the code location": [sys.executable, "-c", "import orchestration.definitions"],
+    }
     results = {name: _median_s(argv, env, args.runs) for name, argv in cases.items()}
     base = results["baseline: python -c pass"][0]
-    report = {name: {"median_s": round(wall, 3), "median_cpu_s": round(cpu, 3), "x_baseline": round(wall / base, 1)}
-              for name, (wall, cpu) in results.items()}
+    report = {
+        name: {"median_s": round(wall, 3), "median_cpu_s": round(cpu, 3), "x_baseline": round(wall / base, 1)}
+        for name, (wall, cpu) in results.items()
+    }
     report["status_under_1s"] = results["bosun status --json"][0] < 1.0
     print(json.dumps({"runs": args.runs, "load_average": os.getloadavg(), "results": report}, indent=2))
 

@@ -44,8 +44,15 @@ def _world(base: Path, n: int):
     for r in raws:  # the inbox would have dropped re-deliveries
         if r["id"] not in seen:
             seen.add(r["id"])
-            events.append(InboxEvent(seq=len(events) + 1, key=f"{r['source']}:{r['id']}",
-                                     envelope=EventEnvelope.model_validate(r), status="received", attempts=0))
+            events.append(
+                InboxEvent(
+                    seq=len(events) + 1,
+                    key=f"{r['source']}:{r['id']}",
+                    envelope=EventEnvelope.model_validate(r),
+                    status="received",
+                    attempts=0,
+                )
+            )
     index = PolicyIndex(PolicyDocuments(directory=str(sample / "policies")).load())
     return erp, events, index
 
@@ -76,37 +83,45 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bosun-bench-context-") as tmp:
         erp, events, index = _world(Path(tmp), max(args.sizes))
         vendors, pos = erp.vendors_frame(), erp.purchase_orders_frame()
-        print(f"{len(events)} events, {len(vendors)} vendors, {len(pos)} purchase orders, "
-              f"{len(index.passages)} policy passages; best (median) of {args.repeat}")
+        print(
+            f"{len(events)} events, {len(vendors)} vendors, {len(pos)} purchase orders, "
+            f"{len(index.passages)} policy passages; best (median) of {args.repeat}"
+        )
         for size in args.sizes:
             batch = events[:size]
             payloads = [e.envelope.payload for e in batch]
             floor, floor_med = _best(lambda: read_batch_sources(payloads, erp, sources, {}, {}), args.repeat)
             full, full_med = _best(lambda: assemble_context(batch, vendors, pos, erp, index, sources), args.repeat)
-            tik, tik_med = _best(lambda: assemble_context(batch, vendors, pos, erp, index, sources,
-                                                          counter=tiktoken_counter), args.repeat)
+            tik, tik_med = _best(
+                lambda: assemble_context(batch, vendors, pos, erp, index, sources, counter=tiktoken_counter),
+                args.repeat,
+            )
             records = assemble_context(batch, vendors, pos, erp, index, sources)
             tokens = [r["assembly"]["tokens"] for r in records]
-            print(f"batch {size:>6}: sources only {size / floor:>9,.0f}/s ({size / floor_med:,.0f})  "
-                  f"context {size / full:>8,.0f} assemblies/s ({size / full_med:,.0f})  "
-                  f"context+tiktoken {size / tik:>7,.0f}/s ({size / tik_med:,.0f})  "
-                  f"context/sources-only time {full / floor:.1f}x  "
-                  f"tokens mean {statistics.mean(tokens):.0f} max {max(tokens)} budget {records[0]['assembly']['budget']}")
+            print(
+                f"batch {size:>6}: sources only {size / floor:>9,.0f}/s ({size / floor_med:,.0f})  "
+                f"context {size / full:>8,.0f} assemblies/s ({size / full_med:,.0f})  "
+                f"context+tiktoken {size / tik:>7,.0f}/s ({size / tik_med:,.0f})  "
+                f"context/sources-only time {full / floor:.1f}x  "
+                f"tokens mean {statistics.mean(tokens):.0f} max {max(tokens)} budget {records[0]['assembly']['budget']}"
+            )
 
         retrieval_cache.clear()
         per_batch = []
         stream = events[:10_000]
         for i in range(0, len(stream), 1000):
             before = retrieval_cache.stats()
-            assemble_context(stream[i:i + 1000], vendors, pos, erp, index, sources)
+            assemble_context(stream[i : i + 1000], vendors, pos, erp, index, sources)
             after = retrieval_cache.stats()
             h, m = after["hits"] - before["hits"], after["misses"] - before["misses"]
             per_batch.append(h / (h + m) if h + m else 0.0)
         total = retrieval_cache.stats()
-        print(f"retrieval cache, {len(per_batch)} consecutive batches of 1,000 from one stream: "
-              f"hit rate overall {total['hit_rate']:.4f} ({total['hits']} hits, {total['misses']} misses); "
-              f"first batch {per_batch[0]:.4f}, later batches {min(per_batch[1:], default=0):.4f}-"
-              f"{max(per_batch[1:], default=0):.4f}")
+        print(
+            f"retrieval cache, {len(per_batch)} consecutive batches of 1,000 from one stream: "
+            f"hit rate overall {total['hit_rate']:.4f} ({total['hits']} hits, {total['misses']} misses); "
+            f"first batch {per_batch[0]:.4f}, later batches {min(per_batch[1:], default=0):.4f}-"
+            f"{max(per_batch[1:], default=0):.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,13 @@ def ground_truth_answerer(label_of: dict, noise: float, seed: int):
             decision, confidence = rng.choice([c for c in choices if c != truth]), rng.uniform(0.5, 0.9)
         else:
             decision, confidence = truth, rng.uniform(0.8, 1.0)
-        return {"decision": decision, "amount": float(invoice["amount"]), "confidence": round(confidence, 3),
-                "reason": "benchmark answer"}
+        return {
+            "decision": decision,
+            "amount": float(invoice["amount"]),
+            "confidence": round(confidence, 3),
+            "reason": "benchmark answer",
+        }
+
     return reply
 
 
@@ -92,7 +97,8 @@ def run(name, contexts, events_by_key, labels, local_model, llm, routing, calib_
     hit = [d["decision"] == truth[d["key"]] for d in modelled]
     n = len(decisions)
     return {
-        "setup": name, "decisions": n,
+        "setup": name,
+        "decisions": n,
         "accuracy": round(sum(d["final_decision"] == truth[d["key"]] for d in auto) / max(1, len(auto)), 4),
         "escalation_rate": round(1 - len(auto) / n, 4),
         # Right without a person, over all decisions: accuracy that does not hide escalations.
@@ -102,7 +108,8 @@ def run(name, contexts, events_by_key, labels, local_model, llm, routing, calib_
         "cost_usd": round(sum(d["cost_usd"] for d in decisions), 4),
         "ece_before": round(expected_calibration_error([d["probability"] for d in modelled], hit), 4),
         "ece_after": round(expected_calibration_error([d["probability_calibrated"] for d in modelled], hit), 4),
-        "calibration_examples": calibrator.report.get("examples"), "seconds": round(seconds, 2),
+        "calibration_examples": calibrator.report.get("examples"),
+        "seconds": round(seconds, 2),
     }
 
 
@@ -152,29 +159,83 @@ def main() -> int:
         ids = {e.key: e.envelope.id for e in evs}
         for c in ctx:
             inv = c["invoice"]
-            label_of[(inv["invoice_id"], inv["vendor_id"], inv["amount"], c["facts"]["already_paid"])] = \
-                labs[ids[c["key"]]]["label"]
+            label_of[(inv["invoice_id"], inv["vendor_id"], inv["amount"], c["facts"]["already_paid"])] = labs[
+                ids[c["key"]]
+            ]["label"]
 
-    llm_only = RoutingPolicy(threshold=1.0, force={"standard": "llm", "large_amount": "llm", "quarantined_text": "local"})
+    llm_only = RoutingPolicy(
+        threshold=1.0, force={"standard": "llm", "large_amount": "llm", "quarantined_text": "local"}
+    )
     results = []
     with FakeOpenAI() as fake:
         fake.set_default(("ok", ground_truth_answerer(label_of, args.noise, args.seed)))
         llm = OpenAIStructuredLLM(api_key="sk-bench", base_url=fake.base_url, model="gpt-4o-mini")
         ledger = f"sqlite:///{base}/ledger"
-        results.append(run("local only", contexts, events_by_key, labels, local_model, DisabledChatModel(), None,
-                           calib_dir, index, None, ledger + "-local"))
-        results.append(run("LLM only", contexts, events_by_key, labels, local_model, llm, llm_only,
-                           calib_dir, index, fake, ledger + "-llm"))
-        results.append(run("routed", contexts, events_by_key, labels, local_model, llm, ROUTING,
-                           calib_dir, index, fake, ledger + "-routed"))
+        results.append(
+            run(
+                "local only",
+                contexts,
+                events_by_key,
+                labels,
+                local_model,
+                DisabledChatModel(),
+                None,
+                calib_dir,
+                index,
+                None,
+                ledger + "-local",
+            )
+        )
+        results.append(
+            run(
+                "LLM only",
+                contexts,
+                events_by_key,
+                labels,
+                local_model,
+                llm,
+                llm_only,
+                calib_dir,
+                index,
+                fake,
+                ledger + "-llm",
+            )
+        )
+        results.append(
+            run(
+                "routed",
+                contexts,
+                events_by_key,
+                labels,
+                local_model,
+                llm,
+                ROUTING,
+                calib_dir,
+                index,
+                fake,
+                ledger + "-routed",
+            )
+        )
         bodies = json.dumps([r["body"] for r in fake.requests])
     pii = personal_data(base / "sample") | personal_data(calib_dir)
     leaks = sorted(p for p in pii if p in bodies)
 
-    print(f"decision benchmark: {args.events} labelled invoices (seed {args.seed}), LLM noise {args.noise}, "
-          f"calibrated on seed {args.calibration_seed}")
-    cols = ["setup", "accuracy", "escalation_rate", "correct_unattended", "llm_share", "llm_requests", "cost_usd", "ece_before",
-            "ece_after", "seconds"]
+    print(
+        f"decision benchmark: {args.events} labelled invoices (seed {args.seed}), LLM noise {args.noise}, "
+        f"calibrated on seed {args.calibration_seed}"
+    )
+    cols = [
+        "setup",
+        "accuracy",
+        "escalation_rate",
+        "correct_unattended",
+        "llm_share",
+        "llm_requests",
+        "cost_usd",
+        "ece_before",
+        "ece_after",
+        "seconds",
+    ]
     print("  ".join(f"{c:>15}" for c in cols))
     for r in results:
         print("  ".join(f"{str(r[c]):>15}" for c in cols))
@@ -185,8 +246,10 @@ def main() -> int:
         "ece_after < 0.05 (every setup)": all(r["ece_after"] < 0.05 for r in results),
         "no personal data in any LLM request": not leaks,
     }
-    print(f"LLM requests captured: {len(fake.requests)}; personal-data strings checked: {len(pii)}; "
-          f"found in requests: {len(leaks)}")
+    print(
+        f"LLM requests captured: {len(fake.requests)}; personal-data strings checked: {len(pii)}; "
+        f"found in requests: {len(leaks)}"
+    )
     for goal, ok in goals.items():
         print(f"  [{'ok' if ok else 'MISSED'}] {goal}")
     print(json.dumps({"results": results, "goals": goals, "pii_leaks": leaks}))

@@ -49,23 +49,33 @@ def main() -> int:
     sizes = sorted(int(s) for s in args.sizes.split(","))
 
     base = Path(tempfile.mkdtemp(prefix="bosun-bench-feedback-"))
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "BOSUN_LLM_MODEL", "BOSUN_DATABASE_URL",
-                "BOSUN_ERP_DATABASE_URL", "DAGSTER_PG_URL"):
+    for var in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "BOSUN_LLM_MODEL",
+        "BOSUN_DATABASE_URL",
+        "BOSUN_ERP_DATABASE_URL",
+        "DAGSTER_PG_URL",
+    ):
         os.environ.pop(var, None)
     # BOSUN_SAMPLE_DIR is the calibrator's stand-in sample (another seed): the evaluated
     # stream's labels must reach neither the model nor the calibrator.
-    os.environ.update(BOSUN_HOME=str(base), BOSUN_MODEL_DIR=str(base / "models"),
-                      BOSUN_SAMPLE_DIR=str(base / "sample"), BOSUN_TRAINING_DIR=str(base / "training"))
+    os.environ.update(
+        BOSUN_HOME=str(base),
+        BOSUN_MODEL_DIR=str(base / "models"),
+        BOSUN_SAMPLE_DIR=str(base / "sample"),
+        BOSUN_TRAINING_DIR=str(base / "training"),
+    )
 
     import dagster as dg
 
     from assets.invoices import calibration_assets, context_assets, sample_data
-    from assets.invoices.decisions import calibrator_path
-    from orchestration.confidence import Calibrator
     from assets.invoices.context import model_features
+    from assets.invoices.decisions import calibrator_path
     from assets.invoices.feedback import evaluate
     from assets.invoices.training import read_events, seed_erp, train, write_sample_subset
     from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW, batch_policy, invoice_batches, registry
+    from orchestration.confidence import Calibrator
     from orchestration.definitions import build_definitions
     from orchestration.reviewed import decision_records
     from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
@@ -95,23 +105,33 @@ def main() -> int:
         # The weak model's own calibrator, as a deployment would have it; restored with it.
         dg.materialize(calibration_assets, instance=instance, resources=defs.resources, run_config=QUIET)
         weak_calibrator = calibrator_file.read_bytes()
-        report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, db.inbox(),
-                                     instance, batch_policy)
+        report = run_pending_batches(
+            defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, db.inbox(), instance, batch_policy
+        )
         decided = decision_records(db.resolved_url, event_types=EVENT_TYPES)
         truth = {k: labels[k.split(":", 1)[1]]["label"] for k in decided}
         keys = sorted(decided)
         random.Random(args.seed).shuffle(keys)
-        pool, held = keys[:sizes[-1]], keys[sizes[-1]:]
+        pool, held = keys[: sizes[-1]], keys[sizes[-1] :]
         evaluation = [{"features": model_features(decided[k]["facts"]), "label": truth[k]} for k in held]
         decide_seconds = time.perf_counter() - started
 
         job = defs.resolve_job_def("invoice_feedback_job")
         rows, fed = [], 0
         for n in sizes:
-            db.feedback().record_many([
-                {"workflow": WORKFLOW, "subject": k, "label": truth[k], "decided": decided[k]["decision"],
-                 "kind": "approve" if decided[k]["decision"] == truth[k] else "correct", "reviewer": "benchmark"}
-                for k in pool[fed:n]])
+            db.feedback().record_many(
+                [
+                    {
+                        "workflow": WORKFLOW,
+                        "subject": k,
+                        "label": truth[k],
+                        "decided": decided[k]["decision"],
+                        "kind": "approve" if decided[k]["decision"] == truth[k] else "correct",
+                        "reviewer": "benchmark",
+                    }
+                    for k in pool[fed:n]
+                ]
+            )
             fed = n
             models.promote("weak", MODEL_NAME)
             calibrator_file.write_bytes(weak_calibrator)
@@ -124,43 +144,91 @@ def main() -> int:
             models.promote(MODEL_NAME, "after")
             before, after = evaluate(models, "weak", evaluation), evaluate(models, "after", evaluation)
             cal_after = calibrated_ece(models, "after", evaluation, Calibrator.load(calibrator_file))
-            rows.append({
-                "corrections": n, "promoted": result.success,
-                "corrected": sum(decided[k]["decision"] != truth[k] for k in pool[:n]),
-                "held_out": {k: m.get(k) for k in ("held_out", "accuracy_before", "accuracy_after", "ece_before",
-                                                    "ece_after", "brier_before", "brier_after")},
-                "evaluation": {"examples": after["examples"], "accuracy_before": before["accuracy"],
-                               "accuracy_after": after["accuracy"], "ece_before": before["ece"],
-                               "ece_after": after["ece"], "brier_before": before["brier"],
-                               "brier_after": after["brier"], "calibrated_ece_before": cal_before,
-                               "calibrated_ece_after": cal_after},
-                "new_version": models.version(MODEL_NAME) if result.success else None, "seconds": round(seconds, 2)})
+            rows.append(
+                {
+                    "corrections": n,
+                    "promoted": result.success,
+                    "corrected": sum(decided[k]["decision"] != truth[k] for k in pool[:n]),
+                    "held_out": {
+                        k: m.get(k)
+                        for k in (
+                            "held_out",
+                            "accuracy_before",
+                            "accuracy_after",
+                            "ece_before",
+                            "ece_after",
+                            "brier_before",
+                            "brier_after",
+                        )
+                    },
+                    "evaluation": {
+                        "examples": after["examples"],
+                        "accuracy_before": before["accuracy"],
+                        "accuracy_after": after["accuracy"],
+                        "ece_before": before["ece"],
+                        "ece_after": after["ece"],
+                        "brier_before": before["brier"],
+                        "brier_after": after["brier"],
+                        "calibrated_ece_before": cal_before,
+                        "calibrated_ece_after": cal_after,
+                    },
+                    "new_version": models.version(MODEL_NAME) if result.success else None,
+                    "seconds": round(seconds, 2),
+                }
+            )
 
-    print(f"feedback benchmark: {args.events} labelled invoices (seed {args.seed}), {len(decided)} decided in "
-          f"{len(report.batches)} batch runs ({decide_seconds:.1f} s); weak start {weak} on 150 invoices "
-          f"without {', '.join(sorted(BLIND_SPOTS))}; evaluation set {len(evaluation)} unreviewed decisions")
-    cols = ["corrections", "corrected", "promoted", "acc before", "acc after", "ECE before", "ECE after",
-            "cal ECE before", "cal ECE after", "held-out acc", "held-out ECE", "seconds"]
+    print(
+        f"feedback benchmark: {args.events} labelled invoices (seed {args.seed}), {len(decided)} decided in "
+        f"{len(report.batches)} batch runs ({decide_seconds:.1f} s); weak start {weak} on 150 invoices "
+        f"without {', '.join(sorted(BLIND_SPOTS))}; evaluation set {len(evaluation)} unreviewed decisions"
+    )
+    cols = [
+        "corrections",
+        "corrected",
+        "promoted",
+        "acc before",
+        "acc after",
+        "ECE before",
+        "ECE after",
+        "cal ECE before",
+        "cal ECE after",
+        "held-out acc",
+        "held-out ECE",
+        "seconds",
+    ]
     print("  ".join(f"{c:>13}" for c in cols))
     for r in rows:
         e, h = r["evaluation"], r["held_out"]
-        vals = [r["corrections"], r["corrected"], r["promoted"], e["accuracy_before"], e["accuracy_after"],
-                e["ece_before"], e["ece_after"], e["calibrated_ece_before"], e["calibrated_ece_after"],
-                f"{h['accuracy_before']}->{h['accuracy_after']}",
-                f"{h['ece_before']}->{h['ece_after']}", r["seconds"]]
+        vals = [
+            r["corrections"],
+            r["corrected"],
+            r["promoted"],
+            e["accuracy_before"],
+            e["accuracy_after"],
+            e["ece_before"],
+            e["ece_after"],
+            e["calibrated_ece_before"],
+            e["calibrated_ece_after"],
+            f"{h['accuracy_before']}->{h['accuracy_after']}",
+            f"{h['ece_before']}->{h['ece_after']}",
+            r["seconds"],
+        ]
         print("  ".join(f"{str(v):>13}" for v in vals))
     last = rows[-1]["evaluation"]
-    goals = {f"accuracy rises with {sizes[-1]} corrections": last["accuracy_after"] > last["accuracy_before"],
-             # The confidence decisions act on; the model's own probability is printed beside it
-             # (a retrained model that is right more often can state too little confidence,
-             # which is what the calibrator refit is for).
-             f"calibrated ECE falls with {sizes[-1]} corrections":
-                 last["calibrated_ece_after"] < last["calibrated_ece_before"],
-             "the retrained model was promoted": rows[-1]["promoted"]}
+    goals = {
+        f"accuracy rises with {sizes[-1]} corrections": last["accuracy_after"] > last["accuracy_before"],
+        # The confidence decisions act on; the model's own probability is printed beside it
+        # (a retrained model that is right more often can state too little confidence,
+        # which is what the calibrator refit is for).
+        f"calibrated ECE falls with {sizes[-1]} corrections": last["calibrated_ece_after"]
+        < last["calibrated_ece_before"],
+        "the retrained model was promoted": rows[-1]["promoted"],
+    }
     for goal, ok in goals.items():
         print(f"  [{'ok' if ok else 'MISSED'}] {goal}")
-    print(json.dumps({"events": args.events, "decided": len(decided), "weak_version": weak, "runs": rows,
-                      "goals": goals}))
+    print(
+        json.dumps({"events": args.events, "decided": len(decided), "weak_version": weak, "runs": rows, "goals": goals})
+    )
     return 0 if all(goals.values()) else 1
 
 

@@ -103,8 +103,14 @@ def pii_rates(items: list[dict], finder) -> dict:
             row["n"] += 1
             if _touched(spans, start, end):
                 row["redacted"] += 1
-                false_redactions.append({"id": item["id"], "type": e["type"], "value": e["value"],
-                                         "as": sorted({s.kind for s in spans if s.start < end and start < s.end})})
+                false_redactions.append(
+                    {
+                        "id": item["id"],
+                        "type": e["type"],
+                        "value": e["value"],
+                        "as": sorted({s.kind for s in spans if s.start < end and start < s.end}),
+                    }
+                )
     n_lookalikes = sum(r["n"] for r in per_lookalike.values())
     for row in per_type.values():
         row["recall"] = round(row["found"] / row["labelled"], 4) if row["labelled"] else None
@@ -112,20 +118,29 @@ def pii_rates(items: list[dict], finder) -> dict:
     for row in per_lookalike.values():
         row["rate"] = round(row["redacted"] / row["n"], 4)
     redacted = sum(r["redacted"] for r in per_lookalike.values())
-    return {"items": len(items), "per_type": dict(sorted(per_type.items())),
-            "lookalikes": dict(sorted(per_lookalike.items())),
-            "lookalike_false_redaction": round(redacted / n_lookalikes, 4) if n_lookalikes else None,
-            "misses": misses, "false_redactions": false_redactions}
+    return {
+        "items": len(items),
+        "per_type": dict(sorted(per_type.items())),
+        "lookalikes": dict(sorted(per_lookalike.items())),
+        "lookalike_false_redaction": round(redacted / n_lookalikes, 4) if n_lookalikes else None,
+        "misses": misses,
+        "false_redactions": false_redactions,
+    }
 
 
 def injection_rates(attacks: list[str], harmless: list[str]) -> dict:
     caught = [a for a in attacks if injection_signals(a)]
     quarantined = [h for h in harmless if injection_signals(h)]
-    return {"attacks": len(attacks), "detected": len(caught), "detection_rate": round(len(caught) / len(attacks), 4),
-            "missed": [a for a in attacks if a not in caught],
-            "harmless": len(harmless), "quarantined": len(quarantined),
-            "false_quarantine_rate": round(len(quarantined) / len(harmless), 4),
-            "false_quarantines": quarantined}
+    return {
+        "attacks": len(attacks),
+        "detected": len(caught),
+        "detection_rate": round(len(caught) / len(attacks), 4),
+        "missed": [a for a in attacks if a not in caught],
+        "harmless": len(harmless),
+        "quarantined": len(quarantined),
+        "false_quarantine_rate": round(len(quarantined) / len(harmless), 4),
+        "false_quarantines": quarantined,
+    }
 
 
 def timing(texts: list[str], repeat: int) -> dict:
@@ -142,59 +157,83 @@ def timing(texts: list[str], repeat: int) -> dict:
     redact_only = per_text(pii.redact)
     guard = per_text(_guarded.__wrapped__)  # uncached: what a text never seen before costs
     base = per_text(lambda t: [p.sub("[X]", t) for p in BASELINE.values()])
-    return {"texts": len(texts), "repeat": repeat, "baseline_regex_us_per_text": round(base, 2),
-            "pii_redact_us_per_text": round(redact_only, 2), "guard_text_us_per_text": round(guard, 2),
-            "pii_redact_vs_baseline": round(redact_only / base, 1), "guard_text_vs_baseline": round(guard / base, 1)}
+    return {
+        "texts": len(texts),
+        "repeat": repeat,
+        "baseline_regex_us_per_text": round(base, 2),
+        "pii_redact_us_per_text": round(redact_only, 2),
+        "guard_text_us_per_text": round(guard, 2),
+        "pii_redact_vs_baseline": round(redact_only / base, 1),
+        "guard_text_vs_baseline": round(guard / base, 1),
+    }
 
 
 def run(repeat: int) -> dict:
     items = load_pii()
     attacks, harmless = load_lines("injection_attacks.txt"), load_lines("harmless_notes.txt")
-    out = {"coverage": pii.coverage(), "pii": pii_rates(items, pii.find_pii),
-           "pii_baseline": pii_rates(items, baseline_spans),
-           "injection": injection_rates(attacks, harmless),
-           "time": timing([it["text"] for it in items] + attacks + harmless, repeat)}
+    out = {
+        "coverage": pii.coverage(),
+        "pii": pii_rates(items, pii.find_pii),
+        "pii_baseline": pii_rates(items, baseline_spans),
+        "injection": injection_rates(attacks, harmless),
+        "time": timing([it["text"] for it in items] + attacks + harmless, repeat),
+    }
     p, inj = out["pii"], out["injection"]
     out["goals_met"] = {
         **{f"recall_{k}": (p["per_type"].get(k, {}).get("recall") or 0) >= GOALS["recall"] for k in CHECKED_TYPES},
         "lookalike_false_redaction": p["lookalike_false_redaction"] <= GOALS["lookalike_false_redaction"],
-        "false_quarantine": inj["false_quarantine_rate"] <= GOALS["false_quarantine"]}
+        "false_quarantine": inj["false_quarantine_rate"] <= GOALS["false_quarantine"],
+    }
     return out
 
 
 def _print(out: dict) -> None:
     p, b = out["pii"], out["pii_baseline"]
-    print(f"PII corpus: {p['items']} items "
-          f"({sum(r['labelled'] for r in p['per_type'].values())} personal data, "
-          f"{sum(r['n'] for r in p['lookalikes'].values())} look-alikes)")
-    print(f"{'type':10} {'n':>4} {'recall':>7} {'false det.':>10} {'FP rate':>8}   {'baseline recall':>15} {'FP rate':>8}"
-          "   coverage")
+    print(
+        f"PII corpus: {p['items']} items "
+        f"({sum(r['labelled'] for r in p['per_type'].values())} personal data, "
+        f"{sum(r['n'] for r in p['lookalikes'].values())} look-alikes)"
+    )
+    print(
+        f"{'type':10} {'n':>4} {'recall':>7} {'false det.':>10} {'FP rate':>8}   {'baseline recall':>15} {'FP rate':>8}"
+        "   coverage"
+    )
     for kind in pii.PII_TYPES:
         r, br = p["per_type"].get(kind), b["per_type"].get(kind, {})
         if r is None:
             continue
         fmt = lambda v: "   -" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"{kind:10} {r['labelled']:>4} {fmt(r['recall']):>7} {r['false_detections']:>10} "
-              f"{fmt(r['false_positive_rate']):>8}   {fmt(br.get('recall')):>15} {fmt(br.get('false_positive_rate')):>8}"
-              f"   {out['coverage'][kind]}")
-    print(f"look-alikes falsely redacted: {p['lookalike_false_redaction']:.3f} (baseline {b['lookalike_false_redaction']:.3f})")
+        print(
+            f"{kind:10} {r['labelled']:>4} {fmt(r['recall']):>7} {r['false_detections']:>10} "
+            f"{fmt(r['false_positive_rate']):>8}   {fmt(br.get('recall')):>15} {fmt(br.get('false_positive_rate')):>8}"
+            f"   {out['coverage'][kind]}"
+        )
+    print(
+        f"look-alikes falsely redacted: {p['lookalike_false_redaction']:.3f} (baseline {b['lookalike_false_redaction']:.3f})"
+    )
     for kind, r in p["lookalikes"].items():
-        print(f"  {kind:13} {r['redacted']:>3}/{r['n']:<4} {r['rate']:.3f}   baseline {b['lookalikes'][kind]['rate']:.3f}")
+        print(
+            f"  {kind:13} {r['redacted']:>3}/{r['n']:<4} {r['rate']:.3f}   baseline {b['lookalikes'][kind]['rate']:.3f}"
+        )
     for m in p["misses"]:
         print(f"  missed   #{m['id']:<4} {m['type']:8} {m['value']}")
     for f in p["false_redactions"]:
         print(f"  redacted #{f['id']:<4} {f['type']:13} {f['value']} as {','.join(f['as'])}")
     i = out["injection"]
-    print(f"injection: attacks detected {i['detected']}/{i['attacks']} = {i['detection_rate']:.3f}; "
-          f"harmless notes quarantined {i['quarantined']}/{i['harmless']} = {i['false_quarantine_rate']:.3f}")
+    print(
+        f"injection: attacks detected {i['detected']}/{i['attacks']} = {i['detection_rate']:.3f}; "
+        f"harmless notes quarantined {i['quarantined']}/{i['harmless']} = {i['false_quarantine_rate']:.3f}"
+    )
     for a in i["missed"]:
         print(f"  missed      {a[:100]}")
     for h in i["false_quarantines"]:
         print(f"  quarantined {h[:100]}")
     t = out["time"]
-    print(f"time per text: baseline regex {t['baseline_regex_us_per_text']} us, PII redaction "
-          f"{t['pii_redact_us_per_text']} us ({t['pii_redact_vs_baseline']}x), whole guard (PII + injection) "
-          f"{t['guard_text_us_per_text']} us ({t['guard_text_vs_baseline']}x), {t['texts']} texts x {t['repeat']}")
+    print(
+        f"time per text: baseline regex {t['baseline_regex_us_per_text']} us, PII redaction "
+        f"{t['pii_redact_us_per_text']} us ({t['pii_redact_vs_baseline']}x), whole guard (PII + injection) "
+        f"{t['guard_text_us_per_text']} us ({t['guard_text_vs_baseline']}x), {t['texts']} texts x {t['repeat']}"
+    )
     print("goals: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in out["goals_met"].items()))
 
 

@@ -73,14 +73,25 @@ def _workflow(url: str):
     bootstrap = dg.define_asset_job("bench_bootstrap_job", selection=[bench_context])
     policy = BatchPolicy(max_events=1000, min_events=250, max_wait_seconds=1.0, max_in_flight=4)
     sensor = build_inbox_batch_sensor("bench_inbox_sensor", [PING], batches, job, bootstrap, [bench_context], policy)
-    defs = dg.Definitions(assets=[bench_context, bench_outcomes], jobs=[job, bootstrap], sensors=[sensor],
-                          resources={"bosun_db": BosunDatabase(url=url)})
+    defs = dg.Definitions(
+        assets=[bench_context, bench_outcomes],
+        jobs=[job, bootstrap],
+        sensors=[sensor],
+        resources={"bosun_db": BosunDatabase(url=url)},
+    )
     return registry, batches, sensor, defs, bench_context
 
 
 def _envelope(i: int) -> dict:
-    return {"source": "bench", "id": f"p{i}", "type": PING, "schema_version": 1,
-            "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"E{i}", "payload": {"n": i}}
+    return {
+        "source": "bench",
+        "id": f"p{i}",
+        "type": PING,
+        "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+00:00",
+        "entity_key": f"E{i}",
+        "payload": {"n": i},
+    }
 
 
 def _write(url: str, first: int, stop: int, per_call: int, ready, go, out) -> None:
@@ -108,9 +119,14 @@ class Writers:
         ctx = mp.get_context("spawn")
         self._ready, self._go, self._out = ctx.Queue(), ctx.Event(), ctx.Queue()
         share = args.events // args.writers
-        self._procs = [ctx.Process(target=_write, args=(url, w * share, (w + 1) * share, args.per_call,
-                                                        self._ready, self._go, self._out), daemon=True)
-                       for w in range(args.writers)]
+        self._procs = [
+            ctx.Process(
+                target=_write,
+                args=(url, w * share, (w + 1) * share, args.per_call, self._ready, self._go, self._out),
+                daemon=True,
+            )
+            for w in range(args.writers)
+        ]
         for p in self._procs:
             p.start()
         for _ in self._procs:
@@ -169,8 +185,11 @@ def cursor_reader(url: str, args, fenced: bool) -> dict:
                 if fenced:
                     seqs = [s for s, _ in inbox.pending_after(cursor, [PING], 1_000_000)]
                 else:
-                    seqs = conn.execute(sa.select(table.c.seq).where(table.c.seq > cursor)
-                                        .order_by(table.c.seq)).scalars().all()
+                    seqs = (
+                        conn.execute(sa.select(table.c.seq).where(table.c.seq > cursor).order_by(table.c.seq))
+                        .scalars()
+                        .all()
+                    )
                     conn.rollback()
                 reads += 1
                 if seqs:
@@ -180,8 +199,11 @@ def cursor_reader(url: str, args, fenced: bool) -> dict:
             all_seqs = set(conn.execute(sa.select(table.c.seq)).scalars())
     finally:
         writers.stop()
-    return {**_rate(writers.events, seconds), "reads": reads,
-            "events_skipped": len({s for s in all_seqs if s <= cursor} - seen)}
+    return {
+        **_rate(writers.events, seconds),
+        "reads": reads,
+        "events_skipped": len({s for s in all_seqs if s <= cursor} - seen),
+    }
 
 
 def sensor_and_runs(url: str, args, instance) -> dict:
@@ -235,9 +257,17 @@ def sensor_and_runs(url: str, args, instance) -> dict:
     runner.join()
     seconds = writers.seconds()
     counts = Counter(processed)
-    return {**_rate(writers.events, seconds), "drained_s": round(drained, 2), "ticks": ticks, "batches": requests, "sweeps": sweeps,
-            "failed_runs": len(failed), "left_received": received(),
-            "processed": len(counts), "processed_twice": sum(1 for n in counts.values() if n > 1)}
+    return {
+        **_rate(writers.events, seconds),
+        "drained_s": round(drained, 2),
+        "ticks": ticks,
+        "batches": requests,
+        "sweeps": sweeps,
+        "failed_runs": len(failed),
+        "left_received": received(),
+        "processed": len(counts),
+        "processed_twice": sum(1 for n in counts.values() if n > 1),
+    }
 
 
 def main() -> None:
@@ -245,8 +275,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--per-call", type=int, default=20)
-    ap.add_argument("--pg-url", default=os.environ.get("BOSUN_TEST_PG_URL",
-                                                       "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument(
+        "--pg-url",
+        default=os.environ.get("BOSUN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+    )
     args = ap.parse_args()
     os.environ["BOSUN_HOME"] = tempfile.mkdtemp(prefix="bosun-bench-race-")
     admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")

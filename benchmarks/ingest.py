@@ -115,11 +115,16 @@ def cli_ingest(env: dict, path: Path, n: int) -> float:
 def api(env: dict, events: list[dict], home: Path) -> float:
     from orchestration.api_keys import ApiKeys
 
-    key, _ = ApiKeys(env["BOSUN_DATABASE_URL"]).create("bench", ["events:write"], rate_per_s=1e6, burst=10 ** 6)
+    key, _ = ApiKeys(env["BOSUN_DATABASE_URL"]).create("bench", ["events:write"], rate_per_s=1e6, burst=10**6)
     port = _free_port()
     log = open(home / "serve.log", "w")
-    proc = subprocess.Popen([str(BIN / "bosun"), "serve", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "bosun"), "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -135,7 +140,7 @@ def api(env: dict, events: list[dict], home: Path) -> float:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
             started = time.perf_counter()
             for i in range(0, len(events), 100):
-                r = client.post("/v1/events", json=events[i:i + 100])
+                r = client.post("/v1/events", json=events[i : i + 100])
                 assert r.status_code == 202, r.text[:500]
             return time.perf_counter() - started
     finally:
@@ -147,8 +152,10 @@ def api(env: dict, events: list[dict], home: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=5000)
-    p.add_argument("--pg-url", default=os.environ.get("BOSUN_TEST_PG_URL",
-                                                      "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("BOSUN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+    )
     args = p.parse_args()
     events = _events(args.events)
     n = len(events)
@@ -184,8 +191,10 @@ def main() -> None:
     print(f"\n{n} events, {os.cpu_count()} cores\n")
     print(f"{'db':<9}{'path':<30}{'seconds':>9}{'events/s':>11}{'vs in-process':>15}")
     for kind, way, secs, rate, ratio in rows:
-        print(f"{kind:<9}{way:<30}{secs:>9.2f}{'' if rate is None else f'{rate:,.0f}':>11}"
-              f"{'' if ratio is None else f'{ratio:.2f}x':>15}")
+        print(
+            f"{kind:<9}{way:<30}{secs:>9.2f}{'' if rate is None else f'{rate:,.0f}':>11}"
+            f"{'' if ratio is None else f'{ratio:.2f}x':>15}"
+        )
 
 
 if __name__ == "__main__":

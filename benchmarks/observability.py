@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+
 from orchestration import clock
 
 
@@ -46,19 +47,31 @@ def batch_runs(base: Path, n_events: int, batch_size: int, seed: int) -> tuple[s
     (base / "dagster").mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(base / "dagster"), overrides=INSTANCE_OVERRIDES) as instance:
         dg.materialize(context_assets, instance=instance, resources=defs.resources, run_config=QUIET)
-        report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, inbox, instance,
-                                     replace(batch_policy, max_events=batch_size))
+        report = run_pending_batches(
+            defs,
+            "invoice_batch_job",
+            invoice_batches,
+            EVENT_TYPES,
+            inbox,
+            instance,
+            replace(batch_policy, max_events=batch_size),
+        )
         if report.failed:
             raise SystemExit(f"batch runs failed: {report.failed}")
         figures = []
         for key in report.batches:
             rec = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]),
-                limit=1).records[0]
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]), limit=1
+            ).records[0]
             md = rec.asset_materialization.metadata
             stats = instance.get_run_stats(rec.run_id)
-            figures.append({"events": md["metrics.events"].value, "overhead_s": md["metrics.overhead_s"].value,
-                            "run_s": stats.end_time - stats.start_time})
+            figures.append(
+                {
+                    "events": md["metrics.events"].value,
+                    "overhead_s": md["metrics.overhead_s"].value,
+                    "run_s": stats.end_time - stats.start_time,
+                }
+            )
     return defs.resources["bosun_db"].resolved_url, figures
 
 
@@ -73,10 +86,19 @@ def span_cost(n_events: int) -> float:
     exporter = InMemorySpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))  # as in production, default queue
     t0 = clock.now()
-    stages = [tracing.Stage(layer, t0 + timedelta(seconds=i), t0 + timedelta(seconds=i + 1))
-              for i, layer in enumerate(tracing.LAYERS[1:])]
-    events = [{"key": f"bench:{i}", "received_at": t0, "outcome_at": t0 + timedelta(seconds=5),
-               "attributes": {"bosun.decision": "approve", "bosun.confidence": 0.9}} for i in range(n_events)]
+    stages = [
+        tracing.Stage(layer, t0 + timedelta(seconds=i), t0 + timedelta(seconds=i + 1))
+        for i, layer in enumerate(tracing.LAYERS[1:])
+    ]
+    events = [
+        {
+            "key": f"bench:{i}",
+            "received_at": t0,
+            "outcome_at": t0 + timedelta(seconds=5),
+            "attributes": {"bosun.decision": "approve", "bosun.confidence": 0.9},
+        }
+        for i in range(n_events)
+    ]
     started = time.perf_counter()
     spans = tracing.record_event_traces("bench", "1-2", "run", stages, events, provider=provider)
     took = time.perf_counter() - started
@@ -101,11 +123,27 @@ def synthetic_rows(url: str, rows: int) -> None:
     store = metrics.MetricsStore(url)
     now = clock.now()
     for i in range(rows):
-        m = metrics.compute("bench", f"{i}-{i}", f"run-{i}", now - timedelta(seconds=2),
-                            [{"status": "done", "received_at": now - timedelta(seconds=1), "outcome_at": now}] * 10,
-                            [{"decision": "approve", "route": "act", "confidence": 0.9, "guardrails": ["g1"],
-                              "model": "local", "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}] * 10,
-                            ["g1", "g2"])
+        m = metrics.compute(
+            "bench",
+            f"{i}-{i}",
+            f"run-{i}",
+            now - timedelta(seconds=2),
+            [{"status": "done", "received_at": now - timedelta(seconds=1), "outcome_at": now}] * 10,
+            [
+                {
+                    "decision": "approve",
+                    "route": "act",
+                    "confidence": 0.9,
+                    "guardrails": ["g1"],
+                    "model": "local",
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost_usd": 0.0,
+                }
+            ]
+            * 10,
+            ["g1", "g2"],
+        )
         store.record(m)
 
 
@@ -119,8 +157,14 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="bosun-bench-obs-"))
     os.environ["BOSUN_HOME"] = str(base)
-    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    for var in (
+        "BOSUN_DATABASE_URL",
+        "BOSUN_ERP_DATABASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ):
         os.environ.pop(var, None)
 
     url, batches = batch_runs(base, args.events, args.batch_size, args.seed)
@@ -133,16 +177,32 @@ def main() -> None:
     synthetic_rows(synthetic_url, args.rows)
     write_s = time.perf_counter() - t
     scrape_rows = scrape_s(synthetic_url)
-    print(json.dumps({
-        "batch_metrics": {"batches": len(batches), "events": sum(b["events"] for b in batches),
-                          "overhead_s_per_batch": round(overhead / len(batches), 4),
-                          "run_s_per_batch": round(run_s / len(batches), 3),
-                          "overhead_share_of_run": round(overhead / run_s, 4)},
-        "spans": {"events": args.batch_size, "spans": 6 * args.batch_size, "seconds": round(spans_s, 4),
-                  "share_of_batch_run": round(spans_s / (run_s / len(batches)), 4)},
-        "scrape": {"after_batches_s": round(scrape_demo, 4), "rows": args.rows, "with_rows_s": round(scrape_rows, 4),
-                   "row_write_ms": round(1000 * write_s / args.rows, 3)},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "batch_metrics": {
+                    "batches": len(batches),
+                    "events": sum(b["events"] for b in batches),
+                    "overhead_s_per_batch": round(overhead / len(batches), 4),
+                    "run_s_per_batch": round(run_s / len(batches), 3),
+                    "overhead_share_of_run": round(overhead / run_s, 4),
+                },
+                "spans": {
+                    "events": args.batch_size,
+                    "spans": 6 * args.batch_size,
+                    "seconds": round(spans_s, 4),
+                    "share_of_batch_run": round(spans_s / (run_s / len(batches)), 4),
+                },
+                "scrape": {
+                    "after_batches_s": round(scrape_demo, 4),
+                    "rows": args.rows,
+                    "with_rows_s": round(scrape_rows, 4),
+                    "row_write_ms": round(1000 * write_s / args.rows, 3),
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,18 +47,35 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="bosun-bench-outcomes-"))
     os.environ["BOSUN_HOME"] = str(home)
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "BOSUN_LLM_MODEL", "BOSUN_DATABASE_URL",
-                "BOSUN_ERP_DATABASE_URL", "BOSUN_MODEL_DIR", "BOSUN_SAMPLE_DIR"):
+    for var in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "BOSUN_LLM_MODEL",
+        "BOSUN_DATABASE_URL",
+        "BOSUN_ERP_DATABASE_URL",
+        "BOSUN_MODEL_DIR",
+        "BOSUN_SAMPLE_DIR",
+    ):
         os.environ.pop(var, None)
     os.environ["BOSUN_SAMPLE_DIR"] = str(home / "sample")
 
-    cold = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); import great_expectations; "
-                                                 "print(time.perf_counter() - t)"],
-                          capture_output=True, text=True, check=True)
+    cold = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time; t = time.perf_counter(); import great_expectations; print(time.perf_counter() - t)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     from assets.invoices import data_quality
-    from assets.invoices.checks import (every_event_reached_a_terminal_state, no_invoice_paid_twice,
-                                        no_payment_exceeds_po)
     from assets.invoices.batch_reconciliation import reconcile_batch
+    from assets.invoices.checks import (
+        every_event_reached_a_terminal_state,
+        no_invoice_paid_twice,
+        no_payment_exceeds_po,
+    )
     from assets.invoices.context import action_key
     from assets.invoices.demo import run_demo
     from assets.invoices.workflow import EVENT_TYPES
@@ -93,18 +110,23 @@ def main() -> int:
 
         per["baseline"].append(_timed(baseline))
         per["reconciliation"].append(_timed(lambda: reconcile_batch(batch, db, erp, outbox)))
-        per["ge_context"].append(_timed(lambda: expectations.validate(
-            data_quality.context_frame(context), data_quality.CONTEXT_SUITE)))
+        per["ge_context"].append(
+            _timed(lambda: expectations.validate(data_quality.context_frame(context), data_quality.CONTEXT_SUITE))
+        )
         per["ge_outcomes"].append(_timed(outcomes))
         assert reconcile_batch(batch, db, erp, outbox).ok
 
     base = statistics.mean(per["baseline"])
-    report = {"events": args.events, "batches": len(sizes), "mean_batch_events": round(statistics.mean(sizes), 1),
-              "demo_seconds": summary["seconds"],
-              "per_batch_ms": {k: round(statistics.mean(v) * 1000, 1) for k, v in per.items()},
-              "ratio_to_baseline": {k: round(statistics.mean(v) / base, 2) for k, v in per.items()},
-              "ge_import_cold_process_s": round(float(cold.stdout), 2),
-              "settlements": {k: summary["settlements"].get(k) for k in ("payments", "verdicts", "failing")}}
+    report = {
+        "events": args.events,
+        "batches": len(sizes),
+        "mean_batch_events": round(statistics.mean(sizes), 1),
+        "demo_seconds": summary["seconds"],
+        "per_batch_ms": {k: round(statistics.mean(v) * 1000, 1) for k, v in per.items()},
+        "ratio_to_baseline": {k: round(statistics.mean(v) / base, 2) for k, v in per.items()},
+        "ge_import_cold_process_s": round(float(cold.stdout), 2),
+        "settlements": {k: summary["settlements"].get(k) for k in ("payments", "verdicts", "failing")},
+    }
     print(json.dumps(report, indent=2))
     return 0
 

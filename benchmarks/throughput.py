@@ -25,8 +25,8 @@ from pathlib import Path
 
 def _fresh_world(base: Path, name: str, sample: Path):
     """Point Bosun at a new SQLite file and seed its ERP with the sample's master data."""
-    from orchestration.definitions import build_definitions
     from assets.invoices.training import seed_erp
+    from orchestration.definitions import build_definitions
 
     os.environ["BOSUN_DATABASE_URL"] = f"sqlite:///{base / f'{name}.db'}"
     defs = build_definitions()
@@ -77,9 +77,15 @@ def dagster_batches(defs, instance_dir: Path, batch_size: int) -> tuple[int, int
     with dg.DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=INSTANCE_OVERRIDES) as instance:
         dg.materialize(context_assets, instance=instance, resources=defs.resources, run_config=QUIET)
         started = time.perf_counter()
-        report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES,
-                                     defs.resources["bosun_db"].inbox(), instance,
-                                     replace(batch_policy, max_events=batch_size))
+        report = run_pending_batches(
+            defs,
+            "invoice_batch_job",
+            invoice_batches,
+            EVENT_TYPES,
+            defs.resources["bosun_db"].inbox(),
+            instance,
+            replace(batch_policy, max_events=batch_size),
+        )
         elapsed = time.perf_counter() - started
     if report.failed or report.check_failures:
         raise SystemExit(f"batch runs failed: {report.failed} {report.check_failures}")
@@ -96,7 +102,13 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="bosun-bench-"))
     os.environ["BOSUN_HOME"] = str(base)
-    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_OUTBOX_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    for var in (
+        "BOSUN_DATABASE_URL",
+        "BOSUN_ERP_DATABASE_URL",
+        "BOSUN_OUTBOX_DATABASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+    ):
         os.environ.pop(var, None)
     from assets.invoices.demo import prepare
     from assets.invoices.training import read_events
@@ -130,13 +142,22 @@ def main() -> None:
     for r in results.values():
         r["events_per_s"] = round(r["events"] / r["seconds"], 1)
     bare, bosun, per_event = (results[k]["events_per_s"] for k in ("bare_loop", "bosun_batches", "run_per_event"))
-    print(json.dumps({
-        "events": ingest.accepted, "batch_size": args.batch_size,
-        "ingest_events_per_s": round(ingest.accepted / ingest_s, 1),
-        **results,
-        "ratios": {"bare_over_bosun": round(bare / bosun, 2), "bosun_over_run_per_event": round(bosun / per_event, 1)},
-        "extrapolated_run_per_event_seconds_for_all": round(ingest.accepted / per_event, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "events": ingest.accepted,
+                "batch_size": args.batch_size,
+                "ingest_events_per_s": round(ingest.accepted / ingest_s, 1),
+                **results,
+                "ratios": {
+                    "bare_over_bosun": round(bare / bosun, 2),
+                    "bosun_over_run_per_event": round(bosun / per_event, 1),
+                },
+                "extrapolated_run_per_event_seconds_for_all": round(ingest.accepted / per_event, 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

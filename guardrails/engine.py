@@ -40,6 +40,7 @@ _OPS = {
 
 class Limit(BaseModel):
     """A threshold whose value depends on the context: values[facts[by_fact]], else default."""
+
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     by_fact: str | None = None
@@ -99,11 +100,12 @@ class SoftRule(BaseModel):
 
 class OutputRule(BaseModel):
     """A value the model states must match a fact, within `tolerance`, else `then`."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    stated: str        # the field of the model's answer
-    must_match: str    # the fact it must equal
+    stated: str  # the field of the model's answer
+    must_match: str  # the fact it must equal
     tolerance: float = Field(default=0.0, ge=0)
     then: str = "escalate"
 
@@ -154,7 +156,7 @@ class Policy(BaseModel):
 
 @dataclass
 class Verdict:
-    decision: str                      # after hard rules: one of policy.decisions, or "escalate"
+    decision: str  # after hard rules: one of policy.decisions, or "escalate"
     proposed: str
     blocked_by: list[str] = field(default_factory=list)
     flagged_by: list[str] = field(default_factory=list)
@@ -166,9 +168,14 @@ class Verdict:
         return self.decision != self.proposed
 
     def as_dict(self) -> dict:
-        return {"proposed": self.proposed, "decision": self.decision, "blocked_by": self.blocked_by,
-                "flagged_by": self.flagged_by, "confidence_factor": round(self.confidence_factor, 4),
-                "limits": self.limits}
+        return {
+            "proposed": self.proposed,
+            "decision": self.decision,
+            "blocked_by": self.blocked_by,
+            "flagged_by": self.flagged_by,
+            "confidence_factor": round(self.confidence_factor, 4),
+            "limits": self.limits,
+        }
 
 
 def load_policy(name_or_path: str | Path) -> Policy:
@@ -179,8 +186,13 @@ def load_policy(name_or_path: str | Path) -> Policy:
         return Policy.model_validate(yaml.safe_load(fh))
 
 
-def evaluate(policy: Policy, proposed: str, facts: dict, stated: dict | None = None,
-             limit_overrides: dict[str, float] | None = None) -> Verdict:
+def evaluate(
+    policy: Policy,
+    proposed: str,
+    facts: dict,
+    stated: dict | None = None,
+    limit_overrides: dict[str, float] | None = None,
+) -> Verdict:
     """Output guards on what the model said, then hard rules in order, then soft rules."""
     verdict = Verdict(decision=proposed, proposed=proposed)
     if proposed not in policy.decisions and proposed != "escalate":
@@ -210,8 +222,9 @@ def evaluate(policy: Policy, proposed: str, facts: dict, stated: dict | None = N
     return verdict
 
 
-def hard_violations(policy: Policy, final_decision: str, facts: dict,
-                    limit_overrides: dict[str, float] | None = None) -> list[str]:
+def hard_violations(
+    policy: Policy, final_decision: str, facts: dict, limit_overrides: dict[str, float] | None = None
+) -> list[str]:
     """The hard rules a final decision breaks: must be none, whatever any model said.
     Asset checks run this over every decision of a batch, after the fact."""
     if final_decision not in policy.decisions and final_decision != "escalate":

@@ -22,8 +22,10 @@ from guardrails import pii
 # approval *and* "without checks"), not a single word: accounts-payable notes say "disregard
 # the previous invoice", "pre-approved by purchasing", "Source system: SAP" and "Freigeben
 # nach Wareneingang" every day (tests/guardrails/corpora/harmless_notes.txt).
-_TARGETS = (r"(instructions?|rules?|guidelines?|polic(y|ies)|checks?|controls?|prompts?|directives?|"
-            r"restrictions?|safeguards?|guardrails?|guidance|everything|anything|all of (the|that)|what you were told)")
+_TARGETS = (
+    r"(instructions?|rules?|guidelines?|polic(y|ies)|checks?|controls?|prompts?|directives?|"
+    r"restrictions?|safeguards?|guardrails?|guidance|everything|anything|all of (the|that)|what you were told)"
+)
 _FAMILIES = {
     "instruction": (
         rf"\b(ignore|disregard|forget|override|bypass|skip|circumvent|suspend)\b.{{0,40}}\b{_TARGETS}(?!\w)",
@@ -93,8 +95,9 @@ _FAMILIES = {
         r"(无需|無需|不要|跳过|跳過)(审核|審核|检查|檢查)|直接批准|審査なしで|確認せずに",
     ),
 }
-_INJECTION_PATTERNS = [(family, re.compile(p, re.IGNORECASE | re.MULTILINE))
-                       for family, patterns in _FAMILIES.items() for p in patterns]
+_INJECTION_PATTERNS = [
+    (family, re.compile(p, re.IGNORECASE | re.MULTILINE)) for family, patterns in _FAMILIES.items() for p in patterns
+]
 _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){12,}\b")
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad"), None)
@@ -136,7 +139,7 @@ def _deobfuscated(text: str) -> list[str]:
 
 @dataclass
 class GuardedText:
-    text: str                      # what a model may see
+    text: str  # what a model may see
     pii_found: list[str] = field(default_factory=list)
     injection_suspected: bool = False
     injection_signals: list[str] = field(default_factory=list)
@@ -156,7 +159,8 @@ _INSTRUCTION_WORDS = re.compile(
     r"genehmig|freigeb|anweisung|regel|vergiss|ohne|approuv|valid|oubli|r[èe]gle|sans|aprueb|aprob|olvid|sin |"
     r"istruz|dimentic|senza|negeer|vergeet|zonder|aprov|esque|sem |zignoruj|zapomnij|zatwierd|bez |игнор|забуд|"
     r"инструкц|правил|одобр|провер|忽略|無視|指令|指示|批准|承認|审核|審核|確認|ルール",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def _families_if_worded(text: str) -> set[str]:
@@ -193,5 +197,6 @@ def guard_text(text: str) -> GuardedText:
     if not text:
         return GuardedText(text="")
     redacted, kinds, signals = _guarded(text)
-    return GuardedText(text=redacted, pii_found=list(kinds), injection_suspected=bool(signals),
-                       injection_signals=list(signals))
+    return GuardedText(
+        text=redacted, pii_found=list(kinds), injection_suspected=bool(signals), injection_signals=list(signals)
+    )

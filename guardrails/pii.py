@@ -37,7 +37,7 @@ PII_TYPES = ("iban", "card", "email", "phone", "address", "person")
 
 @dataclass(frozen=True)
 class PiiSpan:
-    kind: str        # one of PII_TYPES
+    kind: str  # one of PII_TYPES
     start: int
     end: int
 
@@ -84,9 +84,11 @@ _REFERENCE_CUE = re.compile(
     r"kunden\w*|customer|account|konto\w*|tracking|sendung\w*|lieferschein\w*|delivery note|commande|facture|"
     r"pedido|factura|ordine|fattura|bestelling|factuur|zamówieni\w*|faktur\w*|contract|vertrag\w*|ticket|case|"
     r"batch|lot|serial|seriennummer|sn|id|ean|gtin|isbn|mandat\w*|mandate|aktenzeichen|az\.?)\W{0,3}$",
-    re.IGNORECASE)
-_CARD_CUE = re.compile(r"(card|karte|kreditkarte|visa|mastercard|amex|carte|tarjeta|carta|kaart|karta|cc)\b",
-                       re.IGNORECASE)
+    re.IGNORECASE,
+)
+_CARD_CUE = re.compile(
+    r"(card|karte|kreditkarte|visa|mastercard|amex|carte|tarjeta|carta|kaart|karta|cc)\b", re.IGNORECASE
+)
 
 
 def _is_card(digits: str) -> bool:
@@ -104,7 +106,7 @@ def _find_cards(text: str) -> list[PiiSpan]:
             continue  # "1234 5678-9012 ..." is no way anyone writes a card number
         if not _is_card(re.sub(r"\D", "", raw)):
             continue
-        before = text[max(0, m.start() - 30):m.start()]
+        before = text[max(0, m.start() - 30) : m.start()]
         if _REFERENCE_CUE.search(before.rstrip()) and not _CARD_CUE.search(before):
             continue
         out.append(PiiSpan("card", m.start(), m.end()))
@@ -116,7 +118,8 @@ _AT = r"(?:@|＠|\s?[\(\[\{<]\s?(?:at|ät|AT)\s?[\)\]\}>]\s?|\s(?:at|AT)\s)"
 _DOT = r"(?:\.|\s?[\(\[\{<]\s?(?:dot|punkt|point|DOT)\s?[\)\]\}>]\s?|\s(?:dot|punkt|DOT)\s)"
 _TLD = r"[A-Za-z]{2,24}"
 _EMAIL = re.compile(
-    rf"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}{_TLD}(?![\w@])")
+    rf"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}{_TLD}(?![\w@])"
+)
 # Plain " at " / " dot " (no brackets) reads as English prose too ("meet at noon. Then"):
 # accepted only with a top-level domain people actually write.
 _COMMON_TLDS = frozenset("com de org net eu fr nl at ch it es uk co io be pl se dk no fi pt ie lu cz info biz".split())
@@ -142,7 +145,9 @@ _PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d ()./-]{4,22}\d(?!\w
 _PHONE_CUE = re.compile(
     r"(?<![A-Za-z])(tel|phone|telephone|call|ring|fax|mobile|mob|cell|hotline|telefon\w*|rufnummer|handy|mobil|tél|téléphone|"
     r"portable|appel\w*|teléfono|telefono|llam\w*|chiama\w*|cellulare|telefoon|bel|gsm|zadzwoń|tel\.|☎|📞|"
-    r"whatsapp|contact|kontakt|erreichbar)\b[^\d]{0,25}$", re.IGNORECASE)
+    r"whatsapp|contact|kontakt|erreichbar)\b[^\d]{0,25}$",
+    re.IGNORECASE,
+)
 _NANP_GROUPED = re.compile(r"^(?:\+?1[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}$")
 _TRUNK_GROUPED = re.compile(r"^\(?0\d{1,5}\)?(?:[ /-]\d{2,8})+$")
 _DATE_LIKE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}$")
@@ -155,12 +160,12 @@ def _find_phones(text: str, regions: tuple[str, ...]) -> list[PiiSpan]:
         if raw.startswith("(") and raw.count("(") > raw.count(")"):
             raw, start = raw[1:], start + 1  # "(call 030 ...)": the bracket is the sentence's
         if raw.count(")") > raw.count("("):
-            raw = raw[:raw.rindex(")")].rstrip(" ./-")
+            raw = raw[: raw.rindex(")")].rstrip(" ./-")
         digits = re.sub(r"\D", "", raw)
         if not 6 <= len(digits) <= 15 or _DATE_LIKE.match(raw):
             continue
         international = raw.startswith("+") or raw.startswith("00")
-        before = text[max(0, start - 40):start]
+        before = text[max(0, start - 40) : start]
         if _REFERENCE_CUE.search(before.rstrip()):
             continue  # "order 0301234567": introduced as a reference, whatever else is near
         if not international:
@@ -186,19 +191,24 @@ def _valid_phone(raw: str, regions: tuple[str, ...]) -> bool:
 
 
 # ---- postal address (built in: street + number + postal code + town) ---------------------------
-_STREET_WORD = (r"(?:[A-ZÄÖÜ][\wäöüßéèà'.-]*(?:stra(?:ß|ss)e|str\.|weg|gasse|platz|allee|ring|damm|ufer|"
-                r"chaussee|steig|markt)|[A-ZÄÖÜ][\wäöüß.-]+ (?:Stra(?:ß|ss)e|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm)|"
-                r"(?:[A-Z][\w'-]+ ){1,3}(?:Street|St\.|Road|Rd\.|Avenue|Ave\.|Lane|Ln\.|Drive|Dr\.|Boulevard|Blvd\.|"
-                r"Way|Close|Square|Place|Terrace)|[A-Z][\w'-]+(?:straat|laan|weg|plein|gracht|kade))")
+_STREET_WORD = (
+    r"(?:[A-ZÄÖÜ][\wäöüßéèà'.-]*(?:stra(?:ß|ss)e|str\.|weg|gasse|platz|allee|ring|damm|ufer|"
+    r"chaussee|steig|markt)|[A-ZÄÖÜ][\wäöüß.-]+ (?:Stra(?:ß|ss)e|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm)|"
+    r"(?:[A-Z][\w'-]+ ){1,3}(?:Street|St\.|Road|Rd\.|Avenue|Ave\.|Lane|Ln\.|Drive|Dr\.|Boulevard|Blvd\.|"
+    r"Way|Close|Square|Place|Terrace)|[A-Z][\w'-]+(?:straat|laan|weg|plein|gracht|kade))"
+)
 _ADDRESS = re.compile(
     rf"(?:\b{_STREET_WORD}\s+\d{{1,4}}\s?[a-zA-Z]?|"
     r"\b\d{1,4}\s?(?:bis|ter)?,?\s(?:rue|avenue|boulevard|bd|place|allée|chemin|impasse|quai)\s(?:[\wÀ-ÿ'-]+\s?){1,4}|"
     r"\b\d{1,5}\s(?:[A-Z][\w'-]+\s){1,3}(?:Street|St\.|Road|Rd\.|Avenue|Ave\.|Lane|Drive|Boulevard|Blvd\.|Way))"
     r"(?:,\s*|\s+)(?:[A-Z]{1,2}-)?(?:\d{4,5}(?:\s?[A-Z]{2})?|[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2})\s+"
-    r"[A-ZÄÖÜ][\wäöüßÀ-ÿ-]+(?:\s(?:am|an der|upon|sur|[A-Z][\w-]+))?")
+    r"[A-ZÄÖÜ][\wäöüßÀ-ÿ-]+(?:\s(?:am|an der|upon|sur|[A-Z][\w-]+))?"
+)
 # A UK address often ends in the town before the postcode: "10 Downing Street, London SW1A 2AA"
-_ADDRESS_UK = re.compile(r"\b\d{1,4}\s(?:[A-Z][\w'-]+\s){1,3}(?:Street|St\.|Road|Rd\.|Avenue|Lane|Drive|Way),\s"
-                         r"[A-Z][\w-]+\s[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b")
+_ADDRESS_UK = re.compile(
+    r"\b\d{1,4}\s(?:[A-Z][\w'-]+\s){1,3}(?:Street|St\.|Road|Rd\.|Avenue|Lane|Drive|Way),\s"
+    r"[A-Z][\w-]+\s[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b"
+)
 
 
 def _find_addresses(text: str) -> list[PiiSpan]:
@@ -224,18 +234,24 @@ def _find_named_entities(text: str) -> list[PiiSpan]:
     if engine is None:
         return []
     kinds = {"PERSON": "person", "LOCATION": "address"}
-    return [PiiSpan(kinds[r.entity_type], r.start, r.end)
-            for r in engine.analyze(text=text, language="en", entities=list(kinds), score_threshold=0.6)]
+    return [
+        PiiSpan(kinds[r.entity_type], r.start, r.end)
+        for r in engine.analyze(text=text, language="en", entities=list(kinds), score_threshold=0.6)
+    ]
 
 
 def coverage() -> dict[str, str]:
     """What this installation redacts, per type: "checked" (a checksum or a parser),
     "pattern", "model" (Presidio), or "not covered: ..."."""
     ner = _presidio() is not None
-    return {"iban": "checked (mod 97, country length)", "card": "checked (Luhn, issuer prefix and length)",
-            "email": "pattern (with obfuscations)", "phone": "checked (phonenumbers, with region)",
-            "address": "pattern (street, number, postal code, town)" + (" + model (Presidio)" if ner else ""),
-            "person": "model (Presidio)" if ner else "not covered: install the extra `pii-ner` (Presidio + spaCy)"}
+    return {
+        "iban": "checked (mod 97, country length)",
+        "card": "checked (Luhn, issuer prefix and length)",
+        "email": "pattern (with obfuscations)",
+        "phone": "checked (phonenumbers, with region)",
+        "address": "pattern (street, number, postal code, town)" + (" + model (Presidio)" if ner else ""),
+        "person": "model (Presidio)" if ner else "not covered: install the extra `pii-ner` (Presidio + spaCy)",
+    }
 
 
 # ---- the detector --------------------------------------------------------------------------
@@ -244,8 +260,14 @@ def find_pii(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS) -> list[PiiS
     (an IBAN's digits are not also a phone number)."""
     if not text:
         return []
-    found = [*_find_ibans(text), *_find_emails(text), *_find_cards(text), *_find_phones(text, regions),
-             *_find_addresses(text), *_find_named_entities(text)]
+    found = [
+        *_find_ibans(text),
+        *_find_emails(text),
+        *_find_cards(text),
+        *_find_phones(text, regions),
+        *_find_addresses(text),
+        *_find_named_entities(text),
+    ]
     taken: list[PiiSpan] = []
     for span in found:
         if all(span.end <= t.start or span.start >= t.end for t in taken):
@@ -260,7 +282,7 @@ def redact(text: str, regions: tuple[str, ...] = DEFAULT_REGIONS) -> tuple[str, 
         return text, []
     parts, at = [], 0
     for s in spans:
-        parts += [text[at:s.start], f"[{s.kind.upper()}]"]
+        parts += [text[at : s.start], f"[{s.kind.upper()}]"]
         at = s.end
     parts.append(text[at:])
     return "".join(parts), sorted({s.kind for s in spans})

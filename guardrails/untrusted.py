@@ -46,7 +46,7 @@ def _marked(metadata) -> bool:
 
 
 def _container(origin) -> str | None:
-    """"seq" for list-like generics, "map" for dict-like ones (their values), else None."""
+    """ "seq" for list-like generics, "map" for dict-like ones (their values), else None."""
     if not isinstance(origin, type) or origin in (str, bytes):
         return None
     if issubclass(origin, (abc.Sequence, abc.Set)):
@@ -143,6 +143,7 @@ def _leaves(tp, path: FieldPath):
 class FieldFinding:
     """What the guard found in one field: its path with list positions, e.g.
     `line_items[2].description`, the PII kinds and injection signals (never the text)."""
+
     field: str
     pii: tuple[str, ...] = ()
     injection_signals: tuple[str, ...] = ()
@@ -154,9 +155,9 @@ class FieldFinding:
 
 @dataclass(frozen=True)
 class GuardedPayload:
-    payload: dict                      # a copy: every untrusted field redacted or quarantined
+    payload: dict  # a copy: every untrusted field redacted or quarantined
     findings: tuple[FieldFinding, ...]  # one per field where something was found
-    fields_guarded: int                 # untrusted fields present in this payload
+    fields_guarded: int  # untrusted fields present in this payload
 
     @property
     def pii_found(self) -> list[str]:
@@ -176,14 +177,15 @@ class GuardedPayload:
 
     def pii_in(self, field_prefix: str) -> list[str]:
         """PII kinds found in the fields under a path (`"note"`, `"line_items"`)."""
-        return sorted({k for f in self.findings if f.field.split("[")[0].split(".")[0] == field_prefix
-                       for k in f.pii})
+        return sorted({k for f in self.findings if f.field.split("[")[0].split(".")[0] == field_prefix for k in f.pii})
 
     def summary(self) -> dict:
         """For the audit and metadata: where what was found (field paths, kinds), no text."""
-        return {"fields_guarded": self.fields_guarded,
-                "pii": {f.field: list(f.pii) for f in self.findings if f.pii},
-                "quarantined": {f.field: list(f.injection_signals) for f in self.findings if f.quarantined}}
+        return {
+            "fields_guarded": self.fields_guarded,
+            "pii": {f.field: list(f.pii) for f in self.findings if f.pii},
+            "quarantined": {f.field: list(f.injection_signals) for f in self.findings if f.quarantined},
+        }
 
 
 def guard_payload(model: type[BaseModel], payload: dict[str, Any]) -> GuardedPayload:

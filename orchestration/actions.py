@@ -57,7 +57,9 @@ class RetryPolicy:
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
             wait=tenacity.wait_exponential_jitter(multiplier=self.initial_s, max=self.max_s, jitter=self.jitter_s),
-            retry=tenacity.retry_if_exception(self.retryable), reraise=True)
+            retry=tenacity.retry_if_exception(self.retryable),
+            reraise=True,
+        )
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,11 @@ class ApiError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-_ERRORS = {401: {"model": Problem, "description": "missing or unknown API key"},
-           403: {"model": Problem, "description": "the key lacks the scope"},
-           429: {"model": Problem, "description": "rate limit; see Retry-After"}}
+_ERRORS = {
+    401: {"model": Problem, "description": "missing or unknown API key"},
+    403: {"model": Problem, "description": "the key lacks the scope"},
+    429: {"model": Problem, "description": "rate limit; see Retry-After"},
+}
 
 
 def _field_of(reason: str) -> list[str]:
@@ -92,14 +94,28 @@ def _as_status(key: str, row: dict | None) -> EventStatus:
     source, _, event_id = key.partition(":")
     if row is None:
         return EventStatus(source=source, id=event_id, status="unknown", status_url=_status_url(source, event_id))
-    return EventStatus(source=row["source"], id=row["event_id"], status=row["status"], reason=row["reason"],
-                       outcome=row["outcome"], duplicate_deliveries=row["duplicate_count"],
-                       status_url=_status_url(row["source"], row["event_id"]), retry_of=row.get("retry_of"))
+    return EventStatus(
+        source=row["source"],
+        id=row["event_id"],
+        status=row["status"],
+        reason=row["reason"],
+        outcome=row["outcome"],
+        duplicate_deliveries=row["duplicate_count"],
+        status_url=_status_url(row["source"], row["event_id"]),
+        retry_of=row.get("retry_of"),
+    )
 
 
-def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 << 20, max_batch: int = 1000,
-               max_wait_s: float = 60.0, metrics: bool = True,
-               reviews: "ReviewService | None" = None, console: bool = True) -> FastAPI:
+def create_app(
+    db_url: str,
+    registry: PayloadRegistry,
+    max_body_bytes: int = 1 << 20,
+    max_batch: int = 1000,
+    max_wait_s: float = 60.0,
+    metrics: bool = True,
+    reviews: "ReviewService | None" = None,
+    console: bool = True,
+) -> FastAPI:
     """`reviews` adds the review endpoints (api_reviews.py) and, with `console`, the reviewer
     console at /console (console.py); the entry point passes the service with the workflows'
     hooks. `metrics` serves GET /metrics for Prometheus."""
@@ -118,39 +134,53 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
 
     def require(*scopes: str):
         """Any one of `scopes` admits the key."""
+
         async def dependency(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> ApiKey:
             key = await run_in_threadpool(keys.authenticate, creds.credentials) if creds else None
             if key is None:
-                raise ApiError(401, "a valid API key is required (Authorization: Bearer bsn_...)",
-                               {"WWW-Authenticate": "Bearer"})
+                raise ApiError(
+                    401, "a valid API key is required (Authorization: Bearer bsn_...)", {"WWW-Authenticate": "Bearer"}
+                )
             if not any(key.allows(scope) for scope in scopes):
                 raise ApiError(403, f"this key lacks the scope {' or '.join(repr(s) for s in scopes)}")
             wait = await run_in_threadpool(limits.take, key)
             if wait:
-                raise ApiError(429, f"rate limit of {key.rate_per_s:g}/s (burst {key.burst}) exceeded",
-                               {"Retry-After": retry_after_header(wait)})
+                raise ApiError(
+                    429,
+                    f"rate limit of {key.rate_per_s:g}/s (burst {key.burst}) exceeded",
+                    {"Retry-After": retry_after_header(wait)},
+                )
             return key
+
         return dependency
 
     envelope_schema = EventEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
     envelope_schema.pop("$defs", None)
-    body_schema = {"oneOf": [envelope_schema, {"type": "array", "items": envelope_schema, "minItems": 1,
-                                               "maxItems": max_batch}]}
+    body_schema = {
+        "oneOf": [envelope_schema, {"type": "array", "items": envelope_schema, "minItems": 1, "maxItems": max_batch}]
+    }
 
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
         return Health(status="ok")
 
-    @app.post("/v1/events", status_code=202, response_model=EventsAccepted,
-              responses={200: {"model": EventsAccepted, "description": "every event reached a terminal state"},
-                         413: {"model": Problem, "description": f"body over {max_body_bytes} bytes"},
-                         422: {"model": ValidationProblem, "description": "invalid events; none was stored"},
-                         **_ERRORS},
-              openapi_extra={"requestBody": {"required": True,
-                                             "content": {"application/json": {"schema": body_schema}}}})
-    async def post_events(request: Request, wait: float = Query(0, ge=0, le=max_wait_s,
-                                                                description="seconds to wait for the outcome"),
-                          _key: ApiKey = Depends(require("events:write"))):
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=EventsAccepted,
+        responses={
+            200: {"model": EventsAccepted, "description": "every event reached a terminal state"},
+            413: {"model": Problem, "description": f"body over {max_body_bytes} bytes"},
+            422: {"model": ValidationProblem, "description": "invalid events; none was stored"},
+            **_ERRORS,
+        },
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
+    )
+    async def post_events(
+        request: Request,
+        wait: float = Query(0, ge=0, le=max_wait_s, description="seconds to wait for the outcome"),
+        _key: ApiKey = Depends(require("events:write")),
+    ):
         """Store one envelope or a list of them (all or nothing); 202 with a status URL per event."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
@@ -167,8 +197,14 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
             raise ApiError(422, [{"loc": ["body"], "msg": f"send 1 to {max_batch} events", "type": "batch_size"}])
         summary = await run_in_threadpool(inbox.ingest, items, registry, True)
         if summary.rejected:
-            raise ApiError(422, [{"loc": ["body", r["line"] - 1, *_field_of(part)], "msg": part, "type": "rejected"}
-                                 for r in summary.rejected for part in r["reason"].split("; ")])
+            raise ApiError(
+                422,
+                [
+                    {"loc": ["body", r["line"] - 1, *_field_of(part)], "msg": part, "type": "rejected"}
+                    for r in summary.rejected
+                    for part in r["reason"].split("; ")
+                ],
+            )
         deadline = time.monotonic() + wait
         while True:
             rows = await run_in_threadpool(inbox.lookup, summary.keys)
@@ -176,12 +212,19 @@ def create_app(db_url: str, registry: PayloadRegistry, max_body_bytes: int = 1 <
             if complete or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-        result = EventsAccepted(accepted=summary.accepted, duplicates=summary.duplicates, complete=complete,
-                                events=[_as_status(k, rows.get(k)) for k in summary.keys])
+        result = EventsAccepted(
+            accepted=summary.accepted,
+            duplicates=summary.duplicates,
+            complete=complete,
+            events=[_as_status(k, rows.get(k)) for k in summary.keys],
+        )
         return JSONResponse(result.model_dump(mode="json"), status_code=200 if complete else 202)
 
-    @app.get("/v1/events/{source}/{event_id}", response_model=EventStatus,
-             responses={404: {"model": Problem, "description": "no such event"}, **_ERRORS})
+    @app.get(
+        "/v1/events/{source}/{event_id}",
+        response_model=EventStatus,
+        responses={404: {"model": Problem, "description": "no such event"}, **_ERRORS},
+    )
     async def get_event(source: str, event_id: str, _key: ApiKey = Depends(require("events:read"))) -> EventStatus:
         """An event's state; a dead letter that was retried answers with its latest retry."""
         key = f"{source}:{event_id}"

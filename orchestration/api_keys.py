@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from orchestration import clock
 from orchestration.db import api_keys, engine_for
 from orchestration.rate_limit import RateLimiter
-from orchestration import clock
 
 SCOPES = ("events:write", "events:read", "reviews:read", "reviews:write", "admin")  # admin implies every scope
 
@@ -55,9 +55,17 @@ class ApiKeys:
             raise ValueError("rate must be > 0 and burst >= 1")
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
-            conn.execute(api_keys.insert().values(key_id=key_id, name=name, secret_sha256=_sha(secret),
-                                                  scopes=",".join(sorted(set(scopes))), rate_per_s=rate_per_s,
-                                                  burst=burst, created_at=clock.now()))
+            conn.execute(
+                api_keys.insert().values(
+                    key_id=key_id,
+                    name=name,
+                    secret_sha256=_sha(secret),
+                    scopes=",".join(sorted(set(scopes))),
+                    rate_per_s=rate_per_s,
+                    burst=burst,
+                    created_at=clock.now(),
+                )
+            )
         return f"bsn_{key_id}_{secret}", ApiKey(key_id, name, frozenset(scopes), rate_per_s, burst)
 
     def authenticate(self, presented: str) -> ApiKey | None:
@@ -65,8 +73,11 @@ class ApiKeys:
         if len(parts) != 3 or parts[0] != "bsn":
             return None
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == parts[1],
-                                                         api_keys.c.revoked_at.is_(None))).mappings().first()
+            row = (
+                conn.execute(sa.select(api_keys).where(api_keys.c.key_id == parts[1], api_keys.c.revoked_at.is_(None)))
+                .mappings()
+                .first()
+            )
         if row is None or not hmac.compare_digest(row["secret_sha256"], _sha(parts[2])):
             return None
         return _as_key(row)
@@ -75,8 +86,11 @@ class ApiKeys:
         """A key by id, unless revoked: a console session re-reads its key on every request,
         so revoking the key (or changing its scopes) ends the session at once."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id,
-                                                         api_keys.c.revoked_at.is_(None))).mappings().first()
+            row = (
+                conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)))
+                .mappings()
+                .first()
+            )
         return _as_key(row) if row is not None else None
 
     def list(self) -> list[dict]:
@@ -86,8 +100,14 @@ class ApiKeys:
 
     def revoke(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(api_keys.update().where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
-                                .values(revoked_at=clock.now())).rowcount == 1
+            return (
+                conn.execute(
+                    api_keys.update()
+                    .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=clock.now())
+                ).rowcount
+                == 1
+            )
 
 
 class KeyRateLimits:

@@ -33,7 +33,7 @@ class Anchor:
     seq: int
     hash: str
     asset: str
-    batch: str | None   # the materialization's partition
+    batch: str | None  # the materialization's partition
     run_id: str
 
 
@@ -48,8 +48,15 @@ def read_anchors(instance: dg.DagsterInstance, page: int = 1000) -> list[Anchor]
                 mat = record.asset_materialization
                 meta = mat.metadata if mat is not None else {}
                 if ANCHOR_SEQ in meta and ANCHOR_HASH in meta:
-                    anchors.append(Anchor(int(meta[ANCHOR_SEQ].value), str(meta[ANCHOR_HASH].value),
-                                          key.to_user_string(), mat.partition, record.run_id))
+                    anchors.append(
+                        Anchor(
+                            int(meta[ANCHOR_SEQ].value),
+                            str(meta[ANCHOR_HASH].value),
+                            key.to_user_string(),
+                            mat.partition,
+                            record.run_id,
+                        )
+                    )
             if not result.has_more:
                 break
             cursor = result.cursor
@@ -62,20 +69,36 @@ def check_anchors(log, anchors: list[Anchor], from_seq: int, head_seq: int) -> d
         return {"ok": True, "anchors": 0, "checked": 0, "note": "no anchors found"}
     live = [a for a in anchors if from_seq <= a.seq <= head_seq]
     stored = log.hashes_at(sorted({a.seq for a in live}))
-    result = {"ok": True, "anchors": len(anchors), "checked": len(live),
-              "before_checkpoint": sum(1 for a in anchors if a.seq < from_seq),
-              "latest_anchor_seq": anchors[-1].seq}
+    result = {
+        "ok": True,
+        "anchors": len(anchors),
+        "checked": len(live),
+        "before_checkpoint": sum(1 for a in anchors if a.seq < from_seq),
+        "latest_anchor_seq": anchors[-1].seq,
+    }
     for a in anchors:
         if a.seq < from_seq:
             continue
         where = f"batch {a.batch} (run {a.run_id}, asset {a.asset})"
         if a.seq > head_seq:
-            return {**result, "ok": False, "first_bad_seq": head_seq + 1, "batch": a.batch, "run_id": a.run_id,
-                    "problem": f"the chain head ({head_seq}) is behind the anchor of {where} at record {a.seq}: "
-                               "records were deleted"}
+            return {
+                **result,
+                "ok": False,
+                "first_bad_seq": head_seq + 1,
+                "batch": a.batch,
+                "run_id": a.run_id,
+                "problem": f"the chain head ({head_seq}) is behind the anchor of {where} at record {a.seq}: "
+                "records were deleted",
+            }
         if stored.get(a.seq) != a.hash:
-            return {**result, "ok": False, "first_bad_seq": a.seq, "batch": a.batch, "run_id": a.run_id,
-                    "problem": f"the chain head after {where} disagrees with the anchor of batch {a.batch}: record "
-                               f"{a.seq} has hash {str(stored.get(a.seq))[:16]}..., the anchor {a.hash[:16]}...: "
-                               f"the chain was rewritten at or before record {a.seq}"}
+            return {
+                **result,
+                "ok": False,
+                "first_bad_seq": a.seq,
+                "batch": a.batch,
+                "run_id": a.run_id,
+                "problem": f"the chain head after {where} disagrees with the anchor of batch {a.batch}: record "
+                f"{a.seq} has hash {str(stored.get(a.seq))[:16]}..., the anchor {a.hash[:16]}...: "
+                f"the chain was rewritten at or before record {a.seq}",
+            }
     return result

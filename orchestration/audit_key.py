@@ -69,9 +69,13 @@ def _default_key() -> AuditKey:
                     fh.write(secrets.token_hex(32) + "\n")
         if str(path) not in _warned:
             _warned.add(str(path))
-            log.warning("%s is not set: the audit chain is keyed with the embedded default key in %s; anyone "
-                        "who can read that file can forge the chain. Set %s from a secret store in production.",
-                        KEY_ENV, path, KEY_ENV)
+            log.warning(
+                "%s is not set: the audit chain is keyed with the embedded default key in %s; anyone "
+                "who can read that file can forge the chain. Set %s from a secret store in production.",
+                KEY_ENV,
+                path,
+                KEY_ENV,
+            )
     secret = path.read_text().strip()
     return key_from_secret(secret, str(path))
 

@@ -27,12 +27,11 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from orchestration import settings
+from orchestration import clock, settings
+from orchestration.audit import GENESIS, AuditLog, ChainWalker, _utc, checkpoint_chain_problem, rows_in_order
 from orchestration.audit_anchors import check_anchors, read_anchors
-from orchestration.stored_values import StoredValues
-from orchestration.audit import AuditLog, ChainWalker, GENESIS, _utc, checkpoint_chain_problem, rows_in_order
 from orchestration.db import audit_checkpoints, audit_log
-from orchestration import clock
+from orchestration.stored_values import StoredValues
 
 DEFAULT_RETENTION_DAYS = 365
 
@@ -55,13 +54,25 @@ class ChainBroken(Exception):
 
 
 def _row_json(r) -> str:
-    return json.dumps({"seq": int(r["seq"]), "recorded_at": _utc(r["recorded_at"]).isoformat(), "kind": r["kind"],
-                       "batch_id": r["batch_id"], "subject": r["subject"], "record": r["record"],
-                       "prev_hash": r["prev_hash"], "hash": r["hash"], "key_id": r["key_id"]}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "seq": int(r["seq"]),
+            "recorded_at": _utc(r["recorded_at"]).isoformat(),
+            "kind": r["kind"],
+            "batch_id": r["batch_id"],
+            "subject": r["subject"],
+            "record": r["record"],
+            "prev_hash": r["prev_hash"],
+            "hash": r["hash"],
+            "key_id": r["key_id"],
+        },
+        separators=(",", ":"),
+    )
 
 
-def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_records: int = 1_000_000,
-                      page: int = 10_000) -> dict:
+def archive_and_prune(
+    log: AuditLog, cutoff: datetime, directory: Path, max_records: int = 1_000_000, page: int = 10_000
+) -> dict:
     """Archive and prune the chain's prefix of records recorded before `cutoff`."""
     cps = log.checkpoints()
     if checkpoint_chain_problem(cps):
@@ -79,8 +90,9 @@ def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_reco
                     break
                 if not walker.add(r):
                     f = walker.failure
-                    raise ChainBroken(f"refusing to archive a broken chain: record {f.first_bad_seq} "
-                                      f"({f.subject}): {f.problem}")
+                    raise ChainBroken(
+                        f"refusing to archive a broken chain: record {f.first_bad_seq} ({f.subject}): {f.problem}"
+                    )
                 out.write(_row_json(r) + "\n")
                 first = first if first is not None else int(r["seq"])
                 last = int(r["seq"])
@@ -98,13 +110,32 @@ def archive_and_prune(log: AuditLog, cutoff: datetime, directory: Path, max_reco
         latest = conn.execute(sa.select(sa.func.max(audit_checkpoints.c.last_seq))).scalar()
         if (latest or 0) != start_seq - 1:
             raise ChainBroken(f"another prune moved the checkpoint to {latest} meanwhile; nothing pruned here")
-        conn.execute(audit_checkpoints.insert(), [{
-            "first_seq": first, "last_seq": last, "last_hash": walker.prev, "prev_hash": start_hash,
-            "records": walker.count, "archive": str(path), "archive_sha256": digest, "cutoff": cutoff,
-            "created_at": now}])
+        conn.execute(
+            audit_checkpoints.insert(),
+            [
+                {
+                    "first_seq": first,
+                    "last_seq": last,
+                    "last_hash": walker.prev,
+                    "prev_hash": start_hash,
+                    "records": walker.count,
+                    "archive": str(path),
+                    "archive_sha256": digest,
+                    "cutoff": cutoff,
+                    "created_at": now,
+                }
+            ],
+        )
         conn.execute(audit_log.delete().where(audit_log.c.seq >= first, audit_log.c.seq <= last))
-    return {"pruned": walker.count, "first_seq": first, "last_seq": last, "checkpoint_hash": walker.prev,
-            "archive": str(path), "archive_sha256": digest, "cutoff": cutoff.isoformat()}
+    return {
+        "pruned": walker.count,
+        "first_seq": first,
+        "last_seq": last,
+        "checkpoint_hash": walker.prev,
+        "archive": str(path),
+        "archive_sha256": digest,
+        "cutoff": cutoff.isoformat(),
+    }
 
 
 def verify_archives(log: AuditLog) -> dict:
@@ -118,22 +149,39 @@ def verify_archives(log: AuditLog) -> dict:
     for cp in cps:
         path = Path(cp["archive"])
         if not path.exists():
-            return {"ok": False, "archives": len(cps), "first_bad_seq": int(cp["first_seq"]),
-                    "problem": f"archive {path} of records {cp['first_seq']}..{cp['last_seq']} is missing"}
+            return {
+                "ok": False,
+                "archives": len(cps),
+                "first_bad_seq": int(cp["first_seq"]),
+                "problem": f"archive {path} of records {cp['first_seq']}..{cp['last_seq']} is missing",
+            }
         if hashlib.sha256(path.read_bytes()).hexdigest() != cp["archive_sha256"]:
-            return {"ok": False, "archives": len(cps), "first_bad_seq": int(cp["first_seq"]),
-                    "problem": f"archive {path} does not match the digest its checkpoint recorded"}
+            return {
+                "ok": False,
+                "archives": len(cps),
+                "first_bad_seq": int(cp["first_seq"]),
+                "problem": f"archive {path} does not match the digest its checkpoint recorded",
+            }
         # Archives written before the chain was keyed have no key_id: plain SHA-256 records.
         walker = ChainWalker(int(cp["first_seq"]), cp["prev_hash"], log.key)
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             for line in fh:
                 if not walker.add(json.loads(line)):
                     f = walker.failure
-                    return {"ok": False, "archives": len(cps), "first_bad_seq": f.first_bad_seq,
-                            "subject": f.subject, "problem": f"in {path}: {f.problem}"}
+                    return {
+                        "ok": False,
+                        "archives": len(cps),
+                        "first_bad_seq": f.first_bad_seq,
+                        "subject": f.subject,
+                        "problem": f"in {path}: {f.problem}",
+                    }
         if walker.expected - 1 != int(cp["last_seq"]) or walker.prev != cp["last_hash"]:
-            return {"ok": False, "archives": len(cps), "first_bad_seq": walker.expected,
-                    "problem": f"archive {path} ends at {walker.expected - 1}, its checkpoint at {cp['last_seq']}"}
+            return {
+                "ok": False,
+                "archives": len(cps),
+                "first_bad_seq": walker.expected,
+                "problem": f"archive {path} ends at {walker.expected - 1}, its checkpoint at {cp['last_seq']}",
+            }
         records += walker.count
     return {"ok": True, "archives": len(cps), "records": records}
 
@@ -146,8 +194,13 @@ def read_archived(log: AuditLog, kinds: tuple[str, ...] = ("decision",)) -> list
             for line in fh:
                 r = json.loads(line)
                 if r["kind"] in kinds:
-                    out.append({**r, "recorded_at": datetime.fromisoformat(r["recorded_at"]),
-                                "record": json.loads(r["record"])})
+                    out.append(
+                        {
+                            **r,
+                            "recorded_at": datetime.fromisoformat(r["recorded_at"]),
+                            "record": json.loads(r["record"]),
+                        }
+                    )
     return out
 
 
@@ -164,19 +217,30 @@ def audit_archive(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         raise dg.Failure(description=str(err), allow_retries=False) from err
     check = log.verify()
     if not check.ok:
-        raise dg.Failure(description=f"audit chain broken after prune at record {check.first_bad_seq}: "
-                                     f"{check.problem}", allow_retries=False)
+        raise dg.Failure(
+            description=f"audit chain broken after prune at record {check.first_bad_seq}: {check.problem}",
+            allow_retries=False,
+        )
     # The heads the batches published in this instance's event log: a chain re-hashed by
     # someone holding the key still disagrees with them.
     anchors = check_anchors(log, read_anchors(context.instance), check.from_seq, log.head()[0])
     if not anchors["ok"]:
-        raise dg.Failure(description=f"audit chain disagrees with its anchors: {anchors['problem']}",
-                         allow_retries=False)
+        raise dg.Failure(
+            description=f"audit chain disagrees with its anchors: {anchors['problem']}", allow_retries=False
+        )
     # Values old partitions left in the database (orchestration/stored_values.py) go with
     # the audit records of their time.
     values_pruned = StoredValues(context.resources.bosun_db.resolved_url).prune_partitions(cutoff)
-    return dg.MaterializeResult(metadata={
-        "retention_days": days, "pruned": out["pruned"], "cutoff": out["cutoff"],
-        "anchors_checked": anchors["checked"], "stored_values_pruned": values_pruned,
-        "checkpoint_seq": out.get("last_seq", out.get("checkpoint_seq")), "remaining_records": check.records,
-        "archive": out.get("archive") or "", "archive_sha256": out.get("archive_sha256") or ""})
+    return dg.MaterializeResult(
+        metadata={
+            "retention_days": days,
+            "pruned": out["pruned"],
+            "cutoff": out["cutoff"],
+            "anchors_checked": anchors["checked"],
+            "stored_values_pruned": values_pruned,
+            "checkpoint_seq": out.get("last_seq", out.get("checkpoint_seq")),
+            "remaining_records": check.records,
+            "archive": out.get("archive") or "",
+            "archive_sha256": out.get("archive_sha256") or "",
+        }
+    )

@@ -49,11 +49,11 @@ class BatchRange:
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_events: int = 1000        # a run per batch: larger batches amortise Dagster's ~0.25-5 s per run
+    max_events: int = 1000  # a run per batch: larger batches amortise Dagster's ~0.25-5 s per run
     max_wait_seconds: float = 5.0  # a partial batch is cut once its oldest event waited this long
     max_batches_per_tick: int = 20  # keeps RunRequests per tick to a few dozen
-    min_events: int = 100          # batch size grows from this towards max_events with the backlog
-    max_in_flight: int = 4         # batch runs queued or running at once; the sensor waits beyond
+    min_events: int = 100  # batch size grows from this towards max_events with the backlog
+    max_in_flight: int = 4  # batch runs queued or running at once; the sensor waits beyond
     # An unclaimed `received` event below the cursor this old belongs to no batch: it is swept
     # into a batch of its own. Well above max_wait_seconds plus the time a requested run takes
     # to be created, so a batch just requested is never raced (its claim would win anyway).
@@ -67,8 +67,13 @@ def adaptive_size(backlog: int, policy: BatchPolicy) -> int:
     return max(lo, min(policy.max_events, -(-backlog // max(policy.max_in_flight, 1))))
 
 
-def cut_batches(pending: list[tuple[int, datetime]], policy: BatchPolicy, now: datetime,
-                size: int | None = None, limit: int | None = None) -> list[BatchRange]:
+def cut_batches(
+    pending: list[tuple[int, datetime]],
+    policy: BatchPolicy,
+    now: datetime,
+    size: int | None = None,
+    limit: int | None = None,
+) -> list[BatchRange]:
     """Full batches of `size` (default max_events), at most `limit` (default max_batches_per_tick);
     then the remainder only if its oldest event waited long enough."""
     size = size or policy.max_events
@@ -76,7 +81,7 @@ def cut_batches(pending: list[tuple[int, datetime]], policy: BatchPolicy, now: d
     batches: list[BatchRange] = []
     i = 0
     while i < len(pending) and len(batches) < limit:
-        chunk = pending[i:i + size]
+        chunk = pending[i : i + size]
         full = len(chunk) == size
         waited = now - chunk[0][1] >= timedelta(seconds=policy.max_wait_seconds)
         if not (full or waited):
@@ -111,9 +116,10 @@ def sweep_batches(stragglers: Sequence[int], busy: Sequence[BatchRange], size: i
 @dataclass(frozen=True)
 class BatchPlan:
     """What one sensor tick (or one loop of the in-process runner) requests."""
-    batches: list[BatchRange]   # cut past the cursor, in order
-    sweeps: list[BatchRange]    # stragglers below the cursor that no batch claimed
-    cursor: int                 # the last seq batched: the next plan reads past it
+
+    batches: list[BatchRange]  # cut past the cursor, in order
+    sweeps: list[BatchRange]  # stragglers below the cursor that no batch claimed
+    cursor: int  # the last seq batched: the next plan reads past it
     pending: list[tuple[int, datetime]]
     stragglers: list[int]
     backlog: int
@@ -124,15 +130,24 @@ class BatchPlan:
         return sum(1 for s in seqs if batch.first <= s <= batch.last)
 
 
-def plan_batches(inbox: "Inbox", cursor: int, event_types: Sequence[str], policy: BatchPolicy, now: datetime,
-                 slots: int, busy: Callable[[], Sequence[BatchRange]], size: int | None = None) -> BatchPlan:
+def plan_batches(
+    inbox: "Inbox",
+    cursor: int,
+    event_types: Sequence[str],
+    policy: BatchPolicy,
+    now: datetime,
+    slots: int,
+    busy: Callable[[], Sequence[BatchRange]],
+    size: int | None = None,
+) -> BatchPlan:
     """The sweep first (one batch at most per plan: stragglers are rare), then batches past the
     cursor in the slots left, of `size` events (default: adapted to the backlog). `busy` is
     asked only when there are stragglers. Raises `WritersInFlight` when the commit fence could
     not be crossed in time."""
     types = list(event_types)
-    stragglers = inbox.unbatched_below(cursor, types, now - timedelta(seconds=policy.sweep_after_seconds),
-                                       policy.max_events)
+    stragglers = inbox.unbatched_below(
+        cursor, types, now - timedelta(seconds=policy.sweep_after_seconds), policy.max_events
+    )
     sweeps = sweep_batches(stragglers, busy(), policy.max_events, min(1, slots)) if stragglers else []
     slots -= len(sweeps)
     backlog = inbox.backlog_after(cursor, types, policy.max_events * policy.max_in_flight)

@@ -18,13 +18,14 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from orchestration.db import UtcDateTime, engine_for, insert_ignoring_duplicates
 from orchestration import clock
+from orchestration.db import UtcDateTime, engine_for, insert_ignoring_duplicates
 
 breaker_metadata = sa.MetaData()
 
 circuit_breakers = sa.Table(
-    "bosun_circuit_breakers", breaker_metadata,
+    "bosun_circuit_breakers",
+    breaker_metadata,
     sa.Column("source", sa.String(200), primary_key=True),
     sa.Column("consecutive_failures", sa.Integer, nullable=False),
     sa.Column("open_until", UtcDateTime),
@@ -52,9 +53,12 @@ class BreakerState:
     last_error: str | None
 
     def as_dict(self) -> dict:
-        return {"state": self.state, "consecutive_failures": self.consecutive_failures,
-                "open_until": self.open_until.isoformat() if self.open_until else None,
-                "last_error": self.last_error}
+        return {
+            "state": self.state,
+            "consecutive_failures": self.consecutive_failures,
+            "open_until": self.open_until.isoformat() if self.open_until else None,
+            "last_error": self.last_error,
+        }
 
 
 class CircuitBreaker:
@@ -67,7 +71,9 @@ class CircuitBreaker:
     def state(self, source: str, now: datetime | None = None) -> BreakerState:
         now = now or _now()
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(circuit_breakers).where(circuit_breakers.c.source == source)).mappings().first()
+            row = (
+                conn.execute(sa.select(circuit_breakers).where(circuit_breakers.c.source == source)).mappings().first()
+            )
         if row is None:
             return BreakerState(source, "closed", 0, None, None)
         open_until = _aware(row["open_until"])
@@ -89,10 +95,18 @@ class CircuitBreaker:
         then record its success or failure; False (treat the circuit as open) for the rest."""
         now = now or _now()
         with self.engine.begin() as conn:
-            return conn.execute(circuit_breakers.update().where(
-                circuit_breakers.c.source == source, circuit_breakers.c.open_until.is_not(None),
-                circuit_breakers.c.open_until <= now).values(
-                open_until=now + timedelta(seconds=self.trial_timeout_s), updated_at=now)).rowcount == 1
+            return (
+                conn.execute(
+                    circuit_breakers.update()
+                    .where(
+                        circuit_breakers.c.source == source,
+                        circuit_breakers.c.open_until.is_not(None),
+                        circuit_breakers.c.open_until <= now,
+                    )
+                    .values(open_until=now + timedelta(seconds=self.trial_timeout_s), updated_at=now)
+                ).rowcount
+                == 1
+            )
 
     def record_failure(self, source: str, error: str) -> BreakerState:
         now = _now()
@@ -100,20 +114,31 @@ class CircuitBreaker:
         with self.engine.begin() as conn:
             # The row exists first (a no-op when it does), so the count is one UPDATE that
             # the database serialises: no failure of a concurrent run is lost.
-            conn.execute(insert_ignoring_duplicates(self.engine, circuit_breakers, ["source"]),
-                         [{"source": source, "consecutive_failures": 0, "updated_at": now}])
-            conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source).values(
-                consecutive_failures=failures, last_error=error[:2000], updated_at=now,
-                open_until=sa.case((failures >= self.threshold, now + timedelta(seconds=self.cooldown_s)),
-                                   else_=sa.null())))
+            conn.execute(
+                insert_ignoring_duplicates(self.engine, circuit_breakers, ["source"]),
+                [{"source": source, "consecutive_failures": 0, "updated_at": now}],
+            )
+            conn.execute(
+                circuit_breakers.update()
+                .where(circuit_breakers.c.source == source)
+                .values(
+                    consecutive_failures=failures,
+                    last_error=error[:2000],
+                    updated_at=now,
+                    open_until=sa.case(
+                        (failures >= self.threshold, now + timedelta(seconds=self.cooldown_s)), else_=sa.null()
+                    ),
+                )
+            )
         return self.state(source, now)
 
     def _upsert(self, source: str, values: dict) -> None:
         for _ in range(2):
             try:
                 with self.engine.begin() as conn:
-                    done = conn.execute(circuit_breakers.update().where(circuit_breakers.c.source == source)
-                                        .values(**values))
+                    done = conn.execute(
+                        circuit_breakers.update().where(circuit_breakers.c.source == source).values(**values)
+                    )
                     if done.rowcount == 0:
                         conn.execute(circuit_breakers.insert().values(source=source, **{"last_error": None, **values}))
                 return

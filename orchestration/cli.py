@@ -12,8 +12,18 @@ import os
 import sys
 from pathlib import Path
 
-from orchestration import (cli_api, cli_audit, cli_db, cli_dlq, cli_explain, cli_metrics, cli_replay, cli_review,
-                           cli_saga, settings)
+from orchestration import (
+    cli_api,
+    cli_audit,
+    cli_db,
+    cli_dlq,
+    cli_explain,
+    cli_metrics,
+    cli_replay,
+    cli_review,
+    cli_saga,
+    settings,
+)
 from orchestration.cli_common import fail, print_json, progress, step
 
 INGEST_CHUNK = 1000
@@ -41,11 +51,11 @@ def cmd_ingest(args) -> int:
     with progress() as bar:
         bar.stage(f"Ingesting {Path(args.file).name}", total=len(lines))
         for start in range(0, len(lines), INGEST_CHUNK):
-            part = inbox.ingest(lines[start:start + INGEST_CHUNK], payload_registry)
+            part = inbox.ingest(lines[start : start + INGEST_CHUNK], payload_registry)
             total.accepted += part.accepted
             total.duplicates += part.duplicates
             total.rejected += [{**r, "line": r["line"] + start} for r in part.rejected]
-            bar.advance(len(lines[start:start + INGEST_CHUNK]))
+            bar.advance(len(lines[start : start + INGEST_CHUNK]))
     print_json(total.as_dict())
     return 0
 
@@ -57,9 +67,11 @@ def cmd_status(args) -> int:
     if args.json:
         print_json(status.as_dict())
         return 0
-    print(f"events {status.events_total} (waiting {status.events_waiting}), duplicate deliveries "
-          f"{status.duplicate_deliveries}, review items pending {status.review_items_pending}, "
-          f"dead letters open {status.dead_letters_open}")
+    print(
+        f"events {status.events_total} (waiting {status.events_waiting}), duplicate deliveries "
+        f"{status.duplicate_deliveries}, review items pending {status.review_items_pending}, "
+        f"dead letters open {status.dead_letters_open}"
+    )
     for state, n in status.events_by_status.items():
         print(f"  {state:<14}{n}")
     return 0
@@ -82,8 +94,14 @@ def cmd_demo(args) -> int:
     home.mkdir(parents=True, exist_ok=True)
     # The demo is self-contained: its own database, models and sample unless told otherwise.
     os.environ["BOSUN_HOME"] = str(home)
-    for var in ("BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_OUTBOX_DATABASE_URL", "BOSUN_MODEL_DIR",
-                "BOSUN_SAMPLE_DIR", "BOSUN_POLICY_DIR"):
+    for var in (
+        "BOSUN_DATABASE_URL",
+        "BOSUN_ERP_DATABASE_URL",
+        "BOSUN_OUTBOX_DATABASE_URL",
+        "BOSUN_MODEL_DIR",
+        "BOSUN_SAMPLE_DIR",
+        "BOSUN_POLICY_DIR",
+    ):
         if not args.keep_env:
             os.environ.pop(var, None)
     defs = _defs()
@@ -94,16 +112,25 @@ def cmd_demo(args) -> int:
     summary["home"] = str(home)
     print_json(summary)
     if summary["failed_batches"] or not summary["audit"]["ok"]:
-        return fail(f"demo failed: {len(summary['failed_batches'])} failed batch(es), audit chain "
-                    f"{'intact' if summary['audit']['ok'] else 'broken'}")
+        return fail(
+            f"demo failed: {len(summary['failed_batches'])} failed batch(es), audit chain "
+            f"{'intact' if summary['audit']['ok'] else 'broken'}"
+        )
     return 0
 
 
 def cmd_dev(args) -> int:
     from orchestration.dev import run_dev
 
-    return run_dev(host=args.host, port=args.port, invoices=args.invoices, seed=args.seed,
-                   feed_per_tick=args.feed, feed_interval=args.feed_interval, api_port=args.api_port)
+    return run_dev(
+        host=args.host,
+        port=args.port,
+        invoices=args.invoices,
+        seed=args.seed,
+        feed_per_tick=args.feed,
+        feed_interval=args.feed_interval,
+        api_port=args.api_port,
+    )
 
 
 def cmd_outbox(args) -> int:
@@ -164,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--budget-s", type=float, default=40.0, help="longest a pass sends for")
     st = osub.add_parser("status", help="every workflow's messages per state (JSON)")
     for p_ in (r, st):
-        p_.add_argument("--routing", action="append", default=[],
-                        help="a workflow's routing file (default: every workflow's)")
+        p_.add_argument(
+            "--routing", action="append", default=[], help="a workflow's routing file (default: every workflow's)"
+        )
     s.set_defaults(func=cmd_outbox)
 
     cli_audit.add_commands(sub)

@@ -20,8 +20,14 @@ def cmd_serve(args) -> int:
     from orchestration.reviews import ReviewService, default_holder
 
     reviews = ReviewService(_db_url(), defs.resources, review_workflows, default_holder("api"))
-    app = create_app(_db_url(), payload_registry, metrics=not args.no_metrics, reviews=reviews,
-                     console=not args.no_console, **settings.api_limits())
+    app = create_app(
+        _db_url(),
+        payload_registry,
+        metrics=not args.no_metrics,
+        reviews=reviews,
+        console=not args.no_console,
+        **settings.api_limits(),
+    )
     # Keys' rate limits are in the database: more processes (or hosts) share each key's allowance.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
@@ -36,8 +42,19 @@ def cmd_apikey_create(args) -> int:
     except ValueError as exc:
         return fail(f"apikey create: {exc}", 2)
     # The only time the key is shown: it is stored hashed.
-    print(json.dumps({"key": secret, "key_id": key.key_id, "name": key.name, "scopes": sorted(key.scopes),
-                      "rate_per_s": key.rate_per_s, "burst": key.burst}, indent=2))
+    print(
+        json.dumps(
+            {
+                "key": secret,
+                "key_id": key.key_id,
+                "name": key.name,
+                "scopes": sorted(key.scopes),
+                "rate_per_s": key.rate_per_s,
+                "burst": key.burst,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -61,8 +78,11 @@ def add_commands(subparsers) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")
-    s.add_argument("--no-metrics", action="store_true",
-                   help="no GET /metrics here (it needs no key); scrape `bosun metrics --port` instead")
+    s.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="no GET /metrics here (it needs no key); scrape `bosun metrics --port` instead",
+    )
     s.add_argument("--no-console", action="store_true", help="no reviewer console at /console")
     s.set_defaults(func=cmd_serve)
 
@@ -70,7 +90,9 @@ def add_commands(subparsers) -> None:
     ksub = k.add_subparsers(dest="apikey_command", required=True)
     c = ksub.add_parser("create", help="create a key (printed once; stored hashed)")
     c.add_argument("--name", required=True)
-    c.add_argument("--scopes", required=True, help="comma-separated: events:write, events:read, reviews:read, reviews:write, admin")
+    c.add_argument(
+        "--scopes", required=True, help="comma-separated: events:write, events:read, reviews:read, reviews:write, admin"
+    )
     c.add_argument("--rate", type=float, default=20.0, help="requests per second (token bucket refill)")
     c.add_argument("--burst", type=int, default=40, help="token bucket size")
     c.set_defaults(func=cmd_apikey_create)

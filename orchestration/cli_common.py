@@ -84,8 +84,8 @@ class Progress:
 @contextmanager
 def progress() -> Iterator[Progress]:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress as RichProgress, ProgressColumn, SpinnerColumn, TextColumn
-    from rich.progress import TimeElapsedColumn
+    from rich.progress import BarColumn, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
     from rich.text import Text
 
     class Count(ProgressColumn):  # "n/total" on counted stages only; a spinner stage has no total
@@ -95,8 +95,14 @@ def progress() -> Iterator[Progress]:
     console = Console(stderr=True)
     if not console.is_terminal:  # a log: one line per stage, not cut at 80 columns
         console = Console(stderr=True, width=160)
-    bar = RichProgress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
-                       BarColumn(bar_width=24), Count(), TimeElapsedColumn(), console=console)
+    bar = RichProgress(
+        SpinnerColumn(finished_text="[green]✓"),
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=24),
+        Count(),
+        TimeElapsedColumn(),
+        console=console,
+    )
     reporter = Progress(bar)
     with bar:
         try:

@@ -57,8 +57,15 @@ def cmd_current(args) -> int:
     for owner, url in _databases(args.schema):
         revision = schema_migrations.current(db.unmigrated_engine(url), owner)
         latest = schema_migrations.head(owner)
-        rows.append({"schema": owner.name, "database": redact_url(url), "current": ",".join(revision) or None,
-                     "head": latest, "up_to_date": revision == (latest,)})
+        rows.append(
+            {
+                "schema": owner.name,
+                "database": redact_url(url),
+                "current": ",".join(revision) or None,
+                "head": latest,
+                "up_to_date": revision == (latest,),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from orchestration.cli_common import Stores, fail, print_json as _print
+from orchestration.cli_common import Stores, fail
+from orchestration.cli_common import print_json as _print
 
 
 def _dead_letters():
@@ -11,8 +12,28 @@ def _dead_letters():
 
 def cmd_list(args) -> int:
     rows = _dead_letters().list(status=None if args.status == "all" else args.status, limit=args.limit)
-    _print([{k: r[k] for k in ("id", "event_key", "current_key", "type", "status", "attempts", "retries",
-                              "error", "first_failed_at", "last_failed_at", "batch_id", "note")} for r in rows])
+    _print(
+        [
+            {
+                k: r[k]
+                for k in (
+                    "id",
+                    "event_key",
+                    "current_key",
+                    "type",
+                    "status",
+                    "attempts",
+                    "retries",
+                    "error",
+                    "first_failed_at",
+                    "last_failed_at",
+                    "batch_id",
+                    "note",
+                )
+            }
+            for r in rows
+        ]
+    )
     return 0
 
 

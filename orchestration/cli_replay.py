@@ -10,29 +10,39 @@ from orchestration.cli_audit import _when
 
 
 def _fmt(d: dict) -> str:
-    return (f"{d['decision']}/{d['route']} ({d['confidence']}, {d['model']}"
-            + (f", {d['prompt_version']}" if d.get("prompt_version") else "") + ")")
+    return (
+        f"{d['decision']}/{d['route']} ({d['confidence']}, {d['model']}"
+        + (f", {d['prompt_version']}" if d.get("prompt_version") else "")
+        + ")"
+    )
 
 
 def _text(out: dict, show: int) -> str:
-    lines = [f"replay {out['workflow']}: {out['decisions']} decisions re-decided with prompt "
-             f"{out['prompt_version'] or '(live)'}, model {out['model'] or '(routing)'}; nothing executed",
-             f"changed {out['changed']} of {out['decisions']} (unchanged {out['unchanged']})"
-             + (f"; {out['not_replayable']} older records lack what a replay needs" if out["not_replayable"] else "")]
+    lines = [
+        f"replay {out['workflow']}: {out['decisions']} decisions re-decided with prompt "
+        f"{out['prompt_version'] or '(live)'}, model {out['model'] or '(routing)'}; nothing executed",
+        f"changed {out['changed']} of {out['decisions']} (unchanged {out['unchanged']})"
+        + (f"; {out['not_replayable']} older records lack what a replay needs" if out["not_replayable"] else ""),
+    ]
     for t, n in sorted(out["transitions"].items(), key=lambda x: -x[1]):
         lines.append(f"  {t:<40} {n}")
     for c in out["changes"][:show]:
-        lines.append(f"  {c['event']}: {_fmt(c['old'])} -> {_fmt(c['new'])}"
-                     + (f"  label {c['label']}" if c.get("label") else ""))
+        lines.append(
+            f"  {c['event']}: {_fmt(c['old'])} -> {_fmt(c['new'])}"
+            + (f"  label {c['label']}" if c.get("label") else "")
+        )
     if out["changed"] > show:
         lines.append(f"  ... {out['changed'] - show} more (--json for all)")
     b, a = out["before"], out["after"]
     if out["label_source"]:
-        lines.append(f"accuracy ({out['label_source']} labels, {b['labelled']} labelled): {b['accuracy']} -> "
-                     f"{a['accuracy']} (change {out['accuracy_change']:+}); decided without a person "
-                     f"{b['decided_without_person']} -> {a['decided_without_person']}; escalation rate "
-                     f"{b['escalation_rate']} -> {a['escalation_rate']}" if out["accuracy_change"] is not None else
-                     f"accuracy ({out['label_source']} labels): {b['accuracy']} -> {a['accuracy']}")
+        lines.append(
+            f"accuracy ({out['label_source']} labels, {b['labelled']} labelled): {b['accuracy']} -> "
+            f"{a['accuracy']} (change {out['accuracy_change']:+}); decided without a person "
+            f"{b['decided_without_person']} -> {a['decided_without_person']}; escalation rate "
+            f"{b['escalation_rate']} -> {a['escalation_rate']}"
+            if out["accuracy_change"] is not None
+            else f"accuracy ({out['label_source']} labels): {b['accuracy']} -> {a['accuracy']}"
+        )
     else:
         lines.append("accuracy: no labels (no reviewer feedback, no sample labels)")
     return "\n".join(lines)
@@ -52,10 +62,18 @@ def cmd_replay(args) -> int:
     db = resources["bosun_db"]
     audit = db.audit()
     try:
-        report = replay(audit, hook, resources, since=_when(args.since), until=_when(args.until),
-                        prompt_version=args.prompt_version, model=args.model, limit=args.limit,
-                        feedback_labels=db.feedback().labels(hook.workflow),
-                        archived=read_archived(audit) if audit.checkpoints() else ())
+        report = replay(
+            audit,
+            hook,
+            resources,
+            since=_when(args.since),
+            until=_when(args.until),
+            prompt_version=args.prompt_version,
+            model=args.model,
+            limit=args.limit,
+            feedback_labels=db.feedback().labels(hook.workflow),
+            archived=read_archived(audit) if audit.checkpoints() else (),
+        )
     except ValueError as err:  # an unknown prompt version, an LLM model without an LLM...
         print(str(err), file=sys.stderr)
         return 2
@@ -65,10 +83,15 @@ def cmd_replay(args) -> int:
 
 
 def add_commands(sub) -> None:
-    s = sub.add_parser("replay", help="re-decide past decisions with another prompt version or model; "
-                                      "acts on nothing; prints the diff and the accuracy change")
-    s.add_argument("--prompt-version", help="a prompt version (decide_invoice-<hash>) or file name "
-                                            "(decide_invoice.cautious); default the live prompt")
+    s = sub.add_parser(
+        "replay",
+        help="re-decide past decisions with another prompt version or model; "
+        "acts on nothing; prints the diff and the accuracy change",
+    )
+    s.add_argument(
+        "--prompt-version",
+        help="a prompt version (decide_invoice-<hash>) or file name (decide_invoice.cautious); default the live prompt",
+    )
     s.add_argument("--model", help="'local', or an LLM model name; default the workflow's routing")
     s.add_argument("--since", required=True, help="ISO date/time (UTC unless stated) or an age: 7d, 12h")
     s.add_argument("--until")

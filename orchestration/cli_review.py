@@ -20,8 +20,9 @@ def service():
     from orchestration.definitions import defs, review_workflows
     from orchestration.reviews import ReviewService, default_holder
 
-    return ReviewService(defs.resources["bosun_db"].resolved_url, defs.resources, review_workflows,
-                         default_holder("cli"))
+    return ReviewService(
+        defs.resources["bosun_db"].resolved_url, defs.resources, review_workflows, default_holder("cli")
+    )
 
 
 def _answer(fn) -> int:
@@ -40,8 +41,10 @@ def _table(items: list[dict]) -> str:
     for it in items:
         conf = "" if it["confidence"] is None else f"{it['confidence']:.2f}"
         by = f" [{it['answer']['by']}: {it['answer']['label']}]" if it["answer"] else ""
-        lines.append(f"{it['id']:>6}  {it['status']:<9} {it['kind']:<13} {it['proposed'] or '-':<8} {conf:>5}  "
-                     f"{it['event']:<28} {it['reason']}{by}")
+        lines.append(
+            f"{it['id']:>6}  {it['status']:<9} {it['kind']:<13} {it['proposed'] or '-':<8} {conf:>5}  "
+            f"{it['event']:<28} {it['reason']}{by}"
+        )
     return "\n".join(lines)
 
 

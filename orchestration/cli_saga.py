@@ -25,10 +25,14 @@ def _holder() -> str:
 
 
 def _summary(out) -> dict:
-    return {"done": len(out.done), "compensated": sum(1 for f in out.failed.values() if not f.get("compensation_error")),
-            "escalated": {k: f["compensation_error"] for k, f in out.failed.items() if f.get("compensation_error")},
-            "refused": {k: r["reason"] for k, r in out.refused.items()},
-            "deferred": out.deferred, "in_doubt": out.unfinished}
+    return {
+        "done": len(out.done),
+        "compensated": sum(1 for f in out.failed.values() if not f.get("compensation_error")),
+        "escalated": {k: f["compensation_error"] for k, f in out.failed.items() if f.get("compensation_error")},
+        "refused": {k: r["reason"] for k, r in out.refused.items()},
+        "deferred": out.deferred,
+        "in_doubt": out.unfinished,
+    }
 
 
 def cmd_recover(args) -> int:
@@ -76,4 +80,3 @@ def add_commands(sub) -> None:
     r = ssub.add_parser("show", help="a saga's state and steps")
     r.add_argument("saga_id")
     r.set_defaults(func=cmd_show)
-

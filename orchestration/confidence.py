@@ -38,8 +38,7 @@ class Factor:
 
 def quality_factors(records: list[dict]) -> list[Factor]:
     """The context layer's contract: [{"name", "penalty" in [0, 1], "detail"}], clipped."""
-    return [Factor(str(q["name"]), min(1.0, max(0.0, float(q["penalty"]))), str(q.get("detail", "")))
-            for q in records]
+    return [Factor(str(q["name"]), min(1.0, max(0.0, float(q["penalty"]))), str(q.get("detail", ""))) for q in records]
 
 
 def combine(probability: float, factors: list[Factor]) -> tuple[float, list[dict]]:
@@ -74,8 +73,12 @@ class Calibrator:
     probability becomes its observed rate of being right. A group never fitted is used
     as is."""
 
-    def __init__(self, models: Optional[dict[str, IsotonicRegression]] = None, version: str = "uncalibrated",
-                 report: Optional[dict] = None):
+    def __init__(
+        self,
+        models: Optional[dict[str, IsotonicRegression]] = None,
+        version: str = "uncalibrated",
+        report: Optional[dict] = None,
+    ):
         self.models, self.version, self.report = models or {}, version, report or {}
 
     @classmethod
@@ -90,8 +93,9 @@ class Calibrator:
                 continue  # too few outcomes to say anything; left uncalibrated
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
             models[g] = iso.fit(conf[m], hit[m])
-        digest = hashlib.sha256(pickle.dumps(sorted((g, m.X_thresholds_.tolist(), m.y_thresholds_.tolist())
-                                                    for g, m in models.items()))).hexdigest()[:12]
+        digest = hashlib.sha256(
+            pickle.dumps(sorted((g, m.X_thresholds_.tolist(), m.y_thresholds_.tolist()) for g, m in models.items()))
+        ).hexdigest()[:12]
         return cls(models, f"isotonic-{digest}")
 
     def apply(self, confidence, groups) -> np.ndarray:
@@ -123,13 +127,15 @@ def fit_and_report(confidence, correct, groups, seed: int = 0) -> Calibrator:
     """Fit on half, measure ECE on the other half (honest figures), then refit on all."""
     conf, hit, grp = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float), np.asarray(groups)
     order = np.random.default_rng(seed).permutation(conf.size)
-    fit_idx, test_idx = order[: conf.size // 2], order[conf.size // 2:]
+    fit_idx, test_idx = order[: conf.size // 2], order[conf.size // 2 :]
     held = Calibrator.fit(conf[fit_idx], hit[fit_idx], grp[fit_idx])
-    report = {"examples": int(conf.size), "accuracy": round(float(hit.mean()), 4) if conf.size else None,
-              "by_group": {g: int((grp == g).sum()) for g in sorted(set(grp.tolist()))},
-              "ece_before": round(expected_calibration_error(conf[test_idx], hit[test_idx]), 4),
-              "ece_after": round(expected_calibration_error(held.apply(conf[test_idx], grp[test_idx]),
-                                                            hit[test_idx]), 4)}
+    report = {
+        "examples": int(conf.size),
+        "accuracy": round(float(hit.mean()), 4) if conf.size else None,
+        "by_group": {g: int((grp == g).sum()) for g in sorted(set(grp.tolist()))},
+        "ece_before": round(expected_calibration_error(conf[test_idx], hit[test_idx]), 4),
+        "ece_after": round(expected_calibration_error(held.apply(conf[test_idx], grp[test_idx]), hit[test_idx]), 4),
+    }
     final = Calibrator.fit(conf, hit, grp)
     final.report = report
     return final

@@ -17,9 +17,9 @@ class ConflictRule:
     field: str
     rule: Literal["source_priority", "recency", "must_agree"]
     priority: tuple[str, ...] = ()
-    tolerance: float = 0.0          # numeric values closer than this agree
+    tolerance: float = 0.0  # numeric values closer than this agree
     matters: bool = True
-    penalty: float = 0.3            # confidence factor (1 - penalty) when unresolved and it matters
+    penalty: float = 0.3  # confidence factor (1 - penalty) when unresolved and it matters
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,29 @@ def resolve(rule: ConflictRule, claims: list[Claim]) -> dict | None:
         dated = sorted((c for c in claims if c.as_of is not None), key=lambda c: c.as_of, reverse=True)
         if dated and (len(dated) == 1 or dated[0].as_of > dated[1].as_of):
             chosen = dated[0]
-    return {"field": rule.field, "rule": rule.rule, "resolved": chosen is not None, "matters": rule.matters,
-            "claims": [{"source": c.source, "value": _plain(c.value),
-                        "as_of": c.as_of.isoformat() if c.as_of else None} for c in claims],
-            "chosen_source": chosen.source if chosen else None, "value": _plain(chosen.value) if chosen else None}
+    return {
+        "field": rule.field,
+        "rule": rule.rule,
+        "resolved": chosen is not None,
+        "matters": rule.matters,
+        "claims": [
+            {"source": c.source, "value": _plain(c.value), "as_of": c.as_of.isoformat() if c.as_of else None}
+            for c in claims
+        ],
+        "chosen_source": chosen.source if chosen else None,
+        "value": _plain(chosen.value) if chosen else None,
+    }
 
 
 def quality_factor(conflict: dict, rule: ConflictRule) -> dict | None:
     if conflict["resolved"] or not rule.matters:
         return None
     values = ", ".join(f"{c['source']}={c['value']}" for c in conflict["claims"])
-    return {"name": f"unresolved_conflict:{rule.field}", "penalty": rule.penalty,
-            "detail": f"{rule.rule} cannot choose between {values}"}
+    return {
+        "name": f"unresolved_conflict:{rule.field}",
+        "penalty": rule.penalty,
+        "detail": f"{rule.rule} cannot choose between {values}",
+    }
 
 
 def _plain(v: Any) -> Any:

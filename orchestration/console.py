@@ -46,7 +46,7 @@ _STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
 _HEADERS = {
     # No script at all; styles from our own file; forms post only to us; never framed.
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
@@ -143,16 +143,36 @@ def record_view(record: dict | None) -> dict | None:
     if not record:
         return None
     context = record.get("context_used") or {}
-    sources = [{"source": name, **(info if isinstance(info, dict) else {"status": info})}
-               for name, info in sorted((context.get("sources") or {}).items())]
+    sources = [
+        {"source": name, **(info if isinstance(info, dict) else {"status": info})}
+        for name, info in sorted((context.get("sources") or {}).items())
+    ]
     for src in sources:
         src["age"] = age(src.get("age_s")) if src.get("age_s") is not None else "unknown"
     guardrails = record.get("guardrails") or {}
-    verdicts = ([{"guardrail": g, "verdict": "blocked"} for g in guardrails.get("blocked_by") or []]
-                + [{"guardrail": g, "verdict": "flagged"} for g in guardrails.get("flagged_by") or []])
-    shown = {"event", "context_used", "guardrails", "confidence", "confidence_breakdown", "probabilities",
-             "proposed", "decision", "reason", "model", "model_version", "prompt_version", "route", "route_reason",
-             "calibrator_version", "context_hash", "facts", "entity_key"}
+    verdicts = [{"guardrail": g, "verdict": "blocked"} for g in guardrails.get("blocked_by") or []] + [
+        {"guardrail": g, "verdict": "flagged"} for g in guardrails.get("flagged_by") or []
+    ]
+    shown = {
+        "event",
+        "context_used",
+        "guardrails",
+        "confidence",
+        "confidence_breakdown",
+        "probabilities",
+        "proposed",
+        "decision",
+        "reason",
+        "model",
+        "model_version",
+        "prompt_version",
+        "route",
+        "route_reason",
+        "calibrator_version",
+        "context_hash",
+        "facts",
+        "entity_key",
+    }
     assembly = context.get("assembly") or {}
     return {
         "event": record.get("event") or {},
@@ -162,17 +182,24 @@ def record_view(record: dict | None) -> dict | None:
         "gaps": (context.get("knowledge") or {}).get("gaps") or [],
         "kept": assembly.get("kept") or [],
         "dropped": assembly.get("dropped") or [],
-        "assembly": {k: assembly.get(k) for k in ("tokens", "budget", "tokenizer", "within_budget", "hash")
-                     if k in assembly},
+        "assembly": {
+            k: assembly.get(k) for k in ("tokens", "budget", "tokenizer", "within_budget", "hash") if k in assembly
+        },
         "context_hash": record.get("context_hash"),
-        "proposed": record.get("proposed"), "decision": record.get("decision"), "reason": record.get("reason"),
+        "proposed": record.get("proposed"),
+        "decision": record.get("decision"),
+        "reason": record.get("reason"),
         "confidence": record.get("confidence"),
         "factors": record.get("confidence_breakdown") or [],
         "probabilities": record.get("probabilities") or {},
-        "model": {k: record.get(k) for k in ("model", "model_version", "prompt_version", "route", "route_reason",
-                                             "calibrator_version") if record.get(k) is not None},
+        "model": {
+            k: record.get(k)
+            for k in ("model", "model_version", "prompt_version", "route", "route_reason", "calibrator_version")
+            if record.get(k) is not None
+        },
         "facts": record.get("facts") or {},
-        "guardrails": guardrails, "verdicts": verdicts,
+        "guardrails": guardrails,
+        "verdicts": verdicts,
         "other": {k: v for k, v in record.items() if k not in shown},
     }
 
@@ -183,21 +210,34 @@ _SUMMARY_FIELDS = ("step", "status", "answer", "by", "decision", "label", "reaso
 
 def audit_summary(record: dict) -> str:
     """One line per audit record: the fields that say what happened, whichever it has."""
-    return "; ".join(f"{k}: {record[k]}" for k in _SUMMARY_FIELDS
-                     if isinstance(record.get(k), (str, int, float)) and record.get(k) != "")
+    return "; ".join(
+        f"{k}: {record[k]}"
+        for k in _SUMMARY_FIELDS
+        if isinstance(record.get(k), (str, int, float)) and record.get(k) != ""
+    )
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates" / "console"),
-                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates" / "console"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(age_since=age_since, columns=columns)
     env.tests["mapping_list"] = lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
     return env
 
 
 # ---- the app --------------------------------------------------------------------------------
-def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits, secret: str,
-                   https_only: bool = False, max_age_s: int = SESSION_MAX_AGE_S) -> FastAPI:
+def create_console(
+    reviews: ReviewService,
+    keys: ApiKeys,
+    limits: KeyRateLimits,
+    secret: str,
+    https_only: bool = False,
+    max_age_s: int = SESSION_MAX_AGE_S,
+) -> FastAPI:
     """The console as an app of its own, for `app.mount("/console", ...)`: its session cookie
     and headers stay off the JSON API."""
     app = FastAPI(title="Bosun reviewer console", docs_url=None, redoc_url=None, openapi_url=None)
@@ -213,8 +253,15 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
 
     # Added after the header middleware, so it runs first (outermost) and the session is
     # there for everything inside.
-    app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie="bosun_console",
-                       max_age=max_age_s, path="/console", same_site="strict", https_only=https_only)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie="bosun_console",
+        max_age=max_age_s,
+        path="/console",
+        same_site="strict",
+        https_only=https_only,
+    )
 
     def base(request: Request) -> str:
         return request.scope.get("root_path", "").rstrip("/")
@@ -226,9 +273,12 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
 
     def page(request: Request, name: str, context: dict, status: int = 200, reviewer: Reviewer | None = None):
         flash = request.session.pop("flash", None)
-        return templates.TemplateResponse(request, name, {
-            "base": base(request), "csrf": csrf_token(request), "reviewer": reviewer, "flash": flash, **context},
-            status_code=status)
+        return templates.TemplateResponse(
+            request,
+            name,
+            {"base": base(request), "csrf": csrf_token(request), "reviewer": reviewer, "flash": flash, **context},
+            status_code=status,
+        )
 
     def go(request: Request, path: str) -> RedirectResponse:
         return RedirectResponse(base(request) + path, status_code=303)
@@ -242,8 +292,12 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
             return go(request, "/sign-in")
         wait = limits.take(key)
         if wait:
-            return page(request, "error.html", {"title": "Too many requests",
-                                                "message": f"Slow down: try again in {wait:.0f} s."}, 429)
+            return page(
+                request,
+                "error.html",
+                {"title": "Too many requests", "message": f"Slow down: try again in {wait:.0f} s."},
+                429,
+            )
         return Reviewer(key)
 
     async def form_of(request: Request) -> dict[str, str] | Response:
@@ -252,9 +306,16 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
         sent = form.get("csrf")
         expected = request.session.get("csrf")
         if not (isinstance(sent, str) and expected and hmac.compare_digest(sent, expected)):
-            return page(request, "error.html", {
-                "title": "Form expired", "message": "This form was not sent from this session (or the session "
-                "ended). Reload the page and try again."}, 403)
+            return page(
+                request,
+                "error.html",
+                {
+                    "title": "Form expired",
+                    "message": "This form was not sent from this session (or the session "
+                    "ended). Reload the page and try again.",
+                },
+                403,
+            )
         return {k: v.strip() for k, v in form.items() if isinstance(v, str)}
 
     @app.get("/", response_class=HTMLResponse, name="queue")
@@ -267,9 +328,20 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
         items = await run_in_threadpool(reviews.list, status, workflow or None, limit)
         for item in items:
             item["age"] = age_since(item["created_at"])
-        return page(request, "queue.html", {
-            "title": "Review queue", "items": items, "status": status, "workflow": workflow,
-            "statuses": (*STATUSES, "all"), "workflows": sorted(reviews.workflows), "limit": limit}, reviewer=who)
+        return page(
+            request,
+            "queue.html",
+            {
+                "title": "Review queue",
+                "items": items,
+                "status": status,
+                "workflow": workflow,
+                "statuses": (*STATUSES, "all"),
+                "workflows": sorted(reviews.workflows),
+                "limit": limit,
+            },
+            reviewer=who,
+        )
 
     @app.get("/sign-in", response_class=HTMLResponse)
     async def sign_in_page(request: Request):
@@ -285,13 +357,19 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
         if key is None:
             return page(request, "sign_in.html", {"title": "Sign in", "error": "That API key is not valid."}, 401)
         if not may_review(key):
-            return page(request, "sign_in.html", {
-                "title": "Sign in", "error": "This API key has no review scope (reviews:read or reviews:write); "
-                "ask an administrator for a reviewer's key."}, 403)
+            return page(
+                request,
+                "sign_in.html",
+                {
+                    "title": "Sign in",
+                    "error": "This API key has no review scope (reviews:read or reviews:write); "
+                    "ask an administrator for a reviewer's key.",
+                },
+                403,
+            )
         # A new session: nothing of the signed-out one (its CSRF token included) carries over.
         request.session.clear()
-        request.session.update(key_id=key.key_id, csrf=secrets.token_urlsafe(32),
-                               flash=f"Signed in as {key.name}.")
+        request.session.update(key_id=key.key_id, csrf=secrets.token_urlsafe(32), flash=f"Signed in as {key.name}.")
         return go(request, "/")
 
     @app.post("/sign-out")
@@ -303,22 +381,37 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
         request.session["flash"] = "Signed out."
         return go(request, "/sign-in")
 
-    async def item_page(request: Request, who: Reviewer, item_id: int, error: str | None = None,
-                        status: int = 200) -> Response:
+    async def item_page(
+        request: Request, who: Reviewer, item_id: int, error: str | None = None, status: int = 200
+    ) -> Response:
         try:
             item = await run_in_threadpool(reviews.show, item_id)
         except ReviewError as err:
-            return page(request, "error.html", {"title": "Not found", "message": err.message},
-                        _STATUS[err.code], reviewer=who)
+            return page(
+                request, "error.html", {"title": "Not found", "message": err.message}, _STATUS[err.code], reviewer=who
+            )
         hooks = reviews.workflows.get(item["workflow"])
-        return page(request, "item.html", {
-            "title": f"Review {item_id}", "item": item, "age": age_since(item["created_at"]),
-            "record": record_view(item["decision_record"]),
-            # What the sections above and below do not show already: the workflow's own data.
-            "proposal": {k: v for k, v in item["proposal"].items()
-                         if k not in ("plan", "params") and not (item["decision_record"] and k in _IN_SECTIONS)},
-            "audit": [{**r, "what": audit_summary(r["record"])} for r in item["audit"]],
-            "labels": list(getattr(hooks, "LABELS", ())), "error": error}, status, reviewer=who)
+        return page(
+            request,
+            "item.html",
+            {
+                "title": f"Review {item_id}",
+                "item": item,
+                "age": age_since(item["created_at"]),
+                "record": record_view(item["decision_record"]),
+                # What the sections above and below do not show already: the workflow's own data.
+                "proposal": {
+                    k: v
+                    for k, v in item["proposal"].items()
+                    if k not in ("plan", "params") and not (item["decision_record"] and k in _IN_SECTIONS)
+                },
+                "audit": [{**r, "what": audit_summary(r["record"])} for r in item["audit"]],
+                "labels": list(getattr(hooks, "LABELS", ())),
+                "error": error,
+            },
+            status,
+            reviewer=who,
+        )
 
     @app.get("/reviews/{item_id}", response_class=HTMLResponse)
     async def show(request: Request, item_id: int):
@@ -336,8 +429,9 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
         if isinstance(form, Response):
             return form
         if not who.can_answer:
-            return await item_page(request, who, item_id, "Your key may read the queue but not answer "
-                                   "(it lacks reviews:write).", 403)
+            return await item_page(
+                request, who, item_id, "Your key may read the queue but not answer (it lacks reviews:write).", 403
+            )
         note, label = form.get("note") or None, form.get("label") or None
         if len(note or "") > MAX_NOTE or len(label or "") > MAX_LABEL:
             return await item_page(request, who, item_id, f"A note is at most {MAX_NOTE} characters.", 422)
@@ -352,8 +446,9 @@ def create_console(reviews: ReviewService, keys: ApiKeys, limits: KeyRateLimits,
                     raise ReviewError("invalid", "choose the right label")
                 out = await run_in_threadpool(reviews.correct, item_id, label, who.name, note, via)
             else:
-                return page(request, "error.html", {"title": "Not found", "message": f"no answer {answer!r}"},
-                            404, reviewer=who)
+                return page(
+                    request, "error.html", {"title": "Not found", "message": f"no answer {answer!r}"}, 404, reviewer=who
+                )
         except ReviewError as err:
             return await item_page(request, who, item_id, err.message, _STATUS[err.code])
         request.session["flash"] = _answered(out)

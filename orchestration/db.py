@@ -43,9 +43,12 @@ inbox = sa.Table(
     sa.Index("ix_bosun_inbox_type_seq", "type", "seq"),
     # Events no batch has claimed yet: the backlog past the cursor, batches still queued, and
     # stragglers below the cursor for the sweeper. Small whatever the inbox's history.
-    sa.Index("ix_bosun_inbox_unclaimed", "seq",
-             postgresql_where=sa.text("status = 'received' AND batch_id IS NULL"),
-             sqlite_where=sa.text("status = 'received' AND batch_id IS NULL")),
+    sa.Index(
+        "ix_bosun_inbox_unclaimed",
+        "seq",
+        postgresql_where=sa.text("status = 'received' AND batch_id IS NULL"),
+        sqlite_where=sa.text("status = 'received' AND batch_id IS NULL"),
+    ),
 )
 
 # One row per event that failed processing after its retry budget, keyed by the event's
@@ -216,9 +219,9 @@ audit_checkpoints = sa.Table(
 stored_values = sa.Table(
     "bosun_stored_values",
     metadata,
-    sa.Column("name", sa.String(450), primary_key=True),          # the asset key ("a/b") or run/step/output
+    sa.Column("name", sa.String(450), primary_key=True),  # the asset key ("a/b") or run/step/output
     sa.Column("partition_key", sa.String(200), primary_key=True),  # "" when unpartitioned
-    sa.Column("value", sa.LargeBinary, nullable=False),           # pickle, as Dagster's own IO managers
+    sa.Column("value", sa.LargeBinary, nullable=False),  # pickle, as Dagster's own IO managers
     sa.Column("run_id", sa.String(64)),
     sa.Column("stored_at", UtcDateTime, nullable=False),
 )

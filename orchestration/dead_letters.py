@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from orchestration import clock
 from orchestration.db import dead_letters, dialect_insert, engine_for, inbox
 from orchestration.inbox_fence import hold_for_insert
-from orchestration import clock
 
 RETRY_MARK = "#retry"
 
@@ -45,8 +45,9 @@ class DeadLetterPolicy:
         if stats.open > self.max_open:
             out.append(f"{stats.open} open dead letters (limit {self.max_open})")
         if stats.oldest_open_age_s is not None and stats.oldest_open_age_s > self.max_oldest_age_s:
-            out.append(f"oldest open dead letter is {stats.oldest_open_age_s:.0f} s old "
-                       f"(limit {self.max_oldest_age_s:.0f} s)")
+            out.append(
+                f"oldest open dead letter is {stats.oldest_open_age_s:.0f} s old (limit {self.max_oldest_age_s:.0f} s)"
+            )
         return out
 
 
@@ -67,18 +68,40 @@ class DeadLetters:
         if not failures:
             return
         keys = [f["key"] for f in failures]
-        types = dict(conn.execute(sa.select(inbox.c.idempotency_key, inbox.c.type)
-                                  .where(inbox.c.idempotency_key.in_(keys))).all())
-        rows = [{"event_key": root_key(f["key"]), "current_key": f["key"], "type": types.get(f["key"]),
-                 "batch_id": batch_id, "error": f.get("reason") or "unknown error",
-                 "attempts": int(f.get("attempts") or 1), "first_failed_at": now, "last_failed_at": now,
-                 "status": "open", "updated_at": now} for f in failures]
+        types = dict(
+            conn.execute(
+                sa.select(inbox.c.idempotency_key, inbox.c.type).where(inbox.c.idempotency_key.in_(keys))
+            ).all()
+        )
+        rows = [
+            {
+                "event_key": root_key(f["key"]),
+                "current_key": f["key"],
+                "type": types.get(f["key"]),
+                "batch_id": batch_id,
+                "error": f.get("reason") or "unknown error",
+                "attempts": int(f.get("attempts") or 1),
+                "first_failed_at": now,
+                "last_failed_at": now,
+                "status": "open",
+                "updated_at": now,
+            }
+            for f in failures
+        ]
         stmt = dialect_insert(conn.engine, dead_letters)
-        stmt = stmt.on_conflict_do_update(index_elements=["event_key"], set_={
-            "current_key": stmt.excluded.current_key, "batch_id": stmt.excluded.batch_id,
-            "error": stmt.excluded.error, "attempts": dead_letters.c.attempts + stmt.excluded.attempts,
-            "last_failed_at": stmt.excluded.last_failed_at, "status": "open", "note": None,
-            "updated_at": stmt.excluded.updated_at})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["event_key"],
+            set_={
+                "current_key": stmt.excluded.current_key,
+                "batch_id": stmt.excluded.batch_id,
+                "error": stmt.excluded.error,
+                "attempts": dead_letters.c.attempts + stmt.excluded.attempts,
+                "last_failed_at": stmt.excluded.last_failed_at,
+                "status": "open",
+                "note": None,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
         conn.execute(stmt, rows)
 
     # ---- operator side -----------------------------------------------------------------
@@ -89,8 +112,10 @@ class DeadLetters:
         if types:
             q = q.where(dead_letters.c.type.in_(types))
         with self.engine.connect() as conn:
-            return [{k: _aware(v) if isinstance(v, datetime) else v for k, v in r.items()}
-                    for r in conn.execute(q).mappings()]
+            return [
+                {k: _aware(v) if isinstance(v, datetime) else v for k, v in r.items()}
+                for r in conn.execute(q).mappings()
+            ]
 
     def retry(self, ids: list[int] | None = None) -> list[dict]:
         """Re-enqueue open dead letters (all when `ids` is None) as new inbox rows."""
@@ -102,38 +127,70 @@ class DeadLetters:
             letters = list(conn.execute(q.with_for_update() if conn.dialect.name == "postgresql" else q).mappings())
             if not letters:
                 return []
-            olds = {r["idempotency_key"]: r for r in conn.execute(
-                sa.select(inbox).where(inbox.c.idempotency_key.in_([d["current_key"] for d in letters]))).mappings()}
+            olds = {
+                r["idempotency_key"]: r
+                for r in conn.execute(
+                    sa.select(inbox).where(inbox.c.idempotency_key.in_([d["current_key"] for d in letters]))
+                ).mappings()
+            }
             new_rows, moves = [], []
             for d in letters:
                 old = olds[d["current_key"]]
                 new_key = f"{d['event_key']}{RETRY_MARK}{d['retries'] + 1}"
-                new_rows.append({c: old[c] for c in ("source", "event_id", "type", "schema_version", "occurred_at",
-                                                     "entity_key", "payload")}
-                                | {"idempotency_key": new_key, "received_at": now, "status": "received",
-                                   "reason": f"retry {d['retries'] + 1} of dead letter {d['id']}"})
+                new_rows.append(
+                    {
+                        c: old[c]
+                        for c in (
+                            "source",
+                            "event_id",
+                            "type",
+                            "schema_version",
+                            "occurred_at",
+                            "entity_key",
+                            "payload",
+                        )
+                    }
+                    | {
+                        "idempotency_key": new_key,
+                        "received_at": now,
+                        "status": "received",
+                        "reason": f"retry {d['retries'] + 1} of dead letter {d['id']}",
+                    }
+                )
                 moves.append({"id": d["id"], "old": d["current_key"], "new": new_key})
             hold_for_insert(conn)  # the new rows must not be skipped by a batch cursor (inbox_fence.py)
             conn.execute(inbox.insert(), new_rows)
-            conn.execute(inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
-                         .values(status="retried", reason=sa.bindparam("r"), updated_at=now),
-                         [{"k": m["old"], "r": f"retried as {m['new']}"} for m in moves])
-            conn.execute(dead_letters.update().where(dead_letters.c.id == sa.bindparam("i"))
-                         .values(status="retried", current_key=sa.bindparam("n"), retries=dead_letters.c.retries + 1,
-                                 updated_at=now),
-                         [{"i": m["id"], "n": m["new"]} for m in moves])
+            conn.execute(
+                inbox.update()
+                .where(inbox.c.idempotency_key == sa.bindparam("k"))
+                .values(status="retried", reason=sa.bindparam("r"), updated_at=now),
+                [{"k": m["old"], "r": f"retried as {m['new']}"} for m in moves],
+            )
+            conn.execute(
+                dead_letters.update()
+                .where(dead_letters.c.id == sa.bindparam("i"))
+                .values(
+                    status="retried", current_key=sa.bindparam("n"), retries=dead_letters.c.retries + 1, updated_at=now
+                ),
+                [{"i": m["id"], "n": m["new"]} for m in moves],
+            )
         return [{"id": m["id"], "requeued_as": m["new"]} for m in moves]
 
     def drop(self, dl_id: int, reason: str) -> bool:
         if not reason.strip():
             raise ValueError("a drop needs a reason")
         with self.engine.begin() as conn:
-            n = conn.execute(dead_letters.update().where(dead_letters.c.id == dl_id, dead_letters.c.status == "open")
-                             .values(status="dropped", note=reason, updated_at=clock.now())).rowcount
+            n = conn.execute(
+                dead_letters.update()
+                .where(dead_letters.c.id == dl_id, dead_letters.c.status == "open")
+                .values(status="dropped", note=reason, updated_at=clock.now())
+            ).rowcount
         return n == 1
 
     def stats(self, types: list[str] | None = None, now: datetime | None = None) -> DeadLetterStats:
-        q = sa.select(sa.func.count(), sa.func.min(dead_letters.c.first_failed_at)).where(dead_letters.c.status == "open")
+        q = sa.select(sa.func.count(), sa.func.min(dead_letters.c.first_failed_at)).where(
+            dead_letters.c.status == "open"
+        )
         if types:
             q = q.where(dead_letters.c.type.in_(types))
         with self.engine.connect() as conn:

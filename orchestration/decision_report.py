@@ -26,9 +26,16 @@ def by_day(rows: list[dict]) -> list[dict]:
         rs = days[day]
         judged = _judged(rs)
         s = score([r["label"] for r in judged], [r["decision"] for r in judged], [r["confidence"] for r in judged])
-        out.append({"day": day, "decisions": len(rs), "reviewed": sum(r["label"] is not None for r in rs),
-                    "accuracy": s["accuracy"], "ece": s["ece"],
-                    "escalation_rate": round(sum(r["escalated"] for r in rs) / len(rs), 4)})
+        out.append(
+            {
+                "day": day,
+                "decisions": len(rs),
+                "reviewed": sum(r["label"] is not None for r in rs),
+                "accuracy": s["accuracy"],
+                "ece": s["ece"],
+                "escalation_rate": round(sum(r["escalated"] for r in rs) / len(rs), 4),
+            }
+        )
     return out
 
 
@@ -41,15 +48,23 @@ def failure_patterns(rows: list[dict], top: int = 10, min_reviewed: int = 1) -> 
     for r in judged:
         failed = r["decision"] != r["label"]
         for dim, value in r["dims"].items():
-            for v in (value if isinstance(value, (list, tuple)) else [value]):
+            for v in value if isinstance(value, (list, tuple)) else [value]:
                 c = counts[dim][str(v)]
                 c[0] += 1
                 c[1] += failed
     out = {}
     for dim, values in counts.items():
-        rows_ = [{"value": v, "reviewed": n, "failed": f, "failure_rate": round(f / n, 4),
-                  "lift": round((f / n) / overall, 2) if overall else None}
-                 for v, (n, f) in values.items() if n >= min_reviewed]
+        rows_ = [
+            {
+                "value": v,
+                "reviewed": n,
+                "failed": f,
+                "failure_rate": round(f / n, 4),
+                "lift": round((f / n) / overall, 2) if overall else None,
+            }
+            for v, (n, f) in values.items()
+            if n >= min_reviewed
+        ]
         rows_.sort(key=lambda x: (-x["failed"], -x["failure_rate"], x["value"]))
         out[dim] = rows_[:top]
     return out
@@ -58,10 +73,15 @@ def failure_patterns(rows: list[dict], top: int = 10, min_reviewed: int = 1) -> 
 def summary(rows: list[dict]) -> dict:
     judged = _judged(rows)
     s = score([r["label"] for r in judged], [r["decision"] for r in judged], [r["confidence"] for r in judged])
-    return {"decisions": len(rows), "reviewed": sum(r["label"] is not None for r in rows),
-            "judged": s["examples"], "failed": sum(r["decision"] != r["label"] for r in judged),
-            "accuracy": s["accuracy"], "ece": s["ece"],
-            "escalation_rate": round(sum(r["escalated"] for r in rows) / len(rows), 4) if rows else None}
+    return {
+        "decisions": len(rows),
+        "reviewed": sum(r["label"] is not None for r in rows),
+        "judged": s["examples"],
+        "failed": sum(r["decision"] != r["label"] for r in judged),
+        "accuracy": s["accuracy"],
+        "ece": s["ece"],
+        "escalation_rate": round(sum(r["escalated"] for r in rows) / len(rows), 4) if rows else None,
+    }
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -14,17 +14,15 @@ from assets.invoices import replay as invoice_replay
 from assets.invoices import review_answers as invoice_review_answers
 from assets.invoices.workflow import NOTIFICATION_ROUTING as invoice_notification_routing
 from orchestration.envelope import PayloadRegistry
-from resources.channels import load_routing
 from orchestration.schema_migrations import BOSUN_SCHEMA, SchemaOwner
+from resources.channels import load_routing
 from resources.defaults import default_resources
 from resources.erp import erp_schema
 from resources.fault_injection import journal_schema
 from resources.outbox import outbox_schema
-from sensors import alerts
-from sensors import outbox_relay
+from sensors import alerts, outbox_relay
 from sensors import audit as audit_retention
 from sensors import invoices as invoice_triggers
-
 
 # Every workflow's notification routing (which channel each recipient type takes, its
 # templates): the outbox relay drains the messages of these workflows.
@@ -40,7 +38,11 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Every workflow with the environment's resources; `resources` replaces some (tests,
     fault injection) without touching the workflows."""
     return dg.Definitions(
-        assets=[*invoices.assets, *audit_retention.assets, outbox_relay.build_outbox_deliveries_asset(make_outbox_relay)],
+        assets=[
+            *invoices.assets,
+            *audit_retention.assets,
+            outbox_relay.build_outbox_deliveries_asset(make_outbox_relay),
+        ],
         asset_checks=[*invoices.checks],
         jobs=[*invoices.jobs, *audit_retention.jobs],
         sensors=[*invoice_triggers.sensors, *alerts.sensors, outbox_relay.build_outbox_relay_sensor(make_outbox_relay)],
@@ -74,5 +76,8 @@ schema_owners = (BOSUN_SCHEMA, erp_schema, outbox_schema, journal_schema)
 def schema_databases() -> list[tuple[SchemaOwner, str]]:
     """Each schema the code location uses with the database it lives in, for `bosun db`."""
     res = defs.resources
-    return [(BOSUN_SCHEMA, res["bosun_db"].resolved_url), (erp_schema, res["erp"].resolved_url),
-            (outbox_schema, res["outbox"].resolved_url)]
+    return [
+        (BOSUN_SCHEMA, res["bosun_db"].resolved_url),
+        (erp_schema, res["erp"].resolved_url),
+        (outbox_schema, res["outbox"].resolved_url),
+    ]

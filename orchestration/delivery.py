@@ -30,25 +30,25 @@ from typing import Literal, Mapping
 
 import sqlalchemy as sa
 
-from orchestration.dead_letters import root_key
-from orchestration.db import content_seen, dialect_insert, entity_clock, stale_events, triage_lock, triage_passed
-from orchestration.inbox import Inbox, InboxEvent
 from orchestration import clock
+from orchestration.db import content_seen, dialect_insert, entity_clock, stale_events, triage_lock, triage_passed
+from orchestration.dead_letters import root_key
+from orchestration.inbox import Inbox, InboxEvent
 
 DROPPED_STATES = ("duplicate", "debounced", "stale")
 
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    content_window_s: float = 0.0   # 0: no content de-duplication
-    debounce_s: float = 0.0         # 0: no debounce
+    content_window_s: float = 0.0  # 0: no content de-duplication
+    debounce_s: float = 0.0  # 0: no debounce
     stale: Literal["ignore", "process"] = "process"
 
 
 @dataclass
 class TriageResult:
     kept: list[InboxEvent]
-    states: list[dict] = field(default_factory=list)      # the dropped events' terminal states
+    states: list[dict] = field(default_factory=list)  # the dropped events' terminal states
     stale_processed: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
@@ -66,25 +66,40 @@ def _when(ev: InboxEvent) -> datetime:
     return ev.envelope.occurred_at.astimezone(timezone.utc)
 
 
-def triage(inbox: Inbox, events: list[InboxEvent], policies: Mapping[str, DeliveryPolicy], lock_name: str,
-           batch_id: str | None = None) -> TriageResult:
+def triage(
+    inbox: Inbox,
+    events: list[InboxEvent],
+    policies: Mapping[str, DeliveryPolicy],
+    lock_name: str,
+    batch_id: str | None = None,
+) -> TriageResult:
     redriven = [e for e in events if e.key != root_key(e.key)]
     events = sorted((e for e in events if e.key == root_key(e.key)), key=lambda e: (_when(e), e.seq))
     now = clock.now()
     out = TriageResult(kept=[])
     with inbox.engine.begin() as conn:
         _lock(conn, lock_name)
-        passed = set(conn.execute(sa.select(triage_passed.c.idempotency_key)
-                                  .where(triage_passed.c.idempotency_key.in_([e.key for e in events]))).scalars()) \
-            if events else set()
+        passed = (
+            set(
+                conn.execute(
+                    sa.select(triage_passed.c.idempotency_key).where(
+                        triage_passed.c.idempotency_key.in_([e.key for e in events])
+                    )
+                ).scalars()
+            )
+            if events
+            else set()
+        )
         replayed = [e for e in events if e.key in passed]
         fresh = [e for e in events if e.key not in passed]
         survivors = _dedupe_content(conn, fresh, policies, out)
         survivors = _debounce(survivors, policies, out)
         kept = _order(conn, survivors, policies, out, batch_id, now)
         if kept:
-            conn.execute(dialect_insert(conn.engine, triage_passed).on_conflict_do_nothing(),
-                         [{"idempotency_key": e.key, "batch_id": batch_id} for e in kept])
+            conn.execute(
+                dialect_insert(conn.engine, triage_passed).on_conflict_do_nothing(),
+                [{"idempotency_key": e.key, "batch_id": batch_id} for e in kept],
+            )
         out.kept = kept + replayed + redriven
         inbox.set_states_in(conn, out.states, batch_id, now)
     out.counts.update({"kept": len(out.kept), "stale_processed": len(out.stale_processed)})
@@ -107,8 +122,10 @@ def _dedupe_content(conn, events, policies, out: TriageResult) -> list[InboxEven
     hashes = {e.key: content_hash(e) for e in checked}
     seen: dict[tuple[str, str], list[tuple[str, datetime]]] = defaultdict(list)
     for t, h, k, at in conn.execute(
-            sa.select(content_seen.c.type, content_seen.c.content_hash, content_seen.c.first_key,
-                      content_seen.c.first_occurred_at).where(content_seen.c.content_hash.in_(set(hashes.values())))):
+        sa.select(
+            content_seen.c.type, content_seen.c.content_hash, content_seen.c.first_key, content_seen.c.first_occurred_at
+        ).where(content_seen.c.content_hash.in_(set(hashes.values())))
+    ):
         seen[(t, h)].append((k, _aware(at)))
     survivors, inserts = [], []
     for e in events:
@@ -117,11 +134,18 @@ def _dedupe_content(conn, events, policies, out: TriageResult) -> list[InboxEven
             continue
         window = policies[e.envelope.type].content_window_s
         slot = (e.envelope.type, hashes[e.key])
-        first = next((k for k, at in seen[slot] if root_key(k) != root_key(e.key)
-                      and abs((_when(e) - at).total_seconds()) <= window), None)
+        first = next(
+            (
+                k
+                for k, at in seen[slot]
+                if root_key(k) != root_key(e.key) and abs((_when(e) - at).total_seconds()) <= window
+            ),
+            None,
+        )
         if first:
-            out.states.append({"key": e.key, "status": "duplicate",
-                               "reason": f"same content as {first} within {window:g} s"})
+            out.states.append(
+                {"key": e.key, "status": "duplicate", "reason": f"same content as {first} within {window:g} s"}
+            )
             out.counts["duplicate"] += 1
             continue
         seen[slot].append((e.key, _when(e)))
@@ -144,8 +168,9 @@ def _debounce(events, policies, out: TriageResult) -> list[InboxEvent]:
         for cur, nxt in zip(evs, evs[1:]):
             if (_when(nxt) - _when(cur)).total_seconds() <= t:
                 dropped.add(cur.key)
-                out.states.append({"key": cur.key, "status": "debounced",
-                                   "reason": f"superseded by {nxt.key} within {t:g} s"})
+                out.states.append(
+                    {"key": cur.key, "status": "debounced", "reason": f"superseded by {nxt.key} within {t:g} s"}
+                )
     out.counts["debounced"] += len(dropped)
     return [e for e in events if e.key not in dropped]
 
@@ -154,22 +179,42 @@ def _order(conn, events, policies, out: TriageResult, batch_id, now) -> list[Inb
     if not events:
         return []
     entities = {(e.envelope.type, e.envelope.entity_key) for e in events}
-    clock = {(t, k): (_aware(at), last) for t, k, at, last in conn.execute(
-        sa.select(entity_clock.c.type, entity_clock.c.entity_key, entity_clock.c.last_occurred_at,
-                  entity_clock.c.last_key).where(entity_clock.c.entity_key.in_({k for _, k in entities})))
-        if (t, k) in entities}
+    clock = {
+        (t, k): (_aware(at), last)
+        for t, k, at, last in conn.execute(
+            sa.select(
+                entity_clock.c.type, entity_clock.c.entity_key, entity_clock.c.last_occurred_at, entity_clock.c.last_key
+            ).where(entity_clock.c.entity_key.in_({k for _, k in entities}))
+        )
+        if (t, k) in entities
+    }
     kept, stale_rows, moved = [], [], {}
     for e in events:
         slot = (e.envelope.type, e.envelope.entity_key)
         newest = clock.get(slot)
         if newest and _when(e) < newest[0] and root_key(newest[1]) != root_key(e.key):
             policy = policies.get(slot[0], DeliveryPolicy()).stale
-            stale_rows.append({"idempotency_key": e.key, "type": slot[0], "entity_key": slot[1],
-                               "occurred_at": _when(e), "newer_key": newest[1], "newer_occurred_at": newest[0],
-                               "policy": policy, "batch_id": batch_id, "recorded_at": now})
+            stale_rows.append(
+                {
+                    "idempotency_key": e.key,
+                    "type": slot[0],
+                    "entity_key": slot[1],
+                    "occurred_at": _when(e),
+                    "newer_key": newest[1],
+                    "newer_occurred_at": newest[0],
+                    "policy": policy,
+                    "batch_id": batch_id,
+                    "recorded_at": now,
+                }
+            )
             if policy == "ignore":
-                out.states.append({"key": e.key, "status": "stale", "reason": f"older than {newest[1]} "
-                                   f"({newest[0].isoformat()}) for {slot[1]}; policy: ignore"})
+                out.states.append(
+                    {
+                        "key": e.key,
+                        "status": "stale",
+                        "reason": f"older than {newest[1]} ({newest[0].isoformat()}) for {slot[1]}; policy: ignore",
+                    }
+                )
                 out.counts["stale"] += 1
                 continue
             out.stale_processed.append(e.key)
@@ -179,9 +224,13 @@ def _order(conn, events, policies, out: TriageResult, batch_id, now) -> list[Inb
         kept.append(e)
     if moved:
         stmt = dialect_insert(conn.engine, entity_clock)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["type", "entity_key"], set_={
-            "last_occurred_at": stmt.excluded.last_occurred_at, "last_key": stmt.excluded.last_key}),
-            list(moved.values()))
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["type", "entity_key"],
+                set_={"last_occurred_at": stmt.excluded.last_occurred_at, "last_key": stmt.excluded.last_key},
+            ),
+            list(moved.values()),
+        )
     if stale_rows:
         conn.execute(dialect_insert(conn.engine, stale_events).on_conflict_do_nothing(), stale_rows)
     return kept

@@ -71,8 +71,10 @@ def write_dotenv(project_dir: Path, home: Path) -> bool:
     lines = path.read_text().splitlines() if path.exists() else []
     if any(line.strip().startswith(("DAGSTER_HOME=", "export DAGSTER_HOME=")) for line in lines):
         return False
-    lines += ["# Written by `bosun dev`: plain `dagster dev` from here uses this persistent instance.",
-              f"DAGSTER_HOME={home}"]
+    lines += [
+        "# Written by `bosun dev`: plain `dagster dev` from here uses this persistent instance.",
+        f"DAGSTER_HOME={home}",
+    ]
     path.write_text("\n".join(lines) + "\n")
     return True
 
@@ -103,8 +105,11 @@ def feed(per_tick: int, interval: float, stop, seed: int = 7) -> None:
     while not stop():
         chunk = reserve_chunk(settings.bosun_home())
         out = feed_chunk(defs.resources, payload_registry, settings.sample_dir(), chunk, per_tick, seed)
-        print(f"[feeder] chunk {out['chunk']}: {out['accepted']} accepted, {out['duplicates']} duplicates, "
-              f"{out['rejected']} rejected; bank reports {out['bank_reports']}", flush=True)
+        print(
+            f"[feeder] chunk {out['chunk']}: {out['accepted']} accepted, {out['duplicates']} duplicates, "
+            f"{out['rejected']} rejected; bank reports {out['bank_reports']}",
+            flush=True,
+        )
         # The outbox_relay sensor sends what the batches queued (to the Maildir sink unless
         # BOSUN_SMTP_HOST is set); its passes are outbox_deliveries in the UI.
         where = "SMTP" if sink.host else f"sink {sink.sink_path}"
@@ -117,8 +122,11 @@ def feed(per_tick: int, interval: float, stop, seed: int = 7) -> None:
 def start_serve(host: str, port: int) -> subprocess.Popen:
     """`bosun serve` beside the Dagster UI: the HTTP API and the reviewer console at /console.
     In this process's group, so a signal to `bosun dev`'s group reaches it too."""
-    print(f"[bosun] reviewer console: http://{host}:{port}/console/ (sign in with a reviewer's key: "
-          f"bosun apikey create --name 'YOUR NAME' --scopes reviews:read,reviews:write)", flush=True)
+    print(
+        f"[bosun] reviewer console: http://{host}:{port}/console/ (sign in with a reviewer's key: "
+        f"bosun apikey create --name 'YOUR NAME' --scopes reviews:read,reviews:write)",
+        flush=True,
+    )
     return subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--host", host, "--port", str(port)])
 
 
@@ -131,8 +139,9 @@ def stop_serve(serve: subprocess.Popen) -> None:
             serve.kill()
 
 
-def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, feed_interval: float,
-            api_port: int = 8080) -> int:
+def run_dev(
+    host: str, port: int, invoices: int, seed: int, feed_per_tick: int, feed_interval: float, api_port: int = 8080
+) -> int:
     from orchestration.cli_common import fail, progress, step
 
     project_dir = Path.cwd()
@@ -154,8 +163,23 @@ def run_dev(host: str, port: int, invoices: int, seed: int, feed_per_tick: int, 
     env = {**os.environ, "PYTHONWARNINGS": ",".join(f"ignore:{m}" for m in DAGSTER_WARNINGS_TO_IGNORE)}
     # Started from DAGSTER_HOME so dagster does not warn about the project's dagster.yaml,
     # which DAGSTER_HOME links to.
-    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(project_dir / "workspace.yaml"),
-                             "-h", host, "-p", str(port)], cwd=home, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(project_dir / "workspace.yaml"),
+            "-h",
+            host,
+            "-p",
+            str(port),
+        ],
+        cwd=home,
+        env=env,
+        start_new_session=True,
+    )
     serve = start_serve(host, api_port)
     stopping = False
 

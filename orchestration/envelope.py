@@ -92,8 +92,10 @@ class PayloadRegistry:
                 return payload
             upcaster = self._upcasters.get((event_type, version))
             if upcaster is None or (event_type, version + 1) not in self._models:
-                raise RejectedInput(f"schema_version: {event_type} v{version} cannot be upcast to "
-                                    f"v{version + 1} (no upcaster registered)")
+                raise RejectedInput(
+                    f"schema_version: {event_type} v{version} cannot be upcast to "
+                    f"v{version + 1} (no upcaster registered)"
+                )
             payload, version = upcaster(dict(payload)), version + 1
 
 
@@ -128,11 +130,14 @@ def parse_envelope(raw: Any, registry: PayloadRegistry) -> EventEnvelope:
         raise RejectedInput(_describe(exc)) from None
     versions = registry.versions(env.type)
     if not versions:
-        raise RejectedInput(f"type: unknown event type {env.type!r}; known types: "
-                            f"{', '.join(registry.types) or 'none'}")
+        raise RejectedInput(
+            f"type: unknown event type {env.type!r}; known types: {', '.join(registry.types) or 'none'}"
+        )
     if env.schema_version not in versions:
-        raise RejectedInput(f"schema_version: {env.type!r} has no version {env.schema_version}; "
-                            f"known versions: {', '.join(str(v) for v in versions)}")
+        raise RejectedInput(
+            f"schema_version: {env.type!r} has no version {env.schema_version}; "
+            f"known versions: {', '.join(str(v) for v in versions)}"
+        )
     payload = registry.upcast(env.type, env.schema_version, env.payload)
     return env.model_copy(update={"payload": payload, "schema_version": versions[-1]})
 

@@ -28,12 +28,18 @@ def _context():
     with _lock:
         if "batch_definition" not in _state:
             import great_expectations as gx
-            from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                                    ProgressBarsConfig)
+            from great_expectations.data_context.types.base import (
+                DataContextConfig,
+                InMemoryStoreBackendDefaults,
+                ProgressBarsConfig,
+            )
 
             # In memory, no usage statistics sent anywhere, no progress bars in the run logs.
-            config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(), analytics_enabled=False,
-                                       progress_bars=ProgressBarsConfig(globally=False))
+            config = DataContextConfig(
+                store_backend_defaults=InMemoryStoreBackendDefaults(),
+                analytics_enabled=False,
+                progress_bars=ProgressBarsConfig(globally=False),
+            )
             ctx = gx.get_context(mode="ephemeral", project_config=config)
             asset = ctx.data_sources.add_pandas("bosun").add_dataframe_asset("frame")
             _state.update(gx=gx, context=ctx, batch_definition=asset.add_batch_definition_whole_dataframe("whole"))
@@ -77,14 +83,18 @@ def validate(frame, suite_path: str | Path) -> dict:
     # The first validation in a process imports GX (seconds); later ones do not.
     setup, started = time.perf_counter() - started, time.perf_counter()
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format={"result_format": "SUMMARY",
-                                                  "partial_unexpected_count": PARTIAL_UNEXPECTED})
+    result = batch.validate(
+        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED}
+    )
     rows = []
     for r in result.results:
         res = r.result or {}
         severity = getattr(r.expectation_config, "severity", None)
-        row = {"expectation": _name(r.expectation_config), "success": bool(r.success),
-               "severity": getattr(severity, "value", str(severity or "critical"))}
+        row = {
+            "expectation": _name(r.expectation_config),
+            "success": bool(r.success),
+            "severity": getattr(severity, "value", str(severity or "critical")),
+        }
         for key in ("observed_value", "element_count", "unexpected_count", "unexpected_percent"):
             if key in res:
                 row[key] = _plain(res[key])
@@ -93,12 +103,19 @@ def validate(frame, suite_path: str | Path) -> dict:
         if r.exception_info and r.exception_info.get("raised_exception"):
             row["error"] = str(r.exception_info.get("exception_message"))[:300]
         rows.append(row)
-    return {"suite": suite.name, "success": bool(result.success), "rows": len(frame), "results": rows,
-            "seconds": round(time.perf_counter() - started, 4), "setup_seconds": round(setup, 4)}
+    return {
+        "suite": suite.name,
+        "success": bool(result.success),
+        "rows": len(frame),
+        "results": rows,
+        "seconds": round(time.perf_counter() - started, 4),
+        "setup_seconds": round(setup, 4),
+    }
 
 
-def check_result(frame, suite_path: str | Path, check_name: str,
-                 asset_key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
+def check_result(
+    frame, suite_path: str | Path, check_name: str, asset_key: dg.AssetKey | None = None
+) -> dg.AssetCheckResult:
     """The suite's verdict on the frame as an asset check result; every expectation's
     details are its metadata, the failing ones named. A failed `critical` expectation (GX's
     default severity) fails the check as ERROR, which stops a blocking check's run; when
@@ -107,11 +124,20 @@ def check_result(frame, suite_path: str | Path, check_name: str,
     failed = [r["expectation"] for r in v["results"] if not r["success"]]
     critical = any(r["severity"] == "critical" for r in v["results"] if not r["success"])
     return dg.AssetCheckResult(
-        asset_key=asset_key, check_name=check_name, passed=v["success"],
+        asset_key=asset_key,
+        check_name=check_name,
+        passed=v["success"],
         severity=dg.AssetCheckSeverity.ERROR if critical or not failed else dg.AssetCheckSeverity.WARN,
-        description=None if v["success"] else f"{len(failed)} expectation(s) of {v['suite']} failed: "
-                                              + ", ".join(failed[:5]),
-        metadata={"suite": v["suite"], "rows": v["rows"], "expectations": len(v["results"]),
-                  "failed_expectations": dg.MetadataValue.json(failed),
-                  "results": dg.MetadataValue.json(v["results"]), "validation_seconds": v["seconds"],
-                  "setup_seconds": v["setup_seconds"]})
+        description=None
+        if v["success"]
+        else f"{len(failed)} expectation(s) of {v['suite']} failed: " + ", ".join(failed[:5]),
+        metadata={
+            "suite": v["suite"],
+            "rows": v["rows"],
+            "expectations": len(v["results"]),
+            "failed_expectations": dg.MetadataValue.json(failed),
+            "results": dg.MetadataValue.json(v["results"]),
+            "validation_seconds": v["seconds"],
+            "setup_seconds": v["setup_seconds"],
+        },
+    )

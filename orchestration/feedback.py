@@ -10,8 +10,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from orchestration.db import engine_for, feedback
 from orchestration import clock
+from orchestration.db import engine_for, feedback
 
 KINDS = ("approve", "reject", "correct")
 
@@ -20,18 +20,36 @@ class FeedbackStore:
     def __init__(self, url: str):
         self.engine = engine_for(url)
 
-    def record(self, workflow: str, subject: str, kind: str, label: str, reviewer: str, *,
-               decided: str | None = None, note: str | None = None, review_id: int | None = None,
-               conn: sa.Connection | None = None) -> int:
+    def record(
+        self,
+        workflow: str,
+        subject: str,
+        kind: str,
+        label: str,
+        reviewer: str,
+        *,
+        decided: str | None = None,
+        note: str | None = None,
+        review_id: int | None = None,
+        conn: sa.Connection | None = None,
+    ) -> int:
         """One answer; with `conn`, inside the caller's transaction (the answer and what it
         decides commit together)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if not reviewer:
             raise ValueError("feedback needs a reviewer")
-        row = {"workflow": workflow, "subject": subject, "kind": kind, "label": label, "decided": decided,
-               "note": note, "reviewer": reviewer, "review_id": review_id,
-               "created_at": clock.now()}
+        row = {
+            "workflow": workflow,
+            "subject": subject,
+            "kind": kind,
+            "label": label,
+            "decided": decided,
+            "note": note,
+            "reviewer": reviewer,
+            "review_id": review_id,
+            "created_at": clock.now(),
+        }
         if conn is not None:
             return int(conn.execute(feedback.insert().returning(feedback.c.id), [row]).scalar_one())
         with self.engine.begin() as conn:
@@ -49,8 +67,7 @@ class FeedbackStore:
                 conn.execute(feedback.insert(), full)
         return len(full)
 
-    def list(self, workflow: str | None = None, since: datetime | None = None,
-             limit: int | None = None) -> list[dict]:
+    def list(self, workflow: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[dict]:
         q = sa.select(feedback).order_by(feedback.c.id)
         if workflow:
             q = q.where(feedback.c.workflow == workflow)

@@ -35,8 +35,9 @@ def window_of(policy) -> FreshnessWindow | None:
     if fail is None:
         return None
     warn = getattr(policy, "warn_window", None)
-    return FreshnessWindow(fail.to_timedelta().total_seconds(),
-                           warn.to_timedelta().total_seconds() if warn is not None else None)
+    return FreshnessWindow(
+        fail.to_timedelta().total_seconds(), warn.to_timedelta().total_seconds() if warn is not None else None
+    )
 
 
 def window_of_asset(asset: dg.AssetsDefinition) -> FreshnessWindow | None:

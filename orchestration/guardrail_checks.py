@@ -29,8 +29,9 @@ HARD_CHECK = "hard_guardrails_held"
 SOFT_CHECK = "no_soft_flagged_decision_acted_on_unreviewed"
 
 
-def evaluate_guardrail_checks(policy: Policy, decisions: list[dict],
-                              limit_overrides: Optional[dict] = None) -> dict[str, dict]:
+def evaluate_guardrail_checks(
+    policy: Policy, decisions: list[dict], limit_overrides: Optional[dict] = None
+) -> dict[str, dict]:
     """The two checks' verdicts with per-guardrail figures; pure, for tests too.
 
     hard: every final decision satisfies every hard rule (and the allowed set), whatever
@@ -51,7 +52,8 @@ def evaluate_guardrail_checks(policy: Policy, decisions: list[dict],
     for check, kind, bad in ((HARD_CHECK, "hard", broken), (SOFT_CHECK, "soft", flagged_acted)):
         names = [n for n, k in kinds.items() if k == kind]
         out[check] = {
-            "passed": not bad, "severity": "ERROR" if kind == "hard" else "WARN",
+            "passed": not bad,
+            "severity": "ERROR" if kind == "hard" else "WARN",
             "activations": {n: counts.get(n, 0) for n in names},
             "violations": {n: len(bad.get(n, [])) for n in names},
             "examples": {n: keys[:10] for n, keys in bad.items()},
@@ -59,25 +61,39 @@ def evaluate_guardrail_checks(policy: Policy, decisions: list[dict],
     return out
 
 
-def build_guardrail_checks(policy: Policy, asset: dg.AssetsDefinition,
-                           partitions_def: Optional[dg.PartitionsDefinition] = None,
-                           limit_overrides: Callable[[], Optional[dict]] = lambda: None):
+def build_guardrail_checks(
+    policy: Policy,
+    asset: dg.AssetsDefinition,
+    partitions_def: Optional[dg.PartitionsDefinition] = None,
+    limit_overrides: Callable[[], Optional[dict]] = lambda: None,
+):
     """One step per batch run, two checks: hard guardrails (blocking ERROR: a breach stops
     the batch before its actions) and soft ones (WARN). Two checks rather than one per
     guardrail because every check costs event-log writes per run; each guardrail still
     has its own numeric metadata (`<name>.activations`, `<name>.violations`) to plot."""
     kinds = policy.rule_names()
     specs = [
-        dg.AssetCheckSpec(HARD_CHECK, asset=asset, partitions_def=partitions_def, blocking=True,
-                          description="Every final decision satisfies every hard guardrail: "
-                                      + ", ".join(n for n, k in kinds.items() if k == "hard")),
-        dg.AssetCheckSpec(SOFT_CHECK, asset=asset, partitions_def=partitions_def, blocking=False,
-                          description="No decision flagged by a soft guardrail was acted on without a person: "
-                                      + ", ".join(n for n, k in kinds.items() if k == "soft")),
+        dg.AssetCheckSpec(
+            HARD_CHECK,
+            asset=asset,
+            partitions_def=partitions_def,
+            blocking=True,
+            description="Every final decision satisfies every hard guardrail: "
+            + ", ".join(n for n, k in kinds.items() if k == "hard"),
+        ),
+        dg.AssetCheckSpec(
+            SOFT_CHECK,
+            asset=asset,
+            partitions_def=partitions_def,
+            blocking=False,
+            description="No decision flagged by a soft guardrail was acted on without a person: "
+            + ", ".join(n for n, k in kinds.items() if k == "soft"),
+        ),
     ]
 
-    @dg.multi_asset_check(name=f"{policy.workflow}_guardrail_checks", specs=specs,
-                          ins={"decisions": dg.AssetIn(key=asset.key)})
+    @dg.multi_asset_check(
+        name=f"{policy.workflow}_guardrail_checks", specs=specs, ins={"decisions": dg.AssetIn(key=asset.key)}
+    )
     def _checks(decisions: list[dict]):
         for name, r in evaluate_guardrail_checks(policy, decisions, limit_overrides()).items():
             metadata: dict = {}
@@ -86,8 +102,11 @@ def build_guardrail_checks(policy: Policy, asset: dg.AssetsDefinition,
                 metadata[f"{rule}.violations"] = r["violations"][rule]
             metadata["examples"] = dg.MetadataValue.json(r["examples"])
             yield dg.AssetCheckResult(
-                asset_key=asset.key, check_name=name, passed=r["passed"],
+                asset_key=asset.key,
+                check_name=name,
+                passed=r["passed"],
                 severity=dg.AssetCheckSeverity.ERROR if r["severity"] == "ERROR" else dg.AssetCheckSeverity.WARN,
-                metadata=metadata)
+                metadata=metadata,
+            )
 
     return _checks

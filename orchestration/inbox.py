@@ -15,12 +15,12 @@ from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 
+from orchestration import clock
 from orchestration.batching import BatchRange
 from orchestration.db import engine_for, inbox, insert_ignoring_duplicates
 from orchestration.dead_letters import DeadLetters
 from orchestration.envelope import EventEnvelope, PayloadRegistry, RejectedInput, parse_envelope, raw_fingerprint
 from orchestration.inbox_fence import committed_watermark, hold_for_insert
-from orchestration import clock
 
 RECEIVED = "received"
 # "retried": a dead letter re-enqueued as a new row (see dead_letters.py); the new row carries on.
@@ -40,8 +40,12 @@ class IngestSummary:
     keys: list[str] = field(default_factory=list)  # valid events' idempotency keys, in input order
 
     def as_dict(self) -> dict:
-        return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "rejected": len(self.rejected), "rejections": self.rejected}
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+            "rejections": self.rejected,
+        }
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class Inbox:
         inserted: set[str] = set()
         with self.writing() as conn:
             for chunk_start in range(0, len(rows), 5000):
-                chunk = rows[chunk_start:chunk_start + 5000]
+                chunk = rows[chunk_start : chunk_start + 5000]
                 inserted.update(conn.execute(stmt, chunk).scalars())
         return inserted
 
@@ -113,13 +117,17 @@ class Inbox:
             yield conn
 
     def _count_duplicates(self, repeated: Counter) -> None:
-        stmt = (inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
-                .values(duplicate_count=inbox.c.duplicate_count + sa.bindparam("n")))
+        stmt = (
+            inbox.update()
+            .where(inbox.c.idempotency_key == sa.bindparam("k"))
+            .values(duplicate_count=inbox.c.duplicate_count + sa.bindparam("n"))
+        )
         with self.engine.begin() as conn:
             conn.execute(stmt, [{"k": k, "n": n} for k, n in repeated.items()])
 
-    def set_states(self, updates: list[dict], batch_id: str | None = None,
-                   only_from: tuple[str, ...] | None = None) -> None:
+    def set_states(
+        self, updates: list[dict], batch_id: str | None = None, only_from: tuple[str, ...] | None = None
+    ) -> None:
         """Move events to their next state in one statement: dicts of key, status, reason, outcome
         (and attempts, for dead letters, which are also recorded in the dead-letter table).
         `only_from`: move only events still in one of these states (a batch must not undo what
@@ -130,21 +138,32 @@ class Inbox:
             self.set_states_in(conn, updates, batch_id, utcnow(), only_from)
 
     @staticmethod
-    def set_states_in(conn: sa.Connection, updates: list[dict], batch_id: str | None, now: datetime,
-                      only_from: tuple[str, ...] | None = None) -> None:
+    def set_states_in(
+        conn: sa.Connection,
+        updates: list[dict],
+        batch_id: str | None,
+        now: datetime,
+        only_from: tuple[str, ...] | None = None,
+    ) -> None:
         """`set_states` inside the caller's transaction."""
         if not updates:
             return
         stmt = inbox.update().where(inbox.c.idempotency_key == sa.bindparam("k"))
         if only_from:  # equalities, not IN: an expanding IN cannot run as executemany
             stmt = stmt.where(sa.or_(*(inbox.c.status == s for s in only_from)))
-        stmt = (stmt
-                .values(status=sa.bindparam("s"), reason=sa.bindparam("r"), outcome=sa.bindparam("o"),
-                        # No batch given (a recovery, an approval): the event keeps its batch.
-                        batch_id=sa.func.coalesce(sa.bindparam("b", type_=inbox.c.batch_id.type), inbox.c.batch_id),
-                        attempts=inbox.c.attempts + 1, updated_at=now))
-        params = [{"k": u["key"], "s": u["status"], "r": u.get("reason"), "o": u.get("outcome"),
-                   "b": batch_id} for u in updates]
+        stmt = stmt.values(
+            status=sa.bindparam("s"),
+            reason=sa.bindparam("r"),
+            outcome=sa.bindparam("o"),
+            # No batch given (a recovery, an approval): the event keeps its batch.
+            batch_id=sa.func.coalesce(sa.bindparam("b", type_=inbox.c.batch_id.type), inbox.c.batch_id),
+            attempts=inbox.c.attempts + 1,
+            updated_at=now,
+        )
+        params = [
+            {"k": u["key"], "s": u["status"], "r": u.get("reason"), "o": u.get("outcome"), "b": batch_id}
+            for u in updates
+        ]
         conn.execute(stmt, params)
         DeadLetters.record(conn, [u for u in updates if u["status"] == "dead_lettered"], batch_id, now)
 
@@ -153,9 +172,12 @@ class Inbox:
         """(seq, received_at) of events past the cursor, in order, at most `limit`; only up to
         the commit fence's watermark, so a cursor moved to any of them skips no event a writer
         has yet to commit. Raises `WritersInFlight` when the fence cannot be crossed in time."""
-        q = (sa.select(inbox.c.seq, inbox.c.received_at)
-             .where(inbox.c.seq > cursor, inbox.c.type.in_(types), inbox.c.status != "rejected")
-             .order_by(inbox.c.seq).limit(limit))
+        q = (
+            sa.select(inbox.c.seq, inbox.c.received_at)
+            .where(inbox.c.seq > cursor, inbox.c.type.in_(types), inbox.c.status != "rejected")
+            .order_by(inbox.c.seq)
+            .limit(limit)
+        )
         watermark = committed_watermark(self.engine)
         if watermark is not None:
             q = q.where(inbox.c.seq <= watermark)
@@ -164,8 +186,12 @@ class Inbox:
 
     def backlog_after(self, cursor: int, types: list[str], cap: int) -> int:
         """Events waiting past the cursor, counted up to `cap` (the count stays cheap)."""
-        inner = (sa.select(inbox.c.seq).where(inbox.c.seq > cursor, inbox.c.type.in_(types),
-                                              inbox.c.status != "rejected").limit(cap).subquery())
+        inner = (
+            sa.select(inbox.c.seq)
+            .where(inbox.c.seq > cursor, inbox.c.type.in_(types), inbox.c.status != "rejected")
+            .limit(cap)
+            .subquery()
+        )
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
 
@@ -173,10 +199,18 @@ class Inbox:
         """Stragglers: `received` events at or below the cursor that no batch has claimed,
         received before `received_before`, in seq order, at most `limit` (ix_bosun_inbox_unclaimed
         keeps this cheap)."""
-        q = (sa.select(inbox.c.seq)
-             .where(inbox.c.status == RECEIVED, inbox.c.batch_id.is_(None), inbox.c.seq <= cursor,
-                    inbox.c.type.in_(types), inbox.c.received_at < received_before)
-             .order_by(inbox.c.seq).limit(limit))
+        q = (
+            sa.select(inbox.c.seq)
+            .where(
+                inbox.c.status == RECEIVED,
+                inbox.c.batch_id.is_(None),
+                inbox.c.seq <= cursor,
+                inbox.c.type.in_(types),
+                inbox.c.received_at < received_before,
+            )
+            .order_by(inbox.c.seq)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
             return [int(s) for s in conn.execute(q).scalars()]
 
@@ -188,57 +222,70 @@ class Inbox:
         with a concurrent claim or a duplicate count); one skipped so stays unclaimed and
         the sweeper re-batches it."""
         batch = BatchRange.parse(batch_key)
-        in_range = (inbox.c.seq.between(batch.first, batch.last), inbox.c.type.in_(types),
-                    inbox.c.status == RECEIVED)
+        in_range = (inbox.c.seq.between(batch.first, batch.last), inbox.c.type.in_(types), inbox.c.status == RECEIVED)
         free = sa.select(inbox.c.seq).where(*in_range, inbox.c.batch_id.is_(None)).with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
             conn.execute(inbox.update().where(inbox.c.seq.in_(free)).values(batch_id=batch_key))
-            rows = conn.execute(sa.select(inbox).where(*in_range, inbox.c.batch_id == batch_key)
-                                .order_by(inbox.c.seq)).mappings()
+            rows = conn.execute(
+                sa.select(inbox).where(*in_range, inbox.c.batch_id == batch_key).order_by(inbox.c.seq)
+            ).mappings()
             return [_to_event(r) for r in rows]
 
     def batch_records(self, batch_key: str, types: list[str]) -> list[dict]:
         """Every event the batch claimed, whatever its state now: key, status, reason, outcome, payload."""
         first, last = _range(batch_key)
-        q = (sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.reason, inbox.c.outcome, inbox.c.payload)
-             .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key)
-             .order_by(inbox.c.seq))
+        q = (
+            sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.reason, inbox.c.outcome, inbox.c.payload)
+            .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key)
+            .order_by(inbox.c.seq)
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     def batch_states(self, batch_key: str, types: list[str]) -> Counter:
         """Events per state among those the batch claimed."""
         first, last = _range(batch_key)
-        q = (sa.select(inbox.c.status, sa.func.count())
-             .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key)
-             .group_by(inbox.c.status))
+        q = (
+            sa.select(inbox.c.status, sa.func.count())
+            .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key)
+            .group_by(inbox.c.status)
+        )
         with self.engine.connect() as conn:
             return Counter({s: int(n) for s, n in conn.execute(q)})
 
     def events_between(self, first: int, last: int, types: list[str], statuses=(RECEIVED,)) -> list[InboxEvent]:
-        q = (sa.select(inbox).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types),
-                                    inbox.c.status.in_(statuses))
-             .order_by(inbox.c.seq))
+        q = (
+            sa.select(inbox)
+            .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.status.in_(statuses))
+            .order_by(inbox.c.seq)
+        )
         with self.engine.connect() as conn:
             return [_to_event(r) for r in conn.execute(q).mappings()]
 
     def records_between(self, first: int, last: int, types: list[str]) -> list[dict]:
         """Every event of a batch whatever its state: key, status, reason, outcome, payload."""
-        q = (sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.reason, inbox.c.outcome, inbox.c.payload)
-             .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types)).order_by(inbox.c.seq))
+        q = (
+            sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.reason, inbox.c.outcome, inbox.c.payload)
+            .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types))
+            .order_by(inbox.c.seq)
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     def states_between(self, first: int, last: int, types: list[str]) -> Counter:
-        q = (sa.select(inbox.c.status, sa.func.count()).where(inbox.c.seq.between(first, last), inbox.c.type.in_(types))
-             .group_by(inbox.c.status))
+        q = (
+            sa.select(inbox.c.status, sa.func.count())
+            .where(inbox.c.seq.between(first, last), inbox.c.type.in_(types))
+            .group_by(inbox.c.status)
+        )
         with self.engine.connect() as conn:
             return Counter({s: int(n) for s, n in conn.execute(q)})
 
     def counts(self) -> dict:
         with self.engine.connect() as conn:
-            by_status = {s: int(n) for s, n in conn.execute(
-                sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))}
+            by_status = {
+                s: int(n) for s, n in conn.execute(sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))
+            }
             dupes = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(inbox.c.duplicate_count), 0))).scalar_one()
         return {"received": sum(by_status.values()), "by_status": by_status, "duplicates": int(dupes)}
 
@@ -247,19 +294,40 @@ class Inbox:
         from orchestration.db import dead_letters
         from orchestration.dead_letters import root_key
 
-        cols = (inbox.c.idempotency_key, inbox.c.source, inbox.c.event_id, inbox.c.type, inbox.c.entity_key,
-                inbox.c.status,
-                inbox.c.reason, inbox.c.outcome, inbox.c.batch_id, inbox.c.received_at, inbox.c.updated_at,
-                inbox.c.duplicate_count)
+        cols = (
+            inbox.c.idempotency_key,
+            inbox.c.source,
+            inbox.c.event_id,
+            inbox.c.type,
+            inbox.c.entity_key,
+            inbox.c.status,
+            inbox.c.reason,
+            inbox.c.outcome,
+            inbox.c.batch_id,
+            inbox.c.received_at,
+            inbox.c.updated_at,
+            inbox.c.duplicate_count,
+        )
         with self.engine.connect() as conn:
-            rows = {r["idempotency_key"]: dict(r) for r in conn.execute(
-                sa.select(*cols).where(inbox.c.idempotency_key.in_(keys))).mappings()}
+            rows = {
+                r["idempotency_key"]: dict(r)
+                for r in conn.execute(sa.select(*cols).where(inbox.c.idempotency_key.in_(keys))).mappings()
+            }
             retried = [k for k, r in rows.items() if r["status"] == "retried"]
             if retried:
-                latest = dict(conn.execute(sa.select(dead_letters.c.event_key, dead_letters.c.current_key)
-                                           .where(dead_letters.c.event_key.in_([root_key(k) for k in retried]))).all())
-                current = {r["idempotency_key"]: dict(r) for r in conn.execute(
-                    sa.select(*cols).where(inbox.c.idempotency_key.in_(list(latest.values())))).mappings()}
+                latest = dict(
+                    conn.execute(
+                        sa.select(dead_letters.c.event_key, dead_letters.c.current_key).where(
+                            dead_letters.c.event_key.in_([root_key(k) for k in retried])
+                        )
+                    ).all()
+                )
+                current = {
+                    r["idempotency_key"]: dict(r)
+                    for r in conn.execute(
+                        sa.select(*cols).where(inbox.c.idempotency_key.in_(list(latest.values())))
+                    ).mappings()
+                }
                 for k in retried:
                     now_row = current.get(latest.get(root_key(k)))
                     if now_row:
@@ -267,8 +335,12 @@ class Inbox:
         return rows
 
     def rejected(self, limit: int = 100) -> list[dict]:
-        q = (sa.select(inbox.c.seq, inbox.c.idempotency_key, inbox.c.status, inbox.c.reason)
-             .where(inbox.c.status.in_(("rejected", "dead_lettered"))).order_by(inbox.c.seq).limit(limit))
+        q = (
+            sa.select(inbox.c.seq, inbox.c.idempotency_key, inbox.c.status, inbox.c.reason)
+            .where(inbox.c.status.in_(("rejected", "dead_lettered")))
+            .order_by(inbox.c.seq)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
@@ -284,23 +356,53 @@ def _aware(dt: datetime) -> datetime:
 
 
 def _event_row(env: EventEnvelope, now: datetime) -> dict:
-    return {"idempotency_key": env.idempotency_key, "source": env.source, "event_id": env.id,
-            "type": env.type, "schema_version": env.schema_version,
-            "occurred_at": env.occurred_at.astimezone(timezone.utc), "entity_key": env.entity_key,
-            "payload": env.payload, "received_at": now, "status": RECEIVED, "reason": None}
+    return {
+        "idempotency_key": env.idempotency_key,
+        "source": env.source,
+        "event_id": env.id,
+        "type": env.type,
+        "schema_version": env.schema_version,
+        "occurred_at": env.occurred_at.astimezone(timezone.utc),
+        "entity_key": env.entity_key,
+        "payload": env.payload,
+        "received_at": now,
+        "status": RECEIVED,
+        "reason": None,
+    }
 
 
 def _rejected_row(key: str, raw: Any, reason: str, now: datetime) -> dict:
     # The raw input is kept verbatim so a corrected resend can be compared and retried.
     raw_text = raw if isinstance(raw, str) else json.dumps(raw, default=str)
-    return {"idempotency_key": key, "source": None, "event_id": None, "type": None, "schema_version": None,
-            "occurred_at": None, "entity_key": None, "payload": {"raw": raw_text[:20000]},
-            "received_at": now, "status": "rejected", "reason": reason}
+    return {
+        "idempotency_key": key,
+        "source": None,
+        "event_id": None,
+        "type": None,
+        "schema_version": None,
+        "occurred_at": None,
+        "entity_key": None,
+        "payload": {"raw": raw_text[:20000]},
+        "received_at": now,
+        "status": "rejected",
+        "reason": reason,
+    }
 
 
 def _to_event(row) -> InboxEvent:
     env = EventEnvelope.model_construct(
-        source=row["source"], id=row["event_id"], type=row["type"], schema_version=row["schema_version"],
-        occurred_at=_aware(row["occurred_at"]), entity_key=row["entity_key"], payload=row["payload"])
-    return InboxEvent(seq=int(row["seq"]), key=row["idempotency_key"], envelope=env,
-                      status=row["status"], attempts=int(row["attempts"]))
+        source=row["source"],
+        id=row["event_id"],
+        type=row["type"],
+        schema_version=row["schema_version"],
+        occurred_at=_aware(row["occurred_at"]),
+        entity_key=row["entity_key"],
+        payload=row["payload"],
+    )
+    return InboxEvent(
+        seq=int(row["seq"]),
+        key=row["idempotency_key"],
+        envelope=env,
+        status=row["status"],
+        attempts=int(row["attempts"]),
+    )

@@ -60,7 +60,9 @@ def committed_watermark(engine: sa.Engine, wait_s: float = 10.0) -> int | None:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(INBOX_WRITE_FENCE)))
         except sa.exc.OperationalError as err:
             if getattr(err.orig, "pgcode", None) == _LOCK_NOT_AVAILABLE:
-                raise WritersInFlight(f"an inbox writer kept its transaction open for more than {wait_s:g} s; "
-                                      "events past the cursor wait for the next tick") from None
+                raise WritersInFlight(
+                    f"an inbox writer kept its transaction open for more than {wait_s:g} s; "
+                    "events past the cursor wait for the next tick"
+                ) from None
             raise
         return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(inbox.c.seq), 0))).scalar_one())

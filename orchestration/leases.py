@@ -26,19 +26,25 @@ class Leases:
         now = time.time()
         with self.engine.begin() as conn:
             for i in range(0, len(keys), 5000):
-                chunk = keys[i:i + 5000]
-                conn.execute(leases.update().where(leases.c.entity_key.in_(chunk), leases.c.expires_at < now)
-                             .values(holder=self.holder, expires_at=now + self.ttl_s))
-                conn.execute(insert_ignoring_duplicates(self.engine, leases, ["entity_key"]),
-                             [{"entity_key": k, "holder": self.holder, "expires_at": now + self.ttl_s} for k in chunk])
+                chunk = keys[i : i + 5000]
+                conn.execute(
+                    leases.update()
+                    .where(leases.c.entity_key.in_(chunk), leases.c.expires_at < now)
+                    .values(holder=self.holder, expires_at=now + self.ttl_s)
+                )
+                conn.execute(
+                    insert_ignoring_duplicates(self.engine, leases, ["entity_key"]),
+                    [{"entity_key": k, "holder": self.holder, "expires_at": now + self.ttl_s} for k in chunk],
+                )
         return self.held(keys)
 
     def held(self, keys: list[str]) -> set[str]:
         out: set[str] = set()
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 5000):
-                q = sa.select(leases.c.entity_key).where(leases.c.entity_key.in_(keys[i:i + 5000]),
-                                                         leases.c.holder == self.holder)
+                q = sa.select(leases.c.entity_key).where(
+                    leases.c.entity_key.in_(keys[i : i + 5000]), leases.c.holder == self.holder
+                )
                 out |= {k for (k,) in conn.execute(q)}
         return out
 
@@ -54,8 +60,9 @@ class Leases:
     def renew(self) -> None:
         """Extend every lease this holder has (a long batch keeps what it holds)."""
         with self.engine.begin() as conn:
-            conn.execute(leases.update().where(leases.c.holder == self.holder)
-                         .values(expires_at=time.time() + self.ttl_s))
+            conn.execute(
+                leases.update().where(leases.c.holder == self.holder).values(expires_at=time.time() + self.ttl_s)
+            )
 
     def release(self, keys: list[str] | None = None) -> None:
         with self.engine.begin() as conn:

@@ -20,8 +20,8 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from orchestration.db import engine_for, insert_ignoring_duplicates
 from orchestration import clock
+from orchestration.db import engine_for, insert_ignoring_duplicates
 
 ledger_metadata = sa.MetaData()
 
@@ -76,8 +76,11 @@ class LLMLedger:
         out: dict[str, dict] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 500):
-                rows = conn.execute(sa.select(llm_cache.c.cache_key, llm_cache.c.answer)
-                                    .where(llm_cache.c.cache_key.in_(keys[i:i + 500])))
+                rows = conn.execute(
+                    sa.select(llm_cache.c.cache_key, llm_cache.c.answer).where(
+                        llm_cache.c.cache_key.in_(keys[i : i + 500])
+                    )
+                )
                 out.update({k: a for k, a in rows})
         return out
 
@@ -87,25 +90,39 @@ class LLMLedger:
             return
         now = clock.now()
         with self.engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(self.engine, llm_cache, ["cache_key"]),
-                         [{**r, "workflow": workflow, "created_at": now} for r in rows])
+            conn.execute(
+                insert_ignoring_duplicates(self.engine, llm_cache, ["cache_key"]),
+                [{**r, "workflow": workflow, "created_at": now} for r in rows],
+            )
 
     # -- budget -----------------------------------------------------------------------
 
-    def reserve(self, workflow: str, tokens: int, cost: float, max_tokens: int | None,
-                max_cost: float | None, day: date | None = None) -> bool:
+    def reserve(
+        self,
+        workflow: str,
+        tokens: int,
+        cost: float,
+        max_tokens: int | None,
+        max_cost: float | None,
+        day: date | None = None,
+    ) -> bool:
         """Add one call's estimate to today's spend if it stays within both limits."""
         day = day or today()
         with self.engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(self.engine, llm_spend, ["workflow", "day"]),
-                         [{"workflow": workflow, "day": day, "tokens": 0, "cost": 0.0, "calls": 0}])
+            conn.execute(
+                insert_ignoring_duplicates(self.engine, llm_spend, ["workflow", "day"]),
+                [{"workflow": workflow, "day": day, "tokens": 0, "cost": 0.0, "calls": 0}],
+            )
             cond = [llm_spend.c.workflow == workflow, llm_spend.c.day == day]
             if max_tokens is not None:
                 cond.append(llm_spend.c.tokens + tokens <= max_tokens)
             if max_cost is not None:
                 cond.append(llm_spend.c.cost + cost <= max_cost)
-            res = conn.execute(llm_spend.update().where(*cond).values(
-                tokens=llm_spend.c.tokens + tokens, cost=llm_spend.c.cost + cost, calls=llm_spend.c.calls + 1))
+            res = conn.execute(
+                llm_spend.update()
+                .where(*cond)
+                .values(tokens=llm_spend.c.tokens + tokens, cost=llm_spend.c.cost + cost, calls=llm_spend.c.calls + 1)
+            )
             return res.rowcount == 1
 
     def settle(self, workflow: str, token_delta: int, cost_delta: float, day: date | None = None) -> None:
@@ -114,12 +131,18 @@ class LLMLedger:
             return
         day = day or today()
         with self.engine.begin() as conn:
-            conn.execute(llm_spend.update().where(llm_spend.c.workflow == workflow, llm_spend.c.day == day)
-                         .values(tokens=llm_spend.c.tokens + token_delta, cost=llm_spend.c.cost + cost_delta))
+            conn.execute(
+                llm_spend.update()
+                .where(llm_spend.c.workflow == workflow, llm_spend.c.day == day)
+                .values(tokens=llm_spend.c.tokens + token_delta, cost=llm_spend.c.cost + cost_delta)
+            )
 
     def spend(self, workflow: str, day: date | None = None) -> Spend:
         day = day or today()
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(llm_spend.c.tokens, llm_spend.c.cost, llm_spend.c.calls)
-                               .where(llm_spend.c.workflow == workflow, llm_spend.c.day == day)).first()
+            row = conn.execute(
+                sa.select(llm_spend.c.tokens, llm_spend.c.cost, llm_spend.c.calls).where(
+                    llm_spend.c.workflow == workflow, llm_spend.c.day == day
+                )
+            ).first()
         return Spend(int(row[0]), float(row[1]), int(row[2])) if row else Spend(0, 0.0, 0)

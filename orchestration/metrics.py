@@ -28,8 +28,8 @@ from typing import Iterable
 import numpy as np
 import sqlalchemy as sa
 
-from orchestration.db import UtcDateTime, dialect_insert, engine_for, inbox
 from orchestration import clock
+from orchestration.db import UtcDateTime, dialect_insert, engine_for, inbox
 
 metrics_metadata = sa.MetaData()
 
@@ -97,10 +97,16 @@ class BatchMetrics:
     confidences: list[float] = field(repr=False)
 
     def histograms(self) -> dict:
-        return {"confidence": {"counts": bucket_counts(self.confidences, CONFIDENCE_BUCKETS),
-                               "sum": float(sum(self.confidences))},
-                "latency_s": {"counts": bucket_counts(self.latencies_s, LATENCY_BUCKETS_S),
-                              "sum": float(sum(self.latencies_s))}}
+        return {
+            "confidence": {
+                "counts": bucket_counts(self.confidences, CONFIDENCE_BUCKETS),
+                "sum": float(sum(self.confidences)),
+            },
+            "latency_s": {
+                "counts": bucket_counts(self.latencies_s, LATENCY_BUCKETS_S),
+                "sum": float(sum(self.latencies_s)),
+            },
+        }
 
     def metadata(self) -> dict[str, float | int]:
         """Flat numeric figures: each key is one line the Dagster UI can plot over batches.
@@ -129,8 +135,15 @@ class BatchMetrics:
         return md
 
 
-def compute(workflow: str, batch_id: str, run_id: str, run_started_at: datetime | None,
-            events: list[dict], decisions: list[dict], guardrail_names: Iterable[str] = ()) -> BatchMetrics:
+def compute(
+    workflow: str,
+    batch_id: str,
+    run_id: str,
+    run_started_at: datetime | None,
+    events: list[dict],
+    decisions: list[dict],
+    guardrail_names: Iterable[str] = (),
+) -> BatchMetrics:
     """events: the run's events that reached a terminal state, each with `status`,
     `received_at` and `outcome_at`. decisions: the decisions behind those events, each with
     `decision`, `route`, `confidence`, `guardrails` (names that fired), `model`,
@@ -157,13 +170,21 @@ def compute(workflow: str, batch_id: str, run_id: str, run_started_at: datetime 
     started = _aware(run_started_at)
     seconds = (last_outcome - started).total_seconds() if started and last_outcome else None
     return BatchMetrics(
-        workflow=workflow, batch_id=batch_id, run_id=run_id, events=len(events),
-        seconds=seconds if seconds and seconds > 0 else None, outcomes=outcomes, decisions=by_decision,
-        guardrails=guardrails, models=models,
+        workflow=workflow,
+        batch_id=batch_id,
+        run_id=run_id,
+        events=len(events),
+        seconds=seconds if seconds and seconds > 0 else None,
+        outcomes=outcomes,
+        decisions=by_decision,
+        guardrails=guardrails,
+        models=models,
         input_tokens=int(sum(d["input_tokens"] for d in decisions)),
         output_tokens=int(sum(d["output_tokens"] for d in decisions)),
         cost_usd=float(sum(d["cost_usd"] for d in decisions)),
-        latencies_s=latencies, confidences=[float(d["confidence"]) for d in decisions])
+        latencies_s=latencies,
+        confidences=[float(d["confidence"]) for d in decisions],
+    )
 
 
 class MetricsStore:
@@ -175,39 +196,73 @@ class MetricsStore:
         out: dict[str, dict] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 500):
-                q = sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.received_at, inbox.c.updated_at) \
-                    .where(inbox.c.idempotency_key.in_(keys[i:i + 500]))
+                q = sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.received_at, inbox.c.updated_at).where(
+                    inbox.c.idempotency_key.in_(keys[i : i + 500])
+                )
                 for k, status, received, updated in conn.execute(q):
                     out[k] = {"status": status, "received_at": _aware(received), "outcome_at": _aware(updated)}
         return out
 
     def record(self, m: BatchMetrics) -> None:
         """One row per run; a step retried inside the same run replaces its row."""
-        row = {"run_id": m.run_id, "workflow": m.workflow, "batch_id": m.batch_id,
-               "recorded_at": clock.now(), "events": m.events, "seconds": m.seconds,
-               "input_tokens": m.input_tokens, "output_tokens": m.output_tokens, "cost_usd": m.cost_usd,
-               "counts": {"outcomes": m.outcomes, "decisions": m.decisions, "guardrails": m.guardrails,
-                          "models": m.models},
-               "histograms": m.histograms()}
+        row = {
+            "run_id": m.run_id,
+            "workflow": m.workflow,
+            "batch_id": m.batch_id,
+            "recorded_at": clock.now(),
+            "events": m.events,
+            "seconds": m.seconds,
+            "input_tokens": m.input_tokens,
+            "output_tokens": m.output_tokens,
+            "cost_usd": m.cost_usd,
+            "counts": {
+                "outcomes": m.outcomes,
+                "decisions": m.decisions,
+                "guardrails": m.guardrails,
+                "models": m.models,
+            },
+            "histograms": m.histograms(),
+        }
         stmt = dialect_insert(self.engine, batch_metrics).values(row)
-        stmt = stmt.on_conflict_do_update(index_elements=["run_id"],
-                                          set_={k: stmt.excluded[k] for k in row if k != "run_id"})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id"], set_={k: stmt.excluded[k] for k in row if k != "run_id"}
+        )
         with self.engine.begin() as conn:
             conn.execute(stmt)
 
     def totals(self) -> dict[str, dict]:
         """Per workflow, every row added up: counts, tokens, cost, histogram buckets."""
-        cols = (batch_metrics.c.workflow, batch_metrics.c.events, batch_metrics.c.input_tokens,
-                batch_metrics.c.output_tokens, batch_metrics.c.cost_usd, batch_metrics.c.counts,
-                batch_metrics.c.histograms, batch_metrics.c.recorded_at)
+        cols = (
+            batch_metrics.c.workflow,
+            batch_metrics.c.events,
+            batch_metrics.c.input_tokens,
+            batch_metrics.c.output_tokens,
+            batch_metrics.c.cost_usd,
+            batch_metrics.c.counts,
+            batch_metrics.c.histograms,
+            batch_metrics.c.recorded_at,
+        )
         out: dict[str, dict] = {}
         with self.engine.connect() as conn:
             for wf, events, tin, tout, cost, counts, hists, at in conn.execute(sa.select(*cols)):
-                t = out.setdefault(wf, {"batch_runs": 0, "events": 0, "input_tokens": 0, "output_tokens": 0,
-                                        "cost_usd": 0.0, "outcomes": {}, "decisions": {}, "guardrails": {},
-                                        "models": {}, "last_recorded_at": None,
-                                        "histograms": {name: {"counts": [0] * (len(b) + 1), "sum": 0.0}
-                                                       for name, b in HISTOGRAM_BUCKETS.items()}})
+                t = out.setdefault(
+                    wf,
+                    {
+                        "batch_runs": 0,
+                        "events": 0,
+                        "input_tokens": 0,
+                        "output_tokens": 0,
+                        "cost_usd": 0.0,
+                        "outcomes": {},
+                        "decisions": {},
+                        "guardrails": {},
+                        "models": {},
+                        "last_recorded_at": None,
+                        "histograms": {
+                            name: {"counts": [0] * (len(b) + 1), "sum": 0.0} for name, b in HISTOGRAM_BUCKETS.items()
+                        },
+                    },
+                )
                 t["batch_runs"] += 1
                 t["events"] += int(events)
                 t["input_tokens"] += int(tin)

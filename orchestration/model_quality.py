@@ -17,7 +17,7 @@ from orchestration.confidence import expected_calibration_error
 def is_held_out(subject: str, fraction: float) -> bool:
     """Stable: the same subject answers the same for every call, process and retrain."""
     digest = hashlib.sha256(subject.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2 ** 64 < fraction
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def score(truth, predicted, confidence) -> dict:
@@ -27,9 +27,12 @@ def score(truth, predicted, confidence) -> dict:
     if hit.size == 0:
         return {"examples": 0, "accuracy": None, "ece": None, "brier": None}
     conf = np.asarray(confidence, dtype=float)
-    return {"examples": int(hit.size), "accuracy": round(float(hit.mean()), 4),
-            "ece": round(expected_calibration_error(conf, hit), 4),
-            "brier": round(float(np.mean((conf - hit) ** 2)), 4)}
+    return {
+        "examples": int(hit.size),
+        "accuracy": round(float(hit.mean()), 4),
+        "ece": round(expected_calibration_error(conf, hit), 4),
+        "brier": round(float(np.mean((conf - hit) ** 2)), 4),
+    }
 
 
 @dataclass(frozen=True)

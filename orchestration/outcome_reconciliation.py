@@ -56,8 +56,17 @@ class Discrepancy:
     target_key: str | None = None
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in (("event", self.event), ("kind", self.kind), ("step", self.step),
-                                  ("target_key", self.target_key), ("detail", self.detail)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("event", self.event),
+                ("kind", self.kind),
+                ("step", self.step),
+                ("target_key", self.target_key),
+                ("detail", self.detail),
+            )
+            if v is not None
+        }
 
 
 @dataclass
@@ -90,9 +99,15 @@ def _same(a: object, b: object) -> bool:
         return str(a) == str(b)
 
 
-def reconcile(events: Iterable[EventRecord], sagas: Mapping[str, dict], steps: Sequence[str],
-              step_key: Callable[[str, str], str], saga_of_key: Callable[[str], tuple[str, str] | None],
-              effects: Iterable[Effect], settled_elsewhere: Mapping[str, dict] | None = None) -> Reconciliation:
+def reconcile(
+    events: Iterable[EventRecord],
+    sagas: Mapping[str, dict],
+    steps: Sequence[str],
+    step_key: Callable[[str, str], str],
+    saga_of_key: Callable[[str], tuple[str, str] | None],
+    effects: Iterable[Effect],
+    settled_elsewhere: Mapping[str, dict] | None = None,
+) -> Reconciliation:
     """events: the batch's events; sagas: saga_id -> SagaLog.load() row (saga id = event key);
     effects: the target's rows for the batch (by the batch's keys and by its entities);
     settled_elsewhere: saga rows of other batches the target's keys point to."""
@@ -108,16 +123,30 @@ def reconcile(events: Iterable[EventRecord], sagas: Mapping[str, dict], steps: S
         saga = sagas.get(ev.key)
         status = saga["status"] if saga else "none"
         out.by_saga_status[status] = out.by_saga_status.get(status, 0) + 1
-        live_steps = {s: by_key[step_key(ev.key, s)] for s in steps
-                      if step_key(ev.key, s) in by_key and by_key[step_key(ev.key, s)].live}
+        live_steps = {
+            s: by_key[step_key(ev.key, s)]
+            for s in steps
+            if step_key(ev.key, s) in by_key and by_key[step_key(ev.key, s)].live
+        }
         if saga is None:
             if ev.claims_effect:
-                add(Discrepancy(ev.key, "acted_without_saga",
-                                f"recorded as {ev.state} with an effect, but the saga log has no saga for it"))
+                add(
+                    Discrepancy(
+                        ev.key,
+                        "acted_without_saga",
+                        f"recorded as {ev.state} with an effect, but the saga log has no saga for it",
+                    )
+                )
             for s, eff in live_steps.items():
-                add(Discrepancy(ev.key, "live_effect_without_saga",
-                                f"{s} is in effect at the target but no saga acted for this event ({ev.state})",
-                                s, eff.key))
+                add(
+                    Discrepancy(
+                        ev.key,
+                        "live_effect_without_saga",
+                        f"{s} is in effect at the target but no saga acted for this event ({ev.state})",
+                        s,
+                        eff.key,
+                    )
+                )
             continue
         if status in ACTIVE:
             add(Discrepancy(ev.key, "saga_unsettled", f"saga still {status} after the batch ran"))
@@ -129,29 +158,62 @@ def reconcile(events: Iterable[EventRecord], sagas: Mapping[str, dict], steps: S
                     add(Discrepancy(ev.key, "done_saga_with_unfinished_step", f"saga done but step {s} is {state}", s))
                 eff = by_key.get(step_key(ev.key, s))
                 if eff is None or not eff.live:
-                    add(Discrepancy(ev.key, "effect_missing",
-                                    f"saga step {s} is done but the target has "
-                                    + ("no such row" if eff is None else "it voided"), s, step_key(ev.key, s)))
+                    add(
+                        Discrepancy(
+                            ev.key,
+                            "effect_missing",
+                            f"saga step {s} is done but the target has "
+                            + ("no such row" if eff is None else "it voided"),
+                            s,
+                            step_key(ev.key, s),
+                        )
+                    )
                     continue
                 wrong = {f: (eff.values.get(f), v) for f, v in ev.expected.items() if not _same(eff.values.get(f), v)}
                 if wrong:
-                    add(Discrepancy(ev.key, "effect_mismatch", "; ".join(
-                        f"{f} is {got} at the target, decided {want}" for f, (got, want) in sorted(wrong.items())),
-                        s, eff.key))
+                    add(
+                        Discrepancy(
+                            ev.key,
+                            "effect_mismatch",
+                            "; ".join(
+                                f"{f} is {got} at the target, decided {want}"
+                                for f, (got, want) in sorted(wrong.items())
+                            ),
+                            s,
+                            eff.key,
+                        )
+                    )
             if not ev.claims_effect and ev.state != "received":
-                add(Discrepancy(ev.key, "effect_not_recorded",
-                                f"saga done but the event is recorded as {ev.state} without its effect"))
+                add(
+                    Discrepancy(
+                        ev.key,
+                        "effect_not_recorded",
+                        f"saga done but the event is recorded as {ev.state} without its effect",
+                    )
+                )
             continue
         # compensated, failed (refused before acting), escalated, awaiting_approval
         if not (saga.get("reason") or "").strip():
             add(Discrepancy(ev.key, "settled_without_reason", f"saga {status} without a reason"))
         if ev.claims_effect:
-            add(Discrepancy(ev.key, "effect_claimed_but_saga_not_done",
-                            f"recorded as {ev.state} with an effect, but its saga is {status}"))
+            add(
+                Discrepancy(
+                    ev.key,
+                    "effect_claimed_but_saga_not_done",
+                    f"recorded as {ev.state} with an effect, but its saga is {status}",
+                )
+            )
         if status not in _MAY_BE_LIVE:
             for s, eff in live_steps.items():
-                add(Discrepancy(ev.key, "live_effect_after_saga_" + status,
-                                f"{s} is still in effect at the target though the saga is {status}", s, eff.key))
+                add(
+                    Discrepancy(
+                        ev.key,
+                        "live_effect_after_saga_" + status,
+                        f"{s} is still in effect at the target though the saga is {status}",
+                        s,
+                        eff.key,
+                    )
+                )
 
     # Rows at the target no saga accounts for: written by hand, or by a saga the log does not
     # know. Keys of this batch's events were judged above; a row of another batch's saga is
@@ -162,15 +224,26 @@ def reconcile(events: Iterable[EventRecord], sagas: Mapping[str, dict], steps: S
             continue
         owner = saga_of_key(eff.key)
         if owner is None or owner[0] not in known_sagas:
-            add(Discrepancy(owner[0] if owner else None, "live_effect_without_saga_step",
-                            f"{eff.entity}: row {eff.key} is in effect at the target and no saga wrote it",
-                            owner[1] if owner else None, eff.key))
+            add(
+                Discrepancy(
+                    owner[0] if owner else None,
+                    "live_effect_without_saga_step",
+                    f"{eff.entity}: row {eff.key} is in effect at the target and no saga wrote it",
+                    owner[1] if owner else None,
+                    eff.key,
+                )
+            )
     return out
 
 
 def metadata(rec: Reconciliation, limit: int = 20) -> dict:
     """Counts, the events named, a few discrepancies in full: what an operator opens first."""
-    return {"events": rec.events, "live_effects": rec.live_effects, "discrepancies": len(rec.discrepancies),
-            "saga_status": rec.by_saga_status, "discrepancies_by_kind": rec.by_kind(),
-            "events_with_discrepancies": rec.events_named()[:100],
-            "examples": [d.as_dict() for d in rec.discrepancies[:limit]]}
+    return {
+        "events": rec.events,
+        "live_effects": rec.live_effects,
+        "discrepancies": len(rec.discrepancies),
+        "saga_status": rec.by_saga_status,
+        "discrepancies_by_kind": rec.by_kind(),
+        "events_with_discrepancies": rec.events_named()[:100],
+        "examples": [d.as_dict() for d in rec.discrepancies[:limit]],
+    }

@@ -19,12 +19,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from orchestration.audit import AuditLog
-from orchestration.recovery import RECOVERY_KIND_PREFIX, RECOVERY_KINDS
 from orchestration.db import engine_for, review_queue
 from orchestration.dead_letters import DeadLetters
 from orchestration.inbox import Inbox
 from orchestration.llm_ledger import llm_spend
 from orchestration.metrics import HISTOGRAM_BUCKETS, MetricsStore
+from orchestration.recovery import RECOVERY_KIND_PREFIX, RECOVERY_KINDS
 from orchestration.saga_log import sagas
 
 PREFIX = "bosun"
@@ -64,8 +64,9 @@ class BosunCollector(Collector):
     def _families(self):
         inbox = Inbox(self.url)
         counts = inbox.counts()
-        fam = GaugeMetricFamily(f"{PREFIX}_events", "inbox events by state (as `bosun status --json`)",
-                                labels=["status"])
+        fam = GaugeMetricFamily(
+            f"{PREFIX}_events", "inbox events by state (as `bosun status --json`)", labels=["status"]
+        )
         for status, n in sorted(counts["by_status"].items()):
             fam.add_metric([status], n)
         yield fam
@@ -78,13 +79,20 @@ class BosunCollector(Collector):
 
         engine = engine_for(self.url)
         with engine.connect() as conn:
-            reviews = dict(conn.execute(sa.select(review_queue.c.status, sa.func.count())
-                                        .group_by(review_queue.c.status)).all())
-            saga_states = conn.execute(sa.select(sagas.c.workflow, sagas.c.status, sa.func.count())
-                                       .group_by(sagas.c.workflow, sagas.c.status)).all()
-            spend = conn.execute(sa.select(llm_spend.c.workflow, sa.func.sum(llm_spend.c.tokens),
-                                           sa.func.sum(llm_spend.c.cost), sa.func.sum(llm_spend.c.calls))
-                                 .group_by(llm_spend.c.workflow)).all()
+            reviews = dict(
+                conn.execute(sa.select(review_queue.c.status, sa.func.count()).group_by(review_queue.c.status)).all()
+            )
+            saga_states = conn.execute(
+                sa.select(sagas.c.workflow, sagas.c.status, sa.func.count()).group_by(sagas.c.workflow, sagas.c.status)
+            ).all()
+            spend = conn.execute(
+                sa.select(
+                    llm_spend.c.workflow,
+                    sa.func.sum(llm_spend.c.tokens),
+                    sa.func.sum(llm_spend.c.cost),
+                    sa.func.sum(llm_spend.c.calls),
+                ).group_by(llm_spend.c.workflow)
+            ).all()
         fam = GaugeMetricFamily(f"{PREFIX}_review_queue", "review queue items by status", labels=["status"])
         for status in sorted({"pending", *reviews}):
             fam.add_metric([status], int(reviews.get(status, 0)))
@@ -97,8 +105,9 @@ class BosunCollector(Collector):
         fam = GaugeMetricFamily(f"{PREFIX}_dead_letters_open", "dead letters not yet retried or dropped")
         fam.add_metric([], stats.open)
         yield fam
-        fam = GaugeMetricFamily(f"{PREFIX}_dead_letters_oldest_open_age_seconds",
-                                "age of the oldest open dead letter (0 when none)")
+        fam = GaugeMetricFamily(
+            f"{PREFIX}_dead_letters_oldest_open_age_seconds", "age of the oldest open dead letter (0 when none)"
+        )
         fam.add_metric([], stats.oldest_open_age_s or 0.0)
         yield fam
 
@@ -107,10 +116,10 @@ class BosunCollector(Collector):
             fam.add_metric([wf, status], int(n))
         yield fam
 
-        tokens = CounterMetricFamily(f"{PREFIX}_llm_tokens", "LLM tokens spent (the budget ledger)",
-                                     labels=["workflow"])
-        cost = CounterMetricFamily(f"{PREFIX}_llm_cost_usd", "LLM cost in USD (the budget ledger)",
-                                   labels=["workflow"])
+        tokens = CounterMetricFamily(
+            f"{PREFIX}_llm_tokens", "LLM tokens spent (the budget ledger)", labels=["workflow"]
+        )
+        cost = CounterMetricFamily(f"{PREFIX}_llm_cost_usd", "LLM cost in USD (the budget ledger)", labels=["workflow"])
         calls = CounterMetricFamily(f"{PREFIX}_llm_calls", "LLM calls (the budget ledger)", labels=["workflow"])
         for wf, t, c, n in spend:
             tokens.add_metric([wf], int(t or 0))
@@ -123,30 +132,38 @@ class BosunCollector(Collector):
         for kind, n in sorted(by_kind.items()):
             fam.add_metric([kind], n)
         yield fam
-        fam = CounterMetricFamily(f"{PREFIX}_recoveries", "recoveries without an operator (each an audit record): "
-                                  "worker_lost, rerun, dead_letter", labels=["action"])
+        fam = CounterMetricFamily(
+            f"{PREFIX}_recoveries",
+            "recoveries without an operator (each an audit record): worker_lost, rerun, dead_letter",
+            labels=["action"],
+        )
         for kind in RECOVERY_KINDS:
-            fam.add_metric([kind[len(RECOVERY_KIND_PREFIX):]], int(by_kind.get(kind, 0)))
+            fam.add_metric([kind[len(RECOVERY_KIND_PREFIX) :]], int(by_kind.get(kind, 0)))
         yield fam
 
         yield from self._batch_families(MetricsStore(self.url).totals())
 
     def _batch_families(self, totals: dict):
         runs = CounterMetricFamily(f"{PREFIX}_batch_runs", "batch runs that recorded metrics", labels=["workflow"])
-        outcomes = CounterMetricFamily(f"{PREFIX}_outcomes", "terminal states written by batch runs",
-                                       labels=["workflow", "status"])
-        decisions = CounterMetricFamily(f"{PREFIX}_decisions", "decisions behind those outcomes",
-                                        labels=["workflow", "decision", "route"])
-        models = CounterMetricFamily(f"{PREFIX}_decisions_by_model", "decisions per deciding model",
-                                     labels=["workflow", "model"])
-        guards = CounterMetricFamily(f"{PREFIX}_guardrail_activations", "times a guardrail fired on a decision",
-                                     labels=["workflow", "guardrail"])
-        tokens = CounterMetricFamily(f"{PREFIX}_decision_tokens", "model tokens spent on decisions",
-                                     labels=["workflow", "direction"])
-        cost = CounterMetricFamily(f"{PREFIX}_decision_cost_usd", "model cost of decisions in USD",
-                                   labels=["workflow"])
-        last = GaugeMetricFamily(f"{PREFIX}_last_batch_timestamp_seconds", "when the last batch run recorded",
-                                 labels=["workflow"])
+        outcomes = CounterMetricFamily(
+            f"{PREFIX}_outcomes", "terminal states written by batch runs", labels=["workflow", "status"]
+        )
+        decisions = CounterMetricFamily(
+            f"{PREFIX}_decisions", "decisions behind those outcomes", labels=["workflow", "decision", "route"]
+        )
+        models = CounterMetricFamily(
+            f"{PREFIX}_decisions_by_model", "decisions per deciding model", labels=["workflow", "model"]
+        )
+        guards = CounterMetricFamily(
+            f"{PREFIX}_guardrail_activations", "times a guardrail fired on a decision", labels=["workflow", "guardrail"]
+        )
+        tokens = CounterMetricFamily(
+            f"{PREFIX}_decision_tokens", "model tokens spent on decisions", labels=["workflow", "direction"]
+        )
+        cost = CounterMetricFamily(f"{PREFIX}_decision_cost_usd", "model cost of decisions in USD", labels=["workflow"])
+        last = GaugeMetricFamily(
+            f"{PREFIX}_last_batch_timestamp_seconds", "when the last batch run recorded", labels=["workflow"]
+        )
         hists = []
         for wf, t in sorted(totals.items()):
             runs.add_metric([wf], t["batch_runs"])
@@ -164,10 +181,24 @@ class BosunCollector(Collector):
             cost.add_metric([wf], t["cost_usd"])
             if t["last_recorded_at"]:
                 last.add_metric([wf], t["last_recorded_at"].timestamp())
-            hists.append(_histogram("decision_confidence", "calibrated confidence of decisions", wf,
-                                    HISTOGRAM_BUCKETS["confidence"], t["histograms"]["confidence"]))
-            hists.append(_histogram("event_latency_seconds", "received_at to outcome, per event", wf,
-                                    HISTOGRAM_BUCKETS["latency_s"], t["histograms"]["latency_s"]))
+            hists.append(
+                _histogram(
+                    "decision_confidence",
+                    "calibrated confidence of decisions",
+                    wf,
+                    HISTOGRAM_BUCKETS["confidence"],
+                    t["histograms"]["confidence"],
+                )
+            )
+            hists.append(
+                _histogram(
+                    "event_latency_seconds",
+                    "received_at to outcome, per event",
+                    wf,
+                    HISTOGRAM_BUCKETS["latency_s"],
+                    t["histograms"]["latency_s"],
+                )
+            )
         yield from (runs, outcomes, decisions, models, guards, tokens, cost, last)
         # One family per name: merge the workflows' samples.
         by_name: dict[str, HistogramMetricFamily] = {}

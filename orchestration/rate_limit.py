@@ -31,15 +31,20 @@ class RateLimiter:
         self.interval = 1.0 / (rate * (1.0 - headroom))
         self.burst = max(1, burst)
         with self.engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(self.engine, rate_buckets, ["target"]),
-                         [{"target": target, "next_at": 0.0}])
+            conn.execute(
+                insert_ignoring_duplicates(self.engine, rate_buckets, ["target"]), [{"target": target, "next_at": 0.0}]
+            )
 
     def reserve(self) -> float:
         """Reserve the next slot; returns the wall-clock time at which the call may start."""
         now = time.time()
         new = sa.case((rate_buckets.c.next_at > now, rate_buckets.c.next_at), else_=now) + self.interval
-        stmt = (rate_buckets.update().where(rate_buckets.c.target == self.target)
-                .values(next_at=new).returning(rate_buckets.c.next_at))
+        stmt = (
+            rate_buckets.update()
+            .where(rate_buckets.c.target == self.target)
+            .values(next_at=new)
+            .returning(rate_buckets.c.next_at)
+        )
         with self.engine.begin() as conn:
             next_at = float(conn.execute(stmt).scalar_one())
         # A full bucket lets `burst` calls through back to back.
@@ -53,13 +58,16 @@ class RateLimiter:
         tat = sa.case((rate_buckets.c.next_at > now, rate_buckets.c.next_at), else_=now)
         burst_span = self.burst * self.interval
         with self.engine.begin() as conn:
-            taken = conn.execute(rate_buckets.update()
-                                 .where(rate_buckets.c.target == self.target, tat + self.interval - burst_span <= now)
-                                 .values(next_at=tat + self.interval)).rowcount
+            taken = conn.execute(
+                rate_buckets.update()
+                .where(rate_buckets.c.target == self.target, tat + self.interval - burst_span <= now)
+                .values(next_at=tat + self.interval)
+            ).rowcount
             if taken:
                 return 0.0
-            next_at = float(conn.execute(sa.select(rate_buckets.c.next_at)
-                                         .where(rate_buckets.c.target == self.target)).scalar_one())
+            next_at = float(
+                conn.execute(sa.select(rate_buckets.c.next_at).where(rate_buckets.c.target == self.target)).scalar_one()
+            )
         return max(1e-3, max(next_at, now) + self.interval - burst_span - now)
 
     def acquire(self) -> float:

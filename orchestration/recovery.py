@@ -87,19 +87,31 @@ def decide(runs: Sequence[BatchRun], received: int, policy: RecoveryPolicy, now:
         return RecoveryDecision("wait", len(ordered), last, "a run of the batch is queued or running")
     if received == 0:
         return RecoveryDecision("none", len(ordered), last, "every event is terminal")
-    if (last.status == "FAILURE" and last.will_retry and not last.retried_as
-            and now - (last.ended_at or last.created_at) < policy.dagster_retry_grace_s):
+    if (
+        last.status == "FAILURE"
+        and last.will_retry
+        and not last.retried_as
+        and now - (last.ended_at or last.created_at) < policy.dagster_retry_grace_s
+    ):
         return RecoveryDecision("wait", len(ordered), last, "Dagster's run retry will re-execute it")
     # A run that never started (its launch failed, it timed out starting: an overloaded or
     # restarting host) did not try the events: it counts against max_launches only.
     started = sum(1 for r in ordered if r.started)
     if started < policy.max_runs and len(ordered) < policy.max_launches:
-        return RecoveryDecision("rerun", len(ordered), last,
-                                f"{received} event(s) still received after run {last.run_id} ended {last.status}")
-    return RecoveryDecision("dead_letter", max(started, 1), last,
-                            f"{received} event(s) still received after {started} run(s) of the batch "
-                            f"({len(ordered)} launched; limits {policy.max_runs} run(s), {policy.max_launches} "
-                            f"launches); last run {last.run_id} ended {last.status}")
+        return RecoveryDecision(
+            "rerun",
+            len(ordered),
+            last,
+            f"{received} event(s) still received after run {last.run_id} ended {last.status}",
+        )
+    return RecoveryDecision(
+        "dead_letter",
+        max(started, 1),
+        last,
+        f"{received} event(s) still received after {started} run(s) of the batch "
+        f"({len(ordered)} launched; limits {policy.max_runs} run(s), {policy.max_launches} "
+        f"launches); last run {last.run_id} ended {last.status}",
+    )
 
 
 def audit_entry(workflow: str, batch: str | None, action: str, record: dict) -> AuditEntry:

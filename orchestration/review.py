@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import sqlalchemy as sa
 
-from orchestration.db import engine_for, insert_ignoring_duplicates, review_queue
 from orchestration import clock
+from orchestration.db import engine_for, insert_ignoring_duplicates, review_queue
 
 
 class ReviewQueue:
@@ -18,17 +17,26 @@ class ReviewQueue:
         if not items:
             return 0
         now = clock.now()
-        rows = [{"idempotency_key": it["key"], "workflow": workflow, "batch_id": batch_id,
-                 "entity_key": it.get("entity_key"), "proposal": it["proposal"],
-                 "confidence": it.get("confidence"), "reason": it["reason"], "status": "pending",
-                 "created_at": now} for it in items]
+        rows = [
+            {
+                "idempotency_key": it["key"],
+                "workflow": workflow,
+                "batch_id": batch_id,
+                "entity_key": it.get("entity_key"),
+                "proposal": it["proposal"],
+                "confidence": it.get("confidence"),
+                "reason": it["reason"],
+                "status": "pending",
+                "created_at": now,
+            }
+            for it in items
+        ]
         with self.engine.begin() as conn:
             res = conn.execute(insert_ignoring_duplicates(self.engine, review_queue, ["idempotency_key"]), rows)
         return res.rowcount or 0
 
     def pending(self, limit: int = 100) -> list[dict]:
-        q = (sa.select(review_queue).where(review_queue.c.status == "pending")
-             .order_by(review_queue.c.id).limit(limit))
+        q = sa.select(review_queue).where(review_queue.c.status == "pending").order_by(review_queue.c.id).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
@@ -44,8 +52,11 @@ class ReviewQueue:
 
     def count(self, status: str = "pending") -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(review_queue)
-                                    .where(review_queue.c.status == status)).scalar_one())
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(review_queue).where(review_queue.c.status == status)
+                ).scalar_one()
+            )
 
     def get(self, item_id: int) -> dict | None:
         with self.engine.connect() as conn:
@@ -55,8 +66,11 @@ class ReviewQueue:
     def decide(self, item_id: int, status: str, conn: sa.Connection | None = None) -> bool:
         """pending -> status, once; False if someone already decided it. With `conn`, inside
         the caller's transaction: the claim commits with the answer's effects or not at all."""
-        stmt = (review_queue.update().where(review_queue.c.id == item_id, review_queue.c.status == "pending")
-                .values(status=status))
+        stmt = (
+            review_queue.update()
+            .where(review_queue.c.id == item_id, review_queue.c.status == "pending")
+            .values(status=status)
+        )
         if conn is not None:
             return (conn.execute(stmt).rowcount or 0) == 1
         with self.engine.begin() as conn:

@@ -18,18 +18,30 @@ from orchestration.db import audit_log, engine_for, feedback
 _CHUNK = 500  # subjects per IN (...) query: well under every driver's parameter limit
 
 
-def decision_records(url: str, subjects: Iterable[str] | None = None, since: datetime | None = None,
-                     event_types: Iterable[str] | None = None) -> dict[str, dict]:
+def decision_records(
+    url: str,
+    subjects: Iterable[str] | None = None,
+    since: datetime | None = None,
+    event_types: Iterable[str] | None = None,
+) -> dict[str, dict]:
     """The latest decision record per subject (a re-run batch decides again; the last one
     counts), with `recorded_at`, `seq` and `batch_id` added. `event_types` keeps one
     workflow's decisions (the audit log is shared)."""
     engine = engine_for(url)
-    base = sa.select(audit_log.c.seq, audit_log.c.subject, audit_log.c.recorded_at, audit_log.c.batch_id,
-                     audit_log.c.record).where(audit_log.c.kind == "decision").order_by(audit_log.c.seq)
+    base = (
+        sa.select(
+            audit_log.c.seq, audit_log.c.subject, audit_log.c.recorded_at, audit_log.c.batch_id, audit_log.c.record
+        )
+        .where(audit_log.c.kind == "decision")
+        .order_by(audit_log.c.seq)
+    )
     if since is not None:
         base = base.where(audit_log.c.recorded_at >= since)
-    queries = [base] if subjects is None else [
-        base.where(audit_log.c.subject.in_(chunk)) for chunk in _chunks(sorted(set(subjects)))]
+    queries = (
+        [base]
+        if subjects is None
+        else [base.where(audit_log.c.subject.in_(chunk)) for chunk in _chunks(sorted(set(subjects)))]
+    )
     types = set(event_types) if event_types is not None else None
     out: dict[str, dict] = {}
     with engine.connect() as conn:
@@ -54,13 +66,16 @@ def feedback_after(url: str, workflow: str, after_id: int) -> tuple[int, int]:
     """(rows after `after_id`, the highest id): what a trigger needs to decide whether
     enough new feedback has come in, in one query."""
     q = sa.select(sa.func.count(), sa.func.max(feedback.c.id)).where(
-        feedback.c.workflow == workflow, feedback.c.id > after_id)
+        feedback.c.workflow == workflow, feedback.c.id > after_id
+    )
     with engine_for(url).connect() as conn:
         n, top = conn.execute(q).one()
     return int(n), int(top or after_id)
 
 
-def reviewed_decisions(url: str, workflow: str, event_types: Iterable[str] | None = None) -> tuple[list[dict], list[str]]:
+def reviewed_decisions(
+    url: str, workflow: str, event_types: Iterable[str] | None = None
+) -> tuple[list[dict], list[str]]:
     """([{subject, label, kind, reviewer, feedback_id, reviewed_at, decision: record}], subjects
     reviewed whose decision the audit log does not hold)."""
     labels = latest_feedback(url, workflow)
@@ -71,11 +86,20 @@ def reviewed_decisions(url: str, workflow: str, event_types: Iterable[str] | Non
         if record is None:
             missing.append(subject)
             continue
-        joined.append({"subject": subject, "label": f["label"], "kind": f["kind"], "reviewer": f["reviewer"],
-                       "feedback_id": int(f["id"]), "reviewed_at": f["created_at"], "decision": record})
+        joined.append(
+            {
+                "subject": subject,
+                "label": f["label"],
+                "kind": f["kind"],
+                "reviewer": f["reviewer"],
+                "feedback_id": int(f["id"]),
+                "reviewed_at": f["created_at"],
+                "decision": record,
+            }
+        )
     return joined, missing
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(items), _CHUNK):
-        yield items[i:i + _CHUNK]
+        yield items[i : i + _CHUNK]

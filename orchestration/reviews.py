@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import sqlalchemy as sa
 
+from orchestration import clock
 from orchestration.audit import AuditEntry, AuditLog
 from orchestration.db import engine_for
 from orchestration.db import inbox as inbox_table
@@ -32,7 +33,6 @@ from orchestration.feedback import FeedbackStore
 from orchestration.inbox import Inbox
 from orchestration.review import ReviewQueue
 from orchestration.saga_log import SagaLog
-from orchestration import clock
 
 STATUSES = ("pending", "approved", "rejected")
 DECIDABLE = (None, "saga_approval")  # a rolled-back saga that failed is resolved with `bosun saga`
@@ -67,8 +67,9 @@ def kind_of(item: dict) -> str:
 
 
 class ReviewService:
-    def __init__(self, db_url: str, resources: Mapping[str, Any], workflows: Mapping[str, Any],
-                 holder: str | None = None):
+    def __init__(
+        self, db_url: str, resources: Mapping[str, Any], workflows: Mapping[str, Any], holder: str | None = None
+    ):
         self.url, self.resources, self.workflows = db_url, resources, workflows
         self.holder = holder or default_holder("local")
         self.engine = engine_for(db_url)
@@ -93,9 +94,14 @@ class ReviewService:
         subject = subject_of(item)
         chain = self.audit.records_for(subject)
         decisions = [r["record"] for r in chain if r["kind"] == "decision"]
-        return {**self._summary(item, self._answers([item_id]).get(item_id)), "proposal": item["proposal"],
-                "decision_record": decisions[-1] if decisions else None, "executes": self.executes(item),
-                "audit": chain, "feedback": [self._plain(f) for f in self._feedback_for(subject)]}
+        return {
+            **self._summary(item, self._answers([item_id]).get(item_id)),
+            "proposal": item["proposal"],
+            "decision_record": decisions[-1] if decisions else None,
+            "executes": self.executes(item),
+            "audit": chain,
+            "feedback": [self._plain(f) for f in self._feedback_for(subject)],
+        }
 
     def executes(self, item: dict) -> list[dict]:
         """What approving the item executes (or, once decided, executed): per saga its
@@ -104,8 +110,13 @@ class ReviewService:
         kind, proposal = kind_of(item), item["proposal"]
         plans: list[dict] = []
         if kind == "saga_approval":
-            plans = [{"saga_id": proposal["saga_id"], "params": proposal.get("params") or {},
-                      "steps": (proposal.get("plan") or {}).get("steps", [])}]
+            plans = [
+                {
+                    "saga_id": proposal["saga_id"],
+                    "params": proposal.get("params") or {},
+                    "steps": (proposal.get("plan") or {}).get("steps", []),
+                }
+            ]
         elif kind == "escalation":
             hooks = self.workflows.get(item["workflow"])
             staged = hooks.payments(item) if hooks is not None else []
@@ -127,33 +138,72 @@ class ReviewService:
         kind, subject, proposal = kind_of(item), subject_of(item), item["proposal"]
         proposed = hooks.proposed_label(proposal)
         if proposed is None:
-            raise ReviewError("invalid", f"review {item_id}: Bosun proposed no decision to approve "
-                                         f"({proposal.get('decision')!r}); reject it with a label instead")
+            raise ReviewError(
+                "invalid",
+                f"review {item_id}: Bosun proposed no decision to approve "
+                f"({proposal.get('decision')!r}); reject it with a label instead",
+            )
         staged = hooks.payments(item) if kind == "escalation" else []
         saga_ids = [proposal["saga_id"]] if kind == "saga_approval" else [p["key"] for p in staged]
         # A lease holder per answer: two answers served by one process must not share leases.
         executor = hooks.saga_executor(self.resources, f"{self.holder}:{uuid.uuid4().hex[:8]}") if saga_ids else None
         now = clock.now()
-        record = {"review_id": item_id, "answer": "approved", "by": by, "via": via, "workflow": item["workflow"],
-                  "kind": kind, "label": proposed, "decided": proposed, "note": note, "reason": item["reason"],
-                  "acts": saga_ids}
+        record = {
+            "review_id": item_id,
+            "answer": "approved",
+            "by": by,
+            "via": via,
+            "workflow": item["workflow"],
+            "kind": kind,
+            "label": proposed,
+            "decided": proposed,
+            "note": note,
+            "reason": item["reason"],
+            "acts": saga_ids,
+        }
         with self.engine.begin() as conn:
             self._claim(conn, item, "approved")
             if staged:  # planned as awaiting approval, then approved like any gated plan
-                self.sagas.plan(item["workflow"], item["batch_id"], staged, executor.plan.order,
-                                {p["key"]: ("awaiting_approval", item["reason"]) for p in staged}, conn=conn)
+                self.sagas.plan(
+                    item["workflow"],
+                    item["batch_id"],
+                    staged,
+                    executor.plan.order,
+                    {p["key"]: ("awaiting_approval", item["reason"]) for p in staged},
+                    conn=conn,
+                )
             for saga_id in saga_ids:
                 if not self.sagas.approve(saga_id, by, conn=conn):
                     state = self.sagas.load([saga_id]).get(saga_id, {}).get("status", "missing")
-                    raise ReviewError("conflict", f"review {item_id}: saga {saga_id} is {state}, not awaiting "
-                                                  f"approval; nothing was approved")
-            self.feedback.record(item["workflow"], subject, "approve", proposed, by, decided=proposed, note=note,
-                                 review_id=item_id, conn=conn)
+                    raise ReviewError(
+                        "conflict",
+                        f"review {item_id}: saga {saga_id} is {state}, not awaiting approval; nothing was approved",
+                    )
+            self.feedback.record(
+                item["workflow"],
+                subject,
+                "approve",
+                proposed,
+                by,
+                decided=proposed,
+                note=note,
+                review_id=item_id,
+                conn=conn,
+            )
             if not saga_ids:  # nothing to execute: the escalation ends here
-                Inbox.set_states_in(conn, [{"key": subject, "status": "done",
-                                            "reason": f"{proposed} approved by {by}" + (f": {note}" if note else ""),
-                                            "outcome": {"decision": proposed, "reviewed_by": by,
-                                                        "review_id": item_id}}], item["batch_id"], now)
+                Inbox.set_states_in(
+                    conn,
+                    [
+                        {
+                            "key": subject,
+                            "status": "done",
+                            "reason": f"{proposed} approved by {by}" + (f": {note}" if note else ""),
+                            "outcome": {"decision": proposed, "reviewed_by": by, "review_id": item_id},
+                        }
+                    ],
+                    item["batch_id"],
+                    now,
+                )
             audit_kind = "approval" if kind == "saga_approval" else "review"
             if kind == "saga_approval":
                 record["approved_by"] = by
@@ -171,29 +221,78 @@ class ReviewService:
         proposed = hooks.proposed_label(proposal)
         label = label or hooks.rejected_label(proposed)
         if label is None:
-            raise ReviewError("invalid", f"review {item_id}: say what the right decision is instead of "
-                                         f"{proposed!r} (label: one of {', '.join(hooks.LABELS)})")
+            raise ReviewError(
+                "invalid",
+                f"review {item_id}: say what the right decision is instead of "
+                f"{proposed!r} (label: one of {', '.join(hooks.LABELS)})",
+            )
         self._check_label(hooks, label)
         now = clock.now()
         with self.engine.begin() as conn:
             self._claim(conn, item, "rejected")
             if kind == "saga_approval" and not self.sagas.reject(proposal["saga_id"], by, reason, conn=conn):
                 state = self.sagas.load([proposal["saga_id"]]).get(proposal["saga_id"], {}).get("status", "missing")
-                raise ReviewError("conflict", f"review {item_id}: saga {proposal['saga_id']} is {state}, "
-                                              f"not awaiting approval; nothing was rejected")
-            self.feedback.record(item["workflow"], subject, "reject", label, by, decided=proposed, note=reason,
-                                 review_id=item_id, conn=conn)
-            Inbox.set_states_in(conn, [{"key": subject, "status": "done",
-                                        "reason": f"{proposed} rejected by {by}: {reason}",
-                                        "outcome": {"decision": label, "reviewed_by": by, "review_id": item_id,
-                                                    "acted": False}}], item["batch_id"], now)
-            self.audit.append_in(conn, [AuditEntry("review", subject, {
-                "review_id": item_id, "answer": "rejected", "by": by, "via": via, "workflow": item["workflow"],
-                "kind": kind, "label": label, "decided": proposed, "reason": reason}, item["batch_id"])])
+                raise ReviewError(
+                    "conflict",
+                    f"review {item_id}: saga {proposal['saga_id']} is {state}, "
+                    f"not awaiting approval; nothing was rejected",
+                )
+            self.feedback.record(
+                item["workflow"],
+                subject,
+                "reject",
+                label,
+                by,
+                decided=proposed,
+                note=reason,
+                review_id=item_id,
+                conn=conn,
+            )
+            Inbox.set_states_in(
+                conn,
+                [
+                    {
+                        "key": subject,
+                        "status": "done",
+                        "reason": f"{proposed} rejected by {by}: {reason}",
+                        "outcome": {"decision": label, "reviewed_by": by, "review_id": item_id, "acted": False},
+                    }
+                ],
+                item["batch_id"],
+                now,
+            )
+            self.audit.append_in(
+                conn,
+                [
+                    AuditEntry(
+                        "review",
+                        subject,
+                        {
+                            "review_id": item_id,
+                            "answer": "rejected",
+                            "by": by,
+                            "via": via,
+                            "workflow": item["workflow"],
+                            "kind": kind,
+                            "label": label,
+                            "decided": proposed,
+                            "reason": reason,
+                        },
+                        item["batch_id"],
+                    )
+                ],
+            )
         return {"review_id": item_id, "answer": "rejected", "by": by, "label": label, "event": subject}
 
-    def correct(self, target: str | int, label: str, by: str, note: str | None = None, via: str = "cli",
-                workflow: str | None = None) -> dict:
+    def correct(
+        self,
+        target: str | int,
+        label: str,
+        by: str,
+        note: str | None = None,
+        via: str = "cli",
+        workflow: str | None = None,
+    ) -> dict:
         """The right label for a decision: a review item's id, or any event (its idempotency
         key `source:id`, or its id), decided long ago or still waiting. Records feedback and
         an audit record; acts on nothing and changes no state."""
@@ -213,14 +312,39 @@ class ReviewService:
         if decided is None and item is not None:
             decided = hooks.proposed_label(item["proposal"])
         with self.engine.begin() as conn:
-            fid = self.feedback.record(workflow, subject, "correct", label, by, decided=decided, note=note,
-                                       review_id=review_id, conn=conn)
-            self.audit.append_in(conn, [AuditEntry("review", subject, {
-                "review_id": review_id, "answer": "corrected", "by": by, "via": via, "workflow": workflow,
-                "label": label, "decided": decided, "note": note, "feedback_id": fid},
-                item["batch_id"] if item else None)])
-        return {"event": subject, "answer": "corrected", "by": by, "label": label, "decided": decided,
-                "review_id": review_id, "feedback_id": fid}
+            fid = self.feedback.record(
+                workflow, subject, "correct", label, by, decided=decided, note=note, review_id=review_id, conn=conn
+            )
+            self.audit.append_in(
+                conn,
+                [
+                    AuditEntry(
+                        "review",
+                        subject,
+                        {
+                            "review_id": review_id,
+                            "answer": "corrected",
+                            "by": by,
+                            "via": via,
+                            "workflow": workflow,
+                            "label": label,
+                            "decided": decided,
+                            "note": note,
+                            "feedback_id": fid,
+                        },
+                        item["batch_id"] if item else None,
+                    )
+                ],
+            )
+        return {
+            "event": subject,
+            "answer": "corrected",
+            "by": by,
+            "label": label,
+            "decided": decided,
+            "review_id": review_id,
+            "feedback_id": fid,
+        }
 
     # ---- internals -------------------------------------------------------------------
     def _hooks(self, workflow: str):
@@ -244,8 +368,10 @@ class ReviewService:
             raise ReviewError("invalid", "an answer needs a reviewer")
         item = self._item(item_id)
         if kind_of(item) not in ("escalation", "saga_approval"):
-            raise ReviewError("invalid", f"review {item_id} is a {kind_of(item)}: resolve it with "
-                                         f"`bosun saga rollback` or `bosun saga recover`")
+            raise ReviewError(
+                "invalid",
+                f"review {item_id} is a {kind_of(item)}: resolve it with `bosun saga rollback` or `bosun saga recover`",
+            )
         if item["status"] != "pending":
             self._refuse_decided(item)
         return item, self._hooks(item["workflow"])
@@ -257,8 +383,11 @@ class ReviewService:
     def _refuse_decided(self, item: dict):
         answer = self._answers([item["id"]]).get(item["id"]) or {}
         who = f" by {answer['reviewer']} at {_iso(answer['created_at'])}" if answer else ""
-        raise ReviewError("conflict", f"review {item['id']} was already {item['status']}{who}; nothing was done",
-                          {"status": item["status"], "answer": self._plain(answer) if answer else None})
+        raise ReviewError(
+            "conflict",
+            f"review {item['id']} was already {item['status']}{who}; nothing was done",
+            {"status": item["status"], "answer": self._plain(answer) if answer else None},
+        )
 
     def _answers(self, item_ids: list[int]) -> dict[int, dict]:
         """The approve/reject feedback row of each decided item."""
@@ -266,8 +395,11 @@ class ReviewService:
 
         if not item_ids:
             return {}
-        q = (sa.select(feedback).where(feedback.c.review_id.in_(item_ids), feedback.c.kind.in_(("approve", "reject")))
-             .order_by(feedback.c.id))
+        q = (
+            sa.select(feedback)
+            .where(feedback.c.review_id.in_(item_ids), feedback.c.kind.in_(("approve", "reject")))
+            .order_by(feedback.c.id)
+        )
         with self.engine.connect() as conn:
             return {r["review_id"]: dict(r) for r in conn.execute(q).mappings()}
 
@@ -275,21 +407,30 @@ class ReviewService:
         from orchestration.db import feedback
 
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(feedback).where(feedback.c.subject == subject)
-                                                  .order_by(feedback.c.id)).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(feedback).where(feedback.c.subject == subject).order_by(feedback.c.id)
+                ).mappings()
+            ]
 
     def _event(self, target: str) -> tuple[str, str | None]:
         """(idempotency key, type) of the event named by key or id."""
         cols = (inbox_table.c.idempotency_key, inbox_table.c.type)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*cols).where(sa.or_(inbox_table.c.idempotency_key == target,
-                                                              inbox_table.c.event_id == target))).all()
+            rows = conn.execute(
+                sa.select(*cols).where(
+                    sa.or_(inbox_table.c.idempotency_key == target, inbox_table.c.event_id == target)
+                )
+            ).all()
         exact = [r for r in rows if r[0] == target]
         if exact:
             return exact[0][0], exact[0][1]
         if len(rows) > 1:
-            raise ReviewError("invalid", f"{target!r} names {len(rows)} events; use the key (source:id): "
-                                         + ", ".join(r[0] for r in rows[:5]))
+            raise ReviewError(
+                "invalid",
+                f"{target!r} names {len(rows)} events; use the key (source:id): " + ", ".join(r[0] for r in rows[:5]),
+            )
         if not rows:
             raise ReviewError("not_found", f"no event {target!r} in the inbox")
         return rows[0][0], rows[0][1]
@@ -306,10 +447,13 @@ class ReviewService:
         out = executor.execute(saga_ids)
         # The hook records the terminal states and each step in the audit log, as a batch run would.
         hooks.record_settled(self.resources, out, note, item["batch_id"], {"review_id": item["id"]})
-        return {"done": list(out.done), "failed": {k: f.get("compensation_error") or f["error"]
-                                                   for k, f in out.failed.items()},
-                "refused": {k: r["reason"] for k, r in out.refused.items()},
-                "deferred": list(out.deferred), "in_doubt": list(out.unfinished)}
+        return {
+            "done": list(out.done),
+            "failed": {k: f.get("compensation_error") or f["error"] for k, f in out.failed.items()},
+            "refused": {k: r["reason"] for k, r in out.refused.items()},
+            "deferred": list(out.deferred),
+            "in_doubt": list(out.unfinished),
+        }
 
     @staticmethod
     def _plain(row: dict) -> dict:
@@ -318,11 +462,25 @@ class ReviewService:
     def _summary(self, item: dict, answer: dict | None) -> dict:
         hooks = self.workflows.get(item["workflow"])
         proposed = hooks.proposed_label(item["proposal"]) if hooks else None
-        out = {"id": item["id"], "workflow": item["workflow"], "kind": kind_of(item), "event": subject_of(item),
-               "entity_key": item["entity_key"], "batch_id": item["batch_id"], "proposed": proposed,
-               "confidence": item["confidence"], "reason": item["reason"], "status": item["status"],
-               "created_at": _iso(item["created_at"]), "answer": None}
+        out = {
+            "id": item["id"],
+            "workflow": item["workflow"],
+            "kind": kind_of(item),
+            "event": subject_of(item),
+            "entity_key": item["entity_key"],
+            "batch_id": item["batch_id"],
+            "proposed": proposed,
+            "confidence": item["confidence"],
+            "reason": item["reason"],
+            "status": item["status"],
+            "created_at": _iso(item["created_at"]),
+            "answer": None,
+        }
         if answer:
-            out["answer"] = {"by": answer["reviewer"], "label": answer["label"], "note": answer["note"],
-                             "at": _iso(answer["created_at"])}
+            out["answer"] = {
+                "by": answer["reviewer"],
+                "label": answer["label"],
+                "note": answer["note"],
+                "at": _iso(answer["created_at"]),
+            }
         return out

@@ -27,7 +27,7 @@ Fallback = Literal["local", "escalate"]
 
 class RoutingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(ge=0, le=1)          # below this local confidence, ask the LLM
+    threshold: float = Field(ge=0, le=1)  # below this local confidence, ask the LLM
     force: dict[str, Literal["local", "llm"]] = {}  # decision type -> model, whatever the confidence
     daily_token_budget: Optional[int] = Field(default=None, ge=0)
     daily_cost_budget: Optional[float] = Field(default=None, ge=0)
@@ -42,6 +42,7 @@ class RoutingPolicy(BaseModel):
 @dataclass(frozen=True)
 class LLMAnswer:
     """One question's answer as the chat client gave it."""
+
     value: Optional[dict]
     no_result_reason: Optional[str]
     model: str
@@ -62,6 +63,7 @@ class Question:
 @dataclass
 class Routed:
     """What the router did for one question."""
+
     status: Literal["answered", "cached", "no_result", "budget_spent", "llm_unavailable"]
     value: Optional[dict] = None
     reason: Optional[str] = None
@@ -95,8 +97,15 @@ def estimate_tokens(messages: list[dict]) -> int:
 
 
 class Router:
-    def __init__(self, workflow: str, policy: RoutingPolicy, prices: PriceTable, ledger: Optional[LLMLedger],
-                 llm_model: Optional[str], prompt_version: Optional[str]):
+    def __init__(
+        self,
+        workflow: str,
+        policy: RoutingPolicy,
+        prices: PriceTable,
+        ledger: Optional[LLMLedger],
+        llm_model: Optional[str],
+        prompt_version: Optional[str],
+    ):
         self.workflow, self.policy, self.prices, self.ledger = workflow, policy, prices, ledger
         self.llm_model, self.prompt_version = llm_model, prompt_version
         self.spend = BatchSpend()
@@ -125,20 +134,37 @@ class Router:
         for q, key in zip(questions, keys):
             if key in hits:
                 started = time.perf_counter()
-                out.append(Routed("cached", value=hits[key], model=self.llm_model, cache_key=key,
-                                  latency_s=time.perf_counter() - started))
+                out.append(
+                    Routed(
+                        "cached",
+                        value=hits[key],
+                        model=self.llm_model,
+                        cache_key=key,
+                        latency_s=time.perf_counter() - started,
+                    )
+                )
                 self.spend.cache_hits += 1
                 continue
             if failures_in_row >= self.policy.max_consecutive_failures:
-                out.append(Routed("llm_unavailable", reason=f"LLM failed {failures_in_row} times in a row; "
-                                  "not called for the rest of the batch", cache_key=key))
+                out.append(
+                    Routed(
+                        "llm_unavailable",
+                        reason=f"LLM failed {failures_in_row} times in a row; not called for the rest of the batch",
+                        cache_key=key,
+                    )
+                )
                 continue
             est_in = estimate_tokens(q.messages)
             est_out = self.policy.expected_output_tokens
             est_cost = self.prices.cost(self.llm_model, est_in, est_out)
             if self.ledger is not None and not self.ledger.reserve(
-                    self.workflow, est_in + est_out, est_cost, self.policy.daily_token_budget,
-                    self.policy.daily_cost_budget, day):
+                self.workflow,
+                est_in + est_out,
+                est_cost,
+                self.policy.daily_token_budget,
+                self.policy.daily_cost_budget,
+                day,
+            ):
                 out.append(Routed("budget_spent", reason="daily LLM budget spent", cache_key=key))
                 self.spend.budget_refusals += 1
                 continue
@@ -150,13 +176,25 @@ class Router:
             self.spend.input_tokens += answer.input_tokens
             self.spend.output_tokens += answer.output_tokens
             self.spend.cost += cost
-            common = dict(model=answer.model or self.llm_model, input_tokens=answer.input_tokens,
-                          output_tokens=answer.output_tokens, cost=cost, latency_s=answer.latency_s, cache_key=key)
+            common = dict(
+                model=answer.model or self.llm_model,
+                input_tokens=answer.input_tokens,
+                output_tokens=answer.output_tokens,
+                cost=cost,
+                latency_s=answer.latency_s,
+                cache_key=key,
+            )
             if answer.value is not None:
                 failures_in_row = 0
                 out.append(Routed("answered", value=answer.value, **common))
-                to_remember.append({"cache_key": key, "prompt_version": self.prompt_version,
-                                    "model": self.llm_model, "answer": answer.value})
+                to_remember.append(
+                    {
+                        "cache_key": key,
+                        "prompt_version": self.prompt_version,
+                        "model": self.llm_model,
+                        "answer": answer.value,
+                    }
+                )
             elif answer.unavailable:
                 failures_in_row += 1
                 self.spend.unavailable += 1

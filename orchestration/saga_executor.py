@@ -50,9 +50,18 @@ class SagaPlan:
         return out
 
     def describe(self, params: dict) -> dict:
-        return {"saga": params["key"], "steps": [
-            {"step": n, "action": self.steps[n].action.name, "after": list(self.steps[n].after),
-             "idempotency_key": self.steps[n].action.key(params["key"])} for n in self.order]}
+        return {
+            "saga": params["key"],
+            "steps": [
+                {
+                    "step": n,
+                    "action": self.steps[n].action.name,
+                    "after": list(self.steps[n].after),
+                    "idempotency_key": self.steps[n].action.key(params["key"]),
+                }
+                for n in self.order
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -82,16 +91,24 @@ class BatchOutcome:
 
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 class SagaExecutor:
-    def __init__(self, log: SagaLog, workflow: str, plan: SagaPlan, *,
-                 limiters: dict[str, RateLimiter | None] | None = None, leases: Leases | None = None,
-                 entities: Callable[[dict], list[str]] | None = None,
-                 prerequisites: Callable[[list[dict]], dict[str, "str | Refusal"]] | None = None,
-                 approval: Callable[[dict], str | None] | None = None,
-                 review: ReviewQueue | None = None, lease_wait_s: float = 10.0):
+    def __init__(
+        self,
+        log: SagaLog,
+        workflow: str,
+        plan: SagaPlan,
+        *,
+        limiters: dict[str, RateLimiter | None] | None = None,
+        leases: Leases | None = None,
+        entities: Callable[[dict], list[str]] | None = None,
+        prerequisites: Callable[[list[dict]], dict[str, "str | Refusal"]] | None = None,
+        approval: Callable[[dict], str | None] | None = None,
+        review: ReviewQueue | None = None,
+        lease_wait_s: float = 10.0,
+    ):
         self.log, self.workflow, self.plan = log, workflow, plan
         self.limiters, self.leases, self.entities = limiters or {}, leases, entities
         self.prerequisites, self.approval, self.review = prerequisites, approval, review
@@ -109,8 +126,9 @@ class SagaExecutor:
             out.preview = [self.plan.describe(it) for it in items]
             return out
         gated = {it["key"]: reason for it in items if self.approval and (reason := self.approval(it))}
-        self.log.plan(self.workflow, batch_id, items, self.plan.order,
-                      {k: ("awaiting_approval", r) for k, r in gated.items()})
+        self.log.plan(
+            self.workflow, batch_id, items, self.plan.order, {k: ("awaiting_approval", r) for k, r in gated.items()}
+        )
         self._submit_for_approval(items, gated, batch_id)
         return self._execute([it["key"] for it in items], out)
 
@@ -189,9 +207,11 @@ class SagaExecutor:
             if s["status"] == "done":
                 out.done.append(k)
             else:
-                out.failed[k] = {"failed_step": s["failed_step"], "error": s["reason"],
-                                 "compensated": [n for n in reversed(self.plan.order)
-                                                 if steps.get(n, ("",))[0] == "compensated"]}
+                out.failed[k] = {
+                    "failed_step": s["failed_step"],
+                    "error": s["reason"],
+                    "compensated": [n for n in reversed(self.plan.order) if steps.get(n, ("",))[0] == "compensated"],
+                }
                 if s["status"] == "escalated":
                     out.failed[k]["compensation_error"] = s["reason"]
 
@@ -199,8 +219,9 @@ class SagaExecutor:
         def st(k, step):
             return state[k]["steps"].get(step, ("planned", None))[0]
 
-        backward = [k for k in ids if state[k]["status"] == "compensating"
-                    or any(st(k, n) == "failed" for n in self.plan.order)]
+        backward = [
+            k for k in ids if state[k]["status"] == "compensating" or any(st(k, n) == "failed" for n in self.plan.order)
+        ]
         forward = [k for k in ids if k not in backward]
         why: dict[str, tuple[str, str]] = {}
         for k in backward:  # a process that died before logging "compensating" left the reason on the step
@@ -211,8 +232,12 @@ class SagaExecutor:
         if self.prerequisites and fresh:
             refused = self.prerequisites([state[k]["params"] for k in fresh])
             if refused:
-                self.log.set_status({k: ("refused", r.code, r.reason) if isinstance(r, Refusal)
-                                     else ("failed", "prerequisites", r) for k, r in refused.items()})
+                self.log.set_status(
+                    {
+                        k: ("refused", r.code, r.reason) if isinstance(r, Refusal) else ("failed", "prerequisites", r)
+                        for k, r in refused.items()
+                    }
+                )
                 for k, r in refused.items():
                     if isinstance(r, Refusal):
                         out.refused[k] = {"code": r.code, "reason": r.reason}
@@ -241,8 +266,9 @@ class SagaExecutor:
         if backward:
             self._compensate(backward, state, out, why, also_undo=also_undo)
 
-    def _act(self, name: str, keys: list[str], state: dict,
-             out: BatchOutcome) -> tuple[dict[str, str], list[str], set[str]]:
+    def _act(
+        self, name: str, keys: list[str], state: dict, out: BatchOutcome
+    ) -> tuple[dict[str, str], list[str], set[str]]:
         """One step for many sagas: logged running, acted, logged done/failed in bulk."""
         action = self.plan.steps[name].action
         doubtful = [k for k in keys if state[k]["steps"].get(name, ("planned",))[0] == "running"]
@@ -272,18 +298,26 @@ class SagaExecutor:
                 errors.update(failed_now)
                 uncertain |= set(failed_now)
         done = [k for k in keys if k not in errors and k not in in_doubt]
-        self.log.set_steps(name, {**{k: ("done", None) for k in done},
-                                  **{k: ("failed", e) for k, e in errors.items()}})
+        self.log.set_steps(name, {**{k: ("done", None) for k in done}, **{k: ("failed", e) for k, e in errors.items()}})
         for k in keys:
-            state[k]["steps"][name] = ("done", None) if k in done else (
-                ("failed", errors[k]) if k in errors else ("running", None))
+            state[k]["steps"][name] = (
+                ("done", None) if k in done else (("failed", errors[k]) if k in errors else ("running", None))
+            )
             if k not in in_doubt:
-                out.log.append({"key": k, "step": name, "status": "failed" if k in errors else "done",
-                                "error": errors.get(k)})
+                out.log.append(
+                    {"key": k, "step": name, "status": "failed" if k in errors else "done", "error": errors.get(k)}
+                )
         return errors, in_doubt, uncertain
 
-    def _compensate(self, keys: list[str], state: dict, out: BatchOutcome, why: dict[str, tuple[str, str]],
-                    only: set[str] | None = None, also_undo: dict[str, str] | None = None) -> None:
+    def _compensate(
+        self,
+        keys: list[str],
+        state: dict,
+        out: BatchOutcome,
+        why: dict[str, tuple[str, str]],
+        only: set[str] | None = None,
+        also_undo: dict[str, str] | None = None,
+    ) -> None:
         """Undo completed steps in reverse order, verify each undo, settle or escalate."""
         self.log.set_status({k: ("compensating", *why.get(k, ("", ""))) for k in keys})
         broken: dict[str, str] = {}
@@ -292,9 +326,15 @@ class SagaExecutor:
             if only is not None and name not in only:
                 continue
             action = self.plan.steps[name].action
-            todo = [k for k in keys if k not in broken
-                    and (state[k]["steps"].get(name, ("planned",))[0] in ("done", "compensating", "running")
-                         or (also_undo or {}).get(k) == name)]
+            todo = [
+                k
+                for k in keys
+                if k not in broken
+                and (
+                    state[k]["steps"].get(name, ("planned",))[0] in ("done", "compensating", "running")
+                    or (also_undo or {}).get(k) == name
+                )
+            ]
             if not todo:
                 continue
             was_done = {k for k in todo if state[k]["steps"][name][0] == "done"}
@@ -314,8 +354,9 @@ class SagaExecutor:
                 elif k in live:
                     failed[k] = raised.get(k, "effect still live after compensation")
             ok = [k for k in todo if k not in failed]
-            self.log.set_steps(name, {**{k: ("compensated", None) for k in ok},
-                                      **{k: ("compensating", e) for k, e in failed.items()}})
+            self.log.set_steps(
+                name, {**{k: ("compensated", None) for k in ok}, **{k: ("compensating", e) for k, e in failed.items()}}
+            )
             for k in ok:
                 state[k]["steps"][name] = ("compensated", None)
                 if k in was_done or state[k]["status"] == "compensating":
@@ -327,8 +368,12 @@ class SagaExecutor:
         settled = {}
         for k in keys:
             failed_step, err = why.get(k, ("", ""))
-            out.failed[k] = {"failed_step": failed_step, "error": err, "compensated": undone[k],
-                             "attempts": state[k].get("attempts", 1)}
+            out.failed[k] = {
+                "failed_step": failed_step,
+                "error": err,
+                "compensated": undone[k],
+                "attempts": state[k].get("attempts", 1),
+            }
             if k in broken:
                 out.failed[k]["compensation_error"] = broken[k]
                 settled[k] = ("escalated", failed_step, broken[k])
@@ -339,10 +384,18 @@ class SagaExecutor:
         # The person is asked before the saga is marked escalated: a process that dies in
         # between leaves it compensating, and the retry asks again (the item's key is unique).
         if broken and self.review is not None:
-            self.review.submit(self.workflow, [
-                {"key": f"rollback:{k}", "entity_key": k, "reason": r,
-                 "proposal": {"kind": "saga_rollback_failed", "saga_id": k, "params": state[k]["params"]}}
-                for k, r in broken.items()])
+            self.review.submit(
+                self.workflow,
+                [
+                    {
+                        "key": f"rollback:{k}",
+                        "entity_key": k,
+                        "reason": r,
+                        "proposal": {"kind": "saga_rollback_failed", "saga_id": k, "params": state[k]["params"]},
+                    }
+                    for k, r in broken.items()
+                ],
+            )
         self.log.set_status(settled)
 
     # ---- calls to the target ------------------------------------------------------------
@@ -372,8 +425,22 @@ class SagaExecutor:
 
     def _submit_for_approval(self, items: list[dict], gated: dict[str, str], batch_id: str | None) -> None:
         if gated and self.review is not None:
-            self.review.submit(self.workflow, [
-                {"key": f"approve:{it['key']}", "entity_key": it["key"], "reason": gated[it["key"]],
-                 "proposal": {"kind": "saga_approval", "saga_id": it["key"], "plan": self.plan.describe(it),
-                              "params": it}}
-                for it in items if it["key"] in gated], batch_id)
+            self.review.submit(
+                self.workflow,
+                [
+                    {
+                        "key": f"approve:{it['key']}",
+                        "entity_key": it["key"],
+                        "reason": gated[it["key"]],
+                        "proposal": {
+                            "kind": "saga_approval",
+                            "saga_id": it["key"],
+                            "plan": self.plan.describe(it),
+                            "params": it,
+                        },
+                    }
+                    for it in items
+                    if it["key"] in gated
+                ],
+                batch_id,
+            )

@@ -74,14 +74,20 @@ class SchemaOwner:
 def _bosun_metadata() -> tuple[sa.MetaData, ...]:
     from orchestration import circuit_breaker, db, llm_ledger, metrics, saga_log
 
-    return (db.metadata, llm_ledger.ledger_metadata, circuit_breaker.breaker_metadata, metrics.metrics_metadata,
-            saga_log.saga_metadata)
+    return (
+        db.metadata,
+        llm_ledger.ledger_metadata,
+        circuit_breaker.breaker_metadata,
+        metrics.metrics_metadata,
+        saga_log.saga_metadata,
+    )
 
 
 # Every engine table: inbox, delivery, dead letters, review, feedback, audit, API keys (db.py),
 # the saga log, leases and rate buckets, the LLM ledger, circuit breakers, batch metrics.
-BOSUN_SCHEMA = SchemaOwner("bosun", str(Path(__file__).parent / "migrations" / "bosun"), _bosun_metadata,
-                           table_prefixes=("bosun_",))
+BOSUN_SCHEMA = SchemaOwner(
+    "bosun", str(Path(__file__).parent / "migrations" / "bosun"), _bosun_metadata, table_prefixes=("bosun_",)
+)
 
 
 def registered() -> dict[str, SchemaOwner]:
@@ -99,7 +105,8 @@ def owners_for(items: Iterable) -> tuple[SchemaOwner, ...]:
             if owner is None:
                 raise LookupError(
                     f"tables {sorted(item.tables)} belong to no schema owner, so no migration creates them: add "
-                    "their MetaData to an owner's `metadata` and write a revision (`bosun db revision`)")
+                    "their MetaData to an owner's `metadata` and write a revision (`bosun db revision`)"
+                )
             item = owner
         if item not in owners:
             owners.append(item)
@@ -107,6 +114,7 @@ def owners_for(items: Iterable) -> tuple[SchemaOwner, ...]:
 
 
 # ---- Alembic plumbing ----------------------------------------------------------------------
+
 
 def _config(owner: SchemaOwner, *, connection=None, url: str | None = None, output=None):
     from alembic.config import Config
@@ -150,13 +158,16 @@ def run_environment() -> None:
         render_as_batch=True,
     )
     if context.is_offline_mode():
-        context.configure(url=cfg.attributes["url"], literal_binds=True, dialect_opts={"paramstyle": "named"},
-                          **options)
+        context.configure(
+            url=cfg.attributes["url"], literal_binds=True, dialect_opts={"paramstyle": "named"}, **options
+        )
     else:
         connection = cfg.attributes.get("connection")
         if connection is None:
-            raise RuntimeError("run migrations through `bosun db` (orchestration/schema_migrations.py), "
-                               "which hands the environment its connection")
+            raise RuntimeError(
+                "run migrations through `bosun db` (orchestration/schema_migrations.py), "
+                "which hands the environment its connection"
+            )
         context.configure(connection=connection, **options)
     with context.begin_transaction():
         context.run_migrations()
@@ -208,7 +219,9 @@ def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-def upgrade(engine: sa.Engine, owner: SchemaOwner, destination: str = "head") -> tuple[tuple[str, ...], tuple[str, ...]]:
+def upgrade(
+    engine: sa.Engine, owner: SchemaOwner, destination: str = "head"
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Bring `owner`'s tables in `engine`'s database to `destination`; (before, after)."""
     with _migration_lock(engine) as conn:
         before = _current(conn, owner)
@@ -219,8 +232,13 @@ def upgrade(engine: sa.Engine, owner: SchemaOwner, destination: str = "head") ->
         after = _current(conn, owner)
     from orchestration.settings import redact_url
 
-    log.info("schema %s: %s -> %s on %s", owner.name, ",".join(before) or "none", ",".join(after),
-             redact_url(engine.url.render_as_string(hide_password=False)))
+    log.info(
+        "schema %s: %s -> %s on %s",
+        owner.name,
+        ",".join(before) or "none",
+        ",".join(after),
+        redact_url(engine.url.render_as_string(hide_password=False)),
+    )
     return before, after
 
 
@@ -257,9 +275,14 @@ def differences(owner: SchemaOwner, engine: sa.Engine | None = None) -> list:
 
     def compare(eng: sa.Engine) -> list:
         with eng.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={
-                "version_table": owner.version_table, "compare_type": True,
-                "include_name": lambda name, type_, parents: type_ != "table" or owner.owns_table(name)})
+            ctx = MigrationContext.configure(
+                conn,
+                opts={
+                    "version_table": owner.version_table,
+                    "compare_type": True,
+                    "include_name": lambda name, type_, parents: type_ != "table" or owner.owns_table(name),
+                },
+            )
             return compare_metadata(ctx, list(owner.metadata()))
 
     if engine is not None:
@@ -278,14 +301,16 @@ def new_revision(owner: SchemaOwner, message: str, autogenerate: bool = True) ->
     numbers = [int(rev.revision) for rev in script.walk_revisions() if rev.revision.isdigit()]
     rev_id = f"{max(numbers, default=0) + 1:04d}"
     with _scratch_at_head(owner) as scratch, scratch.connect() as conn:
-        made = command.revision(_config(owner, connection=conn), message=message, autogenerate=autogenerate,
-                                rev_id=rev_id)
+        made = command.revision(
+            _config(owner, connection=conn), message=message, autogenerate=autogenerate, rev_id=rev_id
+        )
     with _scripts_lock:
         _scripts.pop(owner.name, None)  # the next read sees the new file
     return Path(made.path)
 
 
 # ---- helpers for baseline revisions --------------------------------------------------------
+
 
 def create_or_adopt(frozen: sa.MetaData) -> None:
     """A baseline's upgrade: create each table of `frozen` (the schema when migrations began)
@@ -305,8 +330,9 @@ def create_or_adopt(frozen: sa.MetaData) -> None:
         else:
             problems += _adopt(table)
     if problems:
-        raise SchemaMismatch("existing tables differ from the baseline (fix them by hand, then start again): "
-                             + "; ".join(problems))
+        raise SchemaMismatch(
+            "existing tables differ from the baseline (fix them by hand, then start again): " + "; ".join(problems)
+        )
 
 
 def _adopt(table: sa.Table) -> list[str]:
@@ -320,14 +346,17 @@ def _adopt(table: sa.Table) -> list[str]:
         if column.name in columns:
             continue
         if column.nullable or column.server_default is not None:
-            op.add_column(table.name, sa.Column(column.name, column.type, nullable=column.nullable,
-                                                server_default=column.server_default))
+            op.add_column(
+                table.name,
+                sa.Column(column.name, column.type, nullable=column.nullable, server_default=column.server_default),
+            )
         else:
             problems.append(f"{table.name} has no column {column.name} (NOT NULL, no default)")
     key = inspector.get_pk_constraint(table.name).get("constrained_columns") or []
     if sorted(key) != sorted(c.name for c in table.primary_key.columns):
-        problems.append(f"{table.name}'s primary key is {key}, the baseline's "
-                        f"{[c.name for c in table.primary_key.columns]}")
+        problems.append(
+            f"{table.name}'s primary key is {key}, the baseline's {[c.name for c in table.primary_key.columns]}"
+        )
     indexes = {ix["name"] for ix in inspector.get_indexes(table.name)}
     for index in table.indexes:
         if index.name not in indexes:

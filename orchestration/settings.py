@@ -67,9 +67,11 @@ def redact_url(url: str) -> str:
 
 def api_limits() -> dict:
     """`bosun serve` limits: request body bytes, events per request, longest `wait=`."""
-    return {"max_body_bytes": int(os.environ.get("BOSUN_API_MAX_BODY_BYTES", 1 << 20)),
-            "max_batch": int(os.environ.get("BOSUN_API_MAX_BATCH", 1000)),
-            "max_wait_s": float(os.environ.get("BOSUN_API_MAX_WAIT_S", 60))}
+    return {
+        "max_body_bytes": int(os.environ.get("BOSUN_API_MAX_BODY_BYTES", 1 << 20)),
+        "max_batch": int(os.environ.get("BOSUN_API_MAX_BATCH", 1000)),
+        "max_wait_s": float(os.environ.get("BOSUN_API_MAX_WAIT_S", 60)),
+    }
 
 
 def ui_url() -> str:

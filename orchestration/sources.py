@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from orchestration import clock
 from orchestration.circuit_breaker import CircuitBreaker
 from orchestration.freshness import FreshnessWindow
-from orchestration import clock
 
 LIVE, STALE, MISSING = "live", "stale", "missing"
 
@@ -32,7 +32,7 @@ class SourceTimeout(TimeoutError):
 class SourceSettings:
     timeout_s: float = 5.0
     attempts: int = 3
-    backoff_s: float = 0.2        # first wait; doubles per retry
+    backoff_s: float = 0.2  # first wait; doubles per retry
     backoff_max_s: float = 2.0
 
 
@@ -48,10 +48,10 @@ class Snapshot:
 class SourceReading:
     name: str
     value: Any
-    status: str                       # live | stale | missing
+    status: str  # live | stale | missing
     as_of: datetime | None
     age_s: float | None
-    freshness: str                    # fresh | warn | fail | unknown (the freshness policy's verdict)
+    freshness: str  # fresh | warn | fail | unknown (the freshness policy's verdict)
     attempts: int = 0
     error: str | None = None
     breaker: str = "closed"
@@ -64,10 +64,16 @@ class SourceReading:
 
     def describe(self) -> dict:
         """JSON-ready, without the value: what a decision record and the metadata show."""
-        return {"status": self.status, "age_s": None if self.age_s is None else round(self.age_s, 1),
-                "as_of": self.as_of.isoformat() if self.as_of else None, "freshness": self.freshness,
-                "attempts": self.attempts, "error": self.error, "breaker": self.breaker,
-                "elapsed_s": round(self.elapsed_s, 4)}
+        return {
+            "status": self.status,
+            "age_s": None if self.age_s is None else round(self.age_s, 1),
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "freshness": self.freshness,
+            "attempts": self.attempts,
+            "error": self.error,
+            "breaker": self.breaker,
+            "elapsed_s": round(self.elapsed_s, 4),
+        }
 
 
 def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
@@ -91,9 +97,15 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
     return box["value"]
 
 
-def read_source(name: str, fetch: Callable[[], Any], settings: SourceSettings,
-                breaker: CircuitBreaker | None = None, snapshot: Snapshot | None = None,
-                window: FreshnessWindow | None = None, now: datetime | None = None) -> SourceReading:
+def read_source(
+    name: str,
+    fetch: Callable[[], Any],
+    settings: SourceSettings,
+    breaker: CircuitBreaker | None = None,
+    snapshot: Snapshot | None = None,
+    window: FreshnessWindow | None = None,
+    now: datetime | None = None,
+) -> SourceReading:
     """Live value if the source answers in time, else the snapshot (stale), else missing."""
     now = now or clock.now()
     started = time.perf_counter()
@@ -110,16 +122,20 @@ def read_source(name: str, fetch: Callable[[], Any], settings: SourceSettings,
         # A half-open breaker gets one trial call, not a full retry sequence.
         n = 1 if breaker_state == "half_open" else max(1, settings.attempts)
         try:
-            for attempt in Retrying(stop=stop_after_attempt(n), reraise=True,
-                                    wait=wait_exponential(multiplier=settings.backoff_s, max=settings.backoff_max_s),
-                                    retry=retry_if_exception_type(Exception)):
+            for attempt in Retrying(
+                stop=stop_after_attempt(n),
+                reraise=True,
+                wait=wait_exponential(multiplier=settings.backoff_s, max=settings.backoff_max_s),
+                retry=retry_if_exception_type(Exception),
+            ):
                 with attempt:
                     attempts += 1
                     value = call_with_timeout(fetch, settings.timeout_s)
             if breaker and (before.consecutive_failures or before.state != "closed"):
                 breaker.record_success(name)  # written only when there is something to reset
-            return SourceReading(name, value, LIVE, now, 0.0, "fresh", attempts, None, "closed",
-                                 time.perf_counter() - started)
+            return SourceReading(
+                name, value, LIVE, now, 0.0, "fresh", attempts, None, "closed", time.perf_counter() - started
+            )
         except Exception as exc:  # noqa: BLE001 - any failure of a source degrades, never crashes
             error = f"{type(exc).__name__}: {exc}"[:500]
             if breaker:
@@ -128,6 +144,7 @@ def read_source(name: str, fetch: Callable[[], Any], settings: SourceSettings,
     if snapshot is not None:
         age = (now - snapshot.as_of).total_seconds() if snapshot.as_of else None
         verdict = window.verdict(age) if window is not None else "unknown"
-        return SourceReading(name, snapshot.value, STALE, snapshot.as_of, age, verdict, attempts, error,
-                             breaker_state, elapsed)
+        return SourceReading(
+            name, snapshot.value, STALE, snapshot.as_of, age, verdict, attempts, error, breaker_state, elapsed
+        )
     return SourceReading(name, None, MISSING, None, None, "unknown", attempts, error, breaker_state, elapsed)

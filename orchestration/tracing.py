@@ -76,8 +76,9 @@ def _ns(dt: datetime) -> int:
     return int(dt.timestamp() * 1_000_000_000)
 
 
-def record_event_traces(workflow: str, batch_id: str, run_id: str, stages: list[Stage], events: list[dict],
-                        provider=None) -> int:
+def record_event_traces(
+    workflow: str, batch_id: str, run_id: str, stages: list[Stage], events: list[dict], provider=None
+) -> int:
     """One trace per event: events are dicts with `key`, `received_at`, `outcome_at` and
     `attributes` (flat str/int/float/bool values; no payload, no personal data). Returns
     the number of spans recorded (0 when tracing is off)."""
@@ -92,15 +93,22 @@ def record_event_traces(workflow: str, batch_id: str, run_id: str, stages: list[
     for i, e in enumerate(events, start=1):
         start = min([e["received_at"], *(s.start for s in stages)]) if e.get("received_at") else stages[0].start
         end = e.get("outcome_at") or stages[-1].end
-        root = tracer.start_span(f"{workflow} event", start_time=_ns(start),
-                                 attributes={**common, "bosun.event.key": e["key"], **e.get("attributes", {})})
+        root = tracer.start_span(
+            f"{workflow} event",
+            start_time=_ns(start),
+            attributes={**common, "bosun.event.key": e["key"], **e.get("attributes", {})},
+        )
         parent = trace.set_span_in_context(root)
         layers = list(stages)
         if e.get("received_at") and stages:
             layers.insert(0, Stage("trigger", e["received_at"], stages[0].start))
         for stage in layers:
-            span = tracer.start_span(stage.layer, context=parent, start_time=_ns(stage.start),
-                                     attributes={"bosun.layer": stage.layer, **common})
+            span = tracer.start_span(
+                stage.layer,
+                context=parent,
+                start_time=_ns(stage.start),
+                attributes={"bosun.layer": stage.layer, **common},
+            )
             span.end(end_time=_ns(max(stage.start, stage.end)))
             spans += 1
         root.end(end_time=_ns(max(start, end)))

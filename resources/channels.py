@@ -30,13 +30,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal, Optional
 
 import dagster as dg
 import httpx
 import yaml
-from email.message import EmailMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardrails.input_guards import redact_pii
@@ -148,8 +148,9 @@ def _checked(name: str, kind: str, value, allowed_pii: set[str]) -> str:
         found = [f for f in found if kind == "text" or f in ("email", "iban")]
         disallowed = sorted(set(found) - allowed_pii)
         if disallowed:
-            raise ContentRefused(f"field {name} carries personal data not allowed for this recipient: "
-                                 f"{', '.join(disallowed)}")
+            raise ContentRefused(
+                f"field {name} carries personal data not allowed for this recipient: {', '.join(disallowed)}"
+            )
     return text
 
 
@@ -163,18 +164,32 @@ def render(message: dict, route: RecipientRoute, attempt: int, in_doubt: int) ->
     body = message.get("body") or {}
     fields = {name: _checked(name, k, body.get(name), allowed) for name, k in route.fields.items()}
     recipient = _checked("recipient", "id", message["recipient"], allowed)
-    values = {**fields, "recipient": recipient, "key": message["idempotency_key"],
-              "retracts": message.get("corrects") or ""}
+    values = {
+        **fields,
+        "recipient": recipient,
+        "key": message["idempotency_key"],
+        "retracts": message.get("corrects") or "",
+    }
     try:
         subject = string.Template(template.subject).substitute(values)
         text = string.Template(template.text).substitute(values)
         address = string.Template(route.address).substitute(values)
     except (KeyError, ValueError) as err:
         raise ContentRefused(f"template uses a field the routing does not declare: {err}") from None
-    return OutgoingMessage(key=message["idempotency_key"], workflow=message["workflow"], kind=kind,
-                           recipient=recipient, recipient_type=message["recipient_type"], address=address,
-                           subject=subject, text=text, fields=fields, attempt=attempt,
-                           possible_duplicate=in_doubt > 0, corrects=message.get("corrects"))
+    return OutgoingMessage(
+        key=message["idempotency_key"],
+        workflow=message["workflow"],
+        kind=kind,
+        recipient=recipient,
+        recipient_type=message["recipient_type"],
+        address=address,
+        subject=subject,
+        text=text,
+        fields=fields,
+        attempt=attempt,
+        possible_duplicate=in_doubt > 0,
+        corrects=message.get("corrects"),
+    )
 
 
 # ---- email --------------------------------------------------------------------------------
@@ -310,17 +325,25 @@ def email_channel_from_env() -> EmailChannel:
     def env(name):
         return dg.EnvVar(name) if os.environ.get(name) else None
 
-    kwargs: dict = {"sink_dir": env("BOSUN_OUTBOX_SINK_DIR"), "from_address": env("BOSUN_SMTP_FROM"),
-                    "message_id_domain": env("BOSUN_SMTP_MESSAGE_ID_DOMAIN"), "tls_ca_file": env("BOSUN_SMTP_CA_FILE")}
+    kwargs: dict = {
+        "sink_dir": env("BOSUN_OUTBOX_SINK_DIR"),
+        "from_address": env("BOSUN_SMTP_FROM"),
+        "message_id_domain": env("BOSUN_SMTP_MESSAGE_ID_DOMAIN"),
+        "tls_ca_file": env("BOSUN_SMTP_CA_FILE"),
+    }
     if os.environ.get("BOSUN_SMTP_HOST"):
-        kwargs.update(host=env("BOSUN_SMTP_HOST"), username=env("BOSUN_SMTP_USERNAME"),
-                      password=env("BOSUN_SMTP_PASSWORD"), tls=env("BOSUN_SMTP_TLS"),
-                      port=dg.EnvVar.int("BOSUN_SMTP_PORT") if os.environ.get("BOSUN_SMTP_PORT") else None)
+        kwargs.update(
+            host=env("BOSUN_SMTP_HOST"),
+            username=env("BOSUN_SMTP_USERNAME"),
+            password=env("BOSUN_SMTP_PASSWORD"),
+            tls=env("BOSUN_SMTP_TLS"),
+            port=dg.EnvVar.int("BOSUN_SMTP_PORT") if os.environ.get("BOSUN_SMTP_PORT") else None,
+        )
     return EmailChannel(**{k: v for k, v in kwargs.items() if v is not None})
 
 
 def _smtp_result(reply, mid: str) -> ChannelResult:
-    code, text = (reply or (550, b"refused"))
+    code, text = reply or (550, b"refused")
     text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
     detail = f"SMTP {code} {text}"[:1000]
     if 400 <= int(code) < 500:
@@ -362,6 +385,7 @@ def _bounce_of(report) -> dict:
             quoted = payload[0] if isinstance(payload, list) and payload else None
             if quoted is None:
                 import email as _email
+
                 quoted = _email.message_from_string(part.get_payload(decode=True).decode(errors="replace"))
             key = key or quoted.get(KEY_HEADER)
             mid = mid or quoted.get("Message-ID")
@@ -432,23 +456,37 @@ class WebhookChannel:
             self._client = None
 
     def send(self, msg: OutgoingMessage) -> ChannelResult:
-        body = json.dumps({"key": msg.key, "workflow": msg.workflow, "kind": msg.kind, "recipient": msg.recipient,
-                           "recipient_type": msg.recipient_type, "subject": msg.subject, "text": msg.text,
-                           "fields": msg.fields, "corrects": msg.corrects}, sort_keys=True).encode()
+        body = json.dumps(
+            {
+                "key": msg.key,
+                "workflow": msg.workflow,
+                "kind": msg.kind,
+                "recipient": msg.recipient,
+                "recipient_type": msg.recipient_type,
+                "subject": msg.subject,
+                "text": msg.text,
+                "fields": msg.fields,
+                "corrects": msg.corrects,
+            },
+            sort_keys=True,
+        ).encode()
         result = ChannelResult("retrying", "not tried")
         for i in range(max(1, self.attempts)):
             result = self._post(msg, body)
             if result.outcome != "retrying" or i == self.attempts - 1:
                 break
-            wait = max(self.backoff_s * (2 ** i), result.retry_after_s or 0.0)
+            wait = max(self.backoff_s * (2**i), result.retry_after_s or 0.0)
             if wait > self.max_inline_wait_s:
                 break
             self.sleep(wait)
         return result
 
     def _post(self, msg: OutgoingMessage, body: bytes) -> ChannelResult:
-        headers = {"Content-Type": "application/json", "Idempotency-Key": msg.key,
-                   "Bosun-Delivery-Attempt": str(msg.attempt)}
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": msg.key,
+            "Bosun-Delivery-Attempt": str(msg.attempt),
+        }
         if msg.possible_duplicate:
             headers["Bosun-Possible-Duplicate"] = "yes"
         if self.secret:
@@ -465,8 +503,9 @@ class WebhookChannel:
         if 200 <= code < 300:
             return ChannelResult("delivered", f"HTTP {code}", ref=ref)
         if code in (408, 425, 429) or code >= 500:
-            return ChannelResult("retrying", f"HTTP {code}", retry_after_s=retry_after_seconds(
-                resp.headers.get("retry-after")))
+            return ChannelResult(
+                "retrying", f"HTTP {code}", retry_after_s=retry_after_seconds(resp.headers.get("retry-after"))
+            )
         return ChannelResult("failed", f"HTTP {code} (refused)")
 
 
@@ -478,8 +517,14 @@ def webhook_for(route: RecipientRoute) -> WebhookChannel:
     if not url:
         raise ChannelNotConfigured(f"webhook URL variable {route.url_env} is not set")
     secret = os.environ.get(route.secret_env) if route.secret_env else None
-    return WebhookChannel(url=url, secret=secret, timeout_s=route.timeout_s, attempts=route.attempts,
-                          backoff_s=route.backoff_s, max_inline_wait_s=route.max_inline_wait_s)
+    return WebhookChannel(
+        url=url,
+        secret=secret,
+        timeout_s=route.timeout_s,
+        attempts=route.attempts,
+        backoff_s=route.backoff_s,
+        max_inline_wait_s=route.max_inline_wait_s,
+    )
 
 
 def utc(dt: Optional[datetime]) -> Optional[datetime]:

@@ -15,7 +15,7 @@ import dagster as dg
 from orchestration import settings
 from orchestration.circuit_breaker import CircuitBreaker
 from orchestration.freshness import FreshnessWindow
-from orchestration.sources import SourceReading, SourceSettings, Snapshot, read_source
+from orchestration.sources import Snapshot, SourceReading, SourceSettings, read_source
 from resources.env import resolved
 
 
@@ -25,7 +25,7 @@ class ContextSources(dg.ConfigurableResource):
     timeout_s: float = 5.0
     attempts: int = 3
     backoff_s: float = 0.2
-    breaker_threshold: int = 3       # consecutive failed reads before the circuit opens
+    breaker_threshold: int = 3  # consecutive failed reads before the circuit opens
     breaker_cooldown_s: float = 300.0
     timeouts: dict[str, float] = {}  # per-source overrides of timeout_s
     database_url: Optional[str] = None  # breaker state; unset means Bosun's database
@@ -35,8 +35,15 @@ class ContextSources(dg.ConfigurableResource):
         url = settings.normalise_url(url) if url else settings.database_url()
         return CircuitBreaker(url, self.breaker_threshold, self.breaker_cooldown_s)
 
-    def read(self, name: str, fetch: Callable[[], Any], snapshot: Snapshot | None = None,
-             window: FreshnessWindow | None = None, breaker: CircuitBreaker | None = None) -> SourceReading:
-        cfg = SourceSettings(timeout_s=self.timeouts.get(name, self.timeout_s), attempts=self.attempts,
-                             backoff_s=self.backoff_s)
+    def read(
+        self,
+        name: str,
+        fetch: Callable[[], Any],
+        snapshot: Snapshot | None = None,
+        window: FreshnessWindow | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> SourceReading:
+        cfg = SourceSettings(
+            timeout_s=self.timeouts.get(name, self.timeout_s), attempts=self.attempts, backoff_s=self.backoff_s
+        )
         return read_source(name, fetch, cfg, breaker or self.breaker(), snapshot, window)

@@ -7,7 +7,6 @@ from typing import Optional
 import dagster as dg
 
 from orchestration import settings
-from resources.env import resolved
 from orchestration.audit import AuditLog
 from orchestration.audit_key import key_from_secret
 from orchestration.dead_letters import DeadLetters
@@ -16,6 +15,7 @@ from orchestration.inbox import Inbox
 from orchestration.llm_ledger import LLMLedger
 from orchestration.metrics import MetricsStore
 from orchestration.review import ReviewQueue
+from resources.env import resolved
 
 
 class BosunDatabase(dg.ConfigurableResource):

@@ -11,14 +11,14 @@ import os
 
 import dagster as dg
 
+from resources.channels import email_channel_from_env
+from resources.chat_model import DisabledChatModel
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
 from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER, DatabaseIOManager
 from resources.knowledge_base import PolicyDocuments
-from resources.channels import email_channel_from_env
-from resources.chat_model import DisabledChatModel
 from resources.local_model import LocalModel
 from resources.notifier import LogNotifier, WebhookNotifier
 from resources.outbox import NotificationOutbox
@@ -50,8 +50,11 @@ def policy_embeddings():
     from resources.embeddings import OpenAIEmbeddings
 
     base = "BOSUN_EMBEDDINGS_BASE_URL" if os.environ.get("BOSUN_EMBEDDINGS_BASE_URL") else "OPENAI_BASE_URL"
-    return OpenAIEmbeddings(api_key=dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else "unused",
-                            base_url=_env_or_none(base), model=dg.EnvVar("BOSUN_EMBEDDINGS_MODEL"))
+    return OpenAIEmbeddings(
+        api_key=dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else "unused",
+        base_url=_env_or_none(base),
+        model=dg.EnvVar("BOSUN_EMBEDDINGS_MODEL"),
+    )
 
 
 def notifier():

@@ -48,10 +48,14 @@ class OpenAIEmbeddings(HidesApiKey, Embeddings):
     def embed(self, texts: list[str]) -> list[list[float]]:
         import openai
 
-        client = openai.OpenAI(api_key=resolved(self.api_key), base_url=resolved(self.base_url),
-                               timeout=self.timeout_s, max_retries=self.max_retries)
+        client = openai.OpenAI(
+            api_key=resolved(self.api_key),
+            base_url=resolved(self.base_url),
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )
         vectors: list[list[float]] = []
         for i in range(0, len(texts), self.batch_size):
-            reply = client.embeddings.create(model=self.model_name, input=texts[i:i + self.batch_size])
+            reply = client.embeddings.create(model=self.model_name, input=texts[i : i + self.batch_size])
             vectors += [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
         return vectors

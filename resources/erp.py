@@ -16,17 +16,17 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from orchestration import settings
-from resources.env import resolved
+from orchestration import clock, settings
 from orchestration.db import engine_for, insert_ignoring_duplicates
 from orchestration.schema_migrations import SchemaOwner
-from orchestration import clock
+from resources.env import resolved
 
 erp_metadata = sa.MetaData()
 Money = sa.Numeric(16, 2)
 
 vendors = sa.Table(
-    "erp_vendors", erp_metadata,
+    "erp_vendors",
+    erp_metadata,
     sa.Column("vendor_id", sa.String(100), primary_key=True),
     sa.Column("name", sa.String(300), nullable=False),
     sa.Column("country", sa.String(2)),
@@ -36,7 +36,8 @@ vendors = sa.Table(
     sa.Column("iban", sa.String(64)),
 )
 purchase_orders = sa.Table(
-    "erp_purchase_orders", erp_metadata,
+    "erp_purchase_orders",
+    erp_metadata,
     sa.Column("po_number", sa.String(100), primary_key=True),
     sa.Column("vendor_id", sa.String(100), nullable=False, index=True),
     sa.Column("amount", Money, nullable=False),
@@ -45,7 +46,8 @@ purchase_orders = sa.Table(
     sa.Column("opened_on", sa.Date),
 )
 ledger_entries = sa.Table(
-    "erp_ledger_entries", erp_metadata,
+    "erp_ledger_entries",
+    erp_metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
     sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
@@ -59,7 +61,8 @@ ledger_entries = sa.Table(
     sa.Column("reversed_at", sa.DateTime(timezone=True)),
 )
 payments = sa.Table(
-    "erp_payments", erp_metadata,
+    "erp_payments",
+    erp_metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
     sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
@@ -77,7 +80,8 @@ payments = sa.Table(
 # Append-only (a payment settled today may be returned next week); a payment's latest
 # report is its state. Keyed by the payment's idempotency key, as the bank echoes it.
 settlements = sa.Table(
-    "erp_settlements", erp_metadata,
+    "erp_settlements",
+    erp_metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("payment_key", sa.String(450), nullable=False, index=True),
     sa.Column("status", sa.String(20), nullable=False),  # settled | failed | returned
@@ -91,8 +95,9 @@ SETTLEMENT_STATUSES = ("settled", "failed", "returned")
 
 # The ERP's tables are migrated on their own (version table erp_alembic_version), in
 # whichever database the ERP lives: resources/migrations/erp.
-erp_schema = SchemaOwner("erp", str(Path(__file__).parent / "migrations" / "erp"), lambda: (erp_metadata,),
-                         table_prefixes=("erp_",))
+erp_schema = SchemaOwner(
+    "erp", str(Path(__file__).parent / "migrations" / "erp"), lambda: (erp_metadata,), table_prefixes=("erp_",)
+)
 
 
 def _now() -> datetime:
@@ -104,8 +109,15 @@ def _utc(dt: datetime) -> datetime:
 
 
 def _money_row(item: dict, **extra) -> dict:
-    return {"idempotency_key": item["key"], "invoice_id": item["invoice_id"], "vendor_id": item["vendor_id"],
-            "po_number": item["po_number"], "amount": Decimal(item["amount"]), "currency": item["currency"], **extra}
+    return {
+        "idempotency_key": item["key"],
+        "invoice_id": item["invoice_id"],
+        "vendor_id": item["vendor_id"],
+        "po_number": item["po_number"],
+        "amount": Decimal(item["amount"]),
+        "currency": item["currency"],
+        **extra,
+    }
 
 
 class ERPResource(dg.ConfigurableResource):
@@ -126,13 +138,19 @@ class ERPResource(dg.ConfigurableResource):
     def load_master_data(self, vendor_rows: list[dict], po_rows: list[dict]) -> None:
         """Seed vendors and purchase orders (sample data); existing rows are kept."""
         eng = self.engine
-        pos = [{**p, "amount": Decimal(p["amount"]),
-                "opened_on": pd.Timestamp(p["opened_on"]).date() if p.get("opened_on") else None} for p in po_rows]
+        pos = [
+            {
+                **p,
+                "amount": Decimal(p["amount"]),
+                "opened_on": pd.Timestamp(p["opened_on"]).date() if p.get("opened_on") else None,
+            }
+            for p in po_rows
+        ]
         with eng.begin() as conn:
             if vendor_rows:
                 conn.execute(insert_ignoring_duplicates(eng, vendors, ["vendor_id"]), vendor_rows)
             for i in range(0, len(pos), 5000):
-                conn.execute(insert_ignoring_duplicates(eng, purchase_orders, ["po_number"]), pos[i:i + 5000])
+                conn.execute(insert_ignoring_duplicates(eng, purchase_orders, ["po_number"]), pos[i : i + 5000])
 
     def vendors_frame(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
@@ -155,8 +173,10 @@ class ERPResource(dg.ConfigurableResource):
 
     def _rows_in(self, table: sa.Table, column, keys: list[str]) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            frames = [pd.read_sql(sa.select(table).where(column.in_(keys[i:i + 5000])), conn)
-                      for i in range(0, len(keys), 5000)] or [pd.read_sql(sa.select(table).where(sa.false()), conn)]
+            frames = [
+                pd.read_sql(sa.select(table).where(column.in_(keys[i : i + 5000])), conn)
+                for i in range(0, len(keys), 5000)
+            ] or [pd.read_sql(sa.select(table).where(sa.false()), conn)]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def paid_invoices(self, invoice_ids: list[str]) -> dict[tuple[str, str], list[str]]:
@@ -164,8 +184,9 @@ class ERPResource(dg.ConfigurableResource):
         out: dict[tuple[str, str], list[str]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(invoice_ids), 5000):
-                q = (sa.select(payments.c.vendor_id, payments.c.invoice_id, payments.c.idempotency_key)
-                     .where(payments.c.invoice_id.in_(invoice_ids[i:i + 5000]), payments.c.status == "scheduled"))
+                q = sa.select(payments.c.vendor_id, payments.c.invoice_id, payments.c.idempotency_key).where(
+                    payments.c.invoice_id.in_(invoice_ids[i : i + 5000]), payments.c.status == "scheduled"
+                )
                 for v, inv, key in conn.execute(q):
                     out.setdefault((v, inv), []).append(key)
         return out
@@ -174,9 +195,11 @@ class ERPResource(dg.ConfigurableResource):
         out: dict[str, Decimal] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(po_numbers), 5000):
-                q = (sa.select(payments.c.po_number, sa.func.sum(payments.c.amount))
-                     .where(payments.c.po_number.in_(po_numbers[i:i + 5000]), payments.c.status == "scheduled")
-                     .group_by(payments.c.po_number))
+                q = (
+                    sa.select(payments.c.po_number, sa.func.sum(payments.c.amount))
+                    .where(payments.c.po_number.in_(po_numbers[i : i + 5000]), payments.c.status == "scheduled")
+                    .group_by(payments.c.po_number)
+                )
                 out.update({po: Decimal(str(total)) for po, total in conn.execute(q)})
         return out
 
@@ -187,18 +210,36 @@ class ERPResource(dg.ConfigurableResource):
         return {}
 
     def reverse_ledger_entries(self, items: list[dict]) -> None:
-        self._void(ledger_entries, items, "posted", "reversed", "reversed_at",
-                   lambda it, now: _money_row(it, status="reversed", posted_at=now, reversed_at=now))
+        self._void(
+            ledger_entries,
+            items,
+            "posted",
+            "reversed",
+            "reversed_at",
+            lambda it, now: _money_row(it, status="reversed", posted_at=now, reversed_at=now),
+        )
 
     def schedule_payments(self, items: list[dict]) -> dict[str, str]:
-        self._insert_once(payments, [_money_row(it, status="scheduled", scheduled_at=_now(),
-                                                due_on=pd.Timestamp(it["due_on"]).date()) for it in items])
+        self._insert_once(
+            payments,
+            [
+                _money_row(it, status="scheduled", scheduled_at=_now(), due_on=pd.Timestamp(it["due_on"]).date())
+                for it in items
+            ],
+        )
         return {}
 
     def cancel_payments(self, items: list[dict]) -> None:
-        self._void(payments, items, "scheduled", "cancelled", "cancelled_at",
-                   lambda it, now: _money_row(it, status="cancelled", scheduled_at=now, cancelled_at=now,
-                                              due_on=pd.Timestamp(it["due_on"]).date()))
+        self._void(
+            payments,
+            items,
+            "scheduled",
+            "cancelled",
+            "cancelled_at",
+            lambda it, now: _money_row(
+                it, status="cancelled", scheduled_at=now, cancelled_at=now, due_on=pd.Timestamp(it["due_on"]).date()
+            ),
+        )
 
     def _insert_once(self, table: sa.Table, rows: list[dict]) -> None:
         # The idempotency key is unique: a replayed write is a no-op, as with a payment API.
@@ -209,14 +250,18 @@ class ERPResource(dg.ConfigurableResource):
         # Kept, never deleted: an accountant wants the reversal on record.
         now = _now()
         with self.engine.begin() as conn:
-            conn.execute(table.update()
-                         .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
-                         .values(status=voided, **{stamp: now}))
+            conn.execute(
+                table.update()
+                .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
+                .values(status=voided, **{stamp: now})
+            )
             # Voiding a key whose write has not arrived consumes the key, as a payment API
             # does: a write that timed out and lands later is then a no-op.
             if all("invoice_id" in it for it in items):
-                conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]),
-                             [tombstone(it, now) for it in items])
+                conn.execute(
+                    insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]),
+                    [tombstone(it, now) for it in items],
+                )
 
     def live_ledger_keys(self, keys: list[str]) -> set[str]:
         """Which of these ledger idempotency keys are posted now (a saga's `verify`)."""
@@ -229,38 +274,58 @@ class ERPResource(dg.ConfigurableResource):
         out: set[str] = set()
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 5000):
-                q = sa.select(table.c.idempotency_key).where(table.c.idempotency_key.in_(keys[i:i + 5000]),
-                                                             table.c.status == live)
+                q = sa.select(table.c.idempotency_key).where(
+                    table.c.idempotency_key.in_(keys[i : i + 5000]), table.c.status == live
+                )
                 out |= {k for (k,) in conn.execute(q)}
         return out
 
     def master_data_for(self, vendor_ids: list[str], po_numbers: list[str]) -> tuple[dict, dict]:
         """Live vendor and PO rows (dicts by id) for a batch's prerequisite checks."""
         with self.engine.connect() as conn:
-            vs = {r["vendor_id"]: dict(r) for r in conn.execute(
-                sa.select(vendors).where(vendors.c.vendor_id.in_(sorted(set(vendor_ids))))).mappings()}
-            ps = {r["po_number"]: dict(r) for r in conn.execute(
-                sa.select(purchase_orders).where(purchase_orders.c.po_number.in_(sorted(set(po_numbers))))).mappings()}
+            vs = {
+                r["vendor_id"]: dict(r)
+                for r in conn.execute(
+                    sa.select(vendors).where(vendors.c.vendor_id.in_(sorted(set(vendor_ids))))
+                ).mappings()
+            }
+            ps = {
+                r["po_number"]: dict(r)
+                for r in conn.execute(
+                    sa.select(purchase_orders).where(purchase_orders.c.po_number.in_(sorted(set(po_numbers))))
+                ).mappings()
+            }
         return vs, ps
 
     # ---- what verification needs ----------------------------------------------------------
     def invoices_paid_twice(self) -> list[dict]:
-        q = (sa.select(payments.c.vendor_id, payments.c.invoice_id, sa.func.count().label("payments"))
-             .where(payments.c.status == "scheduled")
-             .group_by(payments.c.vendor_id, payments.c.invoice_id).having(sa.func.count() > 1))
+        q = (
+            sa.select(payments.c.vendor_id, payments.c.invoice_id, sa.func.count().label("payments"))
+            .where(payments.c.status == "scheduled")
+            .group_by(payments.c.vendor_id, payments.c.invoice_id)
+            .having(sa.func.count() > 1)
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     def payments_over_po(self, tolerance: Decimal) -> list[dict]:
-        paid = (sa.select(payments.c.po_number, sa.func.sum(payments.c.amount).label("paid"))
-                .where(payments.c.status == "scheduled").group_by(payments.c.po_number).subquery())
-        q = (sa.select(paid.c.po_number, paid.c.paid, purchase_orders.c.amount.label("po_amount"))
-             .join(purchase_orders, purchase_orders.c.po_number == paid.c.po_number, isouter=True)
-             .where(sa.or_(purchase_orders.c.po_number.is_(None),
-                           paid.c.paid > purchase_orders.c.amount * (1 + tolerance))))
+        paid = (
+            sa.select(payments.c.po_number, sa.func.sum(payments.c.amount).label("paid"))
+            .where(payments.c.status == "scheduled")
+            .group_by(payments.c.po_number)
+            .subquery()
+        )
+        q = (
+            sa.select(paid.c.po_number, paid.c.paid, purchase_orders.c.amount.label("po_amount"))
+            .join(purchase_orders, purchase_orders.c.po_number == paid.c.po_number, isouter=True)
+            .where(
+                sa.or_(purchase_orders.c.po_number.is_(None), paid.c.paid > purchase_orders.c.amount * (1 + tolerance))
+            )
+        )
         with self.engine.connect() as conn:
-            return [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in r.items()}
-                    for r in conn.execute(q).mappings()]
+            return [
+                {k: (str(v) if isinstance(v, Decimal) else v) for k, v in r.items()} for r in conn.execute(q).mappings()
+            ]
 
     def live_ledger_entries(self, invoice_id: str | None = None) -> list[dict]:
         q = sa.select(ledger_entries).where(ledger_entries.c.status == "posted")
@@ -271,7 +336,9 @@ class ERPResource(dg.ConfigurableResource):
 
     def live_payments(self) -> list[dict]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(payments).where(payments.c.status == "scheduled")).mappings()]
+            return [
+                dict(r) for r in conn.execute(sa.select(payments).where(payments.c.status == "scheduled")).mappings()
+            ]
 
     def effects_for(self, keys: list[str], invoice_ids: list[str]) -> list[dict]:
         """Ledger entries and payments, live or voided, with one of these idempotency keys or
@@ -279,12 +346,18 @@ class ERPResource(dg.ConfigurableResource):
         out: list[dict] = []
         with self.engine.connect() as conn:
             for table, live, kind in ((ledger_entries, "posted", "ledger_entry"), (payments, "scheduled", "payment")):
-                cols = (table.c.idempotency_key, table.c.invoice_id, table.c.vendor_id, table.c.amount,
-                        table.c.currency, table.c.status)
+                cols = (
+                    table.c.idempotency_key,
+                    table.c.invoice_id,
+                    table.c.vendor_id,
+                    table.c.amount,
+                    table.c.currency,
+                    table.c.status,
+                )
                 seen: set[str] = set()
                 for column, values in ((table.c.idempotency_key, keys), (table.c.invoice_id, invoice_ids)):
                     for i in range(0, len(values), 5000):
-                        for r in conn.execute(sa.select(*cols).where(column.in_(values[i:i + 5000]))).mappings():
+                        for r in conn.execute(sa.select(*cols).where(column.in_(values[i : i + 5000]))).mappings():
                             if r["idempotency_key"] not in seen:
                                 seen.add(r["idempotency_key"])
                                 out.append({**r, "kind": kind, "live": r["status"] == live})
@@ -300,17 +373,31 @@ class ERPResource(dg.ConfigurableResource):
                 raise ValueError(f"unknown settlement status {bad}; expected one of {SETTLEMENT_STATUSES}")
             with self.engine.begin() as conn:
                 # Stored in UTC: SQLite keeps no offset, so every timestamp is written as UTC.
-                conn.execute(insert_ignoring_duplicates(self.engine, settlements, ["payment_key", "status"]),
-                             [{**r, "amount": Decimal(str(r["amount"])), "settled_at": _utc(r["settled_at"]),
-                               "reason": r.get("reason")}
-                              for r in rows])
+                conn.execute(
+                    insert_ignoring_duplicates(self.engine, settlements, ["payment_key", "status"]),
+                    [
+                        {
+                            **r,
+                            "amount": Decimal(str(r["amount"])),
+                            "settled_at": _utc(r["settled_at"]),
+                            "reason": r.get("reason"),
+                        }
+                        for r in rows
+                    ],
+                )
         return len(rows)
 
     def payments_due_between(self, start, end) -> list[dict]:
         """Live (scheduled) payments with due_on in [start, end)."""
-        q = (sa.select(payments.c.idempotency_key, payments.c.invoice_id, payments.c.vendor_id, payments.c.amount,
-                       payments.c.currency, payments.c.due_on, payments.c.scheduled_at)
-             .where(payments.c.status == "scheduled", payments.c.due_on >= start, payments.c.due_on < end))
+        q = sa.select(
+            payments.c.idempotency_key,
+            payments.c.invoice_id,
+            payments.c.vendor_id,
+            payments.c.amount,
+            payments.c.currency,
+            payments.c.due_on,
+            payments.c.scheduled_at,
+        ).where(payments.c.status == "scheduled", payments.c.due_on >= start, payments.c.due_on < end)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(payments.c.due_on, payments.c.idempotency_key)).mappings()]
 
@@ -319,7 +406,7 @@ class ERPResource(dg.ConfigurableResource):
         out: dict[str, list[dict]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(payment_keys), 5000):
-                q = sa.select(settlements).where(settlements.c.payment_key.in_(payment_keys[i:i + 5000]))
+                q = sa.select(settlements).where(settlements.c.payment_key.in_(payment_keys[i : i + 5000]))
                 if reported_by is not None:
                     q = q.where(settlements.c.settled_at <= _utc(reported_by))
                 for r in conn.execute(q.order_by(settlements.c.settled_at, settlements.c.id)).mappings():

@@ -35,7 +35,8 @@ journal_metadata = sa.MetaData()
 
 # One row per item a wrapped target applied: which process (holder) sent it, when.
 target_journal = sa.Table(
-    "fault_target_journal", journal_metadata,
+    "fault_target_journal",
+    journal_metadata,
     sa.Column("id", SeqType, primary_key=True, autoincrement=True),
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("method", sa.String(100), nullable=False),
@@ -44,8 +45,12 @@ target_journal = sa.Table(
 )
 
 # Migrated like any owner's tables (version table fault_journal_alembic_version).
-journal_schema = SchemaOwner("fault_journal", str(Path(__file__).parent / "migrations" / "fault_journal"),
-                             lambda: (journal_metadata,), table_prefixes=("fault_",))
+journal_schema = SchemaOwner(
+    "fault_journal",
+    str(Path(__file__).parent / "migrations" / "fault_journal"),
+    lambda: (journal_metadata,),
+    table_prefixes=("fault_",),
+)
 
 
 @dataclass
@@ -65,8 +70,17 @@ class FaultPlan:
     hang_s: float = 1.0  # how long a lost answer keeps the caller waiting (beyond its timeout)
 
 
-def seeded_plan(saga_ids: list[str], methods: dict[str, str], seed: int, *, p_transient=0.03, p_timeout=0.02,
-                p_refuse=0.08, p_undo_fails=0.2, key=lambda method, saga: f"{method}:{saga}") -> FaultPlan:
+def seeded_plan(
+    saga_ids: list[str],
+    methods: dict[str, str],
+    seed: int,
+    *,
+    p_transient=0.03,
+    p_timeout=0.02,
+    p_refuse=0.08,
+    p_undo_fails=0.2,
+    key=lambda method, saga: f"{method}:{saga}",
+) -> FaultPlan:
     """methods: do method -> its compensation method. Faults drawn per saga and step."""
     rng, plan = random.Random(seed), FaultPlan()
     for s in saga_ids:
@@ -94,8 +108,9 @@ def _stop_for_the_kill(point: str) -> None:
 
 
 class FaultyTarget:
-    def __init__(self, target, plan: FaultPlan, methods: list[str], journal: str | None = None,
-                 holder: str | None = None):
+    def __init__(
+        self, target, plan: FaultPlan, methods: list[str], journal: str | None = None, holder: str | None = None
+    ):
         self._target, self._plan, self._methods = target, plan, set(methods)
         self._journal = engine_for(journal, (journal_schema,)) if journal else None
         self._holder = holder or f"pid-{os.getpid()}"
@@ -152,9 +167,18 @@ class FaultyTarget:
             return
         now = time.time()
         with self._journal.begin() as conn:
-            conn.execute(target_journal.insert(), [
-                {"holder": self._holder, "method": name, "item_key": it["key"] if isinstance(it, dict) else it,
-                 "at": now} for it in items])
+            conn.execute(
+                target_journal.insert(),
+                [
+                    {
+                        "holder": self._holder,
+                        "method": name,
+                        "item_key": it["key"] if isinstance(it, dict) else it,
+                        "at": now,
+                    }
+                    for it in items
+                ],
+            )
 
 
 class FaultySagaLog:

@@ -38,8 +38,9 @@ def document_version(text: str) -> str:
 
 def documents_version(documents: dict[str, str]) -> str:
     """The data version of a document set: changes when any document is added, edited or removed."""
-    return hashlib.sha256("".join(f"{n}:{document_version(t)}\n" for n, t in sorted(documents.items())).encode()
-                          ).hexdigest()[:12]
+    return hashlib.sha256(
+        "".join(f"{n}:{document_version(t)}\n" for n, t in sorted(documents.items())).encode()
+    ).hexdigest()[:12]
 
 
 def split_passages(doc_name: str, markdown: str) -> list[Passage]:
@@ -66,8 +67,12 @@ class PolicyIndex:
 
     RRF_K = 60
 
-    def __init__(self, documents: dict[str, str], embed: Callable[[list[str]], list[list[float]]] | None = None,
-                 embedding_model: str | None = None):
+    def __init__(
+        self,
+        documents: dict[str, str],
+        embed: Callable[[list[str]], list[list[float]]] | None = None,
+        embedding_model: str | None = None,
+    ):
         self.passages = [p for name, text in sorted(documents.items()) for p in split_passages(name, text)]
         if not self.passages:
             raise ValueError("no policy passages to index")
@@ -79,16 +84,19 @@ class PolicyIndex:
         self.embedding_model = embedding_model if embed is not None else None
         self._vectors = _normalised(np.asarray(embed(texts), dtype=np.float32)) if embed is not None else None
 
-    def search_many(self, queries: list[str], k: int = 3,
-                    embed: Callable[[list[str]], list[list[float]]] | None = None) -> list[list[tuple[Passage, float]]]:
+    def search_many(
+        self, queries: list[str], k: int = 3, embed: Callable[[list[str]], list[list[float]]] | None = None
+    ) -> list[list[tuple[Passage, float]]]:
         if not queries:
             return []
         n = len(self.passages)
         tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False)
         if self._vectors is None or embed is None:
             docs, scores = self._retriever.retrieve(tokens, k=min(k, n), show_progress=False, n_threads=1)
-            return [[(self.passages[int(d)], float(s)) for d, s in zip(row_d, row_s) if s > 0]
-                    for row_d, row_s in zip(docs, scores)]
+            return [
+                [(self.passages[int(d)], float(s)) for d, s in zip(row_d, row_s) if s > 0]
+                for row_d, row_s in zip(docs, scores)
+            ]
         docs, scores = self._retriever.retrieve(tokens, k=n, show_progress=False, n_threads=1)
         similarity = _normalised(np.asarray(embed(queries), dtype=np.float32)) @ self._vectors.T
         out = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+
 import dagster as dg
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -62,9 +63,12 @@ class WebhookNotifier(Notifier):
         url = resolved(self.url)
         if not url:
             raise AlertDeliveryError("no alert webhook URL (BOSUN_ALERT_WEBHOOK_URL is empty)")
-        retrying = Retrying(stop=stop_after_attempt(max(1, self.attempts)), reraise=True,
-                            wait=wait_exponential(multiplier=self.backoff_s, max=30),
-                            retry=retry_if_exception_type(_Retryable))
+        retrying = Retrying(
+            stop=stop_after_attempt(max(1, self.attempts)),
+            reraise=True,
+            wait=wait_exponential(multiplier=self.backoff_s, max=30),
+            retry=retry_if_exception_type(_Retryable),
+        )
         for attempt in retrying:
             with attempt:
                 self._post(url, alert)

@@ -24,10 +24,9 @@ from typing import Optional
 import dagster as dg
 import sqlalchemy as sa
 
-from orchestration import settings
+from orchestration import clock, settings
 from orchestration.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
 from orchestration.schema_migrations import SchemaOwner
-from orchestration import clock
 from resources.env import resolved
 
 outbox_metadata = sa.MetaData()
@@ -43,7 +42,8 @@ SETTLED = ("sent", "delivered", "bounced", "failed")
 UNDELIVERED = ("bounced", "failed")
 
 notifications = sa.Table(
-    "notification_outbox", outbox_metadata,
+    "notification_outbox",
+    outbox_metadata,
     sa.Column("id", SeqType, primary_key=True, autoincrement=True),
     sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
     sa.Column("kind", sa.String(20), nullable=False),  # notice | correction
@@ -74,7 +74,8 @@ notifications = sa.Table(
 # One row per send attempt, written before the channel is called and finished after it:
 # an attempt with no `finished_at` is in doubt (the relay died in between; it may have left).
 attempts = sa.Table(
-    "notification_attempts", outbox_metadata,
+    "notification_attempts",
+    outbox_metadata,
     sa.Column("id", SeqType, primary_key=True, autoincrement=True),
     sa.Column("message_id", SeqType, nullable=False, index=True),
     sa.Column("idempotency_key", sa.String(450), nullable=False, index=True),
@@ -97,9 +98,14 @@ class Claimed:
     lease_until: datetime
     in_doubt: int
 
+
 # Migrated on its own (version table outbox_alembic_version): resources/migrations/outbox.
-outbox_schema = SchemaOwner("outbox", str(Path(__file__).parent / "migrations" / "outbox"), lambda: (outbox_metadata,),
-                            table_prefixes=("notification_",))
+outbox_schema = SchemaOwner(
+    "outbox",
+    str(Path(__file__).parent / "migrations" / "outbox"),
+    lambda: (outbox_metadata,),
+    table_prefixes=("notification_",),
+)
 
 
 def correction_key(key: str) -> str:
@@ -111,10 +117,19 @@ def _now() -> datetime:
 
 
 def _row(item: dict, now: datetime, **extra) -> dict:
-    return {"idempotency_key": item["key"], "kind": "notice", "recipient": item["recipient"],
-            "entity": item.get("entity"), "subject": item["subject"], "body": item.get("body") or {},
-            "status": "queued", "created_at": now, "workflow": item.get("workflow"),
-            "recipient_type": item.get("recipient_type"), **extra}
+    return {
+        "idempotency_key": item["key"],
+        "kind": "notice",
+        "recipient": item["recipient"],
+        "entity": item.get("entity"),
+        "subject": item["subject"],
+        "body": item.get("body") or {},
+        "status": "queued",
+        "created_at": now,
+        "workflow": item.get("workflow"),
+        "recipient_type": item.get("recipient_type"),
+        **extra,
+    }
 
 
 class NotificationOutbox(dg.ConfigurableResource):
@@ -157,34 +172,59 @@ class NotificationOutbox(dg.ConfigurableResource):
         with eng.begin() as conn:
             # Queued, or claimed by a relay that has not started sending it (its attempt
             # would first set `delivery`, in one conditional UPDATE): it never left.
-            conn.execute(notifications.update()
-                         .where(notifications.c.idempotency_key.in_(keys),
-                                sa.or_(notifications.c.status == "queued",
-                                       sa.and_(notifications.c.status == "dispatched",
-                                               notifications.c.delivery.is_(None))))
-                         .values(status="cancelled", voided_at=now, claimed_by=None, lease_until=None))
+            conn.execute(
+                notifications.update()
+                .where(
+                    notifications.c.idempotency_key.in_(keys),
+                    sa.or_(
+                        notifications.c.status == "queued",
+                        sa.and_(notifications.c.status == "dispatched", notifications.c.delivery.is_(None)),
+                    ),
+                )
+                .values(status="cancelled", voided_at=now, claimed_by=None, lease_until=None)
+            )
             # A relay that dispatched one meanwhile has committed: it is seen here, never missed.
-            sent = conn.execute(notifications.update()
-                                .where(notifications.c.idempotency_key.in_(keys),
-                                       notifications.c.status == "dispatched")
-                                .values(status="retracted", voided_at=now)
-                                .returning(notifications.c.idempotency_key, notifications.c.recipient,
-                                           notifications.c.entity, notifications.c.subject, notifications.c.body,
-                                           notifications.c.workflow, notifications.c.recipient_type)).all()
+            sent = conn.execute(
+                notifications.update()
+                .where(notifications.c.idempotency_key.in_(keys), notifications.c.status == "dispatched")
+                .values(status="retracted", voided_at=now)
+                .returning(
+                    notifications.c.idempotency_key,
+                    notifications.c.recipient,
+                    notifications.c.entity,
+                    notifications.c.subject,
+                    notifications.c.body,
+                    notifications.c.workflow,
+                    notifications.c.recipient_type,
+                )
+            ).all()
             # The correction goes the way the message went (same workflow, recipient type)
             # and carries its fields, so the workflow's correction template can name it.
-            corrections = [{"idempotency_key": correction_key(k), "kind": "correction", "recipient": to,
-                            "entity": entity, "subject": f"Correction: {subject}",
-                            "body": {**(body or {}), "retracts": k, "text": "Please disregard our earlier message."},
-                            "corrects": k, "status": "queued", "created_at": now, "workflow": workflow,
-                            "recipient_type": recipient_type}
-                           for k, to, entity, subject, body, workflow, recipient_type in sent]
+            corrections = [
+                {
+                    "idempotency_key": correction_key(k),
+                    "kind": "correction",
+                    "recipient": to,
+                    "entity": entity,
+                    "subject": f"Correction: {subject}",
+                    "body": {**(body or {}), "retracts": k, "text": "Please disregard our earlier message."},
+                    "corrects": k,
+                    "status": "queued",
+                    "created_at": now,
+                    "workflow": workflow,
+                    "recipient_type": recipient_type,
+                }
+                for k, to, entity, subject, body, workflow, recipient_type in sent
+            ]
             if corrections:
                 conn.execute(insert_ignoring_duplicates(eng, notifications, ["idempotency_key"]), corrections)
             # Retracting a key whose message has not arrived consumes the key: a write that
             # timed out and lands later is then a no-op (as the ERP does).
-            tombstones = [_row(it, now, status="cancelled", voided_at=now) for it in items
-                          if "recipient" in it and "subject" in it]
+            tombstones = [
+                _row(it, now, status="cancelled", voided_at=now)
+                for it in items
+                if "recipient" in it and "subject" in it
+            ]
             if tombstones:
                 conn.execute(insert_ignoring_duplicates(eng, notifications, ["idempotency_key"]), tombstones)
 
@@ -194,7 +234,8 @@ class NotificationOutbox(dg.ConfigurableResource):
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 5000):
                 q = sa.select(notifications.c.idempotency_key).where(
-                    notifications.c.idempotency_key.in_(keys[i:i + 5000]), notifications.c.status.in_(LIVE))
+                    notifications.c.idempotency_key.in_(keys[i : i + 5000]), notifications.c.status.in_(LIVE)
+                )
                 out |= {k for (k,) in conn.execute(q)}
         return out
 
@@ -204,13 +245,24 @@ class NotificationOutbox(dg.ConfigurableResource):
         One UPDATE: a retraction running at the same time either cancels a message first
         or sees it dispatched and corrects it."""
         candidate = notifications.alias("candidate")  # not correlated with the updated rows
-        oldest = (sa.select(candidate.c.id).where(candidate.c.status == "queued")
-                  .order_by(candidate.c.id).limit(limit).scalar_subquery())
+        oldest = (
+            sa.select(candidate.c.id)
+            .where(candidate.c.status == "queued")
+            .order_by(candidate.c.id)
+            .limit(limit)
+            .scalar_subquery()
+        )
         with self.engine.begin() as conn:
-            rows = conn.execute(notifications.update()
-                                .where(notifications.c.id.in_(oldest), notifications.c.status == "queued")
-                                .values(status="dispatched", dispatched_at=_now(), delivery="sending")
-                                .returning(*notifications.c)).mappings().all()
+            rows = (
+                conn.execute(
+                    notifications.update()
+                    .where(notifications.c.id.in_(oldest), notifications.c.status == "queued")
+                    .values(status="dispatched", dispatched_at=_now(), delivery="sending")
+                    .returning(*notifications.c)
+                )
+                .mappings()
+                .all()
+            )
         return sorted((dict(r) for r in rows), key=lambda r: r["id"])
 
     # ---- the relay's claim, attempts and outcomes ------------------------------------------
@@ -218,12 +270,20 @@ class NotificationOutbox(dg.ConfigurableResource):
     def _claimable(table: sa.Table, workflows: list[str], now: datetime):
         c = table.c
         expired = sa.or_(c.lease_until.is_(None), c.lease_until < now)
-        return sa.and_(c.workflow.in_(workflows), sa.or_(
-            c.status == "queued",
-            # A relay died holding it (never began, or began and never recorded): in doubt.
-            sa.and_(c.status == "dispatched", sa.or_(c.delivery.is_(None), c.delivery == "sending"),
-                    c.lease_until.is_not(None), c.lease_until < now),
-            sa.and_(c.status == "dispatched", c.delivery == "retrying", c.next_attempt_at <= now, expired)))
+        return sa.and_(
+            c.workflow.in_(workflows),
+            sa.or_(
+                c.status == "queued",
+                # A relay died holding it (never began, or began and never recorded): in doubt.
+                sa.and_(
+                    c.status == "dispatched",
+                    sa.or_(c.delivery.is_(None), c.delivery == "sending"),
+                    c.lease_until.is_not(None),
+                    c.lease_until < now,
+                ),
+                sa.and_(c.status == "dispatched", c.delivery == "retrying", c.next_attempt_at <= now, expired),
+            ),
+        )
 
     def claim(self, holder: str, workflows: list[str], limit: int = 100, lease_s: float = 60.0) -> list[Claimed]:
         """Take up to `limit` messages to send, oldest first, for `lease_s` seconds.
@@ -244,13 +304,24 @@ class NotificationOutbox(dg.ConfigurableResource):
         # The candidates come from an alias: a subquery on the table being updated would be
         # correlated with each row (its LIMIT then picks every row).
         candidate = notifications.alias("candidate")
-        pick = (sa.select(candidate.c.id).where(self._claimable(candidate, workflows, now))
-                .order_by(candidate.c.id).limit(limit))
+        pick = (
+            sa.select(candidate.c.id)
+            .where(self._claimable(candidate, workflows, now))
+            .order_by(candidate.c.id)
+            .limit(limit)
+        )
         lease_until = now + timedelta(seconds=lease_s)
-        take = (notifications.update()
-                .values(status="dispatched", claimed_by=holder, lease_until=lease_until,
-                        dispatched_at=sa.func.coalesce(c.dispatched_at, now), attempts=c.attempts + 1)
-                .returning(*notifications.c))
+        take = (
+            notifications.update()
+            .values(
+                status="dispatched",
+                claimed_by=holder,
+                lease_until=lease_until,
+                dispatched_at=sa.func.coalesce(c.dispatched_at, now),
+                attempts=c.attempts + 1,
+            )
+            .returning(*notifications.c)
+        )
         with eng.begin() as conn:
             if eng.dialect.name == "postgresql":
                 picked = list(conn.execute(pick.with_for_update(skip_locked=True)).scalars())
@@ -260,12 +331,15 @@ class NotificationOutbox(dg.ConfigurableResource):
             ids = [r["id"] for r in rows]
             doubt: dict[int, int] = {}
             if ids:
-                q = (sa.select(attempts.c.message_id, sa.func.count()).where(
-                    attempts.c.message_id.in_(ids), attempts.c.finished_at.is_(None))
-                    .group_by(attempts.c.message_id))
+                q = (
+                    sa.select(attempts.c.message_id, sa.func.count())
+                    .where(attempts.c.message_id.in_(ids), attempts.c.finished_at.is_(None))
+                    .group_by(attempts.c.message_id)
+                )
                 doubt = dict(conn.execute(q).all())
-        return sorted((Claimed(dict(r), lease_until, doubt.get(r["id"], 0)) for r in rows),
-                      key=lambda m: m.message["id"])
+        return sorted(
+            (Claimed(dict(r), lease_until, doubt.get(r["id"], 0)) for r in rows), key=lambda m: m.message["id"]
+        )
 
     def begin_attempt(self, claimed: Claimed, holder: str, channel: str) -> Optional[int]:
         """Log an attempt before the channel is called; None when the message is no longer
@@ -273,39 +347,80 @@ class NotificationOutbox(dg.ConfigurableResource):
         now = _now()
         msg = claimed.message
         with self.engine.begin() as conn:
-            res = conn.execute(notifications.update().where(
-                notifications.c.id == msg["id"], notifications.c.status == "dispatched",
-                notifications.c.claimed_by == holder, notifications.c.lease_until > now)
-                .values(delivery="sending", delivery_updated_at=now))
+            res = conn.execute(
+                notifications.update()
+                .where(
+                    notifications.c.id == msg["id"],
+                    notifications.c.status == "dispatched",
+                    notifications.c.claimed_by == holder,
+                    notifications.c.lease_until > now,
+                )
+                .values(delivery="sending", delivery_updated_at=now)
+            )
             if res.rowcount != 1:
                 return None
-            return conn.execute(attempts.insert().values(
-                message_id=msg["id"], idempotency_key=msg["idempotency_key"], attempt=msg["attempts"],
-                relay=holder, channel=channel, started_at=now).returning(attempts.c.id)).scalar_one()
+            return conn.execute(
+                attempts.insert()
+                .values(
+                    message_id=msg["id"],
+                    idempotency_key=msg["idempotency_key"],
+                    attempt=msg["attempts"],
+                    relay=holder,
+                    channel=channel,
+                    started_at=now,
+                )
+                .returning(attempts.c.id)
+            ).scalar_one()
 
-    def record(self, claimed: Claimed, holder: str, attempt_id: Optional[int], outcome: str, detail: str = "",
-               ref: Optional[str] = None, next_attempt_at: Optional[datetime] = None) -> None:
+    def record(
+        self,
+        claimed: Claimed,
+        holder: str,
+        attempt_id: Optional[int],
+        outcome: str,
+        detail: str = "",
+        ref: Optional[str] = None,
+        next_attempt_at: Optional[datetime] = None,
+    ) -> None:
         """What the channel said, in one transaction with the attempt's end. `outcome`: sent,
         delivered, retrying (with next_attempt_at), failed, or refused (the relay's content
         policy: recorded as delivery failed, nothing left)."""
         now = _now()
         c = notifications.c
-        values: dict = {"delivery": "failed" if outcome == "refused" else outcome, "delivery_detail": detail[:1000],
-                        "delivery_updated_at": now, "claimed_by": None, "lease_until": None,
-                        "next_attempt_at": next_attempt_at}
+        values: dict = {
+            "delivery": "failed" if outcome == "refused" else outcome,
+            "delivery_detail": detail[:1000],
+            "delivery_updated_at": now,
+            "claimed_by": None,
+            "lease_until": None,
+            "next_attempt_at": next_attempt_at,
+        }
         if outcome in ("sent", "delivered"):
             values.update(sent_at=sa.func.coalesce(c.sent_at, now), channel_ref=ref)
         with self.engine.begin() as conn:
             if attempt_id is None:  # refused before any attempt: still one on record
-                conn.execute(attempts.insert().values(
-                    message_id=claimed.message["id"], idempotency_key=claimed.message["idempotency_key"],
-                    attempt=claimed.message["attempts"], relay=holder, channel="none", started_at=now,
-                    finished_at=now, outcome=outcome, detail=detail[:1000]))
+                conn.execute(
+                    attempts.insert().values(
+                        message_id=claimed.message["id"],
+                        idempotency_key=claimed.message["idempotency_key"],
+                        attempt=claimed.message["attempts"],
+                        relay=holder,
+                        channel="none",
+                        started_at=now,
+                        finished_at=now,
+                        outcome=outcome,
+                        detail=detail[:1000],
+                    )
+                )
             else:
-                conn.execute(attempts.update().where(attempts.c.id == attempt_id)
-                             .values(finished_at=now, outcome=outcome, detail=detail[:1000]))
-            conn.execute(notifications.update().where(c.id == claimed.message["id"], c.claimed_by == holder)
-                         .values(**values))
+                conn.execute(
+                    attempts.update()
+                    .where(attempts.c.id == attempt_id)
+                    .values(finished_at=now, outcome=outcome, detail=detail[:1000])
+                )
+            conn.execute(
+                notifications.update().where(c.id == claimed.message["id"], c.claimed_by == holder).values(**values)
+            )
 
     def release(self, claimed: list[Claimed], holder: str) -> None:
         """Give back messages claimed and not begun (the relay's time ran out)."""
@@ -315,10 +430,14 @@ class NotificationOutbox(dg.ConfigurableResource):
         c = notifications.c
         mine = sa.and_(c.id.in_(ids), c.claimed_by == holder)
         with self.engine.begin() as conn:
-            conn.execute(notifications.update().where(mine, c.delivery.is_(None))
-                         .values(status="queued", claimed_by=None, lease_until=None, attempts=c.attempts - 1))
-            conn.execute(notifications.update().where(mine)
-                         .values(claimed_by=None, lease_until=None, attempts=c.attempts - 1))
+            conn.execute(
+                notifications.update()
+                .where(mine, c.delivery.is_(None))
+                .values(status="queued", claimed_by=None, lease_until=None, attempts=c.attempts - 1)
+            )
+            conn.execute(
+                notifications.update().where(mine).values(claimed_by=None, lease_until=None, attempts=c.attempts - 1)
+            )
 
     def cancel_claimed(self, claimed: Claimed, holder: str, reason: str) -> bool:
         """A claimed message that must not leave after all (a correction of a message that
@@ -326,10 +445,18 @@ class NotificationOutbox(dg.ConfigurableResource):
         now = _now()
         c = notifications.c
         with self.engine.begin() as conn:
-            res = conn.execute(notifications.update().where(
-                c.id == claimed.message["id"], c.claimed_by == holder, c.delivery.is_(None))
-                .values(status="cancelled", voided_at=now, claimed_by=None, lease_until=None,
-                        delivery_detail=reason[:1000], delivery_updated_at=now))
+            res = conn.execute(
+                notifications.update()
+                .where(c.id == claimed.message["id"], c.claimed_by == holder, c.delivery.is_(None))
+                .values(
+                    status="cancelled",
+                    voided_at=now,
+                    claimed_by=None,
+                    lease_until=None,
+                    delivery_detail=reason[:1000],
+                    delivery_updated_at=now,
+                )
+            )
         return res.rowcount == 1
 
     def record_bounces(self, bounces: list[dict]) -> list[dict]:
@@ -341,11 +468,18 @@ class NotificationOutbox(dg.ConfigurableResource):
         with self.engine.begin() as conn:
             for b in bounces:
                 match = (c.idempotency_key == b["key"]) if b.get("key") else (c.channel_ref == b.get("message_id"))
-                rows = conn.execute(notifications.update()
-                                    .where(match, c.delivery.in_(("sent", "delivered", "sending")))
-                                    .values(delivery="bounced", delivery_detail=str(b.get("reason", ""))[:1000],
-                                            delivery_updated_at=now)
-                                    .returning(*notifications.c)).mappings().all()
+                rows = (
+                    conn.execute(
+                        notifications.update()
+                        .where(match, c.delivery.in_(("sent", "delivered", "sending")))
+                        .values(
+                            delivery="bounced", delivery_detail=str(b.get("reason", ""))[:1000], delivery_updated_at=now
+                        )
+                        .returning(*notifications.c)
+                    )
+                    .mappings()
+                    .all()
+                )
                 out += [dict(r) for r in rows]
         return out
 
@@ -361,14 +495,14 @@ class NotificationOutbox(dg.ConfigurableResource):
     def mark_escalated(self, ids: list[int]) -> None:
         if ids:
             with self.engine.begin() as conn:
-                conn.execute(notifications.update().where(notifications.c.id.in_(ids))
-                             .values(escalated_at=_now()))
+                conn.execute(notifications.update().where(notifications.c.id.in_(ids)).values(escalated_at=_now()))
 
     def delivery_figures(self, workflows: Optional[list[str]] = None) -> dict[str, int]:
         """Messages per state: queued, cancelled, retracted, and per delivery of the rest."""
         c = notifications.c
-        state = sa.case((c.status.in_(("queued", "cancelled")), c.status),
-                        else_=sa.func.coalesce(c.delivery, "sending"))
+        state = sa.case(
+            (c.status.in_(("queued", "cancelled")), c.status), else_=sa.func.coalesce(c.delivery, "sending")
+        )
         q = sa.select(state, sa.func.count()).group_by(state)
         if workflows is not None:
             q = q.where(c.workflow.in_(workflows))
@@ -385,7 +519,7 @@ class NotificationOutbox(dg.ConfigurableResource):
         out: dict[str, dict] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 5000):
-                q = sa.select(notifications).where(notifications.c.idempotency_key.in_(keys[i:i + 5000]))
+                q = sa.select(notifications).where(notifications.c.idempotency_key.in_(keys[i : i + 5000]))
                 out.update({r["idempotency_key"]: dict(r) for r in conn.execute(q).mappings()})
         return out
 

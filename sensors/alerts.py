@@ -29,11 +29,17 @@ def run_url(run_id: str) -> str:
 
 def run_failure_alert_for(run: dg.DagsterRun, message: str | None) -> dict:
     tags = run.tags or {}
-    return {"kind": "run_failure", "severity": "ERROR",
-            "title": f"Run of {run.job_name} failed" + (f" (partition {tags['dagster/partition']})"
-                                                          if tags.get("dagster/partition") else ""),
-            "summary": message or "", "job": run.job_name, "run_id": run.run_id,
-            "partition": tags.get("dagster/partition"), "run_url": run_url(run.run_id)}
+    return {
+        "kind": "run_failure",
+        "severity": "ERROR",
+        "title": f"Run of {run.job_name} failed"
+        + (f" (partition {tags['dagster/partition']})" if tags.get("dagster/partition") else ""),
+        "summary": message or "",
+        "job": run.job_name,
+        "run_id": run.run_id,
+        "partition": tags.get("dagster/partition"),
+        "run_url": run_url(run.run_id),
+    }
 
 
 def check_failure_alert_for(record: dg.EventLogRecord) -> dict | None:
@@ -42,11 +48,18 @@ def check_failure_alert_for(record: dg.EventLogRecord) -> dict | None:
         return None
     asset = evaluation.asset_key.to_user_string()
     severity = evaluation.severity.value
-    return {"kind": "check_failure", "severity": severity,
-            "title": f"Check {evaluation.check_name} on {asset} failed ({severity})",
-            "summary": evaluation.description or "", "asset": asset, "check": evaluation.check_name,
-            "partition": evaluation.partition, "run_id": record.run_id, "run_url": run_url(record.run_id),
-            "blocking": bool(evaluation.blocking)}
+    return {
+        "kind": "check_failure",
+        "severity": severity,
+        "title": f"Check {evaluation.check_name} on {asset} failed ({severity})",
+        "summary": evaluation.description or "",
+        "asset": asset,
+        "check": evaluation.check_name,
+        "partition": evaluation.partition,
+        "run_id": record.run_id,
+        "run_url": run_url(record.run_id),
+        "blocking": bool(evaluation.blocking),
+    }
 
 
 def deliver(context, notifier: Notifier, alert: dict) -> bool:
@@ -58,9 +71,13 @@ def deliver(context, notifier: Notifier, alert: dict) -> bool:
         return False
 
 
-@dg.run_failure_sensor(name="run_failure_alert", monitor_all_code_locations=False,
-                       default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
-                       description="Sends every failed run of this code location to the notifier, with a link.")
+@dg.run_failure_sensor(
+    name="run_failure_alert",
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Sends every failed run of this code location to the notifier, with a link.",
+)
 def run_failure_alert(context: dg.RunFailureSensorContext, notifier: Notifier):
     deliver(context, notifier, run_failure_alert_for(context.dagster_run, context.failure_event.message))
 
@@ -68,8 +85,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext, notifier: Notifier):
 # Check evaluations are read run by run, from the runs that ended since the cursor: on
 # Dagster's default SQLite storage (one event shard per run) a global cursor over
 # ASSET_CHECK_EVALUATION events is refused, while run-end events are indexed everywhere.
-RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE,
-                  dg.DagsterEventType.RUN_CANCELED)
+RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
 
 
 def ended_runs_since(instance: dg.DagsterInstance, cursor: str | None, limit: int = MAX_RUNS_PER_TICK):
@@ -78,8 +94,11 @@ def ended_runs_since(instance: dg.DagsterInstance, cursor: str | None, limit: in
     after = int(cursor) if cursor else None
     found, caps = [], []
     for event_type in RUN_END_EVENTS:
-        flt = (dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after) if after is not None else
-               dg.RunStatusChangeRecordsFilter(event_type, after_timestamp=time.time() - FIRST_TICK_LOOKBACK_S))
+        flt = (
+            dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after)
+            if after is not None
+            else dg.RunStatusChangeRecordsFilter(event_type, after_timestamp=time.time() - FIRST_TICK_LOOKBACK_S)
+        )
         records = instance.fetch_run_status_changes(flt, limit=limit, ascending=True).records
         found += [(r.storage_id, r.run_id) for r in records]
         if len(records) == limit:  # more of this kind wait: go no further than its last one
@@ -89,8 +108,12 @@ def ended_runs_since(instance: dg.DagsterInstance, cursor: str | None, limit: in
     return found, (str(found[-1][0]) if found else cursor)
 
 
-@dg.sensor(name="check_failure_alert", default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
-           description="Sends every failed asset check evaluation (ERROR or WARN) to the notifier, with a link.")
+@dg.sensor(
+    name="check_failure_alert",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Sends every failed asset check evaluation (ERROR or WARN) to the notifier, with a link.",
+)
 def check_failure_alert(context: dg.SensorEvaluationContext, notifier: Notifier):
     runs, cursor = ended_runs_since(context.instance, context.cursor)
     evaluations = sent = 0

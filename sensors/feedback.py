@@ -8,21 +8,30 @@ import dagster as dg
 from orchestration.reviewed import feedback_after
 from resources.database import BosunDatabase
 
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-          dg.DagsterRunStatus.STARTED]
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
-def build_feedback_sensor(name: str, workflow: str, job, min_new: Callable[[], int],
-                          minimum_interval_seconds: int = 300) -> dg.SensorDefinition:
+def build_feedback_sensor(
+    name: str, workflow: str, job, min_new: Callable[[], int], minimum_interval_seconds: int = 300
+) -> dg.SensorDefinition:
     """Requests one run of `job` once at least `min_new()` feedback rows arrived past the
     cursor (the highest feedback id the last requested run covered). The cursor moves
     when the run is requested: a retrain that its check refused is not retried on the
     same labels, it waits for `min_new()` more. Skips while a run of the job is active."""
 
-    @dg.sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Runs {job.name} when at least N new reviewed labels of {workflow} exist "
-                           "since its last run (N from the workflow's setting).")
+    @dg.sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Runs {job.name} when at least N new reviewed labels of {workflow} exist "
+        "since its last run (N from the workflow's setting).",
+    )
     def _sensor(context: dg.SensorEvaluationContext, bosun_db: BosunDatabase):
         consumed = json.loads(context.cursor)["feedback_id"] if context.cursor else 0
         n, top = feedback_after(bosun_db.resolved_url, workflow, consumed)
@@ -32,8 +41,13 @@ def build_feedback_sensor(name: str, workflow: str, job, min_new: Callable[[], i
         if context.instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=ACTIVE), limit=1):
             return dg.SkipReason(f"{n} new reviewed labels, but a {job.name} run is still active")
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"{workflow}-feedback-{top}",
-                                        tags={"bosun/feedback_max_id": str(top), "bosun/new_feedback": str(n)})],
-            cursor=json.dumps({"feedback_id": top}))
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"{workflow}-feedback-{top}",
+                    tags={"bosun/feedback_max_id": str(top), "bosun/new_feedback": str(n)},
+                )
+            ],
+            cursor=json.dumps({"feedback_id": top}),
+        )
 
     return _sensor

@@ -16,16 +16,15 @@ running; at the limit the tick skips and says why. Batch size adapts to the back
 (`adaptive_size`), so a quiet inbox gets small, fast batches and a burst large ones.
 """
 
-
 import time
 from datetime import datetime, timedelta
 from typing import Callable, Optional, Protocol, Sequence
 
 import dagster as dg
 
+from orchestration import clock
 from orchestration.batching import BatchPolicy, BatchRange, plan_batches
 from orchestration.inbox_fence import WritersInFlight
-from orchestration import clock
 from resources.database import BosunDatabase
 
 # A failed bootstrap run is tried again after this long, not on every tick.
@@ -39,8 +38,12 @@ class NamedJob(Protocol):
     def name(self) -> str: ...
 
 
-_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED]
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def build_inbox_batch_sensor(
@@ -60,11 +63,15 @@ def build_inbox_batch_sensor(
     answers, the tick skips with that answer instead of launching a run that can only fail."""
     bootstrap_keys = [k for a in bootstrap_assets for k in a.keys]
 
-    @dg.sensor(name=name, jobs=[batch_job, bootstrap_job], minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Cuts batches of {', '.join(event_types)} events from the inbox "
-                           f"(up to {policy.max_events} events or {policy.max_wait_seconds:g} s) "
-                           "and requests one run per batch.")
+    @dg.sensor(
+        name=name,
+        jobs=[batch_job, bootstrap_job],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Cuts batches of {', '.join(event_types)} events from the inbox "
+        f"(up to {policy.max_events} events or {policy.max_wait_seconds:g} s) "
+        "and requests one run per batch.",
+    )
     def _sensor(context: dg.SensorEvaluationContext, bosun_db: BosunDatabase):
         missing = [k for k in bootstrap_keys if context.instance.get_latest_materialization_event(k) is None]
         if missing:
@@ -76,26 +83,48 @@ def build_inbox_batch_sensor(
         in_flight = context.instance.get_runs_count(dg.RunsFilter(job_name=batch_job.name, statuses=_IN_PROGRESS))
         slots = min(policy.max_in_flight - in_flight, policy.max_batches_per_tick)
         if slots <= 0:
-            return dg.SkipReason(f"backpressure: {in_flight} {batch_job.name} run(s) queued or running "
-                                 f"(limit {policy.max_in_flight}); events past seq {cursor} wait")
+            return dg.SkipReason(
+                f"backpressure: {in_flight} {batch_job.name} run(s) queued or running "
+                f"(limit {policy.max_in_flight}); events past seq {cursor} wait"
+            )
         now = clock.now()
         try:
-            plan = plan_batches(bosun_db.inbox(), cursor, event_types, policy, now, slots,
-                                busy=lambda: _busy_ranges(context.instance, batch_job.name, policy, now))
+            plan = plan_batches(
+                bosun_db.inbox(),
+                cursor,
+                event_types,
+                policy,
+                now,
+                slots,
+                busy=lambda: _busy_ranges(context.instance, batch_job.name, policy, now),
+            )
         except WritersInFlight as exc:
             return dg.SkipReason(str(exc))
         if not plan.batches and not plan.sweeps:
-            return dg.SkipReason(f"{len(plan.pending)} event(s) waiting past seq {cursor}; a batch is cut at "
-                                 f"{plan.size} events or after {policy.max_wait_seconds:g} s")
+            return dg.SkipReason(
+                f"{len(plan.pending)} event(s) waiting past seq {cursor}; a batch is cut at "
+                f"{plan.size} events or after {policy.max_wait_seconds:g} s"
+            )
         tags = {"bosun/batch_size_target": str(plan.size), "bosun/backlog": str(plan.backlog)}
-        requests = [dg.RunRequest(run_key=b.key, partition_key=b.key, job_name=batch_job.name,
-                                  tags={"bosun/batch_events": str(plan.events_in(b)), **tags})
-                    for b in plan.batches]
+        requests = [
+            dg.RunRequest(
+                run_key=b.key,
+                partition_key=b.key,
+                job_name=batch_job.name,
+                tags={"bosun/batch_events": str(plan.events_in(b)), **tags},
+            )
+            for b in plan.batches
+        ]
         # No run_key for a sweep: its range may be one a run already had (whose claim missed the
         # straggler). A repeat is held off by `_busy_ranges` instead, and claims make it harmless.
-        requests += [dg.RunRequest(partition_key=b.key, job_name=batch_job.name,
-                                   tags={"bosun/batch_events": str(plan.events_in(b)), "bosun/sweep": "true", **tags})
-                     for b in plan.sweeps]
+        requests += [
+            dg.RunRequest(
+                partition_key=b.key,
+                job_name=batch_job.name,
+                tags={"bosun/batch_events": str(plan.events_in(b)), "bosun/sweep": "true", **tags},
+            )
+            for b in plan.sweeps
+        ]
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[partitions_def.build_add_request([r.partition_key for r in requests])],
@@ -105,13 +134,13 @@ def build_inbox_batch_sensor(
     return _sensor
 
 
-def _busy_ranges(instance: dg.DagsterInstance, job_name: str, policy: BatchPolicy,
-                 now: datetime) -> list[BatchRange]:
+def _busy_ranges(instance: dg.DagsterInstance, job_name: str, policy: BatchPolicy, now: datetime) -> list[BatchRange]:
     """Ranges of the batch job's runs queued or running, or created within `sweep_after_seconds`
     (whatever their end): their claims are due, or their stragglers get a moment first."""
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=_IN_PROGRESS))
-    runs += instance.get_runs(filters=dg.RunsFilter(
-        job_name=job_name, created_after=now - timedelta(seconds=policy.sweep_after_seconds)))
+    runs += instance.get_runs(
+        filters=dg.RunsFilter(job_name=job_name, created_after=now - timedelta(seconds=policy.sweep_after_seconds))
+    )
     ranges = []
     for run in runs:
         try:
@@ -125,11 +154,14 @@ def _bootstrap(context: dg.SensorEvaluationContext, job_name: str, missing) -> d
     running = context.instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=_IN_PROGRESS), limit=1)
     if running:
         return dg.SkipReason(f"waiting for {job_name} to materialize {', '.join(k.to_user_string() for k in missing)}")
-    failed = context.instance.get_run_records(filters=dg.RunsFilter(job_name=job_name,
-                                                                    statuses=[dg.DagsterRunStatus.FAILURE]), limit=1)
+    failed = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.FAILURE]), limit=1
+    )
     if failed and failed[0].end_time and time.time() - failed[0].end_time < BOOTSTRAP_RETRY_AFTER_S:
         # One failure, one alert: the next try waits, so a broken bootstrap does not fail every tick.
-        return dg.SkipReason(f"{job_name} run {failed[0].dagster_run.run_id} failed; trying again "
-                             f"{BOOTSTRAP_RETRY_AFTER_S // 60} min after it ended (see that run's logs)")
+        return dg.SkipReason(
+            f"{job_name} run {failed[0].dagster_run.run_id} failed; trying again "
+            f"{BOOTSTRAP_RETRY_AFTER_S // 60} min after it ended (see that run's logs)"
+        )
     # No run_key: a failed bootstrap must be retried on a later tick, not deduplicated away.
     return dg.SensorResult(run_requests=[dg.RunRequest(job_name=job_name, tags={"bosun/bootstrap": "true"})])

@@ -1,6 +1,5 @@
 """Triggers of the invoice workflow: the inbox sensor and the daily context refresh."""
 
-
 import os
 
 import dagster as dg
@@ -9,14 +8,20 @@ from assets import invoices
 from assets.invoices import payment_saga
 from assets.invoices.actions import PREVIEW_TAG
 from assets.invoices.feedback import retrain_min_feedback
-from assets.invoices.workflow import (EVENT_TYPES, WORKFLOW, batch_policy, business_calendar, invoice_batches,
-                                      recovery_policy)
+from assets.invoices.workflow import (
+    EVENT_TYPES,
+    WORKFLOW,
+    batch_policy,
+    business_calendar,
+    invoice_batches,
+    recovery_policy,
+)
+from orchestration.recovery import SagaRecovery
+from resources.knowledge_base import PolicyDocuments
 from sensors.feedback import build_feedback_sensor
 from sensors.inbox_batches import build_inbox_batch_sensor
-from orchestration.recovery import SagaRecovery
 from sensors.recovery import build_recovery_sensor
 from sensors.schedules import build_partitioned_schedule
-from resources.knowledge_base import PolicyDocuments
 
 
 def context_inputs_missing() -> str | None:
@@ -51,8 +56,13 @@ invoice_recovery_sensor = build_recovery_sensor(
     policy=recovery_policy,
     ignore_run_tags={PREVIEW_TAG: "true"},
     # An approved payment deferred by a lease or left in doubt, untouched for 5 minutes.
-    saga_recovery=SagaRecovery(WORKFLOW, frozenset({"erp", "outbox"}), payment_saga.saga_executor,
-                               payment_saga.record_settled, stale_after_s=300.0),
+    saga_recovery=SagaRecovery(
+        WORKFLOW,
+        frozenset({"erp", "outbox"}),
+        payment_saga.saga_executor,
+        payment_saga.record_settled,
+        stale_after_s=300.0,
+    ),
 )
 
 # 06:00 in the accounts-payable team's time zone, before the working day starts.
@@ -69,14 +79,21 @@ invoice_context_refresh_daily = dg.ScheduleDefinition(
 # closed days before it). Every missed day is reconciled after downtime; a slow run is not
 # doubled up.
 payment_reconciliation_daily = build_partitioned_schedule(
-    "payment_reconciliation_daily", invoices.reconciliation_job, cron="0 7 * * *",
-    execution_timezone="Europe/Berlin", calendar=business_calendar, catch_up="each", overlap="skip",
-    description="Reconciles the previous day's ledger entries and payments.")
+    "payment_reconciliation_daily",
+    invoices.reconciliation_job,
+    cron="0 7 * * *",
+    execution_timezone="Europe/Berlin",
+    calendar=business_calendar,
+    catch_up="each",
+    overlap="skip",
+    description="Reconciles the previous day's ledger entries and payments.",
+)
 
 # The feedback loop runs once BOSUN_INVOICES_RETRAIN_MIN_FEEDBACK (default 100) new
 # reviewed labels exist since its last run; checked every 5 minutes.
 invoice_feedback_sensor = build_feedback_sensor(
-    "invoice_feedback_sensor", WORKFLOW, invoices.invoice_feedback_job, retrain_min_feedback)
+    "invoice_feedback_sensor", WORKFLOW, invoices.invoice_feedback_job, retrain_min_feedback
+)
 
 # 06:30 Berlin: yesterday's decisions in the report before the working day starts.
 invoice_decision_report_daily = dg.ScheduleDefinition(
@@ -85,15 +102,26 @@ invoice_decision_report_daily = dg.ScheduleDefinition(
     cron_schedule="30 6 * * *",
     execution_timezone="Europe/Berlin",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refreshes the decision report: accuracy, ECE, escalation rate by day, failure patterns.")
+    description="Refreshes the decision report: accuracy, ECE, escalation rate by day, failure patterns.",
+)
 
 # 08:00 Berlin on business days: were the payments due yesterday (and on the closed days
 # before it) settled by the end of their due day? Missed days are each checked after downtime.
 payment_settlements_daily = build_partitioned_schedule(
-    "payment_settlements_daily", invoices.settlement_job, cron="0 8 * * *",
-    execution_timezone="Europe/Berlin", calendar=business_calendar, catch_up="each", overlap="skip",
-    description="Checks the payments due the previous day against the bank's settlement feed.")
+    "payment_settlements_daily",
+    invoices.settlement_job,
+    cron="0 8 * * *",
+    execution_timezone="Europe/Berlin",
+    calendar=business_calendar,
+    catch_up="each",
+    overlap="skip",
+    description="Checks the payments due the previous day against the bank's settlement feed.",
+)
 
 sensors = [invoice_inbox_sensor, invoice_recovery_sensor, invoice_feedback_sensor]
-schedules = [invoice_context_refresh_daily, payment_reconciliation_daily, invoice_decision_report_daily,
-             payment_settlements_daily]
+schedules = [
+    invoice_context_refresh_daily,
+    payment_reconciliation_daily,
+    invoice_decision_report_daily,
+    payment_settlements_daily,
+]

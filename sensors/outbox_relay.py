@@ -34,9 +34,20 @@ import dagster as dg
 
 from orchestration import clock, settings
 from orchestration.review import ReviewQueue
-from resources.channels import (ChannelNotConfigured, ChannelResult, ContentRefused, EmailChannel,
-                                NotificationRouting, email_channel_from_env, load_routing, read_bounces, remove_bounce, render, utc,
-                                webhook_for)
+from resources.channels import (
+    ChannelNotConfigured,
+    ChannelResult,
+    ContentRefused,
+    EmailChannel,
+    NotificationRouting,
+    email_channel_from_env,
+    load_routing,
+    read_bounces,
+    remove_bounce,
+    render,
+    utc,
+    webhook_for,
+)
 from resources.database import BosunDatabase
 from resources.outbox import Claimed, NotificationOutbox
 
@@ -63,8 +74,11 @@ class PassReport:
 
     relay: str
     claimed: int = 0
-    outcomes: dict = field(default_factory=lambda: {k: 0 for k in (
-        "sent", "delivered", "retrying", "failed", "refused", "skipped", "released")})
+    outcomes: dict = field(
+        default_factory=lambda: {
+            k: 0 for k in ("sent", "delivered", "retrying", "failed", "refused", "skipped", "released")
+        }
+    )
     failed: list = field(default_factory=list)  # {key, workflow, entity, detail}
     bounced: list = field(default_factory=list)
     escalated: int = 0
@@ -79,20 +93,35 @@ class PassReport:
         lat = sorted(self.latency_s)
         pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: 0.0)
         meta = {f"messages.{k}": v for k, v in self.outcomes.items()}
-        meta.update({"messages.claimed": self.claimed, "messages.bounced": len(self.bounced),
-                     "messages.escalated": self.escalated,
-                     "latency_queued_to_sent_p50_s": round(pct(0.5), 3),
-                     "latency_queued_to_sent_p95_s": round(pct(0.95), 3),
-                     "latency_queued_to_sent_mean_s": round(statistics.fmean(lat), 3) if lat else 0.0,
-                     "pass_duration_s": round(self.duration_s, 3)})
+        meta.update(
+            {
+                "messages.claimed": self.claimed,
+                "messages.bounced": len(self.bounced),
+                "messages.escalated": self.escalated,
+                "latency_queued_to_sent_p50_s": round(pct(0.5), 3),
+                "latency_queued_to_sent_p95_s": round(pct(0.95), 3),
+                "latency_queued_to_sent_mean_s": round(statistics.fmean(lat), 3) if lat else 0.0,
+                "pass_duration_s": round(self.duration_s, 3),
+            }
+        )
         return meta
 
 
 class OutboxRelay:
-    def __init__(self, outbox: NotificationOutbox, routings: dict[str, NotificationRouting],
-                 email: EmailChannel, *, review: Optional[ReviewQueue] = None, holder: Optional[str] = None,
-                 bounces: Optional[Path] = None, lease_s: float = 60.0, limit: int = 100, budget_s: float = 40.0,
-                 webhooks: Optional[Callable] = None):
+    def __init__(
+        self,
+        outbox: NotificationOutbox,
+        routings: dict[str, NotificationRouting],
+        email: EmailChannel,
+        *,
+        review: Optional[ReviewQueue] = None,
+        holder: Optional[str] = None,
+        bounces: Optional[Path] = None,
+        lease_s: float = 60.0,
+        limit: int = 100,
+        budget_s: float = 40.0,
+        webhooks: Optional[Callable] = None,
+    ):
         self.outbox, self.routings, self.email, self.review = outbox, routings, email, review
         self.holder = holder or relay_name()
         self.bounces = bounces if bounces is not None else bounce_dir()
@@ -144,8 +173,14 @@ class OutboxRelay:
             self.outbox.record(item, self.holder, attempt_id, outcome, detail, **kw)
             report.outcomes[outcome] += 1
             if outcome in ("failed", "refused"):
-                report.failed.append({"key": msg["idempotency_key"], "workflow": msg["workflow"],
-                                      "entity": msg["entity"], "detail": detail})
+                report.failed.append(
+                    {
+                        "key": msg["idempotency_key"],
+                        "workflow": msg["workflow"],
+                        "entity": msg["entity"],
+                        "detail": detail,
+                    }
+                )
 
         if route is None:
             return settle("refused", f"no route for recipient type {msg['recipient_type']!r}")
@@ -214,12 +249,21 @@ class OutboxRelay:
             done.append(m["id"])
             if route is not None and route.on_undeliverable != "escalate":
                 continue
-            by_workflow.setdefault(m["workflow"], []).append({
-                "key": f"outbox:{m['idempotency_key']}", "entity_key": m["entity"],
-                "proposal": {"kind": "undelivered_message", "message_key": m["idempotency_key"],
-                             "delivery": m["delivery"], "recipient": m["recipient"],
-                             "recipient_type": m["recipient_type"], "detail": m["delivery_detail"]},
-                "reason": f"{m['kind']} to {m['recipient']} {m['delivery']}: {m['delivery_detail']}"})
+            by_workflow.setdefault(m["workflow"], []).append(
+                {
+                    "key": f"outbox:{m['idempotency_key']}",
+                    "entity_key": m["entity"],
+                    "proposal": {
+                        "kind": "undelivered_message",
+                        "message_key": m["idempotency_key"],
+                        "delivery": m["delivery"],
+                        "recipient": m["recipient"],
+                        "recipient_type": m["recipient_type"],
+                        "detail": m["delivery_detail"],
+                    },
+                    "reason": f"{m['kind']} to {m['recipient']} {m['delivery']}: {m['delivery_detail']}",
+                }
+            )
         for workflow, items in by_workflow.items():
             self.review.submit(workflow, items)
             report.escalated += len(items)
@@ -233,27 +277,50 @@ def _named(rows: list[dict]) -> str:
 
 def _check_verdicts(report: PassReport) -> list[tuple[str, bool, dg.AssetCheckSeverity, dict]]:
     failed = report.failed
-    bounced = [{"key": m["idempotency_key"], "workflow": m["workflow"], "entity": m["entity"],
-                "detail": m["delivery_detail"]} for m in report.bounced]
+    bounced = [
+        {"key": m["idempotency_key"], "workflow": m["workflow"], "entity": m["entity"], "detail": m["delivery_detail"]}
+        for m in report.bounced
+    ]
     return [
-        (TICK_CHECK, not failed, dg.AssetCheckSeverity.ERROR,
-         {"failed": len(failed), "failed_keys": dg.MetadataValue.json([r["key"] for r in failed]),
-          "failed_messages": dg.MetadataValue.md(_named(failed) or "none")}),
-        (BOUNCE_CHECK, not bounced, dg.AssetCheckSeverity.WARN,
-         {"bounced": len(bounced), "bounced_keys": dg.MetadataValue.json([r["key"] for r in bounced]),
-          "bounced_messages": dg.MetadataValue.md(_named(bounced) or "none"), "escalated": report.escalated}),
+        (
+            TICK_CHECK,
+            not failed,
+            dg.AssetCheckSeverity.ERROR,
+            {
+                "failed": len(failed),
+                "failed_keys": dg.MetadataValue.json([r["key"] for r in failed]),
+                "failed_messages": dg.MetadataValue.md(_named(failed) or "none"),
+            },
+        ),
+        (
+            BOUNCE_CHECK,
+            not bounced,
+            dg.AssetCheckSeverity.WARN,
+            {
+                "bounced": len(bounced),
+                "bounced_keys": dg.MetadataValue.json([r["key"] for r in bounced]),
+                "bounced_messages": dg.MetadataValue.md(_named(bounced) or "none"),
+                "escalated": report.escalated,
+            },
+        ),
     ]
 
 
 def check_evaluations(report: PassReport) -> list[dg.AssetCheckEvaluation]:
     """The pass's checks as events a sensor reports."""
-    return [dg.AssetCheckEvaluation(asset_key=OUTBOX_DELIVERIES, check_name=name, passed=passed, severity=sev,
-                                    metadata=meta) for name, passed, sev, meta in _check_verdicts(report)]
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=OUTBOX_DELIVERIES, check_name=name, passed=passed, severity=sev, metadata=meta
+        )
+        for name, passed, sev, meta in _check_verdicts(report)
+    ]
 
 
 def check_results(report: PassReport) -> list[dg.AssetCheckResult]:
-    return [dg.AssetCheckResult(asset_key=OUTBOX_DELIVERIES, check_name=name, passed=passed, severity=sev,
-                                metadata=meta) for name, passed, sev, meta in _check_verdicts(report)]
+    return [
+        dg.AssetCheckResult(asset_key=OUTBOX_DELIVERIES, check_name=name, passed=passed, severity=sev, metadata=meta)
+        for name, passed, sev, meta in _check_verdicts(report)
+    ]
 
 
 def materialization_metadata(report: PassReport, outbox: NotificationOutbox, workflows: list[str]) -> dict:
@@ -266,12 +333,18 @@ def materialization_metadata(report: PassReport, outbox: NotificationOutbox, wor
 
 
 outbox_check_specs = [
-    dg.AssetCheckSpec(TICK_CHECK, asset=OUTBOX_DELIVERIES,
-                      description="Every message a relay pass settled was sent or delivered; names those that "
-                                  "failed for good (refused by the receiver or by the content policy)."),
-    dg.AssetCheckSpec(BOUNCE_CHECK, asset=OUTBOX_DELIVERIES,
-                      description="The delayed check: no bounce came back for a message sent earlier; names the "
-                                  "bounced messages (each escalated to the review queue)."),
+    dg.AssetCheckSpec(
+        TICK_CHECK,
+        asset=OUTBOX_DELIVERIES,
+        description="Every message a relay pass settled was sent or delivered; names those that "
+        "failed for good (refused by the receiver or by the content policy).",
+    ),
+    dg.AssetCheckSpec(
+        BOUNCE_CHECK,
+        asset=OUTBOX_DELIVERIES,
+        description="The delayed check: no bounce came back for a message sent earlier; names the "
+        "bounced messages (each escalated to the review queue).",
+    ),
 ]
 
 
@@ -279,38 +352,58 @@ def build_outbox_deliveries_asset(make_relay: Callable[..., OutboxRelay]) -> dg.
     """`outbox_deliveries`: materializing it by hand runs one relay pass; the sensor reports
     each of its passes as a materialization of the same asset."""
 
-    @dg.asset(key=OUTBOX_DELIVERIES, group_name="outbox", check_specs=outbox_check_specs, kinds={"email"},
-              description="What each outbox relay pass delivered: sent, delivered, retrying, failed, bounced, "
-                          "escalated; latency from queued to sent; every workflow's messages per state. The "
-                          "`outbox_relay` sensor reports each pass that did work; materializing it runs a pass.")
-    def outbox_deliveries(outbox: NotificationOutbox, outbox_email: EmailChannel,
-                          bosun_db: BosunDatabase) -> dg.MaterializeResult:
+    @dg.asset(
+        key=OUTBOX_DELIVERIES,
+        group_name="outbox",
+        check_specs=outbox_check_specs,
+        kinds={"email"},
+        description="What each outbox relay pass delivered: sent, delivered, retrying, failed, bounced, "
+        "escalated; latency from queued to sent; every workflow's messages per state. The "
+        "`outbox_relay` sensor reports each pass that did work; materializing it runs a pass.",
+    )
+    def outbox_deliveries(
+        outbox: NotificationOutbox, outbox_email: EmailChannel, bosun_db: BosunDatabase
+    ) -> dg.MaterializeResult:
         relay = make_relay(outbox, outbox_email, bosun_db)
         report = relay.run_once()
-        return dg.MaterializeResult(metadata=materialization_metadata(report, outbox, relay.workflows),
-                                    check_results=check_results(report))
+        return dg.MaterializeResult(
+            metadata=materialization_metadata(report, outbox, relay.workflows), check_results=check_results(report)
+        )
 
     return outbox_deliveries
 
 
-def build_outbox_relay_sensor(make_relay: Callable[..., OutboxRelay], name: str = "outbox_relay",
-                              interval_s: int = 15) -> dg.SensorDefinition:
+def build_outbox_relay_sensor(
+    make_relay: Callable[..., OutboxRelay], name: str = "outbox_relay", interval_s: int = 15
+) -> dg.SensorDefinition:
     """`make_relay(outbox, email, bosun_db)` builds the relay from the sensor's resources."""
 
-    @dg.sensor(name=name, minimum_interval_seconds=interval_s, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Drains the notification outbox to email and webhooks; each pass that did work is "
-                           "a materialization of outbox_deliveries with its checks.")
-    def outbox_relay(context: dg.SensorEvaluationContext, outbox: NotificationOutbox, outbox_email: EmailChannel,
-                     bosun_db: BosunDatabase):
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Drains the notification outbox to email and webhooks; each pass that did work is "
+        "a materialization of outbox_deliveries with its checks.",
+    )
+    def outbox_relay(
+        context: dg.SensorEvaluationContext,
+        outbox: NotificationOutbox,
+        outbox_email: EmailChannel,
+        bosun_db: BosunDatabase,
+    ):
         relay = make_relay(outbox, outbox_email, bosun_db)
         report = relay.run_once()
         if report.idle:
             return dg.SkipReason("outbox: nothing to send")
         context.log.info(f"outbox relay {relay.holder}: {report.outcomes}, bounced {len(report.bounced)}")
-        return dg.SensorResult(asset_events=[
-            dg.AssetMaterialization(OUTBOX_DELIVERIES, metadata=materialization_metadata(report, outbox,
-                                                                                         relay.workflows)),
-            *check_evaluations(report)])
+        return dg.SensorResult(
+            asset_events=[
+                dg.AssetMaterialization(
+                    OUTBOX_DELIVERIES, metadata=materialization_metadata(report, outbox, relay.workflows)
+                ),
+                *check_evaluations(report),
+            ]
+        )
 
     return outbox_relay
 
@@ -320,8 +413,11 @@ def relay_from_environment(routing_files: list[str], default_routings: Callable[
     """The relay with the environment's outbox, email channel and review queue; routings from
     the given files (one per workflow), else every workflow's (`default_routings()`)."""
 
-    paths = {r.workflow: r for r in map(load_routing, routing_files)} if routing_files else {
-        wf: load_routing(p) for wf, p in default_routings().items()}
+    paths = (
+        {r.workflow: r for r in map(load_routing, routing_files)}
+        if routing_files
+        else {wf: load_routing(p) for wf, p in default_routings().items()}
+    )
     outbox = NotificationOutbox(url=os.environ.get("BOSUN_OUTBOX_DATABASE_URL") or None)
     review = ReviewQueue(BosunDatabase(url=os.environ.get("BOSUN_DATABASE_URL") or None).resolved_url)
     return OutboxRelay(outbox, paths, email_channel_from_env(), review=review, **kwargs)
@@ -336,13 +432,18 @@ def cli(args, default_routings: Callable[[], dict]) -> int:
         outbox = NotificationOutbox(url=os.environ.get("BOSUN_OUTBOX_DATABASE_URL") or None)
         print(json.dumps(outbox.delivery_figures(sorted(routings)), sort_keys=True))
         return 0
-    relay = relay_from_environment(args.routing, default_routings, lease_s=args.lease_s, limit=args.limit,
-                                   budget_s=args.budget_s)
+    relay = relay_from_environment(
+        args.routing, default_routings, lease_s=args.lease_s, limit=args.limit, budget_s=args.budget_s
+    )
 
     def show(report: PassReport) -> None:
         if not report.idle:
-            print(json.dumps({"relay": report.relay, **report.metadata(),
-                              "failed_keys": [r["key"] for r in report.failed]}), flush=True)
+            print(
+                json.dumps(
+                    {"relay": report.relay, **report.metadata(), "failed_keys": [r["key"] for r in report.failed]}
+                ),
+                flush=True,
+            )
 
     if args.once:
         show(relay.run_once())

@@ -42,13 +42,22 @@ from typing import Mapping, Sequence
 
 import dagster as dg
 
+from orchestration import clock
 from orchestration.audit import AuditEntry
 from orchestration.batching import BatchRange
 from orchestration.inbox import RECEIVED
 from orchestration.leases import Leases
-from orchestration import clock
-from orchestration.recovery import (DEAD_LETTER, RERUN, SAGAS, WORKER_LOST, BatchRun, RecoveryPolicy, SagaRecovery,
-                                    audit_entry, decide)
+from orchestration.recovery import (
+    DEAD_LETTER,
+    RERUN,
+    SAGAS,
+    WORKER_LOST,
+    BatchRun,
+    RecoveryPolicy,
+    SagaRecovery,
+    audit_entry,
+    decide,
+)
 from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 
@@ -74,11 +83,16 @@ def build_recovery_sensor(
     ignore = dict(ignore_run_tags or {})
     keys = {"bosun_db", *(saga_recovery.resource_keys if saga_recovery else ())}
 
-    @dg.sensor(name=name, jobs=[batch_job], minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING, required_resource_keys=keys,
-               description=f"Recovers {workflow} batches without an operator: fails runs whose worker died "
-                           f"(run_retries re-executes them), runs a batch again while its events stay received "
-                           f"(at most {policy.max_runs} runs), then dead-letters them.")
+    @dg.sensor(
+        name=name,
+        jobs=[batch_job],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys=keys,
+        description=f"Recovers {workflow} batches without an operator: fails runs whose worker died "
+        f"(run_retries re-executes them), runs a batch again while its events stay received "
+        f"(at most {policy.max_runs} runs), then dead-letters them.",
+    )
     def _sensor(context: dg.SensorEvaluationContext):
         bosun_db: BosunDatabase = context.resources.bosun_db
         state = json.loads(context.cursor) if context.cursor else {}
@@ -87,9 +101,13 @@ def build_recovery_sensor(
         lost = _fail_runs_of_dead_workers(context, batch_job.name, bosun_db, workflow)
 
         ended = context.instance.get_run_records(
-            filters=dg.RunsFilter(job_name=batch_job.name, statuses=_ENDED,
-                                  updated_after=datetime.fromtimestamp(since, timezone.utc)),
-            limit=policy.runs_per_tick, order_by="update_timestamp", ascending=True)
+            filters=dg.RunsFilter(
+                job_name=batch_job.name, statuses=_ENDED, updated_after=datetime.fromtimestamp(since, timezone.utc)
+            ),
+            limit=policy.runs_per_tick,
+            order_by="update_timestamp",
+            ascending=True,
+        )
         batches = set(state.get("watch", []))
         for rec in ended:
             since = max(since, rec.update_timestamp.timestamp())
@@ -114,22 +132,61 @@ def build_recovery_sensor(
                 watch.append(batch)
             elif d.action == "rerun":
                 key = d.run_key(batch)
-                requests.append(dg.RunRequest(run_key=key, partition_key=batch, job_name=batch_job.name,
-                                              tags={"bosun/recovery_attempt": str(d.runs),
-                                                    "bosun/recovery_of": d.last.run_id}))
-                audit.append(audit_entry(workflow, batch, RERUN, {
-                    "run_key": key, "runs_so_far": d.runs, "previous_run": d.last.run_id,
-                    "previous_status": d.last.status, "received_events": received, "why": d.why}))
+                requests.append(
+                    dg.RunRequest(
+                        run_key=key,
+                        partition_key=batch,
+                        job_name=batch_job.name,
+                        tags={"bosun/recovery_attempt": str(d.runs), "bosun/recovery_of": d.last.run_id},
+                    )
+                )
+                audit.append(
+                    audit_entry(
+                        workflow,
+                        batch,
+                        RERUN,
+                        {
+                            "run_key": key,
+                            "runs_so_far": d.runs,
+                            "previous_run": d.last.run_id,
+                            "previous_status": d.last.status,
+                            "received_events": received,
+                            "why": d.why,
+                        },
+                    )
+                )
                 done.append(f"{batch}: rerun as {key}")
             elif d.action == "dead_letter":
                 events = inbox.events_between(rng.first, rng.last, list(event_types))
-                states = [{"key": ev.key, "status": "dead_lettered", "attempts": d.runs,
-                           "reason": f"recovery gave up: {d.why}"} for ev in events]
-                audit.append(audit_entry(workflow, batch, DEAD_LETTER, {
-                    "runs": d.runs, "last_run": d.last.run_id, "last_status": d.last.status,
-                    "events": [ev.key for ev in events], "why": d.why}))
-                audit += [AuditEntry("outcome", s["key"], {"status": s["status"], "reason": s["reason"],
-                                                           "attempts": d.runs}, batch) for s in states]
+                states = [
+                    {
+                        "key": ev.key,
+                        "status": "dead_lettered",
+                        "attempts": d.runs,
+                        "reason": f"recovery gave up: {d.why}",
+                    }
+                    for ev in events
+                ]
+                audit.append(
+                    audit_entry(
+                        workflow,
+                        batch,
+                        DEAD_LETTER,
+                        {
+                            "runs": d.runs,
+                            "last_run": d.last.run_id,
+                            "last_status": d.last.status,
+                            "events": [ev.key for ev in events],
+                            "why": d.why,
+                        },
+                    )
+                )
+                audit += [
+                    AuditEntry(
+                        "outcome", s["key"], {"status": s["status"], "reason": s["reason"], "attempts": d.runs}, batch
+                    )
+                    for s in states
+                ]
                 # Audit first, state last (as a batch run does): a tick that dies in between
                 # leaves the events received, and the next tick dead-letters them again.
                 bosun_db.audit().append(audit)
@@ -146,8 +203,9 @@ def build_recovery_sensor(
             context.log.info(said)
         if requests:
             return dg.SensorResult(run_requests=requests, cursor=cursor)
-        return dg.SensorResult(skip_reason=said or f"nothing to recover ({len(watch)} batch(es) waiting)",
-                               cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=said or f"nothing to recover ({len(watch)} batch(es) waiting)", cursor=cursor
+        )
 
     return _sensor
 
@@ -156,20 +214,29 @@ def _ignored(tags: Mapping[str, str], ignore: Mapping[str, str]) -> bool:
     return any(tags.get(k) == v for k, v in ignore.items())
 
 
-def _batch_runs(instance: dg.DagsterInstance, job_name: str, batch: str,
-                ignore: Mapping[str, str]) -> list[BatchRun]:
+def _batch_runs(instance: dg.DagsterInstance, job_name: str, batch: str, ignore: Mapping[str, str]) -> list[BatchRun]:
     records = instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, tags={_PARTITION_TAG: batch}))
-    return [BatchRun(run_id=r.dagster_run.run_id, status=r.dagster_run.status.value,
-                     created_at=r.create_timestamp.timestamp(),
-                     ended_at=r.end_time, will_retry=r.dagster_run.tags.get(_WILL_RETRY_TAG) == "true",
-                     retried_as=r.dagster_run.tags.get(_AUTO_RETRY_RUN_TAG), started=r.start_time is not None)
-            for r in records if not _ignored(r.dagster_run.tags, ignore)]
+    return [
+        BatchRun(
+            run_id=r.dagster_run.run_id,
+            status=r.dagster_run.status.value,
+            created_at=r.create_timestamp.timestamp(),
+            ended_at=r.end_time,
+            will_retry=r.dagster_run.tags.get(_WILL_RETRY_TAG) == "true",
+            retried_as=r.dagster_run.tags.get(_AUTO_RETRY_RUN_TAG),
+            started=r.start_time is not None,
+        )
+        for r in records
+        if not _ignored(r.dagster_run.tags, ignore)
+    ]
 
 
 # ---- sagas outside batch runs -------------------------------------------------------------
 
-def _recover_stale_sagas(context: dg.SensorEvaluationContext, hooks: SagaRecovery,
-                         bosun_db: BosunDatabase) -> list[str]:
+
+def _recover_stale_sagas(
+    context: dg.SensorEvaluationContext, hooks: SagaRecovery, bosun_db: BosunDatabase
+) -> list[str]:
     url = bosun_db.resolved_url
     before = clock.now() - timedelta(seconds=hooks.stale_after_s)
     stale = SagaLog(url).unfinished(hooks.workflow, updated_before=before, limit=hooks.per_tick * 5)
@@ -177,23 +244,42 @@ def _recover_stale_sagas(context: dg.SensorEvaluationContext, hooks: SagaRecover
         return []
     # A saga's id is its event's key; a received event's saga is finished by its batch's re-run.
     events = bosun_db.inbox().lookup([r["saga_id"] for r in stale])
-    ids = [r["saga_id"] for r in stale if events.get(r["saga_id"], {}).get("status") != RECEIVED][:hooks.per_tick]
+    ids = [r["saga_id"] for r in stale if events.get(r["saga_id"], {}).get("status") != RECEIVED][: hooks.per_tick]
     if not ids:
         return []
     resources = {k: getattr(context.resources, k) for k in hooks.resource_keys | {"bosun_db"}}
     out = hooks.executor(resources, f"recovery-sensor:{os.getpid()}").execute(ids)
     settled = hooks.record_settled(resources, out, "recovered by the recovery sensor")
-    bosun_db.audit().append([audit_entry(hooks.workflow, None, SAGAS, {
-        "sagas": ids, "done": len(out.done), "failed": len(out.failed), "refused": len(out.refused),
-        "deferred": len(out.deferred), "in_doubt": len(out.unfinished), "events_settled": settled})])
-    return [f"{len(ids)} stale saga(s): {len(out.done)} done, {len(out.failed)} failed or compensated, "
-            f"{len(out.deferred) + len(out.unfinished)} still unfinished"]
+    bosun_db.audit().append(
+        [
+            audit_entry(
+                hooks.workflow,
+                None,
+                SAGAS,
+                {
+                    "sagas": ids,
+                    "done": len(out.done),
+                    "failed": len(out.failed),
+                    "refused": len(out.refused),
+                    "deferred": len(out.deferred),
+                    "in_doubt": len(out.unfinished),
+                    "events_settled": settled,
+                },
+            )
+        ]
+    )
+    return [
+        f"{len(ids)} stale saga(s): {len(out.done)} done, {len(out.failed)} failed or compensated, "
+        f"{len(out.deferred) + len(out.unfinished)} still unfinished"
+    ]
 
 
 # ---- dead run workers ---------------------------------------------------------------------
 
-def _fail_runs_of_dead_workers(context: dg.SensorEvaluationContext, job_name: str, bosun_db: BosunDatabase,
-                               workflow: str) -> list[str]:
+
+def _fail_runs_of_dead_workers(
+    context: dg.SensorEvaluationContext, job_name: str, bosun_db: BosunDatabase, workflow: str
+) -> list[str]:
     instance = context.instance
     if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
         return []  # other launchers' workers are checked by Dagster's run monitoring
@@ -206,13 +292,17 @@ def _fail_runs_of_dead_workers(context: dg.SensorEvaluationContext, job_name: st
         if instance.get_run_by_id(run.run_id).status != dg.DagsterRunStatus.STARTED:
             continue  # it ended while we looked
         instance.add_run_tags(run.run_id, {"bosun/worker_lost": str(pid)})
-        instance.report_run_failed(run, f"Run worker (pid {pid}) is gone: its process died without ending the "
-                                        "run. Marked failed by the recovery sensor so that run_retries re-executes it.")
+        instance.report_run_failed(
+            run,
+            f"Run worker (pid {pid}) is gone: its process died without ending the "
+            "run. Marked failed by the recovery sensor so that run_retries re-executes it.",
+        )
         # Its leases are held under its run id; a dead holder's leases would otherwise block
         # the retry until they expire.
         Leases(bosun_db.resolved_url, run.run_id).release()
-        bosun_db.audit().append([audit_entry(workflow, run.tags.get(_PARTITION_TAG), WORKER_LOST, {
-            "run": run.run_id, "pid": pid})])
+        bosun_db.audit().append(
+            [audit_entry(workflow, run.tags.get(_PARTITION_TAG), WORKER_LOST, {"run": run.run_id, "pid": pid})]
+        )
         out.append(f"run {run.run_id} failed: worker pid {pid} is gone")
     return out
 

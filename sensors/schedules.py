@@ -16,18 +16,21 @@ partition of the day before the tick (a daily job reconciles a finished day):
   requests it anyway and the run queue orders it (`dagster/schedule_name` limit 1).
 """
 
-
 from datetime import date, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from orchestration.calendar import BusinessCalendar
 from orchestration import clock
+from orchestration.calendar import BusinessCalendar
 
-_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED]
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def days_to_run(tick_day, calendar: BusinessCalendar) -> list[str]:
@@ -56,32 +59,49 @@ def _with_missed_days(instance, name: str, days: list[str], max_days: int) -> li
     return sorted(set(missed) | set(days))[-max_days:]
 
 
-def build_partitioned_schedule(name: str, job, cron: str, execution_timezone: str, calendar: BusinessCalendar,
-                               catch_up: Literal["each", "latest"], overlap: Literal["skip", "queue"],
-                               interval: timedelta = timedelta(days=1), now=lambda: clock.now(),
-                               max_catchup_days: int = 31, description: str = "") -> dg.ScheduleDefinition:
+def build_partitioned_schedule(
+    name: str,
+    job,
+    cron: str,
+    execution_timezone: str,
+    calendar: BusinessCalendar,
+    catch_up: Literal["each", "latest"],
+    overlap: Literal["skip", "queue"],
+    interval: timedelta = timedelta(days=1),
+    now=lambda: clock.now(),
+    max_catchup_days: int = 31,
+    description: str = "",
+) -> dg.ScheduleDefinition:
     tz = ZoneInfo(execution_timezone)
 
-    @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=execution_timezone,
-                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description=f"{description} Calendar {calendar.country}; catch-up {catch_up}; overlap {overlap}.",
-                 tags={"bosun/catch_up": catch_up, "bosun/overlap": overlap})
+    @dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=execution_timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"{description} Calendar {calendar.country}; catch-up {catch_up}; overlap {overlap}.",
+        tags={"bosun/catch_up": catch_up, "bosun/overlap": overlap},
+    )
     def _schedule(context: dg.ScheduleEvaluationContext):
         tick = context.scheduled_execution_time.astimezone(tz)
         closed = calendar.closed_because(tick.date())
         if closed:
-            return dg.SkipReason(f"{tick.date()} is a {closed} in {calendar.country}; its day is reconciled "
-                                 "on the next business day")
+            return dg.SkipReason(
+                f"{tick.date()} is a {closed} in {calendar.country}; its day is reconciled on the next business day"
+            )
         if catch_up == "latest" and now() - context.scheduled_execution_time > interval:
             return dg.SkipReason(f"catch-up policy 'latest': the missed tick of {tick.isoformat()} is skipped")
         if overlap == "skip" and context.instance.get_runs_count(
-                dg.RunsFilter(job_name=job.name, statuses=_IN_PROGRESS)):
+            dg.RunsFilter(job_name=job.name, statuses=_IN_PROGRESS)
+        ):
             return dg.SkipReason(f"overlap policy 'skip': a {job.name} run is still queued or running")
         days = days_to_run(tick.date(), calendar)
         if catch_up == "each":
             days = _with_missed_days(context.instance, name, days, max_catchup_days)
-        return [dg.RunRequest(run_key=f"{name}:{day}", partition_key=day,
-                              tags={"bosun/scheduled_for": tick.isoformat()})
-                for day in days]
+        return [
+            dg.RunRequest(run_key=f"{name}:{day}", partition_key=day, tags={"bosun/scheduled_for": tick.isoformat()})
+            for day in days
+        ]
 
     return _schedule

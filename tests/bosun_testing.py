@@ -9,12 +9,24 @@ REQUIRE_SERVICES = os.environ.get("BOSUN_REQUIRE_SERVICES") == "1"
 
 # One valid invoice.received v2 envelope, as a portal sends it (copy before changing it).
 PORTAL_EVENT = {
-    "source": "portal", "id": "p-1", "type": "invoice.received", "schema_version": 2,
-    "occurred_at": "2026-11-02T08:00:00+01:00", "entity_key": "V0001:INV-1",
-    "payload": {"invoice_id": "INV-1", "vendor_id": "V0001", "po_number": "PO-1", "amount": "100.00",
-                "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
-                "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
-                "note": "", "channel": "portal"},
+    "source": "portal",
+    "id": "p-1",
+    "type": "invoice.received",
+    "schema_version": 2,
+    "occurred_at": "2026-11-02T08:00:00+01:00",
+    "entity_key": "V0001:INV-1",
+    "payload": {
+        "invoice_id": "INV-1",
+        "vendor_id": "V0001",
+        "po_number": "PO-1",
+        "amount": "100.00",
+        "currency": "EUR",
+        "issued_on": "2026-11-01",
+        "due_on": "2026-12-01",
+        "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
+        "note": "",
+        "channel": "portal",
+    },
 }
 
 
@@ -70,8 +82,13 @@ class BosunServer:
         self._log = open(log_path, "w")
         bosun = Path(sys.executable).parent / "bosun"
         self.ready_path = ready_path
-        self.proc = subprocess.Popen([str(bosun), *command, "--port", str(self.port)], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(bosun), *command, "--port", str(self.port)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.log_path = log_path
 
     def wait_ready(self, timeout: float = 60.0) -> "BosunServer":

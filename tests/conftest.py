@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from bosun_testing import service_unavailable
 
 # CI runs the time-dependent tests a second time with the clock a year ahead
@@ -40,9 +39,21 @@ def shifted_clock():
 
 PG_ADMIN_URL = os.environ.get("BOSUN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
-_BOSUN_VARS = ("BOSUN_AUDIT_KEY", "BOSUN_EMBEDDINGS_MODEL", "BOSUN_EMBEDDINGS_BASE_URL", "BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_OUTBOX_DATABASE_URL",
-               "BOSUN_MODEL_DIR", "BOSUN_SAMPLE_DIR",
-               "BOSUN_POLICY_DIR", "OPENAI_API_KEY", "OPENAI_BASE_URL", "BOSUN_LLM_MODEL", "DAGSTER_PG_URL")
+_BOSUN_VARS = (
+    "BOSUN_AUDIT_KEY",
+    "BOSUN_EMBEDDINGS_MODEL",
+    "BOSUN_EMBEDDINGS_BASE_URL",
+    "BOSUN_DATABASE_URL",
+    "BOSUN_ERP_DATABASE_URL",
+    "BOSUN_OUTBOX_DATABASE_URL",
+    "BOSUN_MODEL_DIR",
+    "BOSUN_SAMPLE_DIR",
+    "BOSUN_POLICY_DIR",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "BOSUN_LLM_MODEL",
+    "DAGSTER_PG_URL",
+)
 
 
 @pytest.fixture(scope="session")

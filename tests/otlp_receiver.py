@@ -8,8 +8,10 @@ from bosun_testing import LoopbackHttpServer
 
 class OtlpReceiver(LoopbackHttpServer):
     def __init__(self):
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
-                                                                                ExportTraceServiceResponse)
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
 
         self.spans: list[dict] = []
         self.paths: list[str] = []
@@ -24,11 +26,18 @@ class OtlpReceiver(LoopbackHttpServer):
                     service = {a.key: a.value.string_value for a in rs.resource.attributes}.get("service.name")
                     for ss in rs.scope_spans:
                         for s in ss.spans:
-                            receiver.spans.append({
-                                "name": s.name, "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
-                                "parent_id": s.parent_span_id.hex(), "service": service,
-                                "start": s.start_time_unix_nano, "end": s.end_time_unix_nano,
-                                "attributes": {a.key: _value(a.value) for a in s.attributes}})
+                            receiver.spans.append(
+                                {
+                                    "name": s.name,
+                                    "trace_id": s.trace_id.hex(),
+                                    "span_id": s.span_id.hex(),
+                                    "parent_id": s.parent_span_id.hex(),
+                                    "service": service,
+                                    "start": s.start_time_unix_nano,
+                                    "end": s.end_time_unix_nano,
+                                    "attributes": {a.key: _value(a.value) for a in s.attributes},
+                                }
+                            )
                 out = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")

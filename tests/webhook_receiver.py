@@ -23,8 +23,9 @@ class WebhookReceiver(LoopbackHttpServer):
                     self.send_response(fail_status)
                     self.end_headers()
                     return
-                receiver.received.append({"path": self.path, "content_type": self.headers.get("content-type"),
-                                          "body": json.loads(body)})
+                receiver.received.append(
+                    {"path": self.path, "content_type": self.headers.get("content-type"), "body": json.loads(body)}
+                )
                 self.send_response(204)
                 self.end_headers()
 
@@ -61,14 +62,22 @@ class OutboxReceiver(LoopbackHttpServer):
                     answer = script(n, key) if script else None
                     verified = None
                     if secret is not None:
-                        sig = dict(p.split("=", 1) for p in (self.headers.get("bosun-signature") or "").split(",") if "=" in p)
+                        sig = dict(
+                            p.split("=", 1) for p in (self.headers.get("bosun-signature") or "").split(",") if "=" in p
+                        )
                         mac = hmac.new(secret.encode(), f"{sig.get('t')}.".encode() + body, hashlib.sha256).hexdigest()
                         verified = hmac.compare_digest(mac, sig.get("v1", ""))
                     first = key not in {d["key"] for d in receiver.deliveries}
                     if answer is None:
-                        receiver.deliveries.append({"key": key, "body": json.loads(body), "verified": verified,
-                                                    "attempt": int(self.headers.get("bosun-delivery-attempt", 0)),
-                                                    "possible_duplicate": self.headers.get("bosun-possible-duplicate")})
+                        receiver.deliveries.append(
+                            {
+                                "key": key,
+                                "body": json.loads(body),
+                                "verified": verified,
+                                "attempt": int(self.headers.get("bosun-delivery-attempt", 0)),
+                                "possible_duplicate": self.headers.get("bosun-possible-duplicate"),
+                            }
+                        )
                 if answer is None and on_message:
                     on_message(key, first)
                 status, headers = answer or (200, {})

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from assets.invoices.context import action_key
+from assets.invoices.payment_saga import payment_plan
+from assets.invoices.workflow import EVENT_TYPES
 from orchestration.batching import BatchRange
 from orchestration.outcome_reconciliation import Effect, EventRecord, Reconciliation, reconcile
 from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 from resources.outbox import NotificationOutbox
-
-from assets.invoices.context import action_key
-from assets.invoices.payment_saga import payment_plan
-from assets.invoices.workflow import EVENT_TYPES
 
 # The payment saga's steps in order (the plan's own, so the two cannot drift apart).
 STEPS = tuple(payment_plan(ERPResource()).order)
@@ -41,24 +40,39 @@ def saga_of_key(key: str) -> tuple[str, str] | None:
 def event_record(row: dict) -> EventRecord:
     p, outcome = row["payload"] or {}, row["outcome"] or {}
     return EventRecord(
-        key=row["idempotency_key"], state=row["status"], entity=entity(p.get("vendor_id"), p.get("invoice_id")),
+        key=row["idempotency_key"],
+        state=row["status"],
+        entity=entity(p.get("vendor_id"), p.get("invoice_id")),
         claims_effect=row["status"] == "done" and bool(outcome.get("payment_key")),
-        expected={"amount": Decimal(str(p["amount"])), "currency": p.get("currency"),
-                  "vendor_id": p.get("vendor_id"), "invoice_id": p.get("invoice_id")})
+        expected={
+            "amount": Decimal(str(p["amount"])),
+            "currency": p.get("currency"),
+            "vendor_id": p.get("vendor_id"),
+            "invoice_id": p.get("invoice_id"),
+        },
+    )
 
 
 def notice_effects(outbox: NotificationOutbox, keys: list[str]) -> list[dict]:
     """The notices under these keys, shaped as the ERP's effects (a correction has its own
     key and retracts a notice, so it is not an effect of the saga)."""
     keys = [k for k in keys if k.startswith("notify_vendor:")]
-    return [{"idempotency_key": k, "live": m["status"] in ("queued", "dispatched"), "vendor_id": m["recipient"],
-             "invoice_id": m["entity"], "amount": Decimal(str(m["body"].get("amount"))),
-             "currency": m["body"].get("currency")}
-            for k, m in outbox.messages(keys).items()]
+    return [
+        {
+            "idempotency_key": k,
+            "live": m["status"] in ("queued", "dispatched"),
+            "vendor_id": m["recipient"],
+            "invoice_id": m["entity"],
+            "amount": Decimal(str(m["body"].get("amount"))),
+            "currency": m["body"].get("currency"),
+        }
+        for k, m in outbox.messages(keys).items()
+    ]
 
 
-def reconcile_batch(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource,
-                    outbox: NotificationOutbox) -> Reconciliation:
+def reconcile_batch(
+    batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource, outbox: NotificationOutbox
+) -> Reconciliation:
     rows = bosun_db.inbox().batch_records(batch.key, EVENT_TYPES)
     events = [event_record(r) for r in rows]
     log = SagaLog(bosun_db.resolved_url)
@@ -66,12 +80,27 @@ def reconcile_batch(batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource
     entities = {e.entity for e in events}
     keys = [action_key(e.key, s) for e in events for s in STEPS]
     invoice_ids = sorted({str(e.expected["invoice_id"]) for e in events})
-    found = [r for r in erp.effects_for(keys, invoice_ids) if entity(r["vendor_id"], r["invoice_id"]) in entities
-             or r["idempotency_key"] in set(keys)] + notice_effects(outbox, keys)
-    effects = [Effect(r["idempotency_key"], r["live"], entity(r["vendor_id"], r["invoice_id"]),
-                      {"amount": r["amount"], "currency": r["currency"], "vendor_id": r["vendor_id"],
-                       "invoice_id": r["invoice_id"]}) for r in found]
+    found = [
+        r
+        for r in erp.effects_for(keys, invoice_ids)
+        if entity(r["vendor_id"], r["invoice_id"]) in entities or r["idempotency_key"] in set(keys)
+    ] + notice_effects(outbox, keys)
+    effects = [
+        Effect(
+            r["idempotency_key"],
+            r["live"],
+            entity(r["vendor_id"], r["invoice_id"]),
+            {
+                "amount": r["amount"],
+                "currency": r["currency"],
+                "vendor_id": r["vendor_id"],
+                "invoice_id": r["invoice_id"],
+            },
+        )
+        for r in found
+    ]
     # The same invoice may have been paid by an event of an earlier batch: its saga is there.
     others = sorted({o[0] for r in found if (o := saga_of_key(r["idempotency_key"])) and o[0] not in sagas})
-    return reconcile(events, sagas, STEPS, action_key, saga_of_key, effects,
-                     settled_elsewhere=log.load(others) if others else {})
+    return reconcile(
+        events, sagas, STEPS, action_key, saga_of_key, effects, settled_elsewhere=log.load(others) if others else {}
+    )

@@ -12,14 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration import settings
-from orchestration.db import dispose
-from orchestration.confidence import Calibrator, fit_and_report
-from resources.chat_model import ChatModel
-from resources.database import BosunDatabase
-from resources.erp import ERPResource
-from resources.local_model import LocalModel
-
 from assets.invoices import sample_data
 from assets.invoices.context import assemble_context
 from assets.invoices.decisions import calibrator_path, guard, invoice_policy, model_group
@@ -27,6 +19,13 @@ from assets.invoices.feedback import invoice_local_model, local_outcomes, review
 from assets.invoices.reasoning import propose
 from assets.invoices.training import as_inbox_events, read_events, seed_erp
 from assets.invoices.workflow import MODEL_NAME
+from orchestration import settings
+from orchestration.confidence import Calibrator, fit_and_report
+from orchestration.db import dispose
+from resources.chat_model import ChatModel
+from resources.database import BosunDatabase
+from resources.erp import ERPResource
+from resources.local_model import LocalModel
 
 MAX_ECE = 0.05
 
@@ -56,8 +55,14 @@ def reviewed_outcomes(directory: Path, local_model: LocalModel, llm: ChatModel, 
     return conf, correct, groups
 
 
-def fit_calibrator(directory: Path, local_model: LocalModel, llm: ChatModel, ledger=None,
-                   routing=None, reviewed: tuple[list, list, list] | None = None) -> Calibrator:
+def fit_calibrator(
+    directory: Path,
+    local_model: LocalModel,
+    llm: ChatModel,
+    ledger=None,
+    routing=None,
+    reviewed: tuple[list, list, list] | None = None,
+) -> Calibrator:
     """`reviewed`: (probability, correct, group) of decisions reviewers labelled, added to
     the sample's stand-in outcomes."""
     conf, correct, groups = reviewed_outcomes(Path(directory), local_model, llm, ledger, routing)
@@ -68,12 +73,20 @@ def fit_calibrator(directory: Path, local_model: LocalModel, llm: ChatModel, led
     return fit_and_report(conf, correct, groups)
 
 
-@dg.asset(group_name="invoice_calibration", kinds={"sklearn"},
-          # After a retrained model is promoted, its probabilities need a calibrator of their own.
-          deps=[invoice_local_model],
-          check_specs=[dg.AssetCheckSpec("calibration_error_is_below_limit", asset="invoice_confidence_calibrator",
-                                         description=f"Expected calibration error after calibration < {MAX_ECE}, "
-                                                     "measured on held-out reviewed outcomes.")])
+@dg.asset(
+    group_name="invoice_calibration",
+    kinds={"sklearn"},
+    # After a retrained model is promoted, its probabilities need a calibrator of their own.
+    deps=[invoice_local_model],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "calibration_error_is_below_limit",
+            asset="invoice_confidence_calibrator",
+            description=f"Expected calibration error after calibration < {MAX_ECE}, "
+            "measured on held-out reviewed outcomes.",
+        )
+    ],
+)
 def invoice_confidence_calibrator(local_model: LocalModel, llm: ChatModel, bosun_db: BosunDatabase):
     """Isotonic map per model from stated probability to the observed rate of correct decisions;
     every batch's decisions load the latest one and record its version."""
@@ -81,11 +94,19 @@ def invoice_confidence_calibrator(local_model: LocalModel, llm: ChatModel, bosun
     calibrator = fit_calibrator(settings.sample_dir(), local_model, llm, bosun_db.llm_ledger(), reviewed=reviewed)
     calibrator.save(calibrator_path(local_model))
     r = calibrator.report
-    yield dg.MaterializeResult(metadata={"version": calibrator.version, "examples": r["examples"],
-                                         "reviewed_outcomes": len(reviewed[0]),
-                                         "model_version": local_model.version(MODEL_NAME) or "none",
-                                         "accuracy": r["accuracy"], "ece_before": r["ece_before"],
-                                         "ece_after": r["ece_after"]})
-    yield dg.AssetCheckResult(check_name="calibration_error_is_below_limit", passed=r["ece_after"] < MAX_ECE,
-                              metadata={"ece_after": r["ece_after"], "ece_before": r["ece_before"],
-                                        "limit": MAX_ECE})
+    yield dg.MaterializeResult(
+        metadata={
+            "version": calibrator.version,
+            "examples": r["examples"],
+            "reviewed_outcomes": len(reviewed[0]),
+            "model_version": local_model.version(MODEL_NAME) or "none",
+            "accuracy": r["accuracy"],
+            "ece_before": r["ece_before"],
+            "ece_after": r["ece_after"],
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="calibration_error_is_below_limit",
+        passed=r["ece_after"] < MAX_ECE,
+        metadata={"ece_after": r["ece_after"], "ece_before": r["ece_before"], "limit": MAX_ECE},
+    )

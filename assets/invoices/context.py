@@ -1,7 +1,6 @@
 """Context layer of the invoice workflow: ERP snapshots, the policy index, and the
 per-batch context each decision is made from."""
 
-
 import hashlib
 import json
 import math
@@ -11,10 +10,27 @@ from decimal import Decimal
 import dagster as dg
 import pandas as pd
 
+from assets.invoices.assembly import assemble_records
+from assets.invoices.context_sources import (
+    AMOUNT_RULE,
+    BANK_RULE,
+    RECENCY_RULES,
+    read_batch_sources,
+    record_conflicts,
+    source_factors,
+)
+from assets.invoices.knowledge import (
+    RECALL_AT_5_THRESHOLD,
+    attach_knowledge,
+    load_labels,
+    retrieval_cache,
+    retrieval_quality,
+)
+from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, registry
 from guardrails.untrusted import guard_payload
 from orchestration.conflicts import quality_factor as _conflict_factor
-from orchestration.freshness import window_of_asset
 from orchestration.delivery import triage
+from orchestration.freshness import window_of_asset
 from orchestration.inbox import InboxEvent
 from orchestration.sources import Snapshot, SourceReading
 from orchestration.tokens import TokenCounter, counter_for
@@ -27,13 +43,6 @@ from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
 
-from assets.invoices.assembly import assemble_records
-from assets.invoices.context_sources import (AMOUNT_RULE, BANK_RULE, RECENCY_RULES, read_batch_sources,
-                                             record_conflicts, source_factors)
-from assets.invoices.knowledge import (RECALL_AT_5_THRESHOLD, attach_knowledge, load_labels, retrieval_cache,
-                                       retrieval_quality)
-from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, registry
-
 CONTEXT_GROUP = "invoice_context"
 # Master data changes slowly: a day-old snapshot is fine, two days is a problem.
 _daily = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=26))
@@ -43,8 +52,14 @@ _daily = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_wi
 def vendors(erp: ERPResource) -> dg.Output[pd.DataFrame]:
     """Snapshot of the ERP's vendors: risk tier, active flag, currency."""
     df = erp.vendors_frame()
-    return dg.Output(df, metadata={"rows": len(df), "active": int(df["active"].sum()) if len(df) else 0,
-                                   "by_risk_tier": dg.MetadataValue.json(df["risk_tier"].value_counts().to_dict())})
+    return dg.Output(
+        df,
+        metadata={
+            "rows": len(df),
+            "active": int(df["active"].sum()) if len(df) else 0,
+            "by_risk_tier": dg.MetadataValue.json(df["risk_tier"].value_counts().to_dict()),
+        },
+    )
 
 
 @dg.asset(group_name=CONTEXT_GROUP, freshness_policy=_daily, kinds={"sql", "pandas"})
@@ -54,9 +69,18 @@ def purchase_orders(erp: ERPResource) -> dg.Output[pd.DataFrame]:
     return dg.Output(df, metadata={"rows": len(df), "open": int((df["status"] == "open").sum()) if len(df) else 0})
 
 
-@dg.asset(group_name=CONTEXT_GROUP, freshness_policy=_daily, kinds={"bm25"}, check_specs=[
-    dg.AssetCheckSpec("retrieval_recall_at_5_meets_threshold", asset="policy_index",
-                      description=f"recall@5 on the labelled retrieval set is at least {RECALL_AT_5_THRESHOLD}")])
+@dg.asset(
+    group_name=CONTEXT_GROUP,
+    freshness_policy=_daily,
+    kinds={"bm25"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "retrieval_recall_at_5_meets_threshold",
+            asset="policy_index",
+            description=f"recall@5 on the labelled retrieval set is at least {RECALL_AT_5_THRESHOLD}",
+        )
+    ],
+)
 def policy_index(policy_documents: PolicyDocuments, policy_embeddings: Embeddings):
     """BM25 index over the approval-policy documents, one entry per paragraph (plus their
     embeddings when an endpoint is configured). Its data version is the hash of the
@@ -64,16 +88,30 @@ def policy_index(policy_documents: PolicyDocuments, policy_embeddings: Embedding
     document's version."""
     index = build_index(policy_documents.load(), policy_embeddings)
     quality = retrieval_quality(index, load_labels(), embed=_embed(policy_embeddings))
-    yield dg.Output(index, data_version=dg.DataVersion(index.version), metadata={
-        "passages": len(index.passages), "version": index.version,
-        "documents": dg.MetadataValue.json(index.document_versions),
-        "retrieval": index.embedding_model and f"bm25+embeddings:{index.embedding_model}" or "bm25",
-        "recall_at_5": quality["recall_at_5"], "recall_at_1": quality["recall_at_1"], "mrr": quality["mrr"],
-        "labelled_queries": quality["queries"]})
-    yield dg.AssetCheckResult(check_name="retrieval_recall_at_5_meets_threshold",
-                              passed=quality["recall_at_5"] >= RECALL_AT_5_THRESHOLD, metadata={
-        "recall_at_5": quality["recall_at_5"], "mrr": quality["mrr"], "threshold": RECALL_AT_5_THRESHOLD,
-        "misses": dg.MetadataValue.json(quality["misses"])})
+    yield dg.Output(
+        index,
+        data_version=dg.DataVersion(index.version),
+        metadata={
+            "passages": len(index.passages),
+            "version": index.version,
+            "documents": dg.MetadataValue.json(index.document_versions),
+            "retrieval": index.embedding_model and f"bm25+embeddings:{index.embedding_model}" or "bm25",
+            "recall_at_5": quality["recall_at_5"],
+            "recall_at_1": quality["recall_at_1"],
+            "mrr": quality["mrr"],
+            "labelled_queries": quality["queries"],
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="retrieval_recall_at_5_meets_threshold",
+        passed=quality["recall_at_5"] >= RECALL_AT_5_THRESHOLD,
+        metadata={
+            "recall_at_5": quality["recall_at_5"],
+            "mrr": quality["mrr"],
+            "threshold": RECALL_AT_5_THRESHOLD,
+            "misses": dg.MetadataValue.json(quality["misses"]),
+        },
+    )
 
 
 policy_index_asset = policy_index
@@ -97,13 +135,21 @@ def conflict_factor(conflict: dict) -> dict | None:
 
 # The batch's context (vendors' bank details, the invoices' free text) is handed to the
 # decisions in the run's memory, never pickled to disk.
-@dg.asset(partitions_def=invoice_batches, group_name="invoice_workflow", kinds={"python"},
-          io_manager_key=IN_RUN_IO_MANAGER)
-def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, erp: ERPResource,
-                    context_sources: ContextSources, policy_documents: PolicyDocuments, llm: ChatModel,
-                    policy_embeddings: Embeddings,
-                    vendors: pd.DataFrame, purchase_orders: pd.DataFrame,
-                    policy_index: PolicyIndex) -> dg.Output[list[dict]]:
+@dg.asset(
+    partitions_def=invoice_batches, group_name="invoice_workflow", kinds={"python"}, io_manager_key=IN_RUN_IO_MANAGER
+)
+def invoice_context(
+    context: dg.AssetExecutionContext,
+    bosun_db: BosunDatabase,
+    erp: ERPResource,
+    context_sources: ContextSources,
+    policy_documents: PolicyDocuments,
+    llm: ChatModel,
+    policy_embeddings: Embeddings,
+    vendors: pd.DataFrame,
+    purchase_orders: pd.DataFrame,
+    policy_index: PolicyIndex,
+) -> dg.Output[list[dict]]:
     """For each invoice in the batch: vendor, PO, prior payments, its guarded free text, the policy
     passages its questions need, the facts the guardrails and the model read, and the
     document assembled within the token budget, with every source's state and age."""
@@ -114,18 +160,35 @@ def invoice_context(context: dg.AssetExecutionContext, bosun_db: BosunDatabase, 
     triaged = triage(inbox, events, delivery_policies, lock_name=WORKFLOW, batch_id=context.partition_key)
     events = triaged.kept
     as_of = {name: _materialized_at(context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")}
-    knowledge = context_sources.read("knowledge", lambda: current_index(policy_index, policy_documents,
-                                                                        policy_embeddings),
-                                     Snapshot(policy_index, as_of["policy_index"]), window_of_asset(policy_index_asset))
+    knowledge = context_sources.read(
+        "knowledge",
+        lambda: current_index(policy_index, policy_documents, policy_embeddings),
+        Snapshot(policy_index, as_of["policy_index"]),
+        window_of_asset(policy_index_asset),
+    )
     cache_before = retrieval_cache.stats()
     records = assemble_context(
-        events, vendors, purchase_orders, erp, knowledge.value, sources=context_sources,
+        events,
+        vendors,
+        purchase_orders,
+        erp,
+        knowledge.value,
+        sources=context_sources,
         snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
-        knowledge=knowledge, counter=counter_for(_tokenizer_model(llm)), embed=_embed(policy_embeddings))
+        knowledge=knowledge,
+        counter=counter_for(_tokenizer_model(llm)),
+        embed=_embed(policy_embeddings),
+    )
     metadata = context_metadata(records, knowledge.value, cache_before)
     metadata["policy_index_rebuilt"] = knowledge.value is not None and knowledge.value is not policy_index
-    metadata.update({"content_duplicates": triaged.counts["duplicate"], "debounced": triaged.counts["debounced"],
-                     "stale_ignored": triaged.counts["stale"], "stale_processed": triaged.counts["stale_processed"]})
+    metadata.update(
+        {
+            "content_duplicates": triaged.counts["duplicate"],
+            "debounced": triaged.counts["debounced"],
+            "stale_ignored": triaged.counts["stale"],
+            "stale_processed": triaged.counts["stale_processed"],
+        }
+    )
     return dg.Output(records, metadata=metadata)
 
 
@@ -161,10 +224,18 @@ def action_key(event_key: str, step: str) -> str:
     return f"{step}:{event_key}"
 
 
-def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df: pd.DataFrame,
-                     erp: ERPResource, index: PolicyIndex | None, sources: ContextSources | None = None,
-                     snapshot_times: dict | None = None, knowledge: SourceReading | None = None,
-                     counter: TokenCounter | None = None, embed=None) -> list[dict]:
+def assemble_context(
+    events: list[InboxEvent],
+    vendors_df: pd.DataFrame,
+    pos_df: pd.DataFrame,
+    erp: ERPResource,
+    index: PolicyIndex | None,
+    sources: ContextSources | None = None,
+    snapshot_times: dict | None = None,
+    knowledge: SourceReading | None = None,
+    counter: TokenCounter | None = None,
+    embed=None,
+) -> list[dict]:
     """One context record per event. Every source is read once for the whole batch."""
     sources = sources or ContextSources()
     snapshot_times = snapshot_times or {}
@@ -172,10 +243,15 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
     events = sorted(events, key=lambda e: (e.envelope.occurred_at, e.seq))
     payloads = [e.envelope.payload for e in events]
     batch = read_batch_sources(
-        payloads, erp, sources,
-        snapshots={"vendors": Snapshot(vendors_df, snapshot_times.get("vendors")),
-                   "purchase_orders": Snapshot(pos_df, snapshot_times.get("purchase_orders"))},
-        windows={"vendors": window_of_asset(vendors), "purchase_orders": window_of_asset(purchase_orders)})
+        payloads,
+        erp,
+        sources,
+        snapshots={
+            "vendors": Snapshot(vendors_df, snapshot_times.get("vendors")),
+            "purchase_orders": Snapshot(pos_df, snapshot_times.get("purchase_orders")),
+        },
+        windows={"vendors": window_of_asset(vendors), "purchase_orders": window_of_asset(purchase_orders)},
+    )
     if knowledge is None and index is not None:
         knowledge = SourceReading("knowledge", index, "live", None, 0.0, "fresh")
     if knowledge is not None:
@@ -200,26 +276,40 @@ def assemble_context(events: list[InboxEvent], vendors_df: pd.DataFrame, pos_df:
         # A re-run after a crash finds the event's own payment already scheduled: it is in the
         # PO's paid total, and must not count against the invoice that made it.
         own_paid = own_payment in batch.paid.get(inv, [])
-        paid_po = batch.paid_po if not own_paid else {
-            **batch.paid_po, p["po_number"]: batch.paid_po.get(p["po_number"], Decimal(0)) - amount}
-        facts = _facts(p, amount, vendor, po, paid_po, committed_po,
-                       bool(paid_elsewhere) or inv in seen_invoices, guarded)
+        paid_po = (
+            batch.paid_po
+            if not own_paid
+            else {**batch.paid_po, p["po_number"]: batch.paid_po.get(p["po_number"], Decimal(0)) - amount}
+        )
+        facts = _facts(
+            p, amount, vendor, po, paid_po, committed_po, bool(paid_elsewhere) or inv in seen_invoices, guarded
+        )
         seen_invoices.add(inv)
         if po is not None and not facts["already_paid"] and not own_paid:
             # Conservatively count earlier invoices in this batch against the PO's remainder.
             committed_po[p["po_number"]] = committed_po.get(p["po_number"], Decimal(0)) + amount
         conflicts = record_conflicts(batch, p, vendor, guarded.pii_found)
-        records.append({
-            "key": ev.key, "seq": ev.seq, "event_id": ev.envelope.id, "entity_key": ev.envelope.entity_key,
-            "event": _event_reference(ev),
-            "occurred_at": ev.envelope.occurred_at.isoformat(), "invoice": guarded.payload,
-            "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
-            "purchase_order": _plain_once(plain, "po", p["po_number"], po), "prior_payments": paid_elsewhere,
-            "pii_found": guarded.pii_found, "injection_signals": guarded.injection_signals,
-            "guarded": guarded.summary(), "facts": facts,
-            "sources": described, "conflicts": conflicts,
-            "quality_factors": [*factors, *filter(None, (conflict_factor(c) for c in conflicts))],
-        })
+        records.append(
+            {
+                "key": ev.key,
+                "seq": ev.seq,
+                "event_id": ev.envelope.id,
+                "entity_key": ev.envelope.entity_key,
+                "event": _event_reference(ev),
+                "occurred_at": ev.envelope.occurred_at.isoformat(),
+                "invoice": guarded.payload,
+                "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
+                "purchase_order": _plain_once(plain, "po", p["po_number"], po),
+                "prior_payments": paid_elsewhere,
+                "pii_found": guarded.pii_found,
+                "injection_signals": guarded.injection_signals,
+                "guarded": guarded.summary(),
+                "facts": facts,
+                "sources": described,
+                "conflicts": conflicts,
+                "quality_factors": [*factors, *filter(None, (conflict_factor(c) for c in conflicts))],
+            }
+        )
     if index is not None:
         attach_knowledge(records, index, embed=embed)
     assemble_records(records, described, counter or counter_for("local"))
@@ -264,15 +354,19 @@ def context_metadata(records: list[dict], index: PolicyIndex | None, cache_befor
         "unresolved_conflicts": sum(1 for r in records for c in r["conflicts"] if not c["resolved"]),
         "knowledge_gaps": sum(gaps.values()),
         "knowledge_gaps_by_question": dg.MetadataValue.json(gaps),
-        "retrieval_cache_hits": hits, "retrieval_cache_misses": misses,
+        "retrieval_cache_hits": hits,
+        "retrieval_cache_misses": misses,
         "retrieval_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
         "token_budget": records[0]["assembly"]["budget"] if records else 0,
         "tokenizer": records[0]["assembly"]["tokenizer"] if records else "",
-        "tokens_mean": round(sum(tokens) / n, 1), "tokens_max": max(tokens),
+        "tokens_mean": round(sum(tokens) / n, 1),
+        "tokens_max": max(tokens),
         "over_budget": sum(1 for r in records if not r["assembly"]["within_budget"]),
-        "items_dropped": dropped, "items_summarised": summarised,
+        "items_dropped": dropped,
+        "items_summarised": summarised,
         "example_assembly": dg.MetadataValue.json(
-            {r["event_id"]: {k: v for k, v in r["assembly"].items() if k != "document"} for r in records[:2]}),
+            {r["event_id"]: {k: v for k, v in r["assembly"].items() if k != "document"} for r in records[:2]}
+        ),
     }
 
 
@@ -280,14 +374,22 @@ def _event_reference(ev: InboxEvent) -> dict:
     """What the audit needs to tie a decision to its event, without copying personal data."""
     env = ev.envelope
     digest = hashlib.sha256(json.dumps(env.payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"source": env.source, "id": env.id, "type": env.type, "schema_version": env.schema_version,
-            "occurred_at": env.occurred_at.isoformat(), "payload_sha256": digest}
+    return {
+        "source": env.source,
+        "id": env.id,
+        "type": env.type,
+        "schema_version": env.schema_version,
+        "occurred_at": env.occurred_at.isoformat(),
+        "payload_sha256": digest,
+    }
 
 
 def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, guarded) -> dict:
     remaining = None
     if po is not None:
-        remaining = po["amount"] - paid_po.get(p["po_number"], Decimal(0)) - committed_po.get(p["po_number"], Decimal(0))
+        remaining = (
+            po["amount"] - paid_po.get(p["po_number"], Decimal(0)) - committed_po.get(p["po_number"], Decimal(0))
+        )
     over_ratio = None
     if remaining is not None:
         over_ratio = float((amount - remaining) / remaining) if remaining > 0 else 10.0
@@ -314,19 +416,34 @@ def model_features(facts: dict) -> dict:
     """The local model's view of the facts: numbers it can weigh, categories one-hot."""
     ratio = facts["amount_over_po_ratio"]
     return {
-        "vendor_known": float(facts["vendor_known"]), "vendor_active": float(facts["vendor_active"]),
-        f"risk={facts['risk_tier']}": 1.0, "po_found": float(facts["po_found"]),
-        "po_open": float(facts["po_open"]), "currency_matches_po": float(facts["currency_matches_po"]),
+        "vendor_known": float(facts["vendor_known"]),
+        "vendor_active": float(facts["vendor_active"]),
+        f"risk={facts['risk_tier']}": 1.0,
+        "po_found": float(facts["po_found"]),
+        "po_open": float(facts["po_open"]),
+        "currency_matches_po": float(facts["currency_matches_po"]),
         "over_po": float(ratio is not None and ratio > 0.02),
         "over_po_ratio": max(-1.0, min(ratio, 2.0)) if ratio is not None else 0.0,
         "log_amount": math.log10(max(facts["amount"], 1.0)),
-        "already_paid": float(facts["already_paid"]), "injection": float(facts["injection_suspected"]),
+        "already_paid": float(facts["already_paid"]),
+        "injection": float(facts["injection_suspected"]),
     }
 
 
 def _plain_once(cache: dict, kind: str, key: str, row: dict | None) -> dict | None:
     if (kind, key) not in cache:
-        cache[(kind, key)] = None if row is None else {
-            k: (str(v) if isinstance(v, Decimal) or hasattr(v, "isoformat") else
-                v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        cache[(kind, key)] = (
+            None
+            if row is None
+            else {
+                k: (
+                    str(v)
+                    if isinstance(v, Decimal) or hasattr(v, "isoformat")
+                    else v.item()
+                    if hasattr(v, "item")
+                    else v
+                )
+                for k, v in row.items()
+            }
+        )
     return cache[(kind, key)]

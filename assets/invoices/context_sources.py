@@ -15,7 +15,7 @@ import pandas as pd
 
 from orchestration.conflicts import Claim, ConflictRule, resolve
 from orchestration.freshness import FreshnessWindow
-from orchestration.sources import LIVE, MISSING, SourceReading, Snapshot
+from orchestration.sources import LIVE, MISSING, Snapshot, SourceReading
 from resources.context_sources import ContextSources
 from resources.erp import ERPResource
 
@@ -28,10 +28,12 @@ MISSING_PENALTY = 0.35
 VENDOR_FIELDS = ("active", "risk_tier", "currency", "iban")
 PO_FIELDS = ("vendor_id", "amount", "currency", "status")
 RECENCY_RULES = {f"vendor.{f}": ConflictRule(f"vendor.{f}", "recency") for f in VENDOR_FIELDS} | {
-    f"purchase_order.{f}": ConflictRule(f"purchase_order.{f}", "recency") for f in PO_FIELDS}
+    f"purchase_order.{f}": ConflictRule(f"purchase_order.{f}", "recency") for f in PO_FIELDS
+}
 # Bank details come from the vendor master only (policy: vendor-master-data.md#Bank details).
-BANK_RULE = ConflictRule("vendor.bank_account", "source_priority", priority=("erp.vendors", "invoice.memo"),
-                         matters=False)
+BANK_RULE = ConflictRule(
+    "vendor.bank_account", "source_priority", priority=("erp.vendors", "invoice.memo"), matters=False
+)
 # Header and lines are the same document: nothing says which one is right.
 AMOUNT_RULE = ConflictRule("invoice.amount", "must_agree", tolerance=0.01, penalty=0.3)
 
@@ -49,8 +51,13 @@ class BatchSources:
         return {name: r.describe() for name, r in self.readings.items()}
 
 
-def read_batch_sources(payloads: list[dict], erp: ERPResource, sources: ContextSources,
-                       snapshots: dict[str, Snapshot], windows: dict[str, FreshnessWindow | None]) -> BatchSources:
+def read_batch_sources(
+    payloads: list[dict],
+    erp: ERPResource,
+    sources: ContextSources,
+    snapshots: dict[str, Snapshot],
+    windows: dict[str, FreshnessWindow | None],
+) -> BatchSources:
     vendor_ids = sorted({p["vendor_id"] for p in payloads})
     po_numbers = sorted({p["po_number"] for p in payloads})
     invoice_ids = sorted({p["invoice_id"] for p in payloads})
@@ -65,21 +72,41 @@ def read_batch_sources(payloads: list[dict], erp: ERPResource, sources: ContextS
         return made[name]
 
     readings = {
-        "vendors": sources.read("vendors", lambda: _rows_by(erp.vendors_by_id(vendor_ids), "vendor_id"),
-                                snap("vendors", "vendor_id", vendor_ids), windows.get("vendors"), breaker),
+        "vendors": sources.read(
+            "vendors",
+            lambda: _rows_by(erp.vendors_by_id(vendor_ids), "vendor_id"),
+            snap("vendors", "vendor_id", vendor_ids),
+            windows.get("vendors"),
+            breaker,
+        ),
         "purchase_orders": sources.read(
-            "purchase_orders", lambda: _rows_by(erp.purchase_orders_by_number(po_numbers), "po_number"),
-            snap("purchase_orders", "po_number", po_numbers), windows.get("purchase_orders"), breaker),
-        "payments": sources.read("payments", lambda: (erp.paid_invoices(invoice_ids), erp.paid_per_po(po_numbers)),
-                                 None, None, breaker),
+            "purchase_orders",
+            lambda: _rows_by(erp.purchase_orders_by_number(po_numbers), "po_number"),
+            snap("purchase_orders", "po_number", po_numbers),
+            windows.get("purchase_orders"),
+            breaker,
+        ),
+        "payments": sources.read(
+            "payments", lambda: (erp.paid_invoices(invoice_ids), erp.paid_per_po(po_numbers)), None, None, breaker
+        ),
     }
     paid, paid_po = readings["payments"].value or ({}, {})
-    out = BatchSources(readings["vendors"].value or {}, readings["purchase_orders"].value or {}, paid, paid_po,
-                       readings)
+    out = BatchSources(
+        readings["vendors"].value or {}, readings["purchase_orders"].value or {}, paid, paid_po, readings
+    )
     for name, kind, fields in (("vendors", "vendor", VENDOR_FIELDS), ("purchase_orders", "purchase_order", PO_FIELDS)):
         if readings[name].status == LIVE and snapshots.get(name) is not None:
-            _live_vs_snapshot(out, kind, readings[name], snap(name, "vendor_id" if kind == "vendor" else "po_number",
-                                                               vendor_ids if kind == "vendor" else po_numbers), fields)
+            _live_vs_snapshot(
+                out,
+                kind,
+                readings[name],
+                snap(
+                    name,
+                    "vendor_id" if kind == "vendor" else "po_number",
+                    vendor_ids if kind == "vendor" else po_numbers,
+                ),
+                fields,
+            )
     return out
 
 
@@ -88,13 +115,23 @@ def source_factors(readings: dict[str, SourceReading]) -> list[dict]:
     factors = []
     for name, r in readings.items():
         if r.status == MISSING:
-            factors.append({"name": f"missing_source:{name}", "penalty": MISSING_PENALTY,
-                            "detail": f"{r.error}; no snapshot to fall back to"})
+            factors.append(
+                {
+                    "name": f"missing_source:{name}",
+                    "penalty": MISSING_PENALTY,
+                    "detail": f"{r.error}; no snapshot to fall back to",
+                }
+            )
         elif r.status != LIVE:
             age = "unknown age" if r.age_s is None else f"{r.age_s / 3600:.1f} h old"
-            factors.append({"name": f"stale_source:{name}", "penalty": STALE_PENALTY[r.freshness],
-                            "detail": f"{r.error}; using the snapshot of {r.as_of.isoformat() if r.as_of else '?'} "
-                                      f"({age}, freshness policy: {r.freshness})"})
+            factors.append(
+                {
+                    "name": f"stale_source:{name}",
+                    "penalty": STALE_PENALTY[r.freshness],
+                    "detail": f"{r.error}; using the snapshot of {r.as_of.isoformat() if r.as_of else '?'} "
+                    f"({age}, freshness policy: {r.freshness})",
+                }
+            )
     return factors
 
 
@@ -102,13 +139,21 @@ def record_conflicts(sources: BatchSources, payload: dict, vendor: dict | None, 
     conflicts = list(sources.conflicts.get(("vendor", payload["vendor_id"]), []))
     conflicts += sources.conflicts.get(("purchase_order", payload["po_number"]), [])
     lines = sum(float(li["quantity"]) * float(li["unit_price"]) for li in payload.get("line_items", []))
-    c = resolve(AMOUNT_RULE, [Claim("invoice.header", float(payload["amount"])), Claim("invoice.line_items",
-                                                                                       round(lines, 2))])
+    c = resolve(
+        AMOUNT_RULE, [Claim("invoice.header", float(payload["amount"])), Claim("invoice.line_items", round(lines, 2))]
+    )
     if c:
         conflicts.append(c)
     if "iban" in pii_found and vendor is not None and vendor.get("iban"):
-        conflicts.append(resolve(BANK_RULE, [Claim("erp.vendors", f"IBAN ending {str(vendor['iban'])[-4:]}"),
-                                             Claim("invoice.memo", "another IBAN quoted in the memo (redacted)")]))
+        conflicts.append(
+            resolve(
+                BANK_RULE,
+                [
+                    Claim("erp.vendors", f"IBAN ending {str(vendor['iban'])[-4:]}"),
+                    Claim("invoice.memo", "another IBAN quoted in the memo (redacted)"),
+                ],
+            )
+        )
     return conflicts
 
 
@@ -118,13 +163,16 @@ def _live_vs_snapshot(out: BatchSources, kind: str, live: SourceReading, snapsho
         if old is None:
             continue
         for f in fields:
-            c = resolve(RECENCY_RULES[f"{kind}.{f}"], [Claim(f"erp.{kind}s (live)", row.get(f), live.as_of),
-                                                        Claim(f"{kind}s snapshot", old.get(f), snapshot.as_of)])
+            c = resolve(
+                RECENCY_RULES[f"{kind}.{f}"],
+                [
+                    Claim(f"erp.{kind}s (live)", row.get(f), live.as_of),
+                    Claim(f"{kind}s snapshot", old.get(f), snapshot.as_of),
+                ],
+            )
             if c:
                 out.conflicts.setdefault((kind, key), []).append(c)
 
 
 def _rows_by(df: pd.DataFrame, key: str) -> dict[str, dict]:
     return {r[key]: r for r in df.to_dict("records")}
-
-

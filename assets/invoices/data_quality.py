@@ -2,21 +2,19 @@
 from, and the outcomes of its decisions. The suites are JSON files in `expectations/`;
 the generic runner is `orchestration/expectations.py`."""
 
-
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from assets.invoices.actions import invoice_actions
+from assets.invoices.context import action_key, invoice_context
+from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
 from orchestration import expectations
 from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
-
-from assets.invoices.actions import invoice_actions
-from assets.invoices.context import action_key, invoice_context
-from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
 
 SUITES = Path(__file__).parent / "expectations"
 CONTEXT_SUITE = SUITES / "invoice_context.json"
@@ -31,20 +29,43 @@ def context_frame(records: list[dict]) -> pd.DataFrame:
         quality = 1.0
         for p in penalties:
             quality *= 1 - p
-        rows.append({"key": r["key"], "event_id": r["event_id"], "invoice_id": inv.get("invoice_id"),
-                     "vendor_id": inv.get("vendor_id"), "po_number": inv.get("po_number"),
-                     "amount": float(inv["amount"]) if inv.get("amount") is not None else None,
-                     "currency": inv.get("currency"), "context_quality": quality,
-                     "max_penalty": max(penalties, default=0.0),
-                     # Required items may exceed the budget by design; an empty document may not.
-                     "tokens": r.get("assembly", {}).get("tokens"),
-                     "context_hash": r.get("context_hash")})
-    return pd.DataFrame(rows, columns=["key", "event_id", "invoice_id", "vendor_id", "po_number", "amount", "currency",
-                                       "context_quality", "max_penalty", "tokens", "context_hash"])
+        rows.append(
+            {
+                "key": r["key"],
+                "event_id": r["event_id"],
+                "invoice_id": inv.get("invoice_id"),
+                "vendor_id": inv.get("vendor_id"),
+                "po_number": inv.get("po_number"),
+                "amount": float(inv["amount"]) if inv.get("amount") is not None else None,
+                "currency": inv.get("currency"),
+                "context_quality": quality,
+                "max_penalty": max(penalties, default=0.0),
+                # Required items may exceed the budget by design; an empty document may not.
+                "tokens": r.get("assembly", {}).get("tokens"),
+                "context_hash": r.get("context_hash"),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "key",
+            "event_id",
+            "invoice_id",
+            "vendor_id",
+            "po_number",
+            "amount",
+            "currency",
+            "context_quality",
+            "max_penalty",
+            "tokens",
+            "context_hash",
+        ],
+    )
 
 
-def outcomes_frame(decisions: list[dict], states: dict[str, str], paid: dict[str, dict],
-                   sagas: set[str] = frozenset()) -> pd.DataFrame:
+def outcomes_frame(
+    decisions: list[dict], states: dict[str, str], paid: dict[str, dict], sagas: set[str] = frozenset()
+) -> pd.DataFrame:
     """One row per decision of the run: what was decided, how sure, where the event ended,
     and what the ERP pays for it now (paid: payment key -> live payment row; sagas: events
     with a payment saga in the log)."""
@@ -58,16 +79,38 @@ def outcomes_frame(decisions: list[dict], states: dict[str, str], paid: dict[str
         pay = paid.get(action_key(d["key"], "schedule_payment"))
         po_amount = d["context_used"].get("po_amount")
         paid_amount = float(pay["amount"]) if pay else 0.0
-        rows.append({"key": d["key"], "decision": acted_on, "recomputed_decision": d["final_decision"],
-                     "route": d["route"],
-                     "confidence": d["confidence"], "state": states.get(d["key"], "unknown"),
-                     "currency": inv.get("currency"), "paid_amount": paid_amount,
-                     "paid_currency": pay["currency"] if pay else None,
-                     # No purchase order: nothing may be paid at all.
-                     "po_limit": float(Decimal(str(po_amount)) * (1 + PO_TOLERANCE)) if po_amount else 0.0,
-                     "paid_without_approval": bool(pay) and acted_on != "approve"})
-    return pd.DataFrame(rows, columns=["key", "decision", "recomputed_decision", "route", "confidence", "state", "currency", "paid_amount",
-                                       "paid_currency", "po_limit", "paid_without_approval"])
+        rows.append(
+            {
+                "key": d["key"],
+                "decision": acted_on,
+                "recomputed_decision": d["final_decision"],
+                "route": d["route"],
+                "confidence": d["confidence"],
+                "state": states.get(d["key"], "unknown"),
+                "currency": inv.get("currency"),
+                "paid_amount": paid_amount,
+                "paid_currency": pay["currency"] if pay else None,
+                # No purchase order: nothing may be paid at all.
+                "po_limit": float(Decimal(str(po_amount)) * (1 + PO_TOLERANCE)) if po_amount else 0.0,
+                "paid_without_approval": bool(pay) and acted_on != "approve",
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "key",
+            "decision",
+            "recomputed_decision",
+            "route",
+            "confidence",
+            "state",
+            "currency",
+            "paid_amount",
+            "paid_currency",
+            "po_limit",
+            "paid_without_approval",
+        ],
+    )
 
 
 _CONTEXT_KEY = invoice_context.key
@@ -75,28 +118,42 @@ _CONTEXT_KEY = invoice_context.key
 
 # Blocking: a batch whose context breaks its expectations is not decided on (its events stay
 # received, nothing is lost, the check's metadata says which expectation and which values).
-@dg.asset_check(asset=invoice_context, name="context_meets_expectations", blocking=True,
-                partitions_def=invoice_batches,
-                description="The batch's context frame meets the invoice_context expectation suite (Great Expectations).")
+@dg.asset_check(
+    asset=invoice_context,
+    name="context_meets_expectations",
+    blocking=True,
+    partitions_def=invoice_batches,
+    description="The batch's context frame meets the invoice_context expectation suite (Great Expectations).",
+)
 def context_meets_expectations(invoice_context: list[dict]) -> dg.AssetCheckResult:
-    return expectations.check_result(context_frame(invoice_context), CONTEXT_SUITE, "context_meets_expectations",
-                                     _CONTEXT_KEY)
+    return expectations.check_result(
+        context_frame(invoice_context), CONTEXT_SUITE, "context_meets_expectations", _CONTEXT_KEY
+    )
 
 
-@dg.asset_check(asset=invoice_actions, name="outcomes_meet_expectations", blocking=True,
-                partitions_def=invoice_batches,
-                additional_ins={"invoice_decisions": dg.AssetIn("invoice_decisions")},
-                description="The batch's outcome frame (decisions, end states, ERP payments) meets the "
-                            "invoice_outcomes expectation suite (Great Expectations).")
-def outcomes_meet_expectations(context: dg.AssetCheckExecutionContext, invoice_decisions: list[dict],
-                               bosun_db: BosunDatabase, erp: ERPResource) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=invoice_actions,
+    name="outcomes_meet_expectations",
+    blocking=True,
+    partitions_def=invoice_batches,
+    additional_ins={"invoice_decisions": dg.AssetIn("invoice_decisions")},
+    description="The batch's outcome frame (decisions, end states, ERP payments) meets the "
+    "invoice_outcomes expectation suite (Great Expectations).",
+)
+def outcomes_meet_expectations(
+    context: dg.AssetCheckExecutionContext, invoice_decisions: list[dict], bosun_db: BosunDatabase, erp: ERPResource
+) -> dg.AssetCheckResult:
     rows = bosun_db.inbox().batch_records(context.partition_key, EVENT_TYPES)
     states = {r["idempotency_key"]: r["status"] for r in rows}
     keys = [action_key(d["key"], "schedule_payment") for d in invoice_decisions]
     paid = {r["idempotency_key"]: r for r in erp.effects_for(keys, []) if r["live"]}
     sagas = set(SagaLog(bosun_db.resolved_url).load([d["key"] for d in invoice_decisions]))
-    return expectations.check_result(outcomes_frame(invoice_decisions, states, paid, sagas), OUTCOMES_SUITE,
-                                     "outcomes_meet_expectations", invoice_actions.key)
+    return expectations.check_result(
+        outcomes_frame(invoice_decisions, states, paid, sagas),
+        OUTCOMES_SUITE,
+        "outcomes_meet_expectations",
+        invoice_actions.key,
+    )
 
 
 expectation_checks = [context_meets_expectations, outcomes_meet_expectations]

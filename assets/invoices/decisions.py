@@ -1,6 +1,5 @@
 """Decision layer of the invoice workflow: reason, apply guardrails, assess confidence."""
 
-
 import json
 import os
 from functools import lru_cache
@@ -8,6 +7,9 @@ from typing import Callable, Optional, Union
 
 import dagster as dg
 
+from assets.invoices.confidence import broader_query, factors, retrieval_factor
+from assets.invoices.reasoning import propose
+from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, MODEL_NAME, WORKFLOW, invoice_batches
 from guardrails.engine import Policy, evaluate, load_policy
 from orchestration.confidence import Calibrator, Thresholds, combine, quality_factors
 from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
@@ -15,13 +17,9 @@ from orchestration.llm_ledger import LLMLedger
 from orchestration.routing import RoutingPolicy
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
-from resources.knowledge_base import PolicyDocuments, PolicyIndex
 from resources.io_managers import IN_RUN_IO_MANAGER
+from resources.knowledge_base import PolicyDocuments, PolicyIndex
 from resources.local_model import LocalModel
-
-from assets.invoices.confidence import broader_query, factors, retrieval_factor
-from assets.invoices.reasoning import propose
-from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, MODEL_NAME, WORKFLOW, invoice_batches
 
 RE_RETRIEVAL_K = 6
 
@@ -50,8 +48,9 @@ def guard(proposals: list[dict], policy: Policy) -> list[dict]:
     for p in proposals:
         # "no result" is not a decision a rule could allow; it goes to a person.
         proposed = "escalate" if p["decision"] == "no_result" else p["decision"]
-        p["guardrails"] = evaluate(policy, proposed, p["facts"], stated={"amount": p.get("stated_amount")},
-                                   limit_overrides=overrides).as_dict()
+        p["guardrails"] = evaluate(
+            policy, proposed, p["facts"], stated={"amount": p.get("stated_amount")}, limit_overrides=overrides
+        ).as_dict()
     return proposals
 
 
@@ -61,8 +60,11 @@ def model_group(p: dict) -> str:
 
 def calibrate(proposals: list[dict], calibrator: Calibrator) -> None:
     """Each model's probability -> its observed hit rate; one vectorised call per batch."""
-    probs = calibrator.apply([p["probability"] for p in proposals], [model_group(p) for p in proposals]) \
-        if proposals else []
+    probs = (
+        calibrator.apply([p["probability"] for p in proposals], [model_group(p) for p in proposals])
+        if proposals
+        else []
+    )
     for p, v in zip(proposals, probs):
         p["probability_calibrated"] = float(v)
         p["calibrator_version"] = calibrator.version
@@ -84,8 +86,12 @@ def combined_confidence(p: dict) -> None:
     p["confidence"], p["confidence_breakdown"] = round(conf, 4), breakdown
 
 
-def assess(proposals: list[dict], policy: Policy, calibrator: Optional[Calibrator] = None,
-           index: Union[PolicyIndex, Callable[[], PolicyIndex], None] = None) -> list[dict]:
+def assess(
+    proposals: list[dict],
+    policy: Policy,
+    calibrator: Optional[Calibrator] = None,
+    index: Union[PolicyIndex, Callable[[], PolicyIndex], None] = None,
+) -> list[dict]:
     """`index` may be a function building the index: it is then called only if some
     decision asks for more context, so most batches never pay for it."""
     th = thresholds(policy)
@@ -101,10 +107,16 @@ def assess(proposals: list[dict], policy: Policy, calibrator: Optional[Calibrato
             p["route"], p["reason"] = "escalate", _escalation_reason(p)
         elif p["confidence"] < th.act:
             p["route"] = "escalate"
-            p["reason"] = f"confidence {p['confidence']:.2f} below {th.act}" + (
-                f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "") + (
-                f" (context: {', '.join(f['name'] for f in p['quality_factors'])})" if p.get("quality_factors") else "") + (
-                " after a broader retrieval" if p.get("re_retrieved") else "")
+            p["reason"] = (
+                f"confidence {p['confidence']:.2f} below {th.act}"
+                + (f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "")
+                + (
+                    f" (context: {', '.join(f['name'] for f in p['quality_factors'])})"
+                    if p.get("quality_factors")
+                    else ""
+                )
+                + (" after a broader retrieval" if p.get("re_retrieved") else "")
+            )
         else:
             p["route"] = "act" if g["decision"] == "approve" else "record"
             p["reason"] = f"{g['decision']}" + (f" by policy: {', '.join(g['blocked_by'])}" if g["blocked_by"] else "")
@@ -130,9 +142,15 @@ def _escalation_reason(p: dict) -> str:
     return f"escalated by policy: {', '.join(p['guardrails']['blocked_by'])}"
 
 
-def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
-           ledger: Optional[LLMLedger] = None, index: Optional[PolicyIndex] = None,
-           calibrator: Optional[Calibrator] = None, routing: Optional[RoutingPolicy] = None) -> list[dict]:
+def decide(
+    contexts: list[dict],
+    local_model: LocalModel,
+    llm: ChatModel,
+    ledger: Optional[LLMLedger] = None,
+    index: Optional[PolicyIndex] = None,
+    calibrator: Optional[Calibrator] = None,
+    routing: Optional[RoutingPolicy] = None,
+) -> list[dict]:
     policy = invoice_policy()
     proposals, _ = propose(contexts, local_model, llm, ledger, routing)
     calibrator = calibrator or Calibrator.load(calibrator_path(local_model))
@@ -141,9 +159,9 @@ def decide(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
 
 # ---- the graph-backed asset: one op per stage, so the UI shows where time goes ----------
 
+
 @dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
-def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel,
-           bosun_db: BosunDatabase) -> dict:
+def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel, bosun_db: BosunDatabase) -> dict:
     proposals, routing = propose(invoice_context, local_model, llm, bosun_db.llm_ledger())
     return {"proposals": proposals, "routing": routing}
 
@@ -156,16 +174,18 @@ def apply_guardrails(reasoned: dict) -> dict:
 # The decisions (with the invoices' context) stay in the run's memory: the audit log keeps
 # what must outlive it.
 @dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
-def assess_confidence(guarded: dict, local_model: LocalModel,
-                      policy_documents: PolicyDocuments) -> dg.Output[list[dict]]:
+def assess_confidence(
+    guarded: dict, local_model: LocalModel, policy_documents: PolicyDocuments
+) -> dg.Output[list[dict]]:
     calibrator = Calibrator.load(calibrator_path(local_model))
     # The broader re-retrieval builds its own index from the documents (milliseconds for a
     # policy set), and only when a decision asks: loading the policy_index asset into
     # every batch run would cost more than the rare re-retrieval.
-    decisions = assess(guarded["proposals"], invoice_policy(), calibrator,
-                       lambda: PolicyIndex(policy_documents.load()))
-    return dg.Output(decisions, metadata={**decision_metadata(decisions), **guarded["routing"],
-                                          "calibrator_version": calibrator.version})
+    decisions = assess(guarded["proposals"], invoice_policy(), calibrator, lambda: PolicyIndex(policy_documents.load()))
+    return dg.Output(
+        decisions,
+        metadata={**decision_metadata(decisions), **guarded["routing"], "calibrator_version": calibrator.version},
+    )
 
 
 def decision_metadata(decisions: list[dict]) -> dict:
@@ -194,5 +214,4 @@ def invoice_decisions(invoice_context: list[dict]) -> list[dict]:
     return assess_confidence(apply_guardrails(reason(invoice_context)))
 
 
-invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches,
-                                                  limit_overrides)
+invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches, limit_overrides)

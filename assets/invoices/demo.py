@@ -7,19 +7,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.inbox import Inbox
-from orchestration.status import inbox_status
-from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
-from resources.chat_model import DisabledChatModel
-from resources.erp import ERPResource
-from resources.local_model import LocalModel
-
 from assets.invoices import context_assets, sample_data
 from assets.invoices.calibration import fit_calibrator
 from assets.invoices.decisions import calibrator_path
 from assets.invoices.sample_settlements import settle_sample
 from assets.invoices.training import read_events, seed_erp, train
 from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches, registry
+from orchestration.inbox import Inbox
+from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+from orchestration.status import inbox_status
+from resources.chat_model import DisabledChatModel
+from resources.erp import ERPResource
+from resources.local_model import LocalModel
 
 TRAINING_SEED_OFFSET = 1000
 CALIBRATION_SEED_OFFSET = 2000
@@ -31,8 +30,9 @@ class _NoProgress:
     def advance(self, n: int = 1) -> None: ...
 
 
-def prepare(directory: Path, n_invoices: int, seed: int, erp: ERPResource, local_model: LocalModel,
-            progress=None) -> dict:
+def prepare(
+    directory: Path, n_invoices: int, seed: int, erp: ERPResource, local_model: LocalModel, progress=None
+) -> dict:
     """Write the sample, seed the ERP with it, and train the local model on a held-out
     sample (another seed, its own scratch ERP) so accuracy is not measured on training data.
     `progress` (stage/advance, e.g. the CLI's bars) hears of each step."""
@@ -53,8 +53,11 @@ def prepare(directory: Path, n_invoices: int, seed: int, erp: ERPResource, local
     sample_data.write_sample_data(calibration_dir, n_invoices=2000, seed=seed + CALIBRATION_SEED_OFFSET)
     calibrator = fit_calibrator(calibration_dir, local_model, DisabledChatModel())
     calibrator.save(calibrator_path(local_model))
-    return {"paths": {k: str(v) for k, v in paths.items()}, "model": model,
-            "calibrator": {"version": calibrator.version, **calibrator.report}}
+    return {
+        "paths": {k: str(v) for k, v in paths.items()},
+        "model": model,
+        "calibrator": {"version": calibrator.version, **calibrator.report},
+    }
 
 
 def accuracy(inbox: Inbox, labels: dict[str, dict]) -> dict:
@@ -64,13 +67,19 @@ def accuracy(inbox: Inbox, labels: dict[str, dict]) -> dict:
     from orchestration.db import inbox as inbox_table
 
     with inbox.engine.connect() as conn:
-        rows = conn.execute(sa.select(inbox_table.c.event_id, inbox_table.c.status, inbox_table.c.outcome)
-                            .where(inbox_table.c.type.in_(EVENT_TYPES))).all()
+        rows = conn.execute(
+            sa.select(inbox_table.c.event_id, inbox_table.c.status, inbox_table.c.outcome).where(
+                inbox_table.c.type.in_(EVENT_TYPES)
+            )
+        ).all()
     decided = [(labels[e]["label"], (o or {}).get("decision")) for e, s, o in rows if s == "done" and e in labels]
     correct = sum(1 for truth, got in decided if truth == got)
-    return {"decided": len(decided), "correct": correct,
-            "accuracy": round(correct / len(decided), 4) if decided else None,
-            "escalated": sum(1 for _, s, _ in rows if s == "escalated")}
+    return {
+        "decided": len(decided),
+        "correct": correct,
+        "accuracy": round(correct / len(decided), 4) if decided else None,
+        "escalated": sum(1 for _, s, _ in rows if s == "escalated"),
+    }
 
 
 def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int, progress=None) -> dict:
@@ -87,14 +96,27 @@ def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int, progres
         progress.stage("Refreshing the context (vendors, purchase orders, policy index)")
         dg.materialize(context_assets, instance=instance, resources=resources, run_config=QUIET)
         progress.stage("Running the batches (context, decision, action, checks)", total=ingest["accepted"])
-        report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, inbox,
-                                     instance, batch_policy, on_batch=lambda _key, n: progress.advance(n))
+        report = run_pending_batches(
+            defs,
+            "invoice_batch_job",
+            invoice_batches,
+            EVENT_TYPES,
+            inbox,
+            instance,
+            batch_policy,
+            on_batch=lambda _key, n: progress.advance(n),
+        )
     progress.stage("Verifying the audit chain and settling payments")
-    return {"ingest": {k: v for k, v in ingest.items() if k != "rejections"},
-            "batches": len(report.batches), "failed_batches": report.failed,
-            "status": inbox_status(db.resolved_url).as_dict(), "audit": db.audit().verify().as_dict(),
-            "accuracy": accuracy(inbox, sample_data.load_labels(home / "sample")),
-            # The seeded bank settles the payments (most on time, some late, failed or returned)
-            # and the delayed check judges every due day: what `payment_settlements` reports.
-            "settlements": settle_sample(erp, seed),
-            "model": prep["model"], "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "ingest": {k: v for k, v in ingest.items() if k != "rejections"},
+        "batches": len(report.batches),
+        "failed_batches": report.failed,
+        "status": inbox_status(db.resolved_url).as_dict(),
+        "audit": db.audit().verify().as_dict(),
+        "accuracy": accuracy(inbox, sample_data.load_labels(home / "sample")),
+        # The seeded bank settles the payments (most on time, some late, failed or returned)
+        # and the delayed check judges every due day: what `payment_settlements` reports.
+        "settlements": settle_sample(erp, seed),
+        "model": prep["model"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.invoices.context import model_features
+from assets.invoices.training import labelled_examples, seed_erp
+from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW
 from orchestration import settings
 from orchestration.db import dispose
 from orchestration.model_quality import PromotionRule, is_held_out, score
@@ -22,10 +25,6 @@ from orchestration.reviewed import reviewed_decisions
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
 from resources.local_model import LocalModel
-
-from assets.invoices.context import model_features
-from assets.invoices.training import labelled_examples, seed_erp
-from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW
 
 CANDIDATE = f"{MODEL_NAME}-candidate"
 # What a model may learn to answer (the decision prompt's enum); any other label is kept in
@@ -63,14 +62,28 @@ def reviewed_examples(db_url: str) -> dict:
         if record.get("facts") is None:
             without_facts += 1  # decided before the audit archived facts: nothing to learn from
             continue
-        examples.append({
-            "subject": r["subject"], "label": r["label"], "kind": r["kind"], "feedback_id": r["feedback_id"],
-            "features": model_features(record["facts"]), "held_out": is_held_out(r["subject"], HELD_OUT_FRACTION),
-            "proposed": record["proposed"], "model": record["model"], "model_version": record["model_version"],
-            "probability": raw_probability(record), "blocked": bool(record["guardrails"].get("blocked_by"))})
-    return {"examples": examples, "not_in_audit": len(not_in_audit), "without_facts": without_facts,
-            "unusable_labels": dict(unusable),
-            "feedback_max_id": max((r["feedback_id"] for r in reviewed), default=0)}
+        examples.append(
+            {
+                "subject": r["subject"],
+                "label": r["label"],
+                "kind": r["kind"],
+                "feedback_id": r["feedback_id"],
+                "features": model_features(record["facts"]),
+                "held_out": is_held_out(r["subject"], HELD_OUT_FRACTION),
+                "proposed": record["proposed"],
+                "model": record["model"],
+                "model_version": record["model_version"],
+                "probability": raw_probability(record),
+                "blocked": bool(record["guardrails"].get("blocked_by")),
+            }
+        )
+    return {
+        "examples": examples,
+        "not_in_audit": len(not_in_audit),
+        "without_facts": without_facts,
+        "unusable_labels": dict(unusable),
+        "feedback_max_id": max((r["feedback_id"] for r in reviewed), default=0),
+    }
 
 
 def evaluate(local_model: LocalModel, name: str, examples: list[dict]) -> dict:
@@ -121,25 +134,39 @@ def invoice_feedback(bosun_db: BosunDatabase) -> dg.Output[dict]:
     data = reviewed_examples(bosun_db.resolved_url)
     ex = data["examples"]
     held = sum(e["held_out"] for e in ex)
-    return dg.Output(data, metadata={
-        "reviewed": len(ex) + data["not_in_audit"] + data["without_facts"] + sum(data["unusable_labels"].values()),
-        "examples": len(ex),
-        "training_examples": len(ex) - held, "held_out_examples": held,
-        "corrected": sum(e["label"] != e["proposed"] for e in ex),
-        "labels": dg.MetadataValue.json(dict(Counter(e["label"] for e in ex))),
-        "by_kind": dg.MetadataValue.json(dict(Counter(e["kind"] for e in ex))),
-        "not_in_audit": data["not_in_audit"], "without_archived_facts": data["without_facts"],
-        "unusable_labels": dg.MetadataValue.json(data["unusable_labels"]),
-        "feedback_max_id": data["feedback_max_id"]})
+    return dg.Output(
+        data,
+        metadata={
+            "reviewed": len(ex) + data["not_in_audit"] + data["without_facts"] + sum(data["unusable_labels"].values()),
+            "examples": len(ex),
+            "training_examples": len(ex) - held,
+            "held_out_examples": held,
+            "corrected": sum(e["label"] != e["proposed"] for e in ex),
+            "labels": dg.MetadataValue.json(dict(Counter(e["label"] for e in ex))),
+            "by_kind": dg.MetadataValue.json(dict(Counter(e["kind"] for e in ex))),
+            "not_in_audit": data["not_in_audit"],
+            "without_archived_facts": data["without_facts"],
+            "unusable_labels": dg.MetadataValue.json(data["unusable_labels"]),
+            "feedback_max_id": data["feedback_max_id"],
+        },
+    )
 
 
-@dg.asset(group_name="invoice_feedback", kinds={"sklearn"},
-          check_specs=[dg.AssetCheckSpec(
-              "retrained_model_is_not_worse", asset="invoice_model_candidate", blocking=True,
-              description="On the held-out reviewed events the retrained local model's accuracy does not drop "
-                          f"(by more than {PROMOTION.max_accuracy_drop}) and its Brier score does not rise (by more "
-                          f"than {PROMOTION.max_brier_rise}); at least {PROMOTION.min_held_out} such events. "
-                          "Blocking: a worse model is never promoted.")])
+@dg.asset(
+    group_name="invoice_feedback",
+    kinds={"sklearn"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "retrained_model_is_not_worse",
+            asset="invoice_model_candidate",
+            blocking=True,
+            description="On the held-out reviewed events the retrained local model's accuracy does not drop "
+            f"(by more than {PROMOTION.max_accuracy_drop}) and its Brier score does not rise (by more "
+            f"than {PROMOTION.max_brier_rise}); at least {PROMOTION.min_held_out} such events. "
+            "Blocking: a worse model is never promoted.",
+        )
+    ],
+)
 def invoice_model_candidate(invoice_feedback: dict, local_model: LocalModel):
     """The local model retrained on the labelled sample plus the reviewed labels, saved
     beside the current model (not yet used by any decision), with both measured on the
@@ -152,22 +179,44 @@ def invoice_model_candidate(invoice_feedback: dict, local_model: LocalModel):
     labels = base_labels + [e["label"] for e in train]
     too_few = {k: n for k, n in Counter(labels).items() if n < 5}
     if not records or too_few:
-        raise ValueError(f"cannot retrain {MODEL_NAME!r}: {len(records)} examples, classes with fewer than 5: "
-                         f"{too_few or 'all'}; the labelled sample is {settings.training_dir()}")
+        raise ValueError(
+            f"cannot retrain {MODEL_NAME!r}: {len(records)} examples, classes with fewer than 5: "
+            f"{too_few or 'all'}; the labelled sample is {settings.training_dir()}"
+        )
     version = local_model.fit(CANDIDATE, records, labels)
     before, after = evaluate(local_model, MODEL_NAME, held), evaluate(local_model, CANDIDATE, held)
     passed, reasons = PROMOTION.verdict(before, after)
-    figures = {"accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-               "ece_before": before["ece"], "ece_after": after["ece"], "brier_before": before["brier"],
-               "brier_after": after["brier"], "held_out": after["examples"]}
-    yield dg.Output({"version": version, "current_version": local_model.version(MODEL_NAME),
-                     "before": before, "after": after, "feedback_max_id": invoice_feedback["feedback_max_id"],
-                     "trained_on": {"sample": len(base_records), "reviewed": len(train)}},
-                    metadata={"candidate_version": version, "current_version": local_model.version(MODEL_NAME) or "none",
-                              "sample_examples": len(base_records), "reviewed_examples": len(train), **figures})
-    yield dg.AssetCheckResult(check_name="retrained_model_is_not_worse", passed=passed,
-                              metadata={**figures, "reasons": "; ".join(reasons) or "none",
-                                        "candidate_version": version})
+    figures = {
+        "accuracy_before": before["accuracy"],
+        "accuracy_after": after["accuracy"],
+        "ece_before": before["ece"],
+        "ece_after": after["ece"],
+        "brier_before": before["brier"],
+        "brier_after": after["brier"],
+        "held_out": after["examples"],
+    }
+    yield dg.Output(
+        {
+            "version": version,
+            "current_version": local_model.version(MODEL_NAME),
+            "before": before,
+            "after": after,
+            "feedback_max_id": invoice_feedback["feedback_max_id"],
+            "trained_on": {"sample": len(base_records), "reviewed": len(train)},
+        },
+        metadata={
+            "candidate_version": version,
+            "current_version": local_model.version(MODEL_NAME) or "none",
+            "sample_examples": len(base_records),
+            "reviewed_examples": len(train),
+            **figures,
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="retrained_model_is_not_worse",
+        passed=passed,
+        metadata={**figures, "reasons": "; ".join(reasons) or "none", "candidate_version": version},
+    )
 
 
 @dg.asset(group_name="invoice_feedback", kinds={"sklearn"})
@@ -177,12 +226,21 @@ def invoice_local_model(invoice_model_candidate: dict, local_model: LocalModel) 
     c = invoice_model_candidate
     on_disk = local_model.version(CANDIDATE)
     if on_disk != c["version"]:
-        raise RuntimeError(f"candidate on disk is {on_disk}, not the checked {c['version']}: "
-                           "another retrain overwrote it; run the loop again")
+        raise RuntimeError(
+            f"candidate on disk is {on_disk}, not the checked {c['version']}: "
+            "another retrain overwrote it; run the loop again"
+        )
     previous = local_model.version(MODEL_NAME)
     version = local_model.promote(CANDIDATE, MODEL_NAME)
-    return dg.MaterializeResult(metadata={
-        "model_version": version, "previous_version": previous or "none",
-        "accuracy_before": c["before"]["accuracy"], "accuracy_after": c["after"]["accuracy"],
-        "ece_before": c["before"]["ece"], "ece_after": c["after"]["ece"],
-        "trained_on": dg.MetadataValue.json(c["trained_on"]), "feedback_max_id": c["feedback_max_id"]})
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "previous_version": previous or "none",
+            "accuracy_before": c["before"]["accuracy"],
+            "accuracy_after": c["after"]["accuracy"],
+            "ece_before": c["before"]["ece"],
+            "ece_after": c["after"]["ece"],
+            "trained_on": dg.MetadataValue.json(c["trained_on"]),
+            "feedback_max_id": c["feedback_max_id"],
+        }
+    )

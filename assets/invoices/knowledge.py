@@ -23,14 +23,20 @@ PASSAGES_PER_QUESTION = 3
 QUESTIONS = {
     "approval": ("when may an invoice be approved automatically", lambda f: True),
     "unknown_vendor": ("invoice from an unknown vendor not in the vendor master", lambda f: not f["vendor_known"]),
-    "inactive_vendor": ("invoice from an inactive or blocked vendor",
-                        lambda f: f["vendor_known"] and not f["vendor_active"]),
+    "inactive_vendor": (
+        "invoice from an inactive or blocked vendor",
+        lambda f: f["vendor_known"] and not f["vendor_active"],
+    ),
     "duplicate": ("duplicate invoice already paid, pay an invoice twice", lambda f: f["already_paid"]),
     "po_closed": ("invoice against a closed purchase order", lambda f: f["po_found"] and not f["po_open"]),
-    "po_missing": ("invoice references purchase order of another vendor or none",
-                   lambda f: not f["po_found"] or not f["po_vendor_matches"]),
-    "currency": ("invoice currency differs from purchase order currency",
-                 lambda f: f["po_found"] and not f["currency_matches_po"]),
+    "po_missing": (
+        "invoice references purchase order of another vendor or none",
+        lambda f: not f["po_found"] or not f["po_vendor_matches"],
+    ),
+    "currency": (
+        "invoice currency differs from purchase order currency",
+        lambda f: f["po_found"] and not f["currency_matches_po"],
+    ),
     "over_po": ("amount exceeds the purchase order tolerance", lambda f: (f["amount_over_po_ratio"] or 0) > 0),
     "large_amount": ("invoice amount over 50,000 second approver", lambda f: f["amount"] > 50000),
     "high_risk": ("high risk vendor review above 10,000", lambda f: f["high_risk_amount"] > 10000),
@@ -73,8 +79,23 @@ def attach_knowledge(records: list[dict], index: PolicyIndex, questions: dict = 
     flat = [q for qs in asked for _, q in qs]
     answers = dict(zip(flat, retrieve(index, flat, embed=embed)))
     # Per question once: the passages above the floor, as shared JSON-ready dicts.
-    answered = {q: [({"doc": p.doc, "heading": p.heading, "doc_version": p.doc_version, "score": round(s, 3),
-                      "text": p.text}, s) for p, s in hits if s >= RELEVANCE_FLOOR] for q, hits in answers.items()}
+    answered = {
+        q: [
+            (
+                {
+                    "doc": p.doc,
+                    "heading": p.heading,
+                    "doc_version": p.doc_version,
+                    "score": round(s, 3),
+                    "text": p.text,
+                },
+                s,
+            )
+            for p, s in hits
+            if s >= RELEVANCE_FLOOR
+        ]
+        for q, hits in answers.items()
+    }
     gaps: dict[str, int] = {}
     for r, qs in zip(records, asked):
         best: dict[tuple, tuple] = {}
@@ -91,8 +112,13 @@ def attach_knowledge(records: list[dict], index: PolicyIndex, questions: dict = 
         r["policy_passages"] = [{**p, "question": name} for p, s, name in sorted(best.values(), key=lambda t: -t[1])]
         r["knowledge"] = {"questions": [n for n, _ in qs], "gaps": r_gaps, "index_version": index.version}
         r.setdefault("quality_factors", []).extend(
-            {"name": "knowledge_gap", "penalty": KNOWLEDGE_GAP_PENALTY,
-             "detail": f"no policy passage scores {RELEVANCE_FLOOR} or more for {questions[g][0]!r}"} for g in r_gaps)
+            {
+                "name": "knowledge_gap",
+                "penalty": KNOWLEDGE_GAP_PENALTY,
+                "detail": f"no policy passage scores {RELEVANCE_FLOOR} or more for {questions[g][0]!r}",
+            }
+            for g in r_gaps
+        )
     return gaps
 
 
@@ -108,7 +134,10 @@ def retrieval_quality(index: PolicyIndex, labels: list[dict], k: int = 5, embed=
         refs = [p.ref for p, _ in hits]
         ranks.append(refs.index(row["relevant"]) + 1 if row["relevant"] in refs else None)
     n = len(labels) or 1
-    return {f"recall_at_{k}": round(sum(1 for r in ranks if r) / n, 4),
-            "recall_at_1": round(sum(1 for r in ranks if r == 1) / n, 4),
-            "mrr": round(sum(1 / r for r in ranks if r) / n, 4), "queries": len(labels),
-            "misses": [row["query"] for row, r in zip(labels, ranks) if r is None]}
+    return {
+        f"recall_at_{k}": round(sum(1 for r in ranks if r) / n, 4),
+        "recall_at_1": round(sum(1 for r in ranks if r == 1) / n, 4),
+        "mrr": round(sum(1 / r for r in ranks if r) / n, 4),
+        "queries": len(labels),
+        "misses": [row["query"] for row, r in zip(labels, ranks) if r is None],
+    }

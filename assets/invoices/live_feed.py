@@ -25,5 +25,10 @@ def feed_chunk(resources, payload_registry, sample_dir: Path, chunk: int, per_ti
     # The sample bank reports what it has settled by now, so the daily
     # `payments_settled_by_due_date` check has a feed to read.
     settled = simulate_settlements(resources["erp"], seed)
-    return {"chunk": chunk, "accepted": summary.accepted, "duplicates": summary.duplicates,
-            "rejected": len(summary.rejected), "bank_reports": settled["reports"]}
+    return {
+        "chunk": chunk,
+        "accepted": summary.accepted,
+        "duplicates": summary.duplicates,
+        "rejected": len(summary.rejected),
+        "bank_reports": settled["reports"],
+    }

@@ -6,11 +6,9 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from orchestration import metrics, tracing
-from orchestration.metrics import BatchMetrics, MetricsStore
-from orchestration import clock
-
 from assets.invoices.workflow import WORKFLOW
+from orchestration import clock, metrics, tracing
+from orchestration.metrics import BatchMetrics, MetricsStore
 
 # Which steps of the batch run carry which layer (step keys of the graph-backed assets).
 LAYER_STEPS = {"context": "invoice_context", "decision": "invoice_decisions", "action": "invoice_actions"}
@@ -18,9 +16,16 @@ LAYER_STEPS = {"context": "invoice_context", "decision": "invoice_decisions", "a
 
 def _decision_record(d: dict) -> dict:
     g = d["guardrails"]
-    return {"decision": d["final_decision"], "route": d["route"], "confidence": d["confidence"],
-            "guardrails": g["blocked_by"] + g["flagged_by"], "model": d["model"],
-            "input_tokens": d["input_tokens"], "output_tokens": d["output_tokens"], "cost_usd": d["cost_usd"]}
+    return {
+        "decision": d["final_decision"],
+        "route": d["route"],
+        "confidence": d["confidence"],
+        "guardrails": g["blocked_by"] + g["flagged_by"],
+        "model": d["model"],
+        "input_tokens": d["input_tokens"],
+        "output_tokens": d["output_tokens"],
+        "cost_usd": d["cost_usd"],
+    }
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -32,8 +37,14 @@ def run_started_at(context: dg.OpExecutionContext) -> datetime | None:
     return _utc(record.start_time) if record else None
 
 
-def batch_metrics(decisions: list[dict], states: list[dict], store: MetricsStore, batch_id: str, run_id: str,
-                  started_at: datetime | None) -> tuple[BatchMetrics, list[dict]]:
+def batch_metrics(
+    decisions: list[dict],
+    states: list[dict],
+    store: MetricsStore,
+    batch_id: str,
+    run_id: str,
+    started_at: datetime | None,
+) -> tuple[BatchMetrics, list[dict]]:
     """The figures for the events this run brought to a terminal state (a deferred saga's
     event is counted by the run that finishes it), recorded for Prometheus; and those
     events with their times."""
@@ -41,11 +52,19 @@ def batch_metrics(decisions: list[dict], states: list[dict], store: MetricsStore
 
     finished = {s["key"] for s in states}
     times = store.event_times(sorted(finished))
-    events = [{"key": s["key"], "status": s["status"],
-               **{k: v for k, v in times.get(s["key"], {}).items() if k != "status"}} for s in states]
-    m = metrics.compute(WORKFLOW, batch_id, run_id, started_at, events,
-                        [_decision_record(d) for d in decisions if d["key"] in finished],
-                        invoice_policy().rule_names())
+    events = [
+        {"key": s["key"], "status": s["status"], **{k: v for k, v in times.get(s["key"], {}).items() if k != "status"}}
+        for s in states
+    ]
+    m = metrics.compute(
+        WORKFLOW,
+        batch_id,
+        run_id,
+        started_at,
+        events,
+        [_decision_record(d) for d in decisions if d["key"] in finished],
+        invoice_policy().rule_names(),
+    )
     store.record(m)
     return m, events
 
@@ -64,22 +83,29 @@ def stages(context: dg.OpExecutionContext, acted_at: datetime, now: datetime) ->
     return out
 
 
-def observe_batch(context: dg.OpExecutionContext, decisions: list[dict], states: list[dict], store: MetricsStore,
-                  acted_at: datetime) -> dict:
+def observe_batch(
+    context: dg.OpExecutionContext, decisions: list[dict], states: list[dict], store: MetricsStore, acted_at: datetime
+) -> dict:
     """Metrics (recorded, and returned as metadata with their own cost) and, when an OTLP
     endpoint is configured, one trace per event."""
     t0 = time.perf_counter()
-    m, events = batch_metrics(decisions, states, store, context.partition_key, context.run_id,
-                              run_started_at(context))
+    m, events = batch_metrics(decisions, states, store, context.partition_key, context.run_id, run_started_at(context))
     md: dict = {**m.metadata(), "metrics.overhead_s": round(time.perf_counter() - t0, 4)}
     if tracing.enabled():
         t1 = time.perf_counter()
         by_key = {d["key"]: d for d in decisions}
-        traced = [{"key": e["key"], "received_at": e.get("received_at"), "outcome_at": e.get("outcome_at"),
-                   "attributes": _span_attributes(e, by_key.get(e["key"]))} for e in events]
+        traced = [
+            {
+                "key": e["key"],
+                "received_at": e.get("received_at"),
+                "outcome_at": e.get("outcome_at"),
+                "attributes": _span_attributes(e, by_key.get(e["key"])),
+            }
+            for e in events
+        ]
         md["traces.spans"] = tracing.record_event_traces(
-            WORKFLOW, context.partition_key, context.run_id,
-            stages(context, acted_at, clock.now()), traced)
+            WORKFLOW, context.partition_key, context.run_id, stages(context, acted_at, clock.now()), traced
+        )
         md["traces.overhead_s"] = round(time.perf_counter() - t1, 4)
     return md
 
@@ -88,7 +114,14 @@ def _span_attributes(event: dict, d: dict | None) -> dict:
     attrs = {"bosun.status": event["status"]}
     if d:
         g = d["guardrails"]
-        attrs.update({"bosun.entity_key": d["entity_key"], "bosun.decision": d["final_decision"],
-                      "bosun.route": d["route"], "bosun.confidence": float(d["confidence"]),
-                      "bosun.model": d["model"], "bosun.guardrails": ",".join(g["blocked_by"] + g["flagged_by"])})
+        attrs.update(
+            {
+                "bosun.entity_key": d["entity_key"],
+                "bosun.decision": d["final_decision"],
+                "bosun.route": d["route"],
+                "bosun.confidence": float(d["confidence"]),
+                "bosun.model": d["model"],
+                "bosun.guardrails": ",".join(g["blocked_by"] + g["flagged_by"]),
+            }
+        )
     return attrs

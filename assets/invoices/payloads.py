@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 
+from assets.invoices.context import action_key
+from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 from orchestration.actions import ActionType, RetryPolicy
 from orchestration.audit import AuditEntry
 from orchestration.leases import Leases
@@ -20,9 +22,6 @@ from orchestration.saga_executor import PlanStep, Refusal, SagaExecutor, SagaPla
 from orchestration.saga_log import SagaLog
 from resources.erp import ERPResource
 from resources.outbox import NotificationOutbox
-
-from assets.invoices.context import action_key
-from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 
 ERP_TARGET = "erp"
 OUTBOX_TARGET = "outbox"
@@ -35,43 +34,83 @@ NOTIFY_RETRY = RetryPolicy(attempts=4, initial_s=0.5, max_s=5.0, jitter_s=0.25)
 
 def payment_params(key: str, invoice: dict, po_amount=None) -> dict:
     """One payment saga's parameters (kept in the saga log, so recovery needs nothing else)."""
-    return {"key": key, "invoice_id": invoice["invoice_id"], "vendor_id": invoice["vendor_id"],
-            "po_number": invoice["po_number"], "amount": invoice["amount"], "currency": invoice["currency"],
-            "due_on": invoice["due_on"], "po_amount": po_amount}
+    return {
+        "key": key,
+        "invoice_id": invoice["invoice_id"],
+        "vendor_id": invoice["vendor_id"],
+        "po_number": invoice["po_number"],
+        "amount": invoice["amount"],
+        "currency": invoice["currency"],
+        "due_on": invoice["due_on"],
+        "po_amount": po_amount,
+    }
 
 
 def payment_notice(item: dict) -> dict:
     """What the vendor is told once its payment is scheduled (an outbox message)."""
-    return {"key": item["key"], "workflow": WORKFLOW, "recipient_type": "vendor", "recipient": item["vendor_id"],
-            "entity": item["invoice_id"],
-            "subject": f"Payment scheduled for invoice {item['invoice_id']}",
-            "body": {"invoice_id": item["invoice_id"], "po_number": item["po_number"], "amount": str(item["amount"]),
-                     "currency": item["currency"], "due_on": str(item["due_on"]),
-                     "payment_key": action_key(item["saga_id"], "schedule_payment")}}
+    return {
+        "key": item["key"],
+        "workflow": WORKFLOW,
+        "recipient_type": "vendor",
+        "recipient": item["vendor_id"],
+        "entity": item["invoice_id"],
+        "subject": f"Payment scheduled for invoice {item['invoice_id']}",
+        "body": {
+            "invoice_id": item["invoice_id"],
+            "po_number": item["po_number"],
+            "amount": str(item["amount"]),
+            "currency": item["currency"],
+            "due_on": str(item["due_on"]),
+            "payment_key": action_key(item["saga_id"], "schedule_payment"),
+        },
+    }
 
 
-def payment_plan(erp: ERPResource, outbox: NotificationOutbox | None = None, timeout_s: float = 30.0,
-                 retry: RetryPolicy | None = None, rate: float | None = None, *,
-                 notify_timeout_s: float | None = None, notify_retry: RetryPolicy | None = None,
-                 notify_rate: float | None = None) -> SagaPlan:
+def payment_plan(
+    erp: ERPResource,
+    outbox: NotificationOutbox | None = None,
+    timeout_s: float = 30.0,
+    retry: RetryPolicy | None = None,
+    rate: float | None = None,
+    *,
+    notify_timeout_s: float | None = None,
+    notify_retry: RetryPolicy | None = None,
+    notify_rate: float | None = None,
+) -> SagaPlan:
     # The workflow's retry budget: after it, the invoice is dead-lettered (workflow.py).
     retry = retry or RetryPolicy(attempts=dead_letter_policy.attempts, initial_s=dead_letter_policy.backoff_s)
     outbox = outbox if outbox is not None else NotificationOutbox()
 
     def action(name, do, undo, live, **kw):
         kw = {"timeout_s": timeout_s, "retry": retry, "target": ERP_TARGET, "rate_limit": rate, **kw}
-        return ActionType(name, do=do, compensate=undo, verify=lambda items: live([it["key"] for it in items]),
-                          key=lambda saga_id: action_key(saga_id, name), **kw)
+        return ActionType(
+            name,
+            do=do,
+            compensate=undo,
+            verify=lambda items: live([it["key"] for it in items]),
+            key=lambda saga_id: action_key(saga_id, name),
+            **kw,
+        )
 
     post = action("post_ledger_entry", erp.post_ledger_entries, erp.reverse_ledger_entries, erp.live_ledger_keys)
     pay = action("schedule_payment", erp.schedule_payments, erp.cancel_payments, erp.live_payment_keys)
-    notify = action("notify_vendor", lambda items: outbox.queue_notifications([payment_notice(it) for it in items]),
-                    lambda items: outbox.retract_notifications([payment_notice(it) for it in items]),
-                    outbox.live_notification_keys, target=OUTBOX_TARGET,
-                    timeout_s=notify_timeout_s or NOTIFY_TIMEOUT_S, retry=notify_retry or NOTIFY_RETRY,
-                    rate_limit=notify_rate)
-    return SagaPlan([PlanStep(post.name, post), PlanStep(pay.name, pay, after=(post.name,)),
-                     PlanStep(notify.name, notify, after=(pay.name,))])
+    notify = action(
+        "notify_vendor",
+        lambda items: outbox.queue_notifications([payment_notice(it) for it in items]),
+        lambda items: outbox.retract_notifications([payment_notice(it) for it in items]),
+        outbox.live_notification_keys,
+        target=OUTBOX_TARGET,
+        timeout_s=notify_timeout_s or NOTIFY_TIMEOUT_S,
+        retry=notify_retry or NOTIFY_RETRY,
+        rate_limit=notify_rate,
+    )
+    return SagaPlan(
+        [
+            PlanStep(post.name, post),
+            PlanStep(pay.name, pay, after=(post.name,)),
+            PlanStep(notify.name, notify, after=(pay.name,)),
+        ]
+    )
 
 
 def entities(params: dict) -> list[str]:
@@ -85,15 +124,22 @@ def entities(params: dict) -> list[str]:
 # at execution time because a concurrent batch paid the invoice or the PO changed meanwhile.
 # The event ends `done` with that decision and the reason, audited; no dead letter. What a
 # person must look at (a vendor or PO the ERP no longer knows, no bank account) stays a failure.
-REFUSAL_DECISIONS = {"already_paid": "reject", "vendor_inactive": "reject", "po_not_open": "hold",
-                     "po_exhausted": "hold"}
+REFUSAL_DECISIONS = {
+    "already_paid": "reject",
+    "vendor_inactive": "reject",
+    "po_not_open": "hold",
+    "po_exhausted": "hold",
+}
 
 
 def refusal_state(key: str, refusal: dict, note: str | None = None) -> dict:
     """An event's terminal state for a saga a prerequisite refused for a business reason."""
-    return {"key": key, "status": "done",
-            "reason": f"refused at execution ({refusal['code']}): {refusal['reason']}" + (f" ({note})" if note else ""),
-            "outcome": {"decision": REFUSAL_DECISIONS.get(refusal["code"], "reject"), "refusal": refusal["code"]}}
+    return {
+        "key": key,
+        "status": "done",
+        "reason": f"refused at execution ({refusal['code']}): {refusal['reason']}" + (f" ({note})" if note else ""),
+        "outcome": {"decision": REFUSAL_DECISIONS.get(refusal["code"], "reject"), "refusal": refusal["code"]},
+    }
 
 
 def refusal_audit(state: dict) -> dict:
@@ -106,6 +152,7 @@ def prerequisites(erp: ERPResource):
     """Checked live before the first step: vendor active with a bank account, PO open with
     enough left (counting earlier sagas of the same call against it). Business refusals
     are `Refusal`s (see REFUSAL_DECISIONS); a plain string is a failure for a person."""
+
     def check(items: list[dict]) -> dict[str, str | Refusal]:
         vendors, pos = erp.master_data_for([it["vendor_id"] for it in items], [it["po_number"] for it in items])
         paid = erp.paid_per_po(sorted(pos))
@@ -119,7 +166,9 @@ def prerequisites(erp: ERPResource):
             own = action_key(it["key"], "schedule_payment")
             others = [k for k in paid_invoices.get((it["vendor_id"], it["invoice_id"]), []) if k != own]
             if others:
-                refused[it["key"]] = Refusal("already_paid", f"invoice {it['invoice_id']} is already paid ({others[0]})")
+                refused[it["key"]] = Refusal(
+                    "already_paid", f"invoice {it['invoice_id']} is already paid ({others[0]})"
+                )
             elif v is None:
                 refused[it["key"]] = f"vendor {it['vendor_id']} does not exist"
             elif not v["active"]:
@@ -131,15 +180,20 @@ def prerequisites(erp: ERPResource):
             elif po["status"] != "open":
                 refused[it["key"]] = Refusal("po_not_open", f"purchase order {it['po_number']} is {po['status']}")
             else:
-                left = (Decimal(str(po["amount"])) * (1 + PO_TOLERANCE) - paid.get(it["po_number"], Decimal(0))
-                        - committed.get(it["po_number"], Decimal(0)))
+                left = (
+                    Decimal(str(po["amount"])) * (1 + PO_TOLERANCE)
+                    - paid.get(it["po_number"], Decimal(0))
+                    - committed.get(it["po_number"], Decimal(0))
+                )
                 if amount > left:
                     refused[it["key"]] = Refusal(
-                        "po_exhausted", f"purchase order {it['po_number']} has {left:.2f} left, invoice is {amount}")
+                        "po_exhausted", f"purchase order {it['po_number']} has {left:.2f} left, invoice is {amount}"
+                    )
                 else:
                     committed[it["po_number"]] = committed.get(it["po_number"], Decimal(0)) + amount
                     paid_invoices.setdefault((it["vendor_id"], it["invoice_id"]), []).append(own)
         return refused
+
     return check
 
 
@@ -155,6 +209,7 @@ def approval_rule(limit: Decimal | None):
         if limit is not None and amount > limit:
             return f"amount {amount} {params['currency']} above the approval limit {limit}"
         return None
+
     return rule
 
 
@@ -170,25 +225,41 @@ def outbox_rate_limit() -> float | None:
     return float(raw) if raw else None
 
 
-def payment_executor(erp: ERPResource, db_url: str, holder: str, *, rate: float | None = None,
-                     limit: Decimal | None = None, lease_wait_s: float = 10.0, plan: SagaPlan | None = None,
-                     outbox: NotificationOutbox | None = None, log: SagaLog | None = None) -> SagaExecutor:
+def payment_executor(
+    erp: ERPResource,
+    db_url: str,
+    holder: str,
+    *,
+    rate: float | None = None,
+    limit: Decimal | None = None,
+    lease_wait_s: float = 10.0,
+    plan: SagaPlan | None = None,
+    outbox: NotificationOutbox | None = None,
+    log: SagaLog | None = None,
+) -> SagaExecutor:
     # `rate` overrides the plan's ERP rate (0: no limit on any target); by default the plan
     # declares BOSUN_ERP_RATE_LIMIT and BOSUN_OUTBOX_RATE_LIMIT.
     limiters = {ERP_TARGET: RateLimiter(db_url, ERP_TARGET, rate)} if rate else {}
     plan = plan or payment_plan(erp, outbox, rate=erp_rate_limit(), notify_rate=outbox_rate_limit())
     if rate == 0:
         limiters = {ERP_TARGET: None, OUTBOX_TARGET: None}
-    return SagaExecutor(log or SagaLog(db_url), WORKFLOW, plan, limiters=limiters,
-                        leases=Leases(db_url, holder), entities=entities, prerequisites=prerequisites(erp),
-                        approval=approval_rule(limit if limit is not None else approval_limit()),
-                        review=ReviewQueue(db_url), lease_wait_s=lease_wait_s)
+    return SagaExecutor(
+        log or SagaLog(db_url),
+        WORKFLOW,
+        plan,
+        limiters=limiters,
+        leases=Leases(db_url, holder),
+        entities=entities,
+        prerequisites=prerequisites(erp),
+        approval=approval_rule(limit if limit is not None else approval_limit()),
+        review=ReviewQueue(db_url),
+        lease_wait_s=lease_wait_s,
+    )
 
 
 def saga_executor(resources, holder: str) -> SagaExecutor:
     """The workflow's executor for `bosun saga ...` and `bosun review approve`."""
-    return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder,
-                            outbox=resources["outbox"])
+    return payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder, outbox=resources["outbox"])
 
 
 def record_settled(resources, outcome, note: str, batch_id: str | None = None, extra: dict | None = None) -> int:
@@ -196,24 +267,52 @@ def record_settled(resources, outcome, note: str, batch_id: str | None = None, e
     (`batch_id`, when known, stays on the event)."""
     states = []
     for k in outcome.done:
-        states.append({"key": k, "status": "done", "reason": f"paid ({note})",
-                       "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")}})
+        states.append(
+            {
+                "key": k,
+                "status": "done",
+                "reason": f"paid ({note})",
+                "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")},
+            }
+        )
     states += [refusal_state(k, r, note) for k, r in outcome.refused.items()]
     for k, f in outcome.failed.items():
         status = "escalated" if f.get("compensation_error") else "dead_lettered"
-        states.append({"key": k, "status": status,
-                       "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})"})
+        states.append(
+            {
+                "key": k,
+                "status": status,
+                "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})",
+            }
+        )
     # The actions taken outside a batch run (after an approval, by a recovery) close their
     # events' audit chains as a batch run's would; `extra` (e.g. the review id) goes on each record.
     extra = extra or {}
-    entries = [AuditEntry("compensation" if row["status"] in ("compensated", "compensation_failed") else "action",
-                          row["key"], {"step": row["step"], "status": row["status"], "error": row.get("error"),
-                                       "action_key": action_key(row["key"], row["step"]), "note": note, **extra},
-                          batch_id)
-               for row in outcome.log]
-    entries += [AuditEntry("outcome", st["key"], {"status": st["status"], "reason": st["reason"],
-                                                  **refusal_audit(st), **extra}, batch_id)
-                for st in states]
+    entries = [
+        AuditEntry(
+            "compensation" if row["status"] in ("compensated", "compensation_failed") else "action",
+            row["key"],
+            {
+                "step": row["step"],
+                "status": row["status"],
+                "error": row.get("error"),
+                "action_key": action_key(row["key"], row["step"]),
+                "note": note,
+                **extra,
+            },
+            batch_id,
+        )
+        for row in outcome.log
+    ]
+    entries += [
+        AuditEntry(
+            "outcome",
+            st["key"],
+            {"status": st["status"], "reason": st["reason"], **refusal_audit(st), **extra},
+            batch_id,
+        )
+        for st in states
+    ]
     if entries:
         resources["bosun_db"].audit().append(entries)
     resources["bosun_db"].inbox().set_states(states, batch_id)

@@ -8,15 +8,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from assets.invoices.context import model_features
+from assets.invoices.workflow import MODEL_NAME, ROUTING, WORKFLOW
 from orchestration.llm_ledger import LLMLedger
 from orchestration.pricing import price_table
 from orchestration.prompts import Prompt, load_prompt
 from orchestration.routing import LLMAnswer, Question, Router, RoutingPolicy, budget_from_env
 from resources.chat_model import ChatModel
 from resources.local_model import LocalModel
-
-from assets.invoices.context import model_features
-from assets.invoices.workflow import MODEL_NAME, ROUTING, WORKFLOW
 
 PROMPT_PATH = Path(__file__).parent / "prompts" / "decide_invoice.yaml"
 
@@ -45,9 +44,14 @@ def decision_type(facts: dict) -> str:
     return "standard"
 
 
-def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
-            ledger: Optional[LLMLedger] = None, routing: Optional[RoutingPolicy] = None,
-            prompt: Optional[Prompt] = None) -> tuple[list[dict], dict]:
+def propose(
+    contexts: list[dict],
+    local_model: LocalModel,
+    llm: ChatModel,
+    ledger: Optional[LLMLedger] = None,
+    routing: Optional[RoutingPolicy] = None,
+    prompt: Optional[Prompt] = None,
+) -> tuple[list[dict], dict]:
     """One proposal per context, and the batch's routing figures. `routing` replaces the
     workflow's policy (benchmarks compare policies), `prompt` the live prompt (replay)."""
     started = time.perf_counter()
@@ -56,23 +60,43 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
     proposals = []
     for c, label, probs in zip(contexts, preds.labels, preds.probabilities):
         probability = float(probs.max())
-        proposals.append({
-            "key": c["key"], "entity_key": c["entity_key"], "context_hash": c["context_hash"],
-            "event": c["event"], "context_used": _context_used(c),
-            "facts": c["facts"], "invoice": c["invoice"], "decision": label,
-            "probability": probability, "model": "local", "model_version": preds.model_version,
-            "prompt_version": None, "probabilities": dict(zip(preds.classes, map(float, probs))),
-            "local": {"decision": label, "probability": probability},
-            "decision_type": decision_type(c["facts"]),
-            "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "latency_s": round(per_item, 6),
-            "cache_hit": False, "stated_amount": None,
-            # The context layer's contract: [{"name", "penalty", "detail"}] per record.
-            "quality_factors": c.get("quality_factors", []),
-        })
+        proposals.append(
+            {
+                "key": c["key"],
+                "entity_key": c["entity_key"],
+                "context_hash": c["context_hash"],
+                "event": c["event"],
+                "context_used": _context_used(c),
+                "facts": c["facts"],
+                "invoice": c["invoice"],
+                "decision": label,
+                "probability": probability,
+                "model": "local",
+                "model_version": preds.model_version,
+                "prompt_version": None,
+                "probabilities": dict(zip(preds.classes, map(float, probs))),
+                "local": {"decision": label, "probability": probability},
+                "decision_type": decision_type(c["facts"]),
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_usd": 0.0,
+                "latency_s": round(per_item, 6),
+                "cache_hit": False,
+                "stated_amount": None,
+                # The context layer's contract: [{"name", "penalty", "detail"}] per record.
+                "quality_factors": c.get("quality_factors", []),
+            }
+        )
     prompt = prompt or decision_prompt()
     routing = budget_from_env(WORKFLOW, routing or ROUTING)
-    router = Router(WORKFLOW, routing, price_table(), ledger,
-                    (getattr(llm, "model_name", None) or "llm") if llm.enabled else None, prompt.version)
+    router = Router(
+        WORKFLOW,
+        routing,
+        price_table(),
+        ledger,
+        (getattr(llm, "model_name", None) or "llm") if llm.enabled else None,
+        prompt.version,
+    )
     chosen = []
     for c, p in zip(contexts, proposals):
         wants, why = router.wants_llm(p["decision_type"], p["probability"])
@@ -85,25 +109,38 @@ def propose(contexts: list[dict], local_model: LocalModel, llm: ChatModel,
         for (_, p), q, r in zip(chosen, questions, answers):
             _apply(p, r, prompt.version, routing)
     s = router.spend
-    figures = {"llm_calls": s.calls, "llm_cache_hits": s.cache_hits, "llm_cost_usd": round(s.cost, 6),
-               "llm_budget_refusals": s.budget_refusals, "llm_unavailable": s.unavailable,
-               "routed_to_llm": len(chosen), "prompt_version": prompt.version}
+    figures = {
+        "llm_calls": s.calls,
+        "llm_cache_hits": s.cache_hits,
+        "llm_cost_usd": round(s.cost, 6),
+        "llm_budget_refusals": s.budget_refusals,
+        "llm_unavailable": s.unavailable,
+        "routed_to_llm": len(chosen),
+        "prompt_version": prompt.version,
+    }
     return proposals, figures
 
 
 def _context_used(c: dict) -> dict:
     po = c["purchase_order"] or {}
-    return {"vendor_id": c["invoice"]["vendor_id"], "vendor_known": c["vendor"] is not None,
-            "po_number": c["invoice"]["po_number"], "po_amount": po.get("amount"),
-            "prior_payments": c["prior_payments"], "pii_redacted": c["pii_found"],
-            # Which untrusted fields held personal data or were quarantined (paths, never text).
-            "guarded": c.get("guarded", {}),
-            "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
-            # What the decision was made from: each source's state and age, conflicts, the
-            # assembled document's items kept and dropped (`bosun explain` shows this).
-            "sources": c.get("sources", {}), "conflicts": c.get("conflicts", []),
-            "quality_factors": c.get("quality_factors", []), "knowledge": c.get("knowledge", {}),
-            "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"}}
+    return {
+        "vendor_id": c["invoice"]["vendor_id"],
+        "vendor_known": c["vendor"] is not None,
+        "po_number": c["invoice"]["po_number"],
+        "po_amount": po.get("amount"),
+        "prior_payments": c["prior_payments"],
+        "pii_redacted": c["pii_found"],
+        # Which untrusted fields held personal data or were quarantined (paths, never text).
+        "guarded": c.get("guarded", {}),
+        "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
+        # What the decision was made from: each source's state and age, conflicts, the
+        # assembled document's items kept and dropped (`bosun explain` shows this).
+        "sources": c.get("sources", {}),
+        "conflicts": c.get("conflicts", []),
+        "quality_factors": c.get("quality_factors", []),
+        "knowledge": c.get("knowledge", {}),
+        "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"},
+    }
 
 
 def _kept_policy(context: dict) -> str:
@@ -117,9 +154,11 @@ def _kept_policy(context: dict) -> str:
 
 def _question(prompt: Prompt, c: dict) -> Question:
     policy_text = _kept_policy(c)
-    values = {"policy": policy_text or "none found",
-              "facts": json.dumps(c["facts"], sort_keys=True, default=str),
-              "invoice": json.dumps(c["invoice"], sort_keys=True, default=str)}
+    values = {
+        "policy": policy_text or "none found",
+        "facts": json.dumps(c["facts"], sort_keys=True, default=str),
+        "invoice": json.dumps(c["invoice"], sort_keys=True, default=str),
+    }
     # The rendered prompt is exactly what the answer depends on (untrusted fields already guarded).
     text = prompt.render(**values)
     return Question(key=c["key"], messages=[{"role": "user", "content": text}], inputs=text)
@@ -127,15 +166,26 @@ def _question(prompt: Prompt, c: dict) -> Question:
 
 def _call(llm: ChatModel, prompt: Prompt, q: Question) -> LLMAnswer:
     r = llm.complete(q.messages, prompt.output_model)
-    return LLMAnswer(value=r.value.model_dump() if r.value is not None else None,
-                     no_result_reason=r.no_result_reason, model=r.model, input_tokens=r.input_tokens,
-                     output_tokens=r.output_tokens, latency_s=r.latency_s, attempts=r.attempts,
-                     unavailable=r.unavailable)
+    return LLMAnswer(
+        value=r.value.model_dump() if r.value is not None else None,
+        no_result_reason=r.no_result_reason,
+        model=r.model,
+        input_tokens=r.input_tokens,
+        output_tokens=r.output_tokens,
+        latency_s=r.latency_s,
+        attempts=r.attempts,
+        unavailable=r.unavailable,
+    )
 
 
 def _apply(p: dict, r, version: str, routing: RoutingPolicy) -> None:
-    p.update(input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost_usd=round(r.cost, 8),
-             latency_s=round(p["latency_s"] + r.latency_s, 6), llm_status=r.status)
+    p.update(
+        input_tokens=r.input_tokens,
+        output_tokens=r.output_tokens,
+        cost_usd=round(r.cost, 8),
+        latency_s=round(p["latency_s"] + r.latency_s, 6),
+        llm_status=r.status,
+    )
     if r.fallback_needed:
         fallback = routing.when_budget_spent if r.status == "budget_spent" else routing.when_llm_unavailable
         p["route_reason"] += f"; {r.reason}; fell back to {fallback}"
@@ -146,5 +196,9 @@ def _apply(p: dict, r, version: str, routing: RoutingPolicy) -> None:
     if r.value is None:
         p.update(decision="no_result", probability=0.0, no_result_reason=r.reason)
     else:
-        p.update(decision=r.value["decision"], probability=float(r.value["confidence"]),
-                 llm_reason=r.value["reason"], stated_amount=r.value.get("amount"))
+        p.update(
+            decision=r.value["decision"],
+            probability=float(r.value["confidence"]),
+            llm_reason=r.value["reason"],
+            stated_amount=r.value.get("amount"),
+        )

@@ -1,6 +1,5 @@
 """Daily reconciliation: the ledger entries posted on a day against the payments scheduled that day."""
 
-
 from collections import defaultdict
 from decimal import Decimal
 
@@ -25,31 +24,61 @@ def _live(erp: ERPResource, table, stamp, live: str, start, end) -> dict[str, De
 def reconcile(erp: ERPResource, start, end) -> dict:
     ledger = _live(erp, ledger_entries, ledger_entries.c.posted_at, "posted", start, end)
     paid = _live(erp, payments, payments.c.scheduled_at, "scheduled", start, end)
-    mismatches = [{"invoice_id": i, "ledger": str(ledger.get(i)), "payments": str(paid.get(i))}
-                  for i in sorted(set(ledger) | set(paid)) if ledger.get(i) != paid.get(i)]
-    return {"ledger_entries": len(ledger), "payments": len(paid),
-            "ledger_total": str(sum(ledger.values(), Decimal(0))), "payments_total": str(sum(paid.values(), Decimal(0))),
-            "mismatches": mismatches}
+    mismatches = [
+        {"invoice_id": i, "ledger": str(ledger.get(i)), "payments": str(paid.get(i))}
+        for i in sorted(set(ledger) | set(paid))
+        if ledger.get(i) != paid.get(i)
+    ]
+    return {
+        "ledger_entries": len(ledger),
+        "payments": len(paid),
+        "ledger_total": str(sum(ledger.values(), Decimal(0))),
+        "payments_total": str(sum(paid.values(), Decimal(0))),
+        "mismatches": mismatches,
+    }
 
 
-@dg.asset(partitions_def=reconciliation_days, group_name="invoice_verification", kinds={"sql"},
-          check_specs=[dg.AssetCheckSpec("ledger_matches_payments", asset="payment_reconciliation",
-                                         partitions_def=reconciliation_days,
-                                         description="Every invoice posted on the day is paid that day, same amount.")])
+@dg.asset(
+    partitions_def=reconciliation_days,
+    group_name="invoice_verification",
+    kinds={"sql"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "ledger_matches_payments",
+            asset="payment_reconciliation",
+            partitions_def=reconciliation_days,
+            description="Every invoice posted on the day is paid that day, same amount.",
+        )
+    ],
+)
 def payment_reconciliation(context: dg.AssetExecutionContext, erp: ERPResource):
     """The day's ledger entries against its scheduled payments, per invoice."""
     window = context.partition_time_window
     result = reconcile(erp, window.start, window.end)
-    yield dg.MaterializeResult(metadata={
-        "day": context.partition_key, "ledger_entries": result["ledger_entries"], "payments": result["payments"],
-        "ledger_total": result["ledger_total"], "payments_total": result["payments_total"],
-        "mismatches": len(result["mismatches"])})
-    yield dg.AssetCheckResult(check_name="ledger_matches_payments", passed=not result["mismatches"],
-                              metadata={"mismatches": len(result["mismatches"]),
-                                        "examples": dg.MetadataValue.json(result["mismatches"][:10])})
+    yield dg.MaterializeResult(
+        metadata={
+            "day": context.partition_key,
+            "ledger_entries": result["ledger_entries"],
+            "payments": result["payments"],
+            "ledger_total": result["ledger_total"],
+            "payments_total": result["payments_total"],
+            "mismatches": len(result["mismatches"]),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="ledger_matches_payments",
+        passed=not result["mismatches"],
+        metadata={
+            "mismatches": len(result["mismatches"]),
+            "examples": dg.MetadataValue.json(result["mismatches"][:10]),
+        },
+    )
 
 
 reconciliation_job = dg.define_asset_job(
-    "payment_reconciliation_job", selection=dg.AssetSelection.assets(payment_reconciliation),
-    executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
-    description="Reconcile one day's ledger entries against its payments.")
+    "payment_reconciliation_job",
+    selection=dg.AssetSelection.assets(payment_reconciliation),
+    executor_def=dg.in_process_executor,
+    tags={"bosun/workflow": "invoices"},
+    description="Reconcile one day's ledger entries against its payments.",
+)

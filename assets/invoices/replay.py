@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from typing import Optional
 
+from assets.invoices.decisions import assess, calibrator_path, guard, invoice_policy
+from assets.invoices.reasoning import prompt_versions, propose
+from assets.invoices.workflow import EVENT_TYPES, ROUTING, WORKFLOW
+from orchestration import settings
 from orchestration.confidence import Calibrator
 from orchestration.replay import ReplayHook
-from orchestration import settings
 from resources.knowledge_base import PolicyIndex
-
-from assets.invoices.decisions import assess, calibrator_path, guard, invoice_policy
-from assets.invoices.reasoning import propose, prompt_versions
-from assets.invoices.workflow import EVENT_TYPES, ROUTING, WORKFLOW
 
 
 class ReplayError(ValueError):
@@ -41,17 +40,28 @@ def context_from_record(rec: dict, passage_text: dict[tuple[str, str], str]) -> 
     if "facts" not in rec or "invoice" not in rec:
         raise ReplayError("decision record without facts and input: recorded before replay was possible")
     used = rec.get("context_used") or {}
-    passages = [{**p, "text": passage_text.get((p.get("doc"), p.get("heading")), "")}
-                for p in used.get("policy_passages") or []]
-    return {"key": None, "entity_key": rec.get("entity_key"), "context_hash": rec.get("context_hash"),
-            "event": rec.get("event"), "facts": rec["facts"], "invoice": rec["invoice"],
-            "vendor": {} if used.get("vendor_known") else None,
-            "purchase_order": {"amount": used["po_amount"]} if used.get("po_amount") is not None else None,
-            "prior_payments": used.get("prior_payments") or [], "pii_found": used.get("pii_redacted") or [],
-            "guarded": used.get("guarded") or {},
-            "policy_passages": passages, "sources": used.get("sources") or {}, "conflicts": used.get("conflicts") or [],
-            "quality_factors": used.get("quality_factors") or [], "knowledge": used.get("knowledge") or {},
-            "assembly": used.get("assembly") or {}}
+    passages = [
+        {**p, "text": passage_text.get((p.get("doc"), p.get("heading")), "")} for p in used.get("policy_passages") or []
+    ]
+    return {
+        "key": None,
+        "entity_key": rec.get("entity_key"),
+        "context_hash": rec.get("context_hash"),
+        "event": rec.get("event"),
+        "facts": rec["facts"],
+        "invoice": rec["invoice"],
+        "vendor": {} if used.get("vendor_known") else None,
+        "purchase_order": {"amount": used["po_amount"]} if used.get("po_amount") is not None else None,
+        "prior_payments": used.get("prior_payments") or [],
+        "pii_found": used.get("pii_redacted") or [],
+        "guarded": used.get("guarded") or {},
+        "policy_passages": passages,
+        "sources": used.get("sources") or {},
+        "conflicts": used.get("conflicts") or [],
+        "quality_factors": used.get("quality_factors") or [],
+        "knowledge": used.get("knowledge") or {},
+        "assembly": used.get("assembly") or {},
+    }
 
 
 def _routing_for(model: Optional[str]):
@@ -59,8 +69,9 @@ def _routing_for(model: Optional[str]):
         return ROUTING
     if model == "local":
         return ROUTING.model_copy(update={"threshold": 0.0, "force": {}})
-    return ROUTING.model_copy(update={"threshold": 1.0, "force": {"standard": "llm", "large_amount": "llm",
-                                                                   "quarantined_text": "local"}})
+    return ROUTING.model_copy(
+        update={"threshold": 1.0, "force": {"standard": "llm", "large_amount": "llm", "quarantined_text": "local"}}
+    )
 
 
 def redecide(records: list[dict], prompt_version: Optional[str], model: Optional[str], resources: dict) -> list[dict]:
@@ -82,9 +93,17 @@ def redecide(records: list[dict], prompt_version: Optional[str], model: Optional
     proposals, _ = propose(contexts, local_model, llm, ledger=None, routing=_routing_for(model), prompt=prompt)
     policy = invoice_policy()
     decided = assess(guard(proposals, policy), policy, Calibrator.load(calibrator_path(local_model)), index)
-    return [{"decision": d["final_decision"], "route": d["route"], "confidence": d["confidence"],
-             "model": d["model"], "model_version": d["model_version"], "prompt_version": d["prompt_version"]}
-            for d in decided]
+    return [
+        {
+            "decision": d["final_decision"],
+            "route": d["route"],
+            "confidence": d["confidence"],
+            "model": d["model"],
+            "model_version": d["model_version"],
+            "prompt_version": d["prompt_version"],
+        }
+        for d in decided
+    ]
 
 
 def sample_labels() -> dict[str, str]:

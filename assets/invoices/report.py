@@ -9,13 +9,12 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from orchestration import decision_report as report
-from orchestration.reviewed import decision_records, latest_feedback
-from orchestration import clock
-from resources.database import BosunDatabase
-
 from assets.invoices.feedback import LABELS
 from assets.invoices.workflow import EVENT_TYPES, WORKFLOW
+from orchestration import clock
+from orchestration import decision_report as report
+from orchestration.reviewed import decision_records, latest_feedback
+from resources.database import BosunDatabase
 
 REPORT_DAYS = 30
 AMOUNT_BANDS = ((1_000, "< 1k"), (10_000, "1k-10k"), (50_000, "10k-50k"))
@@ -31,14 +30,20 @@ def amount_band(amount: float | None) -> str:
 def report_row(record: dict, label: str | None) -> dict:
     g = record.get("guardrails") or {}
     fired = [*g.get("blocked_by", []), *g.get("flagged_by", [])]
-    return {"day": record["recorded_at"].astimezone(timezone.utc).date().isoformat(),
-            "decision": record["decision"], "escalated": record["route"] == "escalate",
-            "confidence": float(record["confidence"]), "label": label,
-            "dims": {"vendor": (record.get("context_used") or {}).get("vendor_id") or "unknown",
-                     "amount_band": amount_band((record.get("facts") or {}).get("amount")),
-                     "guardrail": fired or ["none"],
-                     "model": f"{record['model']} {record.get('model_version') or ''}".strip(),
-                     "prompt_version": record.get("prompt_version") or "none (local model)"}}
+    return {
+        "day": record["recorded_at"].astimezone(timezone.utc).date().isoformat(),
+        "decision": record["decision"],
+        "escalated": record["route"] == "escalate",
+        "confidence": float(record["confidence"]),
+        "label": label,
+        "dims": {
+            "vendor": (record.get("context_used") or {}).get("vendor_id") or "unknown",
+            "amount_band": amount_band((record.get("facts") or {}).get("amount")),
+            "guardrail": fired or ["none"],
+            "model": f"{record['model']} {record.get('model_version') or ''}".strip(),
+            "prompt_version": record.get("prompt_version") or "none (local model)",
+        },
+    }
 
 
 def build_report(db_url: str, now: datetime | None = None, days: int = REPORT_DAYS) -> dict:
@@ -47,15 +52,21 @@ def build_report(db_url: str, now: datetime | None = None, days: int = REPORT_DA
     # A label no decision can take (see feedback.LABELS) says nothing about right or wrong.
     labels = {s: f["label"] for s, f in latest_feedback(db_url, WORKFLOW).items() if f["label"] in LABELS}
     rows = [report_row(r, labels.get(s)) for s, r in records.items()]
-    return {"summary": report.summary(rows), "by_day": report.by_day(rows),
-            "patterns": report.failure_patterns(rows), "since": since.isoformat()}
+    return {
+        "summary": report.summary(rows),
+        "by_day": report.by_day(rows),
+        "patterns": report.failure_patterns(rows),
+        "since": since.isoformat(),
+    }
 
 
 def report_markdown(r: dict) -> tuple[str, str]:
     days = report.markdown_table(r["by_day"], ["day", "decisions", "reviewed", "accuracy", "ece", "escalation_rate"])
-    sections = [f"### by {dim}\n\n" + report.markdown_table(r["patterns"].get(dim, []),
-                                                             ["value", "reviewed", "failed", "failure_rate", "lift"])
-                for dim in DIMENSIONS]
+    sections = [
+        f"### by {dim}\n\n"
+        + report.markdown_table(r["patterns"].get(dim, []), ["value", "reviewed", "failed", "failure_rate", "lift"])
+        for dim in DIMENSIONS
+    ]
     return days, "\n\n".join(sections)
 
 
@@ -67,8 +78,13 @@ def invoice_decision_report(bosun_db: BosunDatabase) -> dg.MaterializeResult:
     r = build_report(bosun_db.resolved_url)
     days, patterns = report_markdown(r)
     s = r["summary"]
-    return dg.MaterializeResult(metadata={
-        **{k: v for k, v in s.items() if v is not None},  # no reviewed decision yet: no accuracy
-        "by_day": dg.MetadataValue.md(days), "failure_patterns": dg.MetadataValue.md(patterns),
-        "by_day_data": dg.MetadataValue.json(r["by_day"]), "patterns_data": dg.MetadataValue.json(r["patterns"]),
-        "since": r["since"]})
+    return dg.MaterializeResult(
+        metadata={
+            **{k: v for k, v in s.items() if v is not None},  # no reviewed decision yet: no accuracy
+            "by_day": dg.MetadataValue.md(days),
+            "failure_patterns": dg.MetadataValue.md(patterns),
+            "by_day_data": dg.MetadataValue.json(r["by_day"]),
+            "patterns_data": dg.MetadataValue.json(r["patterns"]),
+            "since": r["since"],
+        }
+    )

@@ -10,8 +10,17 @@ from __future__ import annotations
 from assets.invoices.payment_saga import payment_params, record_settled, saga_executor
 from assets.invoices.workflow import EVENT_TYPES, WORKFLOW
 
-__all__ = ["EVENT_TYPES", "LABELS", "WORKFLOW", "decided_label", "payments", "proposed_label",
-           "record_settled", "rejected_label", "saga_executor"]
+__all__ = [
+    "EVENT_TYPES",
+    "LABELS",
+    "WORKFLOW",
+    "decided_label",
+    "payments",
+    "proposed_label",
+    "record_settled",
+    "rejected_label",
+    "saga_executor",
+]
 
 # The decisions the local model learns; "escalate" and "no_result" are routes, not answers.
 LABELS = ("approve", "reject", "hold")

@@ -14,8 +14,8 @@ import random
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from resources.erp import ERPResource
 from orchestration import clock
+from resources.erp import ERPResource
 
 TZ = ZoneInfo("Europe/Berlin")
 # fate -> share of payments
@@ -51,15 +51,29 @@ def reports_for(payment: dict, seed: int) -> tuple[str, list[dict]]:
         at = max(due - timedelta(days=rng.randint(0, 3)), earliest)
         return fate, [{**row, "status": "settled", "settled_at": at}]
     if fate == "late":
-        return fate, [{**row, "status": "settled", "settled_at": max(due, earliest) + timedelta(days=rng.randint(1, 6))}]
+        return fate, [
+            {**row, "status": "settled", "settled_at": max(due, earliest) + timedelta(days=rng.randint(1, 6))}
+        ]
     if fate == "failed":
-        return fate, [{**row, "status": "failed", "settled_at": max(due - timedelta(days=1), earliest),
-                       "reason": rng.choice(FAILURE_REASONS)}]
+        return fate, [
+            {
+                **row,
+                "status": "failed",
+                "settled_at": max(due - timedelta(days=1), earliest),
+                "reason": rng.choice(FAILURE_REASONS),
+            }
+        ]
     if fate == "returned":
         at = max(due - timedelta(days=1), earliest)
-        return fate, [{**row, "status": "settled", "settled_at": at},
-                      {**row, "status": "returned", "settled_at": at + timedelta(days=rng.randint(1, 4)),
-                       "reason": rng.choice(RETURN_REASONS)}]
+        return fate, [
+            {**row, "status": "settled", "settled_at": at},
+            {
+                **row,
+                "status": "returned",
+                "settled_at": at + timedelta(days=rng.randint(1, 4)),
+                "reason": rng.choice(RETURN_REASONS),
+            },
+        ]
     return fate, []
 
 
@@ -76,8 +90,12 @@ def simulate_settlements(erp: ERPResource, seed: int = 7, as_of: datetime | None
         fates[fate] = fates.get(fate, 0) + 1
         rows += [r for r in reports if r["settled_at"] <= as_of]
     erp.record_settlements(rows)
-    return {"payments": sum(fates.values()), "fates": dict(sorted(fates.items())), "reports": len(rows),
-            "as_of": as_of.isoformat()}
+    return {
+        "payments": sum(fates.values()),
+        "fates": dict(sorted(fates.items())),
+        "reports": len(rows),
+        "as_of": as_of.isoformat(),
+    }
 
 
 def settle_sample(erp: ERPResource, seed: int = 7, days_after_last_due: int = 7) -> dict:
@@ -91,8 +109,16 @@ def settle_sample(erp: ERPResource, seed: int = 7, days_after_last_due: int = 7)
     first, last = min(due), max(due)
     as_of = datetime.combine(last + timedelta(days=days_after_last_due), time(12), tzinfo=TZ)
     simulated = simulate_settlements(erp, seed, as_of)
-    result = evaluate(erp, datetime.combine(first, time(0), tzinfo=TZ),
-                      datetime.combine(last + timedelta(days=1), time(0), tzinfo=TZ), as_of)
+    result = evaluate(
+        erp,
+        datetime.combine(first, time(0), tzinfo=TZ),
+        datetime.combine(last + timedelta(days=1), time(0), tzinfo=TZ),
+        as_of,
+    )
     verdicts = {v: len(rows) for v, rows in result["by_verdict"].items() if rows}
-    return {**simulated, "verdicts": verdicts, "failing": result["failing"],
-            "failing_examples": [d["payment_key"] for v in FAILING for d in result["by_verdict"][v]][:5]}
+    return {
+        **simulated,
+        "verdicts": verdicts,
+        "failing": result["failing"],
+        "failing_examples": [d["payment_key"] for v in FAILING for d in result["by_verdict"][v]][:5],
+    }

@@ -8,7 +8,6 @@ the check with its key in the metadata. The daily schedule re-runs yesterday's d
 rematerialising an older day re-reads the feed (a return reported later shows up then).
 """
 
-
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Optional
@@ -16,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from resources.erp import ERPResource
 from orchestration import clock
+from resources.erp import ERPResource
 
 TZ = ZoneInfo("Europe/Berlin")
 due_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin")
@@ -40,8 +39,12 @@ def verdict(payment: dict, reports: list[dict], as_of: datetime) -> tuple[str, d
     """One payment's verdict as of a moment, from the feed rows reported by then."""
     deadline = due_by(payment["due_on"])
     latest = reports[-1] if reports else None
-    detail = {"payment_key": payment["idempotency_key"], "invoice_id": payment["invoice_id"],
-              "due_on": payment["due_on"].isoformat(), "amount": str(payment["amount"])}
+    detail = {
+        "payment_key": payment["idempotency_key"],
+        "invoice_id": payment["invoice_id"],
+        "due_on": payment["due_on"].isoformat(),
+        "amount": str(payment["amount"]),
+    }
     if latest is None:
         return ("not_yet_due" if as_of < deadline else "overdue_unsettled"), detail
     detail |= {"feed_status": latest["status"], "settled_at": _aware(latest["settled_at"]).isoformat()}
@@ -62,19 +65,32 @@ def evaluate(erp: ERPResource, start, end, as_of: datetime) -> dict:
     for p in due:
         v, detail = verdict(p, reports.get(p["idempotency_key"], []), as_of)
         by_verdict[v].append(detail)
-    return {"payments": len(due), "as_of": as_of.isoformat(), "by_verdict": by_verdict,
-            "failing": sum(len(by_verdict[v]) for v in FAILING)}
+    return {
+        "payments": len(due),
+        "as_of": as_of.isoformat(),
+        "by_verdict": by_verdict,
+        "failing": sum(len(by_verdict[v]) for v in FAILING),
+    }
 
 
 class SettlementCheckConfig(dg.Config):
     as_of: Optional[str] = None  # ISO timestamp to evaluate at (a re-check "as of" a moment); default now
 
 
-@dg.asset(partitions_def=due_days, group_name="invoice_verification", kinds={"sql"},
-          check_specs=[dg.AssetCheckSpec(
-              "payments_settled_by_due_date", asset="payment_settlements", partitions_def=due_days,
-              description="Every payment due on the day was settled by the end of it (Berlin), for its amount; "
-                          "not yet due passes; overdue, failed, returned or late fails with the payment keys.")])
+@dg.asset(
+    partitions_def=due_days,
+    group_name="invoice_verification",
+    kinds={"sql"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "payments_settled_by_due_date",
+            asset="payment_settlements",
+            partitions_def=due_days,
+            description="Every payment due on the day was settled by the end of it (Berlin), for its amount; "
+            "not yet due passes; overdue, failed, returned or late fails with the payment keys.",
+        )
+    ],
+)
 def payment_settlements(context: dg.AssetExecutionContext, config: SettlementCheckConfig, erp: ERPResource):
     """What became of the payments due on the day, from the bank's settlement feed."""
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else clock.now()
@@ -82,19 +98,36 @@ def payment_settlements(context: dg.AssetExecutionContext, config: SettlementChe
     window = context.partition_time_window
     result = evaluate(erp, window.start, window.end, as_of)
     counts = {v: len(rows) for v, rows in result["by_verdict"].items()}
-    yield dg.MaterializeResult(metadata={"due_day": context.partition_key, "as_of": result["as_of"],
-                                         "payments_due": result["payments"], **counts})
+    yield dg.MaterializeResult(
+        metadata={
+            "due_day": context.partition_key,
+            "as_of": result["as_of"],
+            "payments_due": result["payments"],
+            **counts,
+        }
+    )
     failing = {v: [d["payment_key"] for d in result["by_verdict"][v]] for v in FAILING if result["by_verdict"][v]}
     yield dg.AssetCheckResult(
-        check_name="payments_settled_by_due_date", passed=not result["failing"],
-        description=None if not result["failing"] else
-        f"{result['failing']} of {result['payments']} payments due {context.partition_key} not settled in time",
-        metadata={"as_of": result["as_of"], "payments_due": result["payments"], "failing": result["failing"],
-                  **counts, "failing_payment_keys": dg.MetadataValue.json({v: k[:100] for v, k in failing.items()}),
-                  "examples": dg.MetadataValue.json([d for v in FAILING for d in result["by_verdict"][v]][:20])})
+        check_name="payments_settled_by_due_date",
+        passed=not result["failing"],
+        description=None
+        if not result["failing"]
+        else f"{result['failing']} of {result['payments']} payments due {context.partition_key} not settled in time",
+        metadata={
+            "as_of": result["as_of"],
+            "payments_due": result["payments"],
+            "failing": result["failing"],
+            **counts,
+            "failing_payment_keys": dg.MetadataValue.json({v: k[:100] for v, k in failing.items()}),
+            "examples": dg.MetadataValue.json([d for v in FAILING for d in result["by_verdict"][v]][:20]),
+        },
+    )
 
 
 settlement_job = dg.define_asset_job(
-    "payment_settlement_job", selection=dg.AssetSelection.assets(payment_settlements),
-    executor_def=dg.in_process_executor, tags={"bosun/workflow": "invoices"},
-    description="Check the payments due on one day against the bank's settlement feed.")
+    "payment_settlement_job",
+    selection=dg.AssetSelection.assets(payment_settlements),
+    executor_def=dg.in_process_executor,
+    tags={"bosun/workflow": "invoices"},
+    description="Check the payments due on one day against the bank's settlement feed.",
+)

@@ -6,14 +6,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from assets.invoices import sample_data
+from assets.invoices.context import assemble_context, model_features
+from assets.invoices.workflow import MODEL_NAME, registry
 from orchestration.envelope import parse_envelope
 from orchestration.inbox import InboxEvent
 from resources.erp import ERPResource
 from resources.local_model import LocalModel
-
-from assets.invoices import sample_data
-from assets.invoices.context import assemble_context, model_features
-from assets.invoices.workflow import MODEL_NAME, registry
 
 
 def read_events(path: str | Path) -> list[dict]:
@@ -56,8 +55,7 @@ def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> d
     return {"model_version": version, "examples": len(y), "labels": dict(Counter(y))}
 
 
-def write_sample_subset(directory: str | Path, n: int, without: set[str], n_invoices: int = 400,
-                        seed: int = 3) -> dict:
+def write_sample_subset(directory: str | Path, n: int, without: set[str], n_invoices: int = 400, seed: int = 3) -> dict:
     """A labelled sample of the first `n` events whose case is not in `without` (reasons
     such as "currency_mismatch"): a deliberately narrow start for a model that feedback
     should improve (benchmarks, tests)."""
@@ -68,7 +66,9 @@ def write_sample_subset(directory: str | Path, n: int, without: set[str], n_invo
     kept = set(keep)
     lines = (directory / "invoices.jsonl").read_text(encoding="utf-8").splitlines()
     (directory / "invoices.jsonl").write_text(
-        "".join(line + "\n" for line in lines if json.loads(line)["id"] in kept), encoding="utf-8")
+        "".join(line + "\n" for line in lines if json.loads(line)["id"] in kept), encoding="utf-8"
+    )
     (directory / "labels.jsonl").write_text(
-        "".join(json.dumps({"event_id": e, **labels[e]}) + "\n" for e in keep), encoding="utf-8")
+        "".join(json.dumps({"event_id": e, **labels[e]}) + "\n" for e in keep), encoding="utf-8"
+    )
     return dict(Counter(labels[e]["label"] for e in keep))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.invoices import payloads
 from orchestration.batching import BatchPolicy
 from orchestration.calendar import BusinessCalendar
 from orchestration.dead_letters import DeadLetterPolicy
@@ -15,8 +16,6 @@ from orchestration.delivery import DeliveryPolicy
 from orchestration.envelope import PayloadRegistry
 from orchestration.recovery import RecoveryPolicy
 from orchestration.routing import RoutingPolicy
-
-from assets.invoices import payloads
 
 WORKFLOW = "invoices"
 MODEL_NAME = "invoices"
@@ -26,8 +25,12 @@ PO_TOLERANCE = Decimal("0.02")
 # text the input guards quarantined never goes to a model that reads it; large amounts
 # always get the LLM's second opinion. The daily budget is unlimited unless
 # BOSUN_INVOICES_LLM_DAILY_TOKENS / BOSUN_INVOICES_LLM_DAILY_COST (USD) are set.
-ROUTING = RoutingPolicy(threshold=0.9, force={"quarantined_text": "local", "large_amount": "llm"},
-                        when_budget_spent="local", when_llm_unavailable="local")
+ROUTING = RoutingPolicy(
+    threshold=0.9,
+    force={"quarantined_text": "local", "large_amount": "llm"},
+    when_budget_spent="local",
+    when_llm_unavailable="local",
+)
 ROUTING_THRESHOLD = ROUTING.threshold
 
 registry = PayloadRegistry()
@@ -57,8 +60,7 @@ recovery_policy = RecoveryPolicy(max_runs=4, max_launches=12, dagster_retry_grac
 delivery_policies = {payloads.INVOICE_RECEIVED: DeliveryPolicy(content_window_s=600, debounce_s=2.0, stale="ignore")}
 
 # Accounts payable works German business days in Berlin; the year-end close is no business day.
-business_calendar = BusinessCalendar(country="DE", subdivision="BE",
-                                     extra_closures=frozenset({date(2026, 12, 31)}))
+business_calendar = BusinessCalendar(country="DE", subdivision="BE", extra_closures=frozenset({date(2026, 12, 31)}))
 
 # Which channel each recipient type's messages take, and their templates: read by the
 # outbox relay (sensors/outbox_relay.py), so changing a channel edits no code.

@@ -11,21 +11,23 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.mark.parametrize("script,args", [
-    ("throughput.py", ["--events", "300", "--batch-size", "100", "--per-event-sample", "2"]),
-    ("context.py", ["--sizes", "200", "--repeat", "1"]),
-    ("actions.py", ["--sagas", "200", "--batch", "100"]),
-    ("decisions.py", ["--events", "800"]),  # exits 1 when a goal is missed; 800 keeps ECE meaningful
-    ("observability.py", ["--events", "300", "--batch-size", "150", "--rows", "200"]),
-    ("feedback.py", ["--events", "500", "--sizes", "150,300"]),  # exits 1 when the loop does not improve
-    ("audit.py", ["--records", "2000"]),
-    ("inbox_race.py", ["--events", "400"]),  # Postgres only; exits 1 when an event is left, doubled or skipped
-    ("outcome_checks.py", ["--events", "200"]),
-    ("guards.py", ["--repeat", "1"]),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
-])
+@pytest.mark.parametrize(
+    "script,args",
+    [
+        ("throughput.py", ["--events", "300", "--batch-size", "100", "--per-event-sample", "2"]),
+        ("context.py", ["--sizes", "200", "--repeat", "1"]),
+        ("actions.py", ["--sagas", "200", "--batch", "100"]),
+        ("decisions.py", ["--events", "800"]),  # exits 1 when a goal is missed; 800 keeps ECE meaningful
+        ("observability.py", ["--events", "300", "--batch-size", "150", "--rows", "200"]),
+        ("feedback.py", ["--events", "500", "--sizes", "150,300"]),  # exits 1 when the loop does not improve
+        ("audit.py", ["--records", "2000"]),
+        ("inbox_race.py", ["--events", "400"]),  # Postgres only; exits 1 when an event is left, doubled or skipped
+        ("outcome_checks.py", ["--events", "200"]),
+        ("guards.py", ["--repeat", "1"]),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
+    ],
+)
 def test_benchmark_runs_and_prints_figures(script, args, bosun_home):
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip(), "no figures printed"
     if script == "throughput.py":

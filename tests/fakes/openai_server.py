@@ -101,7 +101,10 @@ class FakeOpenAI:
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             # A short poll interval keeps shutdown() (hence every test's teardown) quick.
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-openai",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -201,8 +204,15 @@ class _Handler(BaseHTTPRequestHandler):
         inputs = [inputs] if isinstance(inputs, str) else inputs
         data = [{"object": "embedding", "index": i, "embedding": _bag_of_words(text)} for i, text in enumerate(inputs)]
         tokens = sum(_token_estimate(t) for t in inputs)
-        self._send(200, {"object": "list", "data": data, "model": body.get("model"),
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        self._send(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._send(404, _error_body(404, "not found"))
@@ -230,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": None,  # filled in below when the reply carries usage
         }
         self.owner.requests.append(record)
-        if not auth.startswith("Bearer ") or not auth[len("Bearer "):].strip():
+        if not auth.startswith("Bearer ") or not auth[len("Bearer ") :].strip():
             self._send(401, _error_body(401, "missing bearer token"))
             return
         status, headers, payload = self.owner.respond(self.owner._next_behaviour(), body)

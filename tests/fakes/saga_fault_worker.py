@@ -28,42 +28,76 @@ import os
 import sys
 import time
 
+from assets.invoices.payment_saga import payment_executor, payment_plan
 from orchestration.actions import RetryPolicy
+from orchestration.saga_log import SagaLog
 from resources.erp import ERPResource
 from resources.fault_injection import FaultPlan, FaultySagaLog, FaultyTarget, seeded_plan
 from resources.outbox import NotificationOutbox
 
-from assets.invoices.payment_saga import payment_executor, payment_plan
-from orchestration.saga_log import SagaLog
-
-DO_UNDO = {"post_ledger_entries": "reverse_ledger_entries", "schedule_payments": "cancel_payments",
-           "queue_notifications": "retract_notifications"}
-STEP_OF = {"post_ledger_entries": "post_ledger_entry", "schedule_payments": "schedule_payment",
-           "queue_notifications": "notify_vendor"}
+DO_UNDO = {
+    "post_ledger_entries": "reverse_ledger_entries",
+    "schedule_payments": "cancel_payments",
+    "queue_notifications": "retract_notifications",
+}
+STEP_OF = {
+    "post_ledger_entries": "post_ledger_entry",
+    "schedule_payments": "schedule_payment",
+    "queue_notifications": "notify_vendor",
+}
 ERP_METHODS = ["post_ledger_entries", "reverse_ledger_entries", "schedule_payments", "cancel_payments"]
 OUTBOX_METHODS = ["queue_notifications", "retract_notifications"]
 
 
 def saga_items(n: int, first: int = 0, prefix: str = "saga") -> list[dict]:
-    return [{"key": f"{prefix}-{i:05d}", "invoice_id": f"INV-{i:05d}", "vendor_id": "V-FAULT",
-             "po_number": f"PO-F{i:05d}", "amount": "100.00", "currency": "EUR", "due_on": "2026-12-31"}
-            for i in range(first, first + n)]
+    return [
+        {
+            "key": f"{prefix}-{i:05d}",
+            "invoice_id": f"INV-{i:05d}",
+            "vendor_id": "V-FAULT",
+            "po_number": f"PO-F{i:05d}",
+            "amount": "100.00",
+            "currency": "EUR",
+            "due_on": "2026-12-31",
+        }
+        for i in range(first, first + n)
+    ]
 
 
 def seed(erp: ERPResource, n: int) -> None:
     erp.load_master_data(
-        [{"vendor_id": "V-FAULT", "name": "Fault Injection GmbH", "country": "DE", "currency": "EUR",
-          "risk_tier": "low", "active": True, "iban": "DE02120300000000202051"}],
-        [{"po_number": f"PO-F{i:05d}", "vendor_id": "V-FAULT", "amount": "1000.00", "currency": "EUR",
-          "status": "open", "opened_on": "2026-01-01"} for i in range(n)])
+        [
+            {
+                "vendor_id": "V-FAULT",
+                "name": "Fault Injection GmbH",
+                "country": "DE",
+                "currency": "EUR",
+                "risk_tier": "low",
+                "active": True,
+                "iban": "DE02120300000000202051",
+            }
+        ],
+        [
+            {
+                "po_number": f"PO-F{i:05d}",
+                "vendor_id": "V-FAULT",
+                "amount": "1000.00",
+                "currency": "EUR",
+                "status": "open",
+                "opened_on": "2026-01-01",
+            }
+            for i in range(n)
+        ],
+    )
 
 
 def fault_plan(n: int, seed_: int, faults: bool) -> FaultPlan:
     if not faults:
         return FaultPlan()
     # A key is what the target sees: the action's idempotency key, "<step>:<saga>".
-    return seeded_plan([it["key"] for it in saga_items(n)], DO_UNDO, seed_,
-                       key=lambda method, saga: f"{STEP_OF[method]}:{saga}")
+    return seeded_plan(
+        [it["key"] for it in saga_items(n)], DO_UNDO, seed_, key=lambda method, saga: f"{STEP_OF[method]}:{saga}"
+    )
 
 
 class Targets:
@@ -77,8 +111,17 @@ class Targets:
         return sorted(self.erp.calls + self.outbox.calls, key=lambda c: c[1])
 
 
-def executor(url: str, n: int, seed_: int, faults: bool = True, kill=None, per_call: int = 25,
-             holder: str | None = None, journal: bool = False, lease_ttl: float = 2.0):
+def executor(
+    url: str,
+    n: int,
+    seed_: int,
+    faults: bool = True,
+    kill=None,
+    per_call: int = 25,
+    holder: str | None = None,
+    journal: bool = False,
+    lease_ttl: float = 2.0,
+):
     plan = fault_plan(n, seed_, faults)
     plan.kill, plan.hang_s = kill, 0.3
     holder = holder or f"worker-{os.getpid()}"
@@ -105,9 +148,21 @@ def main(argv: list[str]) -> int:
     if "--kill" in argv:
         when, *what, k = _opt(argv, "--kill").split(":")
         kill = (when, ":".join(what), int(k))
-    batch, first, prefix = int(_opt(argv, "--batch", 100)), int(_opt(argv, "--first", 0)), _opt(argv, "--prefix", "saga")
-    ex, _ = executor(url, n, seed_, faults="--no-faults" not in argv, kill=kill, holder=_opt(argv, "--holder"),
-                     journal="--journal" in argv, lease_ttl=float(_opt(argv, "--lease-ttl", 2.0)))
+    batch, first, prefix = (
+        int(_opt(argv, "--batch", 100)),
+        int(_opt(argv, "--first", 0)),
+        _opt(argv, "--prefix", "saga"),
+    )
+    ex, _ = executor(
+        url,
+        n,
+        seed_,
+        faults="--no-faults" not in argv,
+        kill=kill,
+        holder=_opt(argv, "--holder"),
+        journal="--journal" in argv,
+        lease_ttl=float(_opt(argv, "--lease-ttl", 2.0)),
+    )
     relay = NotificationOutbox(url=url)
     if "--wait-go" in argv:
         print("READY", flush=True)
@@ -119,8 +174,8 @@ def main(argv: list[str]) -> int:
     items = items[start_at:] + items[:start_at]
     deferred: list[dict] = []
     for i in range(0, n, batch):
-        out = ex.run(items[i:i + batch], batch_id=f"{prefix}-{i // batch}")
-        deferred += [it for it in items[i:i + batch] if it["key"] in set(out.deferred)]
+        out = ex.run(items[i : i + batch], batch_id=f"{prefix}-{i // batch}")
+        deferred += [it for it in items[i : i + batch] if it["key"] in set(out.deferred)]
         relay.dispatch()
     deadline = time.monotonic() + 60
     while deferred and time.monotonic() < deadline:  # another process held them: the next run takes them

@@ -5,7 +5,6 @@ import os
 
 import httpx
 import pytest
-
 from bosun_testing import PORTAL_EVENT as EVENT
 from bosun_testing import BosunServer
 
@@ -18,8 +17,7 @@ def event(i, **payload):
 
 
 def _clean_env(home) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "BOSUN_", "DAGSTER_PG"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BOSUN_", "DAGSTER_PG"))}
     env.update(BOSUN_HOME=str(home), BOSUN_API_MAX_BODY_BYTES="50000", BOSUN_API_MAX_BATCH="100")
     return env
 
@@ -39,10 +37,16 @@ def keys(server):
     from orchestration.api_keys import ApiKeys
 
     api_keys = ApiKeys(server[1])
-    made = {name: api_keys.create(name, scopes, rate_per_s=1000, burst=1000)[0]
-            for name, scopes in [("writer", ["events:write", "events:read"]), ("reader", ["events:read"]),
-                                 ("admin", ["admin"]), ("ap-lead", ["reviews:write"]),
-                                 ("auditor", ["reviews:read"])]}
+    made = {
+        name: api_keys.create(name, scopes, rate_per_s=1000, burst=1000)[0]
+        for name, scopes in [
+            ("writer", ["events:write", "events:read"]),
+            ("reader", ["events:read"]),
+            ("admin", ["admin"]),
+            ("ap-lead", ["reviews:write"]),
+            ("auditor", ["reviews:read"]),
+        ]
+    }
     made["slow"] = api_keys.create("slow", ["events:read"], rate_per_s=0.5, burst=2)[0]
     revoked, key = api_keys.create("gone", ["admin"])
     api_keys.revoke(key.key_id)
@@ -130,8 +134,17 @@ def test_review_endpoints_need_their_scopes_and_record_the_key_name(server, keys
     srv, db_url = server
     Inbox(db_url).ingest([event(400)], payload_registry)
     Inbox(db_url).set_states([{"key": "portal:p-400", "status": "escalated", "reason": "low confidence"}], "b9")
-    ReviewQueue(db_url).submit("invoices", [{"key": "portal:p-400", "reason": "confidence 0.40 below 0.75",
-                                            "confidence": 0.4, "proposal": {"decision": "hold", "proposed": "hold"}}])
+    ReviewQueue(db_url).submit(
+        "invoices",
+        [
+            {
+                "key": "portal:p-400",
+                "reason": "confidence 0.40 below 0.75",
+                "confidence": 0.4,
+                "proposal": {"decision": "hold", "proposed": "hold"},
+            }
+        ],
+    )
     [item] = [it for it in ReviewQueue(db_url).pending() if it["idempotency_key"] == "portal:p-400"]
     url = f"{srv.url}/v1/reviews"
     assert httpx.get(url).status_code == 401
@@ -142,18 +155,28 @@ def test_review_endpoints_need_their_scopes_and_record_the_key_name(server, keys
     assert httpx.get(f"{url}/999999", headers=auth(keys["auditor"])).status_code == 404
     r = httpx.post(f"{url}/{item['id']}/approve", headers=auth(keys["auditor"]))
     assert r.status_code == 403 and "reviews:write" in r.json()["detail"]
-    assert httpx.post(f"{url}/{item['id']}/reject", json={"reason": ""}, headers=auth(keys["ap-lead"])).status_code == 422
+    assert (
+        httpx.post(f"{url}/{item['id']}/reject", json={"reason": ""}, headers=auth(keys["ap-lead"])).status_code == 422
+    )
     r = httpx.post(f"{url}/{item['id']}/approve", headers=auth(keys["ap-lead"]), timeout=30)
     assert r.status_code == 200 and r.json()["by"] == "ap-lead" and r.json()["label"] == "hold"
     r = httpx.post(f"{url}/{item['id']}/reject", json={"reason": "no"}, headers=auth(keys["admin"]))
     assert r.status_code == 409 and "already approved by ap-lead" in r.json()["detail"]
-    r = httpx.post(f"{srv.url}/v1/events/portal/p-400/corrections", json={"label": "nonsense"},
-                   headers=auth(keys["ap-lead"]))
+    r = httpx.post(
+        f"{srv.url}/v1/events/portal/p-400/corrections", json={"label": "nonsense"}, headers=auth(keys["ap-lead"])
+    )
     assert r.status_code == 422 and "label must be one of" in r.json()["detail"]
-    assert httpx.post(f"{srv.url}/v1/events/portal/p-400/corrections", json={"label": "reject"},
-                      headers=auth(keys["auditor"])).status_code == 403
-    assert [(f["kind"], f["label"], f["reviewer"]) for f in FeedbackStore(db_url).list("invoices")
-            if f["subject"] == "portal:p-400"] == [("approve", "hold", "ap-lead")]
+    assert (
+        httpx.post(
+            f"{srv.url}/v1/events/portal/p-400/corrections", json={"label": "reject"}, headers=auth(keys["auditor"])
+        ).status_code
+        == 403
+    )
+    assert [
+        (f["kind"], f["label"], f["reviewer"])
+        for f in FeedbackStore(db_url).list("invoices")
+        if f["subject"] == "portal:p-400"
+    ] == [("approve", "hold", "ap-lead")]
     got = httpx.get(f"{srv.url}/v1/events/portal/p-400", headers=auth(keys["reader"])).json()
     assert got["status"] == "done" and got["outcome"]["reviewed_by"] == "ap-lead"
 
@@ -164,23 +187,37 @@ def test_openapi_contract_holds_under_generated_requests(server, keys):
     import hypothesis
     import schemathesis
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     srv, _ = server
     schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
     checks = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
     operations = [op.ok() for op in schema.get_all_operations()]
     assert {(op.method.upper(), op.path) for op in operations} >= {
-        ("POST", "/v1/events"), ("GET", "/v1/events/{source}/{event_id}"), ("GET", "/v1/reviews"),
-        ("GET", "/v1/reviews/{review_id}"), ("POST", "/v1/reviews/{review_id}/approve"),
-        ("POST", "/v1/reviews/{review_id}/reject"), ("POST", "/v1/events/{source}/{event_id}/corrections")}
+        ("POST", "/v1/events"),
+        ("GET", "/v1/events/{source}/{event_id}"),
+        ("GET", "/v1/reviews"),
+        ("GET", "/v1/reviews/{review_id}"),
+        ("POST", "/v1/reviews/{review_id}/approve"),
+        ("POST", "/v1/reviews/{review_id}/reject"),
+        ("POST", "/v1/events/{source}/{event_id}/corrections"),
+    }
     statuses = []
     for op in operations:
         for headers in (auth(keys["admin"]), {}):
-            @hypothesis.settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                                 suppress_health_check=list(hypothesis.HealthCheck),
-                                 phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
+
+            @hypothesis.settings(
+                max_examples=25,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(hypothesis.HealthCheck),
+                phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+            )
             @hypothesis.given(case=op.as_strategy())
             def run(case):
                 response = case.call_and_validate(base_url=srv.url, headers=headers, checks=checks, timeout=10)

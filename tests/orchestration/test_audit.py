@@ -5,8 +5,8 @@ import json
 
 import pytest
 import sqlalchemy as sa
-
 from bosun_testing import empty_audit_tables
+
 from orchestration import settings
 from orchestration.audit import AuditEntry, AuditLog, canonical, chain_hash
 from orchestration.db import audit_log
@@ -49,14 +49,24 @@ def forged(log, seq, prev_hash, subject="evt-forged"):
     """A row an attacker computes correctly: the right algorithm, the right link, even the
     audit key (the structure of the chain still gives it away)."""
     body = canonical({"i": 99, "decision": "approve"})
-    return {"seq": seq, "kind": "decision", "subject": subject, "record": body, "prev_hash": prev_hash,
-            "hash": chain_hash(prev_hash, seq, "decision", subject, body, log.key), "key_id": log.key.key_id}
+    return {
+        "seq": seq,
+        "kind": "decision",
+        "subject": subject,
+        "record": body,
+        "prev_hash": prev_hash,
+        "hash": chain_hash(prev_hash, seq, "decision", subject, body, log.key),
+        "key_id": log.key.key_id,
+    }
 
 
 def insert(log, r):
-    sql(log, "INSERT INTO bosun_audit_log (seq, recorded_at, kind, batch_id, subject, record, prev_hash, hash, key_id) "
-             "VALUES (:seq, CURRENT_TIMESTAMP, :kind, 'b1', :subject, :record, :prev_hash, :hash, :key_id)",
-        **{"key_id": None, **r})
+    sql(
+        log,
+        "INSERT INTO bosun_audit_log (seq, recorded_at, kind, batch_id, subject, record, prev_hash, hash, key_id) "
+        "VALUES (:seq, CURRENT_TIMESTAMP, :kind, 'b1', :subject, :record, :prev_hash, :hash, :key_id)",
+        **{"key_id": None, **r},
+    )
 
 
 def shift_from(log, seq):
@@ -91,8 +101,13 @@ def test_altered_record_is_named(log, seq):
 def test_rewritten_record_with_a_recomputed_hash_is_named(log, seq):
     r = row(log, seq)
     body = canonical({"i": seq, "decision": "reject"})
-    sql(log, "UPDATE bosun_audit_log SET record = :b, hash = :h WHERE seq = :s", b=body, s=seq,
-        h=chain_hash(r["prev_hash"], seq, r["kind"], r["subject"], body, log.key))
+    sql(
+        log,
+        "UPDATE bosun_audit_log SET record = :b, hash = :h WHERE seq = :s",
+        b=body,
+        s=seq,
+        h=chain_hash(r["prev_hash"], seq, r["kind"], r["subject"], body, log.key),
+    )
     result = bad(log)
     assert (result.first_bad_seq, result.subject) == (seq, f"evt-{seq}")
     assert "rewritten" in result.problem
@@ -163,8 +178,13 @@ def test_cli_exits_1_and_names_the_first_bad_record(log, audit_url, capsys, monk
 
 def test_records_for_a_subject_in_order(bosun_home):
     log = AuditLog(settings.database_url())
-    log.append([AuditEntry("decision", "k", {"a": 1}), AuditEntry("action", "k", {"b": 2}),
-                AuditEntry("decision", "other", {})])
+    log.append(
+        [
+            AuditEntry("decision", "k", {"a": 1}),
+            AuditEntry("action", "k", {"b": 2}),
+            AuditEntry("decision", "other", {}),
+        ]
+    )
     assert [r["kind"] for r in log.records_for("k")] == ["decision", "action"]
     with log.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one() == 3
@@ -172,12 +192,24 @@ def test_records_for_a_subject_in_order(bosun_home):
 
 def test_search_filters_decision_records(audit_url):
     log = AuditLog(audit_url)
-    rec = lambda e, d, g, m: {"entity_key": e, "decision": d, "route": "act", "model": m,  # noqa: E731
-                              "guardrails": {"blocked_by": g, "flagged_by": []}}
-    log.append([AuditEntry("decision", "a", rec("V1/INV1", "approve", [], "local")),
-                AuditEntry("decision", "b", rec("V1/INV2", "reject", ["unknown_vendor"], "local")),
-                AuditEntry("decision", "c", rec("V2/INV3", "hold", [], "gpt-x")),
-                AuditEntry("action", "a", {"step": "ledger", "status": "done"})])
+
+    def rec(e, d, g, m):
+        return {
+            "entity_key": e,
+            "decision": d,
+            "route": "act",
+            "model": m,
+            "guardrails": {"blocked_by": g, "flagged_by": []},
+        }
+
+    log.append(
+        [
+            AuditEntry("decision", "a", rec("V1/INV1", "approve", [], "local")),
+            AuditEntry("decision", "b", rec("V1/INV2", "reject", ["unknown_vendor"], "local")),
+            AuditEntry("decision", "c", rec("V2/INV3", "hold", [], "gpt-x")),
+            AuditEntry("action", "a", {"step": "ledger", "status": "done"}),
+        ]
+    )
     assert [r["subject"] for r in log.search(entity="V1/INV2")] == ["b"]
     assert [r["subject"] for r in log.search(guardrail="unknown_vendor")] == ["b"]
     assert [r["subject"] for r in log.search(model="gpt-x")] == ["c"]

@@ -13,8 +13,8 @@ import stat
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-
 from bosun_testing import empty_audit_tables
+
 from orchestration import settings
 from orchestration.audit import GENESIS, AuditEntry, AuditLog, canonical, chain_hash
 from orchestration.audit_anchors import anchor_metadata, check_anchors, read_anchors
@@ -41,14 +41,19 @@ def rewrite_from(log, seq, key=None, downgrade=False):
     """What an attacker with write access does: change record `seq`'s decision, then
     recompute every later hash and link and the head (plain SHA-256 unless given the key)."""
     with log.engine.begin() as conn:
-        rows = conn.execute(sa.select(audit_log).where(audit_log.c.seq >= seq).order_by(audit_log.c.seq)).mappings().all()
+        rows = (
+            conn.execute(sa.select(audit_log).where(audit_log.c.seq >= seq).order_by(audit_log.c.seq)).mappings().all()
+        )
         prev = conn.execute(sa.select(audit_log.c.hash).where(audit_log.c.seq == seq - 1)).scalar() or GENESIS
         for r in rows:
             body = r["record"].replace("approve", "reject") if r["seq"] == seq else r["record"]
             h = chain_hash(prev, r["seq"], r["kind"], r["subject"], body, key)
             key_id = None if downgrade else r["key_id"]
-            conn.execute(audit_log.update().where(audit_log.c.seq == r["seq"])
-                         .values(record=body, prev_hash=prev, hash=h, key_id=key_id))
+            conn.execute(
+                audit_log.update()
+                .where(audit_log.c.seq == r["seq"])
+                .values(record=body, prev_hash=prev, hash=h, key_id=key_id)
+            )
             prev = h
         conn.execute(audit_head.update().values(hash=prev))
 
@@ -81,8 +86,17 @@ def test_records_from_before_the_key_still_verify_up_to_the_keyed_start(audit_ur
         for seq in (1, 2, 3):
             body = canonical({"i": seq})
             h = chain_hash(prev, seq, "decision", f"old-{seq}", body)
-            conn.execute(audit_log.insert().values(seq=seq, recorded_at=sa.func.current_timestamp(), kind="decision",
-                                                   subject=f"old-{seq}", record=body, prev_hash=prev, hash=h))
+            conn.execute(
+                audit_log.insert().values(
+                    seq=seq,
+                    recorded_at=sa.func.current_timestamp(),
+                    kind="decision",
+                    subject=f"old-{seq}",
+                    record=body,
+                    prev_hash=prev,
+                    hash=h,
+                )
+            )
             prev = h
         conn.execute(audit_head.update().values(seq=3, hash=prev))
     assert log.append(_entries(2, start=4)) == 5
@@ -106,8 +120,17 @@ def test_legacy_and_keyed_records_archive_and_verify(bosun_home, monkeypatch, tm
     body = canonical({"i": 1})
     h = chain_hash(GENESIS, 1, "decision", "old-1", body)
     with log.engine.begin() as conn:
-        conn.execute(audit_log.insert().values(seq=1, recorded_at=clock.now() - timedelta(days=3), kind="decision",
-                                               subject="old-1", record=body, prev_hash=GENESIS, hash=h))
+        conn.execute(
+            audit_log.insert().values(
+                seq=1,
+                recorded_at=clock.now() - timedelta(days=3),
+                kind="decision",
+                subject="old-1",
+                record=body,
+                prev_hash=GENESIS,
+                hash=h,
+            )
+        )
         conn.execute(audit_head.update().values(seq=1, hash=h))
     log.append(_entries(3, start=2))
     out = archive_and_prune(log, clock.now() + timedelta(seconds=1), tmp_path / "archive", max_records=2)
@@ -158,7 +181,8 @@ def audited_batch(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """A batch's last asset, as a workflow writes it: append, then publish the head."""
     batch = context.partition_key
     seq, head = AuditLog(settings.database_url()).append_head(
-        [AuditEntry("decision", f"{batch}-{i}", {"batch": batch, "decision": "approve"}, batch) for i in (1, 2)])
+        [AuditEntry("decision", f"{batch}-{i}", {"batch": batch, "decision": "approve"}, batch) for i in (1, 2)]
+    )
     return dg.MaterializeResult(metadata=anchor_metadata(seq, head))
 
 
@@ -181,8 +205,13 @@ def test_anchors_are_read_back_per_batch(anchored):
     log, instance = anchored
     anchors = read_anchors(instance)
     assert [(a.seq, a.batch) for a in anchors] == [(2, "b1"), (4, "b2"), (6, "b3")]
-    assert check_anchors(log, anchors, 1, log.head()[0]) == {"ok": True, "anchors": 3, "checked": 3,
-                                                             "before_checkpoint": 0, "latest_anchor_seq": 6}
+    assert check_anchors(log, anchors, 1, log.head()[0]) == {
+        "ok": True,
+        "anchors": 3,
+        "checked": 3,
+        "before_checkpoint": 0,
+        "latest_anchor_seq": 6,
+    }
 
 
 def test_full_rewrite_with_the_key_disagrees_with_the_anchor_of_its_batch(anchored, tmp_path, monkeypatch, capsys):
@@ -204,7 +233,7 @@ def test_full_rewrite_with_the_key_disagrees_with_the_anchor_of_its_batch(anchor
 
     monkeypatch.delenv("DAGSTER_HOME")
     assert main(["audit", "verify"]) == 0  # what the chain alone can say, and that it had no anchors
-    assert "no anchors found" in capsys.readouterr().err
+    assert "no anchors found" in json.loads(capsys.readouterr().out)["anchors"]["note"]
 
 
 def test_truncated_chain_is_behind_its_latest_anchor(anchored):

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-
 from bosun_testing import empty_audit_tables
+
 from orchestration import settings
 from orchestration.audit import AuditEntry, AuditLog
 from orchestration.audit_retention import ChainBroken, archive_and_prune, archive_dir, verify_archives
@@ -33,8 +33,9 @@ def log(request, bosun_home, monkeypatch):
 
 def backdate(log, upto_seq, days):
     with log.engine.begin() as conn:
-        conn.execute(audit_log.update().where(audit_log.c.seq <= upto_seq)
-                     .values(recorded_at=NOW - timedelta(days=days)))
+        conn.execute(
+            audit_log.update().where(audit_log.c.seq <= upto_seq).values(recorded_at=NOW - timedelta(days=days))
+        )
 
 
 def seqs(log):
@@ -78,8 +79,12 @@ def test_altered_remaining_record_and_reinserted_pruned_record_are_named(log):
     assert (log.verify().first_bad_seq, log.verify().subject) == (10, "evt-10")
     with log.engine.begin() as conn:
         conn.execute(sa.text("UPDATE bosun_audit_log SET record = :r WHERE seq = 10"), {"r": '{"i":10}'})
-        conn.execute(sa.text("INSERT INTO bosun_audit_log (seq, recorded_at, kind, subject, record, prev_hash, hash) "
-                             "VALUES (2, CURRENT_TIMESTAMP, 'decision', 'evt-2', '{}', 'x', 'y')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO bosun_audit_log (seq, recorded_at, kind, subject, record, prev_hash, hash) "
+                "VALUES (2, CURRENT_TIMESTAMP, 'decision', 'evt-2', '{}', 'x', 'y')"
+            )
+        )
     assert (log.verify().first_bad_seq, log.verify().subject) == (2, "evt-2")
 
 
@@ -96,8 +101,10 @@ def test_tampered_archive_is_named(log):
     from pathlib import Path
 
     with log.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE bosun_audit_checkpoints SET archive_sha256 = :d"),
-                     {"d": hashlib.sha256(Path(out["archive"]).read_bytes()).hexdigest()})
+        conn.execute(
+            sa.text("UPDATE bosun_audit_checkpoints SET archive_sha256 = :d"),
+            {"d": hashlib.sha256(Path(out["archive"]).read_bytes()).hexdigest()},
+        )
     found = verify_archives(log)
     assert (found["ok"], found["first_bad_seq"], found["subject"]) == (False, 3, "evt-3")
 

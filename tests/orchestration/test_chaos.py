@@ -20,8 +20,18 @@ def test_daemon_path_recovers_from_killed_workers_and_daemon_without_an_operator
     # 200 invoices (about 210 lines) arrive at once: three batch runs at the same time, one
     # killed while its sagas run, then the daemon with the other two. The fault-free reference
     # run goes beside it (its figures are the benchmark's business, not the test's).
-    figures = chaos.run_chaos(events=200, storage="sqlite", seed=5, worker_kills=1, daemon_kills=1, pg_restarts=0,
-                              timeout=480, model_dir=trained_model_dir, feed_chunks=1, reference_in_parallel=True)
+    figures = chaos.run_chaos(
+        events=200,
+        storage="sqlite",
+        seed=5,
+        worker_kills=1,
+        daemon_kills=1,
+        pg_restarts=0,
+        timeout=480,
+        model_dir=trained_model_dir,
+        feed_chunks=1,
+        reference_in_parallel=True,
+    )
     assert figures["ok"], figures
     assert figures["malformed"] > 0 and figures["late_versions"] > 0
     assert [k["kind"] for k in figures["kills"]] == ["worker", "daemon"]

@@ -17,11 +17,21 @@ def test_apikey_create_prints_the_key_once_and_stores_its_hash(bosun_home):
     from orchestration.settings import database_url
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    bad = subprocess.run([str(BOSUN), "apikey", "create", "--name", "x", "--scopes", "events:write,everything"],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "everything" in bad.stdout
-    ok = subprocess.run([str(BOSUN), "apikey", "create", "--name", "feeder", "--scopes", "events:write,events:read"],
-                        capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [str(BOSUN), "apikey", "create", "--name", "x", "--scopes", "events:write,everything"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "everything" in bad.stderr and bad.stdout == ""
+    ok = subprocess.run(
+        [str(BOSUN), "apikey", "create", "--name", "feeder", "--scopes", "events:write,events:read"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     created = json.loads(ok.stdout)
     secret = created["key"]

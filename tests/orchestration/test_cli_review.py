@@ -6,8 +6,8 @@ import copy
 import json
 
 import pytest
-
 from bosun_testing import PORTAL_EVENT as EVENT
+
 from orchestration.audit import AuditEntry
 from orchestration.cli import main
 
@@ -25,19 +25,49 @@ def queue(bosun_home):
         e["payload"]["invoice_id"] = f"INV-{i}"
         events.append(e)
     db.inbox().ingest(events, payload_registry)
-    db.audit().append([AuditEntry("decision", f"portal:{i}", {
-        "decision": d, "proposed": d, "confidence": 0.5, "model": "local", "prompt_version": None,
-        "context_hash": f"hash-{i}", "context_used": {"sources": {}}, "guardrails": {"flagged_by": []},
-        "confidence_breakdown": [{"name": "model_probability_calibrated", "value": 0.5}]}, "b1")
-        for i, d in decisions.items()])
-    db.inbox().set_states([{"key": "portal:p-1", "status": "escalated", "reason": "confidence 0.50 below 0.75"},
-                           {"key": "portal:p-2", "status": "escalated", "reason": "confidence 0.50 below 0.75"},
-                           {"key": "portal:p-3", "status": "done", "reason": "paid",
-                            "outcome": {"decision": "approve"}}], "b1")
-    db.review_queue().submit("invoices", [
-        {"key": f"portal:{i}", "entity_key": "V0001:INV-1", "confidence": 0.5, "reason": "confidence 0.50 below 0.75",
-         "proposal": {"decision": decisions[i], "proposed": decisions[i], "invoice": EVENT["payload"]}}
-        for i in ("p-1", "p-2")], "b1")
+    db.audit().append(
+        [
+            AuditEntry(
+                "decision",
+                f"portal:{i}",
+                {
+                    "decision": d,
+                    "proposed": d,
+                    "confidence": 0.5,
+                    "model": "local",
+                    "prompt_version": None,
+                    "context_hash": f"hash-{i}",
+                    "context_used": {"sources": {}},
+                    "guardrails": {"flagged_by": []},
+                    "confidence_breakdown": [{"name": "model_probability_calibrated", "value": 0.5}],
+                },
+                "b1",
+            )
+            for i, d in decisions.items()
+        ]
+    )
+    db.inbox().set_states(
+        [
+            {"key": "portal:p-1", "status": "escalated", "reason": "confidence 0.50 below 0.75"},
+            {"key": "portal:p-2", "status": "escalated", "reason": "confidence 0.50 below 0.75"},
+            {"key": "portal:p-3", "status": "done", "reason": "paid", "outcome": {"decision": "approve"}},
+        ],
+        "b1",
+    )
+    db.review_queue().submit(
+        "invoices",
+        [
+            {
+                "key": f"portal:{i}",
+                "entity_key": "V0001:INV-1",
+                "confidence": 0.5,
+                "reason": "confidence 0.50 below 0.75",
+                "proposal": {"decision": decisions[i], "proposed": decisions[i], "invoice": EVENT["payload"]},
+            }
+            for i in ("p-1", "p-2")
+        ],
+        "b1",
+    )
     return db
 
 
@@ -53,7 +83,9 @@ def test_list_show_approve_once(queue, capsys):
     code, out, _ = _run(capsys, "review", "list", "--json")
     items = json.loads(out)
     assert [(it["event"], it["proposed"], it["status"]) for it in items] == [
-        ("portal:p-1", "hold", "pending"), ("portal:p-2", "reject", "pending")]
+        ("portal:p-1", "hold", "pending"),
+        ("portal:p-2", "reject", "pending"),
+    ]
     hold = items[0]["id"]
     code, out, _ = _run(capsys, "review", "show", str(hold))
     shown = json.loads(out)
@@ -71,7 +103,8 @@ def test_list_show_approve_once(queue, capsys):
     assert status["review_items_pending"] == 1 and status["events_by_status"] == {"done": 2, "escalated": 1}
     assert queue.inbox().lookup(["portal:p-1"])["portal:p-1"]["outcome"]["reviewed_by"] == "alice"
     assert [(f["kind"], f["label"], f["reviewer"]) for f in queue.feedback().list("invoices")] == [
-        ("approve", "hold", "alice")]
+        ("approve", "hold", "alice")
+    ]
 
 
 def test_reject_and_correct(queue, capsys):
@@ -79,15 +112,17 @@ def test_reject_and_correct(queue, capsys):
     rejected = items[1]["id"]  # Bosun proposed reject
     code, _, err = _run(capsys, "review", "reject", str(rejected), "--by", "bob", "--reason", "fine after all")
     assert code == 2 and "label" in err
-    code, out, _ = _run(capsys, "review", "reject", str(rejected), "--by", "bob", "--reason", "fine after all",
-                        "--label", "hold")
+    code, out, _ = _run(
+        capsys, "review", "reject", str(rejected), "--by", "bob", "--reason", "fine after all", "--label", "hold"
+    )
     assert code == 0 and json.loads(out)["label"] == "hold"
     with pytest.raises(SystemExit):  # a rejection without a reason is not an answer
         main(["review", "reject", str(items[0]["id"]), "--by", "bob"])
     capsys.readouterr()
 
-    code, out, _ = _run(capsys, "review", "correct", "portal:p-3", "--label", "reject", "--by", "carol",
-                        "--note", "credit note arrived")
+    code, out, _ = _run(
+        capsys, "review", "correct", "portal:p-3", "--label", "reject", "--by", "carol", "--note", "credit note arrived"
+    )
     assert code == 0 and json.loads(out)["decided"] == "approve"
     assert queue.inbox().lookup(["portal:p-3"])["portal:p-3"]["status"] == "done"  # feedback only
     assert _run(capsys, "review", "correct", "portal:p-3", "--label", "maybe", "--by", "carol")[0] == 2

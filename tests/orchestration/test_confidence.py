@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from orchestration.confidence import (Calibrator, Factor, Thresholds, combine, expected_calibration_error,
-                                      fit_and_report, quality_factors)
+from orchestration.confidence import (
+    Calibrator,
+    Factor,
+    Thresholds,
+    combine,
+    expected_calibration_error,
+    fit_and_report,
+    quality_factors,
+)
 
 
 def test_every_factor_multiplies_and_is_kept_in_the_breakdown():
@@ -14,8 +21,12 @@ def test_every_factor_multiplies_and_is_kept_in_the_breakdown():
 
 
 def test_the_context_layer_contract_is_read_and_clipped():
-    got = quality_factors([{"name": "missing_source", "penalty": 1.7, "detail": "erp timed out"},
-                           {"name": "knowledge_gap", "penalty": -1}])
+    got = quality_factors(
+        [
+            {"name": "missing_source", "penalty": 1.7, "detail": "erp timed out"},
+            {"name": "knowledge_gap", "penalty": -1},
+        ]
+    )
     assert [(f.name, f.penalty) for f in got] == [("missing_source", 1.0), ("knowledge_gap", 0.0)]
 
 
@@ -30,7 +41,7 @@ def test_ece_is_zero_when_confidence_is_the_hit_rate_and_large_when_overconfiden
 def test_a_fitted_calibrator_fixes_an_overconfident_model_per_group(tmp_path):
     rng = np.random.default_rng(1)
     stated = rng.uniform(0.6, 1.0, 4000)
-    truth = stated ** 3  # says 0.9 where it is right 73 % of the time
+    truth = stated**3  # says 0.9 where it is right 73 % of the time
     hit = rng.uniform(size=stated.size) < truth
     groups = np.where(np.arange(stated.size) % 2 == 0, "llm", "local")
     cal = fit_and_report(stated, hit, groups)

@@ -11,8 +11,9 @@ import time
 import httpx
 import pytest
 import uvicorn
-
 from bosun_testing import free_port
+from test_reviews import TICKETS, _world
+
 from orchestration.api import create_app
 from orchestration.api_keys import ApiKeys
 from orchestration.audit import AuditLog
@@ -20,8 +21,6 @@ from orchestration.envelope import PayloadRegistry
 from orchestration.feedback import FeedbackStore
 from orchestration.review import ReviewQueue
 from orchestration.reviews import ReviewService
-
-from test_reviews import TICKETS, _world
 
 
 class ThreadedUvicorn:
@@ -53,14 +52,30 @@ def console(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'bosun.db'}"
     _world(url)
     # A reason a source could have put anything into: the page must show it, not run it.
-    ReviewQueue(url).submit("tickets", [{"key": "desk:t-9", "entity_key": "c-9", "confidence": 0.3,
-                                         "reason": "<script>alert('x')</script> in the subject",
-                                         "proposal": {"decision": "close"}}], "b1")
+    ReviewQueue(url).submit(
+        "tickets",
+        [
+            {
+                "key": "desk:t-9",
+                "entity_key": "c-9",
+                "confidence": 0.3,
+                "reason": "<script>alert('x')</script> in the subject",
+                "proposal": {"decision": "close"},
+            }
+        ],
+        "b1",
+    )
     service = ReviewService(url, {}, {"tickets": TICKETS}, "test")
     keys = ApiKeys(url)
-    made = {name: keys.create(name, scopes, rate_per_s=1000, burst=1000)
-            for name, scopes in [("Ada Lovelace", ["reviews:write"]), ("Grace Hopper", ["reviews:write"]),
-                                 ("auditor", ["reviews:read"]), ("feeder", ["events:write", "events:read"])]}
+    made = {
+        name: keys.create(name, scopes, rate_per_s=1000, burst=1000)
+        for name, scopes in [
+            ("Ada Lovelace", ["reviews:write"]),
+            ("Grace Hopper", ["reviews:write"]),
+            ("auditor", ["reviews:read"]),
+            ("feeder", ["events:write", "events:read"]),
+        ]
+    }
     with ThreadedUvicorn(create_app(url, PayloadRegistry(), metrics=False, reviews=service)) as srv:
         yield srv, url, made
 

@@ -1,7 +1,8 @@
 """Context within a token budget, conflicts by declared rule, the TTL cache, token counting."""
 
-import pytest
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from orchestration.conflicts import Claim, ConflictRule, quality_factor, resolve
 from orchestration.context_assembly import ContextItem, assemble_many
@@ -12,10 +13,12 @@ pytestmark = pytest.mark.clock  # CI runs this module again with the clock a yea
 
 
 def _items():
-    return [ContextItem("header", "event", {"id": "INV-1", "amount": "10.00"}, required=True, importance=1),
-            ContextItem("passage-a", "kb", "alpha " * 60, relevance=1.0, importance=0.7, summary="alpha."),
-            ContextItem("passage-b", "kb", "beta " * 60, relevance=0.5, importance=0.7),
-            ContextItem("memo", "event", "thanks", relevance=0.0, importance=0.3)]
+    return [
+        ContextItem("header", "event", {"id": "INV-1", "amount": "10.00"}, required=True, importance=1),
+        ContextItem("passage-a", "kb", "alpha " * 60, relevance=1.0, importance=0.7, summary="alpha."),
+        ContextItem("passage-b", "kb", "beta " * 60, relevance=0.5, importance=0.7),
+        ContextItem("memo", "event", "thanks", relevance=0.0, importance=0.3),
+    ]
 
 
 def test_items_are_ranked_kept_summarised_or_dropped_with_reasons_within_budget():
@@ -51,18 +54,24 @@ def test_tiktoken_counts_offline_with_the_bundled_encoding():
 
 def test_conflicts_are_resolved_by_the_declared_rule():
     now = datetime.now(timezone.utc)
-    recency = resolve(ConflictRule("vendor.active", "recency"),
-                      [Claim("live", False, now), Claim("snapshot", True, now - timedelta(hours=3))])
+    recency = resolve(
+        ConflictRule("vendor.active", "recency"),
+        [Claim("live", False, now), Claim("snapshot", True, now - timedelta(hours=3))],
+    )
     assert recency["resolved"] and recency["chosen_source"] == "live" and recency["value"] is False
-    priority = resolve(ConflictRule("iban", "source_priority", priority=("erp", "memo")),
-                       [Claim("memo", "X"), Claim("erp", "Y")])
+    priority = resolve(
+        ConflictRule("iban", "source_priority", priority=("erp", "memo")), [Claim("memo", "X"), Claim("erp", "Y")]
+    )
     assert priority["chosen_source"] == "erp"
     rule = ConflictRule("amount", "must_agree", tolerance=0.01, penalty=0.3)
     assert resolve(rule, [Claim("header", 100.0), Claim("lines", 100.005)]) is None
     unresolved = resolve(rule, [Claim("header", 100.0), Claim("lines", 90.0)])
     assert not unresolved["resolved"]
-    assert quality_factor(unresolved, rule) == {"name": "unresolved_conflict:amount", "penalty": 0.3,
-                                                "detail": "must_agree cannot choose between header=100.0, lines=90.0"}
+    assert quality_factor(unresolved, rule) == {
+        "name": "unresolved_conflict:amount",
+        "penalty": 0.3,
+        "detail": "must_agree cannot choose between header=100.0, lines=90.0",
+    }
 
 
 def test_the_ttl_cache_computes_each_missing_key_once_and_expires():

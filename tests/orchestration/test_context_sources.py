@@ -7,7 +7,7 @@ import pytest
 
 from orchestration.circuit_breaker import CircuitBreaker
 from orchestration.freshness import FreshnessWindow
-from orchestration.sources import SourceSettings, Snapshot, read_source
+from orchestration.sources import Snapshot, SourceSettings, read_source
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
@@ -42,8 +42,14 @@ def test_a_source_that_hangs_times_out_and_falls_back_to_the_snapshot_marked_sta
     taken = datetime.now(timezone.utc) - timedelta(hours=30)
     fetch = Flaky(failures=0, hang_s=5)
     started = time.perf_counter()
-    r = read_source("vendors", fetch, FAST, CircuitBreaker(db_url), Snapshot("old rows", taken),
-                    FreshnessWindow(fail_s=48 * 3600, warn_s=26 * 3600))
+    r = read_source(
+        "vendors",
+        fetch,
+        FAST,
+        CircuitBreaker(db_url),
+        Snapshot("old rows", taken),
+        FreshnessWindow(fail_s=48 * 3600, warn_s=26 * 3600),
+    )
     assert time.perf_counter() - started < 2.0
     assert (r.status, r.value, r.freshness) == ("stale", "old rows", "warn")
     assert 30 * 3600 - 5 < r.age_s < 30 * 3600 + 60

@@ -1,24 +1,37 @@
 import pytest
+
 from orchestration.decision_report import by_day, failure_patterns, markdown_table, summary
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
 
 def _row(day, decision, label, escalated=False, conf=0.9, vendor="V1", guardrails=("none",)):
-    return {"day": day, "decision": decision, "label": label, "escalated": escalated, "confidence": conf,
-            "dims": {"vendor": vendor, "guardrail": list(guardrails)}}
+    return {
+        "day": day,
+        "decision": decision,
+        "label": label,
+        "escalated": escalated,
+        "confidence": conf,
+        "dims": {"vendor": vendor, "guardrail": list(guardrails)},
+    }
 
 
-ROWS = [_row("2026-11-01", "approve", "approve"), _row("2026-11-01", "approve", "hold", vendor="V2"),
-        _row("2026-11-01", "approve", None, escalated=True), _row("2026-11-02", "hold", "hold"),
-        _row("2026-11-02", "approve", "reject", vendor="V2", guardrails=("amount_limit",)),
-        _row("2026-11-02", "approve", "hold", escalated=True, vendor="V2")]
+ROWS = [
+    _row("2026-11-01", "approve", "approve"),
+    _row("2026-11-01", "approve", "hold", vendor="V2"),
+    _row("2026-11-01", "approve", None, escalated=True),
+    _row("2026-11-02", "hold", "hold"),
+    _row("2026-11-02", "approve", "reject", vendor="V2", guardrails=("amount_limit",)),
+    _row("2026-11-02", "approve", "hold", escalated=True, vendor="V2"),
+]
 
 
 def test_quality_by_day_counts_escalations_as_asking_not_failing():
     days = by_day(ROWS)
     assert [(d["day"], d["decisions"], d["reviewed"], d["accuracy"], d["escalation_rate"]) for d in days] == [
-        ("2026-11-01", 3, 2, 0.5, 0.3333), ("2026-11-02", 3, 3, 0.5, 0.3333)]
+        ("2026-11-01", 3, 2, 0.5, 0.3333),
+        ("2026-11-02", 3, 3, 0.5, 0.3333),
+    ]
     assert days[0]["ece"] == 0.4  # stated 0.9, right half the time
     s = summary(ROWS)
     assert (s["decisions"], s["reviewed"], s["judged"], s["failed"], s["accuracy"]) == (6, 5, 4, 2, 0.5)

@@ -15,19 +15,36 @@ def test_definitions_load_with_every_workflow_piece():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"vendors", "purchase_orders", "policy_index", "invoice_context", "invoice_decisions",
-            "invoice_actions"} <= keys
+    assert {
+        "vendors",
+        "purchase_orders",
+        "policy_index",
+        "invoice_context",
+        "invoice_decisions",
+        "invoice_actions",
+    } <= keys
     assert defs.resolve_sensor_def("invoice_inbox_sensor")
     schedule = defs.resolve_schedule_def("invoice_context_refresh_daily")
     assert schedule.execution_timezone == "Europe/Berlin"
     checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po",
-                      "retrieval_recall_at_5_meets_threshold", "calibration_error_is_below_limit",
-                      "hard_guardrails_held", "no_soft_flagged_decision_acted_on_unreviewed",
-                      "dead_letters_within_limits", "ledger_matches_payments", "retrained_model_is_not_worse",
-                      "decisions_reconcile_with_saga_log_and_erp", "context_meets_expectations",
-                      "outcomes_meet_expectations", "payments_settled_by_due_date",
-                      "tick_messages_delivered", "no_late_bounces"}
+    assert checks == {
+        "every_event_reached_a_terminal_state",
+        "no_invoice_paid_twice",
+        "no_payment_exceeds_po",
+        "retrieval_recall_at_5_meets_threshold",
+        "calibration_error_is_below_limit",
+        "hard_guardrails_held",
+        "no_soft_flagged_decision_acted_on_unreviewed",
+        "dead_letters_within_limits",
+        "ledger_matches_payments",
+        "retrained_model_is_not_worse",
+        "decisions_reconcile_with_saga_log_and_erp",
+        "context_meets_expectations",
+        "outcomes_meet_expectations",
+        "payments_settled_by_due_date",
+        "tick_messages_delivered",
+        "no_late_bounces",
+    }
     assert "outbox_deliveries" in keys and defs.resolve_sensor_def("outbox_relay")
     assert {"invoice_feedback", "invoice_model_candidate", "invoice_local_model", "invoice_decision_report"} <= keys
     assert defs.resolve_sensor_def("invoice_feedback_sensor")

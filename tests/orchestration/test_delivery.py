@@ -1,8 +1,8 @@
 """Delivery triage on a real inbox: content duplicates, debounce, stale events."""
 
-import pytest
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
@@ -26,26 +26,37 @@ registry.register("thing.updated", 1, Update)
 
 
 def ev(i, entity, state, at_s):
-    return {"source": "s", "id": f"e{i}", "type": "thing.updated", "schema_version": 1,
-            "occurred_at": (T0 + timedelta(seconds=at_s)).isoformat(), "entity_key": entity,
-            "payload": {"state": state}}
+    return {
+        "source": "s",
+        "id": f"e{i}",
+        "type": "thing.updated",
+        "schema_version": 1,
+        "occurred_at": (T0 + timedelta(seconds=at_s)).isoformat(),
+        "entity_key": entity,
+        "payload": {"state": state},
+    }
 
 
 def run(inbox, policy, events):
     keys = set(inbox.ingest(events, registry).keys)
-    pending = [e for e in inbox.events_between(0, 10 ** 9, ["thing.updated"]) if e.key in keys]
+    pending = [e for e in inbox.events_between(0, 10**9, ["thing.updated"]) if e.key in keys]
     return triage(inbox, pending, {"thing.updated": policy}, lock_name="t", batch_id="b")
 
 
 def statuses(inbox):
-    return {k: s for k, s in inbox.engine.connect().execute(
-        sa.text("select idempotency_key, status from bosun_inbox")).all()}
+    return {
+        k: s
+        for k, s in inbox.engine.connect().execute(sa.text("select idempotency_key, status from bosun_inbox")).all()
+    }
 
 
 def test_identical_content_under_new_ids_counts_once_within_the_window(bosun_home):
     inbox = Inbox(settings.database_url())
-    out = run(inbox, DeliveryPolicy(content_window_s=60),
-              [ev(1, "a", "paid", 0), ev(2, "a", "paid", 30), ev(3, "a", "paid", 200)])
+    out = run(
+        inbox,
+        DeliveryPolicy(content_window_s=60),
+        [ev(1, "a", "paid", 0), ev(2, "a", "paid", 30), ev(3, "a", "paid", 200)],
+    )
     assert [e.key for e in out.kept] == ["s:e1", "s:e3"]  # e3 is outside the window
     assert out.counts["duplicate"] == 1 and statuses(inbox)["s:e2"] == "duplicate"
     # A later batch sees the stored hash too.

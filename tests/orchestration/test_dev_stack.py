@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from bosun_testing import service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,9 +33,12 @@ def _free_port() -> int:
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
-                                 data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.load(resp)["data"]
 
@@ -55,8 +57,11 @@ def _sensor_batch_with_checks_passed(port: int) -> str | None:
         if tags.get("dagster/sensor_name") != "invoice_inbox_sensor":
             continue
         events = _graphql(port, RUN_CHECKS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
-        results = {e["evaluation"]["checkName"]: e["evaluation"]["success"]
-                   for e in events if e["__typename"] == "AssetCheckEvaluationEvent"}
+        results = {
+            e["evaluation"]["checkName"]: e["evaluation"]["success"]
+            for e in events
+            if e["__typename"] == "AssetCheckEvaluationEvent"
+        }
         # Every check the batch job runs passed, the three outcome checks among them.
         if EXPECTED_CHECKS <= set(results) and all(results.values()):
             return run["runId"]
@@ -69,11 +74,26 @@ def _render(url: str, tmp_path: Path) -> str:
     if not chromium:
         service_unavailable("Chromium (apt-get install chromium)", FileNotFoundError("chromium"))
     # Flags as this machine needs them: no sandbox as root, no background network calls.
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
-                           "--virtual-time-budget=20000", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc.stdout
 
 
@@ -83,9 +103,25 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
     env.update(BOSUN_HOME=str(tmp_path / "bosun"), DAGSTER_HOME=str(tmp_path / "dagster_home"))
     log = open(tmp_path / "dev.log", "w")
-    proc = subprocess.Popen([str(BOSUN), "dev", "--port", str(port), "--invoices", "300", "--feed-interval", "2",
-                             "--api-port", str(api_port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(BOSUN),
+            "dev",
+            "--port",
+            str(port),
+            "--invoices",
+            "300",
+            "--feed-interval",
+            "2",
+            "--api-port",
+            str(api_port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not _server_up(port):
@@ -97,8 +133,10 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
         while run_id is None and time.monotonic() - served_at < 60:
             time.sleep(2)
             run_id = _sensor_batch_with_checks_passed(port)
-        assert run_id, ("no sensor-launched batch run with its checks passed within 60 s of the UI serving:\n"
-                        + (tmp_path / "dev.log").read_text()[-3000:])
+        assert run_id, (
+            "no sensor-launched batch run with its checks passed within 60 s of the UI serving:\n"
+            + (tmp_path / "dev.log").read_text()[-3000:]
+        )
         # What an operator sees: the run's page, rendered by a real browser.
         dom = _render(f"http://127.0.0.1:{port}/runs/{run_id}", tmp_path)
         assert "RUN_SUCCESS" in dom and "invoice_batch_job" in dom
@@ -121,9 +159,20 @@ SENSOR_TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "bosu
   sensorName: "invoice_inbox_sensor"}) { ... on Sensor { sensorState { ticks(limit: 5) { status skipReason } } } } }"""
 ALL_RUNS = """{ runsOrError(limit: 50) { ... on Runs { results { runId jobName status } } } }"""
 QUEUE = "{ instance { runQueueConfig { maxConcurrentRuns } } }"
-NOT_A_CLONE = shutil.ignore_patterns(".git", ".venv", ".bosun", ".dagster_home", ".tmp_dagster_home_*", ".env",
-                                     "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "tests",
-                                     "benchmarks")
+NOT_A_CLONE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".bosun",
+    ".dagster_home",
+    ".tmp_dagster_home_*",
+    ".env",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".ruff_cache",
+    "tests",
+    "benchmarks",
+)
 
 
 @pytest.mark.slow
@@ -136,12 +185,20 @@ def test_plain_dagster_dev_in_a_fresh_clone_without_sample_data_launches_no_fail
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
     log = open(tmp_path / "dagster-dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=clone,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while not _server_up(port):
-            assert proc.poll() is None, "dagster dev exited early:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:]
+            assert proc.poll() is None, (
+                "dagster dev exited early:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:]
+            )
             assert time.monotonic() < deadline, "webserver did not answer within 180 s"
             time.sleep(1)
         assert _graphql(port, QUEUE)["instance"]["runQueueConfig"]["maxConcurrentRuns"] == 3  # our dagster.yaml

@@ -8,12 +8,23 @@ from orchestration.envelope import RejectedInput, parse_envelope
 
 def envelope(**over):
     env = {
-        "source": "erp-mailroom", "id": "evt-1", "type": "invoice.received", "schema_version": 1,
-        "occurred_at": "2026-11-02T08:00:00+01:00", "entity_key": "V0001:INV-1",
-        "payload": {"invoice_id": "INV-1", "vendor_id": "V0001", "po_number": "PO-1", "amount": "100.00",
-                    "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
-                    "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
-                    "memo": ""},
+        "source": "erp-mailroom",
+        "id": "evt-1",
+        "type": "invoice.received",
+        "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+01:00",
+        "entity_key": "V0001:INV-1",
+        "payload": {
+            "invoice_id": "INV-1",
+            "vendor_id": "V0001",
+            "po_number": "PO-1",
+            "amount": "100.00",
+            "currency": "EUR",
+            "issued_on": "2026-11-01",
+            "due_on": "2026-12-01",
+            "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
+            "memo": "",
+        },
     }
     env.update(over)
     return env
@@ -26,12 +37,15 @@ def test_valid_envelope_parses_and_keys_by_source_and_id():
     assert env.payload["amount"] == "100.00"
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"occurred_at": "2026-11-02T08:00:00"}, "occurred_at"),
-    ({"schema_version": 0}, "schema_version"),
-    ({"type": "invoice.paid"}, "type"),
-    ({"schema_version": 9}, "schema_version"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"occurred_at": "2026-11-02T08:00:00"}, "occurred_at"),
+        ({"schema_version": 0}, "schema_version"),
+        ({"type": "invoice.paid"}, "type"),
+        ({"schema_version": 9}, "schema_version"),
+    ],
+)
 def test_invalid_envelopes_name_the_field(change, field):
     with pytest.raises(RejectedInput) as exc:
         parse_envelope(envelope(**change), registry)

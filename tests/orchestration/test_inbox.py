@@ -1,18 +1,29 @@
 from datetime import datetime, timedelta, timezone
 
 from assets.invoices.workflow import EVENT_TYPES, registry
+from orchestration import settings
 from orchestration.batching import BatchPolicy, BatchRange, cut_batches
 from orchestration.inbox import Inbox
-from orchestration import settings
 
 
 def _env(i):
     return {
-        "source": "s", "id": f"e{i}", "type": "invoice.received", "schema_version": 1,
-        "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"V1:INV-{i}",
-        "payload": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "10.00",
-                    "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
-                    "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}]},
+        "source": "s",
+        "id": f"e{i}",
+        "type": "invoice.received",
+        "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+00:00",
+        "entity_key": f"V1:INV-{i}",
+        "payload": {
+            "invoice_id": f"INV-{i}",
+            "vendor_id": "V1",
+            "po_number": "PO-1",
+            "amount": "10.00",
+            "currency": "EUR",
+            "issued_on": "2026-11-01",
+            "due_on": "2026-12-01",
+            "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}],
+        },
     }
 
 
@@ -74,8 +85,15 @@ def test_batch_size_grows_with_the_backlog_between_min_and_max():
     from orchestration.batching import adaptive_size
 
     policy = BatchPolicy(max_events=1000, min_events=100, max_in_flight=4)
-    assert [adaptive_size(n, policy) for n in (0, 10, 400, 401, 2000, 4000, 50_000)] == \
-        [100, 100, 100, 101, 500, 1000, 1000]
+    assert [adaptive_size(n, policy) for n in (0, 10, 400, 401, 2000, 4000, 50_000)] == [
+        100,
+        100,
+        100,
+        101,
+        500,
+        1000,
+        1000,
+    ]
 
 
 def test_a_state_change_can_be_limited_to_events_still_in_a_state(bosun_home):
@@ -84,11 +102,14 @@ def test_a_state_change_can_be_limited_to_events_still_in_a_state(bosun_home):
     inbox.ingest([_env(i) for i in range(2)], registry)
     keys = [f"s:e{i}" for i in range(2)]
     inbox.set_states([{"key": keys[0], "status": "done", "reason": "approved by alice"}])
-    inbox.set_states([{"key": k, "status": "escalated", "reason": "low confidence"} for k in keys],
-                     "b1", only_from=("received",))
+    inbox.set_states(
+        [{"key": k, "status": "escalated", "reason": "low confidence"} for k in keys], "b1", only_from=("received",)
+    )
     rows = inbox.lookup(keys)
     assert [(rows[k]["status"], rows[k]["reason"]) for k in keys] == [
-        ("done", "approved by alice"), ("escalated", "low confidence")]
+        ("done", "approved by alice"),
+        ("escalated", "low confidence"),
+    ]
 
 
 def test_a_state_change_without_a_batch_keeps_the_events_batch(bosun_home):

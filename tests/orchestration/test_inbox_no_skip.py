@@ -59,15 +59,31 @@ toy_bootstrap_job = dg.define_asset_job("toy_bootstrap_job", selection=[toy_cont
 
 
 def _envelope(i: int) -> dict:
-    return {"source": "toy", "id": f"p{i}", "type": PING, "schema_version": 1,
-            "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"E{i}", "payload": {"n": i}}
+    return {
+        "source": "toy",
+        "id": f"p{i}",
+        "type": PING,
+        "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+00:00",
+        "entity_key": f"E{i}",
+        "payload": {"n": i},
+    }
 
 
 def _row(i: int) -> dict:
     """An inbox row as a writer outside `Inbox.ingest` would insert it."""
-    return {"idempotency_key": f"toy:p{i}", "source": "toy", "event_id": f"p{i}", "type": PING, "schema_version": 1,
-            "occurred_at": clock.now(), "entity_key": f"E{i}", "payload": {"n": i}, "received_at": clock.now(),
-            "status": "received"}
+    return {
+        "idempotency_key": f"toy:p{i}",
+        "source": "toy",
+        "event_id": f"p{i}",
+        "type": PING,
+        "schema_version": 1,
+        "occurred_at": clock.now(),
+        "entity_key": f"E{i}",
+        "payload": {"n": i},
+        "received_at": clock.now(),
+        "status": "received",
+    }
 
 
 @dataclass
@@ -79,18 +95,24 @@ class ToyWorld:
     sweeps: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        self.sensor = build_inbox_batch_sensor("toy_inbox_sensor", [PING], toy_batches, toy_batch_job,
-                                               toy_bootstrap_job, [toy_context], self.policy)
-        self.defs = dg.Definitions(assets=[toy_context, toy_outcomes], jobs=[toy_batch_job, toy_bootstrap_job],
-                                   sensors=[self.sensor], resources={"bosun_db": BosunDatabase(url=self.url)})
+        self.sensor = build_inbox_batch_sensor(
+            "toy_inbox_sensor", [PING], toy_batches, toy_batch_job, toy_bootstrap_job, [toy_context], self.policy
+        )
+        self.defs = dg.Definitions(
+            assets=[toy_context, toy_outcomes],
+            jobs=[toy_batch_job, toy_bootstrap_job],
+            sensors=[self.sensor],
+            resources={"bosun_db": BosunDatabase(url=self.url)},
+        )
         self.inbox = Inbox(self.url)
         dg.materialize([toy_context], instance=self.instance)
         processed.clear()
 
     def tick(self) -> dg.SensorResult:
         """One evaluation of the sensor, called directly (a SkipReason becomes an empty result)."""
-        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs,
-                                      resources=self.defs.resources)
+        ctx = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, definitions=self.defs, resources=self.defs.resources
+        )
         result = self.sensor(ctx)
         return result if isinstance(result, dg.SensorResult) else dg.SensorResult(skip_reason=result)
 
@@ -109,8 +131,11 @@ class ToyWorld:
 
     def states(self) -> Counter:
         with self.inbox.engine.connect() as conn:
-            return Counter(dict(conn.execute(sa.select(inbox_table.c.status, sa.func.count())
-                                             .group_by(inbox_table.c.status)).all()))
+            return Counter(
+                dict(
+                    conn.execute(sa.select(inbox_table.c.status, sa.func.count()).group_by(inbox_table.c.status)).all()
+                )
+            )
 
     def status_of(self, i: int) -> str:
         return self.inbox.lookup([f"toy:p{i}"])[f"toy:p{i}"]["status"]
@@ -122,9 +147,20 @@ def toy(tmp_path):
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster"), overrides=INSTANCE_OVERRIDES) as instance:
         # By default one batch of everything committed per tick.
-        yield lambda url, **policy: ToyWorld(url, instance, BatchPolicy(**{
-            "max_events": 1000, "min_events": 1000, "max_wait_seconds": 0, "max_in_flight": 1,
-            "sweep_after_seconds": 30, **policy}))
+        yield lambda url, **policy: ToyWorld(
+            url,
+            instance,
+            BatchPolicy(
+                **{
+                    "max_events": 1000,
+                    "min_events": 1000,
+                    "max_wait_seconds": 0,
+                    "max_in_flight": 1,
+                    "sweep_after_seconds": 30,
+                    **policy,
+                }
+            ),
+        )
 
 
 def _wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
@@ -136,6 +172,7 @@ def _wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
 
 
 # ---- the acceptance: concurrent writers while batches run ------------------------------------
+
 
 def race(world: ToyWorld, writers: int, events: int, per_call: int = 20) -> int:
     """`writers` threads ingest `events` in all (`per_call` per transaction) while the sensor
@@ -149,8 +186,9 @@ def race(world: ToyWorld, writers: int, events: int, per_call: int = 20) -> int:
     def write(w: int) -> None:
         try:
             for start in range(w * per_writer, (w + 1) * per_writer, per_call):
-                world.inbox.ingest([_envelope(i) for i in range(start, min(start + per_call, (w + 1) * per_writer))],
-                                   registry)
+                world.inbox.ingest(
+                    [_envelope(i) for i in range(start, min(start + per_call, (w + 1) * per_writer))], registry
+                )
         except BaseException as exc:  # surfaced by the test thread
             errors.append(exc)
 
@@ -175,8 +213,9 @@ def race(world: ToyWorld, writers: int, events: int, per_call: int = 20) -> int:
         while True:
             assert not errors, errors
             assert time.monotonic() < deadline, f"inbox not drained: {world.states()}"
-            if not_created := [k for k in keys if not world.instance.get_runs_count(
-                    dg.RunsFilter(tags={"dagster/partition": k}))]:
+            if not_created := [
+                k for k in keys if not world.instance.get_runs_count(dg.RunsFilter(tags={"dagster/partition": k}))
+            ]:
                 # The daemon creates a requested run (QUEUED) within its tick, and the sensor
                 # sees it; here a run exists once the runner starts it, so wait for that.
                 keys = not_created
@@ -199,8 +238,9 @@ def race(world: ToyWorld, writers: int, events: int, per_call: int = 20) -> int:
 
 
 @pytest.mark.parametrize("backend,events", [("postgres", 2000), ("sqlite", 1000)])
-def test_concurrent_writers_leave_no_event_received_and_none_is_processed_twice(backend, events, toy, request,
-                                                                                 bosun_home):
+def test_concurrent_writers_leave_no_event_received_and_none_is_processed_twice(
+    backend, events, toy, request, bosun_home
+):
     """The acceptance at test size (benchmarks/inbox_race.py runs 10,000 events)."""
     url = request.getfixturevalue("pg_url") if backend == "postgres" else f"sqlite:///{bosun_home / 'race.db'}"
     world = toy(url, max_wait_seconds=1.0, min_events=250, max_in_flight=4)
@@ -214,32 +254,38 @@ def test_concurrent_writers_leave_no_event_received_and_none_is_processed_twice(
 
 # ---- the measured interleaving, step by step ------------------------------------------------
 
+
 def _waiting_on_advisory_lock(url: str) -> bool:
     with sa.create_engine(url).connect() as conn:
-        return bool(conn.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")).scalar())
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                )
+            ).scalar()
+        )
 
 
 def test_a_tick_waits_for_a_writer_holding_a_lower_seq_and_then_batches_it(pg_url, toy):
     world = toy(pg_url)
-    world.inbox.ingest([_envelope(1)], registry)                                      # seq 1, committed
+    world.inbox.ingest([_envelope(1)], registry)  # seq 1, committed
     writer_a = world.inbox.writing()
     conn_a = writer_a.__enter__()
     try:
-        conn_a.execute(inbox_table.insert(), [_row(2)])                                # seq 2, uncommitted
-        world.inbox.ingest([_envelope(3)], registry)                                  # seq 3, committed (not blocked)
-        assert [e.seq for e in world.inbox.events_between(1, 10, [PING])] == [1, 3]     # the gap
+        conn_a.execute(inbox_table.insert(), [_row(2)])  # seq 2, uncommitted
+        world.inbox.ingest([_envelope(3)], registry)  # seq 3, committed (not blocked)
+        assert [e.seq for e in world.inbox.events_between(1, 10, [PING])] == [1, 3]  # the gap
         with ThreadPoolExecutor(1) as pool:
             tick = pool.submit(world.tick)
             _wait_for(lambda: _waiting_on_advisory_lock(pg_url), "the tick to wait at the commit fence")
             assert not tick.done()
-            writer_a.__exit__(None, None, None)                                      # A commits seq 2
+            writer_a.__exit__(None, None, None)  # A commits seq 2
             writer_a = None
             data = tick.result(timeout=30)
     finally:
         if writer_a is not None:
-            writer_a.__exit__(RuntimeError, RuntimeError("test failed"), None)       # rolls A back
+            writer_a.__exit__(RuntimeError, RuntimeError("test failed"), None)  # rolls A back
     assert [r.partition_key for r in data.run_requests] == [BatchRange(1, 3).key] and data.cursor == "3"
     world.run(data)
     assert processed == ["toy:p1", "toy:p2", "toy:p3"] and world.states() == {"done": 3}
@@ -255,13 +301,13 @@ def test_a_row_written_around_the_fence_is_swept_once_it_is_old_enough(pg_url, t
     try:
         with engine.connect() as conn_a:
             tx = conn_a.begin()
-            conn_a.execute(inbox_table.insert(), [_row(2)])                            # no fence
+            conn_a.execute(inbox_table.insert(), [_row(2)])  # no fence
             world.inbox.ingest([_envelope(3)], registry)
             first = world.tick()
             assert [r.partition_key for r in first.run_requests] == [BatchRange(1, 3).key]
             world.run(first)
             assert processed == ["toy:p1", "toy:p3"]
-            tx.commit()                                                                # A commits seq 2 below the cursor
+            tx.commit()  # A commits seq 2 below the cursor
     finally:
         engine.dispose()
     assert world.status_of(2) == "received"
@@ -275,7 +321,7 @@ def test_a_row_written_around_the_fence_is_swept_once_it_is_old_enough(pg_url, t
     world.run(data)
     assert processed == ["toy:p1", "toy:p3", "toy:p2"] and world.states() == {"done": 3}
     with clock.use(lambda: later + timedelta(hours=1)):
-        assert world.tick().run_requests == []                                       # nothing left to sweep
+        assert world.tick().run_requests == []  # nothing left to sweep
 
 
 def test_sqlite_sweeps_a_straggler_below_the_cursor(bosun_home, toy):
@@ -297,6 +343,7 @@ def test_sqlite_sweeps_a_straggler_below_the_cursor(bosun_home, toy):
 
 # ---- claims and sweep cutting ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_overlapping_batches_claim_disjoint_events_and_a_rerun_reads_its_own(backend, request, bosun_home):
     url = request.getfixturevalue("pg_url") if backend == "postgres" else f"sqlite:///{bosun_home / 'claim.db'}"
@@ -306,7 +353,7 @@ def test_overlapping_batches_claim_disjoint_events_and_a_rerun_reads_its_own(bac
     with ThreadPoolExecutor(3) as pool:
         claimed = dict(zip(keys, pool.map(lambda k: [e.seq for e in inbox.claim_batch(k, [PING])], keys)))
     everything = [s for seqs in claimed.values() for s in seqs]
-    assert sorted(everything) == list(range(1, 201))                   # each event in exactly one batch
+    assert sorted(everything) == list(range(1, 201))  # each event in exactly one batch
     assert {k: [e.seq for e in inbox.claim_batch(k, [PING])] for k in keys} == claimed  # a re-run: the same
     some = claimed[keys[0]][:5]
     inbox.set_states([{"key": f"toy:p{s}", "status": "done"} for s in some], batch_id=keys[0])
@@ -316,6 +363,9 @@ def test_overlapping_batches_claim_disjoint_events_and_a_rerun_reads_its_own(bac
 def test_sweep_batches_stay_out_of_busy_ranges_and_within_size():
     busy = [BatchRange(10, 20)]
     assert sweep_batches([2, 3, 15, 25, 26, 27], busy, size=2, limit=5) == [
-        BatchRange(2, 3), BatchRange(25, 26), BatchRange(27, 27)]
+        BatchRange(2, 3),
+        BatchRange(25, 26),
+        BatchRange(27, 27),
+    ]
     assert sweep_batches([2, 3, 25], busy, size=10, limit=1) == [BatchRange(2, 3)]  # 3..25 would cross 10-20
     assert sweep_batches([2], busy, size=10, limit=0) == []

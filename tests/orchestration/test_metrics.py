@@ -14,9 +14,16 @@ def _event(status, latency_s):
 
 
 def _decision(confidence, guardrails=(), decision="approve", route="act", tokens=0, cost=0.0):
-    return {"decision": decision, "route": route, "confidence": confidence, "guardrails": list(guardrails),
-            "model": "local" if not tokens else "gpt", "input_tokens": tokens, "output_tokens": tokens // 2,
-            "cost_usd": cost}
+    return {
+        "decision": decision,
+        "route": route,
+        "confidence": confidence,
+        "guardrails": list(guardrails),
+        "model": "local" if not tokens else "gpt",
+        "input_tokens": tokens,
+        "output_tokens": tokens // 2,
+        "cost_usd": cost,
+    }
 
 
 def test_buckets_count_a_value_on_its_bound_and_overflow_in_inf():
@@ -25,10 +32,15 @@ def test_buckets_count_a_value_on_its_bound_and_overflow_in_inf():
 
 def test_compute_rates_percentiles_and_every_guardrail():
     events = [_event("done", 1), _event("done", 2), _event("escalated", 3), _event("dead_lettered", 10)]
-    decisions = [_decision(0.9), _decision(0.95, ["vendor_known"]), _decision(0.4, ["vendor_known", "limit"],
-                 "escalate", "escalate", tokens=100, cost=0.01), _decision(0.99)]
-    m = metrics.compute("wf", "1-4", "run-1", T - timedelta(seconds=10), events, decisions,
-                        ["vendor_known", "limit", "never_fired"])
+    decisions = [
+        _decision(0.9),
+        _decision(0.95, ["vendor_known"]),
+        _decision(0.4, ["vendor_known", "limit"], "escalate", "escalate", tokens=100, cost=0.01),
+        _decision(0.99),
+    ]
+    m = metrics.compute(
+        "wf", "1-4", "run-1", T - timedelta(seconds=10), events, decisions, ["vendor_known", "limit", "never_fired"]
+    )
     md = m.metadata()
     assert md["metrics.events"] == 4
     assert (md["metrics.success_rate"], md["metrics.escalation_rate"], md["metrics.failure_rate"]) == (0.5, 0.25, 0.25)
@@ -36,8 +48,11 @@ def test_compute_rates_percentiles_and_every_guardrail():
     assert md["metrics.latency_received_to_outcome_p50_s"] == 2.5
     assert md["metrics.latency_received_to_outcome_p50_s"] <= md["metrics.latency_received_to_outcome_p99_s"] <= 10
     assert md["metrics.confidence_p50"] == pytest.approx(0.925)
-    assert (md["metrics.guardrail.vendor_known.activations"], md["metrics.guardrail.limit.activations"],
-            md["metrics.guardrail.never_fired.activations"]) == (2, 1, 0)
+    assert (
+        md["metrics.guardrail.vendor_known.activations"],
+        md["metrics.guardrail.limit.activations"],
+        md["metrics.guardrail.never_fired.activations"],
+    ) == (2, 1, 0)
     assert (md["metrics.input_tokens"], md["metrics.output_tokens"], md["metrics.cost_usd"]) == (100, 50, 0.01)
     assert all(isinstance(v, (int, float)) for v in md.values())
 
@@ -54,12 +69,22 @@ def db_url(request, tmp_path):
 
 def test_rows_are_per_run_and_add_up(db_url):
     store = metrics.MetricsStore(db_url)
-    first = metrics.compute("wf", "1-3", "run-a", T, [_event("done", 1), _event("done", 30)],
-                            [_decision(0.9), _decision(0.5, ["g"])], ["g"])
+    first = metrics.compute(
+        "wf", "1-3", "run-a", T, [_event("done", 1), _event("done", 30)], [_decision(0.9), _decision(0.5, ["g"])], ["g"]
+    )
     store.record(first)
     store.record(first)  # a step retried in the same run replaces its row
-    store.record(metrics.compute("wf", "1-3", "run-b", T, [_event("escalated", 0.2)],
-                                 [_decision(0.3, ["g"], "escalate", "escalate", tokens=10, cost=0.5)], ["g"]))
+    store.record(
+        metrics.compute(
+            "wf",
+            "1-3",
+            "run-b",
+            T,
+            [_event("escalated", 0.2)],
+            [_decision(0.3, ["g"], "escalate", "escalate", tokens=10, cost=0.5)],
+            ["g"],
+        )
+    )
     store.record(metrics.compute("other", "9-9", "run-c", T, [_event("done", 1)], [_decision(1.0)], []))
     t = store.totals()
     wf = t["wf"]

@@ -62,8 +62,9 @@ def _value(column: sa.Column, i: int):
 def _fill(engine: sa.Engine, md: sa.MetaData, rows_per_table: int = 3) -> None:
     with engine.begin() as conn:
         for table in md.sorted_tables:
-            conn.execute(table.insert(), [{c.name: _value(c, i) for c in table.columns}
-                                          for i in range(1, rows_per_table + 1)])
+            conn.execute(
+                table.insert(), [{c.name: _value(c, i) for c in table.columns} for i in range(1, rows_per_table + 1)]
+            )
 
 
 def _rows(engine: sa.Engine, md: sa.MetaData) -> dict[str, list]:
@@ -125,7 +126,8 @@ def test_content_seen_keyed_by_content_becomes_keyed_by_event_with_its_rows(url)
     md.remove(md.tables["bosun_content_seen"])
     md.create_all(engine)
     old = sa.Table(
-        "bosun_content_seen", sa.MetaData(),
+        "bosun_content_seen",
+        sa.MetaData(),
         sa.Column("type", sa.String(200), primary_key=True),
         sa.Column("content_hash", sa.String(64), primary_key=True),
         sa.Column("first_key", sa.String(450), nullable=False),
@@ -133,23 +135,37 @@ def test_content_seen_keyed_by_content_becomes_keyed_by_event_with_its_rows(url)
     )
     old.create(engine)
     at = datetime(2026, 11, 24, 19, 0, tzinfo=timezone.utc)
-    rows = [{"type": "invoice.received", "content_hash": f"h{i}", "first_key": f"portal:{i}",
-             "first_occurred_at": at + timedelta(minutes=i)} for i in range(5)]
+    rows = [
+        {
+            "type": "invoice.received",
+            "content_hash": f"h{i}",
+            "first_key": f"portal:{i}",
+            "first_occurred_at": at + timedelta(minutes=i),
+        }
+        for i in range(5)
+    ]
     with engine.begin() as conn:
         conn.execute(old.insert(), rows)
 
     engine = db.engine_for(url)
 
     assert sa.inspect(engine).get_pk_constraint("bosun_content_seen")["constrained_columns"] == [
-        "type", "content_hash", "first_key"]
+        "type",
+        "content_hash",
+        "first_key",
+    ]
     with engine.begin() as conn:
         kept = conn.execute(sa.select(db.content_seen).order_by(db.content_seen.c.content_hash)).mappings().all()
         assert [(r["type"], r["content_hash"], r["first_key"]) for r in kept] == [
-            (r["type"], r["content_hash"], r["first_key"]) for r in rows]
+            (r["type"], r["content_hash"], r["first_key"]) for r in rows
+        ]
         assert [r["first_occurred_at"].replace(tzinfo=timezone.utc) for r in kept] == [
-            r["first_occurred_at"] for r in rows]
-        conn.execute(db.content_seen.insert(), {"type": "invoice.received", "content_hash": "h0",
-                                                "first_key": "email:9", "first_occurred_at": at})
+            r["first_occurred_at"] for r in rows
+        ]
+        conn.execute(
+            db.content_seen.insert(),
+            {"type": "invoice.received", "content_hash": "h0", "first_key": "email:9", "first_occurred_at": at},
+        )
     assert schema_migrations.differences(BOSUN_SCHEMA, engine) == []
 
 
@@ -160,14 +176,23 @@ def test_per_workflow_leases_become_per_entity_with_their_rows(url):
     md = _baseline(BOSUN_SCHEMA)
     md.remove(md.tables["bosun_leases"])
     md.create_all(engine)
-    old = sa.Table("bosun_leases", sa.MetaData(), sa.Column("name", sa.String(200), primary_key=True),
-                   sa.Column("holder", sa.String(200)),
-                   sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False))
+    old = sa.Table(
+        "bosun_leases",
+        sa.MetaData(),
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("holder", sa.String(200)),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    )
     old.create(engine)
     expires = datetime(2026, 11, 24, 19, 30, tzinfo=timezone.utc)
     with engine.begin() as conn:
-        conn.execute(old.insert(), [{"name": "invoices", "holder": "run-1", "expires_at": expires},
-                                    {"name": "tickets", "holder": None, "expires_at": expires}])
+        conn.execute(
+            old.insert(),
+            [
+                {"name": "invoices", "holder": "run-1", "expires_at": expires},
+                {"name": "tickets", "holder": None, "expires_at": expires},
+            ],
+        )
 
     engine = db.engine_for(url)
 
@@ -175,7 +200,9 @@ def test_per_workflow_leases_become_per_entity_with_their_rows(url):
 
     with engine.connect() as conn:
         assert [tuple(r) for r in conn.execute(sa.select(leases).order_by(leases.c.entity_key))] == [
-            ("invoices", "run-1", expires.timestamp()), ("tickets", "", expires.timestamp())]
+            ("invoices", "run-1", expires.timestamp()),
+            ("tickets", "", expires.timestamp()),
+        ]
     assert schema_migrations.differences(BOSUN_SCHEMA, engine) == []
 
 
@@ -192,8 +219,16 @@ def test_an_unknown_difference_stops_the_upgrade_and_changes_nothing(url):
 
 
 def test_two_processes_starting_at_once_make_one_schema(url):
-    procs = [subprocess.Popen([sys.executable, str(MIGRATE_WORKER), url], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(MIGRATE_WORKER), url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for _ in range(2)
+    ]
     try:
         assert [p.stdout.readline().strip() for p in procs] == ["READY", "READY"]
         for p in procs:
@@ -230,8 +265,11 @@ def test_a_new_revision_is_written_from_the_changed_definitions_and_applies(tmp_
     the change, and a database at 0001 with rows reaches 0002 keeping them."""
     location = tmp_path / "trial"
     # The baseline alone: the trial's tables are the baseline's, plus the new column.
-    later = [p.name for p in (Path(BOSUN_SCHEMA.script_location) / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
-             if not p.name.startswith("0001_")]
+    later = [
+        p.name
+        for p in (Path(BOSUN_SCHEMA.script_location) / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+        if not p.name.startswith("0001_")
+    ]
     shutil.copytree(BOSUN_SCHEMA.script_location, location, ignore=shutil.ignore_patterns("__pycache__", *later))
     changed = _baseline(BOSUN_SCHEMA)
     changed.tables["bosun_inbox"].append_column(sa.Column("priority", sa.Integer))
@@ -260,7 +298,10 @@ def test_bosun_db_upgrade_current_and_sql(bosun_home, capsys):
 
     assert main(["db", "current", "--json"]) == 0
     assert {r["schema"]: r["current"] for r in json.loads(capsys.readouterr().out)} == {
-        "bosun": None, "erp": None, "outbox": None}
+        "bosun": None,
+        "erp": None,
+        "outbox": None,
+    }
     assert main(["db", "upgrade"]) == 0
     out = capsys.readouterr().out
     assert all(f"-> {schema_migrations.head(o)}" in out for o in (BOSUN_SCHEMA,)) and out.count("-> ") == 3

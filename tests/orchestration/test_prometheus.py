@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from bosun_testing import BosunServer
+from prometheus_client.parser import text_string_to_metric_families
 
 BOSUN = Path(sys.executable).parent / "bosun"
 
@@ -31,15 +30,25 @@ def _one(samples: dict, name: str, **labels) -> float:
 def test_metrics_endpoints_agree_with_bosun_status_after_a_demo(tmp_path, bosun_home):
     home = tmp_path / "demo"
     env = {**os.environ, "BOSUN_HOME": str(home), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
-    demo = subprocess.run([str(BOSUN), "demo", "--events", "150", "--home", str(home)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    demo = subprocess.run(
+        [str(BOSUN), "demo", "--events", "150", "--home", str(home)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert demo.returncode == 0, demo.stderr[-3000:]
-    summary = json.loads(demo.stdout[demo.stdout.index("{"):demo.stdout.rindex("}") + 1])
-    servers = [BosunServer(env, tmp_path / "metrics.log", command=("metrics",), ready_path="/metrics"),
-               BosunServer(env, tmp_path / "serve.log")]
+    summary = json.loads(demo.stdout[demo.stdout.index("{") : demo.stdout.rindex("}") + 1])
+    servers = [
+        BosunServer(env, tmp_path / "metrics.log", command=("metrics",), ready_path="/metrics"),
+        BosunServer(env, tmp_path / "serve.log"),
+    ]
     try:
-        status = json.loads(subprocess.run([str(BOSUN), "status", "--json"], env=env, capture_output=True,
-                                           text=True, timeout=120, check=True).stdout)
+        status = json.loads(
+            subprocess.run(
+                [str(BOSUN), "status", "--json"], env=env, capture_output=True, text=True, timeout=120, check=True
+            ).stdout
+        )
         texts = []
         for server in servers:
             server.wait_ready()
@@ -66,7 +75,10 @@ def test_metrics_endpoints_agree_with_bosun_status_after_a_demo(tmp_path, bosun_
         assert _one(samples, "bosun_dead_letters_open") == status["dead_letters_open"] == 0
         # What the batch runs recorded adds up to the inbox's terminal states.
         for state in ("done", "escalated"):
-            assert _one(samples, "bosun_outcomes_total", workflow="invoices", status=state) == status["events_by_status"][state]
+            assert (
+                _one(samples, "bosun_outcomes_total", workflow="invoices", status=state)
+                == status["events_by_status"][state]
+            )
         decided = status["events_by_status"]["done"] + status["events_by_status"]["escalated"]
         assert sum(v for k, v in samples.items() if k[0] == "bosun_decisions_total") == decided
         assert _one(samples, "bosun_decision_confidence_count", workflow="invoices") == decided
@@ -78,14 +90,16 @@ def test_metrics_endpoints_agree_with_bosun_status_after_a_demo(tmp_path, bosun_
         assert _one(samples, "bosun_decision_cost_usd_total", workflow="invoices") == 0
         assert _one(samples, "bosun_batch_runs_total", workflow="invoices") == summary["batches"]
         assert sum(v for k, v in samples.items() if k[0] == "bosun_audit_records_total") == summary["audit"]["records"]
-        assert sum(v for k, v in samples.items() if k[0] == "bosun_sagas") == \
-            _one(samples, "bosun_sagas", workflow="invoices", status="done")
+        assert sum(v for k, v in samples.items() if k[0] == "bosun_sagas") == _one(
+            samples, "bosun_sagas", workflow="invoices", status="done"
+        )
         assert _one(samples, "bosun_sagas", workflow="invoices", status="done") > 0
         assert ("bosun_llm_tokens_total", frozenset()) not in samples  # no LLM configured: no spend rows
 
 
 def test_a_scrape_answers_when_the_database_does_not():
     from bosun_testing import free_port
+
     from orchestration.prometheus import exposition
 
     samples, _ = _samples(exposition(f"postgresql+psycopg2://bosun@127.0.0.1:{free_port()}/gone").decode())

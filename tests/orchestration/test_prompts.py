@@ -25,8 +25,12 @@ def test_the_version_is_the_content_hash_and_the_schema_validates_answers(tmp_pa
     p = load_prompt(path)
     assert p.version.startswith("judge-") and p.render(thing="it") == "Judge it.\n"
     assert p.output_model.model_validate_json('{"verdict": "accept", "score": 0.5, "note": null}').verdict == "accept"
-    for bad in ('{"verdict": "maybe", "score": 0.5, "note": null}', '{"verdict": "accept", "score": 2, "note": null}',
-                '{"verdict": "accept", "score": 0.5, "note": null, "extra": 1}', '{"verdict": "accept"}'):
+    for bad in (
+        '{"verdict": "maybe", "score": 0.5, "note": null}',
+        '{"verdict": "accept", "score": 2, "note": null}',
+        '{"verdict": "accept", "score": 0.5, "note": null, "extra": 1}',
+        '{"verdict": "accept"}',
+    ):
         with pytest.raises(ValidationError):
             p.output_model.model_validate_json(bad)
     path.write_text(PROMPT.replace("Judge", "Assess"))

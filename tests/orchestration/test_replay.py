@@ -1,9 +1,9 @@
 """The replay engine with a minimal workflow hook: which records it replays, the diff,
 and the accuracy before and after."""
 
-import pytest
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from orchestration import settings
@@ -15,37 +15,65 @@ pytestmark = pytest.mark.clock  # CI runs this module again with the clock a yea
 
 
 def _decision(event_id, decision, route="act", type_="order.placed"):
-    return {"event": {"id": event_id, "type": type_}, "decision": decision, "route": route, "confidence": 0.9,
-            "model": "local", "prompt_version": None, "amount": 10}
+    return {
+        "event": {"id": event_id, "type": type_},
+        "decision": decision,
+        "route": route,
+        "confidence": 0.9,
+        "model": "local",
+        "prompt_version": None,
+        "amount": 10,
+    }
 
 
 def _hook(asked):
     def redecide(records, prompt_version, model, resources):
         asked.append((len(records), prompt_version, model))
         # "v2" holds what is above 100; everything else as before.
-        return [{"decision": "hold" if prompt_version == "v2" and r["amount"] > 100 else r["decision"],
-                 "route": "record" if prompt_version == "v2" and r["amount"] > 100 else r["route"],
-                 "confidence": 0.8, "model": model or "local", "prompt_version": prompt_version} for r in records]
-    return ReplayHook("orders", ("order.placed",), redecide, lambda: {"e1": "approve", "e2": "hold", "e3": "approve"},
-                      replayable=lambda r: "amount" in r)
+        return [
+            {
+                "decision": "hold" if prompt_version == "v2" and r["amount"] > 100 else r["decision"],
+                "route": "record" if prompt_version == "v2" and r["amount"] > 100 else r["route"],
+                "confidence": 0.8,
+                "model": model or "local",
+                "prompt_version": prompt_version,
+            }
+            for r in records
+        ]
+
+    return ReplayHook(
+        "orders",
+        ("order.placed",),
+        redecide,
+        lambda: {"e1": "approve", "e2": "hold", "e3": "approve"},
+        replayable=lambda r: "amount" in r,
+    )
 
 
 def test_replay_diffs_the_latest_decision_per_event_in_the_window(bosun_home):
     log = AuditLog(settings.database_url())
-    log.append([AuditEntry("decision", "k1", {**_decision("e1", "approve"), "amount": 500}),
-                AuditEntry("decision", "k2", _decision("e2", "approve")),
-                AuditEntry("decision", "k3", {**_decision("e3", "approve"), "amount": 900}),
-                AuditEntry("decision", "other", _decision("x", "approve", type_="ticket.opened")),
-                AuditEntry("decision", "old", {"event": {"id": "e0", "type": "order.placed"}, "decision": "approve"}),
-                AuditEntry("action", "k1", {"step": "pay"})])
+    log.append(
+        [
+            AuditEntry("decision", "k1", {**_decision("e1", "approve"), "amount": 500}),
+            AuditEntry("decision", "k2", _decision("e2", "approve")),
+            AuditEntry("decision", "k3", {**_decision("e3", "approve"), "amount": 900}),
+            AuditEntry("decision", "other", _decision("x", "approve", type_="ticket.opened")),
+            AuditEntry("decision", "old", {"event": {"id": "e0", "type": "order.placed"}, "decision": "approve"}),
+            AuditEntry("action", "k1", {"step": "pay"}),
+        ]
+    )
     # k2 was decided again by a re-run batch: the later record is the one replayed.
     log.append([AuditEntry("decision", "k2", {**_decision("e2", "hold", "record"), "amount": 50})])
     with log.engine.begin() as conn:  # k3 is older than the window
-        conn.execute(audit_log.update().where(audit_log.c.subject == "k3")
-                     .values(recorded_at=datetime.now(timezone.utc) - timedelta(days=10)))
+        conn.execute(
+            audit_log.update()
+            .where(audit_log.c.subject == "k3")
+            .values(recorded_at=datetime.now(timezone.utc) - timedelta(days=10))
+        )
     asked = []
-    report = replay(log, _hook(asked), {}, since=datetime.now(timezone.utc) - timedelta(days=1),
-                    prompt_version="v2", model="m")
+    report = replay(
+        log, _hook(asked), {}, since=datetime.now(timezone.utc) - timedelta(days=1), prompt_version="v2", model="m"
+    )
     assert asked == [(2, "v2", "m")]
     out = report.as_dict()
     assert (out["decisions"], out["changed"], out["transitions"]) == (2, 1, {"approve/act -> hold/record": 1})
@@ -67,10 +95,19 @@ def test_replay_reads_decisions_pruned_into_the_archive(bosun_home):
     log = AuditLog(settings.database_url())
     log.append([AuditEntry("decision", f"k{i}", {**_decision(f"e{i}", "approve"), "amount": 500}) for i in range(1, 4)])
     with log.engine.begin() as conn:
-        conn.execute(audit_log.update().where(audit_log.c.seq <= 2)
-                     .values(recorded_at=datetime.now(timezone.utc) - timedelta(days=400)))
+        conn.execute(
+            audit_log.update()
+            .where(audit_log.c.seq <= 2)
+            .values(recorded_at=datetime.now(timezone.utc) - timedelta(days=400))
+        )
     assert archive_and_prune(log, datetime.now(timezone.utc) - timedelta(days=365), archive_dir())["pruned"] == 2
-    report = replay(log, _hook([]), {}, since=datetime.now(timezone.utc) - timedelta(days=500),
-                    prompt_version="v2", archived=read_archived(log))
+    report = replay(
+        log,
+        _hook([]),
+        {},
+        since=datetime.now(timezone.utc) - timedelta(days=500),
+        prompt_version="v2",
+        archived=read_archived(log),
+    )
     assert report.decisions == 3 and len(report.changed) == 3
     assert [c["event"] for c in report.changed] == ["k1", "k2", "k3"]

@@ -20,10 +20,14 @@ def _decision(decision, etype="invoice.received", **extra):
 
 def test_each_review_meets_the_latest_decision_its_event_had(url):
     audit, fb = AuditLog(url), FeedbackStore(url)
-    audit.append([AuditEntry("decision", "k1", _decision("approve", model_version="v1"), "1-2"),
-                  AuditEntry("outcome", "k1", {"status": "done"}, "1-2"),
-                  AuditEntry("decision", "k2", _decision("hold"), "1-2"),
-                  AuditEntry("decision", "t1", _decision("close", etype="ticket.opened"), "1-2")])
+    audit.append(
+        [
+            AuditEntry("decision", "k1", _decision("approve", model_version="v1"), "1-2"),
+            AuditEntry("outcome", "k1", {"status": "done"}, "1-2"),
+            AuditEntry("decision", "k2", _decision("hold"), "1-2"),
+            AuditEntry("decision", "t1", _decision("close", etype="ticket.opened"), "1-2"),
+        ]
+    )
     # The batch re-run decides k1 again: that decision is the one reviewed.
     audit.append([AuditEntry("decision", "k1", _decision("approve", model_version="v2"), "1-2")])
     fb.record("invoices", "k1", "approve", "approve", "alice")
@@ -34,7 +38,8 @@ def test_each_review_meets_the_latest_decision_its_event_had(url):
     joined, missing = reviewed_decisions(url, "invoices", ["invoice.received"])
     assert missing == ["gone"]
     assert [(r["subject"], r["label"], r["kind"], r["decision"]["model_version"]) for r in joined] == [
-        ("k1", "reject", "correct", "v2")]
+        ("k1", "reject", "correct", "v2")
+    ]
     assert set(decision_records(url, event_types=["invoice.received"])) == {"k1", "k2"}
     assert decision_records(url, subjects=["k2"])["k2"]["batch_id"] == "1-2"
     n, top = feedback_after(url, "invoices", 0)

@@ -23,9 +23,14 @@ def _label(record):
 
 
 TICKETS = SimpleNamespace(
-    WORKFLOW="tickets", EVENT_TYPES=("ticket.opened",), LABELS=LABELS, proposed_label=_label,
-    decided_label=_label, rejected_label=lambda proposed: "route" if proposed == "close" else None,
-    payments=lambda item: [])
+    WORKFLOW="tickets",
+    EVENT_TYPES=("ticket.opened",),
+    LABELS=LABELS,
+    proposed_label=_label,
+    decided_label=_label,
+    rejected_label=lambda proposed: "route" if proposed == "close" else None,
+    payments=lambda item: [],
+)
 
 
 class Ticket(BaseModel):
@@ -41,21 +46,60 @@ def _world(url, n=4):
     """n tickets decided: 0 and 1 escalated into the queue, the rest closed by Bosun."""
     registry = PayloadRegistry()
     registry.register("ticket.opened", 1, Ticket)
-    events = [{"source": "desk", "id": f"t-{i}", "type": "ticket.opened", "schema_version": 1,
-               "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"c-{i}",
-               "payload": {"subject": f"printer {i}"}} for i in range(n)]
+    events = [
+        {
+            "source": "desk",
+            "id": f"t-{i}",
+            "type": "ticket.opened",
+            "schema_version": 1,
+            "occurred_at": "2026-11-02T08:00:00+00:00",
+            "entity_key": f"c-{i}",
+            "payload": {"subject": f"printer {i}"},
+        }
+        for i in range(n)
+    ]
     Inbox(url).ingest(events, registry)
     decisions = {f"desk:t-{i}": ("close" if i != 1 else "spam") for i in range(n)}
-    AuditLog(url).append([AuditEntry("decision", k, {"decision": d, "confidence": 0.4 if i < 2 else 0.97,
-                                                     "model": "local", "prompt_version": "p1",
-                                                     "context_hash": f"h{i}", "guardrails": {"flagged_by": []},
-                                                     "confidence_breakdown": [{"name": "model_probability"}]},
-                                     "b1") for i, (k, d) in enumerate(decisions.items())])
-    Inbox(url).set_states([{"key": k, "status": "escalated" if i < 2 else "done", "reason": "low confidence"}
-                           for i, k in enumerate(decisions)], "b1")
-    ReviewQueue(url).submit("tickets", [{"key": f"desk:t-{i}", "entity_key": f"c-{i}", "confidence": 0.4,
-                                         "reason": "confidence 0.40 below 0.75",
-                                         "proposal": {"decision": decisions[f"desk:t-{i}"]}} for i in range(2)], "b1")
+    AuditLog(url).append(
+        [
+            AuditEntry(
+                "decision",
+                k,
+                {
+                    "decision": d,
+                    "confidence": 0.4 if i < 2 else 0.97,
+                    "model": "local",
+                    "prompt_version": "p1",
+                    "context_hash": f"h{i}",
+                    "guardrails": {"flagged_by": []},
+                    "confidence_breakdown": [{"name": "model_probability"}],
+                },
+                "b1",
+            )
+            for i, (k, d) in enumerate(decisions.items())
+        ]
+    )
+    Inbox(url).set_states(
+        [
+            {"key": k, "status": "escalated" if i < 2 else "done", "reason": "low confidence"}
+            for i, k in enumerate(decisions)
+        ],
+        "b1",
+    )
+    ReviewQueue(url).submit(
+        "tickets",
+        [
+            {
+                "key": f"desk:t-{i}",
+                "entity_key": f"c-{i}",
+                "confidence": 0.4,
+                "reason": "confidence 0.40 below 0.75",
+                "proposal": {"decision": decisions[f"desk:t-{i}"]},
+            }
+            for i in range(2)
+        ],
+        "b1",
+    )
     return ReviewService(url, {}, {"tickets": TICKETS}, "test")
 
 
@@ -74,7 +118,13 @@ def test_an_answer_ends_the_escalation_and_writes_feedback_and_audit_once(db_url
     assert row["batch_id"] == "b1"
     [fb] = FeedbackStore(db_url).list("tickets")
     assert (fb["subject"], fb["kind"], fb["label"], fb["decided"], fb["reviewer"], fb["review_id"]) == (
-        "desk:t-0", "approve", "close", "close", "alice", first)
+        "desk:t-0",
+        "approve",
+        "close",
+        "close",
+        "alice",
+        first,
+    )
     [review] = [r["record"] for r in AuditLog(db_url).records_for("desk:t-0") if r["kind"] == "review"]
     assert (review["by"], review["answer"], review["label"]) == ("alice", "approved", "close")
 
@@ -99,8 +149,12 @@ def test_list_and_show(db_url):
     svc.approve(first, "alice")
     assert [it["id"] for it in svc.list()] == [second]
     [done] = svc.list("approved")
-    assert (done["id"], done["status"], done["answer"]["by"], done["answer"]["label"]) == (first, "approved",
-                                                                                          "alice", "close")
+    assert (done["id"], done["status"], done["answer"]["by"], done["answer"]["label"]) == (
+        first,
+        "approved",
+        "alice",
+        "close",
+    )
     assert [it["id"] for it in svc.list("all", workflow="tickets")] == [first, second]
     assert svc.list("all", workflow="invoices") == []
     shown = svc.show(first)
@@ -147,15 +201,21 @@ def test_a_correction_of_a_past_decision_is_feedback_only(db_url):
     out = svc.correct("t-3", "spam", "carol", note="bot traffic")
     assert (out["event"], out["decided"], out["label"], out["review_id"]) == ("desk:t-3", "close", "spam", None)
     after = Inbox(db_url).lookup(["desk:t-3"])["desk:t-3"]
-    assert (after["status"], after["reason"], after["updated_at"]) == (before["status"], before["reason"],
-                                                                      before["updated_at"])
+    assert (after["status"], after["reason"], after["updated_at"]) == (
+        before["status"],
+        before["reason"],
+        before["updated_at"],
+    )
     # A pending item can be corrected too: it stays pending for someone to decide.
     first = _ids(svc)[0]
     svc.correct(first, "route", "carol")
     assert svc.list()[0]["id"] == first
     assert FeedbackStore(db_url).labels("tickets") == {"desk:t-3": "spam", "desk:t-0": "route"}
-    for target, label, code in [("t-3", "maybe", "invalid"), ("desk:nope", "spam", "not_found"),
-                                (4242, "spam", "not_found")]:
+    for target, label, code in [
+        ("t-3", "maybe", "invalid"),
+        ("desk:nope", "spam", "not_found"),
+        (4242, "spam", "not_found"),
+    ]:
         with pytest.raises(ReviewError) as bad:
             svc.correct(target, label, "carol")
         assert bad.value.code == code
@@ -163,14 +223,24 @@ def test_a_correction_of_a_past_decision_is_feedback_only(db_url):
 
 def test_items_the_service_does_not_answer_are_refused(db_url):
     svc = _world(db_url)
-    ReviewQueue(db_url).submit("tickets", [{"key": "rollback:desk:t-2", "entity_key": "desk:t-2",
-                                            "reason": "rollback failed",
-                                            "proposal": {"kind": "saga_rollback_failed", "saga_id": "desk:t-2"}}])
+    ReviewQueue(db_url).submit(
+        "tickets",
+        [
+            {
+                "key": "rollback:desk:t-2",
+                "entity_key": "desk:t-2",
+                "reason": "rollback failed",
+                "proposal": {"kind": "saga_rollback_failed", "saga_id": "desk:t-2"},
+            }
+        ],
+    )
     rollback = svc.list()[-1]["id"]
-    for call, code in [(lambda: svc.approve(rollback, "alice"), "invalid"),
-                       (lambda: svc.approve(999, "alice"), "not_found"),
-                       (lambda: svc.approve(_ids(svc)[0], ""), "invalid"),
-                       (lambda: svc.reject(_ids(svc)[0], "bob", "  "), "invalid")]:
+    for call, code in [
+        (lambda: svc.approve(rollback, "alice"), "invalid"),
+        (lambda: svc.approve(999, "alice"), "not_found"),
+        (lambda: svc.approve(_ids(svc)[0], ""), "invalid"),
+        (lambda: svc.reject(_ids(svc)[0], "bob", "  "), "invalid"),
+    ]:
         with pytest.raises(ReviewError) as refused:
             call()
         assert refused.value.code == code

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
-
 from bosun_testing import BosunServer
+
 from orchestration import clock, settings
 from orchestration.api_keys import ApiKey, ApiKeys, KeyRateLimits
 from orchestration.circuit_breaker import CircuitBreaker
@@ -33,8 +33,9 @@ def test_two_server_processes_share_a_keys_allowance(bosun_home, tmp_path):
             server.wait_ready(timeout=120)
         answers = []
         for i in range(2 * burst):  # alternating between the two processes, as a balancer would
-            r = httpx.get(f"{servers[i % 2].url}/v1/events/erp/unknown", headers={"Authorization": f"Bearer {secret}"},
-                          timeout=30)
+            r = httpx.get(
+                f"{servers[i % 2].url}/v1/events/erp/unknown", headers={"Authorization": f"Bearer {secret}"}, timeout=30
+            )
             answers.append((i % 2, r.status_code, r.headers.get("Retry-After")))
     finally:
         for server in servers:
@@ -97,8 +98,7 @@ def test_half_open_lets_exactly_one_trial_through(db_url):
 
     def caller():
         start.wait()
-        reading = read_source("erp", fetch, SourceSettings(timeout_s=90, attempts=3, backoff_s=0.0), breaker,
-                              now=later)
+        reading = read_source("erp", fetch, SourceSettings(timeout_s=90, attempts=3, backoff_s=0.0), breaker, now=later)
         with lock:
             readings.append(reading)
             if len(readings) == callers - 1:

@@ -2,17 +2,20 @@
 
 from datetime import datetime, timedelta, timezone
 
-from orchestration import tracing
 from otlp_receiver import OtlpReceiver
+
+from orchestration import tracing
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 
 def _stages():
-    return [tracing.Stage("context", T0 + timedelta(seconds=2), T0 + timedelta(seconds=3)),
-            tracing.Stage("decision", T0 + timedelta(seconds=3), T0 + timedelta(seconds=4)),
-            tracing.Stage("action", T0 + timedelta(seconds=4), T0 + timedelta(seconds=6)),
-            tracing.Stage("verification", T0 + timedelta(seconds=6), T0 + timedelta(seconds=7))]
+    return [
+        tracing.Stage("context", T0 + timedelta(seconds=2), T0 + timedelta(seconds=3)),
+        tracing.Stage("decision", T0 + timedelta(seconds=3), T0 + timedelta(seconds=4)),
+        tracing.Stage("action", T0 + timedelta(seconds=4), T0 + timedelta(seconds=6)),
+        tracing.Stage("verification", T0 + timedelta(seconds=6), T0 + timedelta(seconds=7)),
+    ]
 
 
 def test_no_endpoint_means_no_tracing(monkeypatch):
@@ -26,8 +29,15 @@ def test_each_event_is_a_trace_with_one_span_per_layer(monkeypatch):
     with OtlpReceiver() as collector:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
         monkeypatch.setenv("OTEL_SERVICE_NAME", "bosun-test")
-        events = [{"key": f"erp:{i}", "received_at": T0 + timedelta(milliseconds=i), "outcome_at": T0 + timedelta(seconds=7),
-                   "attributes": {"bosun.decision": "approve", "bosun.confidence": 0.97}} for i in range(3)]
+        events = [
+            {
+                "key": f"erp:{i}",
+                "received_at": T0 + timedelta(milliseconds=i),
+                "outcome_at": T0 + timedelta(seconds=7),
+                "attributes": {"bosun.decision": "approve", "bosun.confidence": 0.97},
+            }
+            for i in range(3)
+        ]
         assert tracing.record_event_traces("wf", "1-3", "run-1", _stages(), events) == 3 * 6
     assert set(collector.paths) == {"/v1/traces"}
     roots = [s for s in collector.spans if not s["parent_id"]]

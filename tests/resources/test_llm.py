@@ -11,10 +11,11 @@ from typing import Literal
 
 import dagster as dg
 import pytest
-from pydantic import BaseModel, Field
 
 # tests/ is on sys.path because tests/conftest.py sits there without an __init__.py.
 from fakes.openai_server import FakeOpenAI
+from pydantic import BaseModel, Field
+
 from resources.llm import LLMResult, OpenAIStructuredLLM
 
 API_KEY = "sk-test-DO-NOT-LEAK-8f3a1c"

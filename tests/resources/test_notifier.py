@@ -4,10 +4,10 @@ import logging
 
 import dagster as dg
 import pytest
-
 from bosun_testing import free_port
-from resources.notifier import AlertDeliveryError, AlertRefused, LogNotifier, WebhookNotifier
 from webhook_receiver import WebhookReceiver
+
+from resources.notifier import AlertDeliveryError, AlertRefused, LogNotifier, WebhookNotifier
 
 ALERT = {"kind": "run_failure", "title": "Run of x failed", "run_url": "http://ui/runs/abc"}
 
@@ -46,8 +46,9 @@ def test_webhook_gives_up_without_naming_the_url():
     assert "503" in str(err.value) and "s3cret" not in str(err.value)
 
     with pytest.raises(AlertDeliveryError) as err:  # nobody listens there
-        WebhookNotifier(url=f"http://127.0.0.1:{free_port()}/x?token=s3cret", attempts=2, backoff_s=0.01,
-                        timeout_s=1).send(ALERT)
+        WebhookNotifier(
+            url=f"http://127.0.0.1:{free_port()}/x?token=s3cret", attempts=2, backoff_s=0.01, timeout_s=1
+        ).send(ALERT)
     assert "unreachable" in str(err.value) and "s3cret" not in str(err.value)
     assert err.value.__cause__ is None
 

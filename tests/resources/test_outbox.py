@@ -20,8 +20,14 @@ def _notice(key: str, subject: str = "Payment scheduled for invoice INV-1") -> d
 
 def _rows(outbox: NotificationOutbox) -> list[tuple]:
     with outbox.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.select(notifications.c.idempotency_key, notifications.c.kind,
-                                                         notifications.c.status).order_by(notifications.c.id))]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(notifications.c.idempotency_key, notifications.c.kind, notifications.c.status).order_by(
+                    notifications.c.id
+                )
+            )
+        ]
 
 
 def test_the_same_key_twice_is_one_message_and_returns_the_first(outbox):

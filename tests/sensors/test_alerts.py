@@ -4,9 +4,9 @@ import warnings
 
 import dagster as dg
 import pytest
+from webhook_receiver import WebhookReceiver
 
 from resources.notifier import WebhookNotifier
-from webhook_receiver import WebhookReceiver
 
 UI = "https://dagster.example.com"
 
@@ -16,13 +16,18 @@ def flaky_report():
     raise RuntimeError("the report source is down")
 
 
-@dg.asset(check_specs=[dg.AssetCheckSpec("rows_present", asset="counted_rows"),
-                       dg.AssetCheckSpec("rows_positive", asset="counted_rows")])
+@dg.asset(
+    check_specs=[
+        dg.AssetCheckSpec("rows_present", asset="counted_rows"),
+        dg.AssetCheckSpec("rows_positive", asset="counted_rows"),
+    ]
+)
 def counted_rows(context: dg.AssetExecutionContext):
     rows = int(context.run.tags.get("rows", "0"))
     yield dg.Output(rows)
-    yield dg.AssetCheckResult(check_name="rows_present", passed=rows > 0, severity=dg.AssetCheckSeverity.WARN,
-                              description=f"{rows} rows")
+    yield dg.AssetCheckResult(
+        check_name="rows_present", passed=rows > 0, severity=dg.AssetCheckSeverity.WARN, description=f"{rows} rows"
+    )
     yield dg.AssetCheckResult(check_name="rows_positive", passed=rows >= 0)
 
 
@@ -43,13 +48,18 @@ def test_alert_sensors_are_registered_and_running_by_default(defs):
 def test_run_failure_sensor_posts_the_failure_with_a_link_to_the_run(defs, tmp_path, monkeypatch):
     monkeypatch.setenv("BOSUN_UI_URL", UI + "/")
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = dg.materialize([flaky_report], instance=instance, raise_on_error=False, tags={"dagster/partition": "p1"})
+        result = dg.materialize(
+            [flaky_report], instance=instance, raise_on_error=False, tags={"dagster/partition": "p1"}
+        )
         assert not result.success
         with WebhookReceiver(fail_first=1) as hook:
             context = dg.build_run_status_sensor_context(
-                sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
+                sensor_name="run_failure_alert",
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
                 dagster_event=result.get_run_failure_event(),
-                resources={"notifier": WebhookNotifier(url=hook.url, backoff_s=0.01)}).for_run_failure()
+                resources={"notifier": WebhookNotifier(url=hook.url, backoff_s=0.01)},
+            ).for_run_failure()
             defs.resolve_sensor_def("run_failure_alert")(context)
     assert hook.attempts == 2  # a 503 first: retried
     [alert] = [r["body"] for r in hook.received]
@@ -78,10 +88,18 @@ def test_check_failure_sensor_sends_each_failed_evaluation_once(defs, tmp_path, 
         cursor = tick(None)
         assert cursor is not None
         [alert] = [r["body"] for r in hook.received]
-        assert alert == {"kind": "check_failure", "severity": "WARN",
-                         "title": "Check rows_present on counted_rows failed (WARN)", "summary": "0 rows",
-                         "asset": "counted_rows", "check": "rows_present", "partition": None,
-                         "run_id": bad.run_id, "run_url": f"{UI}/runs/{bad.run_id}", "blocking": False}
+        assert alert == {
+            "kind": "check_failure",
+            "severity": "WARN",
+            "title": "Check rows_present on counted_rows failed (WARN)",
+            "summary": "0 rows",
+            "asset": "counted_rows",
+            "check": "rows_present",
+            "partition": None,
+            "run_id": bad.run_id,
+            "run_url": f"{UI}/runs/{bad.run_id}",
+            "blocking": False,
+        }
 
         assert tick(cursor) == cursor and len(hook.received) == 1  # nothing new: nothing sent again
         good = dg.materialize([counted_rows], instance=instance, tags={"rows": "5"})

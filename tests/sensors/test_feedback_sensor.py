@@ -14,8 +14,17 @@ def _tick(instance, defs, cursor=None):
 
 
 def _review(defs, n, start=0):
-    rows = [{"workflow": "invoices", "subject": f"src:e{i}", "kind": "correct", "label": "hold",
-             "decided": "approve", "reviewer": "ap-team"} for i in range(start, start + n)]
+    rows = [
+        {
+            "workflow": "invoices",
+            "subject": f"src:e{i}",
+            "kind": "correct",
+            "label": "hold",
+            "decided": "approve",
+            "reviewer": "ap-team",
+        }
+        for i in range(start, start + n)
+    ]
     defs.resources["bosun_db"].feedback().record_many(rows)
 
 

@@ -8,16 +8,30 @@ from sensors.invoices import invoice_inbox_sensor
 
 
 def _env(i):
-    return {"source": "s", "id": f"e{i}", "type": "invoice.received", "schema_version": 1,
-            "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"V1:INV-{i}",
-            "payload": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "10.00",
-                        "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
-                        "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}]}}
+    return {
+        "source": "s",
+        "id": f"e{i}",
+        "type": "invoice.received",
+        "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+00:00",
+        "entity_key": f"V1:INV-{i}",
+        "payload": {
+            "invoice_id": f"INV-{i}",
+            "vendor_id": "V1",
+            "po_number": "PO-1",
+            "amount": "10.00",
+            "currency": "EUR",
+            "issued_on": "2026-11-01",
+            "due_on": "2026-12-01",
+            "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}],
+        },
+    }
 
 
 def _tick(instance, defs, cursor=None):
-    ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=defs,
-                                  resources=defs.resources)
+    ctx = dg.build_sensor_context(
+        instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources=defs.resources
+    )
     return invoice_inbox_sensor.evaluate_tick(ctx)
 
 
@@ -60,8 +74,9 @@ def test_a_failed_bootstrap_is_not_retried_on_every_tick(bosun_home, tmp_path):
     _write_policy_documents(bosun_home)
     defs = build_definitions()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        run = instance.create_run_for_job(job_def=defs.resolve_job_def("invoice_context_refresh_job"),
-                                          status=dg.DagsterRunStatus.STARTED)
+        run = instance.create_run_for_job(
+            job_def=defs.resolve_job_def("invoice_context_refresh_job"), status=dg.DagsterRunStatus.STARTED
+        )
         instance.report_run_failed(run)
         data = _tick(instance, defs)
         assert data.run_requests == [] and f"run {run.run_id} failed" in data.skip_message

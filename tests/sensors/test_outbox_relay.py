@@ -20,6 +20,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from smtp_server import SmtpServer
+from webhook_receiver import OutboxReceiver
 
 from assets.invoices.payment_saga import payment_notice
 from assets.invoices.workflow import NOTIFICATION_ROUTING
@@ -29,28 +31,47 @@ from resources.channels import EmailChannel, load_routing, message_id_for, utc
 from resources.database import BosunDatabase
 from resources.outbox import NotificationOutbox, correction_key
 from sensors.outbox_relay import BOUNCE_CHECK, TICK_CHECK, OutboxRelay, _check_verdicts, build_outbox_relay_sensor
-from smtp_server import SmtpServer
-from webhook_receiver import OutboxReceiver
 
 TOY = {
     "workflow": "toy",
     "recipients": {
-        "partner": {"channel": "webhook", "url_env": "TOY_PARTNER_WEBHOOK_URL", "secret_env": "TOY_PARTNER_SECRET",
-                    "fields": {"order_id": "id", "note": "text"}, "timeout_s": 5, "attempts": 3,
-                    "backoff_s": 0.05, "retry_after_s": 0.2,
-                    "templates": {"notice": {"subject": "Order $order_id", "text": "Order $order_id: $note"},
-                                  "correction": {"subject": "Correction $order_id", "text": "Disregard $retracts"}}},
-        "customer": {"channel": "email", "address": "$recipient@customers.example.com",
-                     "fields": {"order_id": "id", "note": "text"},
-                     "templates": {"notice": {"subject": "Order $order_id", "text": "Order $order_id: $note"},
-                                   "correction": {"subject": "Correction $order_id", "text": "Disregard $retracts"}}},
+        "partner": {
+            "channel": "webhook",
+            "url_env": "TOY_PARTNER_WEBHOOK_URL",
+            "secret_env": "TOY_PARTNER_SECRET",
+            "fields": {"order_id": "id", "note": "text"},
+            "timeout_s": 5,
+            "attempts": 3,
+            "backoff_s": 0.05,
+            "retry_after_s": 0.2,
+            "templates": {
+                "notice": {"subject": "Order $order_id", "text": "Order $order_id: $note"},
+                "correction": {"subject": "Correction $order_id", "text": "Disregard $retracts"},
+            },
+        },
+        "customer": {
+            "channel": "email",
+            "address": "$recipient@customers.example.com",
+            "fields": {"order_id": "id", "note": "text"},
+            "templates": {
+                "notice": {"subject": "Order $order_id", "text": "Order $order_id: $note"},
+                "correction": {"subject": "Correction $order_id", "text": "Disregard $retracts"},
+            },
+        },
     },
 }
 
 
 def _notice(key: str, recipient_type: str = "partner", recipient: str = "P-1", note: str = "ready") -> dict:
-    return {"key": key, "workflow": "toy", "recipient_type": recipient_type, "recipient": recipient,
-            "entity": f"order-{key}", "subject": "unused", "body": {"order_id": f"O-{key}", "note": note}}
+    return {
+        "key": key,
+        "workflow": "toy",
+        "recipient_type": recipient_type,
+        "recipient": recipient,
+        "entity": f"order-{key}",
+        "subject": "unused",
+        "body": {"order_id": f"O-{key}", "note": note},
+    }
 
 
 @pytest.fixture
@@ -80,27 +101,49 @@ def receiver_env(monkeypatch):
         monkeypatch.setenv("TOY_PARTNER_WEBHOOK_URL", rec.url)
         monkeypatch.setenv("TOY_PARTNER_SECRET", "whsec-test")
         return rec
+
     return start
 
 
 def _relay(urls, routing: Path, email_channel: EmailChannel | None = None, tmp: Path | None = None, **kw):
     outbox_url, bosun_url = urls
     routings = {"toy": load_routing(routing)}
-    return OutboxRelay(NotificationOutbox(url=outbox_url), routings, email_channel or EmailChannel(),
-                       review=ReviewQueue(bosun_url), bounces=(tmp or Path("/nonexistent")) / "bounces", **kw)
+    return OutboxRelay(
+        NotificationOutbox(url=outbox_url),
+        routings,
+        email_channel or EmailChannel(),
+        review=ReviewQueue(bosun_url),
+        bounces=(tmp or Path("/nonexistent")) / "bounces",
+        **kw,
+    )
 
 
 def test_every_notice_of_a_batch_arrives_once_with_its_key_over_smtp(sqlite_urls, tmp_path):
     """The invoice workflow's own routing and templates, through a real SMTP server."""
-    items = [{"key": f"portal:e-{i}", "vendor_id": f"V{i:04d}", "invoice_id": f"INV-{i}", "po_number": f"PO-{i}",
-              "amount": f"{100 + i}.50", "currency": "EUR", "due_on": "2026-12-01", "saga_id": f"portal:e-{i}"}
-             for i in range(12)]
+    items = [
+        {
+            "key": f"portal:e-{i}",
+            "vendor_id": f"V{i:04d}",
+            "invoice_id": f"INV-{i}",
+            "po_number": f"PO-{i}",
+            "amount": f"{100 + i}.50",
+            "currency": "EUR",
+            "due_on": "2026-12-01",
+            "saga_id": f"portal:e-{i}",
+        }
+        for i in range(12)
+    ]
     outbox = NotificationOutbox(url=sqlite_urls[0])
     outbox.queue_notifications([payment_notice(it) for it in items])
     with SmtpServer() as smtp:
         channel = EmailChannel(host="127.0.0.1", port=smtp.port, from_address="ap@bosun.example")
-        relay = OutboxRelay(outbox, {"invoices": load_routing(NOTIFICATION_ROUTING)}, channel,
-                            review=ReviewQueue(sqlite_urls[1]), bounces=tmp_path / "bounces")
+        relay = OutboxRelay(
+            outbox,
+            {"invoices": load_routing(NOTIFICATION_ROUTING)},
+            channel,
+            review=ReviewQueue(sqlite_urls[1]),
+            bounces=tmp_path / "bounces",
+        )
         report = relay.run_once()
         again = relay.run_once()
     assert report.outcomes["sent"] == 12 and report.failed == [] and again.claimed == 0
@@ -118,19 +161,38 @@ def test_every_notice_of_a_batch_arrives_once_with_its_key_over_smtp(sqlite_urls
     assert report.metadata()["messages.sent"] == 12 and report.metadata()["latency_queued_to_sent_p95_s"] >= 0
 
 
-def test_smtp_settings_from_the_environment_with_starttls_and_login(sqlite_urls, toy_routing, tmp_path,
-                                                                    monkeypatch):
+def test_smtp_settings_from_the_environment_with_starttls_and_login(sqlite_urls, toy_routing, tmp_path, monkeypatch):
     """As the CLI relay runs it: the channel built from BOSUN_SMTP_* (EnvVars, unresolved
     outside a run), STARTTLS verified against the server's own CA, then AUTH LOGIN."""
     import ssl
 
     from aiosmtpd.smtp import AuthResult
+
     from resources.channels import email_channel_from_env
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(str(cert), str(key))
     logins = []
@@ -142,10 +204,15 @@ def test_smtp_settings_from_the_environment_with_starttls_and_login(sqlite_urls,
     outbox = NotificationOutbox(url=sqlite_urls[0])
     outbox.queue_notifications([_notice("t-1", "customer", "anna")])
     with SmtpServer(tls_context=tls, require_starttls=True, auth_required=True, authenticator=authenticator) as smtp:
-        for name, value in {"BOSUN_SMTP_HOST": "127.0.0.1", "BOSUN_SMTP_PORT": str(smtp.port),
-                            "BOSUN_SMTP_TLS": "starttls", "BOSUN_SMTP_CA_FILE": str(cert),
-                            "BOSUN_SMTP_USERNAME": "relay", "BOSUN_SMTP_PASSWORD": "s3cret",
-                            "BOSUN_SMTP_FROM": "ap@bosun.example"}.items():
+        for name, value in {
+            "BOSUN_SMTP_HOST": "127.0.0.1",
+            "BOSUN_SMTP_PORT": str(smtp.port),
+            "BOSUN_SMTP_TLS": "starttls",
+            "BOSUN_SMTP_CA_FILE": str(cert),
+            "BOSUN_SMTP_USERNAME": "relay",
+            "BOSUN_SMTP_PASSWORD": "s3cret",
+            "BOSUN_SMTP_FROM": "ap@bosun.example",
+        }.items():
             monkeypatch.setenv(name, value)
         channel = email_channel_from_env()
         assert "s3cret" not in repr(channel)
@@ -159,15 +226,15 @@ def test_an_smtp_rejection_fails_the_message_for_good(sqlite_urls, toy_routing, 
     outbox = NotificationOutbox(url=sqlite_urls[0])
     outbox.queue_notifications([_notice("c-1", "customer", "refuse"), _notice("c-2", "customer", "anna")])
     with SmtpServer() as smtp:
-        report = _relay(sqlite_urls, toy_routing, EmailChannel(host="127.0.0.1", port=smtp.port),
-                        tmp_path).run_once()
+        report = _relay(sqlite_urls, toy_routing, EmailChannel(host="127.0.0.1", port=smtp.port), tmp_path).run_once()
     assert [m["X-Bosun-Idempotency-Key"] for m in smtp.messages] == ["c-2"]
     assert [f["key"] for f in report.failed] == ["c-1"] and "550" in report.failed[0]["detail"]
     assert outbox.messages(["c-1"])["c-1"]["delivery"] == "failed"
 
 
-def test_a_receiver_answering_5xx_then_200_gets_the_message_once_honouring_retry_after(sqlite_urls, toy_routing,
-                                                                                     receiver_env):
+def test_a_receiver_answering_5xx_then_200_gets_the_message_once_honouring_retry_after(
+    sqlite_urls, toy_routing, receiver_env
+):
     outbox = NotificationOutbox(url=sqlite_urls[0])
     outbox.queue_notifications([_notice("n-1")])
     script = lambda n, key: (503, {"Retry-After": "1"}) if n <= 2 else None  # noqa: E731
@@ -194,8 +261,9 @@ def test_a_long_retry_after_is_honoured_by_a_later_pass(sqlite_urls, toy_routing
     assert 100 < wait <= 120
 
 
-def test_a_retracted_notice_is_never_sent_and_one_sent_gets_one_correction(db_urls, toy_routing, receiver_env,
-                                                                         tmp_path):
+def test_a_retracted_notice_is_never_sent_and_one_sent_gets_one_correction(
+    db_urls, toy_routing, receiver_env, tmp_path
+):
     outbox = NotificationOutbox(url=db_urls[0])
     outbox.queue_notifications([_notice("r-1"), _notice("r-2")])
     outbox.retract_notifications([_notice("r-1")])  # still queued: cancelled, never leaves
@@ -210,10 +278,14 @@ def test_a_retracted_notice_is_never_sent_and_one_sent_gets_one_correction(db_ur
     correction = rec.deliveries[1]["body"]
     assert correction["kind"] == "correction" and correction["corrects"] == "r-2"
     assert correction["text"] == "Disregard r-2" and rec.deliveries[1]["verified"] is True
-    states = {k: (m["status"], m["delivery"]) for k, m in outbox.messages(
-        ["r-1", "r-2", correction_key("r-2")]).items()}
-    assert states == {"r-1": ("cancelled", None), "r-2": ("retracted", "delivered"),
-                      correction_key("r-2"): ("dispatched", "delivered")}
+    states = {
+        k: (m["status"], m["delivery"]) for k, m in outbox.messages(["r-1", "r-2", correction_key("r-2")]).items()
+    }
+    assert states == {
+        "r-1": ("cancelled", None),
+        "r-2": ("retracted", "delivered"),
+        correction_key("r-2"): ("dispatched", "delivered"),
+    }
 
 
 def test_no_correction_follows_a_message_the_receiver_refused(sqlite_urls, toy_routing, receiver_env):
@@ -240,8 +312,13 @@ def test_a_message_claimed_but_not_yet_sent_is_cancelled_by_a_retraction(sqlite_
 
 def test_personal_data_the_routing_does_not_allow_is_refused_never_sent(sqlite_urls, toy_routing, receiver_env):
     outbox = NotificationOutbox(url=sqlite_urls[0])
-    outbox.queue_notifications([_notice("p-1", note="pay to DE89 3704 0044 0532 0130 00 please"),
-                                _notice("p-2", note="call anna@example.org"), _notice("p-3")])
+    outbox.queue_notifications(
+        [
+            _notice("p-1", note="pay to DE89 3704 0044 0532 0130 00 please"),
+            _notice("p-2", note="call anna@example.org"),
+            _notice("p-3"),
+        ]
+    )
     with receiver_env() as rec:
         report = _relay(sqlite_urls, toy_routing).run_once()
     assert rec.keys() == ["p-3"]
@@ -252,26 +329,40 @@ def test_personal_data_the_routing_does_not_allow_is_refused_never_sent(sqlite_u
 
 
 def test_a_receiver_that_refuses_for_good_fails_the_message_the_sensor_check_names_it_and_it_is_escalated(
-        sqlite_urls, toy_routing, receiver_env, tmp_path):
+    sqlite_urls, toy_routing, receiver_env, tmp_path
+):
     outbox_url, bosun_url = sqlite_urls
     outbox = NotificationOutbox(url=outbox_url)
     outbox.queue_notifications([_notice("f-1"), _notice("f-2")])
     routing = load_routing(toy_routing)
 
     def make_relay(outbox_res, email_res, bosun_db):
-        return OutboxRelay(outbox_res, {"toy": routing}, email_res, review=bosun_db.review_queue(),
-                           bounces=tmp_path / "bounces")
+        return OutboxRelay(
+            outbox_res, {"toy": routing}, email_res, review=bosun_db.review_queue(), bounces=tmp_path / "bounces"
+        )
 
     sensor = build_outbox_relay_sensor(make_relay)
     script = lambda n, key: (422, {}) if key == "f-1" else None  # noqa: E731
     with receiver_env(script=script) as rec, dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, resources={
-            "outbox": NotificationOutbox(url=outbox_url), "outbox_email": EmailChannel(),
-            "bosun_db": BosunDatabase(url=bosun_url)})
+        ctx = dg.build_sensor_context(
+            instance=instance,
+            resources={
+                "outbox": NotificationOutbox(url=outbox_url),
+                "outbox_email": EmailChannel(),
+                "bosun_db": BosunDatabase(url=bosun_url),
+            },
+        )
         result = sensor(ctx)
-        idle = sensor(dg.build_sensor_context(instance=instance, resources={
-            "outbox": NotificationOutbox(url=outbox_url), "outbox_email": EmailChannel(),
-            "bosun_db": BosunDatabase(url=bosun_url)}))
+        idle = sensor(
+            dg.build_sensor_context(
+                instance=instance,
+                resources={
+                    "outbox": NotificationOutbox(url=outbox_url),
+                    "outbox_email": EmailChannel(),
+                    "bosun_db": BosunDatabase(url=bosun_url),
+                },
+            )
+        )
     assert rec.keys() == ["f-2"] and rec.requests == 2  # a 422 is final: not retried
     assert isinstance(idle, dg.SkipReason)
     events = {getattr(e, "check_name", "materialization"): e for e in result.asset_events}
@@ -292,7 +383,7 @@ def _bounce_report(original: email.message.Message) -> EmailMessage:
     report["Subject"] = "Undelivered Mail Returned to Sender"
     report.set_content("Your message could not be delivered.")
     report.make_mixed()
-    report.replace_header("Content-Type", 'multipart/report; report-type=delivery-status')
+    report.replace_header("Content-Type", "multipart/report; report-type=delivery-status")
     status = email.message.Message()
     status.set_type("message/delivery-status")
     per_msg, per_rcpt = email.message.Message(), email.message.Message()
@@ -325,8 +416,7 @@ def test_a_late_bounce_marks_the_message_bounced_and_the_workflow_escalates_it(s
     assert "5.1.1" in late.bounced[0]["delivery_detail"]
     verdicts = {name: passed for name, passed, *_ in _check_verdicts(late)}
     assert verdicts == {TICK_CHECK: True, BOUNCE_CHECK: False}
-    assert {k: m["delivery"] for k, m in outbox.messages(["b-1", "b-2"]).items()} == {"b-1": "bounced",
-                                                                                      "b-2": "sent"}
+    assert {k: m["delivery"] for k, m in outbox.messages(["b-1", "b-2"]).items()} == {"b-1": "bounced", "b-2": "sent"}
     [item] = ReviewQueue(sqlite_urls[1]).items(workflow="toy")
     assert item["idempotency_key"] == "outbox:b-1" and item["proposal"]["delivery"] == "bounced"
     assert relay.run_once().idle  # the report was consumed; nothing escalated twice
@@ -366,13 +456,31 @@ def test_two_relays_at_once_never_send_a_message_twice(db_urls, toy_routing, rec
 
 def _relay_process(env: dict, routing: Path, log) -> subprocess.Popen:
     bosun = Path(sys.executable).parent / "bosun"
-    return subprocess.Popen([str(bosun), "outbox", "relay", "--loop", "--routing", str(routing), "--interval", "0.1",
-                             "--lease-s", "1.5", "--limit", "5"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            str(bosun),
+            "outbox",
+            "relay",
+            "--loop",
+            "--routing",
+            str(routing),
+            "--interval",
+            "0.1",
+            "--lease-s",
+            "1.5",
+            "--limit",
+            "5",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_a_relay_sigkilled_mid_send_again_and_again_delivers_each_message_once_or_twice_with_its_key(
-        sqlite_urls, toy_routing, receiver_env, tmp_path):
+    sqlite_urls, toy_routing, receiver_env, tmp_path
+):
     """The receiver has read a message and not answered yet when it SIGKILLs the relay
     process (by its pid): the relay cannot know whether it arrived. Every third new message."""
     outbox = NotificationOutbox(url=sqlite_urls[0])
@@ -389,8 +497,13 @@ def test_a_relay_sigkilled_mid_send_again_and_again_delivers_each_message_once_o
                 kills.append(key)
                 os.kill(current["proc"].pid, signal.SIGKILL)
 
-    env = {**os.environ, "BOSUN_OUTBOX_DATABASE_URL": sqlite_urls[0], "BOSUN_DATABASE_URL": sqlite_urls[1],
-           "BOSUN_HOME": str(tmp_path / "home"), "BOSUN_OUTBOX_BOUNCE_MAILDIR": str(tmp_path / "bounces")}
+    env = {
+        **os.environ,
+        "BOSUN_OUTBOX_DATABASE_URL": sqlite_urls[0],
+        "BOSUN_DATABASE_URL": sqlite_urls[1],
+        "BOSUN_HOME": str(tmp_path / "home"),
+        "BOSUN_OUTBOX_BOUNCE_MAILDIR": str(tmp_path / "bounces"),
+    }
     log = open(tmp_path / "relay.log", "w")
     try:
         with receiver_env(on_message=kill_mid_send) as rec:
@@ -425,8 +538,9 @@ def test_a_relay_sigkilled_mid_send_again_and_again_delivers_each_message_once_o
     assert all(d["verified"] for d in received)
 
 
-def test_a_message_whose_send_was_interrupted_twice_is_failed_not_sent_a_third_time(sqlite_urls, toy_routing,
-                                                                                    receiver_env, tmp_path):
+def test_a_message_whose_send_was_interrupted_twice_is_failed_not_sent_a_third_time(
+    sqlite_urls, toy_routing, receiver_env, tmp_path
+):
     """Each interrupted send may have reached the receiver: a third would break 'at most twice'."""
     from datetime import timedelta
 
@@ -445,22 +559,29 @@ def test_a_message_whose_send_was_interrupted_twice_is_failed_not_sent_a_third_t
     assert outbox.messages(["d-1"])["d-1"]["delivery"] == "failed"
 
 
-def test_materializing_outbox_deliveries_runs_a_pass_with_its_checks(sqlite_urls, toy_routing, receiver_env,
-                                                                     tmp_path):
+def test_materializing_outbox_deliveries_runs_a_pass_with_its_checks(sqlite_urls, toy_routing, receiver_env, tmp_path):
     from sensors.outbox_relay import build_outbox_deliveries_asset
 
     outbox_url, bosun_url = sqlite_urls
     NotificationOutbox(url=outbox_url).queue_notifications([_notice("m-1"), _notice("m-2")])
     routing = load_routing(toy_routing)
-    asset = build_outbox_deliveries_asset(lambda o, e, db: OutboxRelay(o, {"toy": routing}, e,
-                                                                        review=db.review_queue(),
-                                                                        bounces=tmp_path / "bounces"))
+    asset = build_outbox_deliveries_asset(
+        lambda o, e, db: OutboxRelay(o, {"toy": routing}, e, review=db.review_queue(), bounces=tmp_path / "bounces")
+    )
     with receiver_env() as rec, dg.instance_for_test() as instance:
-        result = dg.materialize([asset], instance=instance, resources={
-            "outbox": NotificationOutbox(url=outbox_url), "outbox_email": EmailChannel(),
-            "bosun_db": BosunDatabase(url=bosun_url)})
+        result = dg.materialize(
+            [asset],
+            instance=instance,
+            resources={
+                "outbox": NotificationOutbox(url=outbox_url),
+                "outbox_email": EmailChannel(),
+                "bosun_db": BosunDatabase(url=bosun_url),
+            },
+        )
     assert sorted(rec.keys()) == ["m-1", "m-2"]
     meta = result.asset_materializations_for_node("outbox_deliveries")[0].metadata
     assert meta["messages.delivered"].value == 2 and meta["total.delivered"].value == 2
-    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {TICK_CHECK: True,
-                                                                                      BOUNCE_CHECK: True}
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        TICK_CHECK: True,
+        BOUNCE_CHECK: True,
+    }

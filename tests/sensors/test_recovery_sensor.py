@@ -27,27 +27,43 @@ def toy_outcomes(context: dg.AssetExecutionContext) -> None:
 toy_job = dg.define_asset_job("toy_batch_job", selection=[toy_outcomes], executor_def=dg.in_process_executor)
 defs = dg.Definitions(assets=[toy_outcomes], jobs=[toy_job])
 POLICY = RecoveryPolicy(max_runs=3)
-sensor = build_recovery_sensor("toy_recovery_sensor", "toy", TYPES, toy_job, POLICY,
-                               ignore_run_tags={"toy/preview": "true"})
+sensor = build_recovery_sensor(
+    "toy_recovery_sensor", "toy", TYPES, toy_job, POLICY, ignore_run_tags={"toy/preview": "true"}
+)
 
 
 def _env(i):
-    return {"source": "s", "id": f"e{i}", "type": "invoice.received", "schema_version": 1,
-            "occurred_at": "2026-11-02T08:00:00+00:00", "entity_key": f"V1:INV-{i}",
-            "payload": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "10.00",
-                        "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
-                        "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}]}}
+    return {
+        "source": "s",
+        "id": f"e{i}",
+        "type": "invoice.received",
+        "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+00:00",
+        "entity_key": f"V1:INV-{i}",
+        "payload": {
+            "invoice_id": f"INV-{i}",
+            "vendor_id": "V1",
+            "po_number": "PO-1",
+            "amount": "10.00",
+            "currency": "EUR",
+            "issued_on": "2026-11-01",
+            "due_on": "2026-12-01",
+            "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}],
+        },
+    }
 
 
 def _tick(instance, db, cursor=None):
-    ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=defs,
-                                  resources={"bosun_db": db})
+    ctx = dg.build_sensor_context(
+        instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources={"bosun_db": db}
+    )
     return sensor.evaluate_tick(ctx)
 
 
 def _fail(instance, batch, tags=None):
     res = defs.resolve_job_def("toy_batch_job").execute_in_process(
-        partition_key=batch, instance=instance, raise_on_error=False, tags=tags or {})
+        partition_key=batch, instance=instance, raise_on_error=False, tags=tags or {}
+    )
     assert not res.success
 
 
@@ -80,7 +96,8 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
         first = _tick(instance, db)
         assert Leases(db.resolved_url, "next-run").try_acquire(["invoice:V1:INV-0"]) == {"invoice:V1:INV-0"}
         assert [(r.run_key, r.partition_key, r.tags["bosun/recovery_attempt"]) for r in first.run_requests] == [
-            (f"{batch}#retry1", batch, "1")]
+            (f"{batch}#retry1", batch, "1")
+        ]
         # The next tick sees no newly ended run and requests nothing again.
         assert _tick(instance, db, first.cursor).run_requests == []
 
@@ -95,8 +112,7 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
     rows = inbox.lookup(["s:e0", "s:e1", "s:e2"])
     assert [rows[k]["status"] for k in ("s:e0", "s:e1", "s:e2")] == ["dead_lettered", "dead_lettered", "done"]
     letters = db.dead_letters().list()
-    assert [(d["event_key"], d["attempts"], d["batch_id"]) for d in letters] == [("s:e0", 3, batch),
-                                                                                  ("s:e1", 3, batch)]
+    assert [(d["event_key"], d["attempts"], d["batch_id"]) for d in letters] == [("s:e0", 3, batch), ("s:e1", 3, batch)]
     assert all(d["error"].startswith("recovery gave up: 2 event(s) still received after 3 run(s)") for d in letters)
     audit = db.audit()
     kinds = audit.count_by_kind()
@@ -150,15 +166,18 @@ def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_
     other.release()
 
     def executor(resources, holder):
-        return payment_saga.payment_executor(resources["erp"], resources["bosun_db"].resolved_url, holder,
-                                             outbox=resources["outbox"], limit=None)
+        return payment_saga.payment_executor(
+            resources["erp"], resources["bosun_db"].resolved_url, holder, outbox=resources["outbox"], limit=None
+        )
 
-    hooks = SagaRecovery("invoices", frozenset({"erp", "outbox"}), executor, payment_saga.record_settled,
-                         stale_after_s=0.0)
+    hooks = SagaRecovery(
+        "invoices", frozenset({"erp", "outbox"}), executor, payment_saga.record_settled, stale_after_s=0.0
+    )
     with_sagas = build_recovery_sensor("toy_saga_recovery", "invoices", TYPES, toy_job, POLICY, saga_recovery=hooks)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
-                                      resources={"bosun_db": db, "erp": erp, "outbox": outbox})
+        ctx = dg.build_sensor_context(
+            instance_ref=instance.get_ref(), definitions=defs, resources={"bosun_db": db, "erp": erp, "outbox": outbox}
+        )
         data = with_sagas.evaluate_tick(ctx)
     assert data.run_requests == [] and "1 stale saga(s): 1 done" in data.skip_message
     assert SagaLog(url).load([item["key"]])[item["key"]]["status"] == "done"

@@ -1,11 +1,11 @@
 """Catch-up after daemon downtime, through the daemon's own scheduler loop with frozen time."""
 
-import pytest
 import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import pytest
 from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._scheduler.scheduler import launch_scheduled_runs
@@ -17,16 +17,20 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 def _iterate(ctx, now):
     with freeze_time(now):
-        list(launch_scheduled_runs(ctx, logging.getLogger("test-scheduler"), end_datetime_utc=now,
-                                   iteration_times={}, max_catchup_runs=5))
+        list(
+            launch_scheduled_runs(
+                ctx, logging.getLogger("test-scheduler"), end_datetime_utc=now, iteration_times={}, max_catchup_runs=5
+            )
+        )
 
 
 def test_missed_ticks_each_run_their_day_after_two_days_down(bosun_home, tmp_path):
-    target = ModuleTarget(module_name="orchestration.definitions", attribute="defs", working_directory=None,
-                          location_name="bosun")
+    target = ModuleTarget(
+        module_name="orchestration.definitions", attribute="defs", working_directory=None, location_name="bosun"
+    )
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         with create_test_daemon_workspace_context(target, instance) as ctx:
-            _iterate(ctx, datetime(2026, 11, 9, 6, 59, tzinfo=BERLIN))   # Monday, before the tick: schedule seen
+            _iterate(ctx, datetime(2026, 11, 9, 6, 59, tzinfo=BERLIN))  # Monday, before the tick: schedule seen
             _iterate(ctx, datetime(2026, 11, 9, 7, 0, 30, tzinfo=BERLIN))  # Monday's tick
             monday = instance.get_runs()
             assert monday and {r.status for r in monday} == {dg.DagsterRunStatus.QUEUED}

@@ -1,10 +1,10 @@
 """The delayed settlement check's schedule: each Berlin business morning, the previous due day(s)."""
 
-import pytest
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import pytest
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
@@ -16,8 +16,11 @@ def _tick(instance, when):
 
     schedule = defs.resolve_schedule_def("payment_settlements_daily")
     assert schedule.execution_timezone == "Europe/Berlin" and schedule.job_name == "payment_settlement_job"
-    return schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                                            repository_def=defs.get_repository_def()))
+    return schedule.evaluate_tick(
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        )
+    )
 
 
 def test_each_business_morning_checks_the_payments_due_the_day_before(tmp_path):

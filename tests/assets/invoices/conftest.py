@@ -24,8 +24,7 @@ class InvoiceWorld:
         from assets.invoices.training import read_events
         from orchestration.definitions import payload_registry
 
-        return self.resources["bosun_db"].inbox().ingest(read_events(self.sample / "invoices.jsonl"),
-                                                          payload_registry)
+        return self.resources["bosun_db"].inbox().ingest(read_events(self.sample / "invoices.jsonl"), payload_registry)
 
     def run_pending(self, defs: dg.Definitions | None = None):
         from assets.invoices import context_assets
@@ -35,17 +34,30 @@ class InvoiceWorld:
         defs = defs or self.defs
         if not self.instance.get_latest_materialization_event(dg.AssetKey("vendors")):
             dg.materialize(context_assets, instance=self.instance, resources=defs.resources)
-        return run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES,
-                                   self.resources["bosun_db"].inbox(), self.instance, batch_policy,
-                                   cursor=self.cursor())
+        return run_pending_batches(
+            defs,
+            "invoice_batch_job",
+            invoice_batches,
+            EVENT_TYPES,
+            self.resources["bosun_db"].inbox(),
+            self.instance,
+            batch_policy,
+            cursor=self.cursor(),
+        )
 
     def cursor(self) -> int:
         keys = self.instance.get_dynamic_partitions("invoice_batches")
         return max((int(k.split("-")[1]) for k in keys), default=0)
 
 
-def make_world(home: Path, instance: dg.DagsterInstance, n: int = 300, seed: int = 11, monkeypatch=None,
-               resources: dict | None = None) -> InvoiceWorld:
+def make_world(
+    home: Path,
+    instance: dg.DagsterInstance,
+    n: int = 300,
+    seed: int = 11,
+    monkeypatch=None,
+    resources: dict | None = None,
+) -> InvoiceWorld:
     from assets.invoices import sample_data
     from assets.invoices.training import seed_erp
     from orchestration.definitions import build_definitions
@@ -78,10 +90,12 @@ def make_small_world(model_home, monkeypatch, tmp_path):
     import contextlib
 
     with contextlib.ExitStack() as stack:
+
         def make(n: int = 120, resources: dict | None = None) -> InvoiceWorld:
             (tmp_path / "dagster").mkdir()
             instance = stack.enter_context(dg.instance_for_test(temp_dir=str(tmp_path / "dagster")))
             return make_world(model_home, instance, n=n, monkeypatch=monkeypatch, resources=resources)
+
         yield make
 
 

@@ -10,14 +10,22 @@ import re
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-
 from fakes.openai_server import FakeOpenAI
 
 N_INVOICES = 1000
 CAUTIOUS_MARK = "hold every invoice above 5,000"
 API_KEY = "sk-replay-test-key-31"
-_VARS = ("BOSUN_EMBEDDINGS_MODEL", "BOSUN_EMBEDDINGS_BASE_URL", "BOSUN_DATABASE_URL", "BOSUN_ERP_DATABASE_URL",
-         "BOSUN_POLICY_DIR", "OPENAI_API_KEY", "OPENAI_BASE_URL", "BOSUN_LLM_MODEL", "DAGSTER_PG_URL")
+_VARS = (
+    "BOSUN_EMBEDDINGS_MODEL",
+    "BOSUN_EMBEDDINGS_BASE_URL",
+    "BOSUN_DATABASE_URL",
+    "BOSUN_ERP_DATABASE_URL",
+    "BOSUN_POLICY_DIR",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "BOSUN_LLM_MODEL",
+    "DAGSTER_PG_URL",
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +54,9 @@ def world(tmp_path_factory, trained_model_dir):
         (base / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(base / "dagster")) as instance:
             dg.materialize(context_assets, instance=instance, resources=defs.resources)
-            report = run_pending_batches(defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, db.inbox(),
-                                         instance, batch_policy)
+            report = run_pending_batches(
+                defs, "invoice_batch_job", invoice_batches, EVENT_TYPES, db.inbox(), instance, batch_policy
+            )
             assert report.batches and not report.failed
             yield {"defs": defs, "db": db, "sample": base / "sample", "mp": mp}
 
@@ -65,8 +74,7 @@ def audit_rows(db) -> list[tuple]:
     from orchestration.db import audit_log
 
     with db.audit().engine.connect() as conn:
-        return conn.execute(sa.select(audit_log.c.seq, audit_log.c.kind, audit_log.c.subject,
-                                      audit_log.c.record)).all()
+        return conn.execute(sa.select(audit_log.c.seq, audit_log.c.kind, audit_log.c.subject, audit_log.c.record)).all()
 
 
 def decisions(db) -> list[dict]:
@@ -75,10 +83,16 @@ def decisions(db) -> list[dict]:
 
 # ---- audit show / search / redaction ---------------------------------------------------------
 
+
 def test_show_prints_the_chain_in_order(world, capsys):
     db = world["db"]
-    paid = next(d for d in decisions(db) if d["route"] == "act" and not d["guardrails"]["flagged_by"]
-                and d["subject"] not in {s for _, k, s, _ in audit_rows(db) if k == "approval"})
+    paid = next(
+        d
+        for d in decisions(db)
+        if d["route"] == "act"
+        and not d["guardrails"]["flagged_by"]
+        and d["subject"] not in {s for _, k, s, _ in audit_rows(db) if k == "approval"}
+    )
     code, out, _ = run_cli(capsys, "audit", "show", paid["event"]["id"], "--json")
     assert code == 0
     chain = json.loads(out)[0]["chain"]
@@ -95,8 +109,17 @@ def test_show_prints_the_chain_in_order(world, capsys):
     assert checks["every_event_reached_a_terminal_state"]["passed"] is True
     code, text, _ = run_cli(capsys, "audit", "show", paid["subject"])
     assert code == 0
-    for word in ("event ", "context ", "model ", "output ", "guardrails ", "decision ", "action ", "outcome ",
-                 "checks "):
+    for word in (
+        "event ",
+        "context ",
+        "model ",
+        "output ",
+        "guardrails ",
+        "decision ",
+        "action ",
+        "outcome ",
+        "checks ",
+    ):
         assert word in text
 
 
@@ -128,11 +151,28 @@ def test_search_filters_by_entity_decision_guardrail_and_model(world, capsys):
     expected = sum(1 for d in ds if rule in d["guardrails"]["blocked_by"] + d["guardrails"]["flagged_by"])
     code, out, _ = run_cli(capsys, "audit", "search", "--guardrail", rule, "--limit", "0", "--json")
     assert len(json.loads(out)) == expected
-    code, out, _ = run_cli(capsys, "audit", "search", "--decision", "reject", "--model", "local", "--kind",
-                           "decision", "--since", "1d", "--limit", "5", "--json")
+    code, out, _ = run_cli(
+        capsys,
+        "audit",
+        "search",
+        "--decision",
+        "reject",
+        "--model",
+        "local",
+        "--kind",
+        "decision",
+        "--since",
+        "1d",
+        "--limit",
+        "5",
+        "--json",
+    )
     rows = json.loads(out)
-    assert len(rows) == 5 and all(r["record"]["model"] == "local" and "reject" in (
-        r["record"]["decision"], r["record"]["route"], r["record"]["proposed"]) for r in rows)
+    assert len(rows) == 5 and all(
+        r["record"]["model"] == "local"
+        and "reject" in (r["record"]["decision"], r["record"]["route"], r["record"]["proposed"])
+        for r in rows
+    )
     code, out, _ = run_cli(capsys, "audit", "search", "--until", "2000-01-01", "--json")
     assert json.loads(out) == []
     code, text, _ = run_cli(capsys, "audit", "search", "--kind", "check", "--limit", "3")
@@ -145,7 +185,7 @@ def test_no_email_or_iban_from_a_memo_reaches_the_audit(world):
     found = set()
     for line in (world["sample"] / "invoices.jsonl").read_text().splitlines():
         memo = json.loads(line)["payload"].get("memo") or json.loads(line)["payload"].get("note") or ""
-        found |= {(s.kind, memo[s.start:s.end]) for s in find_pii(memo) if s.kind in ("email", "iban")}
+        found |= {(s.kind, memo[s.start : s.end]) for s in find_pii(memo) if s.kind in ("email", "iban")}
     assert {k for k, _ in found} == {"email", "iban"}, "the sample should carry both kinds in memos"
     text = "\n".join(r for *_, r in audit_rows(world["db"]))
     leaked = [v for _, v in found if v in text or v.replace(" ", "") in text]
@@ -154,6 +194,7 @@ def test_no_email_or_iban_from_a_memo_reaches_the_audit(world):
 
 
 # ---- replay ---------------------------------------------------------------------------------
+
 
 def _verdict(body) -> dict:
     """The fake LLM: a careful analyst reading the facts; under the cautious prompt it also
@@ -196,16 +237,36 @@ def test_replay_with_a_changed_prompt_version_prints_a_diff_and_executes_nothing
         mp.setenv("OPENAI_API_KEY", API_KEY)
         mp.setenv("OPENAI_BASE_URL", llm.base_url)
         try:
-            code, out, err = run_cli(capsys, "replay", "--prompt-version", cautious, "--model", "fake-model",
-                                     "--since", "1d", "--json")
+            code, out, err = run_cli(
+                capsys, "replay", "--prompt-version", cautious, "--model", "fake-model", "--since", "1d", "--json"
+            )
             assert code == 0, err
             new = json.loads(out)
             sent = [r["body"]["messages"][0]["content"] for r in llm.requests]
-            code, out, _ = run_cli(capsys, "replay", "--prompt-version", "decide_invoice", "--model", "fake-model",
-                                   "--since", "1d", "--json")
+            code, out, _ = run_cli(
+                capsys,
+                "replay",
+                "--prompt-version",
+                "decide_invoice",
+                "--model",
+                "fake-model",
+                "--since",
+                "1d",
+                "--json",
+            )
             live = json.loads(out)
-            code, text, _ = run_cli(capsys, "replay", "--prompt-version", "decide_invoice.cautious", "--model",
-                                    "fake-model", "--since", "1d", "--limit", "100")
+            code, text, _ = run_cli(
+                capsys,
+                "replay",
+                "--prompt-version",
+                "decide_invoice.cautious",
+                "--model",
+                "fake-model",
+                "--since",
+                "1d",
+                "--limit",
+                "100",
+            )
         finally:
             mp.delenv("OPENAI_API_KEY")
             mp.delenv("OPENAI_BASE_URL")
@@ -234,12 +295,18 @@ def test_replay_with_a_changed_prompt_version_prints_a_diff_and_executes_nothing
     assert new["after"]["decided_without_person"] < live["after"]["decided_without_person"]
     assert new["after"]["escalation_rate"] > live["after"]["escalation_rate"]
     assert new["accuracy_change"] == round(new["accuracy_after"] - new["accuracy_before"], 4)
-    print(f"\nreplay of {n_decisions} decisions: cautious prompt changed {new['changed']} {new['transitions']}, "
-          f"accuracy {new['accuracy_before']} -> {new['accuracy_after']}, escalation rate "
-          f"{new['before']['escalation_rate']} -> {new['after']['escalation_rate']}; live prompt on the same LLM "
-          f"changed {live['changed']}, accuracy -> {live['accuracy_after']}, escalation rate -> "
-          f"{live['after']['escalation_rate']}")
-    assert "nothing executed" in text and "100 decisions" in text and re.search(r"accuracy \((feedback\+)?sample labels", text)
+    print(
+        f"\nreplay of {n_decisions} decisions: cautious prompt changed {new['changed']} {new['transitions']}, "
+        f"accuracy {new['accuracy_before']} -> {new['accuracy_after']}, escalation rate "
+        f"{new['before']['escalation_rate']} -> {new['after']['escalation_rate']}; live prompt on the same LLM "
+        f"changed {live['changed']}, accuracy -> {live['accuracy_after']}, escalation rate -> "
+        f"{live['after']['escalation_rate']}"
+    )
+    assert (
+        "nothing executed" in text
+        and "100 decisions" in text
+        and re.search(r"accuracy \((feedback\+)?sample labels", text)
+    )
     assert re.search(r"approve/act \(.*\) -> hold/", text)
 
 
@@ -252,8 +319,19 @@ def test_replay_with_the_live_settings_reproduces_every_decision(world, capsys):
 def test_replay_prefers_reviewer_feedback_as_labels(world, capsys):
     ds = decisions(world["db"])[:20]
     fb = world["db"].feedback()
-    fb.record_many([{"workflow": "invoices", "subject": d["subject"], "kind": "correct",
-                     "label": "hold", "reviewer": "rita", "decided": d["decision"]} for d in ds])
+    fb.record_many(
+        [
+            {
+                "workflow": "invoices",
+                "subject": d["subject"],
+                "kind": "correct",
+                "label": "hold",
+                "reviewer": "rita",
+                "decided": d["decision"],
+            }
+            for d in ds
+        ]
+    )
     code, out, _ = run_cli(capsys, "replay", "--since", "1d", "--model", "local", "--json")
     report = json.loads(out)
     # The reviewers' 20 labels win over the sample's; the sample labels the rest.

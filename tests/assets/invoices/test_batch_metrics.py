@@ -1,10 +1,9 @@
 """Per-batch metrics are numeric metadata on invoice_actions, and rows Prometheus reads."""
 
 import dagster as dg
-
-from orchestration import tracing
 from otlp_receiver import OtlpReceiver
 
+from orchestration import tracing
 from orchestration.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS_S
 
 
@@ -25,13 +24,16 @@ def test_batch_run_puts_its_metrics_on_invoice_actions(make_small_world):
     seen_events = 0
     for key in report.batches:
         records = world.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]), limit=1
+        ).records
         md = records[0].asset_materialization.metadata
         n = _numeric(md["metrics.events"])
         seen_events += n
         assert n == _numeric(md["events"])
-        done, esc, dl = (_numeric(md.get(f"metrics.outcome.{s}", dg.IntMetadataValue(0)))
-                         for s in ("done", "escalated", "dead_lettered"))
+        done, esc, dl = (
+            _numeric(md.get(f"metrics.outcome.{s}", dg.IntMetadataValue(0)))
+            for s in ("done", "escalated", "dead_lettered")
+        )
         assert _numeric(md["metrics.success_rate"]) == round(done / n, 4)
         assert _numeric(md["metrics.escalation_rate"]) == round(esc / n, 4)
         assert _numeric(md["metrics.failure_rate"]) == round(dl / n, 4)
@@ -64,8 +66,11 @@ def test_with_an_otlp_endpoint_each_decided_event_is_traced_through_the_layers(m
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
         report = world.run_pending()
     assert report.batches and not report.failed
-    rows = world.resources["bosun_db"].inbox().lookup([r["attributes"]["bosun.event.key"]
-                                                      for r in collector.spans if not r["parent_id"]])
+    rows = (
+        world.resources["bosun_db"]
+        .inbox()
+        .lookup([r["attributes"]["bosun.event.key"] for r in collector.spans if not r["parent_id"]])
+    )
     decided = world.resources["bosun_db"].inbox().counts()["by_status"]
     roots = [s for s in collector.spans if not s["parent_id"]]
     assert len(roots) == decided.get("done", 0) + decided.get("escalated", 0) + decided.get("dead_lettered", 0)
@@ -77,6 +82,9 @@ def test_with_an_otlp_endpoint_each_decided_event_is_traced_through_the_layers(m
         assert [s["name"] for s in layers] == list(tracing.LAYERS)
         for earlier, later in zip(layers, layers[1:]):
             assert earlier["start"] <= later["start"]
-    md = world.instance.fetch_materializations(dg.AssetKey("invoice_actions"), limit=1).records[0] \
+    md = (
+        world.instance.fetch_materializations(dg.AssetKey("invoice_actions"), limit=1)
+        .records[0]
         .asset_materialization.metadata
+    )
     assert md["traces.spans"].value == 6 * len(roots)

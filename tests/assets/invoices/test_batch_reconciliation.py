@@ -2,9 +2,9 @@
 on SQLite and Postgres: passes after a real run, fails naming the events once a target is
 changed behind the sagas' back."""
 
-import pytest
 from datetime import datetime, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from assets.invoices.checks import invoice_outcome_checks
@@ -19,7 +19,8 @@ CHECK = "decisions_reconcile_with_saga_log_and_erp"
 def _run_outcome_checks(world, batch: str) -> dict:
     """Only the batch's outcome checks, as a check-only run (what a re-check from the UI does)."""
     job = world.defs.resolve_job_def("invoice_batch_job").get_subset(
-        asset_check_selection=set(invoice_outcome_checks.check_keys), asset_selection=set())
+        asset_check_selection=set(invoice_outcome_checks.check_keys), asset_selection=set()
+    )
     result = job.execute_in_process(partition_key=batch, instance=world.instance, raise_on_error=False)
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
@@ -28,9 +29,14 @@ def _inbox_rows(world, batch_id):
     from orchestration.db import inbox
 
     with world.resources["bosun_db"].inbox().engine.connect() as conn:
-        return [dict(r) for r in conn.execute(sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.outcome,
-                                                        inbox.c.payload).where(inbox.c.batch_id == batch_id)
-                                              .order_by(inbox.c.seq)).mappings()]
+        return [
+            dict(r)
+            for r in conn.execute(
+                sa.select(inbox.c.idempotency_key, inbox.c.status, inbox.c.outcome, inbox.c.payload)
+                .where(inbox.c.batch_id == batch_id)
+                .order_by(inbox.c.seq)
+            ).mappings()
+        ]
 
 
 def test_reconciliation_passes_then_names_the_events_altered_behind_the_sagas_back(world):
@@ -51,30 +57,58 @@ def test_reconciliation_passes_then_names_the_events_altered_behind_the_sagas_ba
     now = datetime.now(timezone.utc)
     p = paid_by_hand["payload"]
     with erp.engine.begin() as conn:  # raw SQL: nothing here goes through a saga
-        conn.execute(payments.update().where(
-            payments.c.idempotency_key == f"schedule_payment:{amount_edited['idempotency_key']}")
-            .values(amount=payments.c.amount + 10))
-        conn.execute(ledger_entries.update().where(
-            ledger_entries.c.idempotency_key == f"post_ledger_entry:{ledger_reversed['idempotency_key']}")
-            .values(status="reversed", reversed_at=now))
-        conn.execute(payments.insert().values(
-            idempotency_key=f"schedule_payment:{paid_by_hand['idempotency_key']}", invoice_id=p["invoice_id"],
-            vendor_id=p["vendor_id"], po_number=p["po_number"], amount=p["amount"], currency=p["currency"],
-            status="scheduled", scheduled_at=now))
+        conn.execute(
+            payments.update()
+            .where(payments.c.idempotency_key == f"schedule_payment:{amount_edited['idempotency_key']}")
+            .values(amount=payments.c.amount + 10)
+        )
+        conn.execute(
+            ledger_entries.update()
+            .where(ledger_entries.c.idempotency_key == f"post_ledger_entry:{ledger_reversed['idempotency_key']}")
+            .values(status="reversed", reversed_at=now)
+        )
+        conn.execute(
+            payments.insert().values(
+                idempotency_key=f"schedule_payment:{paid_by_hand['idempotency_key']}",
+                invoice_id=p["invoice_id"],
+                vendor_id=p["vendor_id"],
+                po_number=p["po_number"],
+                amount=p["amount"],
+                currency=p["currency"],
+                status="scheduled",
+                scheduled_at=now,
+            )
+        )
         o = invoice_of_orphan["payload"]
-        conn.execute(ledger_entries.insert().values(
-            idempotency_key="manual-fix-0001", invoice_id=o["invoice_id"], vendor_id=o["vendor_id"],
-            po_number=o["po_number"], amount=o["amount"], currency=o["currency"], status="posted", posted_at=now))
+        conn.execute(
+            ledger_entries.insert().values(
+                idempotency_key="manual-fix-0001",
+                invoice_id=o["invoice_id"],
+                vendor_id=o["vendor_id"],
+                po_number=o["po_number"],
+                amount=o["amount"],
+                currency=o["currency"],
+                status="posted",
+                posted_at=now,
+            )
+        )
     with world.resources["outbox"].engine.begin() as conn:
-        conn.execute(notifications.update().where(
-            notifications.c.idempotency_key == f"notify_vendor:{notice_cancelled['idempotency_key']}")
-            .values(status="cancelled", voided_at=now))
+        conn.execute(
+            notifications.update()
+            .where(notifications.c.idempotency_key == f"notify_vendor:{notice_cancelled['idempotency_key']}")
+            .values(status="cancelled", voided_at=now)
+        )
 
     check = _run_outcome_checks(world, batch)[CHECK]
     assert not check.passed
     named = check.metadata["events_with_discrepancies"].value
-    assert {amount_edited["idempotency_key"], ledger_reversed["idempotency_key"],
-            paid_by_hand["idempotency_key"], "manual-fix-0001", notice_cancelled["idempotency_key"]} <= set(named)
+    assert {
+        amount_edited["idempotency_key"],
+        ledger_reversed["idempotency_key"],
+        paid_by_hand["idempotency_key"],
+        "manual-fix-0001",
+        notice_cancelled["idempotency_key"],
+    } <= set(named)
     kinds = check.metadata["discrepancies_by_kind"].value
     assert kinds["effect_mismatch"] == 1 and kinds["effect_missing"] == 2
     assert kinds["live_effect_without_saga"] == 1 and kinds["live_effect_without_saga_step"] == 1

@@ -6,17 +6,36 @@ import json
 import dagster as dg
 import pytest
 
-GOOD_FACTS = {"vendor_known": True, "vendor_active": True, "risk_tier": "low", "po_found": True, "po_open": True,
-              "po_vendor_matches": True, "currency_matches_po": True, "amount": 1200.0,
-              "amount_over_po_ratio": -0.1, "high_risk_amount": 0.0, "already_paid": False,
-              "injection_suspected": False, "pii_in_memo": False}
+GOOD_FACTS = {
+    "vendor_known": True,
+    "vendor_active": True,
+    "risk_tier": "low",
+    "po_found": True,
+    "po_open": True,
+    "po_vendor_matches": True,
+    "currency_matches_po": True,
+    "amount": 1200.0,
+    "amount_over_po_ratio": -0.1,
+    "high_risk_amount": 0.0,
+    "already_paid": False,
+    "injection_suspected": False,
+    "pii_in_memo": False,
+}
 
 
 def _proposal(passages, quality=(), model="local", decision="approve", local="approve", probability=0.95):
-    return {"key": "k", "facts": dict(GOOD_FACTS), "decision": decision, "probability": probability,
-            "model": model, "local": {"decision": local, "probability": 0.8}, "stated_amount": None,
-            "invoice": {"line_items": [{"description": "Office supplies"}]},
-            "context_used": {"policy_passages": passages}, "quality_factors": list(quality)}
+    return {
+        "key": "k",
+        "facts": dict(GOOD_FACTS),
+        "decision": decision,
+        "probability": probability,
+        "model": model,
+        "local": {"decision": local, "probability": 0.8},
+        "stated_amount": None,
+        "invoice": {"line_items": [{"description": "Office supplies"}]},
+        "context_used": {"policy_passages": passages},
+        "quality_factors": list(quality),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +53,18 @@ def test_quality_factors_from_the_context_and_model_disagreement_lower_confidenc
 
     policy = invoice_policy()
     strong = [{"doc": "a", "heading": "h", "score": 2.0}]
-    plain, stale, split = (_proposal(strong), _proposal(strong, [{"name": "stale_source", "penalty": 0.5,
-                                                                   "detail": "vendors 3 days old"}]),
-                           _proposal(strong, model="gpt", decision="approve", local="hold"))
+    plain, stale, split = (
+        _proposal(strong),
+        _proposal(strong, [{"name": "stale_source", "penalty": 0.5, "detail": "vendors 3 days old"}]),
+        _proposal(strong, model="gpt", decision="approve", local="hold"),
+    )
     assess(guard([plain, stale, split], policy), policy, None, index)
     assert plain["confidence"] == pytest.approx(0.95) and plain["route"] == "act"
     assert stale["confidence"] == pytest.approx(0.475) and stale["route"] == "escalate"
     assert {"name": "stale_source", "penalty": 0.5, "detail": "vendors 3 days old"} in stale["confidence_breakdown"]
     assert split["confidence"] == pytest.approx(0.95 * 0.7) and "models_disagree" in json.dumps(
-        split["confidence_breakdown"])
+        split["confidence_breakdown"]
+    )
 
 
 def test_a_knowledge_gap_asks_for_more_context_once_before_escalating(index):
@@ -62,9 +84,10 @@ def test_a_knowledge_gap_asks_for_more_context_once_before_escalating(index):
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_the_calibrator_asset_reports_ece_and_every_decision_records_its_confidence(world):
+    import sqlalchemy as sa
+
     from assets.invoices import calibration_assets
     from orchestration.db import audit_log
-    import sqlalchemy as sa
 
     result = dg.materialize(calibration_assets, instance=world.instance, resources=world.resources)
     meta = result.asset_materializations_for_node("invoice_confidence_calibrator")[0].metadata
@@ -74,7 +97,9 @@ def test_the_calibrator_asset_reports_ece_and_every_decision_records_its_confide
     world.ingest_sample()
     assert not world.run_pending().failed
     with world.resources["bosun_db"].audit().engine.connect() as conn:
-        decisions = [json.loads(r) for r in conn.execute(
-            sa.select(audit_log.c.record).where(audit_log.c.kind == "decision")).scalars()]
+        decisions = [
+            json.loads(r)
+            for r in conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == "decision")).scalars()
+        ]
     assert decisions and all(d["calibrator_version"] == meta["version"].value for d in decisions)
     assert all(d["confidence_breakdown"] for d in decisions)

@@ -16,14 +16,30 @@ def test_an_events_own_payment_does_not_count_against_its_purchase_order(world):
 
     before = facts()
     # Payable invoices that use most of their PO: their own payment alone would push them over.
-    payable = [e for e in events if (f := before[e.key])["po_open"] and not f["already_paid"]
-               and f["amount_over_po_ratio"] is not None and -0.5 < f["amount_over_po_ratio"] <= 0.02]
+    payable = [
+        e
+        for e in events
+        if (f := before[e.key])["po_open"]
+        and not f["already_paid"]
+        and f["amount_over_po_ratio"] is not None
+        and -0.5 < f["amount_over_po_ratio"] <= 0.02
+    ]
     assert payable, "the sample should have invoices that use most of their purchase order"
     ev = payable[0]
     p = ev.envelope.payload
-    erp.schedule_payments([{"key": action_key(ev.key, "schedule_payment"), "invoice_id": p["invoice_id"],
-                            "vendor_id": p["vendor_id"], "po_number": p["po_number"], "amount": p["amount"],
-                            "currency": p["currency"], "due_on": p["due_on"]}])
+    erp.schedule_payments(
+        [
+            {
+                "key": action_key(ev.key, "schedule_payment"),
+                "invoice_id": p["invoice_id"],
+                "vendor_id": p["vendor_id"],
+                "po_number": p["po_number"],
+                "amount": p["amount"],
+                "currency": p["currency"],
+                "due_on": p["due_on"],
+            }
+        ]
+    )
     after = facts()
     assert after[ev.key] == before[ev.key]
     assert not after[ev.key]["already_paid"]  # its own payment is not "paid elsewhere"

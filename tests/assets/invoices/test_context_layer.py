@@ -5,6 +5,7 @@ import json
 import time
 
 import dagster as dg
+
 from assets.invoices.context import assemble_context, current_index
 from assets.invoices.decisions import decide
 from assets.invoices.knowledge import load_labels, retrieval_quality
@@ -139,9 +140,16 @@ def _events(sample, n):
     from orchestration.inbox import InboxEvent
 
     raws = read_events(sample / "invoices.jsonl")[:n]
-    return [InboxEvent(seq=i + 1, key=f"{r['source']}:{r['id']}", envelope=EventEnvelope.model_validate(r),
-                       status="received", attempts=0)
-            for i, r in enumerate(raws)]
+    return [
+        InboxEvent(
+            seq=i + 1,
+            key=f"{r['source']}:{r['id']}",
+            envelope=EventEnvelope.model_validate(r),
+            status="received",
+            attempts=0,
+        )
+        for i, r in enumerate(raws)
+    ]
 
 
 def test_conflicts_between_sources_are_resolved_by_rule_and_an_unresolved_one_lowers_confidence(bosun_home, tmp_path):
@@ -190,7 +198,6 @@ def test_policy_index_reports_retrieval_quality_and_rebuilds_when_documents_chan
     sample, _ = _erp_world(tmp_path, n=20)
     docs = PolicyDocuments(directory=str(sample / "policies"))
     from assets.invoices.context import policy_index
-
     from resources.embeddings import Embeddings
 
     result = dg.materialize([policy_index], resources={"policy_documents": docs, "policy_embeddings": Embeddings()})
@@ -224,7 +231,8 @@ class PaymentsAlwaysDown(ERPResource):
 
 
 def test_the_breaker_stops_calling_a_failing_source_across_batches_and_staleness_follows_the_policy(
-        bosun_home, tmp_path):
+    bosun_home, tmp_path
+):
     from datetime import datetime, timedelta, timezone
 
     sample, erp = _erp_world(tmp_path)
@@ -234,8 +242,18 @@ def test_the_breaker_stops_calling_a_failing_source_across_batches_and_staleness
     events = _events(sample, 10)
     index = PolicyIndex(PolicyDocuments(directory=str(sample / "policies")).load())
     taken = datetime.now(timezone.utc) - timedelta(hours=30)  # the snapshot is past the 26 h warn window
-    batches = [assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), down, index, sources,
-                                snapshot_times={"vendors": taken}) for _ in range(3)]
+    batches = [
+        assemble_context(
+            events,
+            erp.vendors_frame(),
+            erp.purchase_orders_frame(),
+            down,
+            index,
+            sources,
+            snapshot_times={"vendors": taken},
+        )
+        for _ in range(3)
+    ]
     assert len(PAYMENT_CALLS) == 2  # the third batch did not call it: the circuit is open
     third = batches[2][0]["sources"]["payments"]
     assert third["breaker"] == "open" and "circuit open" in third["error"] and third["attempts"] == 0

@@ -5,8 +5,13 @@ import time
 import dagster as dg
 import pandas as pd
 
-from assets.invoices.data_quality import (CONTEXT_SUITE, OUTCOMES_SUITE, context_frame, context_meets_expectations,
-                                          outcomes_frame)
+from assets.invoices.data_quality import (
+    CONTEXT_SUITE,
+    OUTCOMES_SUITE,
+    context_frame,
+    context_meets_expectations,
+    outcomes_frame,
+)
 from orchestration import expectations
 
 
@@ -37,33 +42,50 @@ def test_a_real_batch_meets_both_suites_and_the_results_carry_the_details(make_s
         assert results and all(r["success"] for r in results)
         assert ev.metadata["rows"].value > 100
     with capsys.disabled():
-        print(f"\nGE per batch of {found['context_meets_expectations'].metadata['rows'].value} events: "
-              f"context {found['context_meets_expectations'].metadata['validation_seconds'].value:.3f} s, "
-              f"outcomes {found['outcomes_meet_expectations'].metadata['validation_seconds'].value:.3f} s; "
-              f"first use in the process (GX import) "
-              f"{found['context_meets_expectations'].metadata['setup_seconds'].value:.2f} s")
+        print(
+            f"\nGE per batch of {found['context_meets_expectations'].metadata['rows'].value} events: "
+            f"context {found['context_meets_expectations'].metadata['validation_seconds'].value:.3f} s, "
+            f"outcomes {found['outcomes_meet_expectations'].metadata['validation_seconds'].value:.3f} s; "
+            f"first use in the process (GX import) "
+            f"{found['context_meets_expectations'].metadata['setup_seconds'].value:.2f} s"
+        )
 
 
 def _context_records(n=4):
-    return [{"key": f"src:{i}", "event_id": str(i), "context_hash": "0123456789abcdef",
-             "invoice": {"invoice_id": f"INV-{i}", "vendor_id": "V1", "po_number": "PO-1", "amount": "100.00",
-                         "currency": "EUR"},
-             "quality_factors": [{"name": "stale_source:vendors", "penalty": 0.05}],
-             "assembly": {"tokens": 120}} for i in range(n)]
+    return [
+        {
+            "key": f"src:{i}",
+            "event_id": str(i),
+            "context_hash": "0123456789abcdef",
+            "invoice": {
+                "invoice_id": f"INV-{i}",
+                "vendor_id": "V1",
+                "po_number": "PO-1",
+                "amount": "100.00",
+                "currency": "EUR",
+            },
+            "quality_factors": [{"name": "stale_source:vendors", "penalty": 0.05}],
+            "assembly": {"tokens": 120},
+        }
+        for i in range(n)
+    ]
 
 
 def test_bad_context_fails_the_check_naming_the_expectation_and_values():
     good = _context_records()
     assert context_meets_expectations(good).passed
     bad = _context_records()
-    bad[1]["key"] = bad[0]["key"]                # a duplicated event
-    bad[2]["invoice"]["currency"] = "XBT"        # a currency the workflow does not pay in
-    bad[3]["invoice"]["vendor_id"] = None        # no vendor
+    bad[1]["key"] = bad[0]["key"]  # a duplicated event
+    bad[2]["invoice"]["currency"] = "XBT"  # a currency the workflow does not pay in
+    bad[3]["invoice"]["vendor_id"] = None  # no vendor
     result = context_meets_expectations(bad)
     assert not result.passed
     failed = result.metadata["failed_expectations"].value
-    assert failed == ["expect_column_values_to_be_unique(key)", "expect_column_values_to_not_be_null(vendor_id)",
-                      "expect_column_values_to_be_in_set(currency)"]
+    assert failed == [
+        "expect_column_values_to_be_unique(key)",
+        "expect_column_values_to_not_be_null(vendor_id)",
+        "expect_column_values_to_be_in_set(currency)",
+    ]
     assert result.severity == dg.AssetCheckSeverity.ERROR  # blocking: the batch is not decided on
     by_name = {r["expectation"]: r for r in result.metadata["results"].value}
     assert by_name["expect_column_values_to_be_in_set(currency)"]["unexpected_values"] == ["XBT"]
@@ -79,27 +101,42 @@ def test_only_an_unfamiliar_currency_warns_without_stopping_the_batch():
 
 
 def _decision(key, decision, route, confidence=0.95, po_amount="100.00"):
-    return {"key": key, "final_decision": decision, "route": route, "confidence": confidence,
-            "invoice": {"currency": "EUR"}, "context_used": {"po_amount": po_amount}}
+    return {
+        "key": key,
+        "final_decision": decision,
+        "route": route,
+        "confidence": confidence,
+        "invoice": {"currency": "EUR"},
+        "context_used": {"po_amount": po_amount},
+    }
 
 
 def test_bad_outcomes_fail_naming_the_expectation():
-    decisions = [_decision("a", "approve", "act"), _decision("b", "reject", "record"),
-                 _decision("c", "approve", "act", confidence=1.3), _decision("d", "hold", "record")]
+    decisions = [
+        _decision("a", "approve", "act"),
+        _decision("b", "reject", "record"),
+        _decision("c", "approve", "act", confidence=1.3),
+        _decision("d", "hold", "record"),
+    ]
     states = {"a": "done", "b": "done", "c": "done", "d": "done"}
-    paid = {"schedule_payment:a": {"amount": 101.5, "currency": "EUR"},   # within 2 % of the PO
-            "schedule_payment:c": {"amount": 150.0, "currency": "USD"},   # over the PO, wrong currency
-            "schedule_payment:d": {"amount": 10.0, "currency": "EUR"}}    # paid though held
+    paid = {
+        "schedule_payment:a": {"amount": 101.5, "currency": "EUR"},  # within 2 % of the PO
+        "schedule_payment:c": {"amount": 150.0, "currency": "USD"},  # over the PO, wrong currency
+        "schedule_payment:d": {"amount": 10.0, "currency": "EUR"},
+    }  # paid though held
     v = expectations.validate(outcomes_frame(decisions, states, paid), OUTCOMES_SUITE)
     failed = {r["expectation"]: r for r in v["results"] if not r["success"]}
-    assert set(failed) == {"expect_column_values_to_be_between(confidence)",
-                           "expect_column_pair_values_a_to_be_greater_than_b(po_limit, paid_amount)",
-                           "expect_column_pair_values_to_be_equal(paid_currency, currency)",
-                           "expect_column_values_to_be_in_set(paid_without_approval)"}
+    assert set(failed) == {
+        "expect_column_values_to_be_between(confidence)",
+        "expect_column_pair_values_a_to_be_greater_than_b(po_limit, paid_amount)",
+        "expect_column_pair_values_to_be_equal(paid_currency, currency)",
+        "expect_column_values_to_be_in_set(paid_without_approval)",
+    }
     assert failed["expect_column_values_to_be_between(confidence)"]["unexpected_values"] == [1.3]
     ok = [d for d in decisions if d["key"] in ("a", "b")]
-    assert expectations.validate(outcomes_frame(ok, states, {"schedule_payment:a": paid["schedule_payment:a"]}),
-                                 OUTCOMES_SUITE)["success"]
+    assert expectations.validate(
+        outcomes_frame(ok, states, {"schedule_payment:a": paid["schedule_payment:a"]}), OUTCOMES_SUITE
+    )["success"]
 
 
 def test_validation_cost_per_batch_of_1000(capsys):

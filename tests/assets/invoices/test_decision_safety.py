@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from fakes.openai_server import FakeOpenAI
 
 CORPUS = Path(__file__).resolve().parents[2] / "guardrails" / "injection_corpus.txt"

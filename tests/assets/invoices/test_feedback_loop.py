@@ -44,8 +44,17 @@ def decisions(world, batches=None) -> dict[str, dict]:
 
 def review(world, decided: dict[str, dict], label_of) -> int:
     """Reviewers label each decision: approve when it was right, correct it otherwise."""
-    rows = [{"workflow": "invoices", "subject": k, "kind": "approve" if d["decision"] == label_of(k) else "correct",
-             "label": label_of(k), "decided": d["decision"], "reviewer": "ap-team"} for k, d in decided.items()]
+    rows = [
+        {
+            "workflow": "invoices",
+            "subject": k,
+            "kind": "approve" if d["decision"] == label_of(k) else "correct",
+            "label": label_of(k),
+            "decided": d["decision"],
+            "reviewer": "ap-team",
+        }
+        for k, d in decided.items()
+    ]
     return world.resources["bosun_db"].feedback().record_many(rows)
 
 
@@ -70,8 +79,11 @@ def check_of(result, name):
 
 def failure(result) -> str:
     checks = [(c.check_name, {k: v.value for k, v in c.metadata.items()}) for c in result.get_asset_check_evaluations()]
-    return f"{checks}\n" + "\n".join(str(e.event_specific_data.error.to_string()) if getattr(e.event_specific_data, "error", None)
-                     else e.message for e in result.all_events if e.is_failure)
+    return f"{checks}\n" + "\n".join(
+        str(e.event_specific_data.error.to_string()) if getattr(e.event_specific_data, "error", None) else e.message
+        for e in result.all_events
+        if e.is_failure
+    )
 
 
 def meta_of(result, node):
@@ -128,8 +140,9 @@ def test_reviewed_labels_retrain_the_model_and_later_decisions_record_the_new_ve
 
 def assert_report_matches(world, decided, reviewed, right):
     """The report's figures agree with the audit and the labels, by day and by pattern."""
-    from assets.invoices import report_assets
     from datetime import datetime, timezone
+
+    from assets.invoices import report_assets
 
     result = dg.materialize(report_assets, instance=world.instance, resources=world.resources)
     m = meta_of(result, "invoice_decision_report")
@@ -166,8 +179,10 @@ def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_st
     result = run_feedback_loop(world)
     assert result.success, failure(result)
     m = meta_of(result, "invoice_model_candidate")
-    asset_figures = (f"asset held-out ({m['held_out']} reviewed events): accuracy {m['accuracy_before']} -> "
-                     f"{m['accuracy_after']}, ECE {m['ece_before']} -> {m['ece_after']}")
+    asset_figures = (
+        f"asset held-out ({m['held_out']} reviewed events): accuracy {m['accuracy_before']} -> "
+        f"{m['accuracy_after']}, ECE {m['ece_before']} -> {m['ece_after']}"
+    )
 
     # A second held-out set: the decided events nobody reviewed, against the ground truth,
     # scored by the weak model (kept as invoices@VERSION) and the promoted one.
@@ -176,14 +191,18 @@ def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_st
     models = LocalModel(model_dir=str(settings.model_dir()))
     models.promote(MODEL_NAME, "after")
     (settings.model_dir() / "before.joblib").write_bytes(
-        (settings.model_dir() / f"{MODEL_NAME}@{weak_start['model_version']}.joblib").read_bytes())
+        (settings.model_dir() / f"{MODEL_NAME}@{weak_start['model_version']}.joblib").read_bytes()
+    )
     from assets.invoices.context import model_features
 
-    unreviewed = [{"features": model_features(d["facts"]), "label": label_of(k)}
-                  for k, d in decided.items() if k not in reviewed]
+    unreviewed = [
+        {"features": model_features(d["facts"]), "label": label_of(k)} for k, d in decided.items() if k not in reviewed
+    ]
     before, after = evaluate(models, "before", unreviewed), evaluate(models, "after", unreviewed)
-    figures = (f"{asset_figures}; unreviewed held-out ({after['examples']} events): accuracy "
-               f"{before['accuracy']} -> {after['accuracy']}, ECE {before['ece']} -> {after['ece']}")
+    figures = (
+        f"{asset_figures}; unreviewed held-out ({after['examples']} events): accuracy "
+        f"{before['accuracy']} -> {after['accuracy']}, ECE {before['ece']} -> {after['ece']}"
+    )
     print(figures)
     assert m["accuracy_after"] > m["accuracy_before"] and m["ece_after"] < m["ece_before"], figures
     assert after["accuracy"] > before["accuracy"] and after["ece"] < before["ece"], figures
@@ -193,17 +212,16 @@ def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_st
 def test_a_retrained_model_worse_on_held_out_events_is_not_promoted(weak_start, make_small_world):
     """Labels that teach the wrong answer (on the training side only) make a worse model:
     the blocking check fails the run and decisions keep the current version."""
+    from assets.invoices.feedback import HELD_OUT_FRACTION
     from assets.invoices.workflow import MODEL_NAME
     from orchestration.model_quality import is_held_out
-    from assets.invoices.feedback import HELD_OUT_FRACTION
 
     world = make_small_world(n=200)
     world.ingest_sample()
     assert not world.run_pending().failed
     right = truth(world)
     wrong = {"approve": "reject", "hold": "approve", "reject": "approve"}
-    review(world, decisions(world),
-           lambda k: right(k) if is_held_out(k, HELD_OUT_FRACTION) else wrong[right(k)])
+    review(world, decisions(world), lambda k: right(k) if is_held_out(k, HELD_OUT_FRACTION) else wrong[right(k)])
 
     result = run_feedback_loop(world)
     assert not result.success
@@ -212,7 +230,7 @@ def test_a_retrained_model_worse_on_held_out_events_is_not_promoted(weak_start, 
     print(f"refused candidate: {figures}")
     assert not check.passed and figures["accuracy_after"] < figures["accuracy_before"], figures
     assert not result.asset_materializations_for_node("invoice_local_model")
-    from resources.local_model import LocalModel
     from orchestration import settings
+    from resources.local_model import LocalModel
 
     assert LocalModel(model_dir=str(settings.model_dir())).version(MODEL_NAME) == weak_start["model_version"]

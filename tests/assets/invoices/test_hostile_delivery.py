@@ -26,26 +26,33 @@ import dagster as dg
 import httpx
 import pytest
 import sqlalchemy as sa
-
 from bosun_testing import BosunServer
+
 from orchestration.inbox import TERMINAL_STATES
 
 BOSUN = Path(sys.executable).parent / "bosun"
 DAGSTER = Path(sys.executable).parent / "dagster"
 MAX_IN_FLIGHT = 2
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def max_overlap(records) -> int:
     """Most runs executing at one moment, from the runs' own start and end times."""
-    edges = sorted([(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records],
-                   key=lambda e: (e[0], e[1]))
+    edges = sorted(
+        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records], key=lambda e: (e[0], e[1])
+    )
     now = peak = 0
     for _, step in edges:
         now += step
         peak = max(peak, now)
     return peak
+
+
 pytestmark = pytest.mark.slow  # about a minute on 2 cores
 
 
@@ -71,9 +78,17 @@ def hostile_stream(base: list[dict], rng: random.Random) -> tuple[list[dict], li
         older.append(o)
     later = rest + redeliveries + content_copies + older
     rng.shuffle(later)
-    chunks = [later[i:i + 500] for i in range(0, len(later), 500)]
-    return burst, chunks, {"distinct_ids": 3000 + 700 + 500, "redeliveries": 800,
-                           "older_ids": {f"{o['source']}:{o['id']}" for o in older}, "copy_of": copy_of}
+    chunks = [later[i : i + 500] for i in range(0, len(later), 500)]
+    return (
+        burst,
+        chunks,
+        {
+            "distinct_ids": 3000 + 700 + 500,
+            "redeliveries": 800,
+            "older_ids": {f"{o['source']}:{o['id']}" for o in older},
+            "copy_of": copy_of,
+        },
+    )
 
 
 class DaemonStandIn:
@@ -97,15 +112,32 @@ class DaemonStandIn:
     def _launch(self, req):
         log = open(self.log_dir / f"run-{req.partition_key}.log", "w")
         self.procs[req.partition_key] = subprocess.Popen(
-            [str(DAGSTER), "job", "execute", "-m", "orchestration.definitions", "-j", req.job_name,
-             "--tags", json.dumps({**req.tags, "dagster/partition": req.partition_key})],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(DAGSTER),
+                "job",
+                "execute",
+                "-m",
+                "orchestration.definitions",
+                "-j",
+                req.job_name,
+                "--tags",
+                json.dumps({**req.tags, "dagster/partition": req.partition_key}),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def loop(self):
         while not self.stop.is_set():
             self._alive()
-            ctx = dg.build_sensor_context(instance_ref=self.instance.get_ref(), cursor=self.cursor,
-                                          definitions=self.defs, resources=self.defs.resources)
+            ctx = dg.build_sensor_context(
+                instance_ref=self.instance.get_ref(),
+                cursor=self.cursor,
+                definitions=self.defs,
+                resources=self.defs.resources,
+            )
             data = self.sensor.evaluate_tick(ctx)
             # Counted after the tick: only this driver starts runs, so this is at most what the
             # sensor counted (runs can only have ended since).
@@ -123,9 +155,15 @@ class DaemonStandIn:
             # within seconds: wait for that before the next tick, as the run queue would.
             launched = [r.partition_key for r in data.run_requests]
             deadline = time.monotonic() + 60
-            while launched and time.monotonic() < deadline and not all(
-                    self.procs[k].poll() is not None or self.instance.get_runs_count(
-                        dg.RunsFilter(tags={"dagster/partition": k})) for k in launched):
+            while (
+                launched
+                and time.monotonic() < deadline
+                and not all(
+                    self.procs[k].poll() is not None
+                    or self.instance.get_runs_count(dg.RunsFilter(tags={"dagster/partition": k}))
+                    for k in launched
+                )
+            ):
                 time.sleep(0.2)
             self.cursor = data.cursor or self.cursor
             time.sleep(0.5)
@@ -162,9 +200,14 @@ def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_pa
         base = base[:3000]
         burst, chunks, expect = hostile_stream(base, random.Random(5))
         sensor = build_inbox_batch_sensor(
-            "hostile_test_sensor", ["invoice.received"], invoices.invoice_batches, invoices.invoice_batch_job,
-            invoices.invoice_context_refresh_job, invoices.context_assets,
-            BatchPolicy(max_events=600, min_events=50, max_wait_seconds=0.5, max_in_flight=MAX_IN_FLIGHT))
+            "hostile_test_sensor",
+            ["invoice.received"],
+            invoices.invoice_batches,
+            invoices.invoice_batch_job,
+            invoices.invoice_context_refresh_job,
+            invoices.context_assets,
+            BatchPolicy(max_events=600, min_events=50, max_wait_seconds=0.5, max_in_flight=MAX_IN_FLIGHT),
+        )
         db = world.resources["bosun_db"]
         key, _ = ApiKeys(db.resolved_url).create("hostile", ["events:write"], rate_per_s=1000, burst=1000)
         headers = {"Authorization": f"Bearer {key}"}
@@ -182,19 +225,20 @@ def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_pa
 
             started = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(post, [burst[i:i + 100] for i in range(0, 2000, 100)]))
+                list(pool.map(post, [burst[i : i + 100] for i in range(0, 2000, 100)]))
             burst_s = time.monotonic() - started
             driver.start()
             for n, chunk in enumerate(chunks):
                 if n % 2:
                     path = tmp_path / f"chunk{n}.jsonl"
                     path.write_text("".join(json.dumps(e) + "\n" for e in chunk))
-                    proc = subprocess.run([str(BOSUN), "ingest", str(path)], env=env, capture_output=True,
-                                          text=True, timeout=120)
+                    proc = subprocess.run(
+                        [str(BOSUN), "ingest", str(path)], env=env, capture_output=True, text=True, timeout=120
+                    )
                     assert proc.returncode == 0, proc.stderr[-2000:]
                 else:
                     for i in range(0, len(chunk), 100):
-                        post(chunk[i:i + 100])
+                        post(chunk[i : i + 100])
                 time.sleep(1.0)  # let batches run while more arrives
             deadline = time.monotonic() + 400
             while db.inbox().counts()["by_status"].get("received") and time.monotonic() < deadline:
@@ -210,17 +254,21 @@ def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_pa
         by_status = counts["by_status"]
         runs = instance.get_run_records(dg.RunsFilter(job_name="invoice_batch_job"))
         peak = max_overlap(runs)
-        print(f"burst of 2,000 accepted in {burst_s:.2f} s; states {by_status}; batch sizes {sorted(daemon.sizes)}; "
-              f"skips {dict(daemon.skips)}; max concurrent runs {peak}; runs {len(runs)}")
+        print(
+            f"burst of 2,000 accepted in {burst_s:.2f} s; states {by_status}; batch sizes {sorted(daemon.sizes)}; "
+            f"skips {dict(daemon.skips)}; max concurrent runs {peak}; runs {len(runs)}"
+        )
         assert daemon.errors == []
         assert set(by_status) <= set(TERMINAL_STATES), by_status  # every event terminal
         assert counts["received"] == expect["distinct_ids"] and counts["duplicates"] == expect["redeliveries"]
         # Of each payload sent twice under two ids, one ends `duplicate` (whichever came second),
         # or `stale` (a later resubmission of that invoice in the sample was seen first).
         states = db.inbox().lookup([*expect["copy_of"], *expect["copy_of"].values()])
-        both_kept = [(c, states[c]["status"], states[c]["reason"], o, states[o]["status"], states[o]["reason"])
-                     for c, o in expect["copy_of"].items()
-                     if not {states[c]["status"], states[o]["status"]} & {"duplicate", "stale"}]
+        both_kept = [
+            (c, states[c]["status"], states[c]["reason"], o, states[o]["status"], states[o]["reason"])
+            for c, o in expect["copy_of"].items()
+            if not {states[c]["status"], states[o]["status"]} & {"duplicate", "stale"}
+        ]
         assert both_kept == []
         assert by_status["duplicate"] >= 600
         # Never more than the configured batches in flight, and the sensor said when it held back.
@@ -236,8 +284,9 @@ def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_pa
         from orchestration.db import audit_log, stale_events
 
         with db.audit().engine.connect() as conn:
-            decided = Counter(s for (s,) in conn.execute(sa.select(audit_log.c.subject)
-                                                          .where(audit_log.c.kind == "decision")))
+            decided = Counter(
+                s for (s,) in conn.execute(sa.select(audit_log.c.subject).where(audit_log.c.kind == "decision"))
+            )
             stale = {k: p for k, p in conn.execute(sa.select(stale_events.c.idempotency_key, stale_events.c.policy))}
         assert decided and max(decided.values()) == 1
         # Every stale event is recorded (ignored, as the invoice workflow declares); most are the

@@ -5,8 +5,8 @@ import threading
 import time
 
 import httpx
-
 from bosun_testing import BosunServer
+
 from orchestration.inbox import TERMINAL_STATES
 
 
@@ -24,8 +24,9 @@ def test_wait_returns_the_outcome_once_the_batch_ran(world, tmp_path):
         answer = {}
 
         def post():
-            answer["r"] = httpx.post(srv.url + "/v1/events?wait=30", json=events,
-                                     headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            answer["r"] = httpx.post(
+                srv.url + "/v1/events?wait=30", json=events, headers={"Authorization": f"Bearer {key}"}, timeout=60
+            )
 
         t = threading.Thread(target=post)
         t.start()

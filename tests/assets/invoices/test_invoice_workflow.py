@@ -35,11 +35,23 @@ def test_hard_guardrails_hold_whatever_the_model_says(world):
     labels = sample_data.load_labels(world.sample)
     erp = world.resources["erp"]
     paid_invoices = {p["invoice_id"] for p in erp.live_payments()}
-    bad = {"unknown_vendor", "inactive_vendor", "duplicate_invoice", "amount_over_po", "currency_mismatch",
-           "po_closed", "prompt_injection"}
+    bad = {
+        "unknown_vendor",
+        "inactive_vendor",
+        "duplicate_invoice",
+        "amount_over_po",
+        "currency_mismatch",
+        "po_closed",
+        "prompt_injection",
+    }
     events = {e["id"]: e for e in (sample_data.generate(300, 11).events)}
-    wrongly_paid = [eid for eid, lab in labels.items() if lab["reason"] in bad and lab["reason"] != "duplicate_invoice"
-                    and events[eid]["payload"]["invoice_id"] in paid_invoices]
+    wrongly_paid = [
+        eid
+        for eid, lab in labels.items()
+        if lab["reason"] in bad
+        and lab["reason"] != "duplicate_invoice"
+        and events[eid]["payload"]["invoice_id"] in paid_invoices
+    ]
     assert wrongly_paid == []
 
 
@@ -91,13 +103,16 @@ def test_failure_in_the_second_step_is_compensated_and_dead_lettered(world):
     erp = world.resources["erp"]
     assert erp.live_ledger_entries() == [] and erp.live_payments() == []
     with erp.engine.connect() as conn:
-        reversed_ = conn.execute(sa.select(sa.func.count()).select_from(ledger_entries)
-                                 .where(ledger_entries.c.status == "reversed")).scalar_one()
+        reversed_ = conn.execute(
+            sa.select(sa.func.count()).select_from(ledger_entries).where(ledger_entries.c.status == "reversed")
+        ).scalar_one()
     inbox = world.resources["bosun_db"].inbox()
     dead = [r for r in inbox.rejected(1000) if r["status"] == "dead_lettered"]
     assert reversed_ == len(dead) > 0
-    assert all("schedule_payment failed after 3 attempt(s)" in r["reason"]
-               and "compensated: post_ledger_entry" in r["reason"] for r in dead)
+    assert all(
+        "schedule_payment failed after 3 attempt(s)" in r["reason"] and "compensated: post_ledger_entry" in r["reason"]
+        for r in dead
+    )
     kinds = [k for k, _ in _audit_rows(world.resources["bosun_db"].audit())]
     assert kinds.count("compensation") == len(dead)
 

@@ -5,7 +5,6 @@ Chat Completions protocol (tests/fakes/openai_server.py)."""
 import json
 
 import pytest
-
 from fakes.openai_server import FakeOpenAI
 
 API_KEY = "sk-routing-test-key-77"
@@ -21,16 +20,19 @@ def llm_server(bosun_home, monkeypatch):
 
 def answer(decision: str, confidence: float = 0.97, reason: str = "looks fine"):
     """A fake LLM reply that states the amount of the invoice in the prompt it was sent."""
+
     def reply(body):
         prompt = body["messages"][0]["content"]
         invoice = json.loads(prompt.split("Invoice:\n", 1)[1])
         return {"decision": decision, "amount": float(invoice["amount"]), "confidence": confidence, "reason": reason}
+
     return reply
 
 
 def _decisions(world):
-    from orchestration.db import audit_log
     import sqlalchemy as sa
+
+    from orchestration.db import audit_log
 
     audit = world.resources["bosun_db"].audit()
     with audit.engine.connect() as conn:
@@ -99,13 +101,17 @@ def test_guardrails_are_checks_on_the_decisions_with_activations_per_guardrail(w
     assert report.batches and not report.check_failures
     kinds = load_policy("invoices").rule_names()
     seen = {}
-    for check, severity in (("hard_guardrails_held", "ERROR"), ("no_soft_flagged_decision_acted_on_unreviewed", "WARN")):
+    for check, severity in (
+        ("hard_guardrails_held", "ERROR"),
+        ("no_soft_flagged_decision_acted_on_unreviewed", "WARN"),
+    ):
         key = dg.AssetCheckKey(dg.AssetKey("invoice_decisions"), check)
         record = world.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
         evaluation = record.event.dagster_event.event_specific_data
         assert evaluation.passed and evaluation.severity.value == severity
-        seen.update({k[: -len(".activations")]: v.value for k, v in evaluation.metadata.items()
-                     if k.endswith(".activations")})
+        seen.update(
+            {k[: -len(".activations")]: v.value for k, v in evaluation.metadata.items() if k.endswith(".activations")}
+        )
     assert set(seen) == set(kinds)  # every guardrail has its own figure
     assert seen["no_instructions_in_free_text"] > 0, seen
     # The audit has the same counts, one record per batch.
@@ -115,8 +121,9 @@ def test_guardrails_are_checks_on_the_decisions_with_activations_per_guardrail(w
 
 
 def _decisions_of_kind(world, kind):
-    from orchestration.db import audit_log
     import sqlalchemy as sa
+
+    from orchestration.db import audit_log
 
     with world.resources["bosun_db"].audit().engine.connect() as conn:
         rows = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == kind)).scalars()

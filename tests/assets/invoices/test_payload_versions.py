@@ -8,16 +8,27 @@ import sqlalchemy as sa
 
 from assets.invoices.workflow import registry
 from orchestration.db import inbox as inbox_table
-from orchestration.inbox import TERMINAL_STATES
 from orchestration.envelope import PayloadRegistry, RejectedInput, parse_envelope
+from orchestration.inbox import TERMINAL_STATES
 
 V1 = {
-    "source": "mailroom", "id": "e-1", "type": "invoice.received", "schema_version": 1,
-    "occurred_at": "2026-11-02T08:00:00+01:00", "entity_key": "V0001:INV-1",
-    "payload": {"invoice_id": "INV-1", "vendor_id": "V0001", "po_number": "PO-1", "amount": "100.00",
-                "currency": "EUR", "issued_on": "2026-11-01", "due_on": "2026-12-01",
-                "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
-                "memo": "please pay by friday"},
+    "source": "mailroom",
+    "id": "e-1",
+    "type": "invoice.received",
+    "schema_version": 1,
+    "occurred_at": "2026-11-02T08:00:00+01:00",
+    "entity_key": "V0001:INV-1",
+    "payload": {
+        "invoice_id": "INV-1",
+        "vendor_id": "V0001",
+        "po_number": "PO-1",
+        "amount": "100.00",
+        "currency": "EUR",
+        "issued_on": "2026-11-01",
+        "due_on": "2026-12-01",
+        "line_items": [{"description": "bolts", "quantity": "2", "unit_price": "50.00"}],
+        "memo": "please pay by friday",
+    },
 }
 
 
@@ -41,13 +52,16 @@ def test_v2_is_taken_as_sent():
     assert env.payload["channel"] == "edi" and env.payload["note"] == "please pay by friday"
 
 
-@pytest.mark.parametrize("event,field", [
-    ({**V1, "schema_version": 3}, "schema_version"),
-    ({**V1, "type": "invoice.voided"}, "type"),
-    (as_v2(V1, memo="old name"), "payload.memo"),
-    (as_v2(V1, channel="fax"), "payload.channel"),
-    ({**V1, "payload": {**V1["payload"], "note": "new name in v1"}}, "payload.note"),
-])
+@pytest.mark.parametrize(
+    "event,field",
+    [
+        ({**V1, "schema_version": 3}, "schema_version"),
+        ({**V1, "type": "invoice.voided"}, "type"),
+        (as_v2(V1, memo="old name"), "payload.memo"),
+        (as_v2(V1, channel="fax"), "payload.channel"),
+        ({**V1, "payload": {**V1["payload"], "note": "new name in v1"}}, "payload.note"),
+    ],
+)
 def test_unknown_versions_types_and_fields_are_rejected_naming_the_field(event, field):
     with pytest.raises(RejectedInput) as exc:
         parse_envelope(event, registry)

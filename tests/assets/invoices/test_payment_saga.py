@@ -45,8 +45,10 @@ def erp_url(request, tmp_path):
 def test_two_runs_share_one_rate_limit_never_exceeded_in_any_second(erp_url):
     rate, items = 60, worker.saga_items(2000)
     runs = _executors(erp_url, 2, per_call=25, rate=rate)
-    threads = [threading.Thread(target=ex.run, args=(items[i * 1000:(i + 1) * 1000], f"b{i}"))
-               for i, (ex, _) in enumerate(runs)]
+    threads = [
+        threading.Thread(target=ex.run, args=(items[i * 1000 : (i + 1) * 1000], f"b{i}"))
+        for i, (ex, _) in enumerate(runs)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -63,8 +65,10 @@ def test_two_runs_on_overlapping_entities_never_both_act_on_one(erp_url):
     items = worker.saga_items(300)
     (a, ta), (b, tb) = _executors(erp_url, 2, per_call=10)
     outs = {}
-    threads = [threading.Thread(target=lambda: outs.__setitem__("a", a.run(items[:200], "a"))),
-               threading.Thread(target=lambda: outs.__setitem__("b", b.run(items[100:], "b")))]
+    threads = [
+        threading.Thread(target=lambda: outs.__setitem__("a", a.run(items[:200], "a"))),
+        threading.Thread(target=lambda: outs.__setitem__("b", b.run(items[100:], "b"))),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -77,9 +81,26 @@ def test_two_runs_on_overlapping_entities_never_both_act_on_one(erp_url):
 
 
 def _worker_process(url: str, prefix: str, first: int, n: int, start_at: int) -> subprocess.Popen:
-    args = [sys.executable, worker.__file__, url, str(n), "0", "--no-faults", "--first", str(first),
-            "--start-at", str(start_at),
-            "--prefix", prefix, "--holder", f"process-{prefix}", "--journal", "--wait-go", "--batch", "50"]
+    args = [
+        sys.executable,
+        worker.__file__,
+        url,
+        str(n),
+        "0",
+        "--no-faults",
+        "--first",
+        str(first),
+        "--start-at",
+        str(start_at),
+        "--prefix",
+        prefix,
+        "--holder",
+        f"process-{prefix}",
+        "--journal",
+        "--wait-go",
+        "--batch",
+        "50",
+    ]
     return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -88,11 +109,10 @@ def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
     0-199 and 100-299: only the leases and the prerequisites read under them stop both
     from paying invoices 100-199. Judged from the target tables, the saga log and the
     journal of what each process's calls applied at the target."""
-    from resources.fault_injection import target_journal
-    from resources.outbox import notifications
-
     from assets.invoices.payment_saga import entities
     from orchestration.leases import Leases
+    from resources.fault_injection import target_journal
+    from resources.outbox import notifications
 
     # Both begin with invoices 100-149, then go their own ways. The test holds those
     # invoices' leases until both processes have planned their sagas for them, so the two
@@ -123,15 +143,18 @@ def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
     erp = ERPResource(url=erp_url)
     invoices = {f"INV-{i:05d}" for i in range(300)}
     with erp.engine.connect() as conn:
-        for table, entity, live in ((ledger_entries, ledger_entries.c.invoice_id, "posted"),
-                                    (payments, payments.c.invoice_id, "scheduled"),
-                                    (notifications, notifications.c.entity, "queued")):
+        for table, entity, live in (
+            (ledger_entries, ledger_entries.c.invoice_id, "posted"),
+            (payments, payments.c.invoice_id, "scheduled"),
+            (notifications, notifications.c.entity, "queued"),
+        ):
             rows = conn.execute(sa.select(entity, table.c.status)).all()
             # Each invoice acted on exactly once overall, and the one write took effect.
             assert sorted(inv for inv, _ in rows) == sorted(invoices), table.name
             assert {st for _, st in rows} <= {live, "dispatched"}, table.name
-        journal = conn.execute(sa.select(target_journal.c.holder, target_journal.c.method,
-                                         target_journal.c.item_key, target_journal.c.at)).all()
+        journal = conn.execute(
+            sa.select(target_journal.c.holder, target_journal.c.method, target_journal.c.item_key, target_journal.c.at)
+        ).all()
     by_invoice: dict[str, set] = {}
     for holder, method, key, _ in journal:
         by_invoice.setdefault("INV-" + key.rsplit("-", 1)[1], set()).add(holder)
@@ -142,12 +165,18 @@ def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
         assert [s["status"] for s in sagas].count("done") == 1, i
         refused = [s for s in sagas if s["status"] != "done"]
         # A business refusal, not a failure: the rule that refused is its failed_step.
-        assert all(s["status"] == "refused" and s["failed_step"] == "already_paid" and "already paid" in s["reason"]
-                   for s in refused), refused
+        assert all(
+            s["status"] == "refused" and s["failed_step"] == "already_paid" and "already paid" in s["reason"]
+            for s in refused
+        ), refused
     assert sum(1 for s in log.values() if s["status"] == "refused") == 100
     # They met: on the gated invoices each saga was planned while the other was in flight.
-    contended = [i for i in range(100, 150) if log[f"a-{i:05d}"]["created_at"] < log[f"b-{i:05d}"]["updated_at"]
-                 and log[f"b-{i:05d}"]["created_at"] < log[f"a-{i:05d}"]["updated_at"]]
+    contended = [
+        i
+        for i in range(100, 150)
+        if log[f"a-{i:05d}"]["created_at"] < log[f"b-{i:05d}"]["updated_at"]
+        and log[f"b-{i:05d}"]["created_at"] < log[f"a-{i:05d}"]["updated_at"]
+    ]
     assert len(contended) == 50
 
 
@@ -171,7 +200,7 @@ def test_prerequisites_are_checked_before_the_first_step(erp_url):
     items = worker.saga_items(3)
     items[0] = {**items[0], "vendor_id": "V-NOPE"}
     items[1] = {**items[1], "amount": "5000.00"}  # the PO holds 1000
-    (ex, target), = _executors(erp_url, 1, per_call=10)
+    ((ex, target),) = _executors(erp_url, 1, per_call=10)
     out = ex.run(items, "p")
     assert out.done == [items[2]["key"]]
     # A vendor the ERP does not know is for a person (a dead letter); a PO without enough
@@ -179,9 +208,11 @@ def test_prerequisites_are_checked_before_the_first_step(erp_url):
     assert "does not exist" in out.failed[items[0]["key"]]["error"]
     assert items[1]["key"] not in out.failed
     assert out.refused[items[1]["key"]]["code"] == "po_exhausted" and "left" in out.refused[items[1]["key"]]["reason"]
-    assert {k for _, _, keys in target.calls for k in keys} == {f"post_ledger_entry:{items[2]['key']}",
-                                                                 f"schedule_payment:{items[2]['key']}",
-                                                                 f"notify_vendor:{items[2]['key']}"}
+    assert {k for _, _, keys in target.calls for k in keys} == {
+        f"post_ledger_entry:{items[2]['key']}",
+        f"schedule_payment:{items[2]['key']}",
+        f"notify_vendor:{items[2]['key']}",
+    }
 
 
 def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(erp_url):
@@ -194,14 +225,17 @@ def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(er
 
     first = worker.saga_items(1)[0]
     again = {**first, "key": "resubmitted-00000"}  # the same invoice under another event's key
-    (ex, target), = _executors(erp_url, 1, per_call=10)
+    ((ex, target),) = _executors(erp_url, 1, per_call=10)
     assert ex.run([first], "b1").done == [first["key"]]
     calls_before = len(target.calls)
     out = ex.run([again], "b2")
     assert out.failed == {} and out.done == [] and len(target.calls) == calls_before  # nothing acted
-    assert out.refused == {again["key"]: {"code": "already_paid",
-                                          "reason": f"invoice {first['invoice_id']} is already paid "
-                                                    f"(schedule_payment:{first['key']})"}}
+    assert out.refused == {
+        again["key"]: {
+            "code": "already_paid",
+            "reason": f"invoice {first['invoice_id']} is already paid (schedule_payment:{first['key']})",
+        }
+    }
     log = SagaLog(erp_url).load([again["key"]])[again["key"]]
     assert (log["status"], log["failed_step"]) == ("refused", "already_paid")
     # The batch's replay reads the settled refusal back from the log, the same way.
@@ -209,19 +243,44 @@ def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(er
 
     decision = {"key": again["key"], "route": "act", "entity_key": "V-FAULT:INV-00000"}
     states = outcomes([decision], out)
-    assert states == [{"key": again["key"], "status": "done",
-                       "reason": f"refused at execution (already_paid): {out.refused[again['key']]['reason']}",
-                       "outcome": {"decision": REFUSAL_DECISIONS["already_paid"], "refusal": "already_paid"}}]
+    assert states == [
+        {
+            "key": again["key"],
+            "status": "done",
+            "reason": f"refused at execution (already_paid): {out.refused[again['key']]['reason']}",
+            "outcome": {"decision": REFUSAL_DECISIONS["already_paid"], "refusal": "already_paid"},
+        }
+    ]
     assert states[0]["outcome"]["decision"] == "reject"
-    decision.update(event={}, context_hash="h", context_used={}, model="local", model_version="1",
-                    prompt_version="p", decision_type="t", route_reason="r", latency_s=0, input_tokens=0,
-                    output_tokens=0, cost_usd=0, cache_hit=False, decision="approve", probabilities={},
-                    confidence=0.9, confidence_breakdown=[], calibrator_version="c",
-                    guardrails={"blocked_by": [], "flagged_by": []},
-                    final_decision="approve", reason="approve", facts={}, invoice={"line_items": []})
+    decision.update(
+        event={},
+        context_hash="h",
+        context_used={},
+        model="local",
+        model_version="1",
+        prompt_version="p",
+        decision_type="t",
+        route_reason="r",
+        latency_s=0,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=0,
+        cache_hit=False,
+        decision="approve",
+        probabilities={},
+        confidence=0.9,
+        confidence_breakdown=[],
+        calibrator_version="c",
+        guardrails={"blocked_by": [], "flagged_by": []},
+        final_decision="approve",
+        reason="approve",
+        facts={},
+        invoice={"line_items": []},
+    )
     outcome = [e for e in audit_entries([decision], out, states, "b2") if e.kind == "outcome"]
     assert [(e.subject, e.record["status"], e.record["decision"], e.record["refusal"]) for e in outcome] == [
-        (again["key"], "done", "reject", "already_paid")]
+        (again["key"], "done", "reject", "already_paid")
+    ]
     assert DeadLetters(erp_url).list(status=None) == []
 
 
@@ -229,7 +288,7 @@ def test_partial_rollback_undoes_the_step_and_what_depends_on_it_verified(erp_ur
     from resources.outbox import NotificationOutbox, correction_key
 
     items = worker.saga_items(3)
-    (ex, _), = _executors(erp_url, 1, per_call=10)
+    ((ex, _),) = _executors(erp_url, 1, per_call=10)
     outbox = NotificationOutbox(url=erp_url)
     ex.run(items[:2], "r")
     sent = outbox.dispatch()  # the relay sends both notices
@@ -245,14 +304,20 @@ def test_partial_rollback_undoes_the_step_and_what_depends_on_it_verified(erp_ur
     notice, correction = outbox.messages_about(items[0]["invoice_id"])
     assert (notice["idempotency_key"], notice["status"]) == (f"notify_vendor:{k}", "retracted")
     assert (correction["idempotency_key"], correction["kind"], correction["status"], correction["corrects"]) == (
-        correction_key(f"notify_vendor:{k}"), "correction", "queued", f"notify_vendor:{k}")
+        correction_key(f"notify_vendor:{k}"),
+        "correction",
+        "queued",
+        f"notify_vendor:{k}",
+    )
     out = ex.rollback(k, ["post_ledger_entry"])
     assert out.failed[k]["compensated"] == ["post_ledger_entry"]
     log = SagaLog(erp_url).load([k])[k]
     assert log["status"] == "compensated" and set(s for s, _ in log["steps"].values()) == {"compensated"}
     # A notice still queued is cancelled: it never leaves, and no correction is needed.
     assert ex.rollback(q).failed[q]["compensated"] == ["notify_vendor", "schedule_payment", "post_ledger_entry"]
-    assert [(m["kind"], m["status"]) for m in outbox.messages_about(items[2]["invoice_id"])] == [("notice", "cancelled")]
+    assert [(m["kind"], m["status"]) for m in outbox.messages_about(items[2]["invoice_id"])] == [
+        ("notice", "cancelled")
+    ]
     assert [m["idempotency_key"] for m in outbox.dispatch()] == [correction_key(f"notify_vendor:{k}")]
 
 
@@ -267,7 +332,8 @@ def test_preview_executes_nothing_and_shows_the_plans(world):
 
     dg.materialize(context_assets, instance=world.instance, resources=world.resources)
     result = world.defs.resolve_job_def("invoice_batch_job").execute_in_process(
-        partition_key=key, instance=world.instance, tags={PREVIEW_TAG: "true"})
+        partition_key=key, instance=world.instance, tags={PREVIEW_TAG: "true"}
+    )
     assert result.success
     meta = result.asset_materializations_for_node("invoice_actions")[0].metadata
     assert meta["preview"].value is True and meta["planned_payments"].value > 100
@@ -279,7 +345,13 @@ def test_preview_executes_nothing_and_shows_the_plans(world):
         assert conn.execute(sa.select(sa.func.count()).select_from(payments)).scalar_one() == 0
     assert SagaLog(world.resources["bosun_db"].resolved_url).counts() == {}
     # The events wait for the real run: none reached a terminal state.
-    assert set(world.resources["bosun_db"].inbox().counts()["by_status"]) <= {"received", "rejected", "duplicate", "debounced", "stale"}
+    assert set(world.resources["bosun_db"].inbox().counts()["by_status"]) <= {
+        "received",
+        "rejected",
+        "duplicate",
+        "debounced",
+        "stale",
+    }
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
@@ -307,11 +379,13 @@ def test_an_approval_gated_plan_executes_only_after_approval_once(world, monkeyp
     assert [r["record"]["approved_by"] for r in approvals] == ["alice"]
     assert main(["review", "approve", str(item["id"]), "--by", "bob"]) == 3  # refused: it acts on nothing
     with erp.engine.connect() as conn:
-        n = conn.execute(sa.select(sa.func.count()).select_from(payments)
-                         .where(payments.c.idempotency_key == pay_key)).scalar_one()
+        n = conn.execute(
+            sa.select(sa.func.count()).select_from(payments).where(payments.c.idempotency_key == pay_key)
+        ).scalar_one()
     assert n == 1 and SagaLog(db.resolved_url).load([saga_id])[saga_id]["approved_by"] == "alice"
-    state = [e for e in db.inbox().events_between(1, 10_000, ["invoice.received"], statuses=("done",))
-             if e.key == saga_id]
+    state = [
+        e for e in db.inbox().events_between(1, 10_000, ["invoice.received"], statuses=("done",)) if e.key == saga_id
+    ]
     assert state
 
 
@@ -366,8 +440,10 @@ def test_bosun_saga_recover_finishes_what_a_dead_run_started(world, capsys):
     log, running, _ = _crash_one_batch(world)
     assert main(["saga", "recover"]) == 0
     _assert_paid_once(world, log, running)
-    done = {e.key for e in world.resources["bosun_db"].inbox().events_between(1, 10_000, ["invoice.received"],
-                                                                               statuses=("done",))}
+    done = {
+        e.key
+        for e in world.resources["bosun_db"].inbox().events_between(1, 10_000, ["invoice.received"], statuses=("done",))
+    }
     assert {r["saga_id"] for r in running} <= done
 
 
@@ -390,16 +466,20 @@ def test_a_write_that_lands_after_the_saga_gave_up_stays_undone(erp_url):
     including the timed-out step, whose key the cancel consumed at the target."""
     import time
 
+    from assets.invoices.payment_saga import payment_executor, payment_plan
     from orchestration.actions import RetryPolicy
     from resources.fault_injection import FaultPlan, FaultyTarget
     from resources.outbox import NotificationOutbox
-    from assets.invoices.payment_saga import payment_executor, payment_plan
 
     items = worker.saga_items(3)
     plan = FaultPlan(late={("schedule_payments", f"schedule_payment:{it['key']}"): 99 for it in items}, hang_s=0.4)
     target = FaultyTarget(ERPResource(url=erp_url), plan, worker.ERP_METHODS)
-    steps = payment_plan(target, NotificationOutbox(url=erp_url), timeout_s=0.1,
-                         retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002))
+    steps = payment_plan(
+        target,
+        NotificationOutbox(url=erp_url),
+        timeout_s=0.1,
+        retry=RetryPolicy(attempts=2, initial_s=0.001, max_s=0.002),
+    )
     out = payment_executor(target, erp_url, "late", rate=0, limit=None, plan=steps).run(items, "late")
     assert sorted(out.failed) == [it["key"] for it in items]
     deadline = time.monotonic() + 10
@@ -421,7 +501,10 @@ def test_the_erp_rate_limit_is_declared_by_the_actions_from_the_environment(erp_
     monkeypatch.setenv("BOSUN_OUTBOX_RATE_LIMIT", "5")
     ex = payment_executor(ERPResource(url=erp_url), erp_url, "env")
     assert {n: (s.action.target, s.action.rate_limit) for n, s in ex.plan.steps.items()} == {
-        "post_ledger_entry": ("erp", 40.0), "schedule_payment": ("erp", 40.0), "notify_vendor": ("outbox", 5.0)}
+        "post_ledger_entry": ("erp", 40.0),
+        "schedule_payment": ("erp", 40.0),
+        "notify_vendor": ("outbox", 5.0),
+    }
     assert ex.limiters["erp"].interval == pytest.approx(1 / (40 * 0.95))
     assert ex.limiters["outbox"].interval == pytest.approx(1 / (5 * 0.95))
     monkeypatch.delenv("BOSUN_ERP_RATE_LIMIT")

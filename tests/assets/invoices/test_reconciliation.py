@@ -12,27 +12,43 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def _row(key, invoice, amount, at, status, stamp):
-    return {"idempotency_key": key, "invoice_id": invoice, "vendor_id": "V1", "po_number": "PO-1",
-            "amount": amount, "currency": "EUR", "status": status, stamp: at}
+    return {
+        "idempotency_key": key,
+        "invoice_id": invoice,
+        "vendor_id": "V1",
+        "po_number": "PO-1",
+        "amount": amount,
+        "currency": "EUR",
+        "status": status,
+        stamp: at,
+    }
 
 
 def test_a_day_with_a_ledger_entry_but_no_payment_fails_its_check(tmp_path):
     erp = ERPResource(url=f"sqlite:///{tmp_path / 'erp.db'}")
     day = datetime(2026, 11, 9, 23, 30, tzinfo=BERLIN)  # late evening in Berlin, still the 9th
     with erp.engine.begin() as conn:
-        conn.execute(ledger_entries.insert(), [
-            _row("l1", "INV-1", "100.00", day, "posted", "posted_at"),
-            _row("l2", "INV-2", "50.00", day, "posted", "posted_at"),
-            _row("l3", "INV-3", "70.00", day + timedelta(hours=1), "posted", "posted_at")])  # the 10th
-        conn.execute(payments.insert(), [_row("p1", "INV-1", "100.00", day.astimezone(timezone.utc), "scheduled",
-                                              "scheduled_at")])
+        conn.execute(
+            ledger_entries.insert(),
+            [
+                _row("l1", "INV-1", "100.00", day, "posted", "posted_at"),
+                _row("l2", "INV-2", "50.00", day, "posted", "posted_at"),
+                _row("l3", "INV-3", "70.00", day + timedelta(hours=1), "posted", "posted_at"),
+            ],
+        )  # the 10th
+        conn.execute(
+            payments.insert(),
+            [_row("p1", "INV-1", "100.00", day.astimezone(timezone.utc), "scheduled", "scheduled_at")],
+        )
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = dg.materialize([payment_reconciliation], partition_key="2026-11-09", instance=instance,
-                                resources={"erp": erp})
+        result = dg.materialize(
+            [payment_reconciliation], partition_key="2026-11-09", instance=instance, resources={"erp": erp}
+        )
         (check,) = result.get_asset_check_evaluations()
         assert check.partition == "2026-11-09" and not check.passed
         assert check.metadata["mismatches"].value == 1
         assert check.metadata["examples"].value == [{"invoice_id": "INV-2", "ledger": "50.00", "payments": "None"}]
-        nextday = dg.materialize([payment_reconciliation], partition_key="2026-11-10", instance=instance,
-                                 resources={"erp": erp})
+        nextday = dg.materialize(
+            [payment_reconciliation], partition_key="2026-11-10", instance=instance, resources={"erp": erp}
+        )
         assert nextday.get_asset_check_evaluations()[0].metadata["mismatches"].value == 1  # INV-3

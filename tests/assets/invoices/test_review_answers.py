@@ -8,8 +8,8 @@ import threading
 import httpx
 import pytest
 import sqlalchemy as sa
-
 from bosun_testing import BosunServer
+
 from orchestration.reviews import ReviewError, ReviewService
 from orchestration.saga_log import SagaLog
 from resources.erp import ERPResource, payments
@@ -22,14 +22,18 @@ def _service(world, holder="test"):
 
 
 def _escalations(world, proposed):
-    return [it for it in world.resources["bosun_db"].review_queue().pending(1000)
-            if not it["proposal"].get("kind") and it["proposal"]["decision"] == proposed]
+    return [
+        it
+        for it in world.resources["bosun_db"].review_queue().pending(1000)
+        if not it["proposal"].get("kind") and it["proposal"]["decision"] == proposed
+    ]
 
 
 def _payments_with_key(world, key) -> int:
     with world.resources["erp"].engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(payments)
-                            .where(payments.c.idempotency_key == key)).scalar_one()
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(payments).where(payments.c.idempotency_key == key)
+        ).scalar_one()
 
 
 def _event(world, key) -> dict:
@@ -55,12 +59,16 @@ def test_an_approved_escalated_payment_is_paid_once_with_the_reviewer_recorded(w
     assert event["batch_id"] == item["batch_id"]
     fb = [f for f in db.feedback().list("invoices") if f["subject"] == key]
     assert [(f["kind"], f["label"], f["decided"], f["reviewer"], f["review_id"]) for f in fb] == [
-        ("approve", "approve", "approve", "alice", item["id"])]
+        ("approve", "approve", "approve", "alice", item["id"])
+    ]
     chain = db.audit().records_for(key)
     reviews = [r["record"] for r in chain if r["kind"] == "review"]
     assert [(r["by"], r["answer"], r["via"]) for r in reviews] == [("alice", "approved", "cli")]
     assert {r["record"]["step"] for r in chain if r["kind"] == "action" and r["record"].get("review_id")} == {
-        "post_ledger_entry", "schedule_payment", "notify_vendor"}
+        "post_ledger_entry",
+        "schedule_payment",
+        "notify_vendor",
+    }
     after = db.inbox().counts()["by_status"]
     assert after["escalated"] == before["escalated"] - 1 and after["done"] == before["done"] + 1
 
@@ -133,20 +141,29 @@ def test_a_rejection_acts_on_nothing_and_a_correction_is_feedback_only(world, mo
     assert unsaid.value.code == "invalid" and "label" in unsaid.value.message
     svc.reject(held["id"], "bob", "looks fine", label="hold")
     fb = {(f["subject"], f["kind"], f["label"], f["decided"]) for f in db.feedback().list("invoices")}
-    assert {(saga_id, "reject", "reject", "approve"), (key, "reject", "reject", "approve"),
-            (held["idempotency_key"], "reject", "hold", "reject")} <= fb
+    assert {
+        (saga_id, "reject", "reject", "approve"),
+        (key, "reject", "reject", "approve"),
+        (held["idempotency_key"], "reject", "hold", "reject"),
+    } <= fb
 
     # A past decision that never reached the queue: paid, and it should not have been.
-    paid = next(e for e in db.inbox().events_between(1, 10_000, ["invoice.received"], statuses=("done",))
-                if (_event(world, e.key)["outcome"] or {}).get("payment_key"))
+    paid = next(
+        e
+        for e in db.inbox().events_between(1, 10_000, ["invoice.received"], statuses=("done",))
+        if (_event(world, e.key)["outcome"] or {}).get("payment_key")
+    )
     state = _event(world, paid.key)
     out = svc.correct(paid.envelope.id, "reject", "carol", note="vendor sent a credit note")
     assert (out["event"], out["decided"], out["label"]) == (paid.key, "approve", "reject")
     assert _event(world, paid.key)["status"] == state["status"] == "done"
     assert db.feedback().labels("invoices")[paid.key] == "reject"
     assert [r["record"]["answer"] for r in db.audit().records_for(paid.key) if r["kind"] == "review"] == ["corrected"]
-    for target, label, code in [(paid.key, "maybe", "invalid"), ("portal:nope", "reject", "not_found"),
-                                (999_999, "reject", "not_found")]:
+    for target, label, code in [
+        (paid.key, "maybe", "invalid"),
+        ("portal:nope", "reject", "not_found"),
+        (999_999, "reject", "not_found"),
+    ]:
         with pytest.raises(ReviewError) as bad:
             svc.correct(target, label, "carol")
         assert bad.value.code == code
@@ -191,8 +208,12 @@ def test_http_answers_record_the_key_name_and_pay_once(world, tmp_path):
         again = call("POST", f"/{item['id']}/approve", lead)
         assert again.status_code == 409 and "already approved by ap-lead" in again.json()["detail"]
         source, event_id = key.split(":", 1)
-        fixed = httpx.post(f"{srv.url}/v1/events/{source}/{event_id}/corrections", json={"label": "hold"},
-                           headers={"Authorization": f"Bearer {lead}"}, timeout=30)
+        fixed = httpx.post(
+            f"{srv.url}/v1/events/{source}/{event_id}/corrections",
+            json={"label": "hold"},
+            headers={"Authorization": f"Bearer {lead}"},
+            timeout=30,
+        )
         assert fixed.status_code == 201 and fixed.json()["decided"] == "approve"
         decided = call("GET", "?status=approved", reader).json()["items"]
         assert [(it["id"], it["answer"]["by"]) for it in decided] == [(item["id"], "ap-lead")]
@@ -201,7 +222,9 @@ def test_http_answers_record_the_key_name_and_pay_once(world, tmp_path):
     assert _payments_with_key(world, f"schedule_payment:{key}") == 1
     assert SagaLog(db.resolved_url).load([key])[key]["approved_by"] == "ap-lead"
     assert [(f["kind"], f["reviewer"]) for f in db.feedback().list("invoices") if f["subject"] == key] == [
-        ("approve", "ap-lead"), ("correct", "ap-lead")]
+        ("approve", "ap-lead"),
+        ("correct", "ap-lead"),
+    ]
     reviews = [r["record"] for r in db.audit().records_for(key) if r["kind"] == "review"]
     assert {r["via"] for r in reviews} == {f"api:{lead_key.key_id}"}
     assert not any(lead.split("_", 2)[2] in str(r) for r in reviews)  # the secret is never recorded

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from bosun_testing import BosunServer, service_unavailable
+
 from resources.erp import payments
 
 TIMEOUT_S = 30
@@ -30,13 +30,24 @@ def _chromium(stack: ExitStack, profile: Path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not (browser and driver_path):
-        service_unavailable("Chromium and chromedriver (apt-get install chromium chromium-driver)",
-                            FileNotFoundError(browser and "chromedriver" or "chromium"))
+        service_unavailable(
+            "Chromium and chromedriver (apt-get install chromium chromium-driver)",
+            FileNotFoundError(browser and "chromedriver" or "chromium"),
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", f"--user-data-dir={profile}",
-                 "--window-size=1280,2400"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,2400",
+    ):
         options.add_argument(flag)
     # The Debian driver, named: Selenium then looks nothing up on the network.
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -73,16 +84,22 @@ def _save_full_page(driver, path: Path) -> None:
     import base64
 
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1},
+        },
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def _payments_with_key(world, key) -> int:
     with world.resources["erp"].engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(payments)
-                            .where(payments.c.idempotency_key == key)).scalar_one()
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(payments).where(payments.c.idempotency_key == key)
+        ).scalar_one()
 
 
 def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_once(make_small_world, tmp_path):
@@ -99,8 +116,11 @@ def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_
         srv = BosunServer(env, tmp_path / "serve.log")
         stack.callback(srv.stop)
         assert not world.run_pending().failed
-        item = next(it for it in db.review_queue().pending(1000)
-                    if not it["proposal"].get("kind") and it["proposal"]["decision"] == "approve")
+        item = next(
+            it
+            for it in db.review_queue().pending(1000)
+            if not it["proposal"].get("kind") and it["proposal"]["decision"] == "approve"
+        )
         key, pay_key = item["idempotency_key"], f"schedule_payment:{item['idempotency_key']}"
         assert _payments_with_key(world, pay_key) == 0
         keys = ApiKeys(db.resolved_url)
@@ -127,20 +147,28 @@ def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_
 
         # Its whole decision record, and the plan an approval executes.
         page = _text(first)
-        for section in ("The event", "Context used", "The proposal", "Guardrail verdicts", "What approving executes",
-                        "Your answer"):
+        for section in (
+            "The event",
+            "Context used",
+            "The proposal",
+            "Guardrail verdicts",
+            "What approving executes",
+            "Your answer",
+        ):
             assert first.find_element(By.XPATH, f"//h2[normalize-space()='{section}']"), section
         assert key.split(":", 1)[1] in page and item["reason"] in page
         record = next(r["record"] for r in db.audit().records_for(key) if r["kind"] == "decision")
         for source in record["context_used"]["sources"]:  # each source with its age
-            assert first.find_element(By.XPATH, f"//table[caption[starts-with(., 'Sources')]]//td[normalize-space()="
-                                                f"'{source}']")
+            assert first.find_element(
+                By.XPATH, f"//table[caption[starts-with(., 'Sources')]]//td[normalize-space()='{source}']"
+            )
         for factor in record["confidence_breakdown"]:
             assert factor["name"] in page
         for guardrail in record["guardrails"]["flagged_by"] + record["guardrails"]["blocked_by"]:
             assert guardrail in page
-        steps = [td.text for td in first.find_elements(
-            By.XPATH, "//section[@aria-labelledby='plan-h']//tbody/tr/td[1]")]
+        steps = [
+            td.text for td in first.find_elements(By.XPATH, "//section[@aria-labelledby='plan-h']//tbody/tr/td[1]")
+        ]
         assert steps == ["post_ledger_entry", "schedule_payment", "notify_vendor"]
         assert pay_key in page and f"Saga {key}: not planned yet" in page
         if os.environ.get("BOSUN_CONSOLE_SCREENSHOT"):

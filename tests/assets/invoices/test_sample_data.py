@@ -52,8 +52,13 @@ def test_written_files_are_byte_identical_and_overwritten(tmp_path):
     start = sample_data.sample_start(400)
     a = sample_data.write_sample_data(tmp_path / "a", n_invoices=400, seed=5, start=start)
     b = sample_data.write_sample_data(tmp_path / "b", n_invoices=400, seed=5, start=start)
-    files = ["erp.json", "invoices.jsonl", "labels.jsonl",
-             *(f"policies/{p.name}" for p in sorted(a["policies"].glob("*.md")))]
+    assert set(b) == set(a)
+    files = [
+        "erp.json",
+        "invoices.jsonl",
+        "labels.jsonl",
+        *(f"policies/{p.name}" for p in sorted(a["policies"].glob("*.md"))),
+    ]
     assert len(files) >= 7
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -77,7 +82,9 @@ def test_every_event_validates(data):
     payloads.register(registry)
     for raw in data.events:
         env = parse_envelope(raw, registry)
-        assert env.source == "erp-mailroom" and env.type == "invoice.received" and env.schema_version == 2  # v1 as sent, upcast
+        assert (
+            env.source == "erp-mailroom" and env.type == "invoice.received" and env.schema_version == 2
+        )  # v1 as sent, upcast
         assert env.entity_key == f"{raw['payload']['vendor_id']}:{raw['payload']['invoice_id']}"
 
 
@@ -98,14 +105,28 @@ def test_amounts_are_exact_line_item_sums(data):
 def test_every_label_rule_occurs_at_roughly_its_rate(data):
     assert len(data.labels) == N
     rates = {r: n / N for r, n in Counter(v["reason"] for v in data.labels.values()).items()}
-    expected = {"unknown_vendor": 0.04, "inactive_vendor": 0.045, "duplicate_invoice": 0.04, "po_closed": 0.02,
-                "currency_mismatch": 0.04, "amount_over_po": 0.06, "prompt_injection": 0.03}
+    expected = {
+        "unknown_vendor": 0.04,
+        "inactive_vendor": 0.045,
+        "duplicate_invoice": 0.04,
+        "po_closed": 0.02,
+        "currency_mismatch": 0.04,
+        "amount_over_po": 0.06,
+        "prompt_injection": 0.03,
+    }
     for reason, rate in expected.items():
         assert rate * 0.4 <= rates.get(reason, 0) <= rate * 1.8, (reason, rates)
     assert 0.65 <= rates["ok"] <= 0.85
-    decision = {"unknown_vendor": "reject", "inactive_vendor": "reject", "duplicate_invoice": "reject",
-                "po_closed": "hold", "currency_mismatch": "hold", "amount_over_po": "hold",
-                "prompt_injection": "hold", "ok": "approve"}
+    decision = {
+        "unknown_vendor": "reject",
+        "inactive_vendor": "reject",
+        "duplicate_invoice": "reject",
+        "po_closed": "hold",
+        "currency_mismatch": "hold",
+        "amount_over_po": "hold",
+        "prompt_injection": "hold",
+        "ok": "approve",
+    }
     assert all(v["label"] == decision[v["reason"]] for v in data.labels.values())
 
 
@@ -134,8 +155,11 @@ def test_ground_truth_is_consistent_with_the_erp(data):
 def test_one_purchase_order_per_new_invoice(data):
     numbers = [p["po_number"] for p in data.purchase_orders]
     assert len(numbers) == len(set(numbers))
-    new_invoices = {e["payload"]["invoice_id"] for e in _distinct(data.events)
-                    if data.labels[e["id"]]["reason"] not in ("unknown_vendor", "duplicate_invoice")}
+    new_invoices = {
+        e["payload"]["invoice_id"]
+        for e in _distinct(data.events)
+        if data.labels[e["id"]]["reason"] not in ("unknown_vendor", "duplicate_invoice")
+    }
     assert len(new_invoices) == len(numbers)
 
 
@@ -212,7 +236,9 @@ def test_memos_trip_the_input_guards_only_where_labelled(data):
         pii += bool(guarded.pii_found)
         # Personal data is exactly where the generator put some: order and delivery-note
         # numbers in benign memos stay readable, every phone, card, IBAN and email is found.
-        planted = any(cue in e["payload"]["memo"] for cue in ("Questions to ", "Call ", "Please pay to ", "Card on file "))
+        planted = any(
+            cue in e["payload"]["memo"] for cue in ("Questions to ", "Call ", "Please pay to ", "Card on file ")
+        )
         assert bool(guarded.pii_found) == planted or guarded.injection_suspected, e["payload"]["memo"]
     assert 0.02 <= pii / N <= 0.09
     memos = Counter(bool(e["payload"]["memo"]) for e in data.events)
@@ -223,8 +249,16 @@ def test_policy_documents_cover_the_rules(data):
     docs = data.policy_documents
     assert 4 <= len(docs) <= 6 and "approval-policy.md" in docs
     text = "\n".join(docs.values())
-    for phrase in ("2 %", "50,000", "second approver", "10,000", "Duplicate invoices are rejected",
-                   "currency", "Never follow instructions inside", "redacted"):
+    for phrase in (
+        "2 %",
+        "50,000",
+        "second approver",
+        "10,000",
+        "Duplicate invoices are rejected",
+        "currency",
+        "Never follow instructions inside",
+        "redacted",
+    ):
         assert phrase in text, phrase
     assert all(d.count("\n## ") >= 2 and len(d.split("\n\n")) >= 6 for d in docs.values())
 

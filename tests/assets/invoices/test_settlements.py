@@ -25,15 +25,29 @@ def erp(request, tmp_path):
 
 
 def _payment(key, amount="100.00", due=DUE, status="scheduled"):
-    return {"idempotency_key": key, "invoice_id": f"INV-{key}", "vendor_id": "V1", "po_number": "PO-1",
-            "amount": amount, "currency": "EUR", "due_on": due, "status": status, "scheduled_at": SCHEDULED}
+    return {
+        "idempotency_key": key,
+        "invoice_id": f"INV-{key}",
+        "vendor_id": "V1",
+        "po_number": "PO-1",
+        "amount": amount,
+        "currency": "EUR",
+        "due_on": due,
+        "status": status,
+        "scheduled_at": SCHEDULED,
+    }
 
 
 def _materialize(erp, tmp_path, day, as_of):
     (tmp_path / "dg").mkdir(exist_ok=True)
     with dg.instance_for_test(temp_dir=str(tmp_path / "dg")) as instance:
-        result = dg.materialize([payment_settlements], partition_key=day, instance=instance, resources={"erp": erp},
-                                run_config={"ops": {"payment_settlements": {"config": {"as_of": as_of}}}})
+        result = dg.materialize(
+            [payment_settlements],
+            partition_key=day,
+            instance=instance,
+            resources={"erp": erp},
+            run_config={"ops": {"payment_settlements": {"config": {"as_of": as_of}}}},
+        )
         (check,) = result.get_asset_check_evaluations()
         return check
 
@@ -41,26 +55,79 @@ def _materialize(erp, tmp_path, day, as_of):
 def test_payments_due_on_a_day_fail_the_check_unless_settled_in_time(erp, tmp_path):
     end_of_due_day = datetime(2026, 11, 20, 23, 59, tzinfo=BERLIN)
     with erp.engine.begin() as conn:
-        conn.execute(payments.insert(), [
-            _payment("on-time"), _payment("late"), _payment("failed"), _payment("returned"), _payment("silent"),
-            _payment("short"), _payment("cancelled", status="cancelled"), _payment("next-monday", due=date(2026, 11, 23))])
-    erp.record_settlements([
-        {"payment_key": "on-time", "status": "settled", "amount": "100.00", "currency": "EUR",
-         "settled_at": end_of_due_day},  # 23:59 Berlin is still the due day (22:59 UTC)
-        {"payment_key": "late", "status": "settled", "amount": "100.00", "currency": "EUR",
-         "settled_at": end_of_due_day + timedelta(minutes=2)},
-        {"payment_key": "failed", "status": "failed", "amount": "100.00", "currency": "EUR",
-         "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN), "reason": "account closed"},
-        {"payment_key": "returned", "status": "settled", "amount": "100.00", "currency": "EUR",
-         "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN)},
-        {"payment_key": "returned", "status": "returned", "amount": "100.00", "currency": "EUR",
-         "settled_at": datetime(2026, 11, 22, 10, tzinfo=BERLIN), "reason": "beneficiary unknown"},
-        {"payment_key": "short", "status": "settled", "amount": "90.00", "currency": "EUR",
-         "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN)},
-    ])
+        conn.execute(
+            payments.insert(),
+            [
+                _payment("on-time"),
+                _payment("late"),
+                _payment("failed"),
+                _payment("returned"),
+                _payment("silent"),
+                _payment("short"),
+                _payment("cancelled", status="cancelled"),
+                _payment("next-monday", due=date(2026, 11, 23)),
+            ],
+        )
+    erp.record_settlements(
+        [
+            {
+                "payment_key": "on-time",
+                "status": "settled",
+                "amount": "100.00",
+                "currency": "EUR",
+                "settled_at": end_of_due_day,
+            },  # 23:59 Berlin is still the due day (22:59 UTC)
+            {
+                "payment_key": "late",
+                "status": "settled",
+                "amount": "100.00",
+                "currency": "EUR",
+                "settled_at": end_of_due_day + timedelta(minutes=2),
+            },
+            {
+                "payment_key": "failed",
+                "status": "failed",
+                "amount": "100.00",
+                "currency": "EUR",
+                "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN),
+                "reason": "account closed",
+            },
+            {
+                "payment_key": "returned",
+                "status": "settled",
+                "amount": "100.00",
+                "currency": "EUR",
+                "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN),
+            },
+            {
+                "payment_key": "returned",
+                "status": "returned",
+                "amount": "100.00",
+                "currency": "EUR",
+                "settled_at": datetime(2026, 11, 22, 10, tzinfo=BERLIN),
+                "reason": "beneficiary unknown",
+            },
+            {
+                "payment_key": "short",
+                "status": "settled",
+                "amount": "90.00",
+                "currency": "EUR",
+                "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN),
+            },
+        ]
+    )
     # The bank re-sends a report: the feed keeps it once.
-    erp.record_settlements([{"payment_key": "failed", "status": "failed", "amount": "100.00", "currency": "EUR",
-                             "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN)}])
+    erp.record_settlements(
+        [
+            {
+                "payment_key": "failed",
+                "status": "failed",
+                "amount": "100.00",
+                "currency": "EUR",
+                "settled_at": datetime(2026, 11, 19, 10, tzinfo=BERLIN),
+            }
+        ]
+    )
 
     # Evaluated at noon on the due day: nothing is overdue yet (the 23:59 settlement is not
     # reported yet either), but a failure or a wrong amount is already final.
@@ -74,8 +141,12 @@ def test_payments_due_on_a_day_fail_the_check_unless_settled_in_time(erp, tmp_pa
     check = _materialize(erp, tmp_path, "2026-11-20", "2026-11-23T09:00:00+01:00")
     assert not check.passed and check.partition == "2026-11-20"
     assert check.metadata["failing_payment_keys"].value == {
-        "overdue_unsettled": ["silent"], "failed": ["failed"], "returned": ["returned"], "settled_late": ["late"],
-        "amount_mismatch": ["short"]}
+        "overdue_unsettled": ["silent"],
+        "failed": ["failed"],
+        "returned": ["returned"],
+        "settled_late": ["late"],
+        "amount_mismatch": ["short"],
+    }
     assert check.metadata["payments_due"].value == 6  # the cancelled one is not owed, Monday's is another day
     assert check.metadata["settled_on_time"].value == 1
     assert "5 of 6 payments due 2026-11-20" in check.description
@@ -99,8 +170,10 @@ def test_the_seeded_bank_settles_most_payments_and_is_repeatable(tmp_path):
     again = simulate_settlements(erp, seed=5, as_of=as_of)
     assert again["fates"] == first["fates"]
     with erp.engine.connect() as conn:
-        from resources.erp import settlements
         import sqlalchemy as sa
+
+        from resources.erp import settlements
+
         assert conn.execute(sa.select(sa.func.count()).select_from(settlements)).scalar_one() == first["reports"]
     result = evaluate(erp, datetime(2026, 11, 20, tzinfo=BERLIN), datetime(2026, 12, 1, tzinfo=BERLIN), as_of)
     counts = {v: len(rows) for v, rows in result["by_verdict"].items()}

@@ -41,7 +41,8 @@ def tables() -> sa.MetaData:
     md = sa.MetaData()
     # orchestration/db.py
     sa.Table(
-        "bosun_inbox", md,
+        "bosun_inbox",
+        md,
         sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
         sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
         sa.Column("source", sa.String(200)),
@@ -63,7 +64,8 @@ def tables() -> sa.MetaData:
         sa.Index("ix_bosun_inbox_type_seq", "type", "seq"),
     )
     sa.Table(
-        "bosun_dead_letters", md,
+        "bosun_dead_letters",
+        md,
         sa.Column("id", SeqType, primary_key=True, autoincrement=True),
         sa.Column("event_key", sa.String(450), nullable=False, unique=True),
         sa.Column("current_key", sa.String(450), nullable=False),
@@ -80,26 +82,30 @@ def tables() -> sa.MetaData:
         sa.Column("updated_at", UtcDateTime),
     )
     sa.Table(
-        "bosun_content_seen", md,
+        "bosun_content_seen",
+        md,
         sa.Column("type", sa.String(200), primary_key=True),
         sa.Column("content_hash", sa.String(64), primary_key=True),
         sa.Column("first_key", sa.String(450), primary_key=True),  # each event kept with this content
         sa.Column("first_occurred_at", UtcDateTime, nullable=False),
     )
     sa.Table(
-        "bosun_triage_passed", md,
+        "bosun_triage_passed",
+        md,
         sa.Column("idempotency_key", sa.String(450), primary_key=True),
         sa.Column("batch_id", sa.String(64)),
     )
     sa.Table(
-        "bosun_entity_clock", md,
+        "bosun_entity_clock",
+        md,
         sa.Column("type", sa.String(200), primary_key=True),
         sa.Column("entity_key", sa.String(200), primary_key=True),
         sa.Column("last_occurred_at", UtcDateTime, nullable=False),
         sa.Column("last_key", sa.String(450), nullable=False),
     )
     sa.Table(
-        "bosun_stale_events", md,
+        "bosun_stale_events",
+        md,
         sa.Column("idempotency_key", sa.String(450), primary_key=True),
         sa.Column("type", sa.String(200)),
         sa.Column("entity_key", sa.String(200)),
@@ -111,12 +117,14 @@ def tables() -> sa.MetaData:
         sa.Column("recorded_at", UtcDateTime, nullable=False),
     )
     sa.Table(
-        "bosun_triage_lock", md,
+        "bosun_triage_lock",
+        md,
         sa.Column("name", sa.String(100), primary_key=True),
         sa.Column("n", sa.BigInteger, nullable=False),
     )
     sa.Table(
-        "bosun_api_keys", md,
+        "bosun_api_keys",
+        md,
         sa.Column("key_id", sa.String(32), primary_key=True),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("secret_sha256", sa.String(64), nullable=False),
@@ -127,7 +135,8 @@ def tables() -> sa.MetaData:
         sa.Column("revoked_at", UtcDateTime),
     )
     sa.Table(
-        "bosun_review_queue", md,
+        "bosun_review_queue",
+        md,
         sa.Column("id", SeqType, primary_key=True, autoincrement=True),
         sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
         sa.Column("workflow", sa.String(100), nullable=False),
@@ -140,7 +149,8 @@ def tables() -> sa.MetaData:
         sa.Column("created_at", UtcDateTime, nullable=False),
     )
     sa.Table(
-        "bosun_feedback", md,
+        "bosun_feedback",
+        md,
         sa.Column("id", SeqType, primary_key=True, autoincrement=True),
         sa.Column("workflow", sa.String(100), nullable=False),
         sa.Column("subject", sa.String(450), nullable=False, index=True),  # the event's idempotency key
@@ -153,7 +163,8 @@ def tables() -> sa.MetaData:
         sa.Column("created_at", UtcDateTime, nullable=False, index=True),
     )
     sa.Table(
-        "bosun_audit_log", md,
+        "bosun_audit_log",
+        md,
         sa.Column("seq", SeqType, primary_key=True, autoincrement=False),
         sa.Column("recorded_at", UtcDateTime, nullable=False),
         sa.Column("kind", sa.String(50), nullable=False),
@@ -164,13 +175,15 @@ def tables() -> sa.MetaData:
         sa.Column("hash", sa.String(64), nullable=False),
     )
     sa.Table(
-        "bosun_audit_head", md,
+        "bosun_audit_head",
+        md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )
     sa.Table(
-        "bosun_audit_checkpoints", md,
+        "bosun_audit_checkpoints",
+        md,
         sa.Column("id", SeqType, primary_key=True, autoincrement=True),
         sa.Column("first_seq", sa.BigInteger, nullable=False),
         sa.Column("last_seq", sa.BigInteger, nullable=False),  # the last pruned record
@@ -184,7 +197,8 @@ def tables() -> sa.MetaData:
     )
     # orchestration/llm_ledger.py
     sa.Table(
-        "bosun_llm_cache", md,
+        "bosun_llm_cache",
+        md,
         sa.Column("cache_key", sa.String(64), primary_key=True),
         sa.Column("workflow", sa.String(100), nullable=False),
         sa.Column("prompt_version", sa.String(64), nullable=False),
@@ -193,7 +207,8 @@ def tables() -> sa.MetaData:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     sa.Table(
-        "bosun_llm_spend", md,
+        "bosun_llm_spend",
+        md,
         sa.Column("workflow", sa.String(100), primary_key=True),
         sa.Column("day", sa.Date, primary_key=True),
         sa.Column("tokens", sa.BigInteger, nullable=False, server_default="0"),
@@ -202,7 +217,8 @@ def tables() -> sa.MetaData:
     )
     # orchestration/circuit_breaker.py
     sa.Table(
-        "bosun_circuit_breakers", md,
+        "bosun_circuit_breakers",
+        md,
         sa.Column("source", sa.String(200), primary_key=True),
         sa.Column("consecutive_failures", sa.Integer, nullable=False),
         sa.Column("open_until", UtcDateTime),
@@ -212,7 +228,8 @@ def tables() -> sa.MetaData:
     )
     # orchestration/metrics.py
     sa.Table(
-        "bosun_batch_metrics", md,
+        "bosun_batch_metrics",
+        md,
         sa.Column("run_id", sa.String(64), primary_key=True),
         sa.Column("workflow", sa.String(100), nullable=False, index=True),
         sa.Column("batch_id", sa.String(64), index=True),
@@ -230,7 +247,8 @@ def tables() -> sa.MetaData:
     )
     # orchestration/saga_log.py
     sa.Table(
-        "bosun_sagas", md,
+        "bosun_sagas",
+        md,
         sa.Column("saga_id", sa.String(450), primary_key=True),
         sa.Column("workflow", sa.String(100), nullable=False, index=True),
         sa.Column("batch_id", sa.String(64), index=True),
@@ -244,7 +262,8 @@ def tables() -> sa.MetaData:
         sa.Column("updated_at", UtcDateTime, nullable=False),
     )
     sa.Table(
-        "bosun_saga_steps", md,
+        "bosun_saga_steps",
+        md,
         sa.Column("saga_id", sa.String(450), primary_key=True),
         sa.Column("step", sa.String(100), primary_key=True),
         sa.Column("state", sa.String(20), nullable=False),
@@ -252,20 +271,23 @@ def tables() -> sa.MetaData:
         sa.Column("updated_at", UtcDateTime, nullable=False),
     )
     sa.Table(
-        "bosun_leases", md,
+        "bosun_leases",
+        md,
         sa.Column("entity_key", sa.String(450), primary_key=True),
         sa.Column("holder", sa.String(200), nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
     )
     sa.Table(
-        "bosun_rate_buckets", md,
+        "bosun_rate_buckets",
+        md,
         sa.Column("target", sa.String(200), primary_key=True),
         # The time at which the next call may start (a token bucket of depth `burst`
         # kept as its theoretical arrival time, GCRA).
         sa.Column("next_at", sa.Float, nullable=False),
     )
     sa.Table(
-        "bosun_target_calls", md,
+        "bosun_target_calls",
+        md,
         sa.Column("id", SeqType, primary_key=True, autoincrement=True),
         sa.Column("target", sa.String(200), nullable=False),
         sa.Column("at", sa.Float, nullable=False),
@@ -316,8 +338,10 @@ def _take_leases_per_workflow(bind: sa.Connection) -> list[dict]:
     if {c["name"] for c in inspector.get_columns("bosun_leases")} >= {"entity_key"}:
         return []
     old = sa.Table("bosun_leases", sa.MetaData(), autoload_with=bind)
-    rows = [{"entity_key": r["name"], "holder": r["holder"] or "", "expires_at": _epoch(r["expires_at"])}
-            for r in bind.execute(sa.select(old)).mappings()]
+    rows = [
+        {"entity_key": r["name"], "holder": r["holder"] or "", "expires_at": _epoch(r["expires_at"])}
+        for r in bind.execute(sa.select(old)).mappings()
+    ]
     op.drop_table("bosun_leases")
     return rows
 

@@ -27,7 +27,8 @@ def tables() -> sa.MetaData:
     """The schema at this revision (tests build a pre-migration database from it)."""
     md = sa.MetaData()
     sa.Table(
-        "erp_vendors", md,
+        "erp_vendors",
+        md,
         sa.Column("vendor_id", sa.String(100), primary_key=True),
         sa.Column("name", sa.String(300), nullable=False),
         sa.Column("country", sa.String(2)),
@@ -37,7 +38,8 @@ def tables() -> sa.MetaData:
         sa.Column("iban", sa.String(64)),
     )
     sa.Table(
-        "erp_purchase_orders", md,
+        "erp_purchase_orders",
+        md,
         sa.Column("po_number", sa.String(100), primary_key=True),
         sa.Column("vendor_id", sa.String(100), nullable=False, index=True),
         sa.Column("amount", Money, nullable=False),
@@ -46,7 +48,8 @@ def tables() -> sa.MetaData:
         sa.Column("opened_on", sa.Date),
     )
     sa.Table(
-        "erp_ledger_entries", md,
+        "erp_ledger_entries",
+        md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
         sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
@@ -60,7 +63,8 @@ def tables() -> sa.MetaData:
         sa.Column("reversed_at", sa.DateTime(timezone=True)),
     )
     sa.Table(
-        "erp_payments", md,
+        "erp_payments",
+        md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
         sa.Column("invoice_id", sa.String(100), nullable=False, index=True),
@@ -75,7 +79,8 @@ def tables() -> sa.MetaData:
         sa.Column("cancelled_at", sa.DateTime(timezone=True)),
     )
     sa.Table(
-        "erp_settlements", md,
+        "erp_settlements",
+        md,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("payment_key", sa.String(450), nullable=False, index=True),
         sa.Column("status", sa.String(20), nullable=False),  # settled | failed | returned

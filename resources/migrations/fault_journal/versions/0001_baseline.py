@@ -27,7 +27,8 @@ def tables() -> sa.MetaData:
     """The schema at this revision (tests build a pre-migration database from it)."""
     md = sa.MetaData()
     sa.Table(
-        "fault_target_journal", md,
+        "fault_target_journal",
+        md,
         sa.Column("id", SeqType, primary_key=True, autoincrement=True),
         sa.Column("holder", sa.String(200), nullable=False),
         sa.Column("method", sa.String(100), nullable=False),

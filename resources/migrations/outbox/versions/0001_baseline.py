@@ -28,7 +28,8 @@ def tables() -> sa.MetaData:
     """The schema at this revision (tests build a pre-migration database from it)."""
     md = sa.MetaData()
     sa.Table(
-        "notification_outbox", md,
+        "notification_outbox",
+        md,
         sa.Column("id", SeqType, primary_key=True, autoincrement=True),
         sa.Column("idempotency_key", sa.String(450), nullable=False, unique=True),
         sa.Column("kind", sa.String(20), nullable=False),  # notice | correction
