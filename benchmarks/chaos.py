@@ -198,19 +198,25 @@ def paid_state(url: str) -> dict:
     return out
 
 
-def outcome_summary(url: str) -> dict:
+def outcome_summary(url: str, home: Path | None = None) -> dict:
+    """The end state in `url`; `home`: the BOSUN_HOME whose audit key the chain was written
+    with (default: this process's)."""
     from orchestration.audit import AuditLog
+    from orchestration.audit_key import current_key, key_from_secret
     from orchestration.dead_letters import DeadLetters
     from orchestration.inbox import Inbox
 
+    key_path = (home / "audit.key") if home else None
+    key = key_from_secret(key_path.read_text().strip(), str(key_path)) if key_path and key_path.exists() else None
+    key = key or current_key()
     counts = Inbox(url).counts()
     letters = DeadLetters(url).list(status=None, limit=100_000)
     return {
         "status": counts["by_status"],
         "events": counts["received"],
         "dead_letters": [{"event": d["event_key"], "error": d["error"], "attempts": d["attempts"]} for d in letters],
-        "audit": AuditLog(url).verify().as_dict(),
-        "audit_kinds": AuditLog(url).count_by_kind(),
+        "audit": AuditLog(url, key).verify().as_dict(),
+        "audit_kinds": AuditLog(url, key).count_by_kind(),
         **paid_state(url),
     }
 
@@ -593,7 +599,7 @@ def run_chaos(
                 if chaos.pg:  # read the outcome from a running server
                     chaos.pg.start()
             try:
-                end = outcome_summary(chaos.url)
+                end = outcome_summary(chaos.url, chaos.home)
             finally:
                 if chaos.pg:
                     chaos.pg.stop() if keep else chaos.pg.remove()

@@ -15,7 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import chaos  # noqa: E402
 
 
+# A lease left by the killed daemon's runs can hold a batch for its 300 s lifetime: allow for it.
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_daemon_path_recovers_from_killed_workers_and_daemon_without_an_operator(trained_model_dir, bosun_home):
     # 200 invoices (about 210 lines) arrive at once: three batch runs at the same time, one
     # killed while its sagas run, then the daemon with the other two. The fault-free reference
@@ -27,12 +29,12 @@ def test_daemon_path_recovers_from_killed_workers_and_daemon_without_an_operator
         worker_kills=1,
         daemon_kills=1,
         pg_restarts=0,
-        timeout=480,
+        timeout=900,
         model_dir=trained_model_dir,
         feed_chunks=1,
         reference_in_parallel=True,
     )
-    assert figures["ok"], figures
+    assert figures["ok"], figures["problems"]
     assert figures["malformed"] > 0 and figures["late_versions"] > 0
     assert [k["kind"] for k in figures["kills"]] == ["worker", "daemon"]
     # The kills were recovered by the machinery, not by luck: a run was failed or re-run.

@@ -141,6 +141,15 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
         dom = _render(f"http://127.0.0.1:{port}/runs/{run_id}", tmp_path)
         assert "RUN_SUCCESS" in dom and "invoice_batch_job" in dom
         assert all(name in dom for name in EXPECTED_CHECKS)
+        # The batches' vendor notices leave through the outbox relay into the Maildir sink.
+        sink = tmp_path / "bosun" / "outbox" / "sent" / "new"
+        sent_by = time.monotonic() + 90
+        while not (sink.is_dir() and any(sink.iterdir())):
+            assert time.monotonic() < sent_by, (
+                "no notice left through the outbox relay within 90 s:\n" + (tmp_path / "dev.log").read_text()[-3000:]
+            )
+            time.sleep(2)
+        assert "[outbox] messages" in (tmp_path / "dev.log").read_text()
         # `bosun serve` runs beside it: the reviewer console asks for a key.
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/console/sign-in", timeout=10) as resp:
             assert resp.status == 200 and b'id="api_key"' in resp.read()
