@@ -30,6 +30,28 @@ PORTAL_EVENT = {
 }
 
 
+def invoice_event(i: int) -> dict:
+    """A minimal valid invoice.received v1 envelope numbered `i` (own id, entity and invoice)."""
+    return {
+        "source": "s",
+        "id": f"e{i}",
+        "type": "invoice.received",
+        "schema_version": 1,
+        "occurred_at": "2026-11-02T08:00:00+00:00",
+        "entity_key": f"V1:INV-{i}",
+        "payload": {
+            "invoice_id": f"INV-{i}",
+            "vendor_id": "V1",
+            "po_number": "PO-1",
+            "amount": "10.00",
+            "currency": "EUR",
+            "issued_on": "2026-11-01",
+            "due_on": "2026-12-01",
+            "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}],
+        },
+    }
+
+
 def service_unavailable(what: str, err: Exception):
     """Skip with the reason, or fail under BOSUN_REQUIRE_SERVICES=1 (CI), where every
     service must be there."""

@@ -1,37 +1,18 @@
 from datetime import datetime, timedelta, timezone
 
+from bosun_testing import invoice_event
+
 from assets.invoices.workflow import EVENT_TYPES, registry
 from orchestration import settings
 from orchestration.batching import BatchPolicy, BatchRange, cut_batches
 from orchestration.inbox import Inbox
 
 
-def _env(i):
-    return {
-        "source": "s",
-        "id": f"e{i}",
-        "type": "invoice.received",
-        "schema_version": 1,
-        "occurred_at": "2026-11-02T08:00:00+00:00",
-        "entity_key": f"V1:INV-{i}",
-        "payload": {
-            "invoice_id": f"INV-{i}",
-            "vendor_id": "V1",
-            "po_number": "PO-1",
-            "amount": "10.00",
-            "currency": "EUR",
-            "issued_on": "2026-11-01",
-            "due_on": "2026-12-01",
-            "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}],
-        },
-    }
-
-
 def test_each_event_is_stored_once_and_duplicates_are_counted(bosun_home):
     inbox = Inbox(settings.database_url())
-    first = inbox.ingest([_env(i) for i in range(5)] + [_env(0)], registry)
+    first = inbox.ingest([invoice_event(i) for i in range(5)] + [invoice_event(0)], registry)
     assert (first.accepted, first.duplicates) == (5, 1)
-    second = inbox.ingest([_env(i) for i in range(5)], registry)
+    second = inbox.ingest([invoice_event(i) for i in range(5)], registry)
     assert (second.accepted, second.duplicates) == (0, 5)
     counts = inbox.counts()
     assert counts["received"] == 5 and counts["duplicates"] == 6
@@ -40,9 +21,9 @@ def test_each_event_is_stored_once_and_duplicates_are_counted(bosun_home):
 
 def test_rejected_input_is_kept_with_its_reason(bosun_home):
     inbox = Inbox(settings.database_url())
-    bad = _env(1)
+    bad = invoice_event(1)
     bad["payload"]["currency"] = "euro"
-    summary = inbox.ingest([bad, "not json", _env(2)], registry)
+    summary = inbox.ingest([bad, "not json", invoice_event(2)], registry)
     assert summary.accepted == 1
     assert [r["line"] for r in summary.rejected] == [1, 2]
     assert "payload.currency" in summary.rejected[0]["reason"]
@@ -55,7 +36,7 @@ def test_rejected_input_is_kept_with_its_reason(bosun_home):
 
 def test_pending_skips_rejected_and_respects_cursor(bosun_home):
     inbox = Inbox(settings.database_url())
-    inbox.ingest([_env(0), "junk", _env(1), _env(2)], registry)
+    inbox.ingest([invoice_event(0), "junk", invoice_event(1), invoice_event(2)], registry)
     pending = inbox.pending_after(0, EVENT_TYPES, 100)
     assert len(pending) == 3
     assert inbox.pending_after(pending[1][0], EVENT_TYPES, 100) == pending[2:]
@@ -99,7 +80,7 @@ def test_batch_size_grows_with_the_backlog_between_min_and_max():
 def test_a_state_change_can_be_limited_to_events_still_in_a_state(bosun_home):
     """A batch writing its outcomes must not undo what a reviewer answered meanwhile."""
     inbox = Inbox(settings.database_url())
-    inbox.ingest([_env(i) for i in range(2)], registry)
+    inbox.ingest([invoice_event(i) for i in range(2)], registry)
     keys = [f"s:e{i}" for i in range(2)]
     inbox.set_states([{"key": keys[0], "status": "done", "reason": "approved by alice"}])
     inbox.set_states(
@@ -115,7 +96,7 @@ def test_a_state_change_can_be_limited_to_events_still_in_a_state(bosun_home):
 def test_a_state_change_without_a_batch_keeps_the_events_batch(bosun_home):
     """A recovery or an approval outside a batch run settles an event; its batch stays."""
     inbox = Inbox(settings.database_url())
-    inbox.ingest([_env(1)], registry)
+    inbox.ingest([invoice_event(1)], registry)
     inbox.set_states([{"key": "s:e1", "status": "escalated", "reason": "awaiting approval"}], "b7")
     inbox.set_states([{"key": "s:e1", "status": "done", "reason": "paid (recovered)"}])
     row = inbox.lookup(["s:e1"])["s:e1"]

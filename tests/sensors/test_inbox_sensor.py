@@ -1,31 +1,11 @@
 """The event sensor, evaluated as the daemon would, against a real instance and inbox."""
 
 import dagster as dg
+from bosun_testing import invoice_event
 
 from assets.invoices import context_assets
 from orchestration.batching import BatchRange
 from sensors.invoices import invoice_inbox_sensor
-
-
-def _env(i):
-    return {
-        "source": "s",
-        "id": f"e{i}",
-        "type": "invoice.received",
-        "schema_version": 1,
-        "occurred_at": "2026-11-02T08:00:00+00:00",
-        "entity_key": f"V1:INV-{i}",
-        "payload": {
-            "invoice_id": f"INV-{i}",
-            "vendor_id": "V1",
-            "po_number": "PO-1",
-            "amount": "10.00",
-            "currency": "EUR",
-            "issued_on": "2026-11-01",
-            "due_on": "2026-12-01",
-            "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}],
-        },
-    }
 
 
 def _tick(instance, defs, cursor=None):
@@ -87,7 +67,7 @@ def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_h
 
     defs = build_definitions()
     inbox = defs.resources["bosun_db"].inbox()
-    inbox.ingest([_env(i) for i in range(2500)], payload_registry)
+    inbox.ingest([invoice_event(i) for i in range(2500)], payload_registry)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         _materialize_context(instance, defs)
         data = _tick(instance, defs)
@@ -98,7 +78,7 @@ def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_h
         assert data.dynamic_partitions_requests[0].partition_keys == keys
         assert data.cursor == str(BatchRange.parse(keys[-1]).last)
 
-        inbox.ingest([_env(i) for i in range(2500, 2550)], payload_registry)
+        inbox.ingest([invoice_event(i) for i in range(2500, 2550)], payload_registry)
         again = _tick(instance, defs, cursor=data.cursor)
         # 50 more: under the minimum batch size and not yet waited for, so nothing is cut.
         assert again.run_requests == [] and "50 event(s) waiting" in again.skip_message
@@ -114,7 +94,7 @@ def test_backpressure_holds_batches_while_the_limit_is_in_flight(bosun_home, tmp
     from orchestration.definitions import build_definitions, payload_registry
 
     defs = build_definitions()
-    defs.resources["bosun_db"].inbox().ingest([_env(i) for i in range(3000)], payload_registry)
+    defs.resources["bosun_db"].inbox().ingest([invoice_event(i) for i in range(3000)], payload_registry)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         _materialize_context(instance, defs)
         _queue_batch_runs(instance, defs, 3)

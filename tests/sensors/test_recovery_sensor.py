@@ -4,6 +4,7 @@ and a real inbox: a batch left `received` is run again under a new run key, at m
 and counted. (A run whose worker is SIGKILLed is the chaos test's: tests/orchestration/test_chaos.py.)"""
 
 import dagster as dg
+from bosun_testing import invoice_event
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,27 +33,6 @@ sensor = build_recovery_sensor(
 )
 
 
-def _env(i):
-    return {
-        "source": "s",
-        "id": f"e{i}",
-        "type": "invoice.received",
-        "schema_version": 1,
-        "occurred_at": "2026-11-02T08:00:00+00:00",
-        "entity_key": f"V1:INV-{i}",
-        "payload": {
-            "invoice_id": f"INV-{i}",
-            "vendor_id": "V1",
-            "po_number": "PO-1",
-            "amount": "10.00",
-            "currency": "EUR",
-            "issued_on": "2026-11-01",
-            "due_on": "2026-12-01",
-            "line_items": [{"description": "x", "quantity": 1, "unit_price": "10.00"}],
-        },
-    }
-
-
 def _tick(instance, db, cursor=None):
     ctx = dg.build_sensor_context(
         instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources={"bosun_db": db}
@@ -79,7 +59,7 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
 
     db = BosunDatabase()
     inbox = Inbox(db.resolved_url)
-    inbox.ingest([_env(i) for i in range(3)], payload_registry)
+    inbox.ingest([invoice_event(i) for i in range(3)], payload_registry)
     batch, done_batch = BatchRange(1, 2).key, BatchRange(3, 3).key
     inbox.set_states([{"key": "s:e2", "status": "done", "reason": "paid"}], done_batch)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
