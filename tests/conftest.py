@@ -37,6 +37,12 @@ def shifted_clock():
         yield target
 
 
+# The suite never reads or writes the developer's Dagster instance: `make test` exports the
+# project's DAGSTER_HOME (for `make run`), and Dagster warns on stderr when that directory has no
+# dagster.yaml yet. Tests that want an instance make their own (`instance_for_test`, tmp homes).
+os.environ.pop("DAGSTER_HOME", None)
+
+
 PG_ADMIN_URL = os.environ.get("BOSUN_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 _BOSUN_VARS = (
