@@ -129,6 +129,18 @@ def no_payment_exceeds_po(erp: ERPResource) -> dg.AssetCheckResult:
 def dead_letters_within_limits(bosun_db: BosunDatabase) -> dg.AssetCheckResult:
     stats = bosun_db.dead_letters().stats(EVENT_TYPES)
     breaches = dead_letter_policy.breaches(stats)
+    # The first open ones by name, so the UI says which events wait for a person, not only how many.
+    first_open = [
+        {
+            "dead_letter_id": d["id"],
+            "event_key": d["event_key"],
+            "type": d["type"],
+            "attempts": d["attempts"],
+            "since": d["first_failed_at"].isoformat(),
+            "error": (d["error"] or "")[:200],
+        }
+        for d in bosun_db.dead_letters().list(status="open", types=EVENT_TYPES, limit=10)
+    ]
     return dg.AssetCheckResult(
         asset_key=invoice_actions.key,
         check_name="dead_letters_within_limits",
@@ -139,6 +151,8 @@ def dead_letters_within_limits(bosun_db: BosunDatabase) -> dg.AssetCheckResult:
             "oldest_open_age_s": stats.oldest_open_age_s or 0.0,
             "max_open": dead_letter_policy.max_open,
             "max_oldest_age_s": dead_letter_policy.max_oldest_age_s,
+            "first_open_dead_letters": dg.MetadataValue.json(first_open),
+            "to_inspect": "bosun dlq list, then bosun dlq retry ID or bosun dlq drop ID --reason TEXT",
         },
     )
 

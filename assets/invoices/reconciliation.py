@@ -8,8 +8,9 @@ import sqlalchemy as sa
 
 from resources.erp import ERPResource, ledger_entries, payments
 
-# Days in the accounts-payable team's time zone, the one the schedule names.
-reconciliation_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin")
+# Days in the accounts-payable team's time zone, the one the schedule names. `end_offset=1`:
+# today is a partition too, so today's payments can be reconciled before the day closes.
+reconciliation_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin", end_offset=1)
 
 
 def _live(erp: ERPResource, table, stamp, live: str, start, end) -> dict[str, Decimal]:
@@ -65,6 +66,16 @@ def payment_reconciliation(context: dg.AssetExecutionContext, erp: ERPResource):
             "mismatches": len(result["mismatches"]),
         }
     )
+    if not result["ledger_entries"] and not result["payments"]:
+        # Nothing posted and nothing paid proves nothing: say so instead of passing.
+        yield dg.AssetCheckResult(
+            check_name="ledger_matches_payments",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"no data: no ledger entries and no payments on {context.partition_key}",
+            metadata={"ledger_entries": 0, "payments": 0},
+        )
+        return
     yield dg.AssetCheckResult(
         check_name="ledger_matches_payments",
         passed=not result["mismatches"],

@@ -19,7 +19,8 @@ from orchestration import clock
 from resources.erp import ERPResource
 
 TZ = ZoneInfo("Europe/Berlin")
-due_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin")
+# `end_offset=1`: today's due day exists (its payments pass as not yet due until it ends).
+due_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin", end_offset=1)
 
 PASSING = ("settled_on_time", "not_yet_due")
 FAILING = ("overdue_unsettled", "failed", "returned", "settled_late", "amount_mismatch")
@@ -106,6 +107,16 @@ def payment_settlements(context: dg.AssetExecutionContext, config: SettlementChe
             **counts,
         }
     )
+    if not result["payments"]:
+        # No payment was due that day: there is nothing to judge, and a pass would prove nothing.
+        yield dg.AssetCheckResult(
+            check_name="payments_settled_by_due_date",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"no data: no payment was due on {context.partition_key}",
+            metadata={"as_of": result["as_of"], "payments_due": 0},
+        )
+        return
     failing = {v: [d["payment_key"] for d in result["by_verdict"][v]] for v in FAILING if result["by_verdict"][v]}
     yield dg.AssetCheckResult(
         check_name="payments_settled_by_due_date",

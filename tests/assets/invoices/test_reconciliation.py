@@ -52,3 +52,20 @@ def test_a_day_with_a_ledger_entry_but_no_payment_fails_its_check(tmp_path):
             [payment_reconciliation], partition_key="2026-11-10", instance=instance, resources={"erp": erp}
         )
         assert nextday.get_asset_check_evaluations()[0].metadata["mismatches"].value == 1  # INV-3
+
+
+def test_a_day_without_entries_or_payments_warns_no_data_instead_of_passing(tmp_path):
+    erp = ERPResource(url=f"sqlite:///{tmp_path / 'erp.db'}")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize(
+            [payment_reconciliation], partition_key="2026-11-08", instance=instance, resources={"erp": erp}
+        )
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description.startswith("no data")
+
+
+def test_todays_payments_have_a_partition_before_the_day_ends():
+    from assets.invoices.reconciliation import reconciliation_days
+
+    assert reconciliation_days.get_last_partition_key() == datetime.now(BERLIN).date().isoformat()

@@ -191,3 +191,10 @@ def test_an_earlier_as_of_writes_only_what_the_bank_had_reported_by_then(tmp_pat
     assert early["reports"] == 0  # all due on the 20th, none settles 8 days early
     later = simulate_settlements(erp, seed=1, as_of=datetime(2026, 12, 31, tzinfo=timezone.utc))
     assert later["reports"] >= 45
+
+
+def test_a_due_day_without_payments_warns_no_data_instead_of_passing(tmp_path):
+    erp = ERPResource(url=f"sqlite:///{tmp_path / 'erp.db'}")
+    check = _materialize(erp, tmp_path, "2026-11-22", "2026-11-23T09:00:00+01:00")  # a Sunday
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description == "no data: no payment was due on 2026-11-22"
