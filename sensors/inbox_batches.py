@@ -56,11 +56,14 @@ def build_inbox_batch_sensor(
     policy: BatchPolicy,
     minimum_interval_seconds: int = 5,
     missing_prerequisite: Optional[Callable[[], Optional[str]]] = None,
+    inbox_asset: Optional[dg.AssetKey] = None,
 ) -> dg.SensorDefinition:
     """`bootstrap_job` materializes `bootstrap_assets` (the context the batches read) when
     they have never been materialized; batches wait until it has. `missing_prerequisite`
     says what the bootstrap lacks (None when nothing, e.g. no sample data yet): while it
-    answers, the tick skips with that answer instead of launching a run that can only fail."""
+    answers, the tick skips with that answer instead of launching a run that can only fail.
+    `inbox_asset` (the workflow's inbox in the lineage) gets an observation at every cut:
+    the batches, the events they hold, the backlog and the cursor."""
     bootstrap_keys = [k for a in bootstrap_assets for k in a.keys]
 
     @dg.sensor(
@@ -125,10 +128,26 @@ def build_inbox_batch_sensor(
             )
             for b in plan.sweeps
         ]
+        observations = []
+        if inbox_asset is not None:
+            observations.append(
+                dg.AssetObservation(
+                    asset_key=inbox_asset,
+                    metadata={
+                        "batches_cut": len(plan.batches),
+                        "sweeps": len(plan.sweeps),
+                        "events_in_batches": sum(plan.events_in(b) for b in plan.batches + plan.sweeps),
+                        "backlog": plan.backlog,
+                        "cursor": plan.cursor,
+                        "batch_keys": ", ".join(r.partition_key for r in requests),
+                    },
+                )
+            )
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[partitions_def.build_add_request([r.partition_key for r in requests])],
             cursor=str(plan.cursor),
+            asset_events=observations,
         )
 
     return _sensor

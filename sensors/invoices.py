@@ -43,6 +43,7 @@ invoice_inbox_sensor = build_inbox_batch_sensor(
     bootstrap_assets=invoices.context_assets,
     policy=batch_policy,
     missing_prerequisite=context_inputs_missing,
+    inbox_asset=invoices.invoice_inbox.key,
 )
 
 # A batch run that died, crashed or failed with events still received is run again, at most

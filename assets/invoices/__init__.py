@@ -15,7 +15,7 @@ from assets.invoices.feedback import invoice_feedback, invoice_local_model, invo
 from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
 from assets.invoices.report import invoice_decision_report
 from assets.invoices.settlements import payment_settlements, settlement_job
-from assets.invoices.workflow import invoice_batches
+from assets.invoices.workflow import erp_payments, invoice_batches, invoice_inbox
 
 context_assets = [vendors, purchase_orders, policy_index]
 batch_assets = [invoice_context, invoice_decisions, invoice_actions]
@@ -23,9 +23,11 @@ calibration_assets = [invoice_confidence_calibrator]
 feedback_assets = [invoice_feedback, invoice_model_candidate, invoice_local_model]
 report_assets = [invoice_decision_report]
 assets = [
+    invoice_inbox,
     *context_assets,
     *calibration_assets,
     *batch_assets,
+    erp_payments,
     payment_reconciliation,
     payment_settlements,
     *feedback_assets,
@@ -91,6 +93,8 @@ jobs = [
 
 __all__ = [
     "assets",
+    "invoice_inbox",
+    "erp_payments",
     "checks",
     "jobs",
     "invoice_batch_job",

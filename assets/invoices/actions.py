@@ -11,6 +11,7 @@ from orchestration.audit import AuditEntry
 from orchestration.audit_anchors import anchor_metadata
 from orchestration.guardrail_checks import activation_counts
 from orchestration.inbox import RECEIVED
+from orchestration.lineage import layer_group
 from orchestration.saga_executor import BatchOutcome
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
@@ -271,7 +272,7 @@ def execute_payment_sagas(
     )
 
 
-@dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
+@dg.graph_asset(partitions_def=invoice_batches, group_name=layer_group(WORKFLOW, "action"), kinds={"saga"})
 def invoice_actions(invoice_decisions: list[dict]) -> dict:
     """Payments made for the batch's approved invoices (ledger entry, payment, notice to
     the vendor), and the terminal state of every event in the batch."""

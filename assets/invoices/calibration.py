@@ -18,10 +18,11 @@ from assets.invoices.decisions import calibrator_path, guard, invoice_policy, mo
 from assets.invoices.feedback import invoice_local_model, local_outcomes, reviewed_examples
 from assets.invoices.reasoning import propose
 from assets.invoices.training import as_inbox_events, read_events, seed_erp
-from assets.invoices.workflow import MODEL_NAME
+from assets.invoices.workflow import MODEL_NAME, WORKFLOW
 from orchestration import settings
 from orchestration.confidence import Calibrator, fit_and_report
 from orchestration.db import dispose
+from orchestration.lineage import layer_group
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
 from resources.erp import ERPResource
@@ -74,7 +75,7 @@ def fit_calibrator(
 
 
 @dg.asset(
-    group_name="invoice_calibration",
+    group_name=layer_group(WORKFLOW, "decision"),
     kinds={"sklearn"},
     # After a retrained model is promoted, its probabilities need a calibrator of their own.
     deps=[invoice_local_model],

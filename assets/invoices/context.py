@@ -26,12 +26,13 @@ from assets.invoices.knowledge import (
     retrieval_cache,
     retrieval_quality,
 )
-from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, registry
+from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, invoice_inbox, registry
 from guardrails.untrusted import guard_payload
 from orchestration.conflicts import quality_factor as _conflict_factor
 from orchestration.delivery import triage
 from orchestration.freshness import window_of_asset
 from orchestration.inbox import InboxEvent
+from orchestration.lineage import layer_group
 from orchestration.sources import Snapshot, SourceReading
 from orchestration.tokens import TokenCounter, counter_for
 from resources.chat_model import ChatModel
@@ -43,7 +44,7 @@ from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
 
-CONTEXT_GROUP = "invoice_context"
+CONTEXT_GROUP = layer_group(WORKFLOW, "context")
 # Master data changes slowly: a day-old snapshot is fine, two days is a problem.
 _daily = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=26))
 
@@ -136,7 +137,11 @@ def conflict_factor(conflict: dict) -> dict | None:
 # The batch's context (vendors' bank details, the invoices' free text) is handed to the
 # decisions in the run's memory, never pickled to disk.
 @dg.asset(
-    partitions_def=invoice_batches, group_name="invoice_workflow", kinds={"python"}, io_manager_key=IN_RUN_IO_MANAGER
+    partitions_def=invoice_batches,
+    group_name=CONTEXT_GROUP,
+    kinds={"python"},
+    io_manager_key=IN_RUN_IO_MANAGER,
+    deps=[invoice_inbox],
 )
 def invoice_context(
     context: dg.AssetExecutionContext,

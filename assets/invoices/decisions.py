@@ -13,6 +13,7 @@ from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, MODEL_NAME, WORK
 from guardrails.engine import Policy, evaluate, load_policy
 from orchestration.confidence import Calibrator, Thresholds, combine, quality_factors
 from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
+from orchestration.lineage import layer_group
 from orchestration.llm_ledger import LLMLedger
 from orchestration.routing import RoutingPolicy
 from resources.chat_model import ChatModel
@@ -160,7 +161,12 @@ def decide(
 # ---- the graph-backed asset: one op per stage, so the UI shows where time goes ----------
 
 
-@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
+# The model and calibrator assets are inputs in the lineage only (Nothing): the op reads the
+# promoted model and its calibrator through the `local_model` resource.
+@dg.op(
+    out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER),
+    ins={"model_asset": dg.In(dg.Nothing), "calibrator_asset": dg.In(dg.Nothing)},
+)
 def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel, bosun_db: BosunDatabase) -> dict:
     proposals, routing = propose(invoice_context, local_model, llm, bosun_db.llm_ledger())
     return {"proposals": proposals, "routing": routing}
@@ -207,11 +213,21 @@ def decision_metadata(decisions: list[dict]) -> dict:
     }
 
 
-@dg.graph_asset(partitions_def=invoice_batches, group_name="invoice_workflow")
-def invoice_decisions(invoice_context: list[dict]) -> list[dict]:
+@dg.graph_asset(
+    partitions_def=invoice_batches,
+    group_name=layer_group(WORKFLOW, "decision"),
+    kinds={"ai"},
+    ins={
+        "invoice_context": dg.AssetIn(),
+        "invoice_local_model": dg.AssetIn(dagster_type=dg.Nothing),
+        "invoice_confidence_calibrator": dg.AssetIn(dagster_type=dg.Nothing),
+    },
+)
+def invoice_decisions(invoice_context, invoice_local_model, invoice_confidence_calibrator):
     """One decision per invoice: the model's proposal, the guardrails' verdict, the
     calibrated confidence with its factor breakdown, and the route (act, record, escalate)."""
-    return assess_confidence(apply_guardrails(reason(invoice_context)))
+    reasoned = reason(invoice_context, model_asset=invoice_local_model, calibrator_asset=invoice_confidence_calibrator)
+    return assess_confidence(apply_guardrails(reasoned))
 
 
 invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches, limit_overrides)

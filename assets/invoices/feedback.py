@@ -20,6 +20,7 @@ from assets.invoices.training import labelled_examples, seed_erp
 from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW
 from orchestration import settings
 from orchestration.db import dispose
+from orchestration.lineage import layer_group
 from orchestration.model_quality import PromotionRule, is_held_out, score
 from orchestration.reviewed import reviewed_decisions
 from resources.database import BosunDatabase
@@ -127,7 +128,7 @@ def local_outcomes(local_model: LocalModel, examples: list[dict]) -> tuple[list[
     return conf, correct, groups
 
 
-@dg.asset(group_name="invoice_feedback", kinds={"sql"})
+@dg.asset(group_name=layer_group(WORKFLOW, "feedback"), kinds={"sql"})
 def invoice_feedback(bosun_db: BosunDatabase) -> dg.Output[dict]:
     """Every reviewed invoice decision: the reviewer's label with the facts the decision
     was made from, split (stably, by event) into training and held-out examples."""
@@ -153,7 +154,7 @@ def invoice_feedback(bosun_db: BosunDatabase) -> dg.Output[dict]:
 
 
 @dg.asset(
-    group_name="invoice_feedback",
+    group_name=layer_group(WORKFLOW, "feedback"),
     kinds={"sklearn"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -219,7 +220,7 @@ def invoice_model_candidate(invoice_feedback: dict, local_model: LocalModel):
     )
 
 
-@dg.asset(group_name="invoice_feedback", kinds={"sklearn"})
+@dg.asset(group_name=layer_group(WORKFLOW, "decision"), kinds={"sklearn"})
 def invoice_local_model(invoice_model_candidate: dict, local_model: LocalModel) -> dg.MaterializeResult:
     """The local model every batch decides with; a new version once a retrained candidate
     passed its check. The replaced file stays beside it as `invoices@VERSION.joblib`."""

@@ -6,6 +6,8 @@ from decimal import Decimal
 import dagster as dg
 import sqlalchemy as sa
 
+from assets.invoices.workflow import WORKFLOW, erp_payments
+from orchestration.lineage import layer_group
 from resources.erp import ERPResource, ledger_entries, payments
 
 # Days in the accounts-payable team's time zone, the one the schedule names. `end_offset=1`:
@@ -41,7 +43,8 @@ def reconcile(erp: ERPResource, start, end) -> dict:
 
 @dg.asset(
     partitions_def=reconciliation_days,
-    group_name="invoice_verification",
+    group_name=layer_group(WORKFLOW, "verification"),
+    deps=[erp_payments],
     kinds={"sql"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -13,6 +13,7 @@ from assets.invoices.feedback import LABELS
 from assets.invoices.workflow import EVENT_TYPES, WORKFLOW
 from orchestration import clock
 from orchestration import decision_report as report
+from orchestration.lineage import layer_group
 from orchestration.reviewed import decision_records, latest_feedback
 from resources.database import BosunDatabase
 
@@ -70,7 +71,11 @@ def report_markdown(r: dict) -> tuple[str, str]:
     return days, "\n\n".join(sections)
 
 
-@dg.asset(group_name="invoice_feedback", kinds={"sql"})
+@dg.asset(
+    group_name=layer_group(WORKFLOW, "verification"),
+    kinds={"sql"},
+    deps=[dg.AssetDep("invoice_decisions", partition_mapping=dg.AllPartitionMapping())],
+)
 def invoice_decision_report(bosun_db: BosunDatabase) -> dg.MaterializeResult:
     """Accuracy and ECE (over reviewed decisions Bosun took itself) and escalation rate per
     day for the last 30 days, and per vendor, amount band, guardrail, model and prompt

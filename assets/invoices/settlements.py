@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from assets.invoices.workflow import WORKFLOW, erp_payments
 from orchestration import clock
+from orchestration.lineage import layer_group
 from resources.erp import ERPResource
 
 TZ = ZoneInfo("Europe/Berlin")
@@ -80,7 +82,8 @@ class SettlementCheckConfig(dg.Config):
 
 @dg.asset(
     partitions_def=due_days,
-    group_name="invoice_verification",
+    group_name=layer_group(WORKFLOW, "verification"),
+    deps=[erp_payments],
     kinds={"sql"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -14,6 +14,7 @@ from orchestration.calendar import BusinessCalendar
 from orchestration.dead_letters import DeadLetterPolicy
 from orchestration.delivery import DeliveryPolicy
 from orchestration.envelope import PayloadRegistry
+from orchestration.lineage import inbox_asset, layer_group
 from orchestration.recovery import RecoveryPolicy
 from orchestration.routing import RoutingPolicy
 
@@ -38,6 +39,20 @@ payloads.register(registry)
 
 # One partition per batch of inbox events, named by its sequence range.
 invoice_batches = dg.DynamicPartitionsDefinition(name="invoice_batches")
+
+# Where the lineage starts: the inbox the batches are cut from.
+invoice_inbox = inbox_asset("invoice_inbox", WORKFLOW, EVENT_TYPES)
+
+# The ERP tables the payment sagas write and the daily verification reads: between the action
+# and the verification layer in the lineage. All of a day's batches feed it, hence the mapping.
+erp_payments = dg.AssetSpec(
+    "erp_payments",
+    group_name=layer_group(WORKFLOW, "action"),
+    kinds={"sql"},
+    deps=[dg.AssetDep("invoice_actions", partition_mapping=dg.AllPartitionMapping())],
+    description="The ERP's ledger entries and payments (and the bank's settlement feed) that the payment "
+    "sagas write; reconciled and checked against settlements per day.",
+)
 
 batch_policy = BatchPolicy(max_events=1000, max_wait_seconds=5.0, max_batches_per_tick=20)
 

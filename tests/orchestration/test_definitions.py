@@ -88,3 +88,35 @@ def test_dependencies_point_down():
             if bad:
                 offenders.append(f"{path.relative_to(REPO)} imports {sorted(bad)}")
     assert offenders == []
+
+
+def test_the_lineage_is_one_graph_per_workflow_from_its_inbox_through_the_layers():
+    from orchestration.definitions import defs
+    from orchestration.lineage import LAYERS
+
+    graph = defs.resolve_asset_graph()
+    invoice_keys = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name.startswith("invoices_")}
+    # Connected: every invoice asset is reached from the inbox, walking edges either way.
+    seen, todo = set(), [dg.AssetKey("invoice_inbox")]
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        node = graph.get(key)
+        todo += [k for k in (*node.parent_keys, *node.child_keys) if k in invoice_keys]
+    assert seen == invoice_keys
+    assert graph.get(dg.AssetKey("invoice_inbox")).parent_keys == set()
+    groups = {graph.get(k).group_name for k in invoice_keys}
+    assert groups == {f"invoices_{layer}" for layer in LAYERS}
+
+    def layer(name):
+        return graph.get(dg.AssetKey(name)).group_name.removeprefix("invoices_")
+
+    # The trigger -> context -> decision -> action -> verification chain, edge by edge.
+    chain = ["invoice_inbox", "invoice_context", "invoice_decisions", "invoice_actions", "erp_payments"]
+    for up, down in zip(chain, chain[1:]):
+        assert dg.AssetKey(up) in graph.get(dg.AssetKey(down)).parent_keys
+    assert [layer(k) for k in chain] == ["trigger", "context", "decision", "action", "action"]
+    assert {"erp_payments"} == {k.to_user_string() for k in graph.get(dg.AssetKey("payment_settlements")).parent_keys}
+    assert dg.AssetKey("invoice_local_model") in graph.get(dg.AssetKey("invoice_decisions")).parent_keys

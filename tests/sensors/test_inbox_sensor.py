@@ -77,6 +77,11 @@ def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_h
         assert all(r.partition_key == r.run_key for r in data.run_requests)
         assert data.dynamic_partitions_requests[0].partition_keys == keys
         assert data.cursor == str(BatchRange.parse(keys[-1]).last)
+        # The inbox in the lineage is observed at the cut: what went into batches, what is left.
+        (observed,) = data.asset_events
+        assert observed.asset_key == dg.AssetKey("invoice_inbox")
+        assert observed.metadata["events_in_batches"].value == 2500 and observed.metadata["batches_cut"].value == 4
+        assert observed.metadata["cursor"].value == int(data.cursor)
 
         inbox.ingest([invoice_event(i) for i in range(2500, 2550)], payload_registry)
         again = _tick(instance, defs, cursor=data.cursor)
