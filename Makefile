@@ -23,12 +23,17 @@ sample-data: install
 run: install
 	$(BIN)/bosun dev
 
+# Three workers on two cores: much of the suite waits on subprocesses, daemons and databases.
+# `--dist loadfile` keeps a module's tests (and its module-scoped fixtures) on one worker.
+PYTEST_WORKERS ?= 3
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+
 test: install lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The tests that depend on today's date, again with every clock a year ahead.
 test-clock-ahead: install
-	BOSUN_CLOCK_SHIFT_DAYS=365 $(BIN)/python -m pytest -m clock
+	BOSUN_CLOCK_SHIFT_DAYS=365 $(BIN)/python -m pytest -m clock $(PYTEST_PARALLEL)
 
 lint: install
 	$(BIN)/ruff check .
