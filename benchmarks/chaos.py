@@ -100,15 +100,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def postgres_binaries() -> Path | None:
+    """The newest PostgreSQL server's bin directory (initdb, pg_ctl), or None without one."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(bins[-1]).parent if bins else None
+
+
 class PrivatePostgres:
     """initdb + pg_ctl under `base` on a free port, run as the `postgres` OS user (we are root);
     restarted and stopped by its own pg_ctl, never touching the machine's cluster."""
 
     def __init__(self):
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        if not bins:
+        found = postgres_binaries()
+        if found is None:
             raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
-        self.bin = Path(bins[-1]).parent
+        self.bin = found
         # A directory of its own the postgres user can reach (a root-only parent would not do).
         self.dir, self.port = Path(tempfile.mkdtemp(prefix="bosun-chaos-pg-")), _free_port()
         self.dir.chmod(0o755)
