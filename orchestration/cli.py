@@ -77,13 +77,29 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_sample_data(args) -> int:
-    from assets.invoices.demo import prepare
+def _with_sample(name: str | None, command: str):
+    """The workflows a sample command runs for: the one named, else every one that ships a sample."""
+    from orchestration.definitions import workflows
+    from orchestration.workflows import select
 
+    try:
+        return select({n: wf for n, wf in workflows.items() if wf.sample}, name, f"bosun {command}")
+    except KeyError as err:
+        raise SystemExit(fail(f"bosun {command}: {err.args[0]}", 2)) from None
+
+
+def _one_or_each(out: dict) -> dict:
+    # One workflow: its figures as they are; several: by workflow name.
+    return next(iter(out.values())) if len(out) == 1 else out
+
+
+def cmd_sample_data(args) -> int:
     res = _defs().resources
+    out = {}
     with progress() as bar:
-        out = prepare(settings.sample_dir(), args.invoices, args.seed, res["erp"], res["local_model"], progress=bar)
-    print_json(out)
+        for wf in _with_sample(args.workflow, "sample-data"):
+            out[wf.name] = wf.sample.prepare(res, settings.sample_dir(), args.events, args.seed, progress=bar)
+    print_json(_one_or_each(out))
     return 0
 
 
@@ -105,15 +121,19 @@ def cmd_demo(args) -> int:
         if not args.keep_env:
             os.environ.pop(var, None)
     defs = _defs()
-    from assets.invoices.demo import run_demo
-
+    chosen = _with_sample(args.workflow, "demo")
+    summaries = {}
     with progress() as bar:
-        summary = run_demo(defs, home, args.events, args.seed, progress=bar)
-    summary["home"] = str(home)
-    print_json(summary)
-    if summary["failed_batches"] or not summary["audit"]["ok"]:
+        for wf in chosen:
+            # Each workflow in a home of its own when there are several: their samples differ.
+            wf_home = home if len(chosen) == 1 else home / wf.name
+            summaries[wf.name] = {**wf.sample.run_demo(defs, wf_home, args.events, args.seed, progress=bar)}
+            summaries[wf.name]["home"] = str(wf_home)
+    print_json(_one_or_each(summaries))
+    failed = {n: s for n, s in summaries.items() if s["failed_batches"] or not s["audit"]["ok"]}
+    for name, summary in failed.items():
         return fail(
-            f"demo failed: {len(summary['failed_batches'])} failed batch(es), audit chain "
+            f"demo of {name} failed: {len(summary['failed_batches'])} failed batch(es), audit chain "
             f"{'intact' if summary['audit']['ok'] else 'broken'}"
         )
     return 0
@@ -125,7 +145,8 @@ def cmd_dev(args) -> int:
     return run_dev(
         host=args.host,
         port=args.port,
-        invoices=args.invoices,
+        events=args.events,
+        workflow=args.workflow,
         seed=args.seed,
         feed_per_tick=args.feed,
         feed_interval=args.feed_interval,
@@ -157,12 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("sample-data", help="generate sample data, seed the ERP, train the local model")
-    s.add_argument("--invoices", type=int, default=2000)
+    s = sub.add_parser("sample-data", help="generate sample data, seed the targets, train the local model")
+    s.add_argument("--workflow", help="default: every workflow that ships a sample")
+    s.add_argument("--events", "--invoices", dest="events", type=int, default=2000)
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=cmd_sample_data)
 
-    s = sub.add_parser("demo", help="run the whole path in-process on generated invoices")
+    s = sub.add_parser("demo", help="run the whole path in-process on generated sample events")
+    s.add_argument("--workflow", help="default: every workflow that ships a sample")
     s.add_argument("--events", type=int, default=500)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--home", help="keep the demo's state here (default: a new temp dir)")
@@ -172,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("dev", help="dagster dev (webserver + daemon) with a sample event feeder")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=3000)
-    s.add_argument("--invoices", type=int, default=2000)
+    s.add_argument("--workflow", help="default: every workflow that ships a sample")
+    s.add_argument("--events", "--invoices", dest="events", type=int, default=2000)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--feed", type=int, default=50, help="events fed per interval")
     s.add_argument("--feed-interval", type=float, default=3.0)

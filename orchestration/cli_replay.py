@@ -53,9 +53,12 @@ def cmd_replay(args) -> int:
     from orchestration.definitions import build_definitions, replay_workflows
     from orchestration.replay import replay
 
-    hook = replay_workflows.get(args.workflow)
+    name = args.workflow or (next(iter(replay_workflows)) if len(replay_workflows) == 1 else None)
+    hook = replay_workflows.get(name)
     if hook is None:
-        print(f"unknown workflow {args.workflow!r}; known: {', '.join(replay_workflows)}", file=sys.stderr)
+        known = ", ".join(replay_workflows) or "none"
+        wanted = f"unknown workflow {name!r}" if args.workflow else "say which workflow with --workflow"
+        print(f"bosun replay: {wanted}; known: {known}", file=sys.stderr)
         return 2
     # Built now, not at import: the LLM resource follows the environment of this call.
     resources = build_definitions().resources
@@ -96,7 +99,7 @@ def add_commands(sub) -> None:
     s.add_argument("--since", required=True, help="ISO date/time (UTC unless stated) or an age: 7d, 12h")
     s.add_argument("--until")
     s.add_argument("--limit", type=int, help="at most this many decisions (oldest first)")
-    s.add_argument("--workflow", default="invoices")
+    s.add_argument("--workflow", help="default: the only workflow with a replay hook")
     s.add_argument("--show", type=int, default=50, help="changed events listed in the text output")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_replay)

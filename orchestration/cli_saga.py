@@ -9,6 +9,8 @@ import json
 import os
 import socket
 
+from orchestration.cli_common import fail
+
 
 def _print(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
@@ -49,8 +51,19 @@ def cmd_recover(args) -> int:
 
 
 def cmd_rollback(args) -> int:
+    from orchestration.saga_log import SagaLog
+
     resources, workflows = _workflows()
-    wf = workflows[args.workflow]
+    # The saga's own workflow, from its log, unless one is named.
+    logged = SagaLog(resources["bosun_db"].resolved_url).load([args.saga_id]).get(args.saga_id)
+    name = args.workflow or (logged or {}).get("workflow")
+    if name not in workflows:
+        return fail(
+            f"bosun saga rollback: no saga {args.saga_id!r}"
+            if logged is None and not args.workflow
+            else f"bosun saga rollback: unknown workflow {name!r}; known: {', '.join(workflows)}"
+        )
+    wf = workflows[name]
     steps = [s for s in (args.steps or "").split(",") if s] or None
     out = wf.saga_executor(resources, _holder()).rollback(args.saga_id, steps)
     _print({"saga": args.saga_id, **_summary(out), "undone": {k: f["compensated"] for k, f in out.failed.items()}})
@@ -75,7 +88,7 @@ def add_commands(sub) -> None:
     r = ssub.add_parser("rollback", help="undo a saga's steps (and what depends on them), verified")
     r.add_argument("saga_id")
     r.add_argument("--steps", help="comma-separated step names (default: all)")
-    r.add_argument("--workflow", default="invoices")
+    r.add_argument("--workflow", help="default: the saga's own workflow, from its log")
     r.set_defaults(func=cmd_rollback)
     r = ssub.add_parser("show", help="a saga's state and steps")
     r.add_argument("saga_id")

@@ -1,32 +1,30 @@
-"""The code location: every workflow assembled into one Definitions, plus shared policy.
+"""The code location: every workflow discovered under `assets/`, merged into one Definitions
+with what all workflows share (audit retention, alerts, the notification outbox).
 
-Only assembly lives here; each workflow module owns its assets, checks, jobs and triggers.
+Nothing here names a workflow: each package under `assets/` that declares a `workflow`
+(orchestration/workflows.py) is found and merged, and what the CLI and the HTTP API need
+(payload models, saga, review and replay hooks, schemas) is derived from those declarations.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets import invoices
-from assets.invoices import payloads as invoice_payloads
-from assets.invoices import payment_saga as invoice_payment_saga
-from assets.invoices import replay as invoice_replay
-from assets.invoices import review_answers as invoice_review_answers
-from assets.invoices.workflow import NOTIFICATION_ROUTING as invoice_notification_routing
-from orchestration.envelope import PayloadRegistry
 from orchestration.schema_migrations import BOSUN_SCHEMA, SchemaOwner
+from orchestration.workflows import Workflow, discover
+from orchestration.workflows import payload_registry as _payload_registry
 from resources.channels import load_routing
 from resources.defaults import default_resources
-from resources.erp import erp_schema
 from resources.fault_injection import journal_schema
 from resources.outbox import outbox_schema
 from sensors import alerts, outbox_relay
 from sensors import audit as audit_retention
-from sensors import invoices as invoice_triggers
+
+workflows: dict[str, Workflow] = discover()
 
 # Every workflow's notification routing (which channel each recipient type takes, its
 # templates): the outbox relay drains the messages of these workflows.
-notification_routings = {"invoices": invoice_notification_routing}
+notification_routings = {name: wf.notification_routing for name, wf in workflows.items() if wf.notification_routing}
 
 
 def make_outbox_relay(outbox, email, bosun_db, **kwargs) -> outbox_relay.OutboxRelay:
@@ -34,43 +32,50 @@ def make_outbox_relay(outbox, email, bosun_db, **kwargs) -> outbox_relay.OutboxR
     return outbox_relay.OutboxRelay(outbox, routings, email, review=bosun_db.review_queue(), **kwargs)
 
 
+def _shared() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*audit_retention.assets, outbox_relay.build_outbox_deliveries_asset(make_outbox_relay)],
+        jobs=[*audit_retention.jobs],
+        sensors=[*alerts.sensors, outbox_relay.build_outbox_relay_sensor(make_outbox_relay)],
+        schedules=[*audit_retention.schedules],
+    )
+
+
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Every workflow with the environment's resources; `resources` replaces some (tests,
     fault injection) without touching the workflows."""
-    return dg.Definitions(
-        assets=[
-            *invoices.assets,
-            *audit_retention.assets,
-            outbox_relay.build_outbox_deliveries_asset(make_outbox_relay),
-        ],
-        asset_checks=[*invoices.checks],
-        jobs=[*invoices.jobs, *audit_retention.jobs],
-        sensors=[*invoice_triggers.sensors, *alerts.sensors, outbox_relay.build_outbox_relay_sensor(make_outbox_relay)],
-        schedules=[*invoice_triggers.schedules, *audit_retention.schedules],
-        resources={**default_resources(), **(resources or {})},
+    workflow_resources = {k: v for wf in workflows.values() for k, v in wf.resources.items()}
+    return dg.Definitions.merge(
+        _shared(),
+        *(wf.definitions() for wf in workflows.values()),
+        dg.Definitions(resources={**default_resources(), **workflow_resources, **(resources or {})}),
     )
 
 
 defs = build_definitions()
 
 # Every workflow's payload models, for triggers that accept any event (CLI, HTTP).
-payload_registry = PayloadRegistry()
-invoice_payloads.register(payload_registry)
+payload_registry = _payload_registry(workflows)
 
 # Every workflow's saga executor and how it records settled sagas, for `bosun saga ...`
-# and `bosun review approve` (modules with `saga_executor` and `record_settled`).
-saga_workflows = {"invoices": invoice_payment_saga}
+# and `bosun review approve`.
+saga_workflows = {name: wf.sagas for name, wf in workflows.items() if wf.sagas is not None}
 
 # What a reviewer's answer means per workflow, for `bosun review` and the HTTP review
 # endpoints (modules as orchestration/reviews.py describes).
-review_workflows = {"invoices": invoice_review_answers}
+review_workflows = {name: wf.reviews for name, wf in workflows.items() if wf.reviews is not None}
 
 # Every workflow's replay hook, for `bosun replay`.
-replay_workflows = {"invoices": invoice_replay.hook}
+replay_workflows = {name: wf.replay for name, wf in workflows.items() if wf.replay is not None}
 
 # Every schema with migrations, for `bosun db revision / check` (the fault-injection journal
 # is a test tool's: no database of the code location holds it).
-schema_owners = (BOSUN_SCHEMA, erp_schema, outbox_schema, journal_schema)
+schema_owners = (
+    BOSUN_SCHEMA,
+    *(t.owner for wf in workflows.values() for t in wf.target_schemas),
+    outbox_schema,
+    journal_schema,
+)
 
 
 def schema_databases() -> list[tuple[SchemaOwner, str]]:
@@ -78,6 +83,6 @@ def schema_databases() -> list[tuple[SchemaOwner, str]]:
     res = defs.resources
     return [
         (BOSUN_SCHEMA, res["bosun_db"].resolved_url),
-        (erp_schema, res["erp"].resolved_url),
+        *((t.owner, res[t.resource_key].resolved_url) for wf in workflows.values() for t in wf.target_schemas),
         (outbox_schema, res["outbox"].resolved_url),
     ]

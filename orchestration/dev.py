@@ -96,20 +96,23 @@ def reserve_chunk(bosun_home: Path) -> int:
     return chunk
 
 
-def feed(per_tick: int, interval: float, stop, seed: int = 7) -> None:
-    from assets.invoices.live_feed import feed_chunk
+def feed(per_tick: int, interval: float, stop, seed: int = 7, workflows_to_feed=()) -> None:
     from orchestration.definitions import defs, notification_routings, payload_registry
 
     outbox, workflows = defs.resources["outbox"], sorted(notification_routings)
     sink = defs.resources["outbox_email"]
+    feeders = [wf for wf in workflows_to_feed if wf.sample and wf.sample.feed_chunk]
     while not stop():
         chunk = reserve_chunk(settings.bosun_home())
-        out = feed_chunk(defs.resources, payload_registry, settings.sample_dir(), chunk, per_tick, seed)
-        print(
-            f"[feeder] chunk {out['chunk']}: {out['accepted']} accepted, {out['duplicates']} duplicates, "
-            f"{out['rejected']} rejected; bank reports {out['bank_reports']}",
-            flush=True,
-        )
+        for wf in feeders:
+            out = wf.sample.feed_chunk(defs.resources, payload_registry, settings.sample_dir(), chunk, per_tick, seed)
+            # Whatever else the workflow's feeder reports (e.g. the sample bank's settlements).
+            extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in out.items() if k not in _FEED_COUNTS)
+            print(
+                f"[feeder] {wf.name} chunk {out['chunk']}: {out['accepted']} accepted, {out['duplicates']} "
+                f"duplicates, {out['rejected']} rejected" + (f"; {extra}" if extra else ""),
+                flush=True,
+            )
         # The outbox_relay sensor sends what the batches queued (to the Maildir sink unless
         # BOSUN_SMTP_HOST is set); its passes are outbox_deliveries in the UI.
         where = "SMTP" if sink.host else f"sink {sink.sink_path}"
@@ -139,8 +142,18 @@ def stop_serve(serve: subprocess.Popen) -> None:
             serve.kill()
 
 
+_FEED_COUNTS = ("chunk", "accepted", "duplicates", "rejected")
+
+
 def run_dev(
-    host: str, port: int, invoices: int, seed: int, feed_per_tick: int, feed_interval: float, api_port: int = 8080
+    host: str,
+    port: int,
+    events: int,
+    seed: int,
+    feed_per_tick: int,
+    feed_interval: float,
+    api_port: int = 8080,
+    workflow: str | None = None,
 ) -> int:
     from orchestration.cli_common import fail, progress, step
 
@@ -151,14 +164,19 @@ def run_dev(
     with step("Preparing the Dagster instance"):
         home = prepare_dagster_home(project_dir)
     with step("Loading the code location"):
-        from orchestration.definitions import defs
+        from orchestration.definitions import defs, workflows
+    from orchestration.workflows import select
 
+    try:
+        sampled = select({n: wf for n, wf in workflows.items() if wf.sample}, workflow, "bosun dev")
+    except KeyError as err:
+        return fail(f"dev: {err.args[0]}", 2)
     res = defs.resources
-    if not res["local_model"].exists("invoices") or not (settings.sample_dir() / "erp.json").exists():
-        from assets.invoices.demo import prepare
-
-        with progress() as bar:
-            prepare(settings.sample_dir(), invoices, seed, res["erp"], res["local_model"], progress=bar)
+    # The sample is written only when missing: a second `make run` keeps the model and the targets.
+    for wf in sampled:
+        if not wf.sample.prepared(res, settings.sample_dir()):
+            with progress() as bar:
+                wf.sample.prepare(res, settings.sample_dir(), events, seed, progress=bar)
     print(f"[bosun] DAGSTER_HOME={home}  BOSUN_HOME={settings.bosun_home()}  UI: http://{host}:{port}", flush=True)
     env = {**os.environ, "PYTHONWARNINGS": ",".join(f"ignore:{m}" for m in DAGSTER_WARNINGS_TO_IGNORE)}
     # Started from DAGSTER_HOME so dagster does not warn about the project's dagster.yaml,
@@ -190,7 +208,13 @@ def run_dev(
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        feed(feed_per_tick, feed_interval, stop=lambda: stopping or proc.poll() is not None, seed=seed)
+        feed(
+            feed_per_tick,
+            feed_interval,
+            stop=lambda: stopping or proc.poll() is not None,
+            seed=seed,
+            workflows_to_feed=sampled,
+        )
         return proc.wait()
     except KeyboardInterrupt:
         return 0

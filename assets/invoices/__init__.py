@@ -1,102 +1,71 @@
-"""The invoice (accounts payable) workflow: its assets, checks and jobs.
+"""The invoice (accounts payable) workflow, declared once.
 
-A new workflow looks like this package: payload models, context assets, a decision and
-an action asset, checks, and a policy file in guardrails/policies/.
+`workflow` below is everything the code location, the CLI and the HTTP API know about it
+(orchestration/workflows.py discovers it): its assets, checks and jobs (jobs.py), its triggers
+(triggers.py), its payload models, its saga, review and replay hooks, the ERP it acts on, its
+notification routing and its sample.
 """
 
-import dagster as dg
-
-from assets.invoices.actions import invoice_actions
-from assets.invoices.calibration import invoice_confidence_calibrator
-from assets.invoices.checks import invoice_checks
-from assets.invoices.context import invoice_context, policy_index, purchase_orders, vendors
-from assets.invoices.decisions import invoice_decisions
-from assets.invoices.feedback import invoice_feedback, invoice_local_model, invoice_model_candidate
-from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
-from assets.invoices.report import invoice_decision_report
-from assets.invoices.settlements import payment_settlements, settlement_job
-from assets.invoices.workflow import erp_payments, invoice_batches, invoice_inbox
-
-context_assets = [vendors, purchase_orders, policy_index]
-batch_assets = [invoice_context, invoice_decisions, invoice_actions]
-calibration_assets = [invoice_confidence_calibrator]
-feedback_assets = [invoice_feedback, invoice_model_candidate, invoice_local_model]
-report_assets = [invoice_decision_report]
-assets = [
-    invoice_inbox,
-    *context_assets,
-    *calibration_assets,
-    *batch_assets,
-    erp_payments,
-    payment_reconciliation,
-    payment_settlements,
-    *feedback_assets,
-    *report_assets,
-]
-checks = invoice_checks
-
-# Batch runs execute in-process: the steps are sequential anyway, and a subprocess per
-# step costs seconds (shared/notes/performance.md). Concurrency comes from several runs.
-invoice_batch_job = dg.define_asset_job(
-    "invoice_batch_job",
-    selection=dg.AssetSelection.assets(*batch_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Process one batch of invoice events: context, decisions, actions, checks.",
-)
-
-invoice_context_refresh_job = dg.define_asset_job(
-    "invoice_context_refresh_job",
-    selection=dg.AssetSelection.assets(*context_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Refresh the ERP snapshots and the policy index the decisions read.",
-)
-
-# Its own job: it needs reviewed outcomes (the labelled sample for now), which a fresh
-# deployment may not have, and the context refresh must not fail for want of them.
-invoice_calibration_job = dg.define_asset_job(
-    "invoice_calibration_job",
-    selection=dg.AssetSelection.assets(*calibration_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Refit the confidence calibrator on reviewed outcomes and check its ECE.",
-)
-
-# The feedback loop: reviewed labels -> retrained candidate (blocking check) -> promoted
-# local model -> calibrator refitted for it. Started by `invoice_feedback_sensor`.
-invoice_feedback_job = dg.define_asset_job(
-    "invoice_feedback_job",
-    selection=dg.AssetSelection.assets(*feedback_assets, *calibration_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Retrain the local model on reviewed labels, promote it if it is not worse, refit the calibrator.",
-)
-
-invoice_report_job = dg.define_asset_job(
-    "invoice_report_job",
-    selection=dg.AssetSelection.assets(*report_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Decision quality by day and the patterns of failed decisions.",
-)
-
-jobs = [
+from assets.invoices import payloads, payment_saga, review_answers, triggers
+from assets.invoices.jobs import (
+    assets,
+    batch_assets,
+    calibration_assets,
+    checks,
+    context_assets,
+    feedback_assets,
     invoice_batch_job,
-    invoice_context_refresh_job,
     invoice_calibration_job,
-    reconciliation_job,
+    invoice_context_refresh_job,
     invoice_feedback_job,
     invoice_report_job,
+    jobs,
+    reconciliation_job,
+    report_assets,
     settlement_job,
-]
+)
+from assets.invoices.replay import hook as replay_hook
+from assets.invoices.workflow import (
+    EVENT_TYPES,
+    NOTIFICATION_ROUTING,
+    WORKFLOW,
+    erp_payments,
+    invoice_batches,
+    invoice_inbox,
+)
+from orchestration.workflows import SampleHooks, TargetSchema, Workflow, lazy
+from resources.erp import erp_schema
+
+workflow = Workflow(
+    name=WORKFLOW,
+    event_types=EVENT_TYPES,
+    register_payloads=payloads.register,
+    assets=assets,
+    asset_checks=checks,
+    jobs=jobs,
+    sensors=triggers.sensors,
+    schedules=triggers.schedules,
+    sagas=payment_saga,
+    reviews=review_answers,
+    replay=replay_hook,
+    notification_routing=NOTIFICATION_ROUTING,
+    target_schemas=(TargetSchema(erp_schema, "erp"),),
+    # Imported when a command asks: training and the sample generator are not the code location's.
+    sample=SampleHooks(
+        prepare=lazy("assets.invoices.demo", "prepare_sample"),
+        prepared=lazy("assets.invoices.demo", "sample_prepared"),
+        run_demo=lazy("assets.invoices.demo", "run_demo"),
+        feed_chunk=lazy("assets.invoices.live_feed", "feed_chunk"),
+    ),
+)
 
 __all__ = [
+    "workflow",
     "assets",
-    "invoice_inbox",
-    "erp_payments",
     "checks",
     "jobs",
+    "invoice_inbox",
+    "erp_payments",
     "invoice_batch_job",
     "invoice_context_refresh_job",
     "invoice_calibration_job",

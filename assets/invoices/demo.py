@@ -7,12 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.invoices import context_assets, sample_data
+from assets.invoices import sample_data
 from assets.invoices.calibration import fit_calibrator
 from assets.invoices.decisions import calibrator_path
+from assets.invoices.jobs import context_assets
 from assets.invoices.sample_settlements import settle_sample
 from assets.invoices.training import read_events, seed_erp, train
-from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches, registry
+from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, batch_policy, invoice_batches, registry
 from orchestration.inbox import Inbox
 from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 from orchestration.status import inbox_status
@@ -80,6 +81,16 @@ def accuracy(inbox: Inbox, labels: dict[str, dict]) -> dict:
         "accuracy": round(correct / len(decided), 4) if decided else None,
         "escalated": sum(1 for _, s, _ in rows if s == "escalated"),
     }
+
+
+def prepare_sample(resources, directory: Path, n_events: int, seed: int, progress=None) -> dict:
+    """`bosun sample-data` and `bosun dev`: the sample, the seeded ERP and the trained model."""
+    return prepare(directory, n_events, seed, resources["erp"], resources["local_model"], progress)
+
+
+def sample_prepared(resources, directory: Path) -> bool:
+    """Whether `bosun dev` can start without preparing the sample first."""
+    return resources["local_model"].exists(MODEL_NAME) and (directory / "erp.json").exists()
 
 
 def run_demo(defs: dg.Definitions, home: Path, n_events: int, seed: int, progress=None) -> dict:

@@ -71,13 +71,14 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_dependencies_point_down():
-    """The engine never imports workflows, triggers or resources; guardrails and
-    resources never import a workflow. Only the entry points assemble everything."""
+    """The engine never imports workflows, triggers or resources; guardrails, resources and
+    the trigger builders never import a workflow. Only the entry points assemble everything."""
     forbidden = {
         "orchestration": {"assets", "sensors", "resources"},
         "guardrails": {"assets", "sensors", "resources"},
         "resources": {"assets", "sensors"},
-        "assets": {"sensors"},
+        # The trigger builders are the engine's: a workflow's folder uses them, never the reverse.
+        "sensors": {"assets"},
     }
     offenders = []
     for package, banned in forbidden.items():

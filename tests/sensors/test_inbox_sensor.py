@@ -4,8 +4,8 @@ import dagster as dg
 from bosun_testing import invoice_event
 
 from assets.invoices import context_assets
+from assets.invoices.triggers import invoice_inbox_sensor
 from orchestration.batching import BatchRange
-from sensors.invoices import invoice_inbox_sensor
 
 
 def _tick(instance, defs, cursor=None):

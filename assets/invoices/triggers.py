@@ -1,10 +1,11 @@
-"""Triggers of the invoice workflow: the inbox sensor and the daily context refresh."""
+"""Triggers of the invoice workflow: the inbox and recovery sensors, the feedback sensor and the
+daily schedules (context refresh, reconciliation, decision report, settlements)."""
 
 import os
 
 import dagster as dg
 
-from assets import invoices
+from assets.invoices import jobs as invoices
 from assets.invoices import payment_saga
 from assets.invoices.actions import PREVIEW_TAG
 from assets.invoices.feedback import retrain_min_feedback

@@ -1,0 +1,88 @@
+"""The invoice workflow's asset lists and jobs (what its triggers launch)."""
+
+import dagster as dg
+
+from assets.invoices.actions import invoice_actions
+from assets.invoices.calibration import invoice_confidence_calibrator
+from assets.invoices.checks import invoice_checks
+from assets.invoices.context import invoice_context, policy_index, purchase_orders, vendors
+from assets.invoices.decisions import invoice_decisions
+from assets.invoices.feedback import invoice_feedback, invoice_local_model, invoice_model_candidate
+from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
+from assets.invoices.report import invoice_decision_report
+from assets.invoices.settlements import payment_settlements, settlement_job
+from assets.invoices.workflow import erp_payments, invoice_inbox
+
+context_assets = [vendors, purchase_orders, policy_index]
+batch_assets = [invoice_context, invoice_decisions, invoice_actions]
+calibration_assets = [invoice_confidence_calibrator]
+feedback_assets = [invoice_feedback, invoice_model_candidate, invoice_local_model]
+report_assets = [invoice_decision_report]
+assets = [
+    invoice_inbox,
+    *context_assets,
+    *calibration_assets,
+    *batch_assets,
+    erp_payments,
+    payment_reconciliation,
+    payment_settlements,
+    *feedback_assets,
+    *report_assets,
+]
+checks = invoice_checks
+
+# Batch runs execute in-process: the steps are sequential anyway, and a subprocess per
+# step costs seconds (shared/notes/performance.md). Concurrency comes from several runs.
+invoice_batch_job = dg.define_asset_job(
+    "invoice_batch_job",
+    selection=dg.AssetSelection.assets(*batch_assets),
+    executor_def=dg.in_process_executor,
+    tags={"bosun/workflow": "invoices"},
+    description="Process one batch of invoice events: context, decisions, actions, checks.",
+)
+
+invoice_context_refresh_job = dg.define_asset_job(
+    "invoice_context_refresh_job",
+    selection=dg.AssetSelection.assets(*context_assets),
+    executor_def=dg.in_process_executor,
+    tags={"bosun/workflow": "invoices"},
+    description="Refresh the ERP snapshots and the policy index the decisions read.",
+)
+
+# Its own job: it needs reviewed outcomes (the labelled sample for now), which a fresh
+# deployment may not have, and the context refresh must not fail for want of them.
+invoice_calibration_job = dg.define_asset_job(
+    "invoice_calibration_job",
+    selection=dg.AssetSelection.assets(*calibration_assets),
+    executor_def=dg.in_process_executor,
+    tags={"bosun/workflow": "invoices"},
+    description="Refit the confidence calibrator on reviewed outcomes and check its ECE.",
+)
+
+# The feedback loop: reviewed labels -> retrained candidate (blocking check) -> promoted
+# local model -> calibrator refitted for it. Started by `invoice_feedback_sensor`.
+invoice_feedback_job = dg.define_asset_job(
+    "invoice_feedback_job",
+    selection=dg.AssetSelection.assets(*feedback_assets, *calibration_assets),
+    executor_def=dg.in_process_executor,
+    tags={"bosun/workflow": "invoices"},
+    description="Retrain the local model on reviewed labels, promote it if it is not worse, refit the calibrator.",
+)
+
+invoice_report_job = dg.define_asset_job(
+    "invoice_report_job",
+    selection=dg.AssetSelection.assets(*report_assets),
+    executor_def=dg.in_process_executor,
+    tags={"bosun/workflow": "invoices"},
+    description="Decision quality by day and the patterns of failed decisions.",
+)
+
+jobs = [
+    invoice_batch_job,
+    invoice_context_refresh_job,
+    invoice_calibration_job,
+    reconciliation_job,
+    invoice_feedback_job,
+    invoice_report_job,
+    settlement_job,
+]

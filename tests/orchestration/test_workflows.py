@@ -1,0 +1,67 @@
+"""Workflows are found, not listed: every package that declares a `workflow` is one."""
+
+import sys
+import textwrap
+
+import pytest
+
+from orchestration.workflows import Workflow, discover, payload_registry, select
+
+DECLARATION = """
+import dagster as dg
+from orchestration.workflows import Workflow
+
+@dg.asset
+def {name}_thing():
+    return 1
+
+def register(registry):
+    pass
+
+workflow = Workflow(name="{name}", event_types=["{name}.happened"], register_payloads=register, assets=[{name}_thing])
+"""
+
+
+@pytest.fixture
+def workflow_package(tmp_path, monkeypatch):
+    """A package `toyflows` beside the real ones, with sub-packages written by the test."""
+    root = tmp_path / "toyflows"
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def add(folder: str, source: str) -> None:
+        (root / folder).mkdir()
+        (root / folder / "__init__.py").write_text(textwrap.dedent(source))
+
+    yield add
+    for name in [m for m in sys.modules if m == "toyflows" or m.startswith("toyflows.")]:
+        del sys.modules[name]
+
+
+def test_every_package_that_declares_a_workflow_is_found_and_nothing_else(workflow_package):
+    workflow_package("tickets", DECLARATION.format(name="tickets"))
+    workflow_package("alerts", DECLARATION.format(name="alerts"))
+    workflow_package("helpers", "VALUE = 1\n")  # a package without a declaration is no workflow
+    found = discover("toyflows")
+    assert list(found) == ["alerts", "tickets"] and all(isinstance(w, Workflow) for w in found.values())
+    keys = {k.to_user_string() for k in found["tickets"].definitions().resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"tickets_thing"}
+
+
+def test_two_workflows_with_one_name_are_refused(workflow_package):
+    workflow_package("a", DECLARATION.format(name="same"))
+    workflow_package("b", DECLARATION.format(name="same").replace("same_thing", "other_thing"))
+    with pytest.raises(ValueError, match="two workflows are named 'same'"):
+        discover("toyflows")
+
+
+def test_the_shipped_location_derives_its_registries_from_the_declarations():
+    from orchestration import definitions
+
+    assert list(definitions.workflows) == ["invoices"]
+    assert set(definitions.saga_workflows) == set(definitions.review_workflows) == {"invoices"}
+    assert "invoice.received" in payload_registry(definitions.workflows).types
+    assert [w.name for w in select(definitions.workflows, None, "demo")] == ["invoices"]
+    with pytest.raises(KeyError, match="unknown workflow 'nope'"):
+        select(definitions.workflows, "nope", "demo")
