@@ -23,6 +23,7 @@ from orchestration.envelope import EventEnvelope, PayloadRegistry, RejectedInput
 from orchestration.inbox_fence import committed_watermark, hold_for_insert
 
 RECEIVED = "received"
+DEAD_LETTERED = "dead_lettered"
 # "retried": a dead letter re-enqueued as a new row (see dead_letters.py); the new row carries on.
 # "duplicate", "debounced", "stale": dropped by delivery triage (see delivery.py), with the reason.
 TERMINAL_STATES = ("done", "escalated", "rejected", "dead_lettered", "retried", "duplicate", "debounced", "stale")

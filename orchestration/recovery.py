@@ -17,7 +17,9 @@ from orchestration.audit import AuditEntry
 # Audit kinds of the recovery records; `bosun_recoveries_total{action}` counts them.
 RECOVERY_KIND_PREFIX = "recovery_"
 WORKER_LOST, RERUN, DEAD_LETTER, SAGAS = "worker_lost", "rerun", "dead_letter", "sagas"
-RECOVERY_KINDS = tuple(RECOVERY_KIND_PREFIX + a for a in (WORKER_LOST, RERUN, DEAD_LETTER, SAGAS))
+# The saga of an event recovery gave up on (dead-lettered) is undone, not carried forward.
+SAGAS_UNDONE = "sagas_undone"
+RECOVERY_KINDS = tuple(RECOVERY_KIND_PREFIX + a for a in (WORKER_LOST, RERUN, DEAD_LETTER, SAGAS, SAGAS_UNDONE))
 RETRY_KEY_MARK = "#retry"
 
 IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")

@@ -45,12 +45,13 @@ import dagster as dg
 from orchestration import clock
 from orchestration.audit import AuditEntry
 from orchestration.batching import BatchRange
-from orchestration.inbox import RECEIVED
+from orchestration.inbox import DEAD_LETTERED, RECEIVED
 from orchestration.leases import Leases
 from orchestration.recovery import (
     DEAD_LETTER,
     RERUN,
     SAGAS,
+    SAGAS_UNDONE,
     WORKER_LOST,
     BatchRun,
     RecoveryPolicy,
@@ -244,11 +245,20 @@ def _recover_stale_sagas(
         return []
     # A saga's id is its event's key; a received event's saga is finished by its batch's re-run.
     events = bosun_db.inbox().lookup([r["saga_id"] for r in stale])
-    ids = [r["saga_id"] for r in stale if events.get(r["saga_id"], {}).get("status") != RECEIVED][: hooks.per_tick]
-    if not ids:
+    status = {r["saga_id"]: events.get(r["saga_id"], {}).get("status") for r in stale}
+    # An event recovery gave up on is dead-lettered for a person: its saga is undone rather than
+    # carried forward, so the targets hold nothing half-done for it and it is not paid behind
+    # its dead letter's back. `bosun dlq retry` starts it afresh.
+    given_up = [k for k, s in status.items() if s == DEAD_LETTERED][: hooks.per_tick]
+    ids = [k for k, s in status.items() if s not in (RECEIVED, DEAD_LETTERED)][: hooks.per_tick]
+    if not ids and not given_up:
         return []
     resources = {k: getattr(context.resources, k) for k in hooks.resource_keys | {"bosun_db"}}
-    out = hooks.executor(resources, f"recovery-sensor:{os.getpid()}").execute(ids)
+    executor = hooks.executor(resources, f"recovery-sensor:{os.getpid()}")
+    said = _undo_given_up(executor, given_up, hooks.workflow, bosun_db) if given_up else []
+    if not ids:
+        return said
+    out = executor.execute(ids)
     settled = hooks.record_settled(resources, out, "recovered by the recovery sensor")
     bosun_db.audit().append(
         [
@@ -268,10 +278,28 @@ def _recover_stale_sagas(
             )
         ]
     )
-    return [
+    return said + [
         f"{len(ids)} stale saga(s): {len(out.done)} done, {len(out.failed)} failed or compensated, "
         f"{len(out.deferred) + len(out.unfinished)} still unfinished"
     ]
+
+
+def _undo_given_up(executor, saga_ids: list[str], workflow: str, bosun_db: BosunDatabase) -> list[str]:
+    """Roll back the sagas of dead-lettered events, each audited with what was undone; one
+    that cannot be undone now (deferred, a compensation failing) stays unfinished for the next tick."""
+    undone, left = {}, []
+    for saga_id in saga_ids:
+        out = executor.rollback(saga_id)
+        failed = out.failed.get(saga_id, {})
+        if saga_id in out.deferred or saga_id in out.unfinished or failed.get("compensation_error"):
+            left.append(saga_id)
+        undone[saga_id] = {
+            "compensated": failed.get("compensated", []),
+            "compensation_error": failed.get("compensation_error"),
+            "deferred": saga_id in out.deferred,
+        }
+    bosun_db.audit().append([audit_entry(workflow, None, SAGAS_UNDONE, {"sagas": undone})])
+    return [f"{len(saga_ids)} saga(s) of dead-lettered events undone ({len(left)} left for the next tick)"]
 
 
 # ---- dead run workers ---------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
     kinds = audit.count_by_kind()
     assert kinds["recovery_rerun"] == 2 and kinds["recovery_dead_letter"] == 1
     assert audit.verify().ok
-    assert _recoveries(db.resolved_url) == {"worker_lost": 0, "rerun": 2, "dead_letter": 1, "sagas": 0}
+    assert _recoveries(db.resolved_url) == {"worker_lost": 0, "rerun": 2, "dead_letter": 1, "sagas": 0, "sagas_undone": 0}
 
 
 def test_a_failed_run_dagster_will_retry_is_left_to_dagster_for_the_grace_period():
@@ -163,3 +163,56 @@ def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_
     assert SagaLog(url).load([item["key"]])[item["key"]]["status"] == "done"
     assert erp.live_payment_keys([f"schedule_payment:{item['key']}"]) == {f"schedule_payment:{item['key']}"}
     assert db.audit().count_by_kind()["recovery_sagas"] == 1
+
+
+def test_the_saga_of_an_event_recovery_gave_up_on_is_undone_not_carried_forward(bosun_home, tmp_path):
+    """The event was dead-lettered (recovery gave up on its batch) while its approved saga was
+    left planned: the stale-saga pass must not pay it behind its dead letter's back. The saga is
+    rolled back (audited), the event stays dead-lettered, nothing is paid."""
+    import sys
+    from pathlib import Path
+
+    from assets.invoices import payment_saga
+    from orchestration.definitions import payload_registry
+    from orchestration.leases import Leases
+    from orchestration.recovery import SagaRecovery
+    from orchestration.saga_log import SagaLog
+    from resources.erp import ERPResource
+    from resources.outbox import NotificationOutbox
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+    import saga_fault_worker as worker
+
+    db, erp, outbox = BosunDatabase(), ERPResource(), NotificationOutbox()
+    url = db.resolved_url
+    inbox = db.inbox()
+    inbox.ingest([invoice_event(0)], payload_registry)
+    worker.seed(erp, 1)
+    item = {**worker.saga_items(1)[0], "key": "s:e0"}  # the saga of the inbox's event
+    other = Leases(url, "someone-else")
+    other.try_acquire(payment_saga.entities(item))
+    approved = payment_saga.payment_executor(erp, url, "approver", outbox=outbox, lease_wait_s=0.0, limit=None)
+    assert approved.run([item], None).deferred == ["s:e0"]
+    other.release()
+    inbox.set_states([{"key": "s:e0", "status": "dead_lettered", "attempts": 3, "reason": "recovery gave up"}])
+
+    def executor(resources, holder):
+        return payment_saga.payment_executor(
+            resources["erp"], resources["bosun_db"].resolved_url, holder, outbox=resources["outbox"], limit=None
+        )
+
+    hooks = SagaRecovery(
+        "invoices", frozenset({"erp", "outbox"}), executor, payment_saga.record_settled, stale_after_s=0.0
+    )
+    with_sagas = build_recovery_sensor("toy_saga_recovery", "invoices", TYPES, toy_job, POLICY, saga_recovery=hooks)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        ctx = dg.build_sensor_context(
+            instance_ref=instance.get_ref(), definitions=defs, resources={"bosun_db": db, "erp": erp, "outbox": outbox}
+        )
+        data = with_sagas.evaluate_tick(ctx)
+    assert "1 saga(s) of dead-lettered events undone (0 left" in data.skip_message
+    assert SagaLog(url).load(["s:e0"])["s:e0"]["status"] not in ("planned", "running", "done")
+    assert erp.live_payment_keys(["schedule_payment:s:e0"]) == set()
+    assert inbox.lookup(["s:e0"])["s:e0"]["status"] == "dead_lettered"
+    assert db.audit().count_by_kind()["recovery_sagas_undone"] == 1
+    assert _recoveries(url)["sagas_undone"] == 1
