@@ -33,8 +33,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fakes"))
 import saga_fault_worker as worker  # noqa: E402
 
+from assets.invoices.erp import ERPResource  # noqa: E402
 from assets.invoices.payment_saga import payment_notice  # noqa: E402
-from resources.erp import ERPResource  # noqa: E402
 from resources.outbox import NotificationOutbox  # noqa: E402
 
 

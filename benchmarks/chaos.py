@@ -187,7 +187,7 @@ def paid_state(url: str) -> dict:
     """Live ledger entries and payments per invoice (vendor/invoice -> amounts), all rows per invoice."""
     import sqlalchemy as sa
 
-    from resources.erp import ERPResource, ledger_entries, payments
+    from assets.invoices.erp import ERPResource, ledger_entries, payments
 
     erp = ERPResource(url=url)
     out = {}
@@ -234,7 +234,7 @@ def _prepare(sample_dir: str, n: int, seed: int, model_dir: str, train: bool) ->
     """The sample (policies, ERP master data, events) and, unless given one, a trained model."""
     from assets.invoices import sample_data
     from assets.invoices.demo import prepare
-    from resources.erp import ERPResource
+    from assets.invoices.erp import ERPResource
     from resources.local_model import LocalModel
 
     if not train:
@@ -411,10 +411,10 @@ class ChaosRun:
     def _run(self, lines, worker_kills, daemon_kills, pg_restarts, timeout, feed_chunks, feed_interval) -> ChaosReport:
         import dagster as dg
 
+        from assets.invoices.erp import ERPResource
         from assets.invoices.training import seed_erp
         from orchestration.definitions import payload_registry
         from orchestration.inbox import Inbox
-        from resources.erp import ERPResource
 
         seed_erp(ERPResource(url=self.url), Path(self.env["BOSUN_SAMPLE_DIR"]))
         with dg.DagsterInstance.get():  # the instance's tables, before the daemon's processes race for them

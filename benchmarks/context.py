@@ -27,10 +27,10 @@ from pathlib import Path
 
 def _world(base: Path, n: int):
     from assets.invoices import sample_data
+    from assets.invoices.erp import ERPResource
     from assets.invoices.training import read_events, seed_erp
     from orchestration.envelope import EventEnvelope
     from orchestration.inbox import InboxEvent
-    from resources.erp import ERPResource
     from resources.knowledge_base import PolicyDocuments, PolicyIndex
 
     os.environ["BOSUN_HOME"] = str(base)

@@ -130,11 +130,11 @@ def main() -> int:
     from assets.invoices import sample_data
     from assets.invoices.context import assemble_context
     from assets.invoices.demo import prepare
+    from assets.invoices.erp import ERPResource
     from assets.invoices.training import seed_erp
     from assets.invoices.workflow import ROUTING
     from orchestration.routing import RoutingPolicy
     from resources.chat_model import DisabledChatModel
-    from resources.erp import ERPResource
     from resources.knowledge_base import PolicyIndex
     from resources.llm import OpenAIStructuredLLM
     from resources.local_model import LocalModel

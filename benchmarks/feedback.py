@@ -72,6 +72,7 @@ def main() -> int:
     from assets.invoices import calibration_assets, context_assets, sample_data
     from assets.invoices.context import model_features
     from assets.invoices.decisions import calibrator_path
+    from assets.invoices.erp import ERPResource
     from assets.invoices.feedback import evaluate
     from assets.invoices.training import read_events, seed_erp, train, write_sample_subset
     from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW, batch_policy, invoice_batches, registry
@@ -79,7 +80,6 @@ def main() -> int:
     from orchestration.definitions import build_definitions
     from orchestration.reviewed import decision_records
     from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
-    from resources.erp import ERPResource
     from resources.local_model import LocalModel
 
     started = time.perf_counter()

@@ -16,7 +16,6 @@ from resources.chat_model import DisabledChatModel
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
-from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER, DatabaseIOManager
 from resources.knowledge_base import PolicyDocuments
 from resources.local_model import LocalModel
@@ -24,7 +23,7 @@ from resources.notifier import LogNotifier, WebhookNotifier
 from resources.outbox import NotificationOutbox
 
 
-def _env_or_none(name: str):
+def env_or_none(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
@@ -52,7 +51,7 @@ def policy_embeddings():
     base = "BOSUN_EMBEDDINGS_BASE_URL" if os.environ.get("BOSUN_EMBEDDINGS_BASE_URL") else "OPENAI_BASE_URL"
     return OpenAIEmbeddings(
         api_key=dg.EnvVar("OPENAI_API_KEY") if os.environ.get("OPENAI_API_KEY") else "unused",
-        base_url=_env_or_none(base),
+        base_url=env_or_none(base),
         model=dg.EnvVar("BOSUN_EMBEDDINGS_MODEL"),
     )
 
@@ -66,18 +65,17 @@ def notifier():
 
 def default_resources() -> dict:
     return {
-        "bosun_db": BosunDatabase(url=_env_or_none("BOSUN_DATABASE_URL"), audit_key=_env_or_none("BOSUN_AUDIT_KEY")),
-        "context_sources": ContextSources(database_url=_env_or_none("BOSUN_DATABASE_URL")),
-        "erp": ERPResource(url=_env_or_none("BOSUN_ERP_DATABASE_URL")),
-        "outbox": NotificationOutbox(url=_env_or_none("BOSUN_OUTBOX_DATABASE_URL")),
-        "local_model": LocalModel(model_dir=_env_or_none("BOSUN_MODEL_DIR")),
-        "policy_documents": PolicyDocuments(directory=_env_or_none("BOSUN_POLICY_DIR")),
+        "bosun_db": BosunDatabase(url=env_or_none("BOSUN_DATABASE_URL"), audit_key=env_or_none("BOSUN_AUDIT_KEY")),
+        "context_sources": ContextSources(database_url=env_or_none("BOSUN_DATABASE_URL")),
+        "outbox": NotificationOutbox(url=env_or_none("BOSUN_OUTBOX_DATABASE_URL")),
+        "local_model": LocalModel(model_dir=env_or_none("BOSUN_MODEL_DIR")),
+        "policy_documents": PolicyDocuments(directory=env_or_none("BOSUN_POLICY_DIR")),
         "llm": chat_model(),
         "policy_embeddings": policy_embeddings(),
         "notifier": notifier(),
         "outbox_email": email_channel_from_env(),
         # No output is pickled to the local disk: values read across runs live in Bosun's
         # database, a batch run's own values in memory (resources/io_managers.py).
-        "io_manager": DatabaseIOManager(url=_env_or_none("BOSUN_DATABASE_URL")),
+        "io_manager": DatabaseIOManager(url=env_or_none("BOSUN_DATABASE_URL")),
         IN_RUN_IO_MANAGER: dg.mem_io_manager,
     }

@@ -66,8 +66,8 @@ _BOSUN_VARS = (
 def trained_model_dir(tmp_path_factory) -> Path:
     """One local model for the whole session, trained on a held-out sample as `bosun demo` does."""
     from assets.invoices import sample_data
+    from assets.invoices.erp import ERPResource
     from assets.invoices.training import seed_erp, train
-    from resources.erp import ERPResource
     from resources.local_model import LocalModel
 
     base = tmp_path_factory.mktemp("model")

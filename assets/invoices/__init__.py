@@ -7,6 +7,7 @@ notification routing and its sample.
 """
 
 from assets.invoices import payloads, payment_saga, review_answers, triggers
+from assets.invoices.erp import ERPResource, erp_schema
 from assets.invoices.jobs import (
     assets,
     batch_assets,
@@ -34,7 +35,7 @@ from assets.invoices.workflow import (
     invoice_inbox,
 )
 from orchestration.workflows import SampleHooks, TargetSchema, Workflow, lazy
-from resources.erp import erp_schema
+from resources.defaults import env_or_none
 
 workflow = Workflow(
     name=WORKFLOW,
@@ -49,6 +50,8 @@ workflow = Workflow(
     reviews=review_answers,
     replay=replay_hook,
     notification_routing=NOTIFICATION_ROUTING,
+    # The ERP this workflow acts on, with its tables' migrations; BOSUN_ERP_DATABASE_URL, else Bosun's database.
+    resources={"erp": ERPResource(url=env_or_none("BOSUN_ERP_DATABASE_URL"))},
     target_schemas=(TargetSchema(erp_schema, "erp"),),
     # Imported when a command asks: training and the sample generator are not the code location's.
     sample=SampleHooks(

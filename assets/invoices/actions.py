@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.invoices.context import action_key
+from assets.invoices.erp import ERPResource
 from assets.invoices.metrics import observe_batch
 from assets.invoices.payment_saga import payment_executor, payment_params, refusal_audit, refusal_state
 from assets.invoices.workflow import WORKFLOW, invoice_batches
@@ -14,7 +15,6 @@ from orchestration.inbox import RECEIVED
 from orchestration.lineage import layer_group
 from orchestration.saga_executor import BatchOutcome
 from resources.database import BosunDatabase
-from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.outbox import NotificationOutbox
 

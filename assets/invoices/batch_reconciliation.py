@@ -14,13 +14,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from assets.invoices.context import action_key
+from assets.invoices.erp import ERPResource
 from assets.invoices.payment_saga import payment_plan
 from assets.invoices.workflow import EVENT_TYPES
 from orchestration.batching import BatchRange
 from orchestration.outcome_reconciliation import Effect, EventRecord, Reconciliation, reconcile
 from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
-from resources.erp import ERPResource
 from resources.outbox import NotificationOutbox
 
 # The payment saga's steps in order (the plan's own, so the two cannot drift apart).

@@ -15,6 +15,7 @@ import dagster as dg
 from assets.invoices import sample_data
 from assets.invoices.context import assemble_context
 from assets.invoices.decisions import calibrator_path, guard, invoice_policy, model_group
+from assets.invoices.erp import ERPResource
 from assets.invoices.feedback import invoice_local_model, local_outcomes, reviewed_examples
 from assets.invoices.reasoning import propose
 from assets.invoices.training import as_inbox_events, read_events, seed_erp
@@ -25,7 +26,6 @@ from orchestration.db import dispose
 from orchestration.lineage import layer_group
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
-from resources.erp import ERPResource
 from resources.local_model import LocalModel
 
 MAX_ECE = 0.05

@@ -6,13 +6,13 @@ from assets.invoices.actions import PREVIEW_TAG, invoice_actions
 from assets.invoices.batch_reconciliation import reconcile_batch
 from assets.invoices.data_quality import expectation_checks
 from assets.invoices.decisions import invoice_guardrail_checks
+from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, dead_letter_policy, invoice_batches
 from orchestration import outcome_reconciliation
 from orchestration.audit import check_results_entry
 from orchestration.batching import BatchRange
 from orchestration.inbox import TERMINAL_STATES
 from resources.database import BosunDatabase
-from resources.erp import ERPResource
 from resources.outbox import NotificationOutbox
 
 _SPECS = {

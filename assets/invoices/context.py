@@ -19,6 +19,7 @@ from assets.invoices.context_sources import (
     record_conflicts,
     source_factors,
 )
+from assets.invoices.erp import ERPResource
 from assets.invoices.knowledge import (
     RECALL_AT_5_THRESHOLD,
     attach_knowledge,
@@ -40,7 +41,6 @@ from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
 from resources.env import resolved
-from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
 

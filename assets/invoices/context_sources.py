@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from assets.invoices.erp import ERPResource
 from orchestration.conflicts import Claim, ConflictRule, resolve
 from orchestration.freshness import FreshnessWindow
 from orchestration.sources import LIVE, MISSING, Snapshot, SourceReading
 from resources.context_sources import ContextSources
-from resources.erp import ERPResource
 
 # How much a degraded source lowers confidence: a stale snapshot by its policy's verdict,
 # a missing one most (without payments a duplicate cannot be ruled out).

@@ -10,11 +10,11 @@ import pandas as pd
 
 from assets.invoices.actions import invoice_actions
 from assets.invoices.context import action_key, invoice_context
+from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
 from orchestration import expectations
 from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
-from resources.erp import ERPResource
 
 SUITES = Path(__file__).parent / "expectations"
 CONTEXT_SUITE = SUITES / "invoice_context.json"

@@ -10,6 +10,7 @@ import dagster as dg
 from assets.invoices import sample_data
 from assets.invoices.calibration import fit_calibrator
 from assets.invoices.decisions import calibrator_path
+from assets.invoices.erp import ERPResource
 from assets.invoices.jobs import context_assets
 from assets.invoices.sample_settlements import settle_sample
 from assets.invoices.training import read_events, seed_erp, train
@@ -18,7 +19,6 @@ from orchestration.inbox import Inbox
 from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 from orchestration.status import inbox_status
 from resources.chat_model import DisabledChatModel
-from resources.erp import ERPResource
 from resources.local_model import LocalModel
 
 TRAINING_SEED_OFFSET = 1000

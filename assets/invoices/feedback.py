@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.invoices.context import model_features
+from assets.invoices.erp import ERPResource
 from assets.invoices.training import labelled_examples, seed_erp
 from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW
 from orchestration import settings
@@ -24,7 +25,6 @@ from orchestration.lineage import layer_group
 from orchestration.model_quality import PromotionRule, is_held_out, score
 from orchestration.reviewed import reviewed_decisions
 from resources.database import BosunDatabase
-from resources.erp import ERPResource
 from resources.local_model import LocalModel
 
 CANDIDATE = f"{MODEL_NAME}-candidate"

@@ -12,6 +12,7 @@ import os
 from decimal import Decimal
 
 from assets.invoices.context import action_key
+from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 from orchestration.actions import ActionType, RetryPolicy
 from orchestration.audit import AuditEntry
@@ -20,7 +21,6 @@ from orchestration.rate_limit import RateLimiter
 from orchestration.review import ReviewQueue
 from orchestration.saga_executor import PlanStep, Refusal, SagaExecutor, SagaPlan
 from orchestration.saga_log import SagaLog
-from resources.erp import ERPResource
 from resources.outbox import NotificationOutbox
 
 ERP_TARGET = "erp"

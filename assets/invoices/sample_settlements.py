@@ -14,8 +14,8 @@ import random
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from assets.invoices.erp import ERPResource
 from orchestration import clock
-from resources.erp import ERPResource
 
 TZ = ZoneInfo("Europe/Berlin")
 # fate -> share of payments

@@ -28,10 +28,10 @@ import os
 import sys
 import time
 
+from assets.invoices.erp import ERPResource
 from assets.invoices.payment_saga import payment_executor, payment_plan
 from orchestration.actions import RetryPolicy
 from orchestration.saga_log import SagaLog
-from resources.erp import ERPResource
 from resources.fault_injection import FaultPlan, FaultySagaLog, FaultyTarget, seeded_plan
 from resources.outbox import NotificationOutbox
 

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
+from assets.invoices.erp import erp_schema
 from orchestration import db, schema_migrations
 from orchestration.schema_migrations import BOSUN_SCHEMA, SchemaMismatch, SchemaOwner
-from resources.erp import erp_schema
 from resources.fault_injection import journal_schema
 from resources.outbox import outbox_schema
 
@@ -316,8 +316,8 @@ def test_bosun_db_upgrade_current_and_sql(bosun_home, capsys):
 def test_a_metadata_stands_for_its_owner_and_tables_no_owner_migrates_are_refused():
     """`engine_for(url, (some_metadata,))`, as code from before migrations calls it, migrates
     the owner of those tables; tables in no owner would never be created, so it says so."""
+    from assets.invoices.erp import erp_metadata
     from orchestration.saga_log import saga_metadata
-    from resources.erp import erp_metadata
 
     assert schema_migrations.owners_for(()) == (BOSUN_SCHEMA,)
     assert schema_migrations.owners_for((saga_metadata,)) == (BOSUN_SCHEMA,)

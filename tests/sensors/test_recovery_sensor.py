@@ -98,7 +98,13 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
     kinds = audit.count_by_kind()
     assert kinds["recovery_rerun"] == 2 and kinds["recovery_dead_letter"] == 1
     assert audit.verify().ok
-    assert _recoveries(db.resolved_url) == {"worker_lost": 0, "rerun": 2, "dead_letter": 1, "sagas": 0, "sagas_undone": 0}
+    assert _recoveries(db.resolved_url) == {
+        "worker_lost": 0,
+        "rerun": 2,
+        "dead_letter": 1,
+        "sagas": 0,
+        "sagas_undone": 0,
+    }
 
 
 def test_a_failed_run_dagster_will_retry_is_left_to_dagster_for_the_grace_period():
@@ -126,10 +132,10 @@ def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_
     from pathlib import Path
 
     from assets.invoices import payment_saga
+    from assets.invoices.erp import ERPResource
     from orchestration.leases import Leases
     from orchestration.recovery import SagaRecovery
     from orchestration.saga_log import SagaLog
-    from resources.erp import ERPResource
     from resources.outbox import NotificationOutbox
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
@@ -173,11 +179,11 @@ def test_the_saga_of_an_event_recovery_gave_up_on_is_undone_not_carried_forward(
     from pathlib import Path
 
     from assets.invoices import payment_saga
+    from assets.invoices.erp import ERPResource
     from orchestration.definitions import payload_registry
     from orchestration.leases import Leases
     from orchestration.recovery import SagaRecovery
     from orchestration.saga_log import SagaLog
-    from resources.erp import ERPResource
     from resources.outbox import NotificationOutbox
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))

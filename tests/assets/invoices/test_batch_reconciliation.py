@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from assets.invoices.checks import invoice_outcome_checks
-from resources.erp import ledger_entries, payments
+from assets.invoices.erp import ledger_entries, payments
 from resources.outbox import notifications
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead

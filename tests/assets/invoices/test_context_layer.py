@@ -8,11 +8,11 @@ import dagster as dg
 
 from assets.invoices.context import assemble_context, current_index
 from assets.invoices.decisions import decide
+from assets.invoices.erp import ERPResource
 from assets.invoices.knowledge import load_labels, retrieval_quality
 from assets.invoices.training import read_events
 from assets.invoices.workflow import EVENT_TYPES
 from resources.context_sources import ContextSources
-from resources.erp import ERPResource
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
 
 # Short timeouts so a hanging source costs the test a second, not minutes.
@@ -155,7 +155,7 @@ def _events(sample, n):
 def test_conflicts_between_sources_are_resolved_by_rule_and_an_unresolved_one_lowers_confidence(bosun_home, tmp_path):
     import sqlalchemy as sa
 
-    from resources.erp import vendors as vendor_table
+    from assets.invoices.erp import vendors as vendor_table
 
     sample, erp = _erp_world(tmp_path)
     events = _events(sample, 40)

@@ -7,8 +7,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from assets.invoices.erp import ERPResource
 from orchestration.inbox import TERMINAL_STATES
-from resources.erp import ERPResource
 
 BOSUN = Path(sys.executable).parent / "bosun"
 

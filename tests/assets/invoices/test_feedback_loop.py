@@ -16,8 +16,8 @@ BLIND_SPOTS = {"currency_mismatch", "prompt_injection", "po_closed"}
 @pytest.fixture
 def weak_start(tmp_path, monkeypatch, model_home):
     """Its own model directory (the session's model stays untouched) with the weak model."""
+    from assets.invoices.erp import ERPResource
     from assets.invoices.training import seed_erp, train, write_sample_subset
-    from resources.erp import ERPResource
     from resources.local_model import LocalModel
 
     training = tmp_path / "training"

@@ -6,8 +6,8 @@ import sqlalchemy as sa
 
 from assets.invoices import sample_data
 from assets.invoices.demo import accuracy
+from assets.invoices.erp import ERPResource, ledger_entries, payments
 from orchestration.inbox import TERMINAL_STATES
-from resources.erp import ERPResource, ledger_entries, payments
 
 
 def test_every_event_ends_in_one_terminal_state_and_checks_pass(world):

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from assets.invoices.actions import PREVIEW_TAG
+from assets.invoices.erp import ERPResource, ledger_entries, payments
 from orchestration.saga_log import SagaLog
-from resources.erp import ERPResource, ledger_entries, payments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import saga_fault_worker as worker  # noqa: E402

@@ -5,8 +5,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from assets.invoices.erp import ERPResource, ledger_entries, payments
 from assets.invoices.reconciliation import payment_reconciliation
-from resources.erp import ERPResource, ledger_entries, payments
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

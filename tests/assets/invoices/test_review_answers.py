@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from bosun_testing import BosunServer
 
+from assets.invoices.erp import ERPResource, payments
 from orchestration.reviews import ReviewError, ReviewService
 from orchestration.saga_log import SagaLog
-from resources.erp import ERPResource, payments
 
 
 def _service(world, holder="test"):

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from bosun_testing import BosunServer, service_unavailable
 
-from resources.erp import payments
+from assets.invoices.erp import payments
 
 TIMEOUT_S = 30
 

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from assets.invoices.erp import ERPResource, payments
 from assets.invoices.sample_settlements import simulate_settlements
 from assets.invoices.settlements import evaluate, payment_settlements
-from resources.erp import ERPResource, payments
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
@@ -172,7 +172,7 @@ def test_the_seeded_bank_settles_most_payments_and_is_repeatable(tmp_path):
     with erp.engine.connect() as conn:
         import sqlalchemy as sa
 
-        from resources.erp import settlements
+        from assets.invoices.erp import settlements
 
         assert conn.execute(sa.select(sa.func.count()).select_from(settlements)).scalar_one() == first["reports"]
     result = evaluate(erp, datetime(2026, 11, 20, tzinfo=BERLIN), datetime(2026, 12, 1, tzinfo=BERLIN), as_of)

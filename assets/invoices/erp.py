@@ -94,7 +94,7 @@ settlements = sa.Table(
 SETTLEMENT_STATUSES = ("settled", "failed", "returned")
 
 # The ERP's tables are migrated on their own (version table erp_alembic_version), in
-# whichever database the ERP lives: resources/migrations/erp.
+# whichever database the ERP lives: assets/invoices/migrations/erp.
 erp_schema = SchemaOwner(
     "erp", str(Path(__file__).parent / "migrations" / "erp"), lambda: (erp_metadata,), table_prefixes=("erp_",)
 )
