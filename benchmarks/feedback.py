@@ -73,11 +73,11 @@ def main() -> int:
     from assets.invoices.context import model_features
     from assets.invoices.decisions import calibrator_path
     from assets.invoices.erp import ERPResource
-    from assets.invoices.feedback import evaluate
     from assets.invoices.training import read_events, seed_erp, train, write_sample_subset
     from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW, batch_policy, invoice_batches, registry
     from orchestration.confidence import Calibrator
     from orchestration.definitions import build_definitions
+    from orchestration.feedback_assets import evaluate
     from orchestration.reviewed import decision_records
     from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
     from resources.local_model import LocalModel

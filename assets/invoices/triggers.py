@@ -8,7 +8,7 @@ import dagster as dg
 from assets.invoices import jobs as invoices
 from assets.invoices import payment_saga
 from assets.invoices.actions import PREVIEW_TAG
-from assets.invoices.feedback import retrain_min_feedback
+from assets.invoices.feedback import feedback_loop
 from assets.invoices.workflow import (
     EVENT_TYPES,
     WORKFLOW,
@@ -94,7 +94,7 @@ payment_reconciliation_daily = build_partitioned_schedule(
 # The feedback loop runs once BOSUN_INVOICES_RETRAIN_MIN_FEEDBACK (default 100) new
 # reviewed labels exist since its last run; checked every 5 minutes.
 invoice_feedback_sensor = build_feedback_sensor(
-    "invoice_feedback_sensor", WORKFLOW, invoices.invoice_feedback_job, retrain_min_feedback
+    "invoice_feedback_sensor", WORKFLOW, invoices.invoice_feedback_job, feedback_loop.retrain_min_feedback
 )
 
 # 06:30 Berlin: yesterday's decisions in the report before the working day starts.

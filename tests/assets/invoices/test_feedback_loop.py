@@ -162,8 +162,8 @@ def assert_report_matches(world, decided, reviewed, right):
 def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_start, make_small_world):
     """Acceptance: 500 reviewed decisions in; on held-out events the retrained model is
     more accurate and better calibrated. Figures in the assertion messages and metadata."""
-    from assets.invoices.feedback import evaluate
     from assets.invoices.workflow import MODEL_NAME
+    from orchestration.feedback_assets import evaluate
     from resources.local_model import LocalModel
 
     world = make_small_world(n=820)
@@ -212,7 +212,7 @@ def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_st
 def test_a_retrained_model_worse_on_held_out_events_is_not_promoted(weak_start, make_small_world):
     """Labels that teach the wrong answer (on the training side only) make a worse model:
     the blocking check fails the run and decisions keep the current version."""
-    from assets.invoices.feedback import HELD_OUT_FRACTION
+    from assets.invoices.feedback import feedback_loop
     from assets.invoices.workflow import MODEL_NAME
     from orchestration.model_quality import is_held_out
 
@@ -221,7 +221,11 @@ def test_a_retrained_model_worse_on_held_out_events_is_not_promoted(weak_start, 
     assert not world.run_pending().failed
     right = truth(world)
     wrong = {"approve": "reject", "hold": "approve", "reject": "approve"}
-    review(world, decisions(world), lambda k: right(k) if is_held_out(k, HELD_OUT_FRACTION) else wrong[right(k)])
+    review(
+        world,
+        decisions(world),
+        lambda k: right(k) if is_held_out(k, feedback_loop.held_out_fraction) else wrong[right(k)],
+    )
 
     result = run_feedback_loop(world)
     assert not result.success

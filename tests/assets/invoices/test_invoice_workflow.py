@@ -116,9 +116,10 @@ def test_failure_in_the_second_step_is_compensated_and_dead_lettered(world):
     kinds = [k for k, _ in _audit_rows(world.resources["bosun_db"].audit())]
     assert kinds.count("compensation") == len(dead)
     # The check names the dead letters (the first ten), not only their count.
-    from assets.invoices.checks import dead_letters_within_limits
+    from assets.invoices.workflow import EVENT_TYPES, dead_letter_policy
+    from orchestration.outcome_checks import dead_letters_within_limits
 
-    check = dead_letters_within_limits(world.resources["bosun_db"])
+    check = dead_letters_within_limits(world.resources["bosun_db"], EVENT_TYPES, dead_letter_policy)
     named = check.metadata["first_open_dead_letters"].value
     assert len(named) == min(10, len(dead)) and {d["event_key"] for d in named} <= {r["idempotency_key"] for r in dead}
     assert all("schedule_payment failed" in d["error"] for d in named)
