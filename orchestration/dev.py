@@ -122,11 +122,18 @@ def feed(per_tick: int, interval: float, stop, seed: int = 7, workflows_to_feed=
             time.sleep(min(0.5, interval))
 
 
+def console_url(host: str, port: int) -> str:
+    """Where the reviewer console of `bosun serve --host HOST --port PORT` answers. A wildcard
+    bind is reached through the loopback address on this machine."""
+    reach = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{reach}:{port}/console"
+
+
 def start_serve(host: str, port: int) -> subprocess.Popen:
     """`bosun serve` beside the Dagster UI: the HTTP API and the reviewer console at /console.
     In this process's group, so a signal to `bosun dev`'s group reaches it too."""
     print(
-        f"[bosun] reviewer console: http://{host}:{port}/console/ (sign in with a reviewer's key: "
+        f"[bosun] reviewer console: {console_url(host, port)}/ (sign in with a reviewer's key: "
         f"bosun apikey create --name 'YOUR NAME' --scopes reviews:read,reviews:write)",
         flush=True,
     )
@@ -178,6 +185,9 @@ def run_dev(
             with progress() as bar:
                 wf.sample.prepare(res, settings.sample_dir(), events, seed, progress=bar)
     print(f"[bosun] DAGSTER_HOME={home}  BOSUN_HOME={settings.bosun_home()}  UI: http://{host}:{port}", flush=True)
+    # The batches link their escalations to the console `bosun serve` runs below, unless the
+    # reviewers reach it elsewhere (a proxy's address, set by whoever starts the stack).
+    os.environ.setdefault("BOSUN_CONSOLE_URL", console_url(host, api_port))
     env = {**os.environ, "PYTHONWARNINGS": ",".join(f"ignore:{m}" for m in DAGSTER_WARNINGS_TO_IGNORE)}
     # Started from DAGSTER_HOME so dagster does not warn about the project's dagster.yaml,
     # which DAGSTER_HOME links to.

@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from orchestration import clock
+from orchestration import clock, settings
 from orchestration.db import engine_for, insert_ignoring_duplicates, review_queue
+
+
+def review_console_metadata(workflow: str) -> dict:
+    """Materialization metadata linking a batch to the reviewer console's queue of its
+    workflow, where its escalations are answered; empty when no console is known
+    (BOSUN_CONSOLE_URL unset). A malformed URL is named in the metadata instead: a link
+    must not fail a batch whose payments are already made."""
+    from urllib.parse import urlencode
+
+    import dagster as dg  # here, not at import: the CLI reads the queue without loading Dagster
+
+    try:
+        base = settings.console_url()
+    except ValueError as err:
+        return {"review_console_error": dg.MetadataValue.text(str(err))}
+    if base is None:
+        return {}
+    return {"review_console": dg.MetadataValue.url(f"{base}/?{urlencode({'workflow': workflow})}")}
 
 
 class ReviewQueue:

@@ -77,3 +77,19 @@ def api_limits() -> dict:
 def ui_url() -> str:
     """The Dagster UI's base URL, for links in alerts (BOSUN_UI_URL)."""
     return os.environ.get("BOSUN_UI_URL", "http://127.0.0.1:3000").rstrip("/")
+
+
+def console_url() -> str | None:
+    """The reviewer console's base URL as reviewers reach it (BOSUN_CONSOLE_URL, e.g.
+    `https://reviews.example.internal/console`; `bosun dev` sets it to its own `bosun serve`),
+    or None when no console is known. Credentials in it are dropped: it ends up in metadata."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    raw = os.environ.get("BOSUN_CONSOLE_URL", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"BOSUN_CONSOLE_URL must be an http(s) URL, got {parts.scheme or 'no'} scheme")
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))

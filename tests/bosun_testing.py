@@ -1,4 +1,5 @@
-"""Helpers shared by tests (not fixtures): how a missing service is reported, a valid event, servers."""
+"""Helpers shared by tests (not fixtures): how a missing service is reported, a valid event, servers,
+a headless browser."""
 
 import os
 import threading
@@ -59,6 +60,62 @@ def service_unavailable(what: str, err: Exception):
     if REQUIRE_SERVICES:
         pytest.fail(f"{msg}, and BOSUN_REQUIRE_SERVICES=1 requires it")
     pytest.skip(msg)
+
+
+def chromium_driver(stack, profile, width: int = 1280, height: int = 2400):
+    """A headless Chromium session (selenium + the system's chromedriver) with its own
+    profile directory, quit when the ExitStack closes (also on failure)."""
+    import shutil
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as err:
+        service_unavailable("selenium (pip install -e '.[test]')", err)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (browser and driver_path):
+        service_unavailable(
+            "Chromium and chromedriver (apt-get install chromium chromium-driver)",
+            FileNotFoundError(browser and "chromedriver" or "chromium"),
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(flag)
+    # The Debian driver, named: Selenium then looks nothing up on the network.
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    stack.callback(driver.quit)
+    driver.implicitly_wait(0)
+    return driver
+
+
+def save_full_page(driver, path) -> None:
+    """The whole page, not only the window (Chromium's own capture, through chromedriver)."""
+    import base64
+    from pathlib import Path
+
+    width, height = driver.execute_script("return [window.innerWidth, document.documentElement.scrollHeight]")
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        },
+    )
+    Path(path).write_bytes(base64.b64decode(shot["data"]))
 
 
 class LoopbackHttpServer:

@@ -13,6 +13,7 @@ from orchestration.audit_anchors import anchor_metadata
 from orchestration.guardrail_checks import activation_counts
 from orchestration.inbox import RECEIVED
 from orchestration.lineage import layer_group
+from orchestration.review import review_console_metadata
 from orchestration.saga_executor import BatchOutcome
 from resources.database import BosunDatabase
 from resources.io_managers import IN_RUN_IO_MANAGER
@@ -253,6 +254,9 @@ def execute_payment_sagas(
     return dg.Output(
         summary,
         metadata={
+            # Where this batch's escalations are answered, when a reviewer console is known;
+            # first, so the run's event log shows it without opening the full message.
+            **review_console_metadata(WORKFLOW),
             "events": len(states),
             "planned_payments": len(planned["plan"]),
             "paid": len(sagas.done),

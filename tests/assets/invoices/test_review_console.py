@@ -7,53 +7,16 @@ BOSUN_CONSOLE_SCREENSHOT=PATH saves the item page as the README shows it (docs/c
 only when asked, so the suite rewrites no file."""
 
 import os
-import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from bosun_testing import BosunServer, service_unavailable
+from bosun_testing import BosunServer, chromium_driver, save_full_page
 
 from assets.invoices.erp import payments
 
 TIMEOUT_S = 30
-
-
-def _chromium(stack: ExitStack, profile: Path):
-    """A headless Chromium session, quit when the stack closes (also on failure)."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as err:
-        service_unavailable("selenium (pip install -e '.[test]')", err)
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (browser and driver_path):
-        service_unavailable(
-            "Chromium and chromedriver (apt-get install chromium chromium-driver)",
-            FileNotFoundError(browser and "chromedriver" or "chromium"),
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,2400",
-    ):
-        options.add_argument(flag)
-    # The Debian driver, named: Selenium then looks nothing up on the network.
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    stack.callback(driver.quit)
-    driver.implicitly_wait(0)
-    return driver
 
 
 def _wait(driver, condition, what: str):
@@ -77,22 +40,6 @@ def _text(driver) -> str:
     from selenium.webdriver.common.by import By
 
     return driver.find_element(By.TAG_NAME, "main").text
-
-
-def _save_full_page(driver, path: Path) -> None:
-    """The whole page, not only the window (Chromium's own capture, through chromedriver)."""
-    import base64
-
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1},
-        },
-    )
-    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def _payments_with_key(world, key) -> int:
@@ -128,7 +75,7 @@ def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_
         bob, _ = keys.create("Bob Reviewer", ["reviews:write"])
         feeder, _ = keys.create("erp-feeder", ["events:write", "events:read"])
         srv.wait_ready()
-        first = _chromium(stack, tmp_path / "chromium-ada")
+        first = chromium_driver(stack, tmp_path / "chromium-ada")
 
         # A key without a review scope does not get in.
         _sign_in(first, srv.url, feeder)
@@ -172,10 +119,10 @@ def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_
         assert steps == ["post_ledger_entry", "schedule_payment", "notify_vendor"]
         assert pay_key in page and f"Saga {key}: not planned yet" in page
         if os.environ.get("BOSUN_CONSOLE_SCREENSHOT"):
-            _save_full_page(first, Path(os.environ["BOSUN_CONSOLE_SCREENSHOT"]))
+            save_full_page(first, Path(os.environ["BOSUN_CONSOLE_SCREENSHOT"]))
 
         # A second reviewer has the same item open in another session.
-        second = _chromium(stack, tmp_path / "chromium-bob")
+        second = chromium_driver(stack, tmp_path / "chromium-bob")
         _sign_in(second, srv.url, bob)
         _wait(second, lambda d: "Signed in as Bob Reviewer" in d.page_source, "Bob is signed in")
         second.get(f"{srv.url}/console/reviews/{item['id']}")
