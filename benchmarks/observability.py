@@ -1,7 +1,7 @@
 """What observability costs: per-batch metrics, OpenTelemetry spans, a Prometheus scrape.
 
 1. batch metrics - real batch runs of the invoice workflow (in-process Dagster, SQLite):
-                   each batch's `metrics.overhead_s` (computing the figures, reading the
+                   each batch's `overhead_s` in its metrics details (computing the figures, reading the
                    events' times, writing the row) against the batch's run time;
 2. spans         - `record_event_traces` for one batch of N events (6 spans each) through
                    the SDK's batch processor (default queue) into its in-memory exporter:
@@ -36,6 +36,7 @@ def batch_runs(base: Path, n_events: int, batch_size: int, seed: int) -> tuple[s
     from assets.invoices.demo import prepare
     from assets.invoices.training import read_events
     from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
+    from orchestration import metrics
     from orchestration.definitions import build_definitions, payload_registry
     from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 
@@ -67,8 +68,8 @@ def batch_runs(base: Path, n_events: int, batch_size: int, seed: int) -> tuple[s
             stats = instance.get_run_stats(rec.run_id)
             figures.append(
                 {
-                    "events": md["metrics.events"].value,
-                    "overhead_s": md["metrics.overhead_s"].value,
+                    "events": md[metrics.EVENTS].value,
+                    "overhead_s": md[metrics.DETAILS].value["overhead_s"],
                     "run_s": stats.end_time - stats.start_time,
                 }
             )

@@ -22,10 +22,12 @@ ANCHOR_HASH = "audit_head_hash"
 
 
 def anchor_metadata(seq: int, head_hash: str) -> dict:
-    """The materialization metadata a batch's last asset carries (nothing for an empty append)."""
+    """The materialization metadata a batch's last asset carries (nothing for an empty append).
+    The seq is text: a number would be plotted by the UI beside the batch's figures, as a
+    line that only ever climbs (`read_anchors` reads either)."""
     if not seq:
         return {}
-    return {ANCHOR_SEQ: seq, ANCHOR_HASH: head_hash}
+    return {ANCHOR_SEQ: dg.MetadataValue.text(str(seq)), ANCHOR_HASH: head_hash}
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 A batch run computes its figures from the events it brought to a terminal state and the
 decisions behind them (`compute`). They go two ways:
 
-- as numeric materialization metadata (`BatchMetrics.metadata()`), so the Dagster UI plots
-  each figure over the batches;
+- as materialization metadata (`BatchMetrics.metadata()`): a small ordered set of numeric
+  series the Dagster UI plots over the batches (`SERIES`), and every other figure in one JSON
+  entry (`DETAILS`);
 - as one row per run in `bosun_batch_metrics` (`MetricsStore.record`), which the Prometheus
   collector (orchestration/prometheus.py) sums on every scrape. Counts and histogram
   bucket counts add up across rows; percentiles would not, which is why the table keeps
@@ -58,6 +59,42 @@ LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800,
 HISTOGRAM_BUCKETS = {"confidence": CONFIDENCE_BUCKETS, "latency_s": LATENCY_BUCKETS_S}
 
 SUCCESS, FAILURE, ESCALATION = "done", "dead_lettered", "escalated"
+# The router's name for the local model (orchestration/routing.py); any other model is an LLM.
+LOCAL_MODEL = "local"
+
+# The series the Dagster UI plots for every batch (Overview -> Metadata -> Plots). The UI
+# plots every numeric entry, sorted as plain strings, so each name starts with a two-digit
+# position: the headline figures come first, in this order, ahead of any unprefixed entry,
+# and "10_" cannot sort before "2_". Everything else is in the JSON entry `DETAILS`, which
+# the UI shows in the table and does not plot.
+EVENTS = "01_events"
+THROUGHPUT = "02_throughput_events_per_s"
+LATENCY_P50 = "03_latency_p50_s"
+LATENCY_P95 = "04_latency_p95_s"
+SUCCESS_RATE = "05_success_rate"
+ESCALATION_RATE = "06_escalation_rate"
+DEAD_LETTER_RATE = "07_dead_letter_rate"
+CONFIDENCE_MIN = "08_confidence_min"
+CONFIDENCE_P05 = "09_confidence_p05"
+CONFIDENCE_P50 = "10_confidence_p50"
+LLM_SHARE = "11_llm_share"
+LLM_COST = "12_llm_cost_usd"
+GUARDRAIL = "13_guardrail."  # + the guardrail's name, one series each
+SERIES = (
+    EVENTS,
+    THROUGHPUT,
+    LATENCY_P50,
+    LATENCY_P95,
+    SUCCESS_RATE,
+    ESCALATION_RATE,
+    DEAD_LETTER_RATE,
+    CONFIDENCE_MIN,
+    CONFIDENCE_P05,
+    CONFIDENCE_P50,
+    LLM_SHARE,
+    LLM_COST,
+)
+DETAILS = "details"
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -94,7 +131,10 @@ class BatchMetrics:
     output_tokens: int
     cost_usd: float
     latencies_s: list[float] = field(repr=False)
-    confidences: list[float] = field(repr=False)
+    confidences: list[float] = field(repr=False)  # every decision's (the Prometheus histogram)
+    # The confidences routing compared with the thresholds: every decision but those a hard
+    # rule escalated outright, whose confidence (the rule's, 1.0) decided nothing.
+    routed_confidences: list[float] = field(default_factory=list, repr=False)
 
     def histograms(self) -> dict:
         return {
@@ -108,31 +148,65 @@ class BatchMetrics:
             },
         }
 
-    def metadata(self) -> dict[str, float | int]:
-        """Flat numeric figures: each key is one line the Dagster UI can plot over batches.
-        Rates and percentiles are left out of a run that finished no event (nothing to
-        measure), rather than plotted as zeros."""
-        md: dict[str, float | int] = {"metrics.events": self.events}
+    def series(self, llm: bool = True) -> dict[str, float | int]:
+        """The plotted figures, in `SERIES` order. A figure is left out where it would only
+        ever be a flat zero or has nothing to measure: rates and percentiles in a run that
+        finished no event, the LLM's share and cost where no LLM is configured (`llm`), a
+        guardrail in a batch where it did not fire (its zero is in the details)."""
+        out: dict[str, float | int] = {EVENTS: self.events}
         n = self.events
+        if n and self.seconds:
+            out[THROUGHPUT] = round(n / self.seconds, 3)
+        latency = percentiles(self.latencies_s, (50, 95))
+        if latency:
+            out[LATENCY_P50], out[LATENCY_P95] = round(latency[50], 3), round(latency[95], 3)
         if n:
-            if self.seconds:
-                md["metrics.throughput_events_per_s"] = round(n / self.seconds, 3)
-                md["metrics.run_seconds"] = round(self.seconds, 3)
-            for q, v in percentiles(self.latencies_s, (50, 95, 99)).items():
-                md[f"metrics.latency_received_to_outcome_p{q}_s"] = round(v, 3)
-            md["metrics.success_rate"] = round(self.outcomes.get(SUCCESS, 0) / n, 4)
-            md["metrics.failure_rate"] = round(self.outcomes.get(FAILURE, 0) / n, 4)
-            md["metrics.escalation_rate"] = round(self.outcomes.get(ESCALATION, 0) / n, 4)
-            for q, v in percentiles(self.confidences, (10, 50, 90)).items():
-                md[f"metrics.confidence_p{q}"] = round(v, 4)
-        for status, count in sorted(self.outcomes.items()):
-            md[f"metrics.outcome.{status}"] = count
+            out[SUCCESS_RATE] = round(self.outcomes.get(SUCCESS, 0) / n, 4)
+            out[ESCALATION_RATE] = round(self.outcomes.get(ESCALATION, 0) / n, 4)
+            out[DEAD_LETTER_RATE] = round(self.outcomes.get(FAILURE, 0) / n, 4)
+        # The low end is what matters: a few low-confidence escalations in a batch of a hundred
+        # never reach a tenth percentile, but they are its minimum and move its 5th.
+        confidence = percentiles(self.routed_confidences, (0, 5, 50))
+        if confidence:
+            out[CONFIDENCE_MIN] = round(confidence[0], 4)
+            out[CONFIDENCE_P05] = round(confidence[5], 4)
+            out[CONFIDENCE_P50] = round(confidence[50], 4)
+        decided = sum(self.models.values())
+        if llm and decided:
+            out[LLM_SHARE] = round(sum(c for m, c in self.models.items() if m != LOCAL_MODEL) / decided, 4)
+            out[LLM_COST] = round(self.cost_usd, 6)
         for name, count in sorted(self.guardrails.items()):
-            md[f"metrics.guardrail.{name}.activations"] = count
-        md["metrics.input_tokens"] = self.input_tokens
-        md["metrics.output_tokens"] = self.output_tokens
-        md["metrics.cost_usd"] = round(self.cost_usd, 6)
-        return md
+            if count:
+                out[GUARDRAIL + name] = count
+        return out
+
+    def details(self) -> dict:
+        """Every figure that is not a series (or only a rarely non-zero one), as plain JSON."""
+        latency = percentiles(self.latencies_s, (50, 95, 99))
+        confidence = percentiles(self.routed_confidences, (10, 50, 90))
+        return {
+            "events": self.events,
+            "run_seconds": round(self.seconds, 3) if self.seconds else None,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "latency_received_to_outcome_s": {f"p{q}": round(v, 3) for q, v in latency.items()},
+            "decisions": dict(sorted(self.decisions.items())),
+            "models": dict(sorted(self.models.items())),
+            "confidence": {
+                "routed": len(self.routed_confidences),
+                "escalated_by_rule": len(self.confidences) - len(self.routed_confidences),
+                **{f"p{q}": round(v, 4) for q, v in confidence.items()},
+            },
+            # Every guardrail of the policy, zeros included.
+            "guardrail_activations": dict(sorted(self.guardrails.items())),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
+
+    def metadata(self, llm: bool = True, details: dict | None = None) -> dict:
+        """The series, then `DETAILS`: these figures and the caller's `details` (a plain dict;
+        Dagster stores it as JSON metadata)."""
+        return {**self.series(llm), DETAILS: {**self.details(), **(details or {})}}
 
 
 def compute(
@@ -147,8 +221,9 @@ def compute(
     """events: the run's events that reached a terminal state, each with `status`,
     `received_at` and `outcome_at`. decisions: the decisions behind those events, each with
     `decision`, `route`, `confidence`, `guardrails` (names that fired), `model`,
-    `input_tokens`, `output_tokens`, `cost_usd`. Every guardrail in `guardrail_names` gets a
-    figure, zero included, so each plot has a point per batch."""
+    `input_tokens`, `output_tokens`, `cost_usd`, and `escalated_by_rule` (a hard rule sent it
+    to a person whatever the confidence; False if missing). Every guardrail in
+    `guardrail_names` gets a count, zero included."""
     outcomes: dict[str, int] = {}
     latencies = []
     last_outcome = None
@@ -184,6 +259,7 @@ def compute(
         cost_usd=float(sum(d["cost_usd"] for d in decisions)),
         latencies_s=latencies,
         confidences=[float(d["confidence"]) for d in decisions],
+        routed_confidences=[float(d["confidence"]) for d in decisions if not d.get("escalated_by_rule")],
     )
 
 

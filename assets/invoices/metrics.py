@@ -25,6 +25,9 @@ def _decision_record(d: dict) -> dict:
         "input_tokens": d["input_tokens"],
         "output_tokens": d["output_tokens"],
         "cost_usd": d["cost_usd"],
+        # A hard rule's "escalate" sends the event to a person whatever the confidence (the
+        # rule's stand-in, 1.0): it says nothing about how sure the decision was.
+        "escalated_by_rule": g["decision"] == "escalate",
     }
 
 
@@ -84,13 +87,20 @@ def stages(context: dg.OpExecutionContext, acted_at: datetime, now: datetime) ->
 
 
 def observe_batch(
-    context: dg.OpExecutionContext, decisions: list[dict], states: list[dict], store: MetricsStore, acted_at: datetime
+    context: dg.OpExecutionContext,
+    decisions: list[dict],
+    states: list[dict],
+    store: MetricsStore,
+    acted_at: datetime,
+    llm_enabled: bool,
+    details: dict,
 ) -> dict:
-    """Metrics (recorded, and returned as metadata with their own cost) and, when an OTLP
+    """Metrics (recorded, and returned as the run's metadata: the plotted series, then one
+    JSON entry with the rest, `details` and their own cost included) and, when an OTLP
     endpoint is configured, one trace per event."""
     t0 = time.perf_counter()
     m, events = batch_metrics(decisions, states, store, context.partition_key, context.run_id, run_started_at(context))
-    md: dict = {**m.metadata(), "metrics.overhead_s": round(time.perf_counter() - t0, 4)}
+    extra: dict = {**details, "overhead_s": round(time.perf_counter() - t0, 4)}
     if tracing.enabled():
         t1 = time.perf_counter()
         by_key = {d["key"]: d for d in decisions}
@@ -103,10 +113,12 @@ def observe_batch(
             }
             for e in events
         ]
-        md["traces.spans"] = tracing.record_event_traces(
+        spans = tracing.record_event_traces(
             WORKFLOW, context.partition_key, context.run_id, stages(context, acted_at, clock.now()), traced
         )
-        md["traces.overhead_s"] = round(time.perf_counter() - t1, 4)
+        extra["traces"] = {"spans": spans, "overhead_s": round(time.perf_counter() - t1, 4)}
+    md = m.metadata(llm=llm_enabled, details=extra)
+    md[metrics.DETAILS] = dg.MetadataValue.json(md[metrics.DETAILS])
     return md
 
 

@@ -41,25 +41,60 @@ def test_compute_rates_percentiles_and_every_guardrail():
     m = metrics.compute(
         "wf", "1-4", "run-1", T - timedelta(seconds=10), events, decisions, ["vendor_known", "limit", "never_fired"]
     )
-    md = m.metadata()
-    assert md["metrics.events"] == 4
-    assert (md["metrics.success_rate"], md["metrics.escalation_rate"], md["metrics.failure_rate"]) == (0.5, 0.25, 0.25)
-    assert md["metrics.run_seconds"] == 20 and md["metrics.throughput_events_per_s"] == 0.2
-    assert md["metrics.latency_received_to_outcome_p50_s"] == 2.5
-    assert md["metrics.latency_received_to_outcome_p50_s"] <= md["metrics.latency_received_to_outcome_p99_s"] <= 10
-    assert md["metrics.confidence_p50"] == pytest.approx(0.925)
-    assert (
-        md["metrics.guardrail.vendor_known.activations"],
-        md["metrics.guardrail.limit.activations"],
-        md["metrics.guardrail.never_fired.activations"],
-    ) == (2, 1, 0)
-    assert (md["metrics.input_tokens"], md["metrics.output_tokens"], md["metrics.cost_usd"]) == (100, 50, 0.01)
+    md = m.series()
+    assert md[metrics.EVENTS] == 4
+    assert (md[metrics.SUCCESS_RATE], md[metrics.ESCALATION_RATE], md[metrics.DEAD_LETTER_RATE]) == (0.5, 0.25, 0.25)
+    assert md[metrics.THROUGHPUT] == 0.2 and m.details()["run_seconds"] == 20
+    assert md[metrics.LATENCY_P50] == 2.5 and md[metrics.LATENCY_P50] <= md[metrics.LATENCY_P95] <= 10
+    assert md[metrics.CONFIDENCE_MIN] == 0.4 and md[metrics.CONFIDENCE_P50] == pytest.approx(0.925)
+    assert md[metrics.CONFIDENCE_MIN] <= md[metrics.CONFIDENCE_P05] <= md[metrics.CONFIDENCE_P50]
+    # One of four decisions went to the LLM, for a cent.
+    assert (md[metrics.LLM_SHARE], md[metrics.LLM_COST]) == (0.25, 0.01)
+    # Per guardrail that fired; the one that never did is only in the details, as a zero.
+    assert (md[metrics.GUARDRAIL + "vendor_known"], md[metrics.GUARDRAIL + "limit"]) == (2, 1)
+    assert metrics.GUARDRAIL + "never_fired" not in md
+    details = m.details()
+    assert details["guardrail_activations"] == {"limit": 1, "never_fired": 0, "vendor_known": 2}
+    assert (details["input_tokens"], details["output_tokens"], details["cost_usd"]) == (100, 50, 0.01)
+    assert details["latency_received_to_outcome_s"]["p99"] <= 10
     assert all(isinstance(v, (int, float)) for v in md.values())
 
 
+def test_the_plotted_series_sort_in_their_order_and_the_rest_is_one_json_entry():
+    events = [_event("done", 1), _event("escalated", 2)]
+    decisions = [_decision(0.9, ["g"]), _decision(0.5, [], "escalate", "escalate", tokens=10, cost=0.1)]
+    md = metrics.compute("wf", "1-2", "run-1", T - timedelta(seconds=5), events, decisions, ["g"]).metadata(
+        details={"sagas": {"paid": 1}}
+    )
+    names = [k for k in md if k != metrics.DETAILS]
+    # The UI sorts labels as strings: that order is the intended one, every series present.
+    assert names == sorted(names) == [*metrics.SERIES, metrics.GUARDRAIL + "g"]
+    assert md[metrics.DETAILS]["sagas"] == {"paid": 1} and md[metrics.DETAILS]["events"] == 2
+
+
+def test_without_an_llm_its_share_and_cost_are_not_plotted():
+    md = metrics.compute("wf", "1-1", "run-1", T, [_event("done", 1)], [_decision(0.9)], []).series(llm=False)
+    assert metrics.LLM_SHARE not in md and metrics.LLM_COST not in md and md[metrics.SUCCESS_RATE] == 1
+
+
+def test_a_rules_escalation_does_not_count_as_a_confident_decision():
+    events = [_event("done", 1), _event("escalated", 1), _event("escalated", 1)]
+    decisions = [
+        _decision(0.97),
+        {**_decision(1.0, ["no_instructions"], "escalate", "escalate"), "escalated_by_rule": True},
+        _decision(0.6, [], "escalate", "escalate"),  # below the act threshold
+    ]
+    m = metrics.compute("wf", "1-3", "run-1", T, events, decisions, ["no_instructions"])
+    md = m.series()
+    assert md[metrics.CONFIDENCE_MIN] == 0.6 and md[metrics.CONFIDENCE_P50] == pytest.approx(0.785)
+    assert m.details()["confidence"]["escalated_by_rule"] == 1
+    assert sum(m.histograms()["confidence"]["counts"]) == 3  # Prometheus still sees every decision
+
+
 def test_a_run_that_finished_nothing_plots_no_rates():
-    md = metrics.compute("wf", "1-1", "run-0", T, [], [], ["g"]).metadata()
-    assert md["metrics.events"] == 0 and "metrics.success_rate" not in md and md["metrics.guardrail.g.activations"] == 0
+    m = metrics.compute("wf", "1-1", "run-0", T, [], [], ["g"])
+    md = m.series()
+    assert md == {metrics.EVENTS: 0} and m.details()["guardrail_activations"] == {"g": 0}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,15 +1,22 @@
-"""Per-batch metrics are numeric metadata on invoice_actions, and rows Prometheus reads."""
+"""Per-batch metrics on invoice_actions (the series the UI plots, the rest as JSON), and rows Prometheus reads."""
 
 import dagster as dg
 from otlp_receiver import OtlpReceiver
 
-from orchestration import tracing
+from orchestration import metrics, tracing
 from orchestration.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS_S
 
 
 def _numeric(value) -> float:
     assert isinstance(value, (dg.IntMetadataValue, dg.FloatMetadataValue)), value
     return value.value
+
+
+def _actions_metadata(world, key: str) -> dict:
+    records = world.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]), limit=1
+    ).records
+    return records[0].asset_materialization.metadata
 
 
 def test_batch_run_puts_its_metrics_on_invoice_actions(make_small_world):
@@ -23,29 +30,25 @@ def test_batch_run_puts_its_metrics_on_invoice_actions(make_small_world):
     counts = world.resources["bosun_db"].inbox().counts()["by_status"]
     seen_events = 0
     for key in report.batches:
-        records = world.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]), limit=1
-        ).records
-        md = records[0].asset_materialization.metadata
-        n = _numeric(md["metrics.events"])
+        md = _actions_metadata(world, key)
+        details = md[metrics.DETAILS].value
+        n = _numeric(md[metrics.EVENTS])
         seen_events += n
-        assert n == _numeric(md["events"])
-        done, esc, dl = (
-            _numeric(md.get(f"metrics.outcome.{s}", dg.IntMetadataValue(0)))
-            for s in ("done", "escalated", "dead_lettered")
+        assert n == details["events"] == sum(details["states"].values())
+        done, esc, dl = (details["outcomes"].get(s, 0) for s in ("done", "escalated", "dead_lettered"))
+        assert _numeric(md[metrics.SUCCESS_RATE]) == round(done / n, 4)
+        assert _numeric(md[metrics.ESCALATION_RATE]) == round(esc / n, 4)
+        assert _numeric(md[metrics.DEAD_LETTER_RATE]) == round(dl / n, 4)
+        p50, p95 = (_numeric(md[name]) for name in (metrics.LATENCY_P50, metrics.LATENCY_P95))
+        assert 0 <= p50 <= p95 <= details["latency_received_to_outcome_s"]["p99"] < 600
+        low, c05, c50 = (
+            _numeric(md[name]) for name in (metrics.CONFIDENCE_MIN, metrics.CONFIDENCE_P05, metrics.CONFIDENCE_P50)
         )
-        assert _numeric(md["metrics.success_rate"]) == round(done / n, 4)
-        assert _numeric(md["metrics.escalation_rate"]) == round(esc / n, 4)
-        assert _numeric(md["metrics.failure_rate"]) == round(dl / n, 4)
-        p50, p95, p99 = (_numeric(md[f"metrics.latency_received_to_outcome_p{q}_s"]) for q in (50, 95, 99))
-        assert 0 <= p50 <= p95 <= p99 < 600
-        c10, c50, c90 = (_numeric(md[f"metrics.confidence_p{q}"]) for q in (10, 50, 90))
-        assert 0 <= c10 <= c50 <= c90 <= 1
-        assert _numeric(md["metrics.throughput_events_per_s"]) > 0
-        for rule in invoice_policy().rule_names():
-            assert _numeric(md[f"metrics.guardrail.{rule}.activations"]) >= 0
-        assert _numeric(md["metrics.input_tokens"]) == 0  # the local model decided: no LLM tokens
-        assert _numeric(md["metrics.cost_usd"]) == 0
+        assert 0 <= low <= c05 <= c50 <= 1
+        assert _numeric(md[metrics.THROUGHPUT]) > 0
+        assert set(details["guardrail_activations"]) == set(invoice_policy().rule_names())
+        assert details["input_tokens"] == 0 and details["cost_usd"] == 0  # the local model decided: no LLM tokens
+        assert details["sagas"]["paid"] <= details["sagas"]["planned_payments"]
     # Every decided event is counted once (triage verdicts never reach the action layer).
     assert seen_events == sum(counts.get(s, 0) for s in ("done", "escalated", "dead_lettered"))
 
@@ -57,6 +60,57 @@ def test_batch_run_puts_its_metrics_on_invoice_actions(make_small_world):
     assert sum(totals["histograms"]["latency_s"]["counts"]) == seen_events
     assert len(totals["histograms"]["confidence"]["counts"]) == len(CONFIDENCE_BUCKETS) + 1
     assert len(totals["histograms"]["latency_s"]["counts"]) == len(LATENCY_BUCKETS_S) + 1
+
+
+def _low_confidence_escalations(world) -> dict[str, int]:
+    """Per batch, the decisions escalated because their confidence was below the act
+    threshold (not by a rule), as the audit log recorded them."""
+    import json
+
+    import sqlalchemy as sa
+
+    from orchestration.db import audit_log
+
+    out: dict[str, int] = {}
+    with world.resources["bosun_db"].audit().engine.connect() as conn:
+        rows = conn.execute(sa.select(audit_log.c.batch_id, audit_log.c.record).where(audit_log.c.kind == "decision"))
+        for batch, record in rows:
+            d = json.loads(record)
+            low = d["route"] == "escalate" and d["guardrails"]["decision"] != "escalate"
+            out[batch] = out.get(batch, 0) + low
+    return out
+
+
+def test_the_plots_are_an_ordered_few_and_low_confidence_shows_in_them(make_small_world):
+    """What the UI plots for a batch (every numeric entry, sorted as strings): the headline
+    series in their order, then only the guardrails that fired; no flat zeros for an LLM that
+    is not configured, tokens, saga counts or the audit seq. A batch with low-confidence
+    escalations has its confidence minimum below the act threshold, and only such a batch."""
+    from assets.invoices.decisions import invoice_policy
+    from assets.invoices.training import read_events
+    from orchestration.definitions import payload_registry
+
+    world = make_small_world(n=400)
+    events = read_events(world.sample / "invoices.jsonl")
+    batches = []
+    for i in range(0, len(events), 100):  # four batches
+        world.resources["bosun_db"].inbox().ingest(events[i : i + 100], payload_registry)
+        report = world.run_pending()
+        assert report.batches and not report.failed
+        batches += report.batches
+    act = invoice_policy().confidence_threshold
+    low = _low_confidence_escalations(world)
+    assert any(low.get(b) for b in batches), "no batch escalated for low confidence: the test proves nothing"
+    for key in batches:
+        md = _actions_metadata(world, key)
+        plotted = [k for k, v in md.items() if isinstance(v, (dg.IntMetadataValue, dg.FloatMetadataValue))]
+        headline = [k for k in plotted if not k.startswith(metrics.GUARDRAIL)]
+        assert headline == [s for s in metrics.SERIES if s not in (metrics.LLM_SHARE, metrics.LLM_COST)]
+        assert plotted == sorted(plotted)  # the order they were written in is the UI's order
+        assert all(_numeric(md[k]) > 0 for k in plotted if k.startswith(metrics.GUARDRAIL))
+        fired = {k for k, n in md[metrics.DETAILS].value["guardrail_activations"].items() if n}
+        assert {k.removeprefix(metrics.GUARDRAIL) for k in plotted if k.startswith(metrics.GUARDRAIL)} == fired
+        assert (_numeric(md[metrics.CONFIDENCE_MIN]) < act) == bool(low.get(key)), (key, low.get(key))
 
 
 def test_with_an_otlp_endpoint_each_decided_event_is_traced_through_the_layers(make_small_world, monkeypatch):
@@ -87,4 +141,4 @@ def test_with_an_otlp_endpoint_each_decided_event_is_traced_through_the_layers(m
         .records[0]
         .asset_materialization.metadata
     )
-    assert md["traces.spans"].value == 6 * len(roots)
+    assert md[metrics.DETAILS].value["traces"]["spans"] == 6 * len(roots)

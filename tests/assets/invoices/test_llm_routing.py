@@ -62,6 +62,24 @@ def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world)
     # The model reads the policy passages the budgeted assembly kept, counted in its tokenizer.
     assert "may be approved automatically only when" in sent
     assert all(d["context_used"]["assembly"]["tokenizer"].startswith("tiktoken:cl100k_base") for d in decisions)
+    # With an LLM configured, each batch plots its share of the decisions and what it cost.
+    import dagster as dg
+
+    from orchestration import metrics
+
+    plotted = [
+        world.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("invoice_actions"), asset_partitions=[key]), limit=1
+        )
+        .records[0]
+        .asset_materialization.metadata
+        for key in report.batches
+    ]
+    shares = [md[metrics.LLM_SHARE].value for md in plotted]
+    assert all(0 <= s < 1 for s in shares) and any(s > 0 for s in shares)
+    assert sum(md[metrics.LLM_COST].value for md in plotted) == pytest.approx(
+        sum(d["cost_usd"] for d in via_llm), abs=1e-5
+    )
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
