@@ -84,7 +84,7 @@ def _databases(tmp: Path):
         return sa.engine.make_url(admin_url).set(database=db).render_as_string(hide_password=False)
 
     def drop(url):
-        from orchestration.db import dispose
+        from orchestration.core.db import dispose
 
         dispose(url)
         with admin.connect() as conn:

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import _backends, _Database  # noqa: E402 - fresh SQLite file or Postgres database, dropped after
 
-from orchestration import clock
+from orchestration.core import clock
 
 
 def _record(i: int, rng: random.Random) -> dict:
@@ -62,9 +62,9 @@ def _record(i: int, rng: random.Random) -> dict:
 
 
 def bench(url: str, n: int, base: Path) -> dict:
-    from orchestration.audit import AuditEntry, AuditLog
-    from orchestration.audit_retention import archive_and_prune, verify_archives
-    from orchestration.db import audit_log
+    from orchestration.audit.chain import AuditEntry, AuditLog
+    from orchestration.audit.retention import archive_and_prune, verify_archives
+    from orchestration.core.db import audit_log
 
     rng = random.Random(7)
     log = AuditLog(url)

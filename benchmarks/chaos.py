@@ -7,7 +7,7 @@
    re-deliveries, plus late (older) versions of invoices under new ids and malformed lines),
    the ERP seeded with its vendors and POs, a trained local model.
 2. The oracle and the baseline: the same stream through the in-process runner (one process,
-   no daemon, no fault; `orchestration/runner.py`): which invoice is paid with which amount,
+   no daemon, no fault; `orchestration/trigger/runner.py`): which invoice is paid with which amount,
    and how many dead letters it leaves.
 3. The chaos run: `dagster-daemon run` with the repository's dagster.yaml (Dagster storage in
    SQLite, or in Postgres with Bosun's tables), the stream fed into the inbox, and the inbox
@@ -207,10 +207,10 @@ def paid_state(url: str) -> dict:
 def outcome_summary(url: str, home: Path | None = None) -> dict:
     """The end state in `url`; `home`: the BOSUN_HOME whose audit key the chain was written
     with (default: this process's)."""
-    from orchestration.audit import AuditLog
-    from orchestration.audit_key import current_key, key_from_secret
-    from orchestration.dead_letters import DeadLetters
-    from orchestration.inbox import Inbox
+    from orchestration.audit.chain import AuditLog
+    from orchestration.audit.key import current_key, key_from_secret
+    from orchestration.trigger.dead_letters import DeadLetters
+    from orchestration.trigger.inbox import Inbox
 
     key_path = (home / "audit.key") if home else None
     key = key_from_secret(key_path.read_text().strip(), str(key_path)) if key_path and key_path.exists() else None
@@ -251,9 +251,9 @@ def _reference(stream: str, out: str) -> None:
     from assets.invoices import context_assets
     from assets.invoices.training import seed_erp
     from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
-    from orchestration import settings
+    from orchestration.core import settings
     from orchestration.definitions import defs, payload_registry
-    from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+    from orchestration.trigger.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 
     res = defs.resources
     seed_erp(res["erp"], settings.sample_dir())
@@ -414,7 +414,7 @@ class ChaosRun:
         from assets.invoices.erp import ERPResource
         from assets.invoices.training import seed_erp
         from orchestration.definitions import payload_registry
-        from orchestration.inbox import Inbox
+        from orchestration.trigger.inbox import Inbox
 
         seed_erp(ERPResource(url=self.url), Path(self.env["BOSUN_SAMPLE_DIR"]))
         with dg.DagsterInstance.get():  # the instance's tables, before the daemon's processes race for them

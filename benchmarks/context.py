@@ -29,8 +29,8 @@ def _world(base: Path, n: int):
     from assets.invoices import sample_data
     from assets.invoices.erp import ERPResource
     from assets.invoices.training import read_events, seed_erp
-    from orchestration.envelope import EventEnvelope
-    from orchestration.inbox import InboxEvent
+    from orchestration.trigger.envelope import EventEnvelope
+    from orchestration.trigger.inbox import InboxEvent
     from resources.knowledge_base import PolicyDocuments, PolicyIndex
 
     os.environ["BOSUN_HOME"] = str(base)
@@ -75,7 +75,7 @@ def main() -> None:
     from assets.invoices.context import assemble_context
     from assets.invoices.context_sources import read_batch_sources
     from assets.invoices.knowledge import retrieval_cache
-    from orchestration.tokens import counter_for
+    from orchestration.context.tokens import counter_for
     from resources.context_sources import ContextSources
 
     sources = ContextSources()

@@ -83,8 +83,8 @@ def personal_data(directory: Path) -> set[str]:
 def run(name, contexts, events_by_key, labels, local_model, llm, routing, calib_dir, index, fake, ledger_url):
     from assets.invoices.calibration import fit_calibrator
     from assets.invoices.decisions import decide
-    from orchestration.confidence import expected_calibration_error
-    from orchestration.llm_ledger import LLMLedger
+    from orchestration.decision.confidence import expected_calibration_error
+    from orchestration.decision.llm_ledger import LLMLedger
 
     calibrator = fit_calibrator(calib_dir, local_model, llm, LLMLedger(ledger_url + "-cal.db"), routing)
     before = len(fake.requests) if fake else 0
@@ -133,7 +133,7 @@ def main() -> int:
     from assets.invoices.erp import ERPResource
     from assets.invoices.training import seed_erp
     from assets.invoices.workflow import ROUTING
-    from orchestration.routing import RoutingPolicy
+    from orchestration.decision.routing import RoutingPolicy
     from resources.chat_model import DisabledChatModel
     from resources.knowledge_base import PolicyIndex
     from resources.llm import OpenAIStructuredLLM

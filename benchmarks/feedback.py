@@ -33,7 +33,7 @@ BLIND_SPOTS = {"currency_mismatch", "prompt_injection", "po_closed"}
 
 def calibrated_ece(models, name: str, examples: list[dict], calibrator) -> float:
     """ECE of the confidence decisions act on: the model's probability through its calibrator."""
-    from orchestration.confidence import expected_calibration_error
+    from orchestration.decision.confidence import expected_calibration_error
 
     p = models.predict(name, [e["features"] for e in examples])
     hit = [got == e["label"] for got, e in zip(p.labels, examples)]
@@ -75,11 +75,11 @@ def main() -> int:
     from assets.invoices.erp import ERPResource
     from assets.invoices.training import read_events, seed_erp, train, write_sample_subset
     from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW, batch_policy, invoice_batches, registry
-    from orchestration.confidence import Calibrator
+    from orchestration.decision.confidence import Calibrator
+    from orchestration.decision.feedback_assets import evaluate
     from orchestration.definitions import build_definitions
-    from orchestration.feedback_assets import evaluate
-    from orchestration.reviewed import decision_records
-    from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+    from orchestration.review.reviewed import decision_records
+    from orchestration.trigger.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
     from resources.local_model import LocalModel
 
     started = time.perf_counter()

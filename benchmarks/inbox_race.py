@@ -48,8 +48,8 @@ class Ping(pydantic.BaseModel):
 def _workflow(url: str):
     import dagster as dg
 
-    from orchestration.batching import BatchPolicy
-    from orchestration.envelope import PayloadRegistry
+    from orchestration.trigger.batching import BatchPolicy
+    from orchestration.trigger.envelope import PayloadRegistry
     from resources.database import BosunDatabase
     from sensors.inbox_batches import build_inbox_batch_sensor
 
@@ -97,8 +97,8 @@ def _envelope(i: int) -> dict:
 def _write(url: str, first: int, stop: int, per_call: int, ready, go, out) -> None:
     """One writer process: imports first, then ingests its share when told to, and reports
     when it started and ended (CLOCK_MONOTONIC is system-wide)."""
-    from orchestration.envelope import PayloadRegistry
-    from orchestration.inbox import Inbox
+    from orchestration.trigger.envelope import PayloadRegistry
+    from orchestration.trigger.inbox import Inbox
 
     registry = PayloadRegistry()
     registry.register(PING, 1, Ping)
@@ -172,8 +172,8 @@ def cursor_reader(url: str, args, fenced: bool) -> dict:
     """A reader that moves its cursor to the last seq it reads past it, in a loop while the
     writers write: unfenced, the query the sensor ran before; fenced, `Inbox.pending_after`.
     Events at or below the final cursor it never read are the ones a sensor would skip."""
-    from orchestration.db import inbox as table
-    from orchestration.inbox import Inbox
+    from orchestration.core.db import inbox as table
+    from orchestration.trigger.inbox import Inbox
 
     inbox = Inbox(url)
     writers = Writers(url, args)
@@ -209,8 +209,8 @@ def cursor_reader(url: str, args, fenced: bool) -> dict:
 def sensor_and_runs(url: str, args, instance) -> dict:
     import dagster as dg
 
-    from orchestration.inbox import Inbox
-    from orchestration.runner import run_batches
+    from orchestration.trigger.inbox import Inbox
+    from orchestration.trigger.runner import run_batches
 
     _, batches, sensor, defs, bootstrap_asset = _workflow(url)
     inbox = Inbox(url)
@@ -290,8 +290,8 @@ def main() -> None:
 
     import dagster as dg
 
-    from orchestration.db import dispose
-    from orchestration.runner import INSTANCE_OVERRIDES
+    from orchestration.core.db import dispose
+    from orchestration.trigger.runner import INSTANCE_OVERRIDES
 
     def fresh(run):
         name = f"bosun_bench_{uuid.uuid4().hex[:10]}"

@@ -66,7 +66,7 @@ class _Database:
             self.url = sa.engine.make_url(pg_admin).set(database=self._name).render_as_string(hide_password=False)
 
     def drop(self) -> None:
-        from orchestration.db import dispose
+        from orchestration.core.db import dispose
 
         dispose(self.url)
         if self._admin is not None:
@@ -93,7 +93,7 @@ def _env(home: Path, url: str) -> dict:
 
 def in_process(url: str, lines: list[str]) -> float:
     from orchestration.definitions import payload_registry
-    from orchestration.inbox import Inbox
+    from orchestration.trigger.inbox import Inbox
 
     inbox = Inbox(url)
     started = time.perf_counter()
@@ -113,7 +113,7 @@ def cli_ingest(env: dict, path: Path, n: int) -> float:
 
 
 def api(env: dict, events: list[dict], home: Path) -> float:
-    from orchestration.api_keys import ApiKeys
+    from orchestration.api.keys import ApiKeys
 
     key, _ = ApiKeys(env["BOSUN_DATABASE_URL"]).create("bench", ["events:write"], rate_per_s=1e6, burst=10**6)
     port = _free_port()

@@ -26,7 +26,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from orchestration import clock
+from orchestration.core import clock
 
 
 def batch_runs(base: Path, n_events: int, batch_size: int, seed: int) -> tuple[str, list[dict]]:
@@ -36,9 +36,9 @@ def batch_runs(base: Path, n_events: int, batch_size: int, seed: int) -> tuple[s
     from assets.invoices.demo import prepare
     from assets.invoices.training import read_events
     from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
-    from orchestration import metrics
     from orchestration.definitions import build_definitions, payload_registry
-    from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+    from orchestration.trigger.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+    from orchestration.verification import metrics
 
     os.environ["BOSUN_DATABASE_URL"] = f"sqlite:///{base / 'bosun.db'}"
     defs = build_definitions()
@@ -81,7 +81,7 @@ def span_cost(n_events: int) -> float:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from orchestration import tracing
+    from orchestration.verification import tracing
 
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
@@ -108,7 +108,7 @@ def span_cost(n_events: int) -> float:
 
 
 def scrape_s(url: str, repeat: int = 3) -> float:
-    from orchestration.prometheus import exposition
+    from orchestration.verification.prometheus import exposition
 
     times = []
     for _ in range(repeat):
@@ -119,7 +119,7 @@ def scrape_s(url: str, repeat: int = 3) -> float:
 
 
 def synthetic_rows(url: str, rows: int) -> None:
-    from orchestration import metrics
+    from orchestration.verification import metrics
 
     store = metrics.MetricsStore(url)
     now = clock.now()

@@ -77,10 +77,10 @@ def main() -> int:
     from assets.invoices.context import action_key
     from assets.invoices.demo import run_demo
     from assets.invoices.workflow import EVENT_TYPES
-    from orchestration import expectations
-    from orchestration.batching import BatchRange
     from orchestration.definitions import build_definitions
-    from orchestration.outcome_checks import terminal_states
+    from orchestration.trigger.batching import BatchRange
+    from orchestration.verification import expectations
+    from orchestration.verification.outcome_checks import terminal_states
     from resources.io_managers import IN_RUN_IO_MANAGER
 
     # The batch runs' own values stay in memory in production; this benchmark keeps them as

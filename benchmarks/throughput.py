@@ -71,7 +71,7 @@ def dagster_batches(defs, instance_dir: Path, batch_size: int) -> tuple[int, int
 
     from assets.invoices import context_assets
     from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
-    from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+    from orchestration.trigger.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 
     instance_dir.mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=INSTANCE_OVERRIDES) as instance:

@@ -2,7 +2,7 @@
 with what all workflows share (audit retention, alerts, the notification outbox).
 
 Nothing here names a workflow: each package under `assets/` that declares a `workflow`
-(orchestration/workflows.py) is found and merged, and what the CLI and the HTTP API need
+(orchestration/core/workflows.py) is found and merged, and what the CLI and the HTTP API need
 (payload models, saga, review and replay hooks, schemas) is derived from those declarations.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.schema_migrations import BOSUN_SCHEMA, SchemaOwner
-from orchestration.workflows import Workflow, discover
-from orchestration.workflows import payload_registry as _payload_registry
+from orchestration.core.schema_migrations import BOSUN_SCHEMA, SchemaOwner
+from orchestration.core.workflows import Workflow, discover
+from orchestration.core.workflows import payload_registry as _payload_registry
 from resources.channels import load_routing
 from resources.defaults import default_resources
 from resources.fault_injection import journal_schema
@@ -62,7 +62,7 @@ payload_registry = _payload_registry(workflows)
 saga_workflows = {name: wf.sagas for name, wf in workflows.items() if wf.sagas is not None}
 
 # What a reviewer's answer means per workflow, for `bosun review` and the HTTP review
-# endpoints (modules as orchestration/reviews.py describes).
+# endpoints (modules as orchestration/review/answers.py describes).
 review_workflows = {name: wf.reviews for name, wf in workflows.items() if wf.reviews is not None}
 
 # Every workflow's replay hook, for `bosun replay`.

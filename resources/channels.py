@@ -40,7 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardrails.input_guards import redact_pii
-from orchestration import clock, settings
+from orchestration.core import clock, settings
 from resources.env import resolved
 
 KEY_HEADER = "X-Bosun-Idempotency-Key"

@@ -2,7 +2,7 @@
 
 One resource for every source a workflow reads its context from, so that the settings
 are configured (and overridden in tests) in one place; the mechanics live in
-`orchestration.sources`. The breaker's state is kept in Bosun's database, so it is shared
+`orchestration.context.sources`. The breaker's state is kept in Bosun's database, so it is shared
 by every run and process.
 """
 
@@ -12,10 +12,10 @@ from typing import Any, Callable, Optional
 
 import dagster as dg
 
-from orchestration import settings
-from orchestration.circuit_breaker import CircuitBreaker
-from orchestration.freshness import FreshnessWindow
-from orchestration.sources import Snapshot, SourceReading, SourceSettings, read_source
+from orchestration.action.circuit_breaker import CircuitBreaker
+from orchestration.context.freshness import FreshnessWindow
+from orchestration.context.sources import Snapshot, SourceReading, SourceSettings, read_source
+from orchestration.core import settings
 from resources.env import resolved
 
 

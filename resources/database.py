@@ -6,22 +6,22 @@ from typing import Optional
 
 import dagster as dg
 
-from orchestration import settings
-from orchestration.audit import AuditLog
-from orchestration.audit_key import key_from_secret
-from orchestration.dead_letters import DeadLetters
-from orchestration.feedback import FeedbackStore
-from orchestration.inbox import Inbox
-from orchestration.llm_ledger import LLMLedger
-from orchestration.metrics import MetricsStore
-from orchestration.review import ReviewQueue
+from orchestration.audit.chain import AuditLog
+from orchestration.audit.key import key_from_secret
+from orchestration.core import settings
+from orchestration.decision.feedback import FeedbackStore
+from orchestration.decision.llm_ledger import LLMLedger
+from orchestration.review.queue import ReviewQueue
+from orchestration.trigger.dead_letters import DeadLetters
+from orchestration.trigger.inbox import Inbox
+from orchestration.verification.metrics import MetricsStore
 from resources.env import resolved
 
 
 class BosunDatabase(dg.ConfigurableResource):
     """`url` unset means BOSUN_DATABASE_URL, else the embedded SQLite file under BOSUN_HOME.
     `audit_key` (an EnvVar: BOSUN_AUDIT_KEY) keys the audit chain; unset, the embedded
-    default key file in BOSUN_HOME does (orchestration/audit_key.py)."""
+    default key file in BOSUN_HOME does (orchestration/audit/key.py)."""
 
     url: Optional[str] = None
     audit_key: Optional[str] = None

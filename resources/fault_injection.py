@@ -27,9 +27,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from orchestration.actions import PermanentError, RetryableError
-from orchestration.db import SeqType, engine_for
-from orchestration.schema_migrations import SchemaOwner
+from orchestration.action.actions import PermanentError, RetryableError
+from orchestration.core.db import SeqType, engine_for
+from orchestration.core.schema_migrations import SchemaOwner
 
 journal_metadata = sa.MetaData()
 

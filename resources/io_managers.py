@@ -1,7 +1,7 @@
 """Where asset and op outputs go: nothing is pickled to the local disk.
 
 - `io_manager` (every asset's default): `DatabaseIOManager`, the value in Bosun's database
-  (orchestration/stored_values.py), so a run on any machine reads what another produced.
+  (orchestration/core/stored_values.py), so a run on any machine reads what another produced.
 - `bosun_in_run_io_manager`: a batch run's own values (the context, the decisions, the
   payment plan), handed from step to step in memory and gone when the run ends. Batch
   jobs run in-process; with an executor that runs steps in other processes, bind this key
@@ -14,8 +14,8 @@ from typing import Optional
 
 import dagster as dg
 
-from orchestration import settings
-from orchestration.stored_values import StoredValues
+from orchestration.core import settings
+from orchestration.core.stored_values import StoredValues
 from resources.env import resolved
 
 IN_RUN_IO_MANAGER = "bosun_in_run_io_manager"

@@ -16,7 +16,7 @@ import bm25s
 import dagster as dg
 import numpy as np
 
-from orchestration import settings
+from orchestration.core import settings
 from resources.env import resolved
 
 

@@ -24,9 +24,9 @@ from typing import Optional
 import dagster as dg
 import sqlalchemy as sa
 
-from orchestration import clock, settings
-from orchestration.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
-from orchestration.schema_migrations import SchemaOwner
+from orchestration.core import clock, settings
+from orchestration.core.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
+from orchestration.core.schema_migrations import SchemaOwner
 from resources.env import resolved
 
 outbox_metadata = sa.MetaData()

@@ -15,7 +15,7 @@ import time
 
 import dagster as dg
 
-from orchestration import settings
+from orchestration.core import settings
 from resources.notifier import AlertRefused, Notifier
 
 # A fresh check sensor looks back this far, not over the whole history of the instance.

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from orchestration.audit_retention import audit_archive
+from orchestration.audit.retention import audit_archive
 
 audit_retention_job = dg.define_asset_job(
     "audit_retention_job",

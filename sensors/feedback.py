@@ -5,7 +5,7 @@ from typing import Callable
 
 import dagster as dg
 
-from orchestration.reviewed import feedback_after
+from orchestration.review.reviewed import feedback_after
 from resources.database import BosunDatabase
 
 ACTIVE = [

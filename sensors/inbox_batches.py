@@ -5,7 +5,7 @@ cursor is the last sequence number already batched, so a tick reads one bounded 
 a restart resumes where it stopped; run_key = batch key makes a repeated request a no-op.
 
 No event is skipped: the tick reads only up to the inbox's commit watermark (on Postgres a
-writer may hold a lower seq uncommitted while a higher one commits; orchestration/inbox_fence.py),
+writer may hold a lower seq uncommitted while a higher one commits; orchestration/trigger/inbox_fence.py),
 and a run claims its events when it starts (`Inbox.claim_batch`). A straggler, a `received`
 event below the cursor that no batch claimed `sweep_after_seconds` after it arrived (written
 around the fence, or skipped by a claim because another transaction held its row), is swept
@@ -22,9 +22,9 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import dagster as dg
 
-from orchestration import clock
-from orchestration.batching import BatchPolicy, BatchRange, plan_batches
-from orchestration.inbox_fence import WritersInFlight
+from orchestration.core import clock
+from orchestration.trigger.batching import BatchPolicy, BatchRange, plan_batches
+from orchestration.trigger.inbox_fence import WritersInFlight
 from resources.database import BosunDatabase
 
 # A failed bootstrap run is tried again after this long, not on every tick.

@@ -32,8 +32,8 @@ from typing import Callable, Optional
 
 import dagster as dg
 
-from orchestration import clock, settings
-from orchestration.review import ReviewQueue
+from orchestration.core import clock, settings
+from orchestration.review.queue import ReviewQueue
 from resources.channels import (
     ChannelNotConfigured,
     ChannelResult,

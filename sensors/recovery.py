@@ -42,12 +42,13 @@ from typing import Mapping, Sequence
 
 import dagster as dg
 
-from orchestration import clock
-from orchestration.audit import AuditEntry
-from orchestration.batching import BatchRange
-from orchestration.inbox import DEAD_LETTERED, RECEIVED
-from orchestration.leases import Leases
-from orchestration.recovery import (
+from orchestration.action.leases import Leases
+from orchestration.action.saga_log import SagaLog
+from orchestration.audit.chain import AuditEntry
+from orchestration.core import clock
+from orchestration.trigger.batching import BatchRange
+from orchestration.trigger.inbox import DEAD_LETTERED, RECEIVED
+from orchestration.trigger.recovery import (
     DEAD_LETTER,
     RERUN,
     SAGAS,
@@ -59,7 +60,6 @@ from orchestration.recovery import (
     audit_entry,
     decide,
 )
-from orchestration.saga_log import SagaLog
 from resources.database import BosunDatabase
 
 _ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]

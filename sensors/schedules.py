@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from orchestration import clock
-from orchestration.calendar import BusinessCalendar
+from orchestration.core import clock
+from orchestration.trigger.calendar import BusinessCalendar
 
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,

@@ -203,7 +203,7 @@ class BosunServer:
 
 def empty_audit_tables(url: str) -> None:
     """A clean audit log in a database shared by a module's tests (faster than a new database each)."""
-    from orchestration.db import audit_checkpoints, audit_head, audit_log, engine_for
+    from orchestration.core.db import audit_checkpoints, audit_head, audit_log, engine_for
 
     with engine_for(url).begin() as conn:
         for table in (audit_log, audit_checkpoints, audit_head):

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from bosun_testing import service_unavailable
 
 # CI runs the time-dependent tests a second time with the clock a year ahead
-# (`BOSUN_CLOCK_SHIFT_DAYS=365`). Subprocesses read the variable through `orchestration.clock`;
+# (`BOSUN_CLOCK_SHIFT_DAYS=365`). Subprocesses read the variable through `orchestration.core.clock`;
 # in this process time-machine moves every clock (Dagster's too), so Bosun's clock reads the
 # moved system time instead of adding the shift a second time.
 _CLOCK_SHIFT_DAYS = os.environ.get("BOSUN_CLOCK_SHIFT_DAYS")
@@ -30,7 +30,7 @@ def shifted_clock():
 
     import time_machine
 
-    from orchestration import clock
+    from orchestration.core import clock
 
     target = datetime.now(timezone.utc) + timedelta(days=float(_CLOCK_SHIFT_DAYS))
     with time_machine.travel(target, tick=True), clock.use(lambda: datetime.now(timezone.utc)):
@@ -108,7 +108,7 @@ def _fresh_database(admin_url: str) -> tuple[str, callable]:
     url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
     def drop():
-        from orchestration.db import dispose
+        from orchestration.core.db import dispose
 
         dispose(url)  # close pooled connections so the database can be dropped
         with admin.connect() as conn:

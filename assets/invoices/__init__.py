@@ -1,7 +1,7 @@
 """The invoice (accounts payable) workflow, declared once.
 
 `workflow` below is everything the code location, the CLI and the HTTP API know about it
-(orchestration/workflows.py discovers it): its assets, checks and jobs (jobs.py), its triggers
+(orchestration/core/workflows.py discovers it): its assets, checks and jobs (jobs.py), its triggers
 (triggers.py), its payload models, its saga, review and replay hooks, the ERP it acts on, its
 notification routing and its sample.
 """
@@ -34,7 +34,7 @@ from assets.invoices.workflow import (
     invoice_batches,
     invoice_inbox,
 )
-from orchestration.workflows import SampleHooks, TargetSchema, Workflow, lazy
+from orchestration.core.workflows import SampleHooks, TargetSchema, Workflow, lazy
 from resources.defaults import env_or_none
 
 workflow = Workflow(

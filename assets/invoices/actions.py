@@ -7,14 +7,14 @@ from assets.invoices.erp import ERPResource
 from assets.invoices.metrics import observe_batch
 from assets.invoices.payment_saga import payment_executor, payment_params, refusal_audit, refusal_state
 from assets.invoices.workflow import WORKFLOW, invoice_batches
-from orchestration import clock
-from orchestration.audit import AuditEntry
-from orchestration.audit_anchors import anchor_metadata
-from orchestration.guardrail_checks import activation_counts
-from orchestration.inbox import RECEIVED
-from orchestration.lineage import layer_group
-from orchestration.review import review_console_metadata
-from orchestration.saga_executor import BatchOutcome
+from orchestration.action.saga_executor import BatchOutcome
+from orchestration.audit.anchors import anchor_metadata
+from orchestration.audit.chain import AuditEntry
+from orchestration.core import clock
+from orchestration.core.lineage import layer_group
+from orchestration.decision.guardrail_checks import activation_counts
+from orchestration.review.queue import review_console_metadata
+from orchestration.trigger.inbox import RECEIVED
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
 from resources.io_managers import IN_RUN_IO_MANAGER

@@ -8,8 +8,8 @@ memo with instruction-like text never goes in (memo-handling-and-privacy.md).
 
 from __future__ import annotations
 
-from orchestration.context_assembly import ContextItem, assemble_many
-from orchestration.tokens import TokenCounter
+from orchestration.context.assembly import ContextItem, assemble_many
+from orchestration.context.tokens import TokenCounter
 
 TOKEN_BUDGET = 600
 MIN_SCORE = 0.05

@@ -17,9 +17,9 @@ from assets.invoices.context import action_key
 from assets.invoices.erp import ERPResource
 from assets.invoices.payment_saga import payment_plan
 from assets.invoices.workflow import EVENT_TYPES
-from orchestration.batching import BatchRange
-from orchestration.outcome_reconciliation import Effect, EventRecord, Reconciliation, reconcile
-from orchestration.saga_log import SagaLog
+from orchestration.action.saga_log import SagaLog
+from orchestration.trigger.batching import BatchRange
+from orchestration.verification.outcome_reconciliation import Effect, EventRecord, Reconciliation, reconcile
 from resources.database import BosunDatabase
 from resources.outbox import NotificationOutbox
 

@@ -1,5 +1,5 @@
 """The confidence calibrator of the invoice decisions (the engine's asset,
-orchestration/feedback_assets.py), with the invoice workflow's stand-in for reviewed outcomes:
+orchestration/decision/feedback_assets.py), with the invoice workflow's stand-in for reviewed outcomes:
 the labelled sample's invoices decided by the same path as a batch (context, router,
 guardrails, factors) against the sample's own ERP snapshot, each scored against its label.
 """
@@ -14,10 +14,10 @@ from assets.invoices.erp import ERPResource
 from assets.invoices.feedback import feedback_loop
 from assets.invoices.reasoning import propose
 from assets.invoices.training import as_inbox_events, read_events, seed_erp
-from orchestration import feedback_assets
-from orchestration.confidence import Calibrator
-from orchestration.db import dispose
-from orchestration.feedback_assets import Outcomes, build_calibrator_asset
+from orchestration.core.db import dispose
+from orchestration.decision import feedback_assets
+from orchestration.decision.confidence import Calibrator
+from orchestration.decision.feedback_assets import Outcomes, build_calibrator_asset
 from resources.chat_model import ChatModel
 from resources.local_model import LocalModel
 

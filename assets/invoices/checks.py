@@ -9,7 +9,13 @@ from assets.invoices.data_quality import expectation_checks
 from assets.invoices.decisions import invoice_guardrail_checks
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, dead_letter_policy, invoice_batches
-from orchestration.outcome_checks import ActedOnTwice, OutcomeCheck, Reconcile, Verdict, build_outcome_checks
+from orchestration.verification.outcome_checks import (
+    ActedOnTwice,
+    OutcomeCheck,
+    Reconcile,
+    Verdict,
+    build_outcome_checks,
+)
 
 
 def no_payment_exceeds_po(erp: ERPResource) -> Verdict:

@@ -1,12 +1,12 @@
 """Confidence of the invoice decisions: which factors count, and how much.
 
 The mechanics (combining, calibrating, thresholds) are generic, in
-orchestration/confidence.py; this module only says what lowers confidence for an invoice.
+orchestration/decision/confidence.py; this module only says what lowers confidence for an invoice.
 """
 
 from __future__ import annotations
 
-from orchestration.confidence import Factor, quality_factors
+from orchestration.decision.confidence import Factor, quality_factors
 
 # A top BM25 score below this means the policy documents barely speak to the case.
 MIN_RETRIEVAL_SCORE = 1.0

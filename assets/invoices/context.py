@@ -29,13 +29,13 @@ from assets.invoices.knowledge import (
 )
 from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, invoice_inbox, registry
 from guardrails.untrusted import guard_payload
-from orchestration.conflicts import quality_factor as _conflict_factor
-from orchestration.delivery import triage
-from orchestration.freshness import window_of_asset
-from orchestration.inbox import InboxEvent
-from orchestration.lineage import layer_group
-from orchestration.sources import Snapshot, SourceReading
-from orchestration.tokens import TokenCounter, counter_for
+from orchestration.context.conflicts import quality_factor as _conflict_factor
+from orchestration.context.freshness import window_of_asset
+from orchestration.context.sources import Snapshot, SourceReading
+from orchestration.context.tokens import TokenCounter, counter_for
+from orchestration.core.lineage import layer_group
+from orchestration.trigger.delivery import triage
+from orchestration.trigger.inbox import InboxEvent
 from resources.chat_model import ChatModel
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase

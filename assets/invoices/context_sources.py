@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from assets.invoices.erp import ERPResource
-from orchestration.conflicts import Claim, ConflictRule, resolve
-from orchestration.freshness import FreshnessWindow
-from orchestration.sources import LIVE, MISSING, Snapshot, SourceReading
+from orchestration.context.conflicts import Claim, ConflictRule, resolve
+from orchestration.context.freshness import FreshnessWindow
+from orchestration.context.sources import LIVE, MISSING, Snapshot, SourceReading
 from resources.context_sources import ContextSources
 
 # How much a degraded source lowers confidence: a stale snapshot by its policy's verdict,

@@ -1,6 +1,6 @@
 """Great Expectations on the invoice workflow's data: the context each batch was decided
 from, and the outcomes of its decisions. The suites are JSON files in `expectations/`;
-the generic runner is `orchestration/expectations.py`."""
+the generic runner is `orchestration/verification/expectations.py`."""
 
 from decimal import Decimal
 from pathlib import Path
@@ -12,8 +12,8 @@ from assets.invoices.actions import invoice_actions
 from assets.invoices.context import action_key, invoice_context
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
-from orchestration import expectations
-from orchestration.saga_log import SagaLog
+from orchestration.action.saga_log import SagaLog
+from orchestration.verification import expectations
 from resources.database import BosunDatabase
 
 SUITES = Path(__file__).parent / "expectations"

@@ -11,11 +11,11 @@ from assets.invoices.confidence import broader_query, factors, retrieval_factor
 from assets.invoices.reasoning import propose
 from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, MODEL_NAME, WORKFLOW, invoice_batches
 from guardrails.engine import Policy, evaluate, load_policy
-from orchestration.confidence import Calibrator, Thresholds, combine, quality_factors
-from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
-from orchestration.lineage import layer_group
-from orchestration.llm_ledger import LLMLedger
-from orchestration.routing import RoutingPolicy
+from orchestration.core.lineage import layer_group
+from orchestration.decision.confidence import Calibrator, Thresholds, combine, quality_factors
+from orchestration.decision.guardrail_checks import activation_counts, build_guardrail_checks
+from orchestration.decision.llm_ledger import LLMLedger
+from orchestration.decision.routing import RoutingPolicy
 from resources.chat_model import ChatModel
 from resources.database import BosunDatabase
 from resources.io_managers import IN_RUN_IO_MANAGER

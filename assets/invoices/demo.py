@@ -15,9 +15,9 @@ from assets.invoices.jobs import context_assets
 from assets.invoices.sample_settlements import settle_sample
 from assets.invoices.training import read_events, seed_erp, train
 from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, batch_policy, invoice_batches, registry
-from orchestration.inbox import Inbox
-from orchestration.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
-from orchestration.status import inbox_status
+from orchestration.cli.status import inbox_status
+from orchestration.trigger.inbox import Inbox
+from orchestration.trigger.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
 from resources.chat_model import DisabledChatModel
 from resources.local_model import LocalModel
 
@@ -65,7 +65,7 @@ def accuracy(inbox: Inbox, labels: dict[str, dict]) -> dict:
     """Decisions made without a person, compared with the ground truth."""
     import sqlalchemy as sa
 
-    from orchestration.db import inbox as inbox_table
+    from orchestration.core.db import inbox as inbox_table
 
     with inbox.engine.connect() as conn:
         rows = conn.execute(

@@ -16,9 +16,9 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from orchestration import clock, settings
-from orchestration.db import engine_for, insert_ignoring_duplicates
-from orchestration.schema_migrations import SchemaOwner
+from orchestration.core import clock, settings
+from orchestration.core.db import engine_for, insert_ignoring_duplicates
+from orchestration.core.schema_migrations import SchemaOwner
 from resources.env import resolved
 
 erp_metadata = sa.MetaData()

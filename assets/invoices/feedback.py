@@ -1,4 +1,4 @@
-"""The invoice workflow's feedback loop (the engine's assets, orchestration/feedback_assets.py):
+"""The invoice workflow's feedback loop (the engine's assets, orchestration/decision/feedback_assets.py):
 what its local model may answer, its features and the labelled sample it started from."""
 
 import tempfile
@@ -8,9 +8,9 @@ from assets.invoices.context import model_features
 from assets.invoices.erp import ERPResource
 from assets.invoices.training import labelled_examples, seed_erp
 from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW
-from orchestration.db import dispose
-from orchestration.feedback_assets import FeedbackLoop, build_feedback_assets
-from orchestration.model_quality import PromotionRule
+from orchestration.core.db import dispose
+from orchestration.decision.feedback_assets import FeedbackLoop, build_feedback_assets
+from orchestration.decision.model_quality import PromotionRule
 
 
 def sample_examples(directory: Path) -> tuple[list[dict], list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestration.ttl_cache import TTLCache
+from orchestration.context.ttl_cache import TTLCache
 from resources.knowledge_base import PolicyIndex
 
 LABELS_PATH = Path(__file__).parent / "retrieval_labels.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from assets.invoices.sample_data import live_chunk, load_erp
 from assets.invoices.sample_settlements import simulate_settlements
-from orchestration import clock
+from orchestration.core import clock
 
 
 @lru_cache(maxsize=4)

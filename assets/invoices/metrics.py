@@ -1,5 +1,5 @@
-"""The invoice batch's metrics and traces: what orchestration/metrics.py and
-orchestration/tracing.py need, from this workflow's records and its run's steps."""
+"""The invoice batch's metrics and traces: what orchestration/verification/metrics.py and
+orchestration/verification/tracing.py need, from this workflow's records and its run's steps."""
 
 import time
 from datetime import datetime, timezone
@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from assets.invoices.workflow import WORKFLOW
-from orchestration import clock, metrics, tracing
-from orchestration.metrics import BatchMetrics, MetricsStore
+from orchestration.core import clock
+from orchestration.verification import metrics, tracing
+from orchestration.verification.metrics import BatchMetrics, MetricsStore
 
 # Which steps of the batch run carry which layer (step keys of the graph-backed assets).
 LAYER_STEPS = {"context": "invoice_context", "decision": "invoice_decisions", "action": "invoice_actions"}

@@ -14,13 +14,13 @@ from decimal import Decimal
 from assets.invoices.context import action_key
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
-from orchestration.actions import ActionType, RetryPolicy
-from orchestration.audit import AuditEntry
-from orchestration.leases import Leases
-from orchestration.rate_limit import RateLimiter
-from orchestration.review import ReviewQueue
-from orchestration.saga_executor import PlanStep, Refusal, SagaExecutor, SagaPlan
-from orchestration.saga_log import SagaLog
+from orchestration.action.actions import ActionType, RetryPolicy
+from orchestration.action.leases import Leases
+from orchestration.action.rate_limit import RateLimiter
+from orchestration.action.saga_executor import PlanStep, Refusal, SagaExecutor, SagaPlan
+from orchestration.action.saga_log import SagaLog
+from orchestration.audit.chain import AuditEntry
+from orchestration.review.queue import ReviewQueue
 from resources.outbox import NotificationOutbox
 
 ERP_TARGET = "erp"

@@ -10,10 +10,10 @@ from typing import Optional
 
 from assets.invoices.context import model_features
 from assets.invoices.workflow import MODEL_NAME, ROUTING, WORKFLOW
-from orchestration.llm_ledger import LLMLedger
-from orchestration.pricing import price_table
-from orchestration.prompts import Prompt, load_prompt
-from orchestration.routing import LLMAnswer, Question, Router, RoutingPolicy, budget_from_env
+from orchestration.decision.llm_ledger import LLMLedger
+from orchestration.decision.pricing import price_table
+from orchestration.decision.prompts import Prompt, load_prompt
+from orchestration.decision.routing import LLMAnswer, Question, Router, RoutingPolicy, budget_from_env
 from resources.chat_model import ChatModel
 from resources.local_model import LocalModel
 

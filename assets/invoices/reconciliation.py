@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from assets.invoices.erp import ERPResource, ledger_entries, payments
 from assets.invoices.workflow import WORKFLOW, erp_payments
-from orchestration.lineage import layer_group
+from orchestration.core.lineage import layer_group
 
 # Days in the accounts-payable team's time zone, the one the schedule names. `end_offset=1`:
 # today is a partition too, so today's payments can be reconciled before the day closes.

@@ -15,9 +15,9 @@ from typing import Optional
 from assets.invoices.decisions import assess, calibrator_path, guard, invoice_policy
 from assets.invoices.reasoning import prompt_versions, propose
 from assets.invoices.workflow import EVENT_TYPES, ROUTING, WORKFLOW
-from orchestration import settings
-from orchestration.confidence import Calibrator
-from orchestration.replay import ReplayHook
+from orchestration.audit.replay import ReplayHook
+from orchestration.core import settings
+from orchestration.decision.confidence import Calibrator
 from resources.knowledge_base import PolicyIndex
 
 

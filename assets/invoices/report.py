@@ -1,9 +1,9 @@
-"""The invoice decisions' report (the engine's asset, orchestration/decision_report.py), with
+"""The invoice decisions' report (the engine's asset, orchestration/verification/decision_report.py), with
 the invoice dimensions failed decisions are grouped by: vendor and amount band."""
 
 from assets.invoices.feedback import feedback_loop
 from assets.invoices.workflow import EVENT_TYPES, WORKFLOW
-from orchestration.decision_report import build_decision_report_asset
+from orchestration.verification.decision_report import build_decision_report_asset
 
 AMOUNT_BANDS = ((1_000, "< 1k"), (10_000, "1k-10k"), (50_000, "10k-50k"))
 

@@ -1,7 +1,7 @@
 """What a reviewer's answer means for an invoice: the labels a decision can have, what Bosun
 proposed, and the payment an approved escalation makes (the payment saga, executed once).
 
-`orchestration/reviews.py` calls these through `review_workflows` in definitions.py, so the
+`orchestration/review/answers.py` calls these through `review_workflows` in definitions.py, so the
 engine never imports this package.
 """
 

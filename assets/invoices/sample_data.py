@@ -22,7 +22,7 @@ from pathlib import Path
 from stdnum import luhn
 
 from assets.invoices.payloads import INVOICE_RECEIVED
-from orchestration import clock
+from orchestration.core import clock
 
 SOURCE = "erp-mailroom"
 # Mean gap between two events is 122.5 s (5..240 s): a stream of n events spans ~n * 122.5 s.

@@ -15,7 +15,7 @@ from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from assets.invoices.erp import ERPResource
-from orchestration import clock
+from orchestration.core import clock
 
 TZ = ZoneInfo("Europe/Berlin")
 # fate -> share of payments

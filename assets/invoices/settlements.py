@@ -17,8 +17,8 @@ import dagster as dg
 
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import WORKFLOW, erp_payments
-from orchestration import clock
-from orchestration.lineage import layer_group
+from orchestration.core import clock
+from orchestration.core.lineage import layer_group
 
 TZ = ZoneInfo("Europe/Berlin")
 # `end_offset=1`: today's due day exists (its payments pass as not yet due until it ends).

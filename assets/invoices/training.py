@@ -10,8 +10,8 @@ from assets.invoices import sample_data
 from assets.invoices.context import assemble_context, model_features
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import MODEL_NAME, registry
-from orchestration.envelope import parse_envelope
-from orchestration.inbox import InboxEvent
+from orchestration.trigger.envelope import parse_envelope
+from orchestration.trigger.inbox import InboxEvent
 from resources.local_model import LocalModel
 
 

@@ -17,7 +17,7 @@ from assets.invoices.workflow import (
     invoice_batches,
     recovery_policy,
 )
-from orchestration.recovery import SagaRecovery
+from orchestration.trigger.recovery import SagaRecovery
 from resources.knowledge_base import PolicyDocuments
 from sensors.feedback import build_feedback_sensor
 from sensors.inbox_batches import build_inbox_batch_sensor

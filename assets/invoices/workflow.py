@@ -9,14 +9,14 @@ from pathlib import Path
 import dagster as dg
 
 from assets.invoices import payloads
-from orchestration.batching import BatchPolicy
-from orchestration.calendar import BusinessCalendar
-from orchestration.dead_letters import DeadLetterPolicy
-from orchestration.delivery import DeliveryPolicy
-from orchestration.envelope import PayloadRegistry
-from orchestration.lineage import inbox_asset, layer_group
-from orchestration.recovery import RecoveryPolicy
-from orchestration.routing import RoutingPolicy
+from orchestration.core.lineage import inbox_asset, layer_group
+from orchestration.decision.routing import RoutingPolicy
+from orchestration.trigger.batching import BatchPolicy
+from orchestration.trigger.calendar import BusinessCalendar
+from orchestration.trigger.dead_letters import DeadLetterPolicy
+from orchestration.trigger.delivery import DeliveryPolicy
+from orchestration.trigger.envelope import PayloadRegistry
+from orchestration.trigger.recovery import RecoveryPolicy
 
 WORKFLOW = "invoices"
 MODEL_NAME = "invoices"

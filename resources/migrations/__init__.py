@@ -1,1 +1,1 @@
-"""Alembic script directories of the schemas resources own (see orchestration/schema_migrations.py)."""
+"""Alembic script directories of the schemas resources own (see orchestration/core/schema_migrations.py)."""

@@ -24,7 +24,7 @@ if _offset:
     if _serves_grpc:
         os.environ["BOSUN_CLOCK_SHIFT_DAYS"] = str(float(_offset) / 86400)
     else:
-        # Travelled: `orchestration.clock` reads the moved time and must not add the shift
+        # Travelled: `orchestration.core.clock` reads the moved time and must not add the shift
         # again, here or in the processes this one starts.
         os.environ.pop("BOSUN_CLOCK_SHIFT_DAYS", None)
         from datetime import datetime, timedelta, timezone

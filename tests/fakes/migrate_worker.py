@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from orchestration import db, schema_migrations
+from orchestration.core import db, schema_migrations
 
 
 def main(url: str) -> None:

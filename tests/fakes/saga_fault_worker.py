@@ -30,8 +30,8 @@ import time
 
 from assets.invoices.erp import ERPResource
 from assets.invoices.payment_saga import payment_executor, payment_plan
-from orchestration.actions import RetryPolicy
-from orchestration.saga_log import SagaLog
+from orchestration.action.actions import RetryPolicy
+from orchestration.action.saga_log import SagaLog
 from resources.fault_injection import FaultPlan, FaultySagaLog, FaultyTarget, seeded_plan
 from resources.outbox import NotificationOutbox
 

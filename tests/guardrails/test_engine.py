@@ -123,7 +123,7 @@ def test_output_guards_judge_what_the_model_said():
 
 
 def test_guardrail_checks_fail_on_a_broken_hard_rule_and_warn_on_a_flagged_action():
-    from orchestration.guardrail_checks import HARD_CHECK, SOFT_CHECK, evaluate_guardrail_checks
+    from orchestration.decision.guardrail_checks import HARD_CHECK, SOFT_CHECK, evaluate_guardrail_checks
 
     policy = load_policy("invoices")
     facts = {**GOOD, "risk_tier": "low"}

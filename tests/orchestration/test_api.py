@@ -34,7 +34,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keys(server):
-    from orchestration.api_keys import ApiKeys
+    from orchestration.api.keys import ApiKeys
 
     api_keys = ApiKeys(server[1])
     made = {
@@ -85,7 +85,7 @@ def test_accepted_event_has_a_status_url_and_a_duplicate_is_counted(server, keys
 
 
 def test_a_batch_with_one_bad_event_stores_nothing_and_names_the_field(server, keys):
-    from orchestration.inbox import Inbox
+    from orchestration.trigger.inbox import Inbox
 
     srv, db_url = server
     batch = [event(10), event(11, amount=12.5), event(12, channel="fax")]
@@ -126,10 +126,10 @@ def test_wait_times_out_with_202(server, keys):
 def test_review_endpoints_need_their_scopes_and_record_the_key_name(server, keys):
     """An escalated hold (nothing to pay): read with reviews:read, answer with reviews:write,
     once; the reviewer is the key's name."""
+    from orchestration.decision.feedback import FeedbackStore
     from orchestration.definitions import payload_registry
-    from orchestration.feedback import FeedbackStore
-    from orchestration.inbox import Inbox
-    from orchestration.review import ReviewQueue
+    from orchestration.review.queue import ReviewQueue
+    from orchestration.trigger.inbox import Inbox
 
     srv, db_url = server
     Inbox(db_url).ingest([event(400)], payload_registry)

@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 from bosun_testing import empty_audit_tables
 
-from orchestration import settings
-from orchestration.audit import AuditEntry, AuditLog, canonical, chain_hash
-from orchestration.db import audit_log
+from orchestration.audit.chain import AuditEntry, AuditLog, canonical, chain_hash
+from orchestration.core import settings
+from orchestration.core.db import audit_log
 
 N = 6
 

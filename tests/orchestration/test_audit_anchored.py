@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 from bosun_testing import empty_audit_tables
 
-from orchestration import settings
-from orchestration.audit import GENESIS, AuditEntry, AuditLog, canonical, chain_hash
-from orchestration.audit_anchors import anchor_metadata, check_anchors, read_anchors
-from orchestration.audit_key import KEY_ENV, current_key, key_file
-from orchestration.db import audit_head, audit_log
+from orchestration.audit.anchors import anchor_metadata, check_anchors, read_anchors
+from orchestration.audit.chain import GENESIS, AuditEntry, AuditLog, canonical, chain_hash
+from orchestration.audit.key import KEY_ENV, current_key, key_file
+from orchestration.core import settings
+from orchestration.core.db import audit_head, audit_log
 
 SECRET = "test-audit-key-0123456789abcdef"
 
@@ -112,8 +112,8 @@ def test_records_from_before_the_key_still_verify_up_to_the_keyed_start(audit_ur
 def test_legacy_and_keyed_records_archive_and_verify(bosun_home, monkeypatch, tmp_path):
     from datetime import timedelta
 
-    from orchestration import clock
-    from orchestration.audit_retention import archive_and_prune, verify_archives
+    from orchestration.audit.retention import archive_and_prune, verify_archives
+    from orchestration.core import clock
 
     url = settings.database_url()
     log = AuditLog(url)

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from bosun_testing import empty_audit_tables
 
-from orchestration import settings
-from orchestration.audit import AuditEntry, AuditLog
-from orchestration.audit_retention import ChainBroken, archive_and_prune, archive_dir, verify_archives
-from orchestration.db import audit_log
+from orchestration.audit.chain import AuditEntry, AuditLog
+from orchestration.audit.retention import ChainBroken, archive_and_prune, archive_dir, verify_archives
+from orchestration.core import settings
+from orchestration.core.db import audit_log
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 

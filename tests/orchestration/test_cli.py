@@ -115,7 +115,7 @@ def _every_notice_of_the_demo_leaves_once_over_smtp(env: dict) -> None:
 def _rewrite_decision(home: Path, key) -> tuple[int, str]:
     """An attacker's full rewrite: a decision record changed, then every later hash, link and
     the head recomputed (plain SHA-256 when `key` is None). Returns (seq, subject)."""
-    from orchestration.audit import chain_hash
+    from orchestration.audit.chain import chain_hash
 
     engine = sa.create_engine(f"sqlite:///{home / 'bosun.db'}")
     try:
@@ -156,7 +156,7 @@ def test_a_rewrite_without_the_audit_key_fails_verify_naming_the_record(demo, tm
 
 
 def test_a_rewrite_with_the_audit_key_disagrees_with_the_published_anchors(demo, tmp_path):
-    from orchestration.audit_key import key_from_secret
+    from orchestration.audit.key import key_from_secret
 
     home = _copy(demo[2], tmp_path)
     key = key_from_secret((home / "audit.key").read_text().strip(), "test")

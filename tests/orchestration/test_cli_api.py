@@ -12,9 +12,9 @@ BOSUN = Path(sys.executable).parent / "bosun"
 
 
 def test_apikey_create_prints_the_key_once_and_stores_its_hash(bosun_home):
-    from orchestration.api_keys import ApiKeys
-    from orchestration.db import api_keys
-    from orchestration.settings import database_url
+    from orchestration.api.keys import ApiKeys
+    from orchestration.core.db import api_keys
+    from orchestration.core.settings import database_url
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     bad = subprocess.run(

@@ -8,7 +8,7 @@ import json
 import pytest
 from bosun_testing import PORTAL_EVENT as EVENT
 
-from orchestration.audit import AuditEntry
+from orchestration.audit.chain import AuditEntry
 from orchestration.cli import main
 
 

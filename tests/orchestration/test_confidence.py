@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from orchestration.confidence import (
+from orchestration.decision.confidence import (
     Calibrator,
     Factor,
     Thresholds,

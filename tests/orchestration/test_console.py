@@ -14,13 +14,13 @@ import uvicorn
 from bosun_testing import free_port
 from test_reviews import TICKETS, _world
 
-from orchestration.api import create_app
-from orchestration.api_keys import ApiKeys
-from orchestration.audit import AuditLog
-from orchestration.envelope import PayloadRegistry
-from orchestration.feedback import FeedbackStore
-from orchestration.review import ReviewQueue
-from orchestration.reviews import ReviewService
+from orchestration.api.app import create_app
+from orchestration.api.keys import ApiKeys
+from orchestration.audit.chain import AuditLog
+from orchestration.decision.feedback import FeedbackStore
+from orchestration.review.answers import ReviewService
+from orchestration.review.queue import ReviewQueue
+from orchestration.trigger.envelope import PayloadRegistry
 
 
 class ThreadedUvicorn:

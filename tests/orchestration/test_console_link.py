@@ -4,9 +4,9 @@ never with credentials, pointing at the queue of the batch's workflow."""
 import dagster as dg
 import pytest
 
-from orchestration import settings
-from orchestration.dev import console_url
-from orchestration.review import review_console_metadata
+from orchestration.cli.dev import console_url
+from orchestration.core import settings
+from orchestration.review.queue import review_console_metadata
 
 
 def test_no_console_known_no_link(monkeypatch):

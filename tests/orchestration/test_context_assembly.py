@@ -4,10 +4,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from orchestration.conflicts import Claim, ConflictRule, quality_factor, resolve
-from orchestration.context_assembly import ContextItem, assemble_many
-from orchestration.tokens import ApproximateCounter, counter_for
-from orchestration.ttl_cache import TTLCache
+from orchestration.context.assembly import ContextItem, assemble_many
+from orchestration.context.conflicts import Claim, ConflictRule, quality_factor, resolve
+from orchestration.context.tokens import ApproximateCounter, counter_for
+from orchestration.context.ttl_cache import TTLCache
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 

@@ -5,9 +5,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from orchestration.circuit_breaker import CircuitBreaker
-from orchestration.freshness import FreshnessWindow
-from orchestration.sources import Snapshot, SourceSettings, read_source
+from orchestration.action.circuit_breaker import CircuitBreaker
+from orchestration.context.freshness import FreshnessWindow
+from orchestration.context.sources import Snapshot, SourceSettings, read_source
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestration.decision_report import by_day, failure_patterns, markdown_table, summary
+from orchestration.verification.decision_report import by_day, failure_patterns, markdown_table, summary
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import dagster as dg
 
 REPO = Path(__file__).resolve().parents[2]
-ENTRY_POINTS = {"definitions.py", "cli.py", "dev.py"}
 
 
 def test_definitions_load_with_every_workflow_piece():
@@ -59,22 +58,30 @@ def test_context_assets_carry_freshness_policies():
             assert spec.freshness_policy is not None, spec.key
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, depth: int = 1) -> set[str]:
+    """The modules a file imports, cut to their first `depth` dotted parts."""
     tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
+            names |= {".".join(a.name.split(".")[:depth]) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(".".join(node.module.split(".")[:depth]))
+            if node.module == "orchestration" and depth == 2:  # `from orchestration import cli`
+                names |= {f"orchestration.{a.name}" for a in node.names}
     return names
 
 
+# The engine, grouped by layer; the CLI and the HTTP API are entry points beside it.
+ENGINE = ("core", "trigger", "context", "decision", "action", "verification", "review", "audit")
+ENTRY = ("cli", "api")
+
+
 def test_dependencies_point_down():
-    """The engine never imports workflows, triggers or resources; guardrails, resources and
-    the trigger builders never import a workflow. Only the entry points assemble everything."""
+    """The engine never imports workflows, triggers or resources, nor the CLI or the API;
+    guardrails, resources and the trigger builders never import a workflow. Only the entry
+    points (definitions.py, the CLI, the API) assemble everything."""
     forbidden = {
-        "orchestration": {"assets", "sensors", "resources"},
         "guardrails": {"assets", "sensors", "resources"},
         "resources": {"assets", "sensors"},
         # The trigger builders are the engine's: a workflow's folder uses them, never the reverse.
@@ -83,17 +90,25 @@ def test_dependencies_point_down():
     offenders = []
     for package, banned in forbidden.items():
         for path in (REPO / package).rglob("*.py"):
-            if package == "orchestration" and path.name in ENTRY_POINTS:
-                continue
             bad = _imports(path) & banned
             if bad:
                 offenders.append(f"{path.relative_to(REPO)} imports {sorted(bad)}")
+    engine_banned = {"assets", "sensors", "resources", "orchestration.definitions"}
+    engine_banned |= {f"orchestration.{e}" for e in ENTRY}
+    for layer in ENGINE:
+        for path in (REPO / "orchestration" / layer).rglob("*.py"):
+            bad = (_imports(path) | _imports(path, depth=2)) & engine_banned
+            if bad:
+                offenders.append(f"{path.relative_to(REPO)} imports {sorted(bad)}")
     assert offenders == []
+    # Every engine module sits in a layer's package: nothing loose beside definitions.py.
+    loose = {p.name for p in (REPO / "orchestration").glob("*.py")} - {"__init__.py", "definitions.py"}
+    assert loose == set()
 
 
 def test_the_lineage_is_one_graph_per_workflow_from_its_inbox_through_the_layers():
+    from orchestration.core.lineage import LAYERS
     from orchestration.definitions import defs
-    from orchestration.lineage import LAYERS
 
     graph = defs.resolve_asset_graph()
     invoice_keys = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name.startswith("invoices_")}

@@ -6,11 +6,11 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from orchestration import settings
-from orchestration.db import stale_events
-from orchestration.delivery import DeliveryPolicy, triage
-from orchestration.envelope import PayloadRegistry
-from orchestration.inbox import Inbox
+from orchestration.core import settings
+from orchestration.core.db import stale_events
+from orchestration.trigger.delivery import DeliveryPolicy, triage
+from orchestration.trigger.envelope import PayloadRegistry
+from orchestration.trigger.inbox import Inbox
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 

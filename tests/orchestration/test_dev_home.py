@@ -2,7 +2,7 @@
 
 import os
 
-from orchestration.dev import prepare_dagster_home
+from orchestration.cli.dev import prepare_dagster_home
 
 
 def test_the_project_home_links_the_projects_dagster_yaml_and_dotenv_points_dagster_dev_at_it(tmp_path, monkeypatch):

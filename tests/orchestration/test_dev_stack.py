@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from bosun_testing import chromium_driver
 
-from orchestration.lineage import LAYERS
+from orchestration.core.lineage import LAYERS
 
 REPO = Path(__file__).resolve().parents[2]
 BOSUN = Path(sys.executable).parent / "bosun"

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from assets.invoices.workflow import registry
-from orchestration.envelope import RejectedInput, parse_envelope
+from orchestration.trigger.envelope import RejectedInput, parse_envelope
 
 
 def envelope(**over):

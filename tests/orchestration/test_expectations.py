@@ -7,7 +7,7 @@ import sys
 import dagster as dg
 import pandas as pd
 
-from orchestration import expectations
+from orchestration.verification import expectations
 
 SUITE = {
     "name": "orders",
@@ -75,7 +75,7 @@ def test_an_edited_suite_file_is_read_again(tmp_path):
 
 def test_importing_the_runner_does_not_import_great_expectations():
     code = (
-        "import sys, orchestration.expectations, orchestration.cli, orchestration.definitions; "
+        "import sys, orchestration.verification.expectations, orchestration.cli, orchestration.definitions; "
         "print('great_expectations' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

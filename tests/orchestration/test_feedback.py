@@ -1,7 +1,7 @@
 import pytest
 
-from orchestration import settings
-from orchestration.feedback import FeedbackStore
+from orchestration.core import settings
+from orchestration.decision.feedback import FeedbackStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -3,9 +3,9 @@ from datetime import datetime, timedelta, timezone
 from bosun_testing import invoice_event
 
 from assets.invoices.workflow import EVENT_TYPES, registry
-from orchestration import settings
-from orchestration.batching import BatchPolicy, BatchRange, cut_batches
-from orchestration.inbox import Inbox
+from orchestration.core import settings
+from orchestration.trigger.batching import BatchPolicy, BatchRange, cut_batches
+from orchestration.trigger.inbox import Inbox
 
 
 def test_each_event_is_stored_once_and_duplicates_are_counted(bosun_home):
@@ -63,7 +63,7 @@ def test_batch_key_round_trips_and_rejects_garbage():
 
 
 def test_batch_size_grows_with_the_backlog_between_min_and_max():
-    from orchestration.batching import adaptive_size
+    from orchestration.trigger.batching import adaptive_size
 
     policy = BatchPolicy(max_events=1000, min_events=100, max_in_flight=4)
     assert [adaptive_size(n, policy) for n in (0, 10, 400, 401, 2000, 4000, 50_000)] == [

@@ -18,12 +18,12 @@ import pydantic
 import pytest
 import sqlalchemy as sa
 
-from orchestration import clock
-from orchestration.batching import BatchPolicy, BatchRange, sweep_batches
-from orchestration.db import inbox as inbox_table
-from orchestration.envelope import PayloadRegistry
-from orchestration.inbox import Inbox
-from orchestration.runner import INSTANCE_OVERRIDES, run_batches
+from orchestration.core import clock
+from orchestration.core.db import inbox as inbox_table
+from orchestration.trigger.batching import BatchPolicy, BatchRange, sweep_batches
+from orchestration.trigger.envelope import PayloadRegistry
+from orchestration.trigger.inbox import Inbox
+from orchestration.trigger.runner import INSTANCE_OVERRIDES, run_batches
 from resources.database import BosunDatabase
 from sensors.inbox_batches import build_inbox_batch_sensor
 

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from orchestration import metrics
+from orchestration.verification import metrics
 
 T = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
 from assets.invoices.erp import erp_schema
-from orchestration import db, schema_migrations
-from orchestration.schema_migrations import BOSUN_SCHEMA, SchemaMismatch, SchemaOwner
+from orchestration.core import db, schema_migrations
+from orchestration.core.schema_migrations import BOSUN_SCHEMA, SchemaMismatch, SchemaOwner
 from resources.fault_injection import journal_schema
 from resources.outbox import outbox_schema
 
@@ -112,7 +112,7 @@ def test_a_database_made_by_create_all_before_migrations_keeps_every_row(url):
         assert after == before[owner.name], owner.name
         assert all(len(rows) == 3 for rows in after.values())
         assert schema_migrations.differences(owner, engine) == [], owner.name
-    from orchestration.review import ReviewQueue
+    from orchestration.review.queue import ReviewQueue
 
     assert ReviewQueue(url).count("pending") == 0  # the application reads and writes as before
 
@@ -196,7 +196,7 @@ def test_per_workflow_leases_become_per_entity_with_their_rows(url):
 
     engine = db.engine_for(url)
 
-    from orchestration.saga_log import leases
+    from orchestration.action.saga_log import leases
 
     with engine.connect() as conn:
         assert [tuple(r) for r in conn.execute(sa.select(leases).order_by(leases.c.entity_key))] == [
@@ -317,7 +317,7 @@ def test_a_metadata_stands_for_its_owner_and_tables_no_owner_migrates_are_refuse
     """`engine_for(url, (some_metadata,))`, as code from before migrations calls it, migrates
     the owner of those tables; tables in no owner would never be created, so it says so."""
     from assets.invoices.erp import erp_metadata
-    from orchestration.saga_log import saga_metadata
+    from orchestration.action.saga_log import saga_metadata
 
     assert schema_migrations.owners_for(()) == (BOSUN_SCHEMA,)
     assert schema_migrations.owners_for((saga_metadata,)) == (BOSUN_SCHEMA,)

@@ -1,4 +1,4 @@
-from orchestration.model_quality import PromotionRule, is_held_out, score
+from orchestration.decision.model_quality import PromotionRule, is_held_out, score
 
 
 def test_the_held_out_split_is_stable_and_near_its_fraction():

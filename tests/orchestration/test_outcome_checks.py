@@ -6,11 +6,17 @@ import dagster as dg
 import pytest
 from pydantic import BaseModel
 
-from orchestration.batching import BatchRange
-from orchestration.dead_letters import DeadLetterPolicy
-from orchestration.envelope import PayloadRegistry
-from orchestration.outcome_checks import ActedOnTwice, OutcomeCheck, Reconcile, Verdict, build_outcome_checks
-from orchestration.outcome_reconciliation import EventRecord, reconcile
+from orchestration.trigger.batching import BatchRange
+from orchestration.trigger.dead_letters import DeadLetterPolicy
+from orchestration.trigger.envelope import PayloadRegistry
+from orchestration.verification.outcome_checks import (
+    ActedOnTwice,
+    OutcomeCheck,
+    Reconcile,
+    Verdict,
+    build_outcome_checks,
+)
+from orchestration.verification.outcome_reconciliation import EventRecord, reconcile
 from resources.database import BosunDatabase
 
 TYPES = ["ticket.opened"]

@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from orchestration.outcome_reconciliation import Effect, EventRecord, reconcile
+from orchestration.verification.outcome_reconciliation import Effect, EventRecord, reconcile
 
 STEPS = ("reserve", "charge")
 

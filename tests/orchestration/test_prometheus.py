@@ -100,7 +100,7 @@ def test_metrics_endpoints_agree_with_bosun_status_after_a_demo(tmp_path, bosun_
 def test_a_scrape_answers_when_the_database_does_not():
     from bosun_testing import free_port
 
-    from orchestration.prometheus import exposition
+    from orchestration.verification.prometheus import exposition
 
     samples, _ = _samples(exposition(f"postgresql+psycopg2://bosun@127.0.0.1:{free_port()}/gone").decode())
     assert _one(samples, "bosun_database_up") == 0

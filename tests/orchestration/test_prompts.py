@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from orchestration.prompts import load_prompt
+from orchestration.decision.prompts import load_prompt
 
 PROMPT = """name: judge
 inputs: [thing]

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from orchestration import settings
-from orchestration.audit import AuditEntry, AuditLog
-from orchestration.db import audit_log
-from orchestration.replay import ReplayHook, replay
+from orchestration.audit.chain import AuditEntry, AuditLog
+from orchestration.audit.replay import ReplayHook, replay
+from orchestration.core import settings
+from orchestration.core.db import audit_log
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 
@@ -90,7 +90,7 @@ def test_replay_diffs_the_latest_decision_per_event_in_the_window(bosun_home):
 
 
 def test_replay_reads_decisions_pruned_into_the_archive(bosun_home):
-    from orchestration.audit_retention import archive_and_prune, archive_dir, read_archived
+    from orchestration.audit.retention import archive_and_prune, archive_dir, read_archived
 
     log = AuditLog(settings.database_url())
     log.append([AuditEntry("decision", f"k{i}", {**_decision(f"e{i}", "approve"), "amount": 500}) for i in range(1, 4)])

@@ -3,10 +3,10 @@ decision record, on SQLite and Postgres."""
 
 import pytest
 
-from orchestration import settings
-from orchestration.audit import AuditEntry, AuditLog
-from orchestration.feedback import FeedbackStore
-from orchestration.reviewed import decision_records, feedback_after, reviewed_decisions
+from orchestration.audit.chain import AuditEntry, AuditLog
+from orchestration.core import settings
+from orchestration.decision.feedback import FeedbackStore
+from orchestration.review.reviewed import decision_records, feedback_after, reviewed_decisions
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel
 
-from orchestration.audit import AuditEntry, AuditLog
-from orchestration.envelope import PayloadRegistry
-from orchestration.feedback import FeedbackStore
-from orchestration.inbox import Inbox
-from orchestration.review import ReviewQueue
-from orchestration.reviews import ReviewError, ReviewService
+from orchestration.audit.chain import AuditEntry, AuditLog
+from orchestration.decision.feedback import FeedbackStore
+from orchestration.review.answers import ReviewError, ReviewService
+from orchestration.review.queue import ReviewQueue
+from orchestration.trigger.envelope import PayloadRegistry
+from orchestration.trigger.inbox import Inbox
 
 LABELS = ("route", "close", "spam")
 

@@ -5,9 +5,9 @@ from datetime import date
 
 import pytest
 
-from orchestration.llm_ledger import LLMLedger, cache_key
-from orchestration.pricing import price_table
-from orchestration.routing import LLMAnswer, Question, Router, RoutingPolicy
+from orchestration.decision.llm_ledger import LLMLedger, cache_key
+from orchestration.decision.pricing import price_table
+from orchestration.decision.routing import LLMAnswer, Question, Router, RoutingPolicy
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

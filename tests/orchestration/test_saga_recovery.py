@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from assets.invoices.erp import ERPResource, ledger_entries, payments
-from orchestration.db import review_queue
-from orchestration.saga_log import ACTIVE, SagaLog
+from orchestration.action.saga_log import ACTIVE, SagaLog
+from orchestration.core.db import review_queue
 from resources.outbox import notifications
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))

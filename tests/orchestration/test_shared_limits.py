@@ -10,10 +10,10 @@ import httpx
 import pytest
 from bosun_testing import BosunServer
 
-from orchestration import clock, settings
-from orchestration.api_keys import ApiKey, ApiKeys, KeyRateLimits
-from orchestration.circuit_breaker import CircuitBreaker
-from orchestration.sources import SourceSettings, read_source
+from orchestration.action.circuit_breaker import CircuitBreaker
+from orchestration.api.keys import ApiKey, ApiKeys, KeyRateLimits
+from orchestration.context.sources import SourceSettings, read_source
+from orchestration.core import clock, settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 from otlp_receiver import OtlpReceiver
 
-from orchestration import tracing
+from orchestration.verification import tracing
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 

@@ -5,11 +5,11 @@ import textwrap
 
 import pytest
 
-from orchestration.workflows import Workflow, discover, payload_registry, select
+from orchestration.core.workflows import Workflow, discover, payload_registry, select
 
 DECLARATION = """
 import dagster as dg
-from orchestration.workflows import Workflow
+from orchestration.core.workflows import Workflow
 
 @dg.asset
 def {name}_thing():

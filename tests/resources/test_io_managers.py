@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration import clock, settings
-from orchestration.stored_values import StoredValues
+from orchestration.core import clock, settings
+from orchestration.core.stored_values import StoredValues
 from resources.io_managers import IN_RUN_IO_MANAGER, DatabaseIOManager
 
 DAYS = dg.StaticPartitionsDefinition(["d1", "d2"])

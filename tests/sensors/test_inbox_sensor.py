@@ -5,7 +5,7 @@ from bosun_testing import invoice_event
 
 from assets.invoices import context_assets
 from assets.invoices.triggers import invoice_inbox_sensor
-from orchestration.batching import BatchRange
+from orchestration.trigger.batching import BatchRange
 
 
 def _tick(instance, defs, cursor=None):

@@ -25,8 +25,8 @@ from webhook_receiver import OutboxReceiver
 
 from assets.invoices.payment_saga import payment_notice
 from assets.invoices.workflow import NOTIFICATION_ROUTING
-from orchestration import clock
-from orchestration.review import ReviewQueue
+from orchestration.core import clock
+from orchestration.review.queue import ReviewQueue
 from resources.channels import EmailChannel, load_routing, message_id_for, utc
 from resources.database import BosunDatabase
 from resources.outbox import NotificationOutbox, correction_key

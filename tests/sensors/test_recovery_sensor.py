@@ -8,10 +8,10 @@ from bosun_testing import invoice_event
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestration.batching import BatchRange
-from orchestration.inbox import Inbox
-from orchestration.prometheus import BosunCollector
-from orchestration.recovery import BatchRun, RecoveryPolicy, decide
+from orchestration.trigger.batching import BatchRange
+from orchestration.trigger.inbox import Inbox
+from orchestration.trigger.recovery import BatchRun, RecoveryPolicy, decide
+from orchestration.verification.prometheus import BosunCollector
 from resources.database import BosunDatabase
 from sensors.recovery import build_recovery_sensor
 
@@ -69,7 +69,7 @@ def test_a_failed_batch_is_run_again_then_dead_lettered_with_its_attempts(bosun_
         _fail(instance, batch, {"toy/preview": "true"})  # a preview is not one of the batch's runs
 
         # The failed run still holds a lease under its run id, as a worker killed mid-saga does.
-        from orchestration.leases import Leases
+        from orchestration.action.leases import Leases
 
         dead = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))[-1].run_id
         assert Leases(db.resolved_url, dead).try_acquire(["invoice:V1:INV-0"]) == {"invoice:V1:INV-0"}
@@ -133,9 +133,9 @@ def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_
 
     from assets.invoices import payment_saga
     from assets.invoices.erp import ERPResource
-    from orchestration.leases import Leases
-    from orchestration.recovery import SagaRecovery
-    from orchestration.saga_log import SagaLog
+    from orchestration.action.leases import Leases
+    from orchestration.action.saga_log import SagaLog
+    from orchestration.trigger.recovery import SagaRecovery
     from resources.outbox import NotificationOutbox
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
@@ -180,10 +180,10 @@ def test_the_saga_of_an_event_recovery_gave_up_on_is_undone_not_carried_forward(
 
     from assets.invoices import payment_saga
     from assets.invoices.erp import ERPResource
+    from orchestration.action.leases import Leases
+    from orchestration.action.saga_log import SagaLog
     from orchestration.definitions import payload_registry
-    from orchestration.leases import Leases
-    from orchestration.recovery import SagaRecovery
-    from orchestration.saga_log import SagaLog
+    from orchestration.trigger.recovery import SagaRecovery
     from resources.outbox import NotificationOutbox
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))

@@ -1,1 +1,1 @@
-"""Alembic script directories of the schemas the invoice workflow owns (its ERP) (see orchestration/schema_migrations.py)."""
+"""Alembic script directories of the schemas the invoice workflow owns (its ERP) (see orchestration/core/schema_migrations.py)."""

@@ -1,5 +1,5 @@
-"""Alembic environment of the notification outbox's table: orchestration/schema_migrations.py runs it."""
+"""Alembic environment of the notification outbox's table: orchestration/core/schema_migrations.py runs it."""
 
-from orchestration.schema_migrations import run_environment
+from orchestration.core.schema_migrations import run_environment
 
 run_environment()

@@ -29,7 +29,7 @@ class InvoiceWorld:
     def run_pending(self, defs: dg.Definitions | None = None):
         from assets.invoices import context_assets
         from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
-        from orchestration.runner import run_pending_batches
+        from orchestration.trigger.runner import run_pending_batches
 
         defs = defs or self.defs
         if not self.instance.get_latest_materialization_event(dg.AssetKey("vendors")):

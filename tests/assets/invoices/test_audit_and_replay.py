@@ -36,7 +36,7 @@ def world(tmp_path_factory, trained_model_dir):
     from assets.invoices.training import read_events, seed_erp
     from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
     from orchestration.definitions import build_definitions, payload_registry
-    from orchestration.runner import run_pending_batches
+    from orchestration.trigger.runner import run_pending_batches
 
     base = tmp_path_factory.mktemp("audit_replay")
     with pytest.MonkeyPatch.context() as mp:
@@ -71,7 +71,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def audit_rows(db) -> list[tuple]:
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     with db.audit().engine.connect() as conn:
         return conn.execute(sa.select(audit_log.c.seq, audit_log.c.kind, audit_log.c.subject, audit_log.c.record)).all()
@@ -213,7 +213,7 @@ def _verdict(body) -> dict:
 
 
 def table_counts(db) -> dict:
-    from orchestration.db import audit_head
+    from orchestration.core.db import audit_head
 
     engine = db.audit().engine
     names = sa.inspect(engine).get_table_names()

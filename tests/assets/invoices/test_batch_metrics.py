@@ -3,8 +3,8 @@
 import dagster as dg
 from otlp_receiver import OtlpReceiver
 
-from orchestration import metrics, tracing
-from orchestration.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS_S
+from orchestration.verification import metrics, tracing
+from orchestration.verification.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS_S
 
 
 def _numeric(value) -> float:
@@ -69,7 +69,7 @@ def _low_confidence_escalations(world) -> dict[str, int]:
 
     import sqlalchemy as sa
 
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     out: dict[str, int] = {}
     with world.resources["bosun_db"].audit().engine.connect() as conn:

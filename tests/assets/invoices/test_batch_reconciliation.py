@@ -26,7 +26,7 @@ def _run_outcome_checks(world, batch: str) -> dict:
 
 
 def _inbox_rows(world, batch_id):
-    from orchestration.db import inbox
+    from orchestration.core.db import inbox
 
     with world.resources["bosun_db"].inbox().engine.connect() as conn:
         return [

@@ -87,7 +87,7 @@ def test_the_calibrator_asset_reports_ece_and_every_decision_records_its_confide
     import sqlalchemy as sa
 
     from assets.invoices import calibration_assets
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     result = dg.materialize(calibration_assets, instance=world.instance, resources=world.resources)
     meta = result.asset_materializations_for_node("invoice_confidence_calibrator")[0].metadata

@@ -33,7 +33,7 @@ class FlakyERP(ERPResource):
 def _decisions_by_key(audit) -> dict[str, dict]:
     import sqlalchemy as sa
 
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     with audit.engine.connect() as conn:
         rows = conn.execute(sa.select(audit_log.c.subject, audit_log.c.record).where(audit_log.c.kind == "decision"))
@@ -136,8 +136,8 @@ def _erp_world(tmp_path, n=120, seed=5):
 
 
 def _events(sample, n):
-    from orchestration.envelope import EventEnvelope
-    from orchestration.inbox import InboxEvent
+    from orchestration.trigger.envelope import EventEnvelope
+    from orchestration.trigger.inbox import InboxEvent
 
     raws = read_events(sample / "invoices.jsonl")[:n]
     return [

@@ -12,7 +12,7 @@ from assets.invoices.data_quality import (
     context_meets_expectations,
     outcomes_frame,
 )
-from orchestration import expectations
+from orchestration.verification import expectations
 
 
 def _evaluations(world, batch, names):

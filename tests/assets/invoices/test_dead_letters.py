@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from assets.invoices.erp import ERPResource
-from orchestration.inbox import TERMINAL_STATES
+from orchestration.trigger.inbox import TERMINAL_STATES
 
 BOSUN = Path(sys.executable).parent / "bosun"
 

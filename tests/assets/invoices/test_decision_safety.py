@@ -37,7 +37,7 @@ def llm_for(server, **kw):
 
 
 def _audit_rows(world, kind=None):
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     q = sa.select(audit_log.c.kind, audit_log.c.record)
     if kind:
@@ -105,7 +105,7 @@ def test_no_personal_data_reaches_the_llm_or_the_audit_log(fake_llm, make_small_
     from assets.invoices.context import assemble_context
     from assets.invoices.reasoning import propose
     from assets.invoices.training import as_inbox_events, read_events
-    from orchestration.routing import RoutingPolicy
+    from orchestration.decision.routing import RoutingPolicy
 
     fake_llm.set_default(("ok", approve_everything))
     world = make_small_world(n=300, resources={"llm": llm_for(fake_llm)})
@@ -140,7 +140,7 @@ FAULTS = {
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_every_fault_of_the_llm_ends_in_a_decision_a_fallback_or_an_escalation(fault, fake_llm, make_small_world):
-    from orchestration.inbox import TERMINAL_STATES
+    from orchestration.trigger.inbox import TERMINAL_STATES
 
     if fault == "429_retry_after":
         fake_llm.script(FAULTS[fault])  # once, then the endpoint is fine again

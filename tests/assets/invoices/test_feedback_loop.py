@@ -36,7 +36,7 @@ def ingest(world, raws):
 
 
 def decisions(world, batches=None) -> dict[str, dict]:
-    from orchestration.reviewed import decision_records
+    from orchestration.review.reviewed import decision_records
 
     out = decision_records(world.resources["bosun_db"].resolved_url)
     return {k: v for k, v in out.items() if batches is None or v["batch_id"] in batches}
@@ -66,7 +66,7 @@ def truth(world):
 
 
 def run_feedback_loop(world):
-    from orchestration.runner import QUIET
+    from orchestration.trigger.runner import QUIET
 
     job = world.defs.resolve_job_def("invoice_feedback_job")
     return job.execute_in_process(instance=world.instance, raise_on_error=False, run_config=QUIET)
@@ -131,7 +131,7 @@ def test_reviewed_labels_retrain_the_model_and_later_decisions_record_the_new_ve
     later = decisions(world, set(second.batches))
     assert later and {d["model_version"] for d in later.values()} == {new_version}
     assert {d["calibrator_version"] for d in later.values()} == {calibrator["version"]}
-    from orchestration import settings
+    from orchestration.core import settings
 
     # The replaced model is kept for a rollback.
     assert (settings.model_dir() / f"invoices@{weak_start['model_version']}.joblib").exists()
@@ -163,7 +163,7 @@ def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_st
     """Acceptance: 500 reviewed decisions in; on held-out events the retrained model is
     more accurate and better calibrated. Figures in the assertion messages and metadata."""
     from assets.invoices.workflow import MODEL_NAME
-    from orchestration.feedback_assets import evaluate
+    from orchestration.decision.feedback_assets import evaluate
     from resources.local_model import LocalModel
 
     world = make_small_world(n=820)
@@ -186,7 +186,7 @@ def test_feeding_500_corrections_raises_held_out_accuracy_and_lowers_ece(weak_st
 
     # A second held-out set: the decided events nobody reviewed, against the ground truth,
     # scored by the weak model (kept as invoices@VERSION) and the promoted one.
-    from orchestration import settings
+    from orchestration.core import settings
 
     models = LocalModel(model_dir=str(settings.model_dir()))
     models.promote(MODEL_NAME, "after")
@@ -214,7 +214,7 @@ def test_a_retrained_model_worse_on_held_out_events_is_not_promoted(weak_start, 
     the blocking check fails the run and decisions keep the current version."""
     from assets.invoices.feedback import feedback_loop
     from assets.invoices.workflow import MODEL_NAME
-    from orchestration.model_quality import is_held_out
+    from orchestration.decision.model_quality import is_held_out
 
     world = make_small_world(n=200)
     world.ingest_sample()
@@ -234,7 +234,7 @@ def test_a_retrained_model_worse_on_held_out_events_is_not_promoted(weak_start, 
     print(f"refused candidate: {figures}")
     assert not check.passed and figures["accuracy_after"] < figures["accuracy_before"], figures
     assert not result.asset_materializations_for_node("invoice_local_model")
-    from orchestration import settings
+    from orchestration.core import settings
     from resources.local_model import LocalModel
 
     assert LocalModel(model_dir=str(settings.model_dir())).version(MODEL_NAME) == weak_start["model_version"]

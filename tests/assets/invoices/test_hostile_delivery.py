@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from bosun_testing import BosunServer
 
-from orchestration.inbox import TERMINAL_STATES
+from orchestration.trigger.inbox import TERMINAL_STATES
 
 BOSUN = Path(sys.executable).parent / "bosun"
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -181,8 +181,8 @@ class DaemonStandIn:
 def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_path, monkeypatch):
     from assets import invoices
     from assets.invoices.training import read_events
-    from orchestration.api_keys import ApiKeys
-    from orchestration.batching import BatchPolicy
+    from orchestration.api.keys import ApiKeys
+    from orchestration.trigger.batching import BatchPolicy
     from sensors.inbox_batches import build_inbox_batch_sensor
 
     dagster_home = tmp_path / "dagster"
@@ -281,7 +281,7 @@ def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_pa
         assert erp.invoices_paid_twice() == []
         paid = Counter(p["invoice_id"] for p in erp.live_payments())
         assert paid and max(paid.values()) == 1
-        from orchestration.db import audit_log, stale_events
+        from orchestration.core.db import audit_log, stale_events
 
         with db.audit().engine.connect() as conn:
             decided = Counter(

@@ -7,12 +7,12 @@ import time
 import httpx
 from bosun_testing import BosunServer
 
-from orchestration.inbox import TERMINAL_STATES
+from orchestration.trigger.inbox import TERMINAL_STATES
 
 
 def test_wait_returns_the_outcome_once_the_batch_ran(world, tmp_path):
     from assets.invoices.training import read_events
-    from orchestration.api_keys import ApiKeys
+    from orchestration.api.keys import ApiKeys
 
     db = world.resources["bosun_db"]
     key, _ = ApiKeys(db.resolved_url).create("feeder", ["events:write", "events:read"])

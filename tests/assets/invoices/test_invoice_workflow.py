@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from assets.invoices import sample_data
 from assets.invoices.demo import accuracy
 from assets.invoices.erp import ERPResource, ledger_entries, payments
-from orchestration.inbox import TERMINAL_STATES
+from orchestration.trigger.inbox import TERMINAL_STATES
 
 
 def test_every_event_ends_in_one_terminal_state_and_checks_pass(world):
@@ -117,7 +117,7 @@ def test_failure_in_the_second_step_is_compensated_and_dead_lettered(world):
     assert kinds.count("compensation") == len(dead)
     # The check names the dead letters (the first ten), not only their count.
     from assets.invoices.workflow import EVENT_TYPES, dead_letter_policy
-    from orchestration.outcome_checks import dead_letters_within_limits
+    from orchestration.verification.outcome_checks import dead_letters_within_limits
 
     check = dead_letters_within_limits(world.resources["bosun_db"], EVENT_TYPES, dead_letter_policy)
     named = check.metadata["first_open_dead_letters"].value
@@ -126,7 +126,7 @@ def test_failure_in_the_second_step_is_compensated_and_dead_lettered(world):
 
 
 def _audit_rows(audit):
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     with audit.engine.connect() as conn:
         return [(k, s) for k, s in conn.execute(sa.select(audit_log.c.kind, audit_log.c.subject))]

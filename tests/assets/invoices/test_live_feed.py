@@ -6,8 +6,8 @@ from collections import Counter
 from assets.invoices import sample_data
 from assets.invoices.live_feed import feed_chunk
 from assets.invoices.training import seed_erp
-from orchestration import clock
-from orchestration.dev import FEED_STATE, reserve_chunk
+from orchestration.cli.dev import FEED_STATE, reserve_chunk
+from orchestration.core import clock
 
 
 def test_chunks_have_their_own_ids_and_the_sample_shares_of_edge_cases():

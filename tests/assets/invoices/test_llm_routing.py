@@ -32,7 +32,7 @@ def answer(decision: str, confidence: float = 0.97, reason: str = "looks fine"):
 def _decisions(world):
     import sqlalchemy as sa
 
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     audit = world.resources["bosun_db"].audit()
     with audit.engine.connect() as conn:
@@ -65,7 +65,7 @@ def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world)
     # With an LLM configured, each batch plots its share of the decisions and what it cost.
     import dagster as dg
 
-    from orchestration import metrics
+    from orchestration.verification import metrics
 
     plotted = [
         world.instance.fetch_materializations(
@@ -94,7 +94,7 @@ def test_no_result_from_the_llm_escalates(llm_server, world):
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_a_spent_daily_budget_routes_to_the_local_model_instead_of_failing(llm_server, world, monkeypatch):
-    from orchestration.llm_ledger import today
+    from orchestration.decision.llm_ledger import today
 
     llm_server.set_default(("ok", answer("approve")))
     monkeypatch.setenv("BOSUN_INVOICES_LLM_DAILY_TOKENS", "3000")
@@ -141,7 +141,7 @@ def test_guardrails_are_checks_on_the_decisions_with_activations_per_guardrail(w
 def _decisions_of_kind(world, kind):
     import sqlalchemy as sa
 
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
 
     with world.resources["bosun_db"].audit().engine.connect() as conn:
         rows = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == kind)).scalars()

@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from assets.invoices.workflow import registry
-from orchestration.db import inbox as inbox_table
-from orchestration.envelope import PayloadRegistry, RejectedInput, parse_envelope
-from orchestration.inbox import TERMINAL_STATES
+from orchestration.core.db import inbox as inbox_table
+from orchestration.trigger.envelope import PayloadRegistry, RejectedInput, parse_envelope
+from orchestration.trigger.inbox import TERMINAL_STATES
 
 V1 = {
     "source": "mailroom",

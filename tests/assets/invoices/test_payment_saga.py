@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from assets.invoices.actions import PREVIEW_TAG
 from assets.invoices.erp import ERPResource, ledger_entries, payments
-from orchestration.saga_log import SagaLog
+from orchestration.action.saga_log import SagaLog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import saga_fault_worker as worker  # noqa: E402
@@ -26,7 +26,7 @@ def _executors(url, n_runs, per_call, rate=0, wait=10.0):
     for _ in range(n_runs):
         ex, target = worker.executor(url, 0, 0, faults=False, per_call=per_call)
         if rate:
-            from orchestration.rate_limit import RateLimiter
+            from orchestration.action.rate_limit import RateLimiter
 
             ex.limiters = {"erp": RateLimiter(url, "erp", rate)}
         ex.leases.holder = f"run-{len(out)}"
@@ -110,7 +110,7 @@ def test_two_processes_on_overlapping_invoices_never_both_act_on_one(erp_url):
     from paying invoices 100-199. Judged from the target tables, the saga log and the
     journal of what each process's calls applied at the target."""
     from assets.invoices.payment_saga import entities
-    from orchestration.leases import Leases
+    from orchestration.action.leases import Leases
     from resources.fault_injection import target_journal
     from resources.outbox import notifications
 
@@ -221,7 +221,7 @@ def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(er
     with decision reject and the reason, audited, and nothing reaches the dead-letter table."""
     from assets.invoices.actions import audit_entries, outcomes
     from assets.invoices.payment_saga import REFUSAL_DECISIONS
-    from orchestration.dead_letters import DeadLetters
+    from orchestration.trigger.dead_letters import DeadLetters
 
     first = worker.saga_items(1)[0]
     again = {**first, "key": "resubmitted-00000"}  # the same invoice under another event's key
@@ -467,7 +467,7 @@ def test_a_write_that_lands_after_the_saga_gave_up_stays_undone(erp_url):
     import time
 
     from assets.invoices.payment_saga import payment_executor, payment_plan
-    from orchestration.actions import RetryPolicy
+    from orchestration.action.actions import RetryPolicy
     from resources.fault_injection import FaultPlan, FaultyTarget
     from resources.outbox import NotificationOutbox
 

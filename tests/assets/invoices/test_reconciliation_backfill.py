@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from bosun_testing import free_port
 
 from assets.invoices.training import read_events
-from orchestration import clock
+from orchestration.core import clock
 from resources.erp import payments
 
 pytestmark = [pytest.mark.clock, pytest.mark.slow]  # CI runs this module again with the clock a year ahead

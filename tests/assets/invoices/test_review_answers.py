@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from bosun_testing import BosunServer
 
 from assets.invoices.erp import ERPResource, payments
-from orchestration.reviews import ReviewError, ReviewService
-from orchestration.saga_log import SagaLog
+from orchestration.action.saga_log import SagaLog
+from orchestration.review.answers import ReviewError, ReviewService
 
 
 def _service(world, holder="test"):
@@ -173,7 +173,7 @@ def test_a_rejection_acts_on_nothing_and_a_correction_is_feedback_only(world, mo
 # The HTTP layer is thin over the service tested above on both databases: one is enough here.
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_http_answers_record_the_key_name_and_pay_once(world, tmp_path):
-    from orchestration.api_keys import ApiKeys
+    from orchestration.api.keys import ApiKeys
 
     world.ingest_sample()
     assert not world.run_pending().failed

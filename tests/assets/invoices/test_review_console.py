@@ -52,7 +52,7 @@ def _payments_with_key(world, key) -> int:
 def test_a_reviewer_approves_an_escalated_invoice_in_the_browser_and_it_is_paid_once(make_small_world, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from orchestration.api_keys import ApiKeys
+    from orchestration.api.keys import ApiKeys
 
     world = make_small_world(n=150)
     world.ingest_sample()

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from assets.invoices import payloads, sample_data
-from orchestration import clock
-from orchestration.envelope import PayloadRegistry, parse_envelope
+from orchestration.core import clock
+from orchestration.trigger.envelope import PayloadRegistry, parse_envelope
 
 pytestmark = pytest.mark.clock  # CI runs this module again with the clock a year ahead
 

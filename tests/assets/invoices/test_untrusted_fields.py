@@ -79,9 +79,9 @@ def test_personal_data_and_injections_in_every_untrusted_field(model_home, make_
     from assets.invoices.training import as_inbox_events
     from guardrails.engine import hard_violations, load_policy
     from guardrails.untrusted import untrusted_fields
-    from orchestration.db import audit_log
+    from orchestration.core.db import audit_log
+    from orchestration.decision.routing import RoutingPolicy
     from orchestration.definitions import payload_registry
-    from orchestration.routing import RoutingPolicy
     from resources.llm import OpenAIStructuredLLM
 
     with FakeOpenAI(model="gpt-4o-mini") as fake:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from orchestration.schema_migrations import create_or_adopt
+from orchestration.core.schema_migrations import create_or_adopt
 
 revision = "0001"
 down_revision = None

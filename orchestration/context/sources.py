@@ -1,0 +1,150 @@
+"""Reading a context source without letting it crash a batch.
+
+Each read gets a per-call timeout, retries with exponential backoff (tenacity), and a
+circuit breaker shared through the database. When the source cannot answer, the last
+good snapshot is used and marked stale with its age; with no snapshot the source is
+missing. Either way the caller gets a `SourceReading` that says so, and decides how much
+that should lower confidence: a degraded source degrades the decision, never the batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from orchestration.action.circuit_breaker import CircuitBreaker
+from orchestration.context.freshness import FreshnessWindow
+from orchestration.core import clock
+
+LIVE, STALE, MISSING = "live", "stale", "missing"
+
+
+class SourceTimeout(TimeoutError):
+    pass
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    timeout_s: float = 5.0
+    attempts: int = 3
+    backoff_s: float = 0.2  # first wait; doubles per retry
+    backoff_max_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The last good value of a source (an asset's last materialization) and when it was taken."""
+
+    value: Any
+    as_of: datetime | None
+
+
+@dataclass
+class SourceReading:
+    name: str
+    value: Any
+    status: str  # live | stale | missing
+    as_of: datetime | None
+    age_s: float | None
+    freshness: str  # fresh | warn | fail | unknown (the freshness policy's verdict)
+    attempts: int = 0
+    error: str | None = None
+    breaker: str = "closed"
+    elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == LIVE
+
+    def describe(self) -> dict:
+        """JSON-ready, without the value: what a decision record and the metadata show."""
+        return {
+            "status": self.status,
+            "age_s": None if self.age_s is None else round(self.age_s, 1),
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "freshness": self.freshness,
+            "attempts": self.attempts,
+            "error": self.error,
+            "breaker": self.breaker,
+            "elapsed_s": round(self.elapsed_s, 4),
+        }
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
+    """Run `fn` in a daemon thread and give up after `timeout_s`. A client that hangs keeps
+    its thread until it returns, but never holds up the batch or the interpreter's exit."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True, name="bosun-source-call")
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise SourceTimeout(f"no answer within {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def read_source(
+    name: str,
+    fetch: Callable[[], Any],
+    settings: SourceSettings,
+    breaker: CircuitBreaker | None = None,
+    snapshot: Snapshot | None = None,
+    window: FreshnessWindow | None = None,
+    now: datetime | None = None,
+) -> SourceReading:
+    """Live value if the source answers in time, else the snapshot (stale), else missing."""
+    now = now or clock.now()
+    started = time.perf_counter()
+    before = breaker.state(name, now) if breaker else None
+    breaker_state = before.state if before else "closed"
+    attempts, error = 0, None
+    if breaker_state == "half_open" and not breaker.claim_trial(name, now):
+        # Another run is making the one trial call: wait for its verdict, as when open.
+        breaker_state = "open"
+        error = "circuit half-open: another caller is making the trial call, not called"
+    elif breaker_state == "open":
+        error = "circuit open: the source kept failing, not called"
+    else:
+        # A half-open breaker gets one trial call, not a full retry sequence.
+        n = 1 if breaker_state == "half_open" else max(1, settings.attempts)
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(n),
+                reraise=True,
+                wait=wait_exponential(multiplier=settings.backoff_s, max=settings.backoff_max_s),
+                retry=retry_if_exception_type(Exception),
+            ):
+                with attempt:
+                    attempts += 1
+                    value = call_with_timeout(fetch, settings.timeout_s)
+            if breaker and (before.consecutive_failures or before.state != "closed"):
+                breaker.record_success(name)  # written only when there is something to reset
+            return SourceReading(
+                name, value, LIVE, now, 0.0, "fresh", attempts, None, "closed", time.perf_counter() - started
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure of a source degrades, never crashes
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            if breaker:
+                breaker_state = breaker.record_failure(name, error).state
+    elapsed = time.perf_counter() - started
+    if snapshot is not None:
+        age = (now - snapshot.as_of).total_seconds() if snapshot.as_of else None
+        verdict = window.verdict(age) if window is not None else "unknown"
+        return SourceReading(
+            name, snapshot.value, STALE, snapshot.as_of, age, verdict, attempts, error, breaker_state, elapsed
+        )
+    return SourceReading(name, None, MISSING, None, None, "unknown", attempts, error, breaker_state, elapsed)

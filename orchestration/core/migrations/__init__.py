@@ -1,0 +1,1 @@
+"""Alembic script directories of the schemas the engine owns (see orchestration/core/schema_migrations.py)."""

@@ -1,0 +1,5 @@
+"""Alembic environment of Bosun's engine tables: orchestration/core/schema_migrations.py runs it."""
+
+from orchestration.core.schema_migrations import run_environment
+
+run_environment()

@@ -1,0 +1,1 @@
+"""Human review: the review queue, reviewers' answers and reviewed decisions."""

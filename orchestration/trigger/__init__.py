@@ -1,0 +1,1 @@
+"""The trigger layer: the event envelope and payload registry, the inbox and its commit fence, batching, hostile-delivery triage, dead letters, recovery decisions, the in-process runner, business calendars."""
