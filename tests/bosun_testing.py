@@ -147,6 +147,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def dagster_graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+    """One query against a local Dagster webserver's GraphQL endpoint; GraphQL errors fail the test."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body = json.load(resp)
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def dagster_webserver_up(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 class BosunServer:
     """`bosun serve` (or another serving command, e.g. `("metrics",)` with `ready_path="/metrics"`)
     on a free loopback port, in its own process group, stopped by its id."""

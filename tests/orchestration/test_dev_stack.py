@@ -8,11 +8,9 @@ Stopped by its own process group id, also on failure.
 BOSUN_UI_SCREENSHOTS=DIR saves the pages as the README shows them (DIR/lineage.png,
 DIR/run.png); else they go to the test's tmp_path, so the suite rewrites no file."""
 
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from bosun_testing import chromium_driver
+from bosun_testing import chromium_driver, dagster_graphql, dagster_webserver_up, free_port
 
 from orchestration.core.lineage import LAYERS
 
@@ -34,38 +32,13 @@ RUN_CHECKS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { eventCon
 EXPECTED_CHECKS = {"every_event_reached_a_terminal_state", "no_invoice_paid_twice", "no_payment_exceeds_po"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        method="POST",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.load(resp)["data"]
-
-
-def _server_up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def _sensor_batch_with_checks_passed(port: int) -> tuple[str, set[str]] | None:
     """A sensor-launched batch run whose checks all passed: its id and the checks it ran."""
-    for run in _graphql(port, RUNS)["runsOrError"]["results"]:
+    for run in dagster_graphql(port, RUNS)["runsOrError"]["results"]:
         tags = {t["key"]: t["value"] for t in run["tags"]}
         if tags.get("dagster/sensor_name") != "invoice_inbox_sensor":
             continue
-        events = _graphql(port, RUN_CHECKS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
+        events = dagster_graphql(port, RUN_CHECKS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
         results = {
             e["evaluation"]["checkName"]: e["evaluation"]["success"]
             for e in events
@@ -89,7 +62,7 @@ UI_TIMEOUT_S = 60
 def _served_lineage_is_one_graph_from_the_inbox(port: int) -> None:
     """The asset graph the webserver serves (the edges the lineage page draws): the
     workflow's groups form one connected graph, and from the inbox every layer is reached."""
-    nodes = _graphql(port, ASSET_GRAPH)["assetNodes"]
+    nodes = dagster_graphql(port, ASSET_GRAPH)["assetNodes"]
     group = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     ups = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}
     mine = {k for k, g in group.items() if g in WORKFLOW_GROUPS}
@@ -182,7 +155,7 @@ def _browse_the_ui(ui: str, run_id: str, checks: set[str], console_link: str, sh
 
 @pytest.mark.slow
 def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_path):
-    port, api_port = _free_port(), _free_port()
+    port, api_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
     env.update(BOSUN_HOME=str(tmp_path / "bosun"), DAGSTER_HOME=str(tmp_path / "dagster_home"))
     log = open(tmp_path / "dev.log", "w")
@@ -207,7 +180,7 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
     )
     try:
         deadline = time.monotonic() + 120
-        while not _server_up(port):
+        while not dagster_webserver_up(port):
             assert proc.poll() is None, f"bosun dev exited early:\n{(tmp_path / 'dev.log').read_text()[-3000:]}"
             assert time.monotonic() < deadline, "webserver did not answer within 120 s"
             time.sleep(1)
@@ -277,7 +250,7 @@ def test_plain_dagster_dev_in_a_fresh_clone_without_sample_data_launches_no_fail
     instead of launching a context refresh that can only fail."""
     clone = tmp_path / "clone"
     shutil.copytree(REPO, clone, ignore=NOT_A_CLONE)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
     log = open(tmp_path / "dagster-dev.log", "w")
     proc = subprocess.Popen(
@@ -290,24 +263,24 @@ def test_plain_dagster_dev_in_a_fresh_clone_without_sample_data_launches_no_fail
     )
     try:
         deadline = time.monotonic() + 180
-        while not _server_up(port):
+        while not dagster_webserver_up(port):
             assert proc.poll() is None, (
                 "dagster dev exited early:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:]
             )
             assert time.monotonic() < deadline, "webserver did not answer within 180 s"
             time.sleep(1)
-        assert _graphql(port, QUEUE)["instance"]["runQueueConfig"]["maxConcurrentRuns"] == 3  # our dagster.yaml
+        assert dagster_graphql(port, QUEUE)["instance"]["runQueueConfig"]["maxConcurrentRuns"] == 3  # our dagster.yaml
         # Watch for 75 s after the sensor's first tick: long enough for the old behaviour to
         # launch (and fail) a context refresh twice.
         first_tick, reasons, failed = None, set(), []
         while first_tick is None or time.monotonic() - first_tick < 75:
             assert time.monotonic() < deadline + 150, "the inbox sensor never ticked"
             time.sleep(3)
-            ticks = _graphql(port, SENSOR_TICKS)["sensorOrError"]["sensorState"]["ticks"]
+            ticks = dagster_graphql(port, SENSOR_TICKS)["sensorOrError"]["sensorState"]["ticks"]
             reasons |= {t["skipReason"] for t in ticks if t["skipReason"]}
             if ticks and first_tick is None:
                 first_tick = time.monotonic()
-            runs = _graphql(port, ALL_RUNS)["runsOrError"]["results"]
+            runs = dagster_graphql(port, ALL_RUNS)["runsOrError"]["results"]
             failed = [r for r in runs if r["status"] == "FAILURE"]
             assert not failed, f"failing runs: {failed}"
         assert runs == [], f"runs were launched: {runs}"

@@ -125,31 +125,34 @@ def test_a_failed_run_dagster_will_retry_is_left_to_dagster_for_the_grace_period
     assert decide(runs[:3] + never * 2, 1, policy, 10.0).action == "dead_letter"
 
 
-def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_home, tmp_path):
-    """An approved payment whose executor was deferred by another holder's lease: once
-    untouched for `stale_after_s` (0 here), the sensor resumes it with the workflow's hooks."""
+def _deferred_approved_saga(db, erp, outbox, key: str | None = None) -> dict:
+    """An approved payment whose executor was deferred by another holder's lease: its saga is
+    planned and unfinished, as a crash between approval and execution leaves it."""
     import sys
     from pathlib import Path
 
     from assets.invoices import payment_saga
-    from assets.invoices.erp import ERPResource
     from orchestration.action.leases import Leases
-    from orchestration.action.saga_log import SagaLog
-    from orchestration.trigger.recovery import SagaRecovery
-    from resources.outbox import NotificationOutbox
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
     import saga_fault_worker as worker
 
-    db, erp, outbox = BosunDatabase(), ERPResource(), NotificationOutbox()
     url = db.resolved_url
     worker.seed(erp, 1)
     item = worker.saga_items(1)[0]
+    item = {**item, "key": key or item["key"]}
     other = Leases(url, "someone-else")
     other.try_acquire(payment_saga.entities(item))
     approved = payment_saga.payment_executor(erp, url, "approver", outbox=outbox, lease_wait_s=0.0, limit=None)
     assert approved.run([item], None).deferred == [item["key"]]
     other.release()
+    return item
+
+
+def _saga_recovery_tick(db, erp, outbox, tmp_path):
+    """One tick of a recovery sensor with the invoice workflow's saga hooks, stale after 0 s."""
+    from assets.invoices import payment_saga
+    from orchestration.trigger.recovery import SagaRecovery
 
     def executor(resources, holder):
         return payment_saga.payment_executor(
@@ -164,9 +167,20 @@ def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_
         ctx = dg.build_sensor_context(
             instance_ref=instance.get_ref(), definitions=defs, resources={"bosun_db": db, "erp": erp, "outbox": outbox}
         )
-        data = with_sagas.evaluate_tick(ctx)
+        return with_sagas.evaluate_tick(ctx)
+
+
+def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_home, tmp_path):
+    """Once untouched for `stale_after_s`, the sensor resumes the saga with the workflow's hooks."""
+    from assets.invoices.erp import ERPResource
+    from orchestration.action.saga_log import SagaLog
+    from resources.outbox import NotificationOutbox
+
+    db, erp, outbox = BosunDatabase(), ERPResource(), NotificationOutbox()
+    item = _deferred_approved_saga(db, erp, outbox)
+    data = _saga_recovery_tick(db, erp, outbox, tmp_path)
     assert data.run_requests == [] and "1 stale saga(s): 1 done" in data.skip_message
-    assert SagaLog(url).load([item["key"]])[item["key"]]["status"] == "done"
+    assert SagaLog(db.resolved_url).load([item["key"]])[item["key"]]["status"] == "done"
     assert erp.live_payment_keys([f"schedule_payment:{item['key']}"]) == {f"schedule_payment:{item['key']}"}
     assert db.audit().count_by_kind()["recovery_sagas"] == 1
 
@@ -175,50 +189,20 @@ def test_the_saga_of_an_event_recovery_gave_up_on_is_undone_not_carried_forward(
     """The event was dead-lettered (recovery gave up on its batch) while its approved saga was
     left planned: the stale-saga pass must not pay it behind its dead letter's back. The saga is
     rolled back (audited), the event stays dead-lettered, nothing is paid."""
-    import sys
-    from pathlib import Path
-
-    from assets.invoices import payment_saga
     from assets.invoices.erp import ERPResource
-    from orchestration.action.leases import Leases
     from orchestration.action.saga_log import SagaLog
     from orchestration.definitions import payload_registry
-    from orchestration.trigger.recovery import SagaRecovery
     from resources.outbox import NotificationOutbox
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-    import saga_fault_worker as worker
-
     db, erp, outbox = BosunDatabase(), ERPResource(), NotificationOutbox()
-    url = db.resolved_url
     inbox = db.inbox()
     inbox.ingest([invoice_event(0)], payload_registry)
-    worker.seed(erp, 1)
-    item = {**worker.saga_items(1)[0], "key": "s:e0"}  # the saga of the inbox's event
-    other = Leases(url, "someone-else")
-    other.try_acquire(payment_saga.entities(item))
-    approved = payment_saga.payment_executor(erp, url, "approver", outbox=outbox, lease_wait_s=0.0, limit=None)
-    assert approved.run([item], None).deferred == ["s:e0"]
-    other.release()
+    _deferred_approved_saga(db, erp, outbox, key="s:e0")  # the saga of the inbox's event
     inbox.set_states([{"key": "s:e0", "status": "dead_lettered", "attempts": 3, "reason": "recovery gave up"}])
-
-    def executor(resources, holder):
-        return payment_saga.payment_executor(
-            resources["erp"], resources["bosun_db"].resolved_url, holder, outbox=resources["outbox"], limit=None
-        )
-
-    hooks = SagaRecovery(
-        "invoices", frozenset({"erp", "outbox"}), executor, payment_saga.record_settled, stale_after_s=0.0
-    )
-    with_sagas = build_recovery_sensor("toy_saga_recovery", "invoices", TYPES, toy_job, POLICY, saga_recovery=hooks)
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        ctx = dg.build_sensor_context(
-            instance_ref=instance.get_ref(), definitions=defs, resources={"bosun_db": db, "erp": erp, "outbox": outbox}
-        )
-        data = with_sagas.evaluate_tick(ctx)
+    data = _saga_recovery_tick(db, erp, outbox, tmp_path)
     assert "1 saga(s) of dead-lettered events undone (0 left" in data.skip_message
-    assert SagaLog(url).load(["s:e0"])["s:e0"]["status"] not in ("planned", "running", "done")
+    assert SagaLog(db.resolved_url).load(["s:e0"])["s:e0"]["status"] not in ("planned", "running", "done")
     assert erp.live_payment_keys(["schedule_payment:s:e0"]) == set()
     assert inbox.lookup(["s:e0"])["s:e0"]["status"] == "dead_lettered"
     assert db.audit().count_by_kind()["recovery_sagas_undone"] == 1
-    assert _recoveries(url)["sagas_undone"] == 1
+    assert _recoveries(db.resolved_url)["sagas_undone"] == 1

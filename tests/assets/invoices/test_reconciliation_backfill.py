@@ -12,14 +12,12 @@ one run per partition (`materialize(..., partition_key=...)`) would skip exactly
 test here: which partitions exist for the webserver and the daemon today.
 """
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from datetime import time as day_time
 from pathlib import Path
@@ -28,11 +26,11 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from bosun_testing import free_port
+from bosun_testing import dagster_graphql, dagster_webserver_up, free_port
 
+from assets.invoices.erp import payments
 from assets.invoices.training import read_events
 from orchestration.core import clock
-from resources.erp import payments
 
 pytestmark = [pytest.mark.clock, pytest.mark.slow]  # CI runs this module again with the clock a year ahead
 
@@ -52,27 +50,6 @@ RUN_EVENTS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { eventCon
   ... on AssetCheckEvaluationEvent { evaluation { checkName success severity description partition } }
 } } } } }"""
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
-
-def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        method="POST",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        body = json.load(resp)
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
-def _server_up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def _clock_from(moment: datetime):
@@ -109,7 +86,7 @@ def _stack_env(home: Path, dagster_home: Path) -> dict:
 
 def _backfill(port: int, days: list[str]) -> list[dict]:
     """Launch the backfill as the UI does, wait for the daemon to finish it, and return its runs."""
-    launched = _graphql(
+    launched = dagster_graphql(
         port,
         LAUNCH,
         {
@@ -124,13 +101,13 @@ def _backfill(port: int, days: list[str]) -> list[dict]:
     backfill_id = launched["backfillId"]
     deadline = time.monotonic() + 300
     while True:
-        state = _graphql(port, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        state = dagster_graphql(port, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
         if state["status"] in FINISHED:
             break
         assert time.monotonic() < deadline, f"backfill still {state['status']} after 300 s"
         time.sleep(2)
     assert state["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, state
-    return _graphql(port, BACKFILL_RUNS, {"id": backfill_id})["runsOrError"]["results"]
+    return dagster_graphql(port, BACKFILL_RUNS, {"id": backfill_id})["runsOrError"]["results"]
 
 
 def _by_day(port: int, runs: list[dict]) -> dict[str, dict]:
@@ -138,7 +115,7 @@ def _by_day(port: int, runs: list[dict]) -> dict[str, dict]:
     days = {}
     for run in runs:
         assert run["status"] == "SUCCESS", run
-        events = _graphql(port, RUN_EVENTS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
+        events = dagster_graphql(port, RUN_EVENTS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
         (materialized,) = [e for e in events if e["__typename"] == "MaterializationEvent"]
         (check,) = [e["evaluation"] for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
         counts = {m["label"]: m.get("intValue") for m in materialized["metadataEntries"]}
@@ -184,7 +161,7 @@ def test_a_backfill_of_yesterday_and_today_reconciles_the_workflows_payments(
         )
         try:
             deadline = time.monotonic() + 180
-            while not _server_up(port):
+            while not dagster_webserver_up(port):
                 assert proc.poll() is None, f"dagster dev exited early:\n{log_path.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, (
                     f"webserver did not answer within 180 s:\n{log_path.read_text()[-3000:]}"
