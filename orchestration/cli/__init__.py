@@ -249,7 +249,3 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BOSUN_DEBUG"):
             raise
         return fail(f"{type(err).__name__}: {err} (BOSUN_DEBUG=1 shows the traceback)")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
