@@ -9,6 +9,7 @@ from assets.invoices.workflow import WORKFLOW, invoice_batches
 from orchestration import clock
 from orchestration.audit import AuditEntry
 from orchestration.audit_anchors import anchor_metadata
+from orchestration.decision_loop import final_pass_fields, pass_entries
 from orchestration.guardrail_checks import activation_counts
 from orchestration.inbox import RECEIVED
 from orchestration.lineage import layer_group
@@ -118,6 +119,8 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
     state_by_key = {s["key"]: s for s in states}
     for d in decisions:
         k = d["key"]
+        # Every pass of the decision loop before the last is its own record; the last is this one.
+        entries += pass_entries(k, d.get("decision_loop"), batch_id)
         entries.append(
             AuditEntry(
                 "decision",
@@ -153,6 +156,7 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
                     # copy: every untrusted field (note, line-item descriptions) already redacted.
                     "facts": d["facts"],
                     "invoice": d["invoice"],
+                    **final_pass_fields(d.get("decision_loop")),
                 },
                 batch_id,
             )
