@@ -217,7 +217,10 @@ def _kept_policy(context: dict) -> str:
 
 def rule_statement(feedback: RuleFeedback) -> str:
     """A refused answer, told to the model the way an accounts-payable lead would say it."""
-    rules = "\n".join(f"- {r.name}: {r.description or 'a hard rule of the approval policy'}" for r in feedback.rules)
+    rules = "\n".join(
+        f"- {r.name}: {r.description or 'a hard rule of the approval policy'} (the policy's own answer: {r.then})"
+        for r in feedback.rules
+    )
     return (
         f"Your previous answer ({', '.join(feedback.refused)}) breaks the approval policy for this invoice:\n"
         f"{rules}\n"
