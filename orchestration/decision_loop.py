@@ -247,6 +247,8 @@ def run_loop(
             e.proposal = answer
             judged.append(e)
         judgements = list(hooks.judge([e.proposal for e in judged]))
+        if len(judgements) != len(judged):
+            raise ValueError(f"judge answered {len(judgements)} proposals of {len(judged)}")
         more: list[_Event[I, P]] = []
         for e, j in zip(judged, judgements):
             request, e.request = e.request, None
