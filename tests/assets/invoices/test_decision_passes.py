@@ -132,6 +132,13 @@ def test_an_llm_answer_a_hard_rule_refuses_is_asked_again_with_the_rule_stated(f
         assert any(f"- {rule}: {rules[rule]}" in m[1]["content"] for m in restated)
         assert d["proposed"] != "approve" and d["guardrails"]["blocked_by"] == []
         assert d["route"] in ("record", "escalate") and d["decision"] == d["proposed"]
+    # A rule that refused an answer counts as an activation, though the final answer passed it.
+    activations: dict[str, int] = {}
+    for _, batch in _records(world, "guardrail_activations"):
+        for name, n in batch.items():
+            activations[name] = activations.get(name, 0) + n
+    for rule in {refused[k]["blocked_by"][0] for k in asked_again}:
+        assert activations[rule] >= sum(refused[k]["blocked_by"][0] == rule for k in asked_again)
     # One question per pass the LLM answered, and nothing more.
     llm_passes = sum(d["model"] != "local" for d in decisions.values()) + sum(
         p["model"] != "local" for p in refused.values()
