@@ -34,8 +34,9 @@ from orchestration.decision_loop import (
 from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
 from orchestration.lineage import layer_group
 from orchestration.llm_ledger import LLMLedger
+from orchestration.prompts import Prompt
 from orchestration.routing import RoutingPolicy
-from orchestration.tokens import counter_for
+from orchestration.tokens import TokenCounter, counter_for
 from resources.chat_model import ChatModel
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
@@ -199,8 +200,8 @@ def decide(
     routing: Optional[RoutingPolicy] = None,
     erp: Optional[ERPResource] = None,
     sources: Optional[ContextSources] = None,
-    prompt=None,
-    counter=None,
+    prompt: Optional[Prompt] = None,
+    counter: Optional[TokenCounter] = None,
 ) -> list[dict]:
     """Decide a batch: without `erp` a low-confidence invoice's sources are not re-read,
     without `index` its policies are not (benchmarks, replay)."""
