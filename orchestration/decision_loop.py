@@ -35,6 +35,7 @@ made in one pass has no extra record.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Generic, Literal, Mapping, Optional, Sequence, TypeVar
 
@@ -212,6 +213,40 @@ class DecisionHooks(Generic[I, P]):
     describe: Callable[[P], Mapping[str, Any]] = lambda proposal: {}
 
 
+def timed(hooks: DecisionHooks[I, P], seconds: dict[str, float]) -> DecisionHooks[I, P]:
+    """The same hooks, adding the seconds each spends to `seconds` (`reason_s`, `judge_s`,
+    `read_more_s`), summed over the passes: where a batch's decision time went."""
+
+    def clock(name: str, fn: Callable) -> Callable:
+        def call(*args):
+            started = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - started, 4)
+
+        return call
+
+    return DecisionHooks(
+        clock("reason_s", hooks.reason),
+        clock("judge_s", hooks.judge),
+        clock("read_more_s", hooks.read_more),
+        hooks.describe,
+    )
+
+
+def loop_figures(summaries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """A batch's loop in figures, for its metadata."""
+    passes = [s["passes"] for s in summaries]
+    asked = lambda prefix: sum(any(p["why"].startswith(prefix) for p in ps) for ps in passes)  # noqa: E731
+    return {
+        "passes_max": max((len(ps) for ps in passes), default=0),
+        "extra_passes": sum(len(ps) - 1 for ps in passes),
+        "asked_again_after_context": asked(LOW_CONFIDENCE),
+        "asked_again_after_rule": asked(RULE_VIOLATED),
+    }
+
+
 @dataclass
 class _Event(Generic[I, P]):
     item: I
@@ -354,9 +389,11 @@ __all__ = [
     "Settlement",
     "ViolatedRule",
     "final_pass_fields",
+    "loop_figures",
     "pass_entries",
     "rule_feedback",
     "run_loop",
     "settle",
+    "timed",
     "with_pass_totals",
 ]

@@ -6,7 +6,6 @@ and the policies read again for an invoice the loop is unsure of)."""
 
 import json
 import os
-import time
 from functools import lru_cache
 from typing import Callable, Optional, Sequence, Union
 
@@ -21,14 +20,15 @@ from guardrails.engine import Policy, evaluate, load_policy
 from orchestration.confidence import Calibrator, Thresholds, combine, quality_factors
 from orchestration.decision_loop import (
     LOW_CONFIDENCE,
-    RULE_VIOLATED,
     DecisionHooks,
     Judgement,
     LoopBounds,
     PassRequest,
+    loop_figures,
     rule_feedback,
     run_loop,
     settle,
+    timed,
     with_pass_totals,
 )
 from orchestration.guardrail_checks import activation_counts, build_guardrail_checks
@@ -163,13 +163,17 @@ def decide_contexts(
     calibrator: Optional[Calibrator] = None,
     policy: Optional[Policy] = None,
     bounds: LoopBounds = DECISION_LOOP,
+    seconds: Optional[dict[str, float]] = None,
 ) -> list[dict]:
     """The engine's decision loop over a batch's contexts with the invoice's hooks; one
-    decision per context, with its route (act, record, escalate) and the loop's passes."""
+    decision per context, with its route (act, record, escalate) and the loop's passes.
+    `seconds` collects the time spent in each hook."""
     policy = policy or invoice_policy()
     calibrator = calibrator or Calibrator()
     th = thresholds(policy)
     hooks = DecisionHooks(reason, lambda ps: judge(ps, policy, calibrator), read_more, describe)
+    if seconds is not None:
+        hooks = timed(hooks, seconds)
     decisions = []
     for result in run_loop(contexts, hooks, th, bounds):
         d = result.final
@@ -215,8 +219,8 @@ def decide(
 
 # The model and calibrator assets are inputs in the lineage only (Nothing): the op reads the
 # promoted model and its calibrator through the `local_model` resource. One op runs the whole
-# loop (its passes interleave reasoning, guardrails and re-reads); where the time went is
-# its metadata. The decisions (with the invoices' context) stay in the run's memory: the
+# loop (its passes interleave reasoning, guardrails and re-reads); the seconds spent in each
+# hook are its metadata. The decisions (with the invoices' context) stay in the run's memory: the
 # audit log keeps what must outlive it.
 @dg.op(
     out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER),
@@ -233,48 +237,28 @@ def decision_loop(
 ) -> dg.Output[list[dict]]:
     calibrator = Calibrator.load(calibrator_path(local_model))
     reasoner = Reasoner(local_model, llm, bosun_db.llm_ledger())
-    timed = _Timed()
     # The broader search builds its own index from the documents (milliseconds for a policy
     # set), and only when a decision asks: loading the policy_index asset into every batch
     # run would cost more than the rare re-read.
     more = MoreContext(
         lambda: PolicyIndex(policy_documents.load()), erp, context_sources, counter_for(tokenizer_model(llm))
     )
-    decisions = decide_contexts(
-        invoice_context, timed("reason_s", reasoner.reason), timed("read_more_s", more), calibrator
-    )
+    seconds: dict[str, float] = {}
+    decisions = decide_contexts(invoice_context, reasoner.reason, more, calibrator, seconds=seconds)
     return dg.Output(
         decisions,
         metadata={
             **decision_metadata(decisions),
             **reasoner.figures(),
-            **timed.seconds,
+            **seconds,
             "calibrator_version": calibrator.version,
         },
     )
 
 
-class _Timed:
-    """Seconds spent in each hook, summed over the loop's passes."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, name: str, fn):
-        def timed(*args):
-            started = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 4)
-
-        return timed
-
-
 def decision_metadata(decisions: list[dict]) -> dict:
     n = len(decisions) or 1
     count = lambda pred: sum(1 for d in decisions if pred(d))  # noqa: E731
-    passes = [len(d["decision_loop"]["passes"]) for d in decisions] or [0]
     return {
         "decisions": len(decisions),
         "approved": count(lambda d: d["route"] == "act"),
@@ -282,11 +266,7 @@ def decision_metadata(decisions: list[dict]) -> dict:
         "escalated": count(lambda d: d["route"] == "escalate"),
         "escalation_rate": round(count(lambda d: d["route"] == "escalate") / n, 4),
         "re_retrieved": count(lambda d: d.get("re_retrieved", False)),
-        "passes_max": max(passes),
-        "extra_passes": sum(passes) - len(decisions),
-        "asked_again_after_rule": count(
-            lambda d: any(p["why"].startswith(RULE_VIOLATED) for p in d["decision_loop"]["passes"])
-        ),
+        **loop_figures([d["decision_loop"] for d in decisions]),
         "decided_by_llm": count(lambda d: d["model"] != "local"),
         "mean_confidence": round(sum(d["confidence"] for d in decisions) / n, 4),
         "input_tokens": sum(d["input_tokens"] for d in decisions),

@@ -7,6 +7,7 @@ import json
 import re
 from typing import ClassVar
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from fakes.openai_server import FakeOpenAI
@@ -77,6 +78,11 @@ def test_an_invoice_decided_while_a_source_was_down_is_reread_and_decided_again(
     once = [d for d in decisions.values() if d["passes"] == 1]
     assert all("missing_source:payments" in {f["name"] for f in d["context_used"]["quality_factors"]} for d in once)
     assert all(d["passes"] <= DECISION_LOOP.max_passes for d in decisions.values())
+    # The batch's metadata says the same, in figures, with the seconds each hook took.
+    mat = world.instance.get_latest_materialization_event(dg.AssetKey("invoice_decisions")).asset_materialization
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["extra_passes"] == meta["asked_again_after_context"] == len(reread) and meta["passes_max"] == 2
+    assert meta["read_more_s"] > 0 and meta["reason_s"] > 0 and meta["judge_s"] > 0
     counts = world.resources["bosun_db"].inbox().counts()
     assert set(counts["by_status"]) <= set(TERMINAL_STATES) and counts["received"] == summary.accepted
     # `bosun audit show` prints the first pass before the decision it led to.
