@@ -13,6 +13,7 @@ from orchestration.audit.chain import AuditEntry
 from orchestration.core import clock
 from orchestration.core.lineage import layer_group
 from orchestration.decision.guardrail_checks import activation_counts
+from orchestration.decision.loop import final_pass_fields, pass_entries
 from orchestration.review.queue import review_console_metadata
 from orchestration.trigger.inbox import RECEIVED
 from resources.chat_model import ChatModel
@@ -120,6 +121,8 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
     state_by_key = {s["key"]: s for s in states}
     for d in decisions:
         k = d["key"]
+        # Every pass of the decision loop before the last is its own record; the last is this one.
+        entries += pass_entries(k, d.get("decision_loop"), batch_id)
         entries.append(
             AuditEntry(
                 "decision",
@@ -155,6 +158,7 @@ def audit_entries(decisions: list[dict], sagas: BatchOutcome, states: list[dict]
                     # copy: every untrusted field (note, line-item descriptions) already redacted.
                     "facts": d["facts"],
                     "invoice": d["invoice"],
+                    **final_pass_fields(d.get("decision_loop")),
                 },
                 batch_id,
             )

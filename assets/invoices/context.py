@@ -181,7 +181,7 @@ def invoice_context(
         sources=context_sources,
         snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
         knowledge=knowledge,
-        counter=counter_for(_tokenizer_model(llm)),
+        counter=counter_for(tokenizer_model(llm)),
         embed=_embed(policy_embeddings),
     )
     metadata = context_metadata(records, knowledge.value, cache_before)
@@ -219,7 +219,7 @@ def _materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | Non
     return datetime.fromtimestamp(event.timestamp, timezone.utc) if event else None
 
 
-def _tokenizer_model(llm: ChatModel) -> str:
+def tokenizer_model(llm: ChatModel) -> str:
     # The budget is counted in the tokens of the model that may read the document.
     return str(resolved(getattr(llm, "model", None)) or "local") if llm.enabled else "local"
 
@@ -286,9 +286,25 @@ def assemble_context(
             if not own_paid
             else {**batch.paid_po, p["po_number"]: batch.paid_po.get(p["po_number"], Decimal(0)) - amount}
         )
+        seen_before = inv in seen_invoices
         facts = _facts(
-            p, amount, vendor, po, paid_po, committed_po, bool(paid_elsewhere) or inv in seen_invoices, guarded
+            p,
+            amount,
+            vendor,
+            po,
+            paid_po,
+            committed_po,
+            bool(paid_elsewhere) or seen_before,
+            guarded.injection_suspected,
+            guarded.pii_found,
         )
+        # What this invoice's facts owe to the rest of the batch, so a re-read of its sources
+        # (decision_loop's "more context") keeps counting the batch's earlier invoices.
+        batch_state = {
+            "po_paid": str(paid_po.get(p["po_number"], Decimal(0))),
+            "po_committed": str(committed_po.get(p["po_number"], Decimal(0))),
+            "seen_in_batch": seen_before,
+        }
         seen_invoices.add(inv)
         if po is not None and not facts["already_paid"] and not own_paid:
             # Conservatively count earlier invoices in this batch against the PO's remainder.
@@ -313,16 +329,22 @@ def assemble_context(
                 "sources": described,
                 "conflicts": conflicts,
                 "quality_factors": [*factors, *filter(None, (conflict_factor(c) for c in conflicts))],
+                "batch_state": batch_state,
             }
         )
     if index is not None:
         attach_knowledge(records, index, embed=embed)
     assemble_records(records, described, counter or counter_for("local"))
     for r in records:
-        # The document is covered by its own hash in the assembly; hashing it twice buys nothing.
-        body = {k: v for k, v in r.items() if k != "assembly"} | {"assembly_hash": r["assembly"]["hash"]}
-        r["context_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        r["context_hash"] = context_hash(r)
     return records
+
+
+def context_hash(record: dict) -> str:
+    # The document is covered by its own hash in the assembly; hashing it twice buys nothing.
+    body = {k: v for k, v in record.items() if k not in ("assembly", "context_hash")}
+    body["assembly_hash"] = record["assembly"]["hash"]
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def context_metadata(records: list[dict], index: PolicyIndex | None, cache_before: dict) -> dict:
@@ -389,7 +411,7 @@ def _event_reference(ev: InboxEvent) -> dict:
     }
 
 
-def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, guarded) -> dict:
+def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, injection_suspected, pii_found) -> dict:
     remaining = None
     if po is not None:
         remaining = (
@@ -412,8 +434,8 @@ def _facts(p, amount, vendor, po, paid_po, committed_po, already_paid, guarded) 
         "high_risk_amount": float(amount) if tier == "high" else 0.0,
         "already_paid": already_paid,
         # From every untrusted field (note and line items), not only the note.
-        "injection_suspected": guarded.injection_suspected,
-        "pii_in_memo": bool(guarded.pii_found),
+        "injection_suspected": injection_suspected,
+        "pii_in_memo": bool(pii_found),
     }
 
 

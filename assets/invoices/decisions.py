@@ -1,28 +1,49 @@
-"""Decision layer of the invoice workflow: reason, apply guardrails, assess confidence."""
+"""Decision layer of the invoice workflow: the engine's decision loop
+(orchestration/decision/loop.py) with the invoice's hooks: `Reasoner.reason` (the local
+model, the LLM through the router, the LLM told a violated rule), `judge` (the policy's
+guardrails, the calibrator, the invoice's confidence factors) and `MoreContext` (the ERP
+and the policies read again for an invoice the loop is unsure of)."""
 
 import json
 import os
 from functools import lru_cache
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import dagster as dg
 
-from assets.invoices.confidence import broader_query, factors, retrieval_factor
-from assets.invoices.reasoning import propose
-from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, MODEL_NAME, WORKFLOW, invoice_batches
+from assets.invoices.confidence import factors
+from assets.invoices.context import tokenizer_model
+from assets.invoices.more_context import MoreContext
+from assets.invoices.reasoning import Reasoner
+from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, DECISION_LOOP, MODEL_NAME, WORKFLOW, invoice_batches
 from guardrails.engine import Policy, evaluate, load_policy
+from orchestration.context.tokens import TokenCounter, counter_for
 from orchestration.core.lineage import layer_group
 from orchestration.decision.confidence import Calibrator, Thresholds, combine, quality_factors
 from orchestration.decision.guardrail_checks import activation_counts, build_guardrail_checks
 from orchestration.decision.llm_ledger import LLMLedger
+from orchestration.decision.loop import (
+    LOW_CONFIDENCE,
+    DecisionHooks,
+    Judgement,
+    LoopBounds,
+    PassRequest,
+    loop_figures,
+    rule_feedback,
+    run_loop,
+    settle,
+    timed,
+    with_pass_totals,
+)
+from orchestration.decision.prompts import Prompt
 from orchestration.decision.routing import RoutingPolicy
 from resources.chat_model import ChatModel
+from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
+from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
 from resources.local_model import LocalModel
-
-RE_RETRIEVAL_K = 6
 
 
 @lru_cache(maxsize=1)
@@ -45,13 +66,17 @@ def limit_overrides() -> dict[str, float]:
 
 
 def guard(proposals: list[dict], policy: Policy) -> list[dict]:
+    """The guardrails' verdict on each proposal (`guardrails`), and what a model must be told
+    to answer again within the policy (`rule_feedback`, when a hard rule refused)."""
     overrides = limit_overrides()
     for p in proposals:
         # "no result" is not a decision a rule could allow; it goes to a person.
         proposed = "escalate" if p["decision"] == "no_result" else p["decision"]
-        p["guardrails"] = evaluate(
+        verdict = evaluate(
             policy, proposed, p["facts"], stated={"amount": p.get("stated_amount")}, limit_overrides=overrides
-        ).as_dict()
+        )
+        p["guardrails"] = verdict.as_dict()
+        p["rule_feedback"] = rule_feedback(policy, verdict, p["facts"], overrides)
     return proposals
 
 
@@ -60,7 +85,7 @@ def model_group(p: dict) -> str:
 
 
 def calibrate(proposals: list[dict], calibrator: Calibrator) -> None:
-    """Each model's probability -> its observed hit rate; one vectorised call per batch."""
+    """Each model's probability -> its observed hit rate; one vectorised call per pass."""
     probs = (
         calibrator.apply([p["probability"] for p in proposals], [model_group(p) for p in proposals])
         if proposals
@@ -87,60 +112,86 @@ def combined_confidence(p: dict) -> None:
     p["confidence"], p["confidence_breakdown"] = round(conf, 4), breakdown
 
 
-def assess(
-    proposals: list[dict],
-    policy: Policy,
-    calibrator: Optional[Calibrator] = None,
-    index: Union[PolicyIndex, Callable[[], PolicyIndex], None] = None,
-) -> list[dict]:
-    """`index` may be a function building the index: it is then called only if some
-    decision asks for more context, so most batches never pay for it."""
-    th = thresholds(policy)
-    calibrate(proposals, calibrator or Calibrator())
+def judge(proposals: Sequence[dict], policy: Policy, calibrator: Calibrator) -> list[Judgement]:
+    """The decision loop's `judge` hook: guardrails, calibration, the invoice's factors."""
+    proposals = guard(list(proposals), policy)
+    calibrate(proposals, calibrator)
+    out = []
     for p in proposals:
         combined_confidence(p)
-    asking = [p for p in proposals if th.route(p["confidence"]) == "ask" and not p["guardrails"]["blocked_by"]]
-    if asking and index is not None:
-        _re_retrieve(asking, index() if callable(index) else index)
-    for p in proposals:
         g = p["guardrails"]
-        if g["decision"] == "escalate":
-            p["route"], p["reason"] = "escalate", _escalation_reason(p)
-        elif p["confidence"] < th.act:
-            p["route"] = "escalate"
-            p["reason"] = (
-                f"confidence {p['confidence']:.2f} below {th.act}"
-                + (f" (flagged: {', '.join(g['flagged_by'])})" if g["flagged_by"] else "")
-                + (
-                    f" (context: {', '.join(f['name'] for f in p['quality_factors'])})"
-                    if p.get("quality_factors")
-                    else ""
-                )
-                + (" after a broader retrieval" if p.get("re_retrieved") else "")
+        out.append(
+            Judgement(
+                proposed=g["proposed"],
+                decision=g["decision"],
+                confidence=p["confidence"],
+                blocked_by=tuple(g["blocked_by"]),
+                flagged_by=tuple(g["flagged_by"]),
+                feedback=p["rule_feedback"],
+                no_result=p.get("no_result_reason") if p["decision"] == "no_result" else None,
+                context_notes=tuple(f["name"] for f in p.get("quality_factors", [])),
             )
-        else:
-            p["route"] = "act" if g["decision"] == "approve" else "record"
-            p["reason"] = f"{g['decision']}" + (f" by policy: {', '.join(g['blocked_by'])}" if g["blocked_by"] else "")
-        p["final_decision"] = g["decision"]
-    return proposals
+        )
+    return out
 
 
-def _re_retrieve(asking: list[dict], index: PolicyIndex) -> None:
-    """Ask for more context once: a broader query, more passages, the factors again."""
-    hits = index.search_many([broader_query(p) for p in asking], k=RE_RETRIEVAL_K)
-    for p, found in zip(asking, hits):
-        passages = [{"doc": x.doc, "heading": x.heading, "score": round(s, 3)} for x, s in found]
-        p["re_retrieved"] = True
-        p["context_used"]["broader_policy_passages"] = passages
-        if retrieval_factor(passages).penalty < retrieval_factor(p["context_used"].get("policy_passages")).penalty:
-            p["context_used"]["policy_passages"] = passages
-            combined_confidence(p)
+def describe(p: dict) -> dict:
+    """What a pass's audit record says of its proposal (no invoice text: the decision record has it)."""
+    return {
+        "model": p["model"],
+        "model_version": p["model_version"],
+        "prompt_version": p["prompt_version"],
+        "route_reason": p.get("route_reason"),
+        "context_hash": p["context_hash"],
+        "probabilities": p["probabilities"],
+        "stated_amount": p.get("stated_amount"),
+        "sources": {n: s.get("status") for n, s in (p["context_used"].get("sources") or {}).items()},
+        "policy_passages": [
+            f"{x.get('doc')}#{x.get('heading')}" for x in p["context_used"].get("policy_passages") or []
+        ],
+        "input_tokens": p["input_tokens"],
+        "output_tokens": p["output_tokens"],
+        "cost_usd": p["cost_usd"],
+        "latency_s": p["latency_s"],
+    }
 
 
-def _escalation_reason(p: dict) -> str:
-    if p["decision"] == "no_result":
-        return f"model gave no result: {p.get('no_result_reason')}"
-    return f"escalated by policy: {', '.join(p['guardrails']['blocked_by'])}"
+def decide_contexts(
+    contexts: list[dict],
+    reason: Callable[[Sequence[PassRequest]], Sequence[Optional[dict]]],
+    read_more: Callable[[Sequence[dict], Sequence[dict]], Sequence[Optional[dict]]],
+    calibrator: Optional[Calibrator] = None,
+    policy: Optional[Policy] = None,
+    bounds: LoopBounds = DECISION_LOOP,
+    seconds: Optional[dict[str, float]] = None,
+) -> list[dict]:
+    """The engine's decision loop over a batch's contexts with the invoice's hooks; one
+    decision per context, with its route (act, record, escalate) and the loop's passes.
+    `seconds` collects the time spent in each hook."""
+    policy = policy or invoice_policy()
+    calibrator = calibrator or Calibrator()
+    th = thresholds(policy)
+    hooks = DecisionHooks(reason, lambda ps: judge(ps, policy, calibrator), read_more, describe)
+    if seconds is not None:
+        hooks = timed(hooks, seconds)
+    decisions = []
+    for result in run_loop(contexts, hooks, th, bounds):
+        d = result.final
+        settled = settle(result, th, acting={"approve"})
+        summary = result.summary()
+        d.pop("rule_feedback", None)
+        d.update(
+            route=settled.route,
+            reason=settled.reason,
+            final_decision=settled.decision,
+            re_retrieved=any(p.why == LOW_CONFIDENCE for p in result.passes),
+            decision_loop=summary,
+        )
+        if len(result.passes) > 1:  # what the decision cost, every pass included
+            d.update(with_pass_totals(summary, ("input_tokens", "output_tokens", "cost_usd", "latency_s")))
+            d["input_tokens"], d["output_tokens"] = int(d["input_tokens"]), int(d["output_tokens"])
+        decisions.append(d)
+    return decisions
 
 
 def decide(
@@ -148,49 +199,60 @@ def decide(
     local_model: LocalModel,
     llm: ChatModel,
     ledger: Optional[LLMLedger] = None,
-    index: Optional[PolicyIndex] = None,
+    index: Union[PolicyIndex, Callable[[], PolicyIndex], None] = None,
     calibrator: Optional[Calibrator] = None,
     routing: Optional[RoutingPolicy] = None,
+    erp: Optional[ERPResource] = None,
+    sources: Optional[ContextSources] = None,
+    prompt: Optional[Prompt] = None,
+    counter: Optional[TokenCounter] = None,
 ) -> list[dict]:
-    policy = invoice_policy()
-    proposals, _ = propose(contexts, local_model, llm, ledger, routing)
+    """Decide a batch: without `erp` a low-confidence invoice's sources are not re-read,
+    without `index` its policies are not (benchmarks, replay)."""
+    reasoner = Reasoner(local_model, llm, ledger, routing, prompt)
     calibrator = calibrator or Calibrator.load(calibrator_path(local_model))
-    return assess(guard(proposals, policy), policy, calibrator, index)
+    return decide_contexts(contexts, reasoner.reason, MoreContext(index, erp, sources, counter), calibrator)
 
 
-# ---- the graph-backed asset: one op per stage, so the UI shows where time goes ----------
+# ---- the graph-backed asset ---------------------------------------------------------------
 
 
 # The model and calibrator assets are inputs in the lineage only (Nothing): the op reads the
-# promoted model and its calibrator through the `local_model` resource.
+# promoted model and its calibrator through the `local_model` resource. One op runs the whole
+# loop (its passes interleave reasoning, guardrails and re-reads); the seconds spent in each
+# hook are its metadata. The decisions (with the invoices' context) stay in the run's memory: the
+# audit log keeps what must outlive it.
 @dg.op(
     out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER),
     ins={"model_asset": dg.In(dg.Nothing), "calibrator_asset": dg.In(dg.Nothing)},
 )
-def reason(invoice_context: list[dict], local_model: LocalModel, llm: ChatModel, bosun_db: BosunDatabase) -> dict:
-    proposals, routing = propose(invoice_context, local_model, llm, bosun_db.llm_ledger())
-    return {"proposals": proposals, "routing": routing}
-
-
-@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
-def apply_guardrails(reasoned: dict) -> dict:
-    return {**reasoned, "proposals": guard(reasoned["proposals"], invoice_policy())}
-
-
-# The decisions (with the invoices' context) stay in the run's memory: the audit log keeps
-# what must outlive it.
-@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
-def assess_confidence(
-    guarded: dict, local_model: LocalModel, policy_documents: PolicyDocuments
+def decision_loop(
+    invoice_context: list[dict],
+    local_model: LocalModel,
+    llm: ChatModel,
+    bosun_db: BosunDatabase,
+    erp: ERPResource,
+    context_sources: ContextSources,
+    policy_documents: PolicyDocuments,
 ) -> dg.Output[list[dict]]:
     calibrator = Calibrator.load(calibrator_path(local_model))
-    # The broader re-retrieval builds its own index from the documents (milliseconds for a
-    # policy set), and only when a decision asks: loading the policy_index asset into
-    # every batch run would cost more than the rare re-retrieval.
-    decisions = assess(guarded["proposals"], invoice_policy(), calibrator, lambda: PolicyIndex(policy_documents.load()))
+    reasoner = Reasoner(local_model, llm, bosun_db.llm_ledger())
+    # The broader search builds its own index from the documents (milliseconds for a policy
+    # set), and only when a decision asks: loading the policy_index asset into every batch
+    # run would cost more than the rare re-read.
+    more = MoreContext(
+        lambda: PolicyIndex(policy_documents.load()), erp, context_sources, counter_for(tokenizer_model(llm))
+    )
+    seconds: dict[str, float] = {}
+    decisions = decide_contexts(invoice_context, reasoner.reason, more, calibrator, seconds=seconds)
     return dg.Output(
         decisions,
-        metadata={**decision_metadata(decisions), **guarded["routing"], "calibrator_version": calibrator.version},
+        metadata={
+            **decision_metadata(decisions),
+            **reasoner.figures(),
+            **seconds,
+            "calibrator_version": calibrator.version,
+        },
     )
 
 
@@ -204,6 +266,7 @@ def decision_metadata(decisions: list[dict]) -> dict:
         "escalated": count(lambda d: d["route"] == "escalate"),
         "escalation_rate": round(count(lambda d: d["route"] == "escalate") / n, 4),
         "re_retrieved": count(lambda d: d.get("re_retrieved", False)),
+        **loop_figures([d["decision_loop"] for d in decisions]),
         "decided_by_llm": count(lambda d: d["model"] != "local"),
         "mean_confidence": round(sum(d["confidence"] for d in decisions) / n, 4),
         "input_tokens": sum(d["input_tokens"] for d in decisions),
@@ -224,10 +287,12 @@ def decision_metadata(decisions: list[dict]) -> dict:
     },
 )
 def invoice_decisions(invoice_context, invoice_local_model, invoice_confidence_calibrator):
-    """One decision per invoice: the model's proposal, the guardrails' verdict, the
-    calibrated confidence with its factor breakdown, and the route (act, record, escalate)."""
-    reasoned = reason(invoice_context, model_asset=invoice_local_model, calibrator_asset=invoice_confidence_calibrator)
-    return assess_confidence(apply_guardrails(reasoned))
+    """One decision per invoice through the decision loop: the model's proposal, the
+    guardrails' verdict, the calibrated confidence with its factor breakdown, more context or
+    the violated rule told to the model where needed, and the route (act, record, escalate)."""
+    return decision_loop(
+        invoice_context, model_asset=invoice_local_model, calibrator_asset=invoice_confidence_calibrator
+    )
 
 
 invoice_guardrail_checks = build_guardrail_checks(invoice_policy(), invoice_decisions, invoice_batches, limit_overrides)

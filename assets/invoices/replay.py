@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from assets.invoices.decisions import assess, calibrator_path, guard, invoice_policy
-from assets.invoices.reasoning import prompt_versions, propose
+from assets.invoices.decisions import calibrator_path, decide
+from assets.invoices.reasoning import prompt_versions
 from assets.invoices.workflow import EVENT_TYPES, ROUTING, WORKFLOW
 from orchestration.audit.replay import ReplayHook
 from orchestration.core import settings
@@ -89,10 +89,19 @@ def redecide(records: list[dict], prompt_version: Optional[str], model: Optional
         c["key"] = f"replay:{i}"  # position, not the event: nothing downstream may key on it
         contexts.append(c)
     local_model = resources["local_model"]
-    # No ledger: a replay neither reads nor fills the response cache, nor spends the budget.
-    proposals, _ = propose(contexts, local_model, llm, ledger=None, routing=_routing_for(model), prompt=prompt)
-    policy = invoice_policy()
-    decided = assess(guard(proposals, policy), policy, Calibrator.load(calibrator_path(local_model)), index)
+    # The decision loop as a batch runs it, except that the ERP is not read again (the audit
+    # kept what the decision was made from; only the policies are searched more broadly). No
+    # ledger: a replay neither reads nor fills the response cache, nor spends the budget.
+    decided = decide(
+        contexts,
+        local_model,
+        llm,
+        ledger=None,
+        index=index,
+        calibrator=Calibrator.load(calibrator_path(local_model)),
+        routing=_routing_for(model),
+        prompt=prompt,
+    )
     return [
         {
             "decision": d["final_decision"],

@@ -10,6 +10,7 @@ import dagster as dg
 
 from assets.invoices import payloads
 from orchestration.core.lineage import inbox_asset, layer_group
+from orchestration.decision.loop import LoopBounds
 from orchestration.decision.routing import RoutingPolicy
 from orchestration.trigger.batching import BatchPolicy
 from orchestration.trigger.calendar import BusinessCalendar
@@ -57,8 +58,11 @@ erp_payments = dg.AssetSpec(
 batch_policy = BatchPolicy(max_events=1000, max_wait_seconds=5.0, max_batches_per_tick=20)
 
 # Calibrated confidence at or above the policy's confidence_threshold: act; between this
-# and that: one broader re-retrieval of policy passages, then judge again; below: review.
+# and that: re-read the ERP and the policies more broadly, then ask the model again; below:
+# review. A proposal a hard rule refuses is asked again once, the rule stated, before the
+# rule's outcome stands (orchestration/decision/loop.py): at most three passes per invoice.
 ASK_FOR_CONTEXT_THRESHOLD = 0.6
+DECISION_LOOP = LoopBounds(max_context_passes=1, max_rule_passes=1)
 # Each ERP call is tried 3 times (0.2 s, then 0.4 s apart) before the invoice is
 # dead-lettered; more than 50 open dead letters, or one older than a working day, fails a check.
 dead_letter_policy = DeadLetterPolicy(attempts=3, backoff_s=0.2, max_open=50, max_oldest_age_s=8 * 3600)

@@ -55,6 +55,13 @@ def chain(db, row: dict) -> dict:
     key = row["idempotency_key"]
     records = audit.records_for(key)
     decisions = [r for r in records if r["kind"] == "decision"]
+    # The decision loop's earlier passes (orchestration/decision/loop.py): what was proposed,
+    # and why the loop went round again, before the final decision's own steps.
+    passes = [
+        {"step": "pass", "seq": r["seq"], "batch": r["batch_id"], "recorded_at": r["recorded_at"], **r["record"]}
+        for r in records
+        if r["kind"] == "decision_pass"
+    ]
     batches = sorted({r["batch_id"] for r in records if r["batch_id"]} | ({row["batch_id"]} - {None}))
     steps: list[dict] = []
     for r in decisions:
@@ -63,6 +70,7 @@ def chain(db, row: dict) -> dict:
         ref = {"seq": r["seq"], "batch": r["batch_id"], "recorded_at": r["recorded_at"]}
         steps += [
             {"step": "event", **ref, **(d.get("event") or {}), "entity_key": d.get("entity_key")},
+            *[p for p in passes if p["seq"] < r["seq"] and all(p is not q for q in steps)],
             {
                 "step": "context",
                 **ref,
@@ -127,7 +135,7 @@ def chain(db, row: dict) -> dict:
             steps.append(
                 {"step": "checks", "seq": r["seq"], "batch": b, "recorded_at": r["recorded_at"], **r["record"]}
             )
-    known = {"decision", "action", "compensation", "outcome", *APPROVAL_KINDS}
+    known = {"decision", "decision_pass", "action", "compensation", "outcome", *APPROVAL_KINDS}
     steps += [
         {"step": "other", "kind": r["kind"], "seq": r["seq"], **r["record"]} for r in records if r["kind"] not in known
     ]
@@ -176,6 +184,13 @@ def _fmt_step(s: dict) -> str:
         return (
             f"{seq} guardrails proposed {s.get('proposed')} -> {s.get('decision')}; blocked by "
             f"{', '.join(s.get('blocked_by') or []) or 'none'}; flagged by {', '.join(s.get('flagged_by') or []) or 'none'}"
+        )
+    if step == "pass":
+        return (
+            f"{seq} pass       {s.get('pass')} of {s.get('of')} ({s.get('why')}): {s.get('model')} proposed "
+            f"{s.get('proposed')} -> {s.get('decision')}, confidence {s.get('confidence')}"
+            + (f", blocked by {', '.join(s['blocked_by'])}" if s.get("blocked_by") else "")
+            + f"; then {s.get('next')}"
         )
     if step == "decision":
         return f"{seq} decision   {s['decision']} -> {s['route']}: {s['reason']}"

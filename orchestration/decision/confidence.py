@@ -9,8 +9,8 @@
    apply *after* calibration: they are risk and policy judgements a history of right
    answers must not erase (a soft guardrail still asks for a second look). Its version is
    recorded on every decision; without a fitted calibrator probabilities are used as is.
-3. `Thresholds`: act at or above `act`; between `ask` and `act` fetch more context once
-   (a bounded re-retrieval) and judge again; below, escalate to a person.
+3. `Thresholds`: act at or above `act`; between `ask` and `act` read more context and ask
+   the model again (orchestration/decision/loop.py, bounded per workflow); below, escalate.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def fit_and_report(confidence, correct, groups, seed: int = 0) -> Calibrator:
 class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
     act: float = Field(gt=0, le=1)
-    ask: float = Field(ge=0, le=1)  # between ask and act: one more retrieval, then judge again
+    ask: float = Field(ge=0, le=1)  # between ask and act: more context, then the model again
 
     @model_validator(mode="after")
     def _ordered(self):

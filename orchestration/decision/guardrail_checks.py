@@ -18,9 +18,14 @@ from guardrails.engine import Policy, hard_violations
 
 
 def activation_counts(decisions: list[dict]) -> dict[str, int]:
+    """Per guardrail, how many decisions it fired on: in the final verdict, or refusing an
+    earlier pass of the decision loop that the model then answered within the policy."""
     counts: dict[str, int] = {}
     for d in decisions:
-        for name in d["guardrails"]["blocked_by"] + d["guardrails"]["flagged_by"]:
+        fired = dict.fromkeys(d["guardrails"]["blocked_by"] + d["guardrails"]["flagged_by"])
+        for earlier in (d.get("decision_loop") or {}).get("passes", [])[:-1]:
+            fired.update(dict.fromkeys(earlier["blocked_by"]))
+        for name in fired:
             counts[name] = counts.get(name, 0) + 1
     return counts
 

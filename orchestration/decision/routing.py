@@ -109,6 +109,9 @@ class Router:
         self.workflow, self.policy, self.prices, self.ledger = workflow, policy, prices, ledger
         self.llm_model, self.prompt_version = llm_model, prompt_version
         self.spend = BatchSpend()
+        # Kept across `ask` calls: a decision loop asks again in later passes of the same
+        # batch, and an endpoint that failed in the first pass must not be called anew.
+        self.failures_in_row = 0
 
     def wants_llm(self, decision_type: str, local_confidence: float) -> tuple[bool, str]:
         forced = self.policy.force.get(decision_type)
@@ -130,7 +133,7 @@ class Router:
         day = today()
         out: list[Routed] = []
         to_remember: list[dict] = []
-        token_delta, cost_delta, failures_in_row = 0, 0.0, 0
+        token_delta, cost_delta = 0, 0.0
         for q, key in zip(questions, keys):
             if key in hits:
                 started = time.perf_counter()
@@ -145,11 +148,11 @@ class Router:
                 )
                 self.spend.cache_hits += 1
                 continue
-            if failures_in_row >= self.policy.max_consecutive_failures:
+            if self.failures_in_row >= self.policy.max_consecutive_failures:
                 out.append(
                     Routed(
                         "llm_unavailable",
-                        reason=f"LLM failed {failures_in_row} times in a row; not called for the rest of the batch",
+                        reason=f"LLM failed {self.failures_in_row} times in a row; not called for the rest of the batch",
                         cache_key=key,
                     )
                 )
@@ -185,7 +188,7 @@ class Router:
                 cache_key=key,
             )
             if answer.value is not None:
-                failures_in_row = 0
+                self.failures_in_row = 0
                 out.append(Routed("answered", value=answer.value, **common))
                 to_remember.append(
                     {
@@ -196,11 +199,11 @@ class Router:
                     }
                 )
             elif answer.unavailable:
-                failures_in_row += 1
+                self.failures_in_row += 1
                 self.spend.unavailable += 1
                 out.append(Routed("llm_unavailable", reason=answer.no_result_reason, **common))
             else:
-                failures_in_row = 0
+                self.failures_in_row = 0
                 out.append(Routed("no_result", reason=answer.no_result_reason, **common))
         if self.ledger is not None:
             self.ledger.settle(self.workflow, token_delta, cost_delta, day)

@@ -23,19 +23,47 @@ GOOD_FACTS = {
 }
 
 
-def _proposal(passages, quality=(), model="local", decision="approve", local="approve", probability=0.95):
+def _context(passages, quality=()):
+    """What the decision loop's hooks read of an invoice's context."""
     return {
         "key": "k",
         "facts": dict(GOOD_FACTS),
-        "decision": decision,
-        "probability": probability,
-        "model": model,
-        "local": {"decision": local, "probability": 0.8},
-        "stated_amount": None,
         "invoice": {"line_items": [{"description": "Office supplies"}]},
-        "context_used": {"policy_passages": passages},
+        "policy_passages": list(passages),
         "quality_factors": list(quality),
     }
+
+
+def stand_in_model(model="local", decision="approve", local="approve", probability=0.95):
+    """The loop's `reason` hook for these tests: a model that answers the same to every
+    context, so only what the context says moves the confidence."""
+
+    def reason(requests):
+        return [
+            {
+                "key": r.item["key"],
+                "facts": r.item["facts"],
+                "decision": decision,
+                "probability": probability,
+                "probabilities": {decision: probability},
+                "model": model,
+                "model_version": model,
+                "prompt_version": None,
+                "context_hash": None,
+                "local": {"decision": local, "probability": 0.8},
+                "stated_amount": None,
+                "invoice": r.item["invoice"],
+                "context_used": {"policy_passages": r.item["policy_passages"]},
+                "quality_factors": r.item["quality_factors"],
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_usd": 0.0,
+                "latency_s": 0.0,
+            }
+            for r in requests
+        ]
+
+    return reason
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +76,23 @@ def index(tmp_path_factory):
     return PolicyIndex(sample_data.load_policy_documents(d))
 
 
-def test_quality_factors_from_the_context_and_model_disagreement_lower_confidence(index):
-    from assets.invoices.decisions import assess, guard, invoice_policy
+def _decide(context, model, index):
+    from assets.invoices.decisions import decide_contexts
+    from assets.invoices.more_context import MoreContext
 
-    policy = invoice_policy()
+    [decision] = decide_contexts([context], model, MoreContext(index))
+    return decision
+
+
+def test_quality_factors_from_the_context_and_model_disagreement_lower_confidence(index):
     strong = [{"doc": "a", "heading": "h", "score": 2.0}]
-    plain, stale, split = (
-        _proposal(strong),
-        _proposal(strong, [{"name": "stale_source", "penalty": 0.5, "detail": "vendors 3 days old"}]),
-        _proposal(strong, model="gpt", decision="approve", local="hold"),
+    plain = _decide(_context(strong), stand_in_model(), index)
+    stale = _decide(
+        _context(strong, [{"name": "stale_source", "penalty": 0.5, "detail": "vendors 3 days old"}]),
+        stand_in_model(),
+        index,
     )
-    assess(guard([plain, stale, split], policy), policy, None, index)
+    split = _decide(_context(strong), stand_in_model(model="gpt", decision="approve", local="hold"), index)
     assert plain["confidence"] == pytest.approx(0.95) and plain["route"] == "act"
     assert stale["confidence"] == pytest.approx(0.475) and stale["route"] == "escalate"
     assert {"name": "stale_source", "penalty": 0.5, "detail": "vendors 3 days old"} in stale["confidence_breakdown"]
@@ -68,18 +102,23 @@ def test_quality_factors_from_the_context_and_model_disagreement_lower_confidenc
 
 
 def test_a_knowledge_gap_asks_for_more_context_once_before_escalating(index):
-    from assets.invoices.decisions import assess, guard, invoice_policy
-
-    policy = invoice_policy()
-    gap = _proposal([], [{"name": "missing_source", "penalty": 0.1, "detail": "x"}], probability=0.9)
-    assess(guard([gap], policy), policy, None, index)
-    # 0.9 * 0.9 * 0.8 (no passage) = 0.648: between ask (0.6) and act (0.75) -> re-retrieve,
-    # the broader query finds passages, the gap penalty goes, 0.81 acts.
+    gap = _decide(
+        _context([], [{"name": "missing_source", "penalty": 0.1, "detail": "x"}]),
+        stand_in_model(probability=0.9),
+        index,
+    )
+    # 0.9 * 0.9 * 0.8 (no passage) = 0.648: between ask (0.6) and act (0.75) -> re-read with a
+    # broader query, which finds passages; the model is asked again, the gap penalty goes, 0.81 acts.
     assert gap["re_retrieved"] and gap["context_used"]["policy_passages"]
     assert gap["confidence"] == pytest.approx(0.81) and gap["route"] == "act"
-    hopeless = _proposal([], [{"name": "missing_source", "penalty": 0.5, "detail": "x"}], probability=0.9)
-    assess(guard([hopeless], policy), policy, None, index)
+    assert [p["why"] for p in gap["decision_loop"]["passes"]] == ["first", "low_confidence"]
+    hopeless = _decide(
+        _context([], [{"name": "missing_source", "penalty": 0.5, "detail": "x"}]),
+        stand_in_model(probability=0.9),
+        index,
+    )
     assert hopeless["route"] == "escalate" and not hopeless.get("re_retrieved")
+    assert len(hopeless["decision_loop"]["passes"]) == 1
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)

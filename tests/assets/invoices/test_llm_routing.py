@@ -29,14 +29,14 @@ def answer(decision: str, confidence: float = 0.97, reason: str = "looks fine"):
     return reply
 
 
-def _decisions(world):
+def _decisions(world, kind="decision"):
     import sqlalchemy as sa
 
     from orchestration.core.db import audit_log
 
     audit = world.resources["bosun_db"].audit()
     with audit.engine.connect() as conn:
-        rows = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == "decision")).scalars()
+        rows = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == kind)).scalars()
         return [json.loads(r) for r in rows]
 
 
@@ -49,7 +49,14 @@ def test_unsure_cases_go_to_the_llm_and_guardrails_still_rule(llm_server, world)
     decisions = _decisions(world)
     via_llm = [d for d in decisions if d["model"] != "local"]
     assert 0 < len(via_llm) < len(decisions) / 4  # only the unsure ones
-    assert len(llm_server.requests) == len(via_llm)
+    # One question per LLM decision, plus one per answer a hard rule refused: the decision
+    # loop asked again, the rule stated (this LLM approves regardless, so the rule stands).
+    asked_again = [p for p in _decisions(world, "decision_pass") if p["model"] != "local"]
+    assert asked_again and all(p["next"].startswith("rule_violated: ") for p in asked_again)
+    assert len(llm_server.requests) == len(via_llm) + len(asked_again)
+    restated = [r["body"]["messages"] for r in llm_server.requests if len(r["body"]["messages"]) == 2]
+    assert len(restated) == len(asked_again)
+    assert all(any(p["blocked_by"][0] in m[1]["content"] for m in restated) for p in asked_again)
     assert all(d["prompt_version"].startswith("decide_invoice-") for d in via_llm)
     assert all(d["cost_usd"] > 0 and d["input_tokens"] > 0 and d["latency_s"] > 0 for d in via_llm)
     # The LLM said "approve" to everything; hard rules overrode it where they apply.
