@@ -13,6 +13,7 @@ import dagster as dg
 
 from assets.invoices.confidence import factors
 from assets.invoices.context import tokenizer_model
+from assets.invoices.erp import ERPResource
 from assets.invoices.more_context import MoreContext
 from assets.invoices.reasoning import Reasoner
 from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, DECISION_LOOP, MODEL_NAME, WORKFLOW, invoice_batches
@@ -40,7 +41,6 @@ from orchestration.decision.routing import RoutingPolicy
 from resources.chat_model import ChatModel
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
-from resources.erp import ERPResource
 from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
 from resources.local_model import LocalModel

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from fakes.openai_server import FakeOpenAI
 
+from assets.invoices.erp import ERPResource
 from resources.context_sources import ContextSources
-from resources.erp import ERPResource
 
 SOURCES = ContextSources(timeout_s=0.5, attempts=2, backoff_s=0.01)
 
