@@ -122,16 +122,19 @@ def cmd_demo(args) -> int:
     summaries = {}
     with progress() as bar:
         for wf in chosen:
-            # Each workflow in a home of its own when there are several: their samples differ.
+            # Each workflow's sample and Dagster instance in a folder of its own when there are several.
             wf_home = home if len(chosen) == 1 else home / wf.name
             summaries[wf.name] = {**wf.sample.run_demo(defs, wf_home, args.events, args.seed, progress=bar)}
             summaries[wf.name]["home"] = str(wf_home)
     print_json(_one_or_each(summaries))
     failed = {n: s for n, s in summaries.items() if s["failed_batches"] or not s["audit"]["ok"]}
-    for name, summary in failed.items():
+    if failed:
         return fail(
-            f"demo of {name} failed: {len(summary['failed_batches'])} failed batch(es), audit chain "
-            f"{'intact' if summary['audit']['ok'] else 'broken'}"
+            "; ".join(
+                f"demo of {name} failed: {len(s['failed_batches'])} failed batch(es), audit chain "
+                f"{'intact' if s['audit']['ok'] else 'broken'}"
+                for name, s in failed.items()
+            )
         )
     return 0
 
