@@ -147,6 +147,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(proc, grace_s: float = 30) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started, by its
+    own process group: SIGTERM, then SIGKILL after `grace_s`."""
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def dagster_graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
     """One query against a local Dagster webserver's GraphQL endpoint; GraphQL errors fail the test."""
     import json
@@ -215,16 +231,7 @@ class BosunServer:
         raise RuntimeError(f"bosun serve not ready after {timeout} s: {open(self.log_path).read()[-2000:]}")
 
     def stop(self) -> None:
-        import signal
-        import subprocess
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc, grace_s=10)
         self._log.close()
 
 

@@ -10,7 +10,6 @@ DIR/run.png); else they go to the test's tmp_path, so the suite rewrites no file
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from bosun_testing import chromium_driver, dagster_graphql, dagster_webserver_up, free_port
+from bosun_testing import chromium_driver, dagster_graphql, dagster_webserver_up, free_port, stop_process_group
 
 from orchestration.core.lineage import LAYERS
 
@@ -213,13 +212,7 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
         with urllib.request.urlopen(console_link, timeout=10) as resp:
             assert resp.status == 200 and resp.url.endswith("/console/sign-in") and b'id="api_key"' in resp.read()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
         log.close()
 
 
@@ -286,11 +279,5 @@ def test_plain_dagster_dev_in_a_fresh_clone_without_sample_data_launches_no_fail
         assert runs == [], f"runs were launched: {runs}"
         assert any("bosun sample-data" in r for r in reasons), reasons
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
         log.close()

@@ -14,7 +14,6 @@ test here: which partitions exist for the webserver and the daemon today.
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from bosun_testing import dagster_graphql, dagster_webserver_up, free_port
+from bosun_testing import dagster_graphql, dagster_webserver_up, free_port, stop_process_group
 
 from assets.invoices.erp import payments
 from assets.invoices.training import read_events
@@ -170,13 +169,7 @@ def test_a_backfill_of_yesterday_and_today_reconciles_the_workflows_payments(
             keys = [d.isoformat() for d in (quiet_day, yesterday, today)]
             days = _by_day(port, _backfill(port, keys))
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_process_group(proc)
 
     assert set(days) == set(keys)
     for day in (yesterday, today):
