@@ -49,6 +49,19 @@ def _events(db, event: str) -> list[dict]:
     return [dict(r) for r in rows] or [{"idempotency_key": event, "status": None, "reason": None, "batch_id": None}]
 
 
+def _dict(value) -> dict:
+    # Records are JSON written by any workflow: a field of another shape is shown, never a crash.
+    return value if isinstance(value, dict) else ({} if value is None else {"value": value})
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else ([] if value is None else [value])
+
+
+def _number(value) -> float:
+    return value if isinstance(value, (int, float)) else 0
+
+
 def chain(db, row: dict) -> dict:
     """One event's audit chain, in the order the decision was made."""
     audit = db.audit()
@@ -58,30 +71,32 @@ def chain(db, row: dict) -> dict:
     # The decision loop's earlier passes (orchestration/decision/loop.py): what was proposed,
     # and why the loop went round again, before the final decision's own steps.
     passes = [
-        {"step": "pass", "seq": r["seq"], "batch": r["batch_id"], "recorded_at": r["recorded_at"], **r["record"]}
+        {"step": "pass", "seq": r["seq"], "batch": r["batch_id"], "recorded_at": r["recorded_at"], **_dict(r["record"])}
         for r in records
         if r["kind"] == "decision_pass"
     ]
     batches = sorted({r["batch_id"] for r in records if r["batch_id"]} | ({row["batch_id"]} - {None}))
     steps: list[dict] = []
     for r in decisions:
-        d = r["record"]
-        used = d.get("context_used") or {}
+        d = _dict(r["record"])
+        used = _dict(d.get("context_used"))
         ref = {"seq": r["seq"], "batch": r["batch_id"], "recorded_at": r["recorded_at"]}
         steps += [
-            {"step": "event", **ref, **(d.get("event") or {}), "entity_key": d.get("entity_key")},
+            {"step": "event", **ref, **_dict(d.get("event")), "entity_key": d.get("entity_key")},
             *[p for p in passes if p["seq"] < r["seq"] and all(p is not q for q in steps)],
             {
                 "step": "context",
                 **ref,
                 "context_hash": d.get("context_hash"),
                 "sources": {
-                    n: {k: s.get(k) for k in ("status", "age_s", "freshness", "error")}
-                    for n, s in (used.get("sources") or {}).items()
+                    n: {k: _dict(s).get(k) for k in ("status", "age_s", "freshness", "error")}
+                    for n, s in _dict(used.get("sources")).items()
                 },
-                "quality_factors": used.get("quality_factors") or [],
+                "quality_factors": _list(used.get("quality_factors")),
                 "pii_redacted": used.get("pii_redacted"),
-                "policy_passages": [f"{p.get('doc')}#{p.get('heading')}" for p in used.get("policy_passages") or []],
+                "policy_passages": [
+                    f"{_dict(p).get('doc')}#{_dict(p).get('heading')}" for p in _list(used.get("policy_passages"))
+                ],
             },
             {
                 "step": "model",
@@ -90,7 +105,7 @@ def chain(db, row: dict) -> dict:
                 "model_version": d.get("model_version"),
                 "prompt_version": d.get("prompt_version"),
                 "route_reason": d.get("route_reason"),
-                "tokens": (d.get("input_tokens") or 0) + (d.get("output_tokens") or 0),
+                "tokens": _number(d.get("input_tokens")) + _number(d.get("output_tokens")),
                 "cost_usd": d.get("cost_usd"),
                 "calibrator_version": d.get("calibrator_version"),
             },
@@ -100,9 +115,9 @@ def chain(db, row: dict) -> dict:
                 "proposed": d.get("proposed"),
                 "probabilities": d.get("probabilities"),
                 "confidence": d.get("confidence"),
-                "confidence_factors": d.get("confidence_breakdown") or [],
+                "confidence_factors": _list(d.get("confidence_breakdown")),
             },
-            {"step": "guardrails", **ref, **(d.get("guardrails") or {})},
+            {"step": "guardrails", **ref, **_dict(d.get("guardrails"))},
             {
                 "step": "decision",
                 **ref,
@@ -114,14 +129,14 @@ def chain(db, row: dict) -> dict:
     for r in records:
         ref = {"seq": r["seq"], "batch": r["batch_id"], "recorded_at": r["recorded_at"]}
         if r["kind"] in APPROVAL_KINDS:
-            rec = r["record"]
+            rec = _dict(r["record"])
             who = rec.get("approved_by") or rec.get("reviewer") or rec.get("by")
             steps.append({"step": "approval", "kind": r["kind"], "by": who, **ref, **rec})
     for kind in ("action", "compensation", "outcome"):
         # An action record's own "step" is the saga step's name: kept as "action".
         steps += [
             {
-                **{("action" if k == "step" else k): v for k, v in r["record"].items()},
+                **{("action" if k == "step" else k): v for k, v in _dict(r["record"]).items()},
                 "step": kind,
                 "seq": r["seq"],
                 "batch": r["batch_id"],
@@ -133,11 +148,13 @@ def chain(db, row: dict) -> dict:
     for b in batches:
         for r in audit.batch_records(b, ("check",)):
             steps.append(
-                {"step": "checks", "seq": r["seq"], "batch": b, "recorded_at": r["recorded_at"], **r["record"]}
+                {"step": "checks", "seq": r["seq"], "batch": b, "recorded_at": r["recorded_at"], **_dict(r["record"])}
             )
     known = {"decision", "decision_pass", "action", "compensation", "outcome", *APPROVAL_KINDS}
     steps += [
-        {"step": "other", "kind": r["kind"], "seq": r["seq"], **r["record"]} for r in records if r["kind"] not in known
+        {"step": "other", "kind": r["kind"], "seq": r["seq"], **_dict(r["record"])}
+        for r in records
+        if r["kind"] not in known
     ]
     return {
         "event": key,
@@ -150,9 +167,28 @@ def chain(db, row: dict) -> dict:
 
 
 def _fmt_step(s: dict) -> str:
+    try:
+        return _fmt_known_step(s)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # A record of a shape this printer does not know (another workflow's decision): its
+        # fields as JSON rather than a crash; `--json` shows everything either way.
+        return _fmt_other(s)
+
+
+def _fmt_other(s: dict) -> str:
+    seq = f"#{s['seq']:<6}" if isinstance(s.get("seq"), int) else "       "
+    return (
+        f"{seq} {s.get('kind', s['step']):<10} "
+        + json.dumps({k: v for k, v in s.items() if k not in ("step", "seq", "kind")}, default=str)[:200]
+    )
+
+
+def _fmt_known_step(s: dict) -> str:
     step = s["step"]
     seq = f"#{s['seq']:<6}" if s.get("seq") is not None else "       "
     if step == "event":
+        if "value" in s:  # an event recorded as text by another workflow
+            return f"{seq} event      {s['value']}, entity {s.get('entity_key')}"
         return (
             f"{seq} event      {s.get('type')} v{s.get('schema_version')} from {s.get('source')} id {s.get('id')}, "
             f"occurred {s.get('occurred_at')}, entity {s.get('entity_key')}, payload sha256 {s.get('payload_sha256')}"
@@ -181,6 +217,8 @@ def _fmt_step(s: dict) -> str:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in (s.get("probabilities") or {}).items())
         return f"{seq} output     proposed {s['proposed']} ({probs}); confidence {s['confidence']} = {factors}"
     if step == "guardrails":
+        if "value" in s:  # guardrails recorded as a list of the names that fired
+            return f"{seq} guardrails fired: {', '.join(str(g) for g in _list(s['value'])) or 'none'}"
         return (
             f"{seq} guardrails proposed {s.get('proposed')} -> {s.get('decision')}; blocked by "
             f"{', '.join(s.get('blocked_by') or []) or 'none'}; flagged by {', '.join(s.get('flagged_by') or []) or 'none'}"
@@ -205,10 +243,7 @@ def _fmt_step(s: dict) -> str:
     if step == "checks":
         res = ", ".join(f"{n} {'passed' if c.get('passed') else 'FAILED'}" for n, c in (s.get("checks") or {}).items())
         return f"{seq} checks     batch {s['batch']}: {res}"
-    return (
-        f"{seq} {s.get('kind', step):<10} "
-        + json.dumps({k: v for k, v in s.items() if k not in ("step", "seq", "kind")}, default=str)[:200]
-    )
+    return _fmt_other(s)
 
 
 def _text(c: dict) -> str:
@@ -290,17 +325,17 @@ def _when(text: str | None) -> datetime | None:
 
 
 def _summary(r: dict) -> str:
-    rec = r["record"]
+    rec = _dict(r["record"])
     if r["kind"] == "decision":
-        g = rec.get("guardrails") or {}
-        fired = g.get("blocked_by", []) + g.get("flagged_by", [])
+        g = _dict(rec.get("guardrails"))
+        fired = [str(x) for x in _list(g.get("blocked_by")) + _list(g.get("flagged_by"))]
         return (
             f"{rec.get('decision')} -> {rec.get('route')} conf {rec.get('confidence')} {rec.get('model')}"
             f" entity {rec.get('entity_key')}" + (f" guardrails {','.join(fired)}" if fired else "")
         )
     if r["kind"] == "check":
         return ", ".join(
-            f"{n} {'passed' if c.get('passed') else 'FAILED'}" for n, c in (rec.get("checks") or {}).items()
+            f"{n} {'passed' if _dict(c).get('passed') else 'FAILED'}" for n, c in _dict(rec.get("checks")).items()
         )
     return json.dumps(rec, default=str)[:120]
 
