@@ -54,7 +54,10 @@ def test_two_runs_share_one_rate_limit_never_exceeded_in_any_second(erp_url):
     for t in threads:
         t.join(timeout=60)
     at = sorted(when for _, targets in runs for _, when, _ in targets.erp.calls)  # measured at the ERP
-    assert len(at) == 2 * 2000 // 25  # two ERP steps of 1,000 sagas per run; the outbox is another target
+    # Two ERP steps of 1,000 sagas per run in calls of 25 (the outbox is another target). A call
+    # that timed out on a loaded host is retried, and the retry is a call too (idempotent at the
+    # ERP): at least that many, and every one of them counted against the limit below.
+    assert len(at) >= 2 * 2000 // 25
     busiest = max(sum(1 for t in at[i:] if t < start + 1.0) for i, start in enumerate(at))
     assert busiest <= rate
     assert at[-1] - at[0] >= (len(at) - rate) / rate  # it was the limiter that paced them
