@@ -101,6 +101,21 @@ def chromium_driver(stack, profile, width: int = 1280, height: int = 2400):
     return driver
 
 
+def wait_in_browser(driver, condition, what: str, timeout_s: float, poll_s: float = 0.5):
+    """Wait until `condition(driver)` holds. A page that navigates or re-renders replaces its
+    elements: one read while that happens is stale (or not there yet), and is simply asked again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    waiting = WebDriverWait(
+        driver,
+        timeout_s,
+        poll_frequency=poll_s,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
+    return waiting.until(condition, message=f"{what} within {timeout_s:g} s (at {driver.current_url})")
+
+
 def save_full_page(driver, path) -> None:
     """The whole page, not only the window (Chromium's own capture, through chromedriver)."""
     import base64

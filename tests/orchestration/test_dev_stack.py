@@ -17,7 +17,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from bosun_testing import chromium_driver, dagster_graphql, dagster_webserver_up, free_port, stop_process_group
+from bosun_testing import (
+    chromium_driver,
+    dagster_graphql,
+    dagster_webserver_up,
+    free_port,
+    stop_process_group,
+    wait_in_browser,
+)
 
 from orchestration.core.lineage import LAYERS
 
@@ -89,11 +96,7 @@ def _served_lineage_is_one_graph_from_the_inbox(port: int) -> None:
 
 
 def _wait(driver, condition, what: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, UI_TIMEOUT_S, poll_frequency=0.5).until(
-        condition, message=f"{what} within {UI_TIMEOUT_S} s (at {driver.current_url})"
-    )
+    return wait_in_browser(driver, condition, what, UI_TIMEOUT_S)
 
 
 def _browse_the_ui(ui: str, run_id: str, checks: set[str], console_link: str, shots: Path, profile: Path) -> None:

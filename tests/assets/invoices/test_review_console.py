@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from bosun_testing import BosunServer, chromium_driver, save_full_page
+from bosun_testing import BosunServer, chromium_driver, save_full_page, wait_in_browser
 
 from assets.invoices.erp import payments
 
@@ -20,9 +20,7 @@ TIMEOUT_S = 30
 
 
 def _wait(driver, condition, what: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, TIMEOUT_S).until(condition, message=f"{what} (at {driver.current_url})")
+    return wait_in_browser(driver, condition, what, TIMEOUT_S)
 
 
 def _sign_in(driver, base: str, key: str) -> None:
