@@ -76,11 +76,11 @@ def cmd_status(args) -> int:
 
 def _with_sample(name: str | None, command: str):
     """The workflows a sample command runs for: the one named, else every one that ships a sample."""
-    from orchestration.core.workflows import select
+    from orchestration.core.workflows import select_with_sample
     from orchestration.definitions import workflows
 
     try:
-        return select({n: wf for n, wf in workflows.items() if wf.sample}, name, f"bosun {command}")
+        return select_with_sample(workflows, name, f"bosun {command}")
     except KeyError as err:
         raise SystemExit(fail(f"bosun {command}: {err.args[0]}", 2)) from None
 
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample-data", help="generate sample data, seed the targets, train the local model")
     s.add_argument("--workflow", help="default: every workflow that ships a sample")
-    s.add_argument("--events", "--invoices", dest="events", type=int, default=2000)
+    s.add_argument("--events", type=int, default=2000)
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=cmd_sample_data)
 
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=3000)
     s.add_argument("--workflow", help="default: every workflow that ships a sample")
-    s.add_argument("--events", "--invoices", dest="events", type=int, default=2000)
+    s.add_argument("--events", type=int, default=2000)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--feed", type=int, default=50, help="events fed per interval")
     s.add_argument("--feed-interval", type=float, default=3.0)

@@ -173,10 +173,10 @@ def run_dev(
         home = prepare_dagster_home(project_dir)
     with step("Loading the code location"):
         from orchestration.definitions import defs, workflows
-    from orchestration.core.workflows import select
+    from orchestration.core.workflows import select_with_sample
 
     try:
-        sampled = select({n: wf for n, wf in workflows.items() if wf.sample}, workflow, "bosun dev")
+        sampled = select_with_sample(workflows, workflow, "bosun dev")
     except KeyError as err:
         return fail(f"dev: {err.args[0]}", 2)
     res = defs.resources

@@ -132,3 +132,8 @@ def select(workflows: Mapping[str, Workflow], name: Optional[str], what: str) ->
     if name not in workflows:
         raise KeyError(f"unknown workflow {name!r} for {what}; known: {', '.join(workflows) or 'none'}")
     return [workflows[name]]
+
+
+def select_with_sample(workflows: Mapping[str, Workflow], name: Optional[str], what: str) -> list[Workflow]:
+    """`select` among the workflows that ship a sample (what demo, sample-data and dev run)."""
+    return select({n: wf for n, wf in workflows.items() if wf.sample}, name, what)

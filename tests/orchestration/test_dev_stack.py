@@ -167,7 +167,7 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
             "dev",
             "--port",
             str(port),
-            "--invoices",
+            "--events",
             "300",
             "--feed-interval",
             "2",
