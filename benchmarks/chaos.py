@@ -472,7 +472,7 @@ class ChaosRun:
                         if (
                             e.dagster_event
                             and e.dagster_event.event_type_value == "STEP_START"
-                            and "execute_payment_sagas" in (e.step_key or "")
+                            and "invoice_actions" in (e.step_key or "")
                         ):
                             in_sagas = True
                     if pid is None or not in_sagas:

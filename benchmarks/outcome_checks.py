@@ -72,11 +72,11 @@ def main() -> int:
     import dagster as dg
 
     from assets.invoices import data_quality
+    from assets.invoices.batch import no_payment_exceeds_po
     from assets.invoices.batch_reconciliation import reconcile_batch
-    from assets.invoices.checks import no_payment_exceeds_po
-    from assets.invoices.context import action_key
     from assets.invoices.demo import run_demo
     from assets.invoices.workflow import EVENT_TYPES
+    from orchestration.action.batch import action_key
     from orchestration.definitions import build_definitions
     from orchestration.trigger.batching import BatchRange
     from orchestration.verification import expectations

@@ -41,10 +41,12 @@ def _ingest(defs, events):
 
 
 def bare_loop(defs, batch_size: int) -> int:
-    from assets.invoices.actions import execute, outcomes
+    from assets.invoices.actions import ACTIONS
     from assets.invoices.context import assemble_context
     from assets.invoices.decisions import decide
+    from assets.invoices.payment_saga import saga_executor
     from assets.invoices.workflow import EVENT_TYPES
+    from orchestration.action.batch import execute, outcomes
 
     r = defs.resources
     inbox, erp = r["bosun_db"].inbox(), r["erp"]
@@ -60,8 +62,8 @@ def bare_loop(defs, batch_size: int) -> int:
         first, last = pending[0][0], pending[-1][0]
         events = inbox.events_between(first, last, EVENT_TYPES)
         decisions = decide(assemble_context(events, vendors, pos, erp, index), r["local_model"], r["llm"])
-        sagas = execute(decisions, erp, r["bosun_db"].resolved_url, f"bare-{first}-{last}", "bare-loop")
-        inbox.set_states(outcomes(decisions, sagas))
+        sagas = execute(decisions, saga_executor(r, "bare-loop"), ACTIONS, f"bare-{first}-{last}")
+        inbox.set_states(outcomes(decisions, sagas, ACTIONS))
         done += len(events)
         cursor = last
 

@@ -15,10 +15,9 @@ from typing import Optional
 import dagster as dg
 
 from orchestration.core import settings
+from orchestration.core.settings import IN_RUN_IO_MANAGER  # noqa: F401  (named by the engine, bound here)
 from orchestration.core.stored_values import StoredValues
 from resources.env import resolved
-
-IN_RUN_IO_MANAGER = "bosun_in_run_io_manager"
 
 
 def _name_and_partition(context) -> tuple[str, str | None]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from assets.invoices.context import action_key
 from assets.invoices.erp import ERPResource
 from assets.invoices.payment_saga import payment_plan
 from assets.invoices.workflow import EVENT_TYPES
+from orchestration.action.batch import action_key
 from orchestration.action.saga_log import SagaLog
 from orchestration.trigger.batching import BatchRange
 from orchestration.verification.outcome_reconciliation import Effect, EventRecord, Reconciliation, reconcile

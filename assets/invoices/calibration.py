@@ -9,13 +9,14 @@ from pathlib import Path
 
 from assets.invoices import sample_data
 from assets.invoices.context import assemble_context
-from assets.invoices.decisions import calibrator_path, guard, invoice_policy, model_group
+from assets.invoices.decisions import calibrator_path, decision_spec
 from assets.invoices.erp import ERPResource
 from assets.invoices.feedback import feedback_loop
 from assets.invoices.reasoning import propose
 from assets.invoices.training import as_inbox_events, read_events, seed_erp
 from orchestration.core.db import dispose
 from orchestration.decision import feedback_assets
+from orchestration.decision.batch import guard
 from orchestration.decision.confidence import Calibrator
 from orchestration.decision.feedback_assets import Outcomes, build_calibrator_asset
 from resources.chat_model import ChatModel
@@ -36,8 +37,8 @@ def reviewed_outcomes(directory: Path, local_model: LocalModel, llm: ChatModel, 
         contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, index=None)
         dispose(url)
     proposals, _ = propose(contexts, local_model, llm, ledger, routing)
-    policy = invoice_policy()
-    guard(proposals, policy)
+    spec = decision_spec()
+    guard(proposals, spec)
     by_key = {e.key: e.envelope.id for e in events}
     conf, correct, groups = [], [], []
     for p in proposals:
@@ -45,7 +46,7 @@ def reviewed_outcomes(directory: Path, local_model: LocalModel, llm: ChatModel, 
             continue
         conf.append(p["probability"])
         correct.append(p["decision"] == labels[by_key[p["key"]]]["label"])
-        groups.append(model_group(p))
+        groups.append(spec.group(p))
     return conf, correct, groups
 
 

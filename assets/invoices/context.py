@@ -1,8 +1,6 @@
 """Context layer of the invoice workflow: ERP snapshots, the policy index, and the
 per-batch context each decision is made from."""
 
-import hashlib
-import json
 import math
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -27,21 +25,21 @@ from assets.invoices.knowledge import (
     retrieval_cache,
     retrieval_quality,
 )
-from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, delivery_policies, invoice_batches, invoice_inbox, registry
+from assets.invoices.workflow import WORKFLOW, registry
 from guardrails.untrusted import guard_payload
+from orchestration.action.batch import action_key
 from orchestration.context.conflicts import quality_factor as _conflict_factor
+from orchestration.context.frame import BatchFrame, base_record, context_hash
 from orchestration.context.freshness import window_of_asset
 from orchestration.context.sources import Snapshot, SourceReading
 from orchestration.context.tokens import TokenCounter, counter_for
+from orchestration.core.batch_assets import StepCall
 from orchestration.core.lineage import layer_group
-from orchestration.trigger.delivery import triage
 from orchestration.trigger.inbox import InboxEvent
 from resources.chat_model import ChatModel
 from resources.context_sources import ContextSources
-from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
 from resources.env import resolved
-from resources.io_managers import IN_RUN_IO_MANAGER
 from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
 
 CONTEXT_GROUP = layer_group(WORKFLOW, "context")
@@ -134,67 +132,42 @@ def conflict_factor(conflict: dict) -> dict | None:
     return _conflict_factor(conflict, _RULES[conflict["field"]])
 
 
-# The batch's context (vendors' bank details, the invoices' free text) is handed to the
-# decisions in the run's memory, never pickled to disk.
-@dg.asset(
-    partitions_def=invoice_batches,
-    group_name=CONTEXT_GROUP,
-    kinds={"python"},
-    io_manager_key=IN_RUN_IO_MANAGER,
-    deps=[invoice_inbox],
-)
-def invoice_context(
-    context: dg.AssetExecutionContext,
-    bosun_db: BosunDatabase,
-    erp: ERPResource,
-    context_sources: ContextSources,
-    policy_documents: PolicyDocuments,
-    llm: ChatModel,
-    policy_embeddings: Embeddings,
-    vendors: pd.DataFrame,
-    purchase_orders: pd.DataFrame,
-    policy_index: PolicyIndex,
-) -> dg.Output[list[dict]]:
-    """For each invoice in the batch: vendor, PO, prior payments, its guarded free text, the policy
-    passages its questions need, the facts the guardrails and the model read, and the
-    document assembled within the token budget, with every source's state and age."""
-    inbox = bosun_db.inbox()
-    # The batch claims its events first: an overlapping batch (a sweep, a backfill) never gets them too.
-    events = inbox.claim_batch(context.partition_key, EVENT_TYPES)
-    # Content twins, debounced updates and stale events leave here, recorded; the rest go on.
-    triaged = triage(inbox, events, delivery_policies, lock_name=WORKFLOW, batch_id=context.partition_key)
-    events = triaged.kept
-    as_of = {name: _materialized_at(context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")}
-    knowledge = context_sources.read(
+def assemble(call: StepCall, frame: BatchFrame) -> list[dict]:
+    """The batch step of the context layer (orchestration/core/batch_assets.py): for each invoice,
+    vendor, PO, prior payments, its guarded free text, the policy passages its questions need,
+    the facts the guardrails and the model read, and the document assembled within the token
+    budget, with every source's state and age."""
+    r, inputs = call.resources, call.inputs
+    policy_index = inputs["policy_index"]
+    as_of = {
+        name: _materialized_at(call.context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")
+    }
+    knowledge = r["context_sources"].read(
         "knowledge",
-        lambda: current_index(policy_index, policy_documents, policy_embeddings),
+        lambda: current_index(policy_index, r["policy_documents"], r["policy_embeddings"]),
         Snapshot(policy_index, as_of["policy_index"]),
         window_of_asset(policy_index_asset),
     )
     cache_before = retrieval_cache.stats()
     records = assemble_context(
-        events,
-        vendors,
-        purchase_orders,
-        erp,
+        frame.events,
+        inputs["vendors"],
+        inputs["purchase_orders"],
+        r["erp"],
         knowledge.value,
-        sources=context_sources,
+        sources=r["context_sources"],
         snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
         knowledge=knowledge,
-        counter=counter_for(tokenizer_model(llm)),
-        embed=_embed(policy_embeddings),
+        counter=counter_for(tokenizer_model(r["llm"])),
+        embed=_embed(r["policy_embeddings"]),
     )
-    metadata = context_metadata(records, knowledge.value, cache_before)
-    metadata["policy_index_rebuilt"] = knowledge.value is not None and knowledge.value is not policy_index
-    metadata.update(
-        {
-            "content_duplicates": triaged.counts["duplicate"],
-            "debounced": triaged.counts["debounced"],
-            "stale_ignored": triaged.counts["stale"],
-            "stale_processed": triaged.counts["stale_processed"],
-        }
-    )
-    return dg.Output(records, metadata=metadata)
+    call.metadata.update(context_metadata(records, knowledge.value, cache_before))
+    call.metadata["policy_index_rebuilt"] = knowledge.value is not None and knowledge.value is not policy_index
+    return records
+
+
+CONTEXT_INS = {name: dg.AssetIn() for name in ("vendors", "purchase_orders", "policy_index")}
+CONTEXT_RESOURCES = frozenset({"erp", "context_sources", "policy_documents", "llm", "policy_embeddings"})
 
 
 def current_index(index: PolicyIndex, documents: PolicyDocuments, embeddings: Embeddings | None = None) -> PolicyIndex:
@@ -222,11 +195,6 @@ def _materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | Non
 def tokenizer_model(llm: ChatModel) -> str:
     # The budget is counted in the tokens of the model that may read the document.
     return str(resolved(getattr(llm, "model", None)) or "local") if llm.enabled else "local"
-
-
-def action_key(event_key: str, step: str) -> str:
-    """The idempotency key of one action on one event: replays reuse it, so act once."""
-    return f"{step}:{event_key}"
 
 
 def assemble_context(
@@ -312,12 +280,7 @@ def assemble_context(
         conflicts = record_conflicts(batch, p, vendor, guarded.pii_found)
         records.append(
             {
-                "key": ev.key,
-                "seq": ev.seq,
-                "event_id": ev.envelope.id,
-                "entity_key": ev.envelope.entity_key,
-                "event": _event_reference(ev),
-                "occurred_at": ev.envelope.occurred_at.isoformat(),
+                **base_record(ev),
                 "invoice": guarded.payload,
                 "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
                 "purchase_order": _plain_once(plain, "po", p["po_number"], po),
@@ -336,15 +299,8 @@ def assemble_context(
         attach_knowledge(records, index, embed=embed)
     assemble_records(records, described, counter or counter_for("local"))
     for r in records:
-        r["context_hash"] = context_hash(r)
+        r["context_hash"] = context_hash(r)  # again in the batch step; here for direct callers
     return records
-
-
-def context_hash(record: dict) -> str:
-    # The document is covered by its own hash in the assembly; hashing it twice buys nothing.
-    body = {k: v for k, v in record.items() if k not in ("assembly", "context_hash")}
-    body["assembly_hash"] = record["assembly"]["hash"]
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def context_metadata(records: list[dict], index: PolicyIndex | None, cache_before: dict) -> dict:
@@ -394,20 +350,6 @@ def context_metadata(records: list[dict], index: PolicyIndex | None, cache_befor
         "example_assembly": dg.MetadataValue.json(
             {r["event_id"]: {k: v for k, v in r["assembly"].items() if k != "document"} for r in records[:2]}
         ),
-    }
-
-
-def _event_reference(ev: InboxEvent) -> dict:
-    """What the audit needs to tie a decision to its event, without copying personal data."""
-    env = ev.envelope
-    digest = hashlib.sha256(json.dumps(env.payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {
-        "source": env.source,
-        "id": env.id,
-        "type": env.type,
-        "schema_version": env.schema_version,
-        "occurred_at": env.occurred_at.isoformat(),
-        "payload_sha256": digest,
     }
 
 

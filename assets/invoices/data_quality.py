@@ -8,10 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.invoices.actions import invoice_actions
-from assets.invoices.context import action_key, invoice_context
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
+from orchestration.action.batch import action_key
 from orchestration.action.saga_log import SagaLog
 from orchestration.verification import expectations
 from resources.database import BosunDatabase
@@ -113,13 +112,14 @@ def outcomes_frame(
     )
 
 
-_CONTEXT_KEY = invoice_context.key
+_CONTEXT_KEY = dg.AssetKey("invoice_context")
+_ACTIONS_KEY = dg.AssetKey("invoice_actions")
 
 
 # Blocking: a batch whose context breaks its expectations is not decided on (its events stay
 # received, nothing is lost, the check's metadata says which expectation and which values).
 @dg.asset_check(
-    asset=invoice_context,
+    asset=_CONTEXT_KEY,
     name="context_meets_expectations",
     blocking=True,
     partitions_def=invoice_batches,
@@ -132,7 +132,7 @@ def context_meets_expectations(invoice_context: list[dict]) -> dg.AssetCheckResu
 
 
 @dg.asset_check(
-    asset=invoice_actions,
+    asset=_ACTIONS_KEY,
     name="outcomes_meet_expectations",
     blocking=True,
     partitions_def=invoice_batches,
@@ -152,7 +152,7 @@ def outcomes_meet_expectations(
         outcomes_frame(invoice_decisions, states, paid, sagas),
         OUTCOMES_SUITE,
         "outcomes_meet_expectations",
-        invoice_actions.key,
+        _ACTIONS_KEY,
     )
 
 

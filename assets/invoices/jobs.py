@@ -2,11 +2,10 @@
 
 import dagster as dg
 
-from assets.invoices.actions import invoice_actions
+from assets.invoices.batch import checks as invoice_checks
+from assets.invoices.batch import invoice_actions, invoice_batch_job, invoice_context, invoice_decisions
 from assets.invoices.calibration import invoice_confidence_calibrator
-from assets.invoices.checks import invoice_checks
-from assets.invoices.context import invoice_context, policy_index, purchase_orders, vendors
-from assets.invoices.decisions import invoice_decisions
+from assets.invoices.context import policy_index, purchase_orders, vendors
 from assets.invoices.feedback import invoice_feedback, invoice_local_model, invoice_model_candidate
 from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
 from assets.invoices.report import invoice_decision_report
@@ -30,16 +29,6 @@ assets = [
     *report_assets,
 ]
 checks = invoice_checks
-
-# Batch runs execute in-process: the steps are sequential anyway, and a subprocess per
-# step costs seconds (shared/notes/performance.md). Concurrency comes from several runs.
-invoice_batch_job = dg.define_asset_job(
-    "invoice_batch_job",
-    selection=dg.AssetSelection.assets(*batch_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Process one batch of invoice events: context, decisions, actions, checks.",
-)
 
 invoice_context_refresh_job = dg.define_asset_job(
     "invoice_context_refresh_job",

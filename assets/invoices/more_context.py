@@ -19,9 +19,11 @@ from typing import Callable, Optional, Sequence, Union
 
 from assets.invoices.assembly import assemble_records
 from assets.invoices.confidence import broader_query, retrieval_factor
-from assets.invoices.context import _facts, _plain_once, action_key, context_hash
+from assets.invoices.context import _facts, _plain_once
 from assets.invoices.context_sources import read_batch_sources
 from assets.invoices.erp import ERPResource
+from orchestration.action.batch import action_key
+from orchestration.context.frame import context_hash
 from orchestration.context.sources import LIVE
 from orchestration.context.tokens import TokenCounter, counter_for
 from resources.context_sources import ContextSources

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 
-from assets.invoices.context import action_key
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
 from orchestration.action.actions import ActionType, RetryPolicy
+from orchestration.action.batch import action_key
+from orchestration.action.batch import record_settled as settle
 from orchestration.action.leases import Leases
 from orchestration.action.rate_limit import RateLimiter
 from orchestration.action.saga_executor import PlanStep, Refusal, SagaExecutor, SagaPlan
 from orchestration.action.saga_log import SagaLog
-from orchestration.audit.chain import AuditEntry
 from orchestration.review.queue import ReviewQueue
 from resources.outbox import NotificationOutbox
 
@@ -130,22 +130,6 @@ REFUSAL_DECISIONS = {
     "po_not_open": "hold",
     "po_exhausted": "hold",
 }
-
-
-def refusal_state(key: str, refusal: dict, note: str | None = None) -> dict:
-    """An event's terminal state for a saga a prerequisite refused for a business reason."""
-    return {
-        "key": key,
-        "status": "done",
-        "reason": f"refused at execution ({refusal['code']}): {refusal['reason']}" + (f" ({note})" if note else ""),
-        "outcome": {"decision": REFUSAL_DECISIONS.get(refusal["code"], "reject"), "refusal": refusal["code"]},
-    }
-
-
-def refusal_audit(state: dict) -> dict:
-    """What an outcome audit record adds for a business refusal: the decision and the rule."""
-    outcome = state.get("outcome") or {}
-    return {"decision": outcome["decision"], "refusal": outcome["refusal"]} if outcome.get("refusal") else {}
 
 
 def prerequisites(erp: ERPResource):
@@ -263,57 +247,7 @@ def saga_executor(resources, holder: str) -> SagaExecutor:
 
 
 def record_settled(resources, outcome, note: str, batch_id: str | None = None, extra: dict | None = None) -> int:
-    """After an approval or a recovery outside a batch run: the events' terminal states
-    (`batch_id`, when known, stays on the event)."""
-    states = []
-    for k in outcome.done:
-        states.append(
-            {
-                "key": k,
-                "status": "done",
-                "reason": f"paid ({note})",
-                "outcome": {"decision": "approve", "payment_key": action_key(k, "schedule_payment")},
-            }
-        )
-    states += [refusal_state(k, r, note) for k, r in outcome.refused.items()]
-    for k, f in outcome.failed.items():
-        status = "escalated" if f.get("compensation_error") else "dead_lettered"
-        states.append(
-            {
-                "key": k,
-                "status": status,
-                "reason": f"{f['failed_step']} failed: {f.get('compensation_error') or f['error']} ({note})",
-            }
-        )
-    # The actions taken outside a batch run (after an approval, by a recovery) close their
-    # events' audit chains as a batch run's would; `extra` (e.g. the review id) goes on each record.
-    extra = extra or {}
-    entries = [
-        AuditEntry(
-            "compensation" if row["status"] in ("compensated", "compensation_failed") else "action",
-            row["key"],
-            {
-                "step": row["step"],
-                "status": row["status"],
-                "error": row.get("error"),
-                "action_key": action_key(row["key"], row["step"]),
-                "note": note,
-                **extra,
-            },
-            batch_id,
-        )
-        for row in outcome.log
-    ]
-    entries += [
-        AuditEntry(
-            "outcome",
-            st["key"],
-            {"status": st["status"], "reason": st["reason"], **refusal_audit(st), **extra},
-            batch_id,
-        )
-        for st in states
-    ]
-    if entries:
-        resources["bosun_db"].audit().append(entries)
-    resources["bosun_db"].inbox().set_states(states, batch_id)
-    return len(states)
+    """After an approval or a recovery outside a batch run: the events' terminal states."""
+    from assets.invoices.actions import ACTIONS
+
+    return settle(resources, outcome, note, ACTIONS, batch_id, extra)

@@ -7,7 +7,6 @@ import dagster as dg
 
 from assets.invoices import jobs as invoices
 from assets.invoices import payment_saga
-from assets.invoices.actions import PREVIEW_TAG
 from assets.invoices.feedback import feedback_loop
 from assets.invoices.workflow import (
     EVENT_TYPES,
@@ -17,6 +16,7 @@ from assets.invoices.workflow import (
     invoice_batches,
     recovery_policy,
 )
+from orchestration.core.batch_assets import PREVIEW_TAG
 from orchestration.trigger.recovery import SagaRecovery
 from resources.knowledge_base import PolicyDocuments
 from sensors.feedback import build_feedback_sensor

@@ -93,3 +93,8 @@ def console_url() -> str | None:
         raise ValueError(f"BOSUN_CONSOLE_URL must be an http(s) URL, got {parts.scheme or 'no'} scheme")
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+# The IO manager that keeps a batch's records (its events' text among them) in the run's
+# memory, never pickled to disk: the audit log keeps what must outlive the run.
+IN_RUN_IO_MANAGER = "bosun_in_run_io_manager"

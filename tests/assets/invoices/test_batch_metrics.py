@@ -48,7 +48,7 @@ def test_batch_run_puts_its_metrics_on_invoice_actions(make_small_world):
         assert _numeric(md[metrics.THROUGHPUT]) > 0
         assert set(details["guardrail_activations"]) == set(invoice_policy().rule_names())
         assert details["input_tokens"] == 0 and details["cost_usd"] == 0  # the local model decided: no LLM tokens
-        assert details["sagas"]["paid"] <= details["sagas"]["planned_payments"]
+        assert details["sagas"]["done"] <= details["sagas"]["planned"]
     # Every decided event is counted once (triage verdicts never reach the action layer).
     assert seen_events == sum(counts.get(s, 0) for s in ("done", "escalated", "dead_lettered"))
 

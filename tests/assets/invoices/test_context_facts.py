@@ -1,8 +1,9 @@
 """The facts a decision is made from must not change because the event's own payment
 already exists (a re-run of a batch whose run died after paying)."""
 
-from assets.invoices.context import action_key, assemble_context
+from assets.invoices.context import assemble_context
 from assets.invoices.workflow import EVENT_TYPES
+from orchestration.action.batch import action_key
 
 
 def test_an_events_own_payment_does_not_count_against_its_purchase_order(world):

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from assets.invoices.actions import PREVIEW_TAG
 from assets.invoices.erp import ERPResource, ledger_entries, payments
 from orchestration.action.saga_log import SagaLog
+from orchestration.core.batch_assets import PREVIEW_TAG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import saga_fault_worker as worker  # noqa: E402
@@ -222,8 +222,9 @@ def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(er
     """A resubmitted invoice paid by a concurrent batch (under another event's key) after this
     batch decided: the prerequisite refuses it for a business reason, the event ends `done`
     with decision reject and the reason, audited, and nothing reaches the dead-letter table."""
-    from assets.invoices.actions import audit_entries, outcomes
+    from assets.invoices.actions import ACTIONS
     from assets.invoices.payment_saga import REFUSAL_DECISIONS
+    from orchestration.action.batch import audit_entries, outcomes
     from orchestration.trigger.dead_letters import DeadLetters
 
     first = worker.saga_items(1)[0]
@@ -245,7 +246,7 @@ def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(er
     assert ex.run([again], "b2").refused == out.refused
 
     decision = {"key": again["key"], "route": "act", "entity_key": "V-FAULT:INV-00000"}
-    states = outcomes([decision], out)
+    states = outcomes([decision], out, ACTIONS)
     assert states == [
         {
             "key": again["key"],
@@ -280,7 +281,7 @@ def test_an_invoice_paid_meanwhile_is_refused_as_a_decision_not_dead_lettered(er
         facts={},
         invoice={"line_items": []},
     )
-    outcome = [e for e in audit_entries([decision], out, states, "b2") if e.kind == "outcome"]
+    outcome = [e for e in audit_entries([decision], out, states, "b2", ACTIONS) if e.kind == "outcome"]
     assert [(e.subject, e.record["status"], e.record["decision"], e.record["refusal"]) for e in outcome] == [
         (again["key"], "done", "reject", "already_paid")
     ]
@@ -339,7 +340,7 @@ def test_preview_executes_nothing_and_shows_the_plans(world):
     )
     assert result.success
     meta = result.asset_materializations_for_node("invoice_actions")[0].metadata
-    assert meta["preview"].value is True and meta["planned_payments"].value > 100
+    assert meta["preview"].value is True and meta["planned_sagas"].value > 100
     plans = meta["plans"].value
     assert [s["step"] for s in plans[0]["steps"]] == ["post_ledger_entry", "schedule_payment", "notify_vendor"]
     erp = world.resources["erp"]

@@ -1,18 +1,16 @@
-"""The invoice batch's metrics and traces: what orchestration/verification/metrics.py and
-orchestration/verification/tracing.py need, from this workflow's records and its run's steps."""
+"""A batch run's metrics and traces, for any workflow: what metrics.py and tracing.py need,
+from the decision loop's records and the run's steps."""
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Mapping, Sequence
 
 import dagster as dg
 
-from assets.invoices.workflow import WORKFLOW
 from orchestration.core import clock
 from orchestration.verification import metrics, tracing
 from orchestration.verification.metrics import BatchMetrics, MetricsStore
-
-# Which steps of the batch run carry which layer (step keys of the graph-backed assets).
-LAYER_STEPS = {"context": "invoice_context", "decision": "invoice_decisions", "action": "invoice_actions"}
 
 
 def _decision_record(d: dict) -> dict:
@@ -37,11 +35,13 @@ def _utc(ts: float | None) -> datetime | None:
 
 
 def run_started_at(context: dg.OpExecutionContext) -> datetime | None:
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
     return _utc(record.start_time) if record else None
 
 
 def batch_metrics(
+    workflow: str,
+    rule_names: Sequence[str],
     decisions: list[dict],
     states: list[dict],
     store: MetricsStore,
@@ -52,8 +52,6 @@ def batch_metrics(
     """The figures for the events this run brought to a terminal state (a deferred saga's
     event is counted by the run that finishes it), recorded for Prometheus; and those
     events with their times."""
-    from assets.invoices.decisions import invoice_policy
-
     finished = {s["key"] for s in states}
     times = store.event_times(sorted(finished))
     events = [
@@ -61,24 +59,26 @@ def batch_metrics(
         for s in states
     ]
     m = metrics.compute(
-        WORKFLOW,
+        workflow,
         batch_id,
         run_id,
         started_at,
         events,
         [_decision_record(d) for d in decisions if d["key"] in finished],
-        invoice_policy().rule_names(),
+        rule_names,
     )
     store.record(m)
     return m, events
 
 
-def stages(context: dg.OpExecutionContext, acted_at: datetime, now: datetime) -> list[tracing.Stage]:
-    """The batch's layers from its run's step timings; verification is recording the
+def stages(
+    context: dg.OpExecutionContext, layer_steps: Mapping[str, str], acted_at: datetime, now: datetime
+) -> list[tracing.Stage]:
+    """The batch's layers (`layer_steps`: the step key of each layer's asset) from its run's step timings; verification is recording the
     outcomes (audit log, review queue, inbox state) after the sagas ended."""
-    stats = context.instance.get_run_step_stats(context.run_id)
+    stats = context.instance.get_run_step_stats(context.run.run_id)
     out = []
-    for layer, prefix in LAYER_STEPS.items():
+    for layer, prefix in layer_steps.items():
         steps = [s for s in stats if (s.step_key == prefix or s.step_key.startswith(prefix + ".")) and s.start_time]
         if steps:
             end = acted_at if layer == "action" else max(_utc(s.end_time) or now for s in steps)
@@ -87,8 +87,18 @@ def stages(context: dg.OpExecutionContext, acted_at: datetime, now: datetime) ->
     return out
 
 
+@dataclass(frozen=True)
+class BatchObservation:
+    """What a workflow's batch figures need to know of it."""
+
+    workflow: str
+    rule_names: Sequence[str]  # every guardrail of its policy (a rule that never fired counts 0)
+    layer_steps: Mapping[str, str]  # layer -> the step key of its asset in the batch run
+
+
 def observe_batch(
     context: dg.OpExecutionContext,
+    spec: BatchObservation,
     decisions: list[dict],
     states: list[dict],
     store: MetricsStore,
@@ -100,7 +110,16 @@ def observe_batch(
     JSON entry with the rest, `details` and their own cost included) and, when an OTLP
     endpoint is configured, one trace per event."""
     t0 = time.perf_counter()
-    m, events = batch_metrics(decisions, states, store, context.partition_key, context.run_id, run_started_at(context))
+    m, events = batch_metrics(
+        spec.workflow,
+        spec.rule_names,
+        decisions,
+        states,
+        store,
+        context.partition_key,
+        context.run.run_id,
+        run_started_at(context),
+    )
     extra: dict = {**details, "overhead_s": round(time.perf_counter() - t0, 4)}
     if tracing.enabled():
         t1 = time.perf_counter()
@@ -115,7 +134,11 @@ def observe_batch(
             for e in events
         ]
         spans = tracing.record_event_traces(
-            WORKFLOW, context.partition_key, context.run_id, stages(context, acted_at, clock.now()), traced
+            spec.workflow,
+            context.partition_key,
+            context.run.run_id,
+            stages(context, spec.layer_steps, acted_at, clock.now()),
+            traced,
         )
         extra["traces"] = {"spans": spans, "overhead_s": round(time.perf_counter() - t1, 4)}
     md = m.metadata(llm=llm_enabled, details=extra)
