@@ -7,12 +7,17 @@ process that dies in between leaves `running`, and whoever resumes asks the targ
 (`verify`) whether the effect landed before acting again, and the target's idempotency
 keys make a repeated write a no-op anyway. Failed sagas are compensated in reverse
 order and the compensation is verified; one that cannot be undone escalates to a human.
+
+A step may be conditional (`PlanStep(..., when=...)`): for a saga whose logged params do
+not meet its condition it is logged `skipped` when the saga reaches it, and never called,
+verified or compensated; the steps after it run (see `SagaExecutor._skip`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import graphlib
+import json
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -24,10 +29,61 @@ from orchestration.review.queue import ReviewQueue
 
 
 @dataclass(frozen=True)
+class When:
+    """A step's condition, read from the saga's params alone: `bool(params[param])`, or
+    `params[param] == equals` when `equals` is given; `negate` turns it around.
+
+    Declarative on purpose, not a callable: a saga may be resumed by another process (a
+    recovery, `bosun saga recover`, an approval answered days later) that has nothing but the
+    params stored in the saga log, so the condition must be decidable from those alone and
+    must not read the clock or a target. It is also data, so a preview or an approval item
+    can show it. It is evaluated on the params as the log stores them (JSON), so a value
+    that changes under a JSON round trip (a tuple, a Decimal) decides the same everywhere."""
+
+    param: str
+    equals: object = None  # None: the param's truthiness
+    negate: bool = False
+
+    def holds(self, params: dict) -> bool:
+        value = params.get(self.param)
+        met = bool(value) if self.equals is None else value == self.equals
+        return met != self.negate
+
+    def __str__(self) -> str:
+        if self.equals is None:
+            return f"not {self.param}" if self.negate else self.param
+        return f"{self.param} {'!=' if self.negate else '=='} {json.dumps(self.equals, default=str)}"
+
+
+@dataclass(frozen=True)
 class PlanStep:
+    """One step of a plan. `when` (a `When`, or a param name as short for `When(name)`):
+    the step runs only for sagas whose params meet it; for the others it is logged
+    `skipped` and never called, verified or compensated."""
+
     name: str
     action: ActionType
     after: tuple[str, ...] = ()
+    when: When | str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.when, str):
+            object.__setattr__(self, "when", When(self.when))
+        elif self.when is not None and not isinstance(self.when, When):
+            raise TypeError(
+                f"step {self.name}: `when` is a param name or a When, not {type(self.when).__name__} "
+                "(a callable is not in the saga log: a resumed saga could not decide it the same way)"
+            )
+
+    def applies(self, params: dict) -> bool:
+        """Whether the step runs for a saga with these (logged) params."""
+        return self.when is None or self.when.holds(params)
+
+
+def as_logged(params: dict) -> dict:
+    """The params as the saga log gives them back (a JSON round trip): every decision on
+    them, in a preview or in the process that runs the saga, is made on this form."""
+    return json.loads(json.dumps(params, default=str))
 
 
 class SagaPlan:
@@ -50,18 +106,23 @@ class SagaPlan:
         return out
 
     def describe(self, params: dict) -> dict:
-        return {
-            "saga": params["key"],
-            "steps": [
-                {
-                    "step": n,
-                    "action": self.steps[n].action.name,
-                    "after": list(self.steps[n].after),
-                    "idempotency_key": self.steps[n].action.key(params["key"]),
-                }
-                for n in self.order
-            ],
-        }
+        """The plan for these params; a conditional step says its condition and whether it
+        is skipped for them (unconditional steps keep the shape they always had)."""
+        logged = as_logged(params)
+        steps = []
+        for n in self.order:
+            step = self.steps[n]
+            row = {
+                "step": n,
+                "action": step.action.name,
+                "after": list(step.after),
+                "idempotency_key": step.action.key(params["key"]),
+            }
+            if step.when is not None:
+                row["when"] = str(step.when)
+                row["skipped"] = not step.applies(logged)
+            steps.append(row)
+        return {"saga": params["key"], "steps": steps}
 
 
 @dataclass(frozen=True)
@@ -200,6 +261,8 @@ class SagaExecutor:
                 continue
             for name in self.plan.order:
                 st, err = steps.get(name, ("planned", None))
+                if st == "skipped":
+                    out.log.append({"key": k, "step": name, "status": "skipped", "error": None, "reason": err})
                 if st in ("done", "compensating", "compensated"):
                     out.log.append({"key": k, "step": name, "status": "done", "error": None})
                 if st == "compensated":
@@ -249,7 +312,8 @@ class SagaExecutor:
         # it is compensated too, which consumes its key at the target.
         also_undo: dict[str, str] = {}
         for name in self.plan.order:
-            todo = [k for k in forward if st(k, name) != "done"]
+            todo = [k for k in forward if st(k, name) not in ("done", "skipped")]
+            todo = self._skip(name, todo, state, out)
             if not todo:
                 continue
             if self.leases is not None:
@@ -265,6 +329,36 @@ class SagaExecutor:
         out.done += forward
         if backward:
             self._compensate(backward, state, out, why, also_undo=also_undo)
+
+    def _skip(self, name: str, keys: list[str], state: dict, out: BatchOutcome) -> list[str]:
+        """Log `skipped` for the sagas whose params do not meet the step's condition; the
+        rest still to act. Decided once, when a saga first reaches the step, from the params
+        in the log (`state` is read from it), and recorded before any later step acts: a
+        process resuming the saga finds the decision in the log, and a step still `planned`
+        is decided from the same logged params, so every process decides alike. A step
+        already `running` was decided to run by an earlier process and is verified as usual.
+
+        The steps after a skipped one run as if it were satisfied: `after=` orders effects
+        ("not before that one, if it happens"), and the condition belongs to the step that
+        declares it. A step that must not run either declares the same `when`, which keeps
+        what runs visible step by step in the plan instead of following from the graph."""
+        step = self.plan.steps[name]
+        if step.when is None:
+            return keys
+        skipped = [
+            k
+            for k in keys
+            if state[k]["steps"].get(name, ("planned",))[0] == "planned" and not step.applies(state[k]["params"])
+        ]
+        if not skipped:
+            return keys
+        reason = f"condition not met: {step.when}"
+        self.log.set_steps(name, {k: ("skipped", reason) for k in skipped}, only_if=("planned",))
+        for k in skipped:
+            state[k]["steps"][name] = ("skipped", reason)
+            out.log.append({"key": k, "step": name, "status": "skipped", "error": None, "reason": reason})
+        gone = set(skipped)
+        return [k for k in keys if k not in gone]
 
     def _act(
         self, name: str, keys: list[str], state: dict, out: BatchOutcome
@@ -326,6 +420,7 @@ class SagaExecutor:
             if only is not None and name not in only:
                 continue
             action = self.plan.steps[name].action
+            # Only what may have acted is undone: a `skipped` or `planned` step never did.
             todo = [
                 k
                 for k in keys

@@ -24,8 +24,11 @@ saga_metadata = sa.MetaData()
 # refused = a prerequisite refused it for a business reason (failed_step names the rule), nothing acted.
 ACTIVE = ("planned", "running", "compensating")
 TERMINAL = ("done", "compensated", "escalated", "failed", "refused")
-# Step state: planned -> running -> done | failed; done -> compensating -> compensated.
-STEP_STATES = ("planned", "running", "done", "failed", "compensating", "compensated")
+# Step state: planned -> running -> done | failed; done -> compensating -> compensated;
+# planned -> skipped: a conditional step whose condition the saga's params do not meet
+# (saga_executor.When; `error` holds which condition). A skipped step never acted: a saga
+# with skipped steps is `done` when every other step is, and nothing undoes a skipped step.
+STEP_STATES = ("planned", "running", "done", "failed", "compensating", "compensated", "skipped")
 
 sagas = sa.Table(
     "bosun_sagas",

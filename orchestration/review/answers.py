@@ -130,6 +130,9 @@ class ReviewService:
             p["approved_by"] = row["approved_by"] if row else None
             for step in p["steps"]:
                 step["state"] = row["steps"].get(step["step"], ("planned", None))[0] if row else "not planned yet"
+                if step.get("skipped") and step["state"] in ("planned", "not planned yet"):
+                    # A conditional step its params do not meet: the executor will log it skipped.
+                    step["state"] = f"will be skipped ({step.get('when')} not met)"
         return plans
 
     # ---- answering -------------------------------------------------------------------

@@ -154,6 +154,19 @@ def reconcile(
         if status == "done":
             for s in steps:
                 state = saga["steps"].get(s, ("missing", None))[0]
+                if state == "skipped":  # a conditional step its params did not call for: no effect
+                    eff = by_key.get(step_key(ev.key, s))
+                    if eff is not None and eff.live:
+                        add(
+                            Discrepancy(
+                                ev.key,
+                                "live_effect_of_skipped_step",
+                                f"saga step {s} was skipped but is in effect at the target",
+                                s,
+                                eff.key,
+                            )
+                        )
+                    continue
                 if state != "done":
                     add(Discrepancy(ev.key, "done_saga_with_unfinished_step", f"saga done but step {s} is {state}", s))
                 eff = by_key.get(step_key(ev.key, s))

@@ -93,3 +93,12 @@ def test_a_row_of_another_batchs_saga_is_left_to_that_batchs_check():
         assert rec.ok
     orphan = run([event("dup", acted=False)], {}, [Effect(key("ghost", "charge"), True, "order dup", {})])
     assert [(d.event, d.kind) for d in orphan.discrepancies] == [("ghost", "live_effect_without_saga_step")]
+
+
+def test_a_skipped_conditional_step_of_a_done_saga_needs_no_effect_and_must_have_none():
+    rec = run(
+        [event("a"), event("b")],
+        {"a": saga("done", ("done", "skipped")), "b": saga("done", ("done", "skipped"))},
+        [effect("a", "reserve"), effect("b", "reserve"), effect("b", "charge")],
+    )
+    assert {(d.event, d.kind, d.step) for d in rec.discrepancies} == {("b", "live_effect_of_skipped_step", "charge")}
