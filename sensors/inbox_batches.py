@@ -51,7 +51,7 @@ def build_inbox_batch_sensor(
     event_types: Sequence[str],
     partitions_def: dg.DynamicPartitionsDefinition,
     batch_job: NamedJob,
-    bootstrap_job: NamedJob,
+    bootstrap_job: Optional[NamedJob],
     bootstrap_assets: Sequence[dg.AssetsDefinition],
     policy: BatchPolicy,
     minimum_interval_seconds: int = 5,
@@ -68,7 +68,7 @@ def build_inbox_batch_sensor(
 
     @dg.sensor(
         name=name,
-        jobs=[batch_job, bootstrap_job],
+        jobs=[batch_job, *([bootstrap_job] if bootstrap_job is not None else [])],
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Cuts batches of {', '.join(event_types)} events from the inbox "
@@ -77,7 +77,7 @@ def build_inbox_batch_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext, bosun_db: BosunDatabase):
         missing = [k for k in bootstrap_keys if context.instance.get_latest_materialization_event(k) is None]
-        if missing:
+        if missing and bootstrap_job is not None:
             lacking = missing_prerequisite() if missing_prerequisite else None
             if lacking:
                 return dg.SkipReason(f"not starting {bootstrap_job.name}: {lacking}")

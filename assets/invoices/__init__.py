@@ -47,7 +47,7 @@ workflow = Workflow(
     sensors=triggers.sensors,
     schedules=triggers.schedules,
     sagas=payment_saga,
-    reviews=review_answers,
+    reviews=review_answers.hooks,
     replay=replay_hook,
     notification_routing=NOTIFICATION_ROUTING,
     # The ERP this workflow acts on, with its tables' migrations; BOSUN_ERP_DATABASE_URL, else Bosun's database.

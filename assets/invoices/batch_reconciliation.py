@@ -16,10 +16,13 @@ from decimal import Decimal
 from assets.invoices.erp import ERPResource
 from assets.invoices.payment_saga import payment_plan
 from assets.invoices.workflow import EVENT_TYPES
-from orchestration.action.batch import action_key
-from orchestration.action.saga_log import SagaLog
 from orchestration.trigger.batching import BatchRange
-from orchestration.verification.outcome_reconciliation import Effect, EventRecord, Reconciliation, reconcile
+from orchestration.verification.outcome_reconciliation import (
+    Effect,
+    EventRecord,
+    Reconciliation,
+    reconcile_batch_with_targets,
+)
 from resources.database import BosunDatabase
 from resources.outbox import NotificationOutbox
 
@@ -29,12 +32,6 @@ STEPS = tuple(payment_plan(ERPResource()).order)
 
 def entity(vendor_id: str, invoice_id: str) -> str:
     return f"invoice {vendor_id}/{invoice_id}"
-
-
-def saga_of_key(key: str) -> tuple[str, str] | None:
-    """The (saga id, step) an ERP idempotency key was made from (`action_key`), if any."""
-    step, _, saga_id = key.partition(":")
-    return (saga_id, step) if step in STEPS and saga_id else None
 
 
 def event_record(row: dict) -> EventRecord:
@@ -73,34 +70,22 @@ def notice_effects(outbox: NotificationOutbox, keys: list[str]) -> list[dict]:
 def reconcile_batch(
     batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource, outbox: NotificationOutbox
 ) -> Reconciliation:
-    rows = bosun_db.inbox().batch_records(batch.key, EVENT_TYPES)
-    events = [event_record(r) for r in rows]
-    log = SagaLog(bosun_db.resolved_url)
-    sagas = log.load([e.key for e in events])
-    entities = {e.entity for e in events}
-    keys = [action_key(e.key, s) for e in events for s in STEPS]
-    invoice_ids = sorted({str(e.expected["invoice_id"]) for e in events})
-    found = [
-        r
-        for r in erp.effects_for(keys, invoice_ids)
-        if entity(r["vendor_id"], r["invoice_id"]) in entities or r["idempotency_key"] in set(keys)
-    ] + notice_effects(outbox, keys)
-    effects = [
-        Effect(
-            r["idempotency_key"],
-            r["live"],
-            entity(r["vendor_id"], r["invoice_id"]),
-            {
-                "amount": r["amount"],
-                "currency": r["currency"],
-                "vendor_id": r["vendor_id"],
-                "invoice_id": r["invoice_id"],
-            },
-        )
-        for r in found
-    ]
-    # The same invoice may have been paid by an event of an earlier batch: its saga is there.
-    others = sorted({o[0] for r in found if (o := saga_of_key(r["idempotency_key"])) and o[0] not in sagas})
-    return reconcile(
-        events, sagas, STEPS, action_key, saga_of_key, effects, settled_elsewhere=log.load(others) if others else {}
-    )
+    def effects_of(keys: list[str], events: list[EventRecord]) -> list[Effect]:
+        entities = {e.entity for e in events}
+        invoice_ids = sorted({str(e.expected["invoice_id"]) for e in events})
+        found = [
+            r
+            for r in erp.effects_for(keys, invoice_ids)
+            if entity(r["vendor_id"], r["invoice_id"]) in entities or r["idempotency_key"] in set(keys)
+        ] + notice_effects(outbox, keys)
+        return [
+            Effect(
+                r["idempotency_key"],
+                r["live"],
+                entity(r["vendor_id"], r["invoice_id"]),
+                {k: r[k] for k in ("amount", "currency", "vendor_id", "invoice_id")},
+            )
+            for r in found
+        ]
+
+    return reconcile_batch_with_targets(batch.key, bosun_db, EVENT_TYPES, STEPS, event_record, effects_of)

@@ -66,6 +66,7 @@ class ActionSpec:
     # What a reviewer sees of an escalated decision (beside its decision and proposal).
     review_proposal: Callable[[dict], dict] = lambda d: {}
     acting_route: str = "act"
+    acting_label: str = "approve"  # the decision that acts (what approving an escalation means)
 
     def plan(self, decisions: Sequence[dict]) -> list[dict]:
         return [self.saga_params(d) for d in decisions if d["route"] == self.acting_route]

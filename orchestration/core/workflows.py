@@ -14,6 +14,7 @@ imports the packages it finds under `assets/` by their path.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 import dagster as dg
 
 from orchestration.core.schema_migrations import SchemaOwner
+from orchestration.review.hooks import ReviewHooks
 from orchestration.trigger.envelope import PayloadRegistry
 
 
@@ -68,7 +70,7 @@ class Workflow:
     # Resources only this workflow uses (its target systems), merged into the location's.
     resources: Mapping[str, Any] = field(default_factory=dict)
     sagas: Optional[SagaHooks] = None
-    reviews: Optional[Any] = None  # the review hooks module (orchestration/review/answers.py says what it holds)
+    reviews: Optional[ReviewHooks] = None  # what a reviewer's answer means (orchestration/review/hooks.py)
     replay: Optional[Callable[..., Any]] = None
     notification_routing: Optional[Path] = None  # the outbox relay's channels and templates
     target_schemas: Sequence[TargetSchema] = ()
@@ -100,21 +102,29 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
 WORKFLOW_PACKAGE = "assets"
 
 
-def discover(package: str = WORKFLOW_PACKAGE) -> dict[str, Workflow]:
-    """Every `workflow` declared by a sub-package of `package`, by name, in name order."""
-    root = importlib.import_module(package)
+def workflow_packages() -> list[str]:
+    """`assets`, then the packages BOSUN_WORKFLOW_PACKAGES names (comma-separated): a team's
+    workflows kept outside this repository are found the same way."""
+    extra = [p.strip() for p in os.environ.get("BOSUN_WORKFLOW_PACKAGES", "").split(",") if p.strip()]
+    return [WORKFLOW_PACKAGE, *extra]
+
+
+def discover(packages: Optional[Sequence[str]] = None) -> dict[str, Workflow]:
+    """Every `workflow` declared by a sub-package of each package, by name, in name order."""
     found: dict[str, Workflow] = {}
-    for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):
-        if not info.ispkg:
-            continue
-        module = importlib.import_module(f"{package}.{info.name}")
-        declared = getattr(module, "workflow", None)
-        if not isinstance(declared, Workflow):
-            continue
-        if declared.name in found:
-            raise ValueError(f"two workflows are named {declared.name!r} ({package}.{info.name} and another)")
-        found[declared.name] = declared
-    return found
+    for package in packages if packages is not None else workflow_packages():
+        root = importlib.import_module(package)
+        for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):
+            if not info.ispkg:
+                continue
+            module = importlib.import_module(f"{package}.{info.name}")
+            declared = getattr(module, "workflow", None)
+            if not isinstance(declared, Workflow):
+                continue
+            if declared.name in found:
+                raise ValueError(f"two workflows are named {declared.name!r} ({package}.{info.name} and another)")
+            found[declared.name] = declared
+    return dict(sorted(found.items()))
 
 
 def payload_registry(workflows: Mapping[str, Workflow]) -> PayloadRegistry:

@@ -21,9 +21,9 @@ def _decision_record(d: dict) -> dict:
         "confidence": d["confidence"],
         "guardrails": g["blocked_by"] + g["flagged_by"],
         "model": d["model"],
-        "input_tokens": d["input_tokens"],
-        "output_tokens": d["output_tokens"],
-        "cost_usd": d["cost_usd"],
+        "input_tokens": d.get("input_tokens", 0),
+        "output_tokens": d.get("output_tokens", 0),
+        "cost_usd": d.get("cost_usd", 0.0),
         # A hard rule's "escalate" sends the event to a person whatever the confidence (the
         # rule's stand-in, 1.0): it says nothing about how sure the decision was.
         "escalated_by_rule": g["decision"] == "escalate",

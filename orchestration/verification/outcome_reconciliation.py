@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from orchestration.action.saga_log import ACTIVE
 
@@ -260,3 +260,33 @@ def metadata(rec: Reconciliation, limit: int = 20) -> dict:
         "events_with_discrepancies": rec.events_named()[:100],
         "examples": [d.as_dict() for d in rec.discrepancies[:limit]],
     }
+
+
+def reconcile_batch_with_targets(
+    batch_key: str,
+    bosun_db: Any,
+    event_types: Sequence[str],
+    steps: Sequence[str],
+    event_record: Callable[[dict], EventRecord],
+    effects_of: Callable[[list[str], list[EventRecord]], Iterable[Effect]],
+) -> Reconciliation:
+    """`reconcile` for one batch as every workflow does it: its events' recorded outcomes
+    (`event_record` of each inbox row), its sagas in the log, and the targets' rows that
+    `effects_of(action keys, events)` finds by the batch's keys and by its entities; the saga
+    of another batch that a row's key points to is read too (the entity acted on earlier)."""
+    from orchestration.action.batch import action_key
+    from orchestration.action.saga_log import SagaLog
+
+    events = [event_record(r) for r in bosun_db.inbox().batch_records(batch_key, list(event_types))]
+    log = SagaLog(bosun_db.resolved_url)
+    sagas = log.load([e.key for e in events])
+    effects = list(effects_of([action_key(e.key, s) for e in events for s in steps], events))
+
+    def saga_of_key(key: str) -> tuple[str, str] | None:
+        step, _, saga_id = key.partition(":")
+        return (saga_id, step) if step in steps and saga_id else None
+
+    others = sorted({o[0] for e in effects if (o := saga_of_key(e.key)) and o[0] not in sagas})
+    return reconcile(
+        events, sagas, steps, action_key, saga_of_key, effects, settled_elsewhere=log.load(others) if others else {}
+    )

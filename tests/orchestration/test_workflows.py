@@ -43,7 +43,7 @@ def test_every_package_that_declares_a_workflow_is_found_and_nothing_else(workfl
     workflow_package("tickets", DECLARATION.format(name="tickets"))
     workflow_package("alerts", DECLARATION.format(name="alerts"))
     workflow_package("helpers", "VALUE = 1\n")  # a package without a declaration is no workflow
-    found = discover("toyflows")
+    found = discover(["toyflows"])
     assert list(found) == ["alerts", "tickets"] and all(isinstance(w, Workflow) for w in found.values())
     # Its Dagster objects, as the code location merges them (no repository is built here: that
     # needs an instance, and the merged location is test_definitions.py's business).
@@ -55,7 +55,7 @@ def test_two_workflows_with_one_name_are_refused(workflow_package):
     workflow_package("a", DECLARATION.format(name="same"))
     workflow_package("b", DECLARATION.format(name="same").replace("same_thing", "other_thing"))
     with pytest.raises(ValueError, match="two workflows are named 'same'"):
-        discover("toyflows")
+        discover(["toyflows"])
 
 
 def test_the_shipped_location_derives_its_registries_from_the_declarations():
