@@ -1,117 +1,23 @@
-"""Knowledge retrieval over policy documents: BM25 (bm25s) over markdown passages.
-
-BM25 is the embedded default because it needs no model download and no service; the
-index is small enough to pickle as an asset value and load in every batch run.
-"""
+"""A knowledge base's documents as a resource: markdown files in a configured folder. The index
+over them is the engine's (orchestration/context/knowledge_index.py), re-exported here."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-import bm25s
 import dagster as dg
-import numpy as np
 
+from orchestration.context.knowledge_index import (  # noqa: F401  (re-exported)
+    KnowledgeIndex,
+    Passage,
+    PolicyIndex,
+    document_version,
+    documents_version,
+    split_passages,
+)
 from orchestration.core import settings
 from resources.env import resolved
-
-
-@dataclass(frozen=True)
-class Passage:
-    doc: str
-    heading: str
-    text: str
-    doc_version: str = ""  # hash of the document it came from: which edition a decision read
-
-    @property
-    def ref(self) -> str:
-        return f"{self.doc}#{self.heading}"
-
-
-def document_version(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def documents_version(documents: dict[str, str]) -> str:
-    """The data version of a document set: changes when any document is added, edited or removed."""
-    return hashlib.sha256(
-        "".join(f"{n}:{document_version(t)}\n" for n, t in sorted(documents.items())).encode()
-    ).hexdigest()[:12]
-
-
-def split_passages(doc_name: str, markdown: str) -> list[Passage]:
-    """Paragraphs under their nearest heading: small enough to rank, big enough to read."""
-    passages, heading, version = [], doc_name, document_version(markdown)
-    for block in re.split(r"\n\s*\n", markdown):
-        block = block.strip()
-        if not block:
-            continue
-        if block.startswith("#"):
-            first, _, rest = block.partition("\n")
-            heading = first.lstrip("#").strip()
-            block = rest.strip()
-            if not block:
-                continue
-        passages.append(Passage(doc_name, heading, block, version))
-    return passages
-
-
-class PolicyIndex:
-    """BM25 over passages; with `embed` (texts -> vectors) also an embedding ranking, fused
-    with BM25's by reciprocal rank. Scores stay BM25 scores, so a relevance floor keeps
-    its meaning whichever ranking is used."""
-
-    RRF_K = 60
-
-    def __init__(
-        self,
-        documents: dict[str, str],
-        embed: Callable[[list[str]], list[list[float]]] | None = None,
-        embedding_model: str | None = None,
-    ):
-        self.passages = [p for name, text in sorted(documents.items()) for p in split_passages(name, text)]
-        if not self.passages:
-            raise ValueError("no policy passages to index")
-        self.version = documents_version(documents)
-        self.document_versions = {name: document_version(text) for name, text in sorted(documents.items())}
-        texts = [f"{p.heading}. {p.text}" for p in self.passages]
-        self._retriever = bm25s.BM25()
-        self._retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-        self.embedding_model = embedding_model if embed is not None else None
-        self._vectors = _normalised(np.asarray(embed(texts), dtype=np.float32)) if embed is not None else None
-
-    def search_many(
-        self, queries: list[str], k: int = 3, embed: Callable[[list[str]], list[list[float]]] | None = None
-    ) -> list[list[tuple[Passage, float]]]:
-        if not queries:
-            return []
-        n = len(self.passages)
-        tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False)
-        if self._vectors is None or embed is None:
-            docs, scores = self._retriever.retrieve(tokens, k=min(k, n), show_progress=False, n_threads=1)
-            return [
-                [(self.passages[int(d)], float(s)) for d, s in zip(row_d, row_s) if s > 0]
-                for row_d, row_s in zip(docs, scores)
-            ]
-        docs, scores = self._retriever.retrieve(tokens, k=n, show_progress=False, n_threads=1)
-        similarity = _normalised(np.asarray(embed(queries), dtype=np.float32)) @ self._vectors.T
-        out = []
-        for row_d, row_s, sim in zip(docs, scores, similarity):
-            bm25 = {int(d): float(s) for d, s in zip(row_d, row_s)}
-            fused = {int(d): 1 / (self.RRF_K + r) for r, d in enumerate(row_d, 1) if bm25[int(d)] > 0}
-            for r, d in enumerate(np.argsort(-sim), 1):
-                fused[int(d)] = fused.get(int(d), 0.0) + 1 / (self.RRF_K + r)
-            best = sorted(fused, key=lambda d: -fused[d])[:k]
-            out.append([(self.passages[d], bm25.get(d, 0.0)) for d in best])
-        return out
-
-
-def _normalised(m: np.ndarray) -> np.ndarray:
-    return m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
 
 
 class PolicyDocuments(dg.ConfigurableResource):

@@ -18,19 +18,14 @@ from assets.invoices.context_sources import (
     source_factors,
 )
 from assets.invoices.erp import ERPResource
-from assets.invoices.knowledge import (
-    RECALL_AT_5_THRESHOLD,
-    attach_knowledge,
-    load_labels,
-    retrieval_cache,
-    retrieval_quality,
-)
+from assets.invoices.knowledge import LABELS_PATH, RECALL_AT_5_THRESHOLD, attach_knowledge, retrieval_cache
 from assets.invoices.workflow import WORKFLOW, registry
 from guardrails.untrusted import guard_payload
 from orchestration.action.batch import action_key
 from orchestration.context.conflicts import quality_factor as _conflict_factor
 from orchestration.context.frame import BatchFrame, base_record, context_hash
 from orchestration.context.freshness import window_of_asset
+from orchestration.context.knowledge import build_index, build_knowledge_index_asset, current_index, embed_of  # noqa: F401
 from orchestration.context.sources import Snapshot, SourceReading
 from orchestration.context.tokens import TokenCounter, counter_for
 from orchestration.core.batch_assets import StepCall
@@ -38,9 +33,8 @@ from orchestration.core.lineage import layer_group
 from orchestration.trigger.inbox import InboxEvent
 from resources.chat_model import ChatModel
 from resources.context_sources import ContextSources
-from resources.embeddings import Embeddings
 from resources.env import resolved
-from resources.knowledge_base import PolicyDocuments, PolicyIndex, documents_version
+from resources.knowledge_base import PolicyIndex
 
 CONTEXT_GROUP = layer_group(WORKFLOW, "context")
 # Master data changes slowly: a day-old snapshot is fine, two days is a problem.
@@ -68,61 +62,16 @@ def purchase_orders(erp: ERPResource) -> dg.Output[pd.DataFrame]:
     return dg.Output(df, metadata={"rows": len(df), "open": int((df["status"] == "open").sum()) if len(df) else 0})
 
 
-@dg.asset(
-    group_name=CONTEXT_GROUP,
+policy_index = build_knowledge_index_asset(
+    "policy_index",
+    CONTEXT_GROUP,
+    LABELS_PATH,
+    RECALL_AT_5_THRESHOLD,
     freshness_policy=_daily,
-    kinds={"bm25"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "retrieval_recall_at_5_meets_threshold",
-            asset="policy_index",
-            description=f"recall@5 on the labelled retrieval set is at least {RECALL_AT_5_THRESHOLD}",
-        )
-    ],
+    description="BM25 index over the approval-policy documents, one entry per paragraph (plus their embeddings "
+    "when an endpoint is configured). Its data version is the hash of the documents.",
 )
-def policy_index(policy_documents: PolicyDocuments, policy_embeddings: Embeddings):
-    """BM25 index over the approval-policy documents, one entry per paragraph (plus their
-    embeddings when an endpoint is configured). Its data version is the hash of the
-    documents, so an edited document means a new index; every passage carries its
-    document's version."""
-    index = build_index(policy_documents.load(), policy_embeddings)
-    quality = retrieval_quality(index, load_labels(), embed=_embed(policy_embeddings))
-    yield dg.Output(
-        index,
-        data_version=dg.DataVersion(index.version),
-        metadata={
-            "passages": len(index.passages),
-            "version": index.version,
-            "documents": dg.MetadataValue.json(index.document_versions),
-            "retrieval": index.embedding_model and f"bm25+embeddings:{index.embedding_model}" or "bm25",
-            "recall_at_5": quality["recall_at_5"],
-            "recall_at_1": quality["recall_at_1"],
-            "mrr": quality["mrr"],
-            "labelled_queries": quality["queries"],
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name="retrieval_recall_at_5_meets_threshold",
-        passed=quality["recall_at_5"] >= RECALL_AT_5_THRESHOLD,
-        metadata={
-            "recall_at_5": quality["recall_at_5"],
-            "mrr": quality["mrr"],
-            "threshold": RECALL_AT_5_THRESHOLD,
-            "misses": dg.MetadataValue.json(quality["misses"]),
-        },
-    )
-
-
 policy_index_asset = policy_index
-
-
-def build_index(documents: dict[str, str], embeddings: Embeddings | None = None) -> PolicyIndex:
-    embed = _embed(embeddings)
-    return PolicyIndex(documents, embed=embed, embedding_model=embeddings.model_name if embed else None)
-
-
-def _embed(embeddings: Embeddings | None):
-    return embeddings.embed if embeddings is not None and embeddings.enabled else None
 
 
 _RULES = {**RECENCY_RULES, AMOUNT_RULE.field: AMOUNT_RULE, BANK_RULE.field: BANK_RULE}
@@ -159,7 +108,7 @@ def assemble(call: StepCall, frame: BatchFrame) -> list[dict]:
         snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
         knowledge=knowledge,
         counter=counter_for(tokenizer_model(r["llm"])),
-        embed=_embed(r["policy_embeddings"]),
+        embed=embed_of(r["policy_embeddings"]),
     )
     call.metadata.update(context_metadata(records, knowledge.value, cache_before))
     call.metadata["policy_index_rebuilt"] = knowledge.value is not None and knowledge.value is not policy_index
@@ -168,23 +117,6 @@ def assemble(call: StepCall, frame: BatchFrame) -> list[dict]:
 
 CONTEXT_INS = {name: dg.AssetIn() for name in ("vendors", "purchase_orders", "policy_index")}
 CONTEXT_RESOURCES = frozenset({"erp", "context_sources", "policy_documents", "llm", "policy_embeddings"})
-
-
-def current_index(index: PolicyIndex, documents: PolicyDocuments, embeddings: Embeddings | None = None) -> PolicyIndex:
-    """The materialized index while the documents are unchanged; rebuilt (six small files,
-    milliseconds) when they changed since, so no decision reads a withdrawn policy."""
-    docs = documents.load()
-    version = documents_version(docs)
-    if version == index.version:
-        return index
-    key = (version, embeddings.model_name if embeddings is not None else "none")
-    if key not in _rebuilt:  # once per process, not once per batch, until the asset catches up
-        _rebuilt.clear()
-        _rebuilt[key] = build_index(docs, embeddings)
-    return _rebuilt[key]
-
-
-_rebuilt: dict[tuple, PolicyIndex] = {}
 
 
 def _materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | None:

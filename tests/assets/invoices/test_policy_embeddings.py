@@ -4,7 +4,8 @@ from fakes.openai_server import FakeOpenAI
 
 from assets.invoices import sample_data
 from assets.invoices.context import build_index
-from assets.invoices.knowledge import load_labels, retrieval_cache, retrieval_quality, retrieve
+from assets.invoices.knowledge import load_labels, retrieval_cache, retrieval_quality
+from orchestration.context.knowledge import retrieve
 from resources.embeddings import OpenAIEmbeddings
 
 
