@@ -93,7 +93,7 @@ def add_commands(sub) -> None:
     )
     s.add_argument(
         "--prompt-version",
-        help="a prompt version (decide_invoice-<hash>) or file name (decide_invoice.cautious); default the live prompt",
+        help="a prompt version (NAME-<hash>) or a prompt file name in the workflow's prompts/ folder; default the live prompt",
     )
     s.add_argument("--model", help="'local', or an LLM model name; default the workflow's routing")
     s.add_argument("--since", required=True, help="ISO date/time (UTC unless stated) or an age: 7d, 12h")

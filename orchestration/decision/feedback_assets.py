@@ -84,7 +84,7 @@ class FeedbackLoop:
     features: Callable[[dict], dict]  # a decision's archived facts -> the model's features
     # The labelled sample the model started from, read from the training directory: (features, labels).
     sample_examples: Callable[[Path], tuple[list[dict], list[str]]]
-    asset_prefix: str  # "invoice": invoice_feedback, invoice_model_candidate, invoice_local_model
+    asset_prefix: str  # "order": order_feedback, order_model_candidate, order_local_model
     # Three in ten reviewed events judge the retrained model and are never trained on, so the
     # comparison and the calibrator refit see outcomes the model did not learn from.
     held_out_fraction: float = 0.3

@@ -85,7 +85,7 @@ class Reconcile:
 class ActedOnTwice:
     """The workflow's query for entities its actions took effect on more than once."""
 
-    name: str  # e.g. no_invoice_paid_twice
+    name: str  # e.g. no_order_reserved_twice
     description: str
     find: Callable[[Resources], Sequence[Any]]  # the entities acted on twice, across all batches
     count_name: str  # the metadata key of their number (plotted by the UI)

@@ -42,7 +42,7 @@ class EventRecord:
 
     key: str
     state: str  # the event's state (received, done, escalated, ...)
-    entity: str  # the entity its effects concern (e.g. vendor:invoice)
+    entity: str  # the entity its effects concern (e.g. an order)
     claims_effect: bool  # the recorded outcome says the action took place
     expected: Mapping[str, object] = field(default_factory=dict)  # values every effect must carry
 
