@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from orchestration.action.saga_executor import BatchOutcome, SagaExecutor
 from orchestration.audit.chain import AuditEntry
+from orchestration.audit.records import DecisionRecord
 from orchestration.decision.guardrail_checks import activation_counts
 from orchestration.decision.loop import final_pass_fields, pass_entries
 
@@ -192,7 +193,7 @@ def decision_entry(d: dict, spec: ActionSpec, batch_id: str) -> AuditEntry:
     """The event's decision with what it was made from (the context layer's guarded copy:
     untrusted fields already redacted), as it was, not as the sources say later: retraining,
     the decision report and `bosun replay` learn from it."""
-    body = {f: d.get(f) for f in DECISION_FIELDS}
+    body = {f: d[f] for f in DECISION_FIELDS if d.get(f) is not None}
     body.update(
         {
             "proposed": d["decision"],
@@ -202,7 +203,9 @@ def decision_entry(d: dict, spec: ActionSpec, batch_id: str) -> AuditEntry:
             **final_pass_fields(d.get("decision_loop")),
         }
     )
-    return AuditEntry("decision", d["key"], body, batch_id)
+    # Validated on the way in: a workflow writing a field of the wrong shape fails its batch
+    # here, not a reader of the audit a year later.
+    return AuditEntry("decision", d["key"], DecisionRecord.model_validate(body).body(), batch_id)
 
 
 def audit_entries(

@@ -64,6 +64,8 @@ def _number(value) -> float:
 
 def chain(db, row: dict) -> dict:
     """One event's audit chain, in the order the decision was made."""
+    from orchestration.audit.records import DecisionRecord
+
     audit = db.audit()
     key = row["idempotency_key"]
     records = audit.records_for(key)
@@ -78,8 +80,12 @@ def chain(db, row: dict) -> dict:
     batches = sorted({r["batch_id"] for r in records if r["batch_id"]} | ({row["batch_id"]} - {None}))
     steps: list[dict] = []
     for r in decisions:
-        d = _dict(r["record"])
-        used = _dict(d.get("context_used"))
+        # The typed record (orchestration/audit/records.py): a field stored in another shape is
+        # kept aside as it was and shown with the decision, never a crash.
+        d = DecisionRecord.read(r["record"]).body()
+        used, aside = d["context_used"], d.get("unreadable") or {}
+        # An event kept as text, guardrails as a list of names: shown in the shape they have.
+        d["event"], d["guardrails"] = aside.pop("event", d["event"]), aside.pop("guardrails", d["guardrails"])
         ref = {"seq": r["seq"], "batch": r["batch_id"], "recorded_at": r["recorded_at"]}
         steps += [
             {"step": "event", **ref, **_dict(d.get("event")), "entity_key": d.get("entity_key")},
@@ -124,6 +130,7 @@ def chain(db, row: dict) -> dict:
                 "decision": d.get("decision"),
                 "route": d.get("route"),
                 "reason": d.get("reason"),
+                **({"unreadable": aside} if aside else {}),
             },
         ]
     for r in records:
@@ -231,7 +238,8 @@ def _fmt_known_step(s: dict) -> str:
             + f"; then {s.get('next')}"
         )
     if step == "decision":
-        return f"{seq} decision   {s['decision']} -> {s['route']}: {s['reason']}"
+        aside = f"; stored in another shape: {json.dumps(s['unreadable'], default=str)}" if s.get("unreadable") else ""
+        return f"{seq} decision   {s['decision']} -> {s['route']}: {s['reason']}" + aside
     if step == "approval":
         return f"{seq} approval   {s['kind']} by {s.get('by')}" + (f": {s.get('reason')}" if s.get("reason") else "")
     if step in ("action", "compensation"):

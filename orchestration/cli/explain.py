@@ -29,11 +29,13 @@ def explain(db, event: str) -> list[dict]:
             .mappings()
             .all()
         )
+    from orchestration.audit.records import DecisionRecord
+
     audit = db.audit()
     out = []
     for row in rows:
         chain = audit.records_for(row["idempotency_key"])
-        decision = next((r["record"] for r in chain if r["kind"] == "decision"), None)
+        decision = next((DecisionRecord.read(r["record"]).body() for r in chain if r["kind"] == "decision"), None)
         item = {
             "event": row["idempotency_key"],
             "status": row["status"],

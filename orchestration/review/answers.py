@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from orchestration.action.saga_log import SagaLog
 from orchestration.audit.chain import AuditEntry, AuditLog
+from orchestration.audit.records import DecisionRecord
 from orchestration.core import clock
 from orchestration.core.db import engine_for
 from orchestration.core.db import inbox as inbox_table
@@ -93,7 +94,8 @@ class ReviewService:
         item = self._item(item_id)
         subject = subject_of(item)
         chain = self.audit.records_for(subject)
-        decisions = [r["record"] for r in chain if r["kind"] == "decision"]
+        # The typed record (orchestration/audit/records.py), whatever shape it was stored in.
+        decisions = [DecisionRecord.read(r["record"]).body() for r in chain if r["kind"] == "decision"]
         return {
             **self._summary(item, self._answers([item_id]).get(item_id)),
             "proposal": item["proposal"],
