@@ -73,8 +73,16 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """(RSS in bytes summed over `root` and its descendants, number of processes); psutil when
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+    except OSError:
+        return "?"
+
+
+def tree_rss(root: int) -> list[tuple[int, int, str]]:
+    """(pid, RSS in bytes, command line) of `root` and each of its descendants; psutil when
     installed, else /proc."""
     try:
         import psutil
@@ -85,19 +93,19 @@ def tree_rss(root: int) -> tuple[int, int]:
             top = psutil.Process(root)
             procs = [top, *top.children(recursive=True)]
         except psutil.NoSuchProcess:
-            return 0, 0
-        total = 0
+            return []
+        out = []
         for p in procs:
             try:
-                total += p.memory_info().rss
+                out.append((p.pid, p.memory_info().rss, " ".join(p.cmdline())[:120]))
             except psutil.NoSuchProcess:
                 pass
-        return total, len(procs)
+        return out
     children, pids, i = _children_map(), [root], 0
     while i < len(pids):
         pids += children.get(pids[i], [])
         i += 1
-    return sum(_rss_bytes(p) for p in pids), len(pids)
+    return [(p, _rss_bytes(p), _cmdline(p)) for p in pids]
 
 
 class RssSampler:
@@ -106,15 +114,17 @@ class RssSampler:
     def __init__(self, root: int, every_s: float = 0.2):
         self.root, self.every_s = root, every_s
         self.peak_bytes, self.peak_processes, self.max_processes = 0, 0, 0
+        self.at_peak: list[tuple[int, int, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            rss, n = tree_rss(self.root)
+            procs = tree_rss(self.root)
+            rss = sum(r for _, r, _ in procs)
             if rss > self.peak_bytes:
-                self.peak_bytes, self.peak_processes = rss, n
-            self.max_processes = max(self.max_processes, n)
+                self.peak_bytes, self.peak_processes, self.at_peak = rss, len(procs), procs
+            self.max_processes = max(self.max_processes, len(procs))
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "RssSampler":
@@ -161,6 +171,7 @@ class PathFigures:
     peak_rss_mib: float = 0.0
     peak_rss_processes: int = 0
     max_processes: int = 0
+    at_peak_mib: list = field(default_factory=list)  # [MiB, command line] per process at the peak
     runs: dict = field(default_factory=dict)
     batch_sizes: dict = field(default_factory=dict)
     offered_rate: float | None = None
@@ -223,6 +234,7 @@ class DaemonPath(chaos.ChaosRun):
                 figures.timed_out = True
         figures.peak_rss_mib = round(rss.peak_bytes / 2**20, 1)
         figures.peak_rss_processes, figures.max_processes = rss.peak_processes, rss.max_processes
+        figures.at_peak_mib = [[round(r / 2**20, 1), cmd] for _, r, cmd in sorted(rss.at_peak, key=lambda p: -p[1])]
         latencies, last = self._latencies()
         figures.events = len(latencies)
         figures.by_status = inbox.counts()["by_status"]
@@ -306,7 +318,7 @@ def run_benchmark(
     path: DaemonPath | None = None
     try:
         if steady_rate:
-            events = max(events, int(steady_rate * seconds))
+            events = int(steady_rate * seconds)
         sample_dir, models = base / "sample", model_dir or base / "models"
         env = {
             **chaos.base_env(),
@@ -322,6 +334,8 @@ def run_benchmark(
         )
         prepare_s = time.perf_counter() - t
         lines = [ln for ln in (sample_dir / "invoices.jsonl").read_text().splitlines() if ln.strip()]
+        if steady_rate:  # what arrives in S seconds, and the bare loop gets the same
+            lines = lines[: int(steady_rate * seconds)]
         stream = base / "stream.jsonl"
         stream.write_text("\n".join(lines) + "\n")
 
