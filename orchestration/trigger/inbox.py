@@ -249,6 +249,15 @@ class Inbox:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
+    def batch_statuses(self, batch_key: str, types: list[str]) -> dict[str, str]:
+        """Each event the batch claimed: key -> status now (no payloads read or decoded)."""
+        first, last = _range(batch_key)
+        q = sa.select(inbox.c.idempotency_key, inbox.c.status).where(
+            inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key
+        )
+        with self.engine.connect() as conn:
+            return dict(conn.execute(q).all())
+
     def batch_states(self, batch_key: str, types: list[str]) -> Counter:
         """Events per state among those the batch claimed."""
         first, last = _range(batch_key)
