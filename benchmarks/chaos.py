@@ -41,10 +41,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -389,8 +391,13 @@ class ChaosRun:
         feed_chunks: int = 8,
         feed_interval: float = 1.0,
     ) -> ChaosReport:
-        # Everything below reads the chaos run's own databases and instance (the caller's
-        # environment is restored afterwards).
+        with self.environment():
+            return self._run(lines, worker_kills, daemon_kills, pg_restarts, timeout, feed_chunks, feed_interval)
+
+    @contextmanager
+    def environment(self) -> Iterator[None]:
+        """This process reads the run's own databases and instance inside; the caller's
+        environment is restored afterwards."""
         saved = dict(os.environ)
         for k in (
             "BOSUN_HOME",
@@ -403,7 +410,7 @@ class ChaosRun:
             if k in self.env:
                 os.environ[k] = self.env[k]
         try:
-            return self._run(lines, worker_kills, daemon_kills, pg_restarts, timeout, feed_chunks, feed_interval)
+            yield
         finally:
             os.environ.clear()
             os.environ.update(saved)

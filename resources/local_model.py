@@ -15,11 +15,6 @@ from typing import Optional
 import dagster as dg
 import joblib
 import numpy as np
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.feature_extraction import DictVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MaxAbsScaler
 
 from orchestration.core import settings
 from resources.env import resolved
@@ -55,6 +50,15 @@ class LocalModel(dg.ConfigurableResource):
 
     def fit(self, name: str, records: list[dict], labels: list[str], seed: int = 0) -> str:
         """Fit and save; returns the model version (hash of the saved file)."""
+        # scikit-learn (and SciPy under it) is ~1-2 s and ~100 MB at import: only fitting
+        # needs it here, and loading a saved model imports what the pickle names. The code
+        # server, the daemon's sensors and the plain CLI commands never pay for it.
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.feature_extraction import DictVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import MaxAbsScaler
+
         # Sigmoid calibration with cross-validation: the probabilities are what the
         # escalation threshold is compared against, so they must mean what they say.
         pipeline = make_pipeline(

@@ -54,7 +54,7 @@ def build_inbox_batch_sensor(
     bootstrap_job: Optional[NamedJob],
     bootstrap_assets: Sequence[dg.AssetsDefinition],
     policy: BatchPolicy,
-    minimum_interval_seconds: int = 5,
+    minimum_interval_seconds: int = 2,
     missing_prerequisite: Optional[Callable[[], Optional[str]]] = None,
     inbox_asset: Optional[dg.AssetKey] = None,
 ) -> dg.SensorDefinition:

@@ -143,8 +143,7 @@ def context_meets_expectations(invoice_context: list[dict]) -> dg.AssetCheckResu
 def outcomes_meet_expectations(
     context: dg.AssetCheckExecutionContext, invoice_decisions: list[dict], bosun_db: BosunDatabase, erp: ERPResource
 ) -> dg.AssetCheckResult:
-    rows = bosun_db.inbox().batch_records(context.partition_key, EVENT_TYPES)
-    states = {r["idempotency_key"]: r["status"] for r in rows}
+    states = bosun_db.inbox().batch_statuses(context.partition_key, EVENT_TYPES)
     keys = [action_key(d["key"], "schedule_payment") for d in invoice_decisions]
     paid = {r["idempotency_key"]: r for r in erp.effects_for(keys, []) if r["live"]}
     sagas = set(SagaLog(bosun_db.resolved_url).load([d["key"] for d in invoice_decisions]))

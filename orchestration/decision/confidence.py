@@ -19,11 +19,13 @@ import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.isotonic import IsotonicRegression
+
+if TYPE_CHECKING:  # imported where fitted: scikit-learn costs seconds and ~100 MB at import
+    from sklearn.isotonic import IsotonicRegression
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class Calibrator:
         conf = np.asarray(confidence, dtype=float)
         hit = np.asarray(correct, dtype=float)
         grp = np.asarray(groups)
+        from sklearn.isotonic import IsotonicRegression
+
         models = {}
         for g in sorted(set(grp.tolist())):
             m = grp == g

@@ -60,11 +60,15 @@ class BatchPolicy:
     sweep_after_seconds: float = 60.0
 
 
-def adaptive_size(backlog: int, policy: BatchPolicy) -> int:
+def adaptive_size(backlog: int, policy: BatchPolicy, slots: int | None = None) -> int:
     """Small batches when little waits (low latency), large ones under a backlog (throughput):
-    the backlog spread over the runs allowed in flight, clamped to [min_events, max_events]."""
+    the backlog spread over the run slots free now (default: all the runs allowed in flight),
+    clamped to [min_events, max_events]. Spread over the free slots, not over all of them:
+    with runs in flight and one slot free, the rest of a backlog goes as one batch, not as a
+    tail of ever smaller ones, each paying a run process's start (seconds) for a few events."""
     lo = min(policy.min_events, policy.max_events)
-    return max(lo, min(policy.max_events, -(-backlog // max(policy.max_in_flight, 1))))
+    slots = policy.max_in_flight if slots is None else min(slots, policy.max_in_flight)
+    return max(lo, min(policy.max_events, -(-backlog // max(slots, 1))))
 
 
 def cut_batches(
@@ -151,7 +155,7 @@ def plan_batches(
     sweeps = sweep_batches(stragglers, busy(), policy.max_events, min(1, slots)) if stragglers else []
     slots -= len(sweeps)
     backlog = inbox.backlog_after(cursor, types, policy.max_events * policy.max_in_flight)
-    size = size or adaptive_size(backlog, policy)
+    size = size or adaptive_size(backlog, policy, slots)
     pending = inbox.pending_after(cursor, types, size * slots) if slots > 0 else []
     batches = cut_batches(pending, policy, now, size=size, limit=slots) if slots > 0 else []
     return BatchPlan(batches, sweeps, batches[-1].last if batches else cursor, pending, stragglers, backlog, size)

@@ -192,13 +192,15 @@ class Inbox:
             return [(int(s), _aware(r)) for s, r in conn.execute(q)]
 
     def backlog_after(self, cursor: int, types: list[str], cap: int) -> int:
-        """Events waiting past the cursor, counted up to `cap` (the count stays cheap)."""
-        inner = (
-            sa.select(inbox.c.seq)
-            .where(inbox.c.seq > cursor, inbox.c.type.in_(types), inbox.c.status != "rejected")
-            .limit(cap)
-            .subquery()
-        )
+        """Events waiting past the cursor, counted up to `cap` (the count stays cheap). Behind the
+        commit fence like `pending_after`: counted before a bulk insert in flight commits, a
+        backlog of thousands read as none, and the batch size was cut for none (Postgres, where
+        a tick during a 10,000-event ingest cut two batches of `min_events`)."""
+        q = sa.select(inbox.c.seq).where(inbox.c.seq > cursor, inbox.c.type.in_(types), inbox.c.status != "rejected")
+        watermark = committed_watermark(self.engine)
+        if watermark is not None:
+            q = q.where(inbox.c.seq <= watermark)
+        inner = q.limit(cap).subquery()
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
 
@@ -248,6 +250,15 @@ class Inbox:
         )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
+
+    def batch_statuses(self, batch_key: str, types: list[str]) -> dict[str, str]:
+        """Each event the batch claimed: key -> status now (no payloads read or decoded)."""
+        first, last = _range(batch_key)
+        q = sa.select(inbox.c.idempotency_key, inbox.c.status).where(
+            inbox.c.seq.between(first, last), inbox.c.type.in_(types), inbox.c.batch_id == batch_key
+        )
+        with self.engine.connect() as conn:
+            return dict(conn.execute(q).all())
 
     def batch_states(self, batch_key: str, types: list[str]) -> Counter:
         """Events per state among those the batch claimed."""

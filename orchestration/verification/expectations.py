@@ -1,7 +1,11 @@
 """Great Expectations suites (JSON files in the repo) run on a data frame, as asset check results.
 
 Great Expectations takes seconds to import, so it is imported on first use, inside a
-check, never at module import: `bosun status` and the other plain commands stay fast.
+check, never at module import: `bosun status` and the other plain commands stay fast. A batch
+run is a process of its own, so that import (~3 s) was paid by every batch: suites made only of
+the column-map expectations `native_expectations.py` evaluates (the shipped ones) are run there
+instead, with GX's verdicts, counts and values (tests/orchestration/test_expectations.py
+compares both on the same frames); every other suite goes to GX.
 One ephemeral (in-memory) context and pandas data source per process serve every
 validation; a suite file is read once per process (and again when it changes).
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -74,9 +79,51 @@ def _name(config) -> str:
     return f"{config.type}({', '.join(map(str, cols))})"
 
 
-def validate(frame, suite_path: str | Path) -> dict:
+def validate(frame, suite_path: str | Path, engine: str | None = None) -> dict:
     """Run a suite on a frame: success, and per expectation its success, observed value,
-    unexpected count and percent, and a few unexpected values."""
+    unexpected count and percent, and a few unexpected values.
+
+    `engine`: "native" evaluates a suite whose expectations are all of the column-map kinds
+    `native_expectations.py` knows (the same verdicts, counts and values as GX, tested against
+    it) without importing GX, which costs a batch run process ~3 s; any other suite, and any
+    frame the native path cannot read (a missing column, a type error), goes to GX. "gx": always
+    GX. Default: BOSUN_EXPECTATIONS_ENGINE, else "native"."""
+    engine = engine or os.environ.get("BOSUN_EXPECTATIONS_ENGINE", "native")
+    if engine == "native":
+        from orchestration.verification import native_expectations
+
+        started = time.perf_counter()
+        raw = _raw_suite(suite_path)
+        try:
+            rows = native_expectations.validate(frame, raw["expectations"], PARTIAL_UNEXPECTED)
+        except native_expectations.NotNative:
+            rows = None
+        if rows is not None:
+            return {
+                "suite": raw["name"],
+                "success": all(r["success"] for r in rows),
+                "rows": len(frame),
+                "results": [{k: _plain(v) if k == "unexpected_values" else v for k, v in r.items()} for r in rows],
+                "seconds": round(time.perf_counter() - started, 4),
+                "setup_seconds": 0.0,
+                "engine": "native",
+            }
+    return _validate_gx(frame, suite_path)
+
+
+def _raw_suite(path: str | Path) -> dict:
+    """A suite file's JSON, read once per process (and again when it changes)."""
+    path = Path(path)
+    stamp = path.stat().st_mtime_ns
+    cached = _state.setdefault("raw_suites", {}).get(str(path))
+    if cached and cached[0] == stamp:
+        return cached[1]
+    raw = json.loads(path.read_text())
+    _state["raw_suites"][str(path)] = (stamp, raw)
+    return raw
+
+
+def _validate_gx(frame, suite_path: str | Path) -> dict:
     started = time.perf_counter()
     _, batch_definition = _context()
     suite = load_suite(suite_path)
@@ -110,6 +157,7 @@ def validate(frame, suite_path: str | Path) -> dict:
         "results": rows,
         "seconds": round(time.perf_counter() - started, 4),
         "setup_seconds": round(setup, 4),
+        "engine": "gx",
     }
 
 
@@ -139,5 +187,6 @@ def check_result(
             "results": dg.MetadataValue.json(v["results"]),
             "validation_seconds": v["seconds"],
             "setup_seconds": v["setup_seconds"],
+            "engine": v["engine"],
         },
     )

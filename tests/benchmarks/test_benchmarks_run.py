@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
         ("inbox_race.py", ["--events", "400"]),  # Postgres only; exits 1 when an event is left, doubled or skipped
         ("outcome_checks.py", ["--events", "200"]),
         ("guards.py", ["--repeat", "1"]),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
+        ("daemon_path.py", ["--events", "200", "--timeout", "200"]),  # exits 1 when events are left not terminal
     ],
 )
 def test_benchmark_runs_and_prints_figures(script, args, bosun_home):
@@ -33,6 +34,11 @@ def test_benchmark_runs_and_prints_figures(script, args, bosun_home):
     if script == "throughput.py":
         figures = json.loads(proc.stdout)
         assert figures["bosun_batches"]["events"] == figures["events"] == figures["bare_loop"]["events"]
+    if script == "daemon_path.py":  # a table, then the figures as one JSON line
+        figures = json.loads(proc.stdout.strip().splitlines()[-1])
+        path = figures["daemon_path"]
+        assert path["events"] == figures["bare_loop"]["events"] > 0 and path["events_per_s"] > 0
+        assert path["latency_s"]["p99"] > 0 and path["peak_rss_mib"] > 0 and figures["ratio_to_bare"] > 0
     if script == "observability.py":
         figures = json.loads(proc.stdout)
         assert figures["batch_metrics"]["batches"] >= 2 and figures["spans"]["spans"] == 6 * 150

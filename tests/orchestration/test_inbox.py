@@ -77,6 +77,27 @@ def test_batch_size_grows_with_the_backlog_between_min_and_max():
     ]
 
 
+def test_a_batch_s_statuses_are_those_of_its_records(bosun_home):
+    inbox = Inbox(settings.database_url())
+    inbox.ingest([invoice_event(i) for i in range(4)], registry)
+    claimed = inbox.claim_batch("000000000001-000000000003", EVENT_TYPES)
+    inbox.set_states([{"key": claimed[0].key, "status": "done"}], "000000000001-000000000003")
+    records = inbox.batch_records("000000000001-000000000003", EVENT_TYPES)
+    statuses = inbox.batch_statuses("000000000001-000000000003", EVENT_TYPES)
+    assert statuses == {r["idempotency_key"]: r["status"] for r in records} and len(statuses) == 3
+    assert sorted(statuses.values()) == ["done", "received", "received"]
+
+
+def test_the_backlog_is_spread_over_the_free_slots_only():
+    """With runs in flight, the rest of a backlog goes as one batch into the free slot, not as
+    a tail of ever smaller batches each paying for a run process of its own."""
+    from orchestration.trigger.batching import adaptive_size
+
+    policy = BatchPolicy(max_events=1000, min_events=100, max_in_flight=4)
+    assert [adaptive_size(n, policy, slots=1) for n in (50, 400, 900, 5000)] == [100, 400, 900, 1000]
+    assert [adaptive_size(2000, policy, slots=s) for s in (0, 1, 2, 4, 9)] == [1000, 1000, 1000, 500, 500]
+
+
 def test_a_state_change_can_be_limited_to_events_still_in_a_state(bosun_home):
     """A batch writing its outcomes must not undo what a reviewer answered meanwhile."""
     inbox = Inbox(settings.database_url())

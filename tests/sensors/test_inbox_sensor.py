@@ -5,6 +5,7 @@ from bosun_testing import invoice_event
 
 from assets.invoices import context_assets
 from assets.invoices.triggers import invoice_inbox_sensor
+from assets.invoices.workflow import batch_policy
 from orchestration.trigger.batching import BatchRange
 
 
@@ -72,15 +73,16 @@ def test_batches_become_partitions_with_run_keys_and_the_cursor_advances(bosun_h
         _materialize_context(instance, defs)
         data = _tick(instance, defs)
         keys = [r.run_key for r in data.run_requests]
-        # A backlog of 2,500 spread over the 4 runs allowed in flight: four full batches of 625.
-        assert [BatchRange.parse(k).last - BatchRange.parse(k).first + 1 for k in keys] == [625] * 4
+        # A backlog of 2,500 spread over the runs allowed in flight: that many full batches.
+        n = batch_policy.max_in_flight
+        assert [BatchRange.parse(k).last - BatchRange.parse(k).first + 1 for k in keys] == [2500 // n] * n
         assert all(r.partition_key == r.run_key for r in data.run_requests)
         assert data.dynamic_partitions_requests[0].partition_keys == keys
         assert data.cursor == str(BatchRange.parse(keys[-1]).last)
         # The inbox in the lineage is observed at the cut: what went into batches, what is left.
         (observed,) = data.asset_events
         assert observed.asset_key == dg.AssetKey("invoice_inbox")
-        assert observed.metadata["events_in_batches"].value == 2500 and observed.metadata["batches_cut"].value == 4
+        assert observed.metadata["events_in_batches"].value == 2500 and observed.metadata["batches_cut"].value == n
         assert observed.metadata["cursor"].value == int(data.cursor)
 
         inbox.ingest([invoice_event(i) for i in range(2500, 2550)], payload_registry)
@@ -102,11 +104,16 @@ def test_backpressure_holds_batches_while_the_limit_is_in_flight(bosun_home, tmp
     defs.resources["bosun_db"].inbox().ingest([invoice_event(i) for i in range(3000)], payload_registry)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         _materialize_context(instance, defs)
-        _queue_batch_runs(instance, defs, 3)
+        limit = batch_policy.max_in_flight
+        _queue_batch_runs(instance, defs, limit - 1)
         data = _tick(instance, defs)
-        assert len(data.run_requests) == 1  # 4 allowed in flight, 3 already queued
-        assert data.run_requests[0].tags["bosun/batch_events"] == "750"
+        assert len(data.run_requests) == 1  # one slot left
+        # The one free slot takes the whole backlog (up to max_events), not a share sized for
+        # slots that are busy: a run's start is paid once for all of it.
+        assert data.run_requests[0].tags["bosun/batch_events"] == str(min(3000, batch_policy.max_events))
         _queue_batch_runs(instance, defs, 1)
         held = _tick(instance, defs, cursor=data.cursor)
         assert held.run_requests == [] and held.cursor in (None, data.cursor)  # nothing skipped over
-        assert held.skip_message.startswith("backpressure: 4 invoice_batch_job run(s) queued or running (limit 4)")
+        assert held.skip_message.startswith(
+            f"backpressure: {limit} invoice_batch_job run(s) queued or running (limit {limit})"
+        )
