@@ -26,4 +26,7 @@ task_reject_on_worker_lost = True
 # longest batch step, or a slow step would run twice at once.
 broker_transport_options = {
     "visibility_timeout": int(os.environ.get("BOSUN_CELERY_VISIBILITY_TIMEOUT_S", "3600")),
+    # Look for such tasks every 5 s (kombu's default sweep is every ~100 s).
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
 }

@@ -5,15 +5,19 @@ and the ERP) and a broker (Redis, and RabbitMQ). The migrations run first as dep
 says (`bosun db upgrade`, `dagster instance migrate`), the sample's ERP and policies are written,
 ~50 sample invoices are ingested with `bosun ingest`, and the inbox sensor's batch run must
 succeed with its steps executed by the Celery workers, every event terminal, and the webserver
-answering. Every process is stopped by its process group id, also on failure."""
+answering. Then the kill: one of two workers SIGKILLed mid-batch, and every event still ends
+terminal exactly once. Every process is stopped by its process group id, also on failure."""
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,7 +32,7 @@ AMQP_URL = os.environ.get("BOSUN_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5
 BATCH_RUNS = """{ runsOrError(filter: {pipelineName: "invoice_batch_job"}, limit: 20) {
   ... on Runs { results { runId status tags { key value } } } } }"""
 RUN_ENGINE_EVENTS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
-  __typename ... on EngineEvent { message stepKey } } } } } }"""
+  __typename ... on EngineEvent { message stepKey metadataEntries { label ... on TextMetadataEntry { text } } } } } } } }"""
 
 
 def procfile() -> dict[str, str]:
@@ -141,13 +145,20 @@ def _celery_batch_run(port: int) -> dict | None:
     return None
 
 
-@pytest.mark.services
-@pytest.mark.slow
-@pytest.mark.timeout(420)
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_procfile_process_set_runs_a_sensor_batch_on_celery_workers(
-    broker, tmp_path, pg_url, dagster_pg_url, trained_model_dir
-):
+@dataclass
+class Stack:
+    env: dict
+    processes: ProcessSet
+    web_port: int
+    pg_url: str
+    invoices: Path
+    started: float
+
+
+@contextlib.contextmanager
+def process_set(broker: str, tmp_path: Path, pg_url: str, dagster_pg_url: str, model_dir: Path, **extra_env: str):
+    """The migrations, the sample's ERP and policies, then the Procfile's processes with two
+    workers (w1, w2); stopped (and the broker's databases emptied) on exit, also on failure."""
     broker_url, backend_url = _redis_broker() if broker == "redis" else _amqp_broker()
     dagster_home, bosun_home, sample_dir, logs = (tmp_path / d for d in ("dagster_home", "bosun", "sample", "logs"))
     for d in (dagster_home, bosun_home, logs):
@@ -166,7 +177,7 @@ def test_procfile_process_set_runs_a_sensor_batch_on_celery_workers(
         BOSUN_HOME=str(bosun_home),
         BOSUN_DATABASE_URL=pg_url,
         BOSUN_AUDIT_KEY=secrets.token_hex(32),
-        BOSUN_MODEL_DIR=str(trained_model_dir),
+        BOSUN_MODEL_DIR=str(model_dir),
         BOSUN_SAMPLE_DIR=str(sample_dir),
         BOSUN_MAX_CONCURRENT_RUNS="2",
         BOSUN_RUN_EXECUTOR="celery",
@@ -176,6 +187,7 @@ def test_procfile_process_set_runs_a_sensor_batch_on_celery_workers(
         BOSUN_CODE_SERVER_PORT=str(code_port),
         BOSUN_WEBSERVER_HOST="127.0.0.1",
         BOSUN_WEBSERVER_PORT=str(web_port),
+        **extra_env,
     )
     started = time.monotonic()
     # The migrations, before any process starts (deploy/README.md, "Start order").
@@ -186,7 +198,6 @@ def test_procfile_process_set_runs_a_sensor_batch_on_celery_workers(
     from assets.invoices.erp import ERPResource
     from assets.invoices.training import seed_erp
     from orchestration.core.db import dispose
-    from orchestration.trigger.inbox import Inbox
 
     paths = sample_data.write_sample_data(sample_dir, n_invoices=50, seed=11)
     seed_erp(ERPResource(url=pg_url), sample_dir)
@@ -196,31 +207,159 @@ def test_procfile_process_set_runs_a_sensor_batch_on_celery_workers(
     processes = ProcessSet(env, logs)
     try:
         processes.start("codeserver", commands["codeserver"])
-        processes.start("worker1", commands["worker"], BOSUN_CELERY_WORKER_NAME="w1")
-        processes.start("worker2", commands["worker"], BOSUN_CELERY_WORKER_NAME="w2")
+        processes.start("w1", commands["worker"], BOSUN_CELERY_WORKER_NAME="w1")
+        processes.start("w2", commands["worker"], BOSUN_CELERY_WORKER_NAME="w2")
         processes.start("daemon", commands["daemon"])
         processes.start("webserver", commands["webserver"])
-        deadline = started + 240
-        _wait("the webserver answers /server_info", lambda: dagster_webserver_up(web_port), deadline, processes)
-
-        ingest = json.loads(_run([str(BIN / "bosun"), "ingest", str(paths["invoices"])], env, "bosun ingest"))
-        assert ingest["accepted"] >= 50, ingest
-        inbox = Inbox(pg_url)
-
-        def all_terminal():
-            by_status = inbox.counts()["by_status"]
-            return "received" not in by_status and sum(by_status.values()) >= ingest["accepted"] and by_status
-
-        by_status = _wait("every ingested event reached a terminal state", all_terminal, deadline, processes)
-        found = _wait("a sensor-launched batch run succeeded", lambda: _celery_batch_run(web_port), deadline, processes)
-        # The batch's steps ran on the Celery workers, handed over through the database.
-        steps = found["celery_steps"]
-        assert "invoice_context" in steps and any(s.startswith("invoice_actions") for s in steps), found
-        assert dagster_webserver_up(web_port)
-        processes.assert_alive()
-        assert sum(by_status.values()) == ingest["accepted"], (by_status, ingest)
-        print(f"[{broker}] terminal {by_status} in {time.monotonic() - started:.1f} s; runs {len(found['runs'])}")
+        yield Stack(env, processes, web_port, pg_url, paths["invoices"], started)
     finally:
         processes.stop_all()
         _flush_redis(broker_url, backend_url)
         dispose(pg_url)
+
+
+def _ingest(stack: Stack) -> dict:
+    ingest = json.loads(_run([str(BIN / "bosun"), "ingest", str(stack.invoices)], stack.env, "bosun ingest"))
+    assert ingest["accepted"] >= 50, ingest
+    return ingest
+
+
+def _all_terminal(stack: Stack, accepted: int):
+    from orchestration.trigger.inbox import Inbox
+
+    by_status = Inbox(stack.pg_url).counts()["by_status"]
+    return "received" not in by_status and sum(by_status.values()) >= accepted and by_status
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_procfile_process_set_runs_a_sensor_batch_on_celery_workers(
+    broker, tmp_path, pg_url, dagster_pg_url, trained_model_dir
+):
+    with process_set(broker, tmp_path, pg_url, dagster_pg_url, trained_model_dir) as stack:
+        processes, deadline = stack.processes, stack.started + 240
+        _wait("the webserver answers /server_info", lambda: dagster_webserver_up(stack.web_port), deadline, processes)
+        ingest = _ingest(stack)
+        by_status = _wait(
+            "every ingested event reached a terminal state",
+            lambda: _all_terminal(stack, ingest["accepted"]),
+            deadline,
+            processes,
+        )
+        found = _wait(
+            "a sensor-launched batch run succeeded", lambda: _celery_batch_run(stack.web_port), deadline, processes
+        )
+        # The batch's steps ran on the Celery workers, handed over through the database.
+        steps = found["celery_steps"]
+        assert "invoice_context" in steps and any(s.startswith("invoice_actions") for s in steps), found
+        assert dagster_webserver_up(stack.web_port)
+        processes.assert_alive()
+        assert sum(by_status.values()) == ingest["accepted"], (by_status, ingest)
+        took = time.monotonic() - stack.started
+        print(f"[{broker}] terminal {by_status} in {took:.1f} s; runs {len(found['runs'])}")
+
+
+def _worker_on_step(port: int, step_prefix: str) -> str | None:
+    """The Celery node (e.g. `w1@host`) a running batch run handed the step to, once it did."""
+    for run in dagster_graphql(port, BATCH_RUNS)["runsOrError"]["results"]:
+        if run["status"] != "STARTED":
+            continue
+        events = dagster_graphql(port, RUN_ENGINE_EVENTS, {"id": run["runId"]})["runOrError"]["eventConnection"]
+        for e in events["events"]:
+            if f"Executing steps {step_prefix}" in (e.get("message") or ""):
+                return next(m["text"] for m in e["metadataEntries"] if m["label"] == "Celery worker")
+    return None
+
+
+def _nodes_by_step(port: int, run_id: str) -> dict[str, str]:
+    """step key -> the Celery node(s) that were handed it (comma-separated if more than one)."""
+    events = dagster_graphql(port, RUN_ENGINE_EVENTS, {"id": run_id})["runOrError"]["eventConnection"]["events"]
+    nodes: dict[str, list[str]] = {}
+    for e in events:
+        if "in celery worker" in (e.get("message") or ""):
+            node = next((m["text"] for m in e["metadataEntries"] if m["label"] == "Celery worker"), "")
+            nodes.setdefault(e["stepKey"], []).append(node)
+    return {k: ",".join(v) for k, v in nodes.items()}
+
+
+def _claimed(url: str) -> bool:
+    import sqlalchemy as sa
+
+    from orchestration.core.db import engine_for, inbox
+
+    with engine_for(url).connect() as conn:
+        return bool(conn.execute(sa.select(sa.func.count()).where(inbox.c.batch_id.is_not(None))).scalar())
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_a_worker_killed_mid_batch_leaves_every_event_terminal_exactly_once(
+    tmp_path, pg_url, dagster_pg_url, trained_model_dir
+):
+    """Two workers sharing only Postgres and Redis; the one executing the batch's first step is
+    SIGKILLed with its whole process group (a machine lost) once the batch has claimed its events.
+    Its unacknowledged task goes back to Redis after the visibility timeout and the other worker
+    runs it and the rest: the batch succeeds, every event has one outcome, nothing is paid twice,
+    the audit chain verifies."""
+    import sqlalchemy as sa
+
+    from assets.invoices.erp import ERPResource
+    from orchestration.audit.chain import AuditLog
+    from orchestration.audit.key import key_from_secret
+    from orchestration.core.db import audit_log, engine_for
+
+    with process_set(
+        "redis", tmp_path, pg_url, dagster_pg_url, trained_model_dir, BOSUN_CELERY_VISIBILITY_TIMEOUT_S="45"
+    ) as stack:
+        processes, deadline = stack.processes, stack.started + 360
+        _wait("the webserver answers /server_info", lambda: dagster_webserver_up(stack.web_port), deadline, processes)
+        ingest = _ingest(stack)
+        # The batch's first step: the worker loads the code location (seconds), claims the
+        # batch's events, then reads and assembles their context. Killed once the claim is in.
+        node = _wait(
+            "a worker took the batch's first step",
+            lambda: _worker_on_step(stack.web_port, "invoice_context"),
+            deadline,
+            processes,
+            poll_s=0.5,
+        )
+        _wait("the batch claimed its events", lambda: _claimed(pg_url), deadline, processes, poll_s=0.05)
+        victim = node.split("@")[0]
+        os.killpg(processes.procs[victim].pid, signal.SIGKILL)
+        processes.procs.pop(victim).wait(timeout=30)
+        killed_at = time.monotonic()
+        by_status = _wait(
+            "every ingested event reached a terminal state after the kill",
+            lambda: _all_terminal(stack, ingest["accepted"]),
+            deadline,
+            processes,
+        )
+        found = _wait(
+            "the batch run succeeded on the surviving worker",
+            lambda: _celery_batch_run(stack.web_port),
+            deadline,
+            processes,
+        )
+        assert sum(by_status.values()) == ingest["accepted"], (by_status, ingest)
+        # The killed step was handed to the survivor and run again there (the claim held: the
+        # same batch re-claims its own events).
+        survivor = "w2" if victim == "w1" else "w1"
+        context_nodes = _nodes_by_step(stack.web_port, found["run_id"])["invoice_context"]
+        assert f"{victim}@" in context_nodes and f"{survivor}@" in context_nodes, context_nodes
+        with engine_for(pg_url).connect() as conn:
+            outcomes = conn.execute(
+                sa.select(audit_log.c.subject, sa.func.count())
+                .where(audit_log.c.kind == "outcome")
+                .group_by(audit_log.c.subject)
+            ).all()
+        assert outcomes and all(n == 1 for _, n in outcomes), [o for o in outcomes if o[1] != 1]
+        assert ERPResource(url=pg_url).invoices_paid_twice() == []
+        verdict = AuditLog(pg_url, key_from_secret(stack.env["BOSUN_AUDIT_KEY"])).verify().as_dict()
+        assert verdict["ok"], verdict
+        print(
+            f"killed {node} in the context step; terminal {by_status} {time.monotonic() - killed_at:.1f} s later;"
+            f" outcomes {len(outcomes)}; steps -> workers {_nodes_by_step(stack.web_port, found['run_id'])}"
+        )
