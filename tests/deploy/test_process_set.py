@@ -4,8 +4,8 @@ against fresh Postgres databases (Dagster's storage through deploy/dagster.yaml,
 and the ERP) and a broker (Redis, and RabbitMQ). The migrations run first as deploy/README.md
 says (`bosun db upgrade`, `dagster instance migrate`), the sample's ERP and policies are written,
 ~50 sample invoices are ingested with `bosun ingest`, and the inbox sensor's batch run must
-succeed with its steps executed by the Celery workers, every event terminal, and the webserver
-answering. Then the kill: one of two workers SIGKILLed mid-batch, and every event still ends
+succeed with its steps executed by the Celery workers, every event terminal, nothing left on
+the workers' own disks (BOSUN_HOME, TMPDIR), and the webserver answering. Then the kill: one of two workers SIGKILLed mid-batch, and every event still ends
 terminal exactly once. Every process is stopped by its process group id, also on failure."""
 
 import contextlib
@@ -153,6 +153,7 @@ class Stack:
     pg_url: str
     invoices: Path
     started: float
+    worker_disks: dict[str, Path]
 
 
 @contextlib.contextmanager
@@ -207,11 +208,21 @@ def process_set(broker: str, tmp_path: Path, pg_url: str, dagster_pg_url: str, m
     processes = ProcessSet(env, logs)
     try:
         processes.start("codeserver", commands["codeserver"])
-        processes.start("w1", commands["worker"], BOSUN_CELERY_WORKER_NAME="w1")
-        processes.start("w2", commands["worker"], BOSUN_CELERY_WORKER_NAME="w2")
+        # Each worker with a local disk of its own (BOSUN_HOME and TMPDIR), as on its own machine.
+        worker_disks = {name: tmp_path / f"disk_{name}" for name in ("w1", "w2")}
+        for name, disk in worker_disks.items():
+            (disk / "home").mkdir(parents=True)
+            (disk / "tmp").mkdir()
+            processes.start(
+                name,
+                commands["worker"],
+                BOSUN_CELERY_WORKER_NAME=name,
+                BOSUN_HOME=str(disk / "home"),
+                TMPDIR=str(disk / "tmp"),
+            )
         processes.start("daemon", commands["daemon"])
         processes.start("webserver", commands["webserver"])
-        yield Stack(env, processes, web_port, pg_url, paths["invoices"], started)
+        yield Stack(env, processes, web_port, pg_url, paths["invoices"], started, worker_disks)
     finally:
         processes.stop_all()
         _flush_redis(broker_url, backend_url)
@@ -255,6 +266,9 @@ def test_procfile_process_set_runs_a_sensor_batch_on_celery_workers(
         steps = found["celery_steps"]
         assert "invoice_context" in steps and any(s.startswith("invoice_actions") for s in steps), found
         assert dagster_webserver_up(stack.web_port)
+        # Nothing of the batch stayed on a worker's local disk (its values went through Postgres).
+        left = [p for disk in stack.worker_disks.values() for p in disk.rglob("*") if p.is_file()]
+        assert not left, left
         processes.assert_alive()
         assert sum(by_status.values()) == ingest["accepted"], (by_status, ingest)
         took = time.monotonic() - stack.started
