@@ -157,9 +157,19 @@ class Stack:
 
 
 @contextlib.contextmanager
-def process_set(broker: str, tmp_path: Path, pg_url: str, dagster_pg_url: str, model_dir: Path, **extra_env: str):
-    """The migrations, the sample's ERP and policies, then the Procfile's processes with two
-    workers (w1, w2); stopped (and the broker's databases emptied) on exit, also on failure."""
+def process_set(
+    broker: str,
+    tmp_path: Path,
+    pg_url: str,
+    dagster_pg_url: str,
+    model_dir: Path,
+    workers: int = 2,
+    invoices: int = 50,
+    **extra_env: str,
+):
+    """The migrations, the sample's ERP and policies, then the Procfile's processes with
+    `workers` Celery workers (w1, w2, ...); stopped (and the broker's databases emptied) on exit,
+    also on failure."""
     broker_url, backend_url = _redis_broker() if broker == "redis" else _amqp_broker()
     dagster_home, bosun_home, sample_dir, logs = (tmp_path / d for d in ("dagster_home", "bosun", "sample", "logs"))
     for d in (dagster_home, bosun_home, logs):
@@ -180,7 +190,7 @@ def process_set(broker: str, tmp_path: Path, pg_url: str, dagster_pg_url: str, m
         BOSUN_AUDIT_KEY=secrets.token_hex(32),
         BOSUN_MODEL_DIR=str(model_dir),
         BOSUN_SAMPLE_DIR=str(sample_dir),
-        BOSUN_MAX_CONCURRENT_RUNS="2",
+        BOSUN_MAX_CONCURRENT_RUNS=str(max(2, workers)),
         BOSUN_RUN_EXECUTOR="celery",
         BOSUN_CELERY_BROKER_URL=broker_url,
         BOSUN_CELERY_BACKEND_URL=backend_url,
@@ -200,7 +210,7 @@ def process_set(broker: str, tmp_path: Path, pg_url: str, dagster_pg_url: str, m
     from assets.invoices.training import seed_erp
     from orchestration.core.db import dispose
 
-    paths = sample_data.write_sample_data(sample_dir, n_invoices=50, seed=11)
+    paths = sample_data.write_sample_data(sample_dir, n_invoices=invoices, seed=11)
     seed_erp(ERPResource(url=pg_url), sample_dir)
 
     commands = procfile()
@@ -209,7 +219,7 @@ def process_set(broker: str, tmp_path: Path, pg_url: str, dagster_pg_url: str, m
     try:
         processes.start("codeserver", commands["codeserver"])
         # Each worker with a local disk of its own (BOSUN_HOME and TMPDIR), as on its own machine.
-        worker_disks = {name: tmp_path / f"disk_{name}" for name in ("w1", "w2")}
+        worker_disks = {f"w{i}": tmp_path / f"disk_w{i}" for i in range(1, workers + 1)}
         for name, disk in worker_disks.items():
             (disk / "home").mkdir(parents=True)
             (disk / "tmp").mkdir()
