@@ -198,8 +198,8 @@ def process_set(
         BOSUN_CODE_SERVER_PORT=str(code_port),
         BOSUN_WEBSERVER_HOST="127.0.0.1",
         BOSUN_WEBSERVER_PORT=str(web_port),
-        **extra_env,
     )
+    env.update(extra_env)
     started = time.monotonic()
     # The migrations, before any process starts (deploy/README.md, "Start order").
     _run([str(BIN / "bosun"), "db", "upgrade"], env, "bosun db upgrade")
