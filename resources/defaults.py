@@ -16,7 +16,7 @@ from resources.chat_model import DisabledChatModel
 from resources.context_sources import ContextSources
 from resources.database import BosunDatabase
 from resources.embeddings import Embeddings
-from resources.io_managers import IN_RUN_IO_MANAGER, DatabaseIOManager
+from resources.io_managers import IN_RUN_IO_MANAGER, DatabaseIOManager, in_run_io_manager
 from resources.knowledge_base import PolicyDocuments
 from resources.local_model import LocalModel
 from resources.notifier import LogNotifier, WebhookNotifier
@@ -75,7 +75,8 @@ def default_resources() -> dict:
         "notifier": notifier(),
         "outbox_email": email_channel_from_env(),
         # No output is pickled to the local disk: values read across runs live in Bosun's
-        # database, a batch run's own values in memory (resources/io_managers.py).
+        # database, a batch run's own values in memory, or in the database when the steps run
+        # on Celery workers (resources/io_managers.py).
         "io_manager": DatabaseIOManager(url=env_or_none("BOSUN_DATABASE_URL")),
-        IN_RUN_IO_MANAGER: dg.mem_io_manager,
+        IN_RUN_IO_MANAGER: in_run_io_manager(url=env_or_none("BOSUN_DATABASE_URL")),
     }

@@ -29,6 +29,7 @@ from orchestration.action.saga_executor import SagaExecutor
 from orchestration.audit.anchors import anchor_metadata
 from orchestration.context.frame import BatchFrame, context_hash, open_batch
 from orchestration.core import clock
+from orchestration.core.executors import batch_executor
 from orchestration.core.lineage import layer_group
 from orchestration.core.settings import IN_RUN_IO_MANAGER
 from orchestration.decision.batch import DecisionSpec, decision_metadata
@@ -170,9 +171,10 @@ def build_batch_assets(steps: BatchSteps) -> BatchAssets:
     job = dg.define_asset_job(
         f"{p}_batch_job",
         selection=dg.AssetSelection.assets(_context, _decisions, _actions),
-        # In-process: the steps are sequential anyway, and a subprocess per step costs
-        # seconds (shared/notes/performance.md). Concurrency comes from several runs.
-        executor_def=dg.in_process_executor,
+        # In-process by default: the steps are sequential anyway, and a subprocess per step
+        # costs seconds (shared/notes/performance.md); concurrency comes from several runs.
+        # BOSUN_RUN_EXECUTOR=celery spreads the steps over Celery workers (executors.py).
+        executor_def=batch_executor(),
         tags={"bosun/workflow": wf},
         description=f"Process one batch of {wf} events: context, decisions, actions, checks.",
     )
