@@ -1,6 +1,5 @@
 """The seeded sample: deterministic, valid envelopes, and ground truth consistent with the ERP."""
 
-import time
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
@@ -263,13 +262,11 @@ def test_policy_documents_cover_the_rules(data):
     assert all(d.count("\n## ") >= 2 and len(d.split("\n\n")) >= 6 for d in docs.values())
 
 
-def test_large_sample_is_fast():
-    started = time.perf_counter()
+def test_a_large_sample_has_one_label_per_event():
+    # How fast it is generated is benchmarks/ingest.py's business, not a timed test's.
     data = sample_data.generate(10_000)
-    elapsed = time.perf_counter() - started
     assert len({e["id"] for e in data.events}) == 10_000 and len(data.labels) == 10_000
     assert len(data.vendors) <= 400
-    assert elapsed < 3.0
     assert sample_data.generate(1).labels
 
 
