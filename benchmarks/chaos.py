@@ -476,12 +476,10 @@ class ChaosRun:
                         m = _PID.search(e.message or "")
                         if m:
                             pid = int(m.group(1))
-                        if (
-                            e.dagster_event
-                            and e.dagster_event.event_type_value == "STEP_START"
-                            and "invoice_actions" in (e.step_key or "")
-                        ):
-                            in_sagas = True
+                        # The actions step itself (not a check on its asset), started and not ended:
+                        # the sagas are running, so the kill leaves work a recovery must finish.
+                        if e.dagster_event and e.step_key == "invoice_actions":
+                            in_sagas = e.dagster_event.event_type_value == "STEP_START"
                     if pid is None or not in_sagas:
                         continue
                     kind = plan.pop(0)
