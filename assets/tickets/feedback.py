@@ -1,6 +1,7 @@
 """Reviewers correct a ticket's team and its priority separately: an answer `team=billing`,
 `priority=high` or both (`team=billing,priority=high`). Each output's text model is retrained
-on the labelled sample plus its corrections behind the engine's "not worse" check."""
+on the labelled sample plus its corrections behind the engine's "not worse" check (the priority
+model learns the priority the text calls for; the CRM's VIP rule is applied on top)."""
 
 import json
 from pathlib import Path
@@ -40,7 +41,6 @@ def loop(output: str, labels, learns) -> FeedbackLoop:
 
 
 team = loop("team", TEAMS, lambda answer, f: part(answer, "team"))
-# The model learns the priority the text calls for; the CRM's VIP rule is applied on top.
 priority = loop("priority", PRIORITIES, lambda answer, f: vip_rule(part(answer, "priority") or "", f["vip"], -1))
 assets = [*build_feedback_assets(team), *build_feedback_assets(priority)]
 job = dg.define_asset_job("ticket_feedback_job", selection=dg.AssetSelection.assets(*assets))

@@ -55,11 +55,10 @@ class TicketSystems(TargetDatabase):
             return {r.customer_id: dict(r._mapping) for r in c.execute(q)}
 
     def tickets_of(self, customer_ids: list[str]) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(tickets).where(tickets.c.customer_id.in_(customer_ids)))
-            out: dict[str, list[dict]] = {}
-            for r in rows:
-                out.setdefault(r.customer_id, []).append(dict(r._mapping))
+            for r in c.execute(sa.select(tickets).where(tickets.c.customer_id.in_(customer_ids))).mappings():
+                out.setdefault(r["customer_id"], []).append(dict(r))
         return out
 
     def reopened(self, days: float) -> DelayedOutcomes:

@@ -48,6 +48,7 @@ def test_definitions_load_with_every_workflow_piece():
         "tickets_reconcile_with_saga_log_and_helpdesk",
         "no_ticket_assigned_twice",
         "every_sent_reply_cites_an_article",
+        "ticket_reopens_within_limit",
     }
     assert {"ticket_inbox", "ticket_kb_index", "ticket_crm_snapshot", "ticket_context", "ticket_actions"} <= keys
     assert "outbox_deliveries" in keys and defs.resolve_sensor_def("outbox_relay")
