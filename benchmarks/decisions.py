@@ -15,6 +15,7 @@ the same way, and ECE is measured on this one. Accuracy is over the decisions ta
 without a person (`correct_unattended`: right without a person, over all). Every LLM request body is scanned for the sample's personal data.
 
     python benchmarks/decisions.py [--events 2000] [--seed 7] [--noise 0.1]
+    python benchmarks/decisions.py --workflow tickets    # the ticket workflow (ticket_decisions.py)
 """
 
 from __future__ import annotations
@@ -119,12 +120,17 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--calibration-seed", type=int, default=8)
     ap.add_argument("--noise", type=float, default=0.1, help="share of LLM answers that are wrong")
+    ap.add_argument("--workflow", choices=("invoices", "tickets"), default="invoices")
     args = ap.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="bosun-bench-decisions-"))
     os.environ["BOSUN_HOME"] = str(base)
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "BOSUN_LLM_MODEL", "BOSUN_DATABASE_URL"):
         os.environ.pop(var, None)
+    if args.workflow == "tickets":
+        from ticket_decisions import main as tickets
+
+        return tickets(args, base)
     from openai_server import FakeOpenAI
 
     from assets.invoices import sample_data

@@ -13,6 +13,7 @@ import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Iterable
 
 from guardrails import pii
 
@@ -200,3 +201,27 @@ def guard_text(text: str) -> GuardedText:
     return GuardedText(
         text=redacted, pii_found=list(kinds), injection_suspected=bool(signals), injection_signals=list(signals)
     )
+
+
+@dataclass
+class GuardedForModels:
+    """Free text guarded for the models that read it, with names a system of record knows."""
+
+    text: str  # what a language model may read: PII redacted, instructions quarantined
+    classifier_text: str  # what a classifier reads: PII redacted, instructions kept (it cannot be instructed)
+    pii_found: list[str]
+    injection_signals: list[str]
+
+
+def guard_with_names(text: str, own_name: str = "", known_names: Iterable[str] = ()) -> GuardedForModels:
+    """`guard_text`, with the names a CRM knows redacted too (person names are only found
+    otherwise with the `pii-ner` extra): the writer's own as [CUSTOMER] (no model needs it to
+    answer), anyone else's as [PERSON]."""
+    text = text.replace(own_name, "[CUSTOMER]") if own_name else text
+    for name in known_names:
+        if name and name in text:
+            text = text.replace(name, "[PERSON]")
+    g = guard_text(text)
+    classifier = redact_pii(text)[0] if g.injection_suspected else g.text
+    kinds = sorted(set(g.pii_found) | ({"person"} if "[PERSON]" in text else set()))
+    return GuardedForModels(g.text, classifier, kinds, g.injection_signals)

@@ -48,8 +48,10 @@ class LocalModel(dg.ConfigurableResource):
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 
-    def fit(self, name: str, records: list[dict], labels: list[str], seed: int = 0) -> str:
-        """Fit and save; returns the model version (hash of the saved file)."""
+    def fit(self, name: str, records: list[dict], labels: list[str], seed: int = 0, pipeline=None) -> str:
+        """Fit and save; returns the model version (hash of the saved file). `pipeline`, an
+        unfitted scikit-learn pipeline that takes the records as they are (e.g.
+        orchestration/decision/text_model.py for free text), replaces the default."""
         # scikit-learn (and SciPy under it) is ~1-2 s and ~100 MB at import: only fitting
         # needs it here, and loading a saved model imports what the pickle names. The code
         # server, the daemon's sensors and the plain CLI commands never pay for it.
@@ -61,10 +63,16 @@ class LocalModel(dg.ConfigurableResource):
 
         # Sigmoid calibration with cross-validation: the probabilities are what the
         # escalation threshold is compared against, so they must mean what they say.
-        pipeline = make_pipeline(
-            DictVectorizer(sparse=True),
-            MaxAbsScaler(),
-            CalibratedClassifierCV(LogisticRegression(max_iter=2000, C=3.0, random_state=seed), cv=5, method="sigmoid"),
+        pipeline = (
+            pipeline
+            if pipeline is not None
+            else make_pipeline(
+                DictVectorizer(sparse=True),
+                MaxAbsScaler(),
+                CalibratedClassifierCV(
+                    LogisticRegression(max_iter=2000, C=3.0, random_state=seed), cv=5, method="sigmoid"
+                ),
+            )
         )
         pipeline.fit(records, labels)
         path = self._path(name)

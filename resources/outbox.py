@@ -19,14 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import dagster as dg
 import sqlalchemy as sa
 
+from orchestration.action.actions import ActionType
 from orchestration.core import clock, settings
 from orchestration.core.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
 from orchestration.core.schema_migrations import SchemaOwner
+from orchestration.verification.outcome_reconciliation import Effect
 from resources.env import resolved
 
 outbox_metadata = sa.MetaData()
@@ -238,6 +240,38 @@ class NotificationOutbox(dg.ConfigurableResource):
                 )
                 out |= {k for (k,) in conn.execute(q)}
         return out
+
+    # ---- as a saga step and a reconciled target ----------------------------------------------
+    def step(self, name: str, message: Callable[[dict], dict], target: str = "outbox") -> ActionType:
+        """A saga step sending `message(item)` (recipient, subject, body, entity, workflow,
+        recipient_type) under the step's idempotency key: queued once, retracted as its
+        compensation (with a correction if it left), verified by being live."""
+
+        def messages(items: list[dict]) -> list[dict]:
+            return [{**message(it), "key": it["key"]} for it in items]
+
+        return ActionType(
+            name,
+            do=lambda items: self.queue_notifications(messages(items)),
+            compensate=lambda items: self.retract_notifications(messages(items)),
+            verify=lambda items: self.live_notification_keys([it["key"] for it in items]),
+            key=lambda saga_id: f"{name}:{saga_id}",
+            target=target,
+        )
+
+    def effects(self, keys: list[str]) -> list[Effect]:
+        """The messages under these keys, live or not (a reconciliation's view of the outbox)."""
+        c = notifications.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.idempotency_key, c.status, c.entity).where(c.idempotency_key.in_(keys)))
+            return [Effect(k, status in LIVE, entity or "") for k, status, entity in rows]
+
+    def live_bodies(self, workflow: str) -> dict[str, dict]:
+        """The body of every message of `workflow` in effect now (queued or dispatched), by key."""
+        c = notifications.c
+        q = sa.select(c.idempotency_key, c.body).where(c.workflow == workflow, c.kind == "notice", c.status.in_(LIVE))
+        with self.engine.connect() as conn:
+            return {k: body or {} for k, body in conn.execute(q)}
 
     # ---- the relay ------------------------------------------------------------------------
     def dispatch(self, limit: int = 1000) -> list[dict]:

@@ -6,12 +6,13 @@ by reading it, reconciled and checked for an entity acted on twice."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import sqlalchemy as sa
 
 from orchestration.action.actions import ActionType
 from orchestration.action.batch import action_key
+from orchestration.action.saga_executor import Refusal
 from orchestration.core.db import engine_for
 from orchestration.verification.outcome_reconciliation import Effect
 
@@ -32,11 +33,32 @@ class RowTarget:
         self.table.create(engine, checkfirst=True)
         return engine
 
-    def action(self, step: str, url: str, entity: Callable[[dict], str], **kwargs) -> ActionType:
-        """`step` as an action: do inserts its row once, compensate switches it off, verify reads it."""
+    def action(
+        self,
+        step: str,
+        url: str,
+        entity: Callable[[dict], str],
+        write: Optional[Callable[[list[dict]], None]] = None,
+        unwrite: Optional[Callable[[list[dict]], None]] = None,
+        **kwargs,
+    ) -> ActionType:
+        """`step` as an action: do inserts its row once, compensate switches it off, verify reads
+        it. `write`/`unwrite`, when given, also change the target's own records (after the row
+        is in, before it is switched off), e.g. the field of a ticket the step sets."""
         t = self.table
 
         def do(items: list[dict]) -> dict[str, str]:
+            refused = insert(items)
+            if write is not None:
+                write(items)
+            return refused
+
+        def undo(items: list[dict]) -> None:
+            if unwrite is not None:
+                unwrite(items)
+            switch_off(items)
+
+        def insert(items: list[dict]) -> dict[str, str]:
             rows = {it["key"]: entity(it) for it in items}  # an item's key is its action's idempotency key
             with self.engine(url).begin() as c:
                 there = set(c.execute(sa.select(t.c.key).where(t.c.key.in_(rows))).scalars())
@@ -45,11 +67,10 @@ class RowTarget:
                     c.execute(t.insert(), new)
             return {}
 
-        def undo(items: list[dict]) -> None:
+        def switch_off(items: list[dict]) -> None:
+            # The executor hands a compensation the same items as `do`: the key is the action's already.
             with self.engine(url).begin() as c:
-                c.execute(
-                    t.update().where(t.c.key.in_([action_key(it["key"], step) for it in items])).values(live=False)
-                )
+                c.execute(t.update().where(t.c.key.in_([it["key"] for it in items])).values(live=False))
 
         def live(items: list[dict]) -> set[str]:
             keys = [it["key"] for it in items]
@@ -66,6 +87,27 @@ class RowTarget:
         with self.engine(url).connect() as c:
             rows = c.execute(sa.select(t).where(sa.or_(t.c.key.in_(list(keys)), t.c.entity.in_(list(entities)))))
             return [Effect(r.key, r.live, r.entity) for r in rows]
+
+    def held_elsewhere(
+        self, url: str, step: str, entity: Callable[[dict], str], code: str
+    ) -> Callable[[list[dict]], dict[str, Refusal]]:
+        """A saga's `prerequisites`: an entity with a live `step` row under another saga's key
+        (acted on by an earlier event) is refused with `code`, so it is not acted on twice."""
+
+        def refusals(items: list[dict]) -> dict[str, Refusal]:
+            t = self.table
+            with self.engine(url).connect() as c:
+                q = sa.select(t.c.entity, t.c.key).where(
+                    t.c.live, t.c.step == step, t.c.entity.in_([entity(it) for it in items])
+                )
+                held = dict(c.execute(q).all())
+            return {
+                it["key"]: Refusal(code, f"{step} already done by {held[entity(it)]}")
+                for it in items
+                if entity(it) in held and held[entity(it)] != action_key(it["key"], step)
+            }
+
+        return refusals
 
     def acted_twice(self, url: str, step: str) -> list[str]:
         """Entities with more than one live row of `step`, across all batches."""

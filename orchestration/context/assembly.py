@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from orchestration.context.tokens import TokenCounter
 
@@ -135,3 +135,16 @@ def _assemble(
     return Assembly(
         document, used, budget, tokenizer, kept, dropped, hashlib.sha256(document.encode()).hexdigest()[:16]
     )
+
+
+def recent_items(
+    rows: list[dict], before: str, when: str, name: Callable[[dict], str], source: str,
+    content: Callable[[dict], Any], summary: Callable[[dict], str], limit: int = 10,
+) -> list[ContextItem]:  # fmt: skip
+    """Earlier records (tickets, orders) as context items, newest first: the newer, the more
+    relevant; each with a one-line summary for when the whole does not fit."""
+    earlier = sorted((r for r in rows if str(r[when]) < before), key=lambda r: str(r[when]), reverse=True)[:limit]
+    return [
+        ContextItem(name(r), source, content(r), relevance=1.0 / (1 + i), summary=summary(r))
+        for i, r in enumerate(earlier)
+    ]

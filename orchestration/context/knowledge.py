@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from orchestration.context.knowledge_index import KnowledgeIndex, documents_version
+from orchestration.context.retrieval_quality import retrieval_quality as ranked_quality
 from orchestration.context.ttl_cache import TTLCache
 
 # BM25 scores below this answer nothing (a workflow may set its own floor).
@@ -111,19 +112,12 @@ def load_labels(path: Path) -> list[dict]:
 
 def retrieval_quality(index: KnowledgeIndex, labels: list[dict], k: int = 5, embed=None) -> dict:
     """recall@k (share of questions whose relevant passage is in the top k) and MRR."""
-    results = index.search_many([row["query"] for row in labels], k=k, embed=embed)
-    ranks = []
-    for row, hits in zip(labels, results):
-        refs = [p.ref for p, _ in hits]
-        ranks.append(refs.index(row["relevant"]) + 1 if row["relevant"] in refs else None)
-    n = len(labels) or 1
-    return {
-        f"recall_at_{k}": round(sum(1 for r in ranks if r) / n, 4),
-        "recall_at_1": round(sum(1 for r in ranks if r == 1) / n, 4),
-        "mrr": round(sum(1 / r for r in ranks if r) / n, 4),
-        "queries": len(labels),
-        "misses": [row["query"] for row, r in zip(labels, ranks) if r is None],
-    }
+
+    def search(queries: list[str], n: int) -> list[list[tuple[str, float]]]:
+        return [[(p.ref, s) for p, s in hits] for hits in index.search_many(queries, k=n, embed=embed)]
+
+    labelled = [{"query": row["query"], "relevant": [row["relevant"]]} for row in labels]
+    return ranked_quality(search, labelled, k)
 
 
 def embed_of(embeddings: Any) -> Optional[Callable]:

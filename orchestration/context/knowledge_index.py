@@ -110,3 +110,15 @@ def _normalised(m: np.ndarray) -> np.ndarray:
 
 # The name the invoice workflow's policies gave it first.
 PolicyIndex = KnowledgeIndex
+
+
+def search_documents(index: PolicyIndex, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """Documents rather than passages, best first: a document's best passage stands for it
+    (a help centre cites articles, not paragraphs)."""
+    out = []
+    for hits in index.search_many(queries, k=k * 3):
+        best: dict[str, float] = {}
+        for passage, score in hits:
+            best.setdefault(passage.doc, score)
+        out.append(list(best.items())[:k])
+    return out

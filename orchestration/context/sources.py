@@ -62,6 +62,14 @@ class SourceReading:
     def ok(self) -> bool:
         return self.status == LIVE
 
+    def quality_factors(self, stale_penalty: float = 0.2, missing_penalty: float = 0.5) -> list[dict]:
+        """What this reading costs a decision's confidence (the context layer's contract:
+        `{"name", "penalty", "detail"}`): nothing when live."""
+        if self.ok:
+            return []
+        penalty = stale_penalty if self.status == STALE else missing_penalty
+        return [{"name": f"{self.name}_{self.status}", "penalty": penalty, "detail": self.error or ""}]
+
     def describe(self) -> dict:
         """JSON-ready, without the value: what a decision record and the metadata show."""
         return {

@@ -17,7 +17,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Mapping, Optional, Protocol, Sequence
 
 import dagster as dg
 
@@ -90,6 +90,13 @@ class FeedbackLoop:
     held_out_fraction: float = 0.3
     promotion: PromotionRule = field(default_factory=PromotionRule)
     default_min_feedback: int = 100  # new reviewed labels before the feedback sensor runs the loop
+    # A model of one output among several (a ticket's team, its priority): what the decision
+    # proposed for that output, and the label the model learns from a reviewer's answer (its part
+    # for this output, with a business rule the workflow applies on top taken back, say).
+    proposed_of: Callable[[dict], str] = lambda record: record["proposed"]
+    learns: Callable[[str, dict], str] = lambda label, features: label
+    # An unfitted pipeline for the model (e.g. a text model); None: the local model's default.
+    pipeline: Optional[Callable[[], Any]] = None
 
     @property
     def candidate(self) -> str:
@@ -111,21 +118,24 @@ class FeedbackLoop:
         examples, without_facts, unusable = [], 0, Counter()
         for r in reviewed:
             record = r["decision"]
-            if r["label"] not in self.labels:
+            facts = record.get("facts")
+            features = self.features(facts) if facts is not None else {}
+            label = self.learns(r["label"], features)
+            if label not in self.labels:
                 unusable[r["label"]] += 1
                 continue
-            if record.get("facts") is None:
+            if facts is None:
                 without_facts += 1  # decided before the audit archived facts: nothing to learn from
                 continue
             examples.append(
                 {
                     "subject": r["subject"],
-                    "label": r["label"],
+                    "label": label,
                     "kind": r["kind"],
                     "feedback_id": r["feedback_id"],
-                    "features": self.features(record["facts"]),
+                    "features": features,
                     "held_out": is_held_out(r["subject"], self.held_out_fraction),
-                    "proposed": record["proposed"],
+                    "proposed": self.proposed_of(record),
                     "model": record["model"],
                     "model_version": record["model_version"],
                     "probability": raw_probability(record),
@@ -233,7 +243,7 @@ def build_feedback_assets(loop: FeedbackLoop) -> list[dg.AssetsDefinition]:
                 f"cannot retrain {name!r}: {len(records)} examples, classes with fewer than 5: "
                 f"{too_few or 'all'}; the labelled sample is {settings.training_dir()}"
             )
-        version = models.fit(candidate, records, labels)
+        version = models.fit(candidate, records, labels, **({"pipeline": loop.pipeline()} if loop.pipeline else {}))
         before, after = evaluate(models, name, held), evaluate(models, candidate, held)
         passed, reasons = rule.verdict(before, after)
         figures = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from orchestration.decision.llm_calls import chat_answer
 from orchestration.decision.llm_ledger import LLMLedger
 from orchestration.decision.loop import PassRequest, RuleFeedback
 from orchestration.decision.pricing import price_table
@@ -194,17 +195,7 @@ class Reasoner:
         return Question(key=c["key"], messages=messages, inputs=inputs)
 
     def _call(self, q: Question) -> LLMAnswer:
-        r = self.llm.complete(q.messages, self.prompt.output_model)
-        return LLMAnswer(
-            value=r.value.model_dump() if r.value is not None else None,
-            no_result_reason=r.no_result_reason,
-            model=r.model,
-            input_tokens=r.input_tokens,
-            output_tokens=r.output_tokens,
-            latency_s=r.latency_s,
-            attempts=r.attempts,
-            unavailable=r.unavailable,
-        )
+        return chat_answer(self.llm, self.prompt.output_model)(q)
 
     def _apply(self, p: dict, r) -> None:
         p.update(

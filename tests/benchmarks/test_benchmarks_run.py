@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
         ("context.py", ["--sizes", "200", "--repeat", "1"]),
         ("actions.py", ["--sagas", "200", "--batch", "100"]),
         ("decisions.py", ["--events", "800"]),  # exits 1 when a goal is missed; 800 keeps ECE meaningful
+        ("decisions.py", ["--workflow", "tickets", "--events", "1000"]),  # the ticket workflow's goals
         ("observability.py", ["--events", "300", "--batch-size", "150", "--rows", "200"]),
         ("feedback.py", ["--events", "500", "--sizes", "150,300"]),  # exits 1 when the loop does not improve
         ("audit.py", ["--records", "2000"]),

@@ -43,7 +43,14 @@ def test_definitions_load_with_every_workflow_piece():
         "payments_settled_by_due_date",
         "tick_messages_delivered",
         "no_late_bounces",
+        # The ticket workflow's own (its standard checks share the names above).
+        "ticket_kb_index_recall_at_3",
+        "tickets_reconcile_with_saga_log_and_helpdesk",
+        "no_ticket_assigned_twice",
+        "every_sent_reply_cites_an_article",
+        "ticket_reopens_within_limit",
     }
+    assert {"ticket_inbox", "ticket_kb_index", "ticket_crm_snapshot", "ticket_context", "ticket_actions"} <= keys
     assert "outbox_deliveries" in keys and defs.resolve_sensor_def("outbox_relay")
     assert {"invoice_feedback", "invoice_model_candidate", "invoice_local_model", "invoice_decision_report"} <= keys
     assert defs.resolve_sensor_def("invoice_feedback_sensor")

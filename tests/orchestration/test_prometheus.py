@@ -31,7 +31,7 @@ def test_metrics_endpoints_agree_with_bosun_status_after_a_demo(tmp_path, bosun_
     home = tmp_path / "demo"
     env = {**os.environ, "BOSUN_HOME": str(home), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     demo = subprocess.run(
-        [str(BOSUN), "demo", "--events", "150", "--home", str(home)],
+        [str(BOSUN), "demo", "--workflow", "invoices", "--events", "150", "--home", str(home)],
         env=env,
         capture_output=True,
         text=True,

@@ -61,9 +61,11 @@ def test_two_workflows_with_one_name_are_refused(workflow_package):
 def test_the_shipped_location_derives_its_registries_from_the_declarations():
     from orchestration import definitions
 
-    assert list(definitions.workflows) == ["invoices"]
-    assert set(definitions.saga_workflows) == set(definitions.review_workflows) == {"invoices"}
-    assert "invoice.received" in payload_registry(definitions.workflows).types
-    assert [w.name for w in select(definitions.workflows, None, "demo")] == ["invoices"]
+    assert list(definitions.workflows) == ["invoices", "tickets"]
+    assert set(definitions.saga_workflows) == set(definitions.review_workflows) == {"invoices", "tickets"}
+    assert {"invoice.received", "ticket.created", "ticket.updated"} <= set(
+        payload_registry(definitions.workflows).types
+    )
+    assert [w.name for w in select(definitions.workflows, None, "demo")] == ["invoices", "tickets"]
     with pytest.raises(KeyError, match="unknown workflow 'nope'"):
         select(definitions.workflows, "nope", "demo")
