@@ -57,7 +57,7 @@ def _sensor_batch_with_checks_passed(port: int) -> tuple[str, set[str]] | None:
 
 
 WORKFLOW_GROUPS = {f"invoices_{layer}" for layer in LAYERS}
-ASSET_GRAPH = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+ASSET_GRAPH = "{ assetNodes { assetKey { path } groupName hasAssetChecks dependencyKeys { path } } }"
 # What the lineage graph draws, full names included: a label too long for its box is cut in
 # the middle ("invoi…_verification") and kept whole in its tooltip.
 GRAPH_LABELS = """return Array.from(document.querySelectorAll('svg foreignObject *')).flatMap(
@@ -93,6 +93,10 @@ def _served_lineage_is_one_graph_from_the_inbox(port: int) -> None:
             reached.add(k)
             todo += downs.get(k, set())
     assert {group[k] for k in reached if k in mine} >= {f"invoices_{layer}" for layer in LAYERS[:5]}
+    # Every shipped workflow is served beside it as its own asset groups, its batch checked.
+    checked = {"/".join(n["assetKey"]["path"]) for n in nodes if n["hasAssetChecks"]}
+    assert {f"tickets_{layer}" for layer in LAYERS[:5]} <= set(group.values())
+    assert {"invoice_actions", "ticket_actions"} <= checked
 
 
 def _wait(driver, condition, what: str):
