@@ -479,7 +479,11 @@ class ChaosRun:
                         # The actions step itself (not a check on its asset), started and not ended:
                         # the sagas are running, so the kill leaves work a recovery must finish.
                         if e.dagster_event and e.step_key == "invoice_actions":
-                            in_sagas = e.dagster_event.event_type_value == "STEP_START"
+                            kind = e.dagster_event.event_type_value
+                            if kind == "STEP_START":
+                                in_sagas = True
+                            elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+                                in_sagas = False
                     if pid is None or not in_sagas:
                         continue
                     kind = plan.pop(0)

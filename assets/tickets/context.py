@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from assets.tickets import sample_data
 from assets.tickets.systems import TicketSystems
 from guardrails.input_guards import guard_with_names
+from guardrails.untrusted import UntrustedText
 from orchestration.context.assembly import assemble_many, recent_items
 from orchestration.context.frame import base_record
 from orchestration.context.knowledge_index import PolicyIndex, search_documents
@@ -38,8 +39,8 @@ class TicketCreated(BaseModel):
     ticket_id: str
     customer_id: str
     channel: str
-    subject: str = Field(max_length=500)
-    body: str = Field(max_length=20_000)
+    subject: UntrustedText = Field(max_length=500)
+    body: UntrustedText = Field(max_length=20_000)
     language: str
     created_at: str
 

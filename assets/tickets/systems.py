@@ -1,8 +1,7 @@
-"""The ticket workflow's target systems: the CRM it reads customers from and the helpdesk
-(ticketing system) whose tickets it assigns and prioritises, as SQL tables in the database
-of BOSUN_TICKETS_DATABASE_URL (default: Bosun's). Each effect is also one row of a
-`RowTarget` (idempotent by key, compensated by switching the row off), so reconciliation and
-"no ticket assigned twice" read one table."""
+"""The ticket workflow's target systems, as SQL tables in BOSUN_TICKETS_DATABASE_URL (default:
+Bosun's database): the CRM it reads customers from and the helpdesk whose tickets it assigns and
+prioritises. Each effect is also a `RowTarget` row (idempotent by key, compensated by switching
+it off), so reconciliation and "no ticket assigned twice" read one table."""
 
 from __future__ import annotations
 

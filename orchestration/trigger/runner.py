@@ -6,6 +6,7 @@ what `bosun demo`, the benchmark and the tests use to run a workflow end to end.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -75,7 +76,11 @@ def run_batches(
     """One in-process run per batch key, in order, each its partition (added if new);
     `on_batch(key)` after each."""
     report = report if report is not None else BatchRunReport()
-    job = defs.resolve_job_def(job_name)
+    # Resolved in an empty context: Dagster builds the repository lazily and reads its
+    # definitions state from the instance made current by the last `with instance:` in this
+    # thread, which after other runs in the same process may be one already disposed
+    # ("undefined DagsterInstance weakref"). Bosun's definitions keep no such state.
+    job = contextvars.Context().run(defs.resolve_job_def, job_name)
     instance.add_dynamic_partitions(partitions_def.name, list(keys))
     for key in keys:
         result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET)

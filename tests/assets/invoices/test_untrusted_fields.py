@@ -66,7 +66,9 @@ def test_every_registered_payload_model_declares_its_free_text():
     from guardrails.untrusted import free_text_fields_left_undeclared, untrusted_fields
     from orchestration.definitions import payload_registry
 
+    # Identifiers and codes the workflows vouch for (ids, a channel or language code, a timestamp).
     identifiers = {("invoice_id",), ("vendor_id",), ("po_number",)}
+    identifiers |= {("ticket_id",), ("customer_id",), ("channel",), ("language",), ("created_at",)}
     for event_type, version in payload_registry.known:
         model = payload_registry.model_for(event_type, version)
         assert untrusted_fields(model), (event_type, version)
@@ -77,6 +79,7 @@ def test_personal_data_and_injections_in_every_untrusted_field(model_home, make_
     from assets.invoices.context import assemble_context
     from assets.invoices.reasoning import propose
     from assets.invoices.training import as_inbox_events
+    from assets.invoices.workflow import registry as invoice_registry
     from guardrails.engine import hard_violations, load_policy
     from guardrails.untrusted import untrusted_fields
     from orchestration.core.db import audit_log
@@ -88,14 +91,15 @@ def test_personal_data_and_injections_in_every_untrusted_field(model_home, make_
         fake.set_default(("ok", approve_everything))
         llm = OpenAIStructuredLLM(api_key="sk-untrusted", base_url=fake.base_url, model="gpt-4o-mini")
         world = make_small_world(n=120, resources={"llm": llm})
+        # The invoice workflow's events through its own pipeline (tests/assets/tickets has the tickets').
         base_events = {"invoice.received": _clean_invoice_events(world)}
-        assert set(payload_registry.types) == set(base_events), "a shipped workflow's events have no test base"
+        assert set(invoice_registry.types) == set(base_events), "an invoice event type has no test base"
 
         events, injected, personal = [], set(), set()
-        for event_type in payload_registry.types:
+        for event_type in invoice_registry.types:
             bases = iter(base_events[event_type])
-            for version in payload_registry.versions(event_type):
-                paths = untrusted_fields(payload_registry.model_for(event_type, version))
+            for version in invoice_registry.versions(event_type):
+                paths = untrusted_fields(invoice_registry.model_for(event_type, version))
                 assert any("*" in p for p in paths)  # nested list fields (line items) are declared
                 for path in paths:
                     for kind, texts in (("pii", PII_TEXTS), ("inj", INJECTIONS)):
