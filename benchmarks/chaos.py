@@ -476,15 +476,15 @@ class ChaosRun:
                         m = _PID.search(e.message or "")
                         if m:
                             pid = int(m.group(1))
-                        # The actions step itself (not a check on its asset), started and not ended:
-                        # the sagas are running, so the kill leaves work a recovery must finish.
-                        if e.dagster_event and e.step_key == "invoice_actions":
-                            kind = e.dagster_event.event_type_value
-                            if kind == "STEP_START":
-                                in_sagas = True
-                            elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
-                                in_sagas = False
-                    if pid is None or not in_sagas:
+                        # The actions step has started: the sagas run (or the checks after them).
+                        if (
+                            e.dagster_event
+                            and e.dagster_event.event_type_value == "STEP_START"
+                            and e.step_key == "invoice_actions"
+                        ):
+                            in_sagas = True
+                    # A worker is killed mid-saga; the daemon and Postgres while any batch runs.
+                    if plan[0] == "worker" and (pid is None or not in_sagas):
                         continue
                     kind = plan.pop(0)
                     killed_runs.add(run.run_id)

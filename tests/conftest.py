@@ -10,6 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from bosun_testing import service_unavailable
@@ -140,3 +141,13 @@ def dagster_pg_url():
     url, drop = _fresh_database(PG_ADMIN_URL)
     yield url
     drop()
+
+
+@pytest.fixture(autouse=True)
+def _a_live_current_instance():
+    """Every test runs with a live Dagster instance as the thread's current one. Dagster builds a
+    repository lazily (`dg.materialize`, `resolve_job_def`) and reads its definitions state from
+    the instance last made current in the thread; after other tests' runs in the same worker that
+    can be one already disposed ("Attempted to resolve undefined DagsterInstance weakref")."""
+    with dg.DagsterInstance.ephemeral():
+        yield

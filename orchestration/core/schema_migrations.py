@@ -180,7 +180,10 @@ def _migrate(connection: sa.Connection, owner: SchemaOwner, destination: str) ->
     from alembic import command
 
     # The owner's env.py runs `run_environment` on this connection, inside its transaction.
-    command.upgrade(_config(owner, connection=connection), destination)
+    # Alembic's `context` is one module-global proxy: two upgrades in one process at once (two
+    # threads, two schemas) remove each other's and fail with KeyError 'config'. One at a time.
+    with _ALEMBIC_IN_PROCESS:
+        command.upgrade(_config(owner, connection=connection), destination)
 
 
 def _current(connection: sa.Connection, owner: SchemaOwner) -> tuple[str, ...]:
@@ -220,6 +223,9 @@ def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         # The connection's commit or rollback ends it.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
+
+
+_ALEMBIC_IN_PROCESS = threading.RLock()
 
 
 def upgrade(
