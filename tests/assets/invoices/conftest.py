@@ -66,10 +66,6 @@ def make_world(
     sample_data.write_sample_data(sample, n_invoices=n, seed=seed)
     monkeypatch.setenv("BOSUN_SAMPLE_DIR", str(sample))
     defs = build_definitions(resources)
-    # Built now, while this world's instance is the current one: Dagster builds a repository
-    # lazily, reading its definitions state from whichever instance is current then, and after a
-    # run in the same process that may be one already disposed ("undefined DagsterInstance weakref").
-    defs.resolve_job_def("invoice_batch_job")
     seed_erp(defs.resources["erp"], sample)
     return InvoiceWorld(home, sample, defs, instance)
 
