@@ -1,11 +1,16 @@
 """A lease per entity in the database: two runs never act on one entity (an invoice and its purchase order, say) at once.
 
 Taking leases is one multi-row INSERT that skips held keys plus one UPDATE that takes
-over expired ones; a holder that crashed loses its leases when they expire.
+over expired ones; a holder that crashed loses its leases when they expire. A live holder
+keeps them with a heartbeat (`kept_alive`), however long one step takes, and checks it
+still holds them before each step (`renew` returns what it holds: a fence).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import time
 
 import sqlalchemy as sa
@@ -57,12 +62,36 @@ class Leases:
             held |= self.try_acquire(list(wanted - held))
         return held
 
-    def renew(self) -> None:
-        """Extend every lease this holder has (a long batch keeps what it holds)."""
+    def renew(self) -> set[str]:
+        """Extend every lease this holder has; returns the keys it still holds (one that
+        lapsed while this process stalled may have gone to another holder)."""
         with self.engine.begin() as conn:
             conn.execute(
                 leases.update().where(leases.c.holder == self.holder).values(expires_at=time.time() + self.ttl_s)
             )
+            return {k for (k,) in conn.execute(sa.select(leases.c.entity_key).where(leases.c.holder == self.holder))}
+
+    @contextlib.contextmanager
+    def kept_alive(self):
+        """Renew every third of the TTL from a background thread while the body runs: a step
+        slower than the TTL keeps its leases, and a process that dies stops renewing, so its
+        leases still lapse. A missed beat is logged; the fence before each step catches a loss."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.ttl_s / 3):
+                try:
+                    self.renew()
+                except Exception as exc:  # a database blip: the next beat tries again
+                    logging.getLogger(__name__).warning("lease heartbeat of %s failed: %s", self.holder, exc)
+
+        thread = threading.Thread(target=beat, name=f"lease-heartbeat-{self.holder}", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
 
     def release(self, keys: list[str] | None = None) -> None:
         with self.engine.begin() as conn:

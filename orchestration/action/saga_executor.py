@@ -243,7 +243,8 @@ class SagaExecutor:
             got = self.leases.acquire(wanted, self.lease_wait_s)
             ok = [k for k in saga_ids if k in ents and set(ents[k]) <= got]
             out.deferred += [k for k in saga_ids if k not in ok]
-            yield ok
+            with self.leases.kept_alive():
+                yield ok
         finally:
             self.leases.release(wanted)
 
@@ -316,8 +317,17 @@ class SagaExecutor:
             todo = self._skip(name, todo, state, out)
             if not todo:
                 continue
-            if self.leases is not None:
-                self.leases.renew()
+            if self.leases is not None and self.entities is not None:
+                # The fence: a saga whose lease lapsed (this process stalled past the TTL)
+                # may now be another run's; it is deferred, not acted on, and resumes later.
+                held = self.leases.renew()
+                lost = [k for k in todo if not set(self.entities(state[k]["params"])) <= held]
+                if lost:
+                    out.deferred += lost
+                    forward = [k for k in forward if k not in lost]
+                    todo = [k for k in todo if k not in lost]
+                    if not todo:
+                        continue
             errors, in_doubt, uncertain = self._act(name, todo, state, out)
             out.unfinished += in_doubt
             forward = [k for k in forward if k not in errors and k not in in_doubt]

@@ -355,9 +355,11 @@ def test_overlapping_batches_claim_disjoint_events_and_a_rerun_reads_its_own(bac
     everything = [s for seqs in claimed.values() for s in seqs]
     assert sorted(everything) == list(range(1, 201))  # each event in exactly one batch
     assert {k: [e.seq for e in inbox.claim_batch(k, [PING])] for k in keys} == claimed  # a re-run: the same
-    some = claimed[keys[0]][:5]
-    inbox.set_states([{"key": f"toy:p{s}", "status": "done"} for s in some], batch_id=keys[0])
-    assert inbox.batch_states(keys[0], [PING]) == Counter({"received": len(claimed[keys[0]]) - 5, "done": 5})
+    # Which batch wins the race is up to the threads; the widest claim holds at least 67 of 200.
+    widest = max(keys, key=lambda k: len(claimed[k]))
+    some = claimed[widest][:5]
+    inbox.set_states([{"key": f"toy:p{s}", "status": "done"} for s in some], batch_id=widest)
+    assert inbox.batch_states(widest, [PING]) == Counter({"received": len(claimed[widest]) - 5, "done": 5})
 
 
 def test_sweep_batches_stay_out_of_busy_ranges_and_within_size():
