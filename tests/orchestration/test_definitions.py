@@ -1,6 +1,9 @@
 """The code location loads, and dependencies point down."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -55,6 +58,24 @@ def test_definitions_load_with_every_workflow_piece():
     assert {"invoice_feedback", "invoice_model_candidate", "invoice_local_model", "invoice_decision_report"} <= keys
     assert defs.resolve_sensor_def("invoice_feedback_sensor")
     assert defs.resolve_schedule_def("invoice_decision_report_daily").execution_timezone == "Europe/Berlin"
+
+
+def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path):
+    """What an operator (and `dg check defs`) runs: Dagster's own validation of the workspace the
+    webserver and the daemon load, in a fresh process and instance."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "BOSUN_HOME": str(tmp_path / "bosun")}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All code locations passed validation" in done.stdout + done.stderr
 
 
 def test_context_assets_carry_freshness_policies():
