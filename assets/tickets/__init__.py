@@ -136,7 +136,7 @@ reopens = build_delayed_outcome_asset("ticket_reopens", NAME, [batch.actions], r
 hooks = ReviewHooks.from_actions(EVENTS, ACTING, ACTIONS, executor)
 policy = BatchPolicy(max_events=500, max_wait_seconds=5.0)
 sensor = build_inbox_batch_sensor(
-    "ticket_inbox_sensor", EVENTS, batches, batch.job, None, [], policy, inbox_asset=inbox.key
+    "ticket_inbox_sensor", EVENTS, batches, batch.job, None, context_assets, policy, inbox_asset=inbox.key
 )
 
 workflow = Workflow(

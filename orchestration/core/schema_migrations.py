@@ -182,7 +182,7 @@ def _migrate(connection: sa.Connection, owner: SchemaOwner, destination: str) ->
     # The owner's env.py runs `run_environment` on this connection, inside its transaction.
     # Alembic's `context` is one module-global proxy: two upgrades in one process at once (two
     # threads, two schemas) remove each other's and fail with KeyError 'config'. One at a time.
-    with _ALEMBIC_IN_PROCESS:
+    with ALEMBIC_IN_PROCESS:
         command.upgrade(_config(owner, connection=connection), destination)
 
 
@@ -225,7 +225,9 @@ def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-_ALEMBIC_IN_PROCESS = threading.RLock()
+# Held by every Alembic command this process runs; whoever else runs one in the process (Dagster
+# stamps its in-memory storage when an ephemeral instance is made) can take it too.
+ALEMBIC_IN_PROCESS = threading.RLock()
 
 
 def upgrade(

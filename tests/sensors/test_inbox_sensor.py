@@ -39,6 +39,23 @@ def test_first_tick_bootstraps_the_context_assets(bosun_home, tmp_path):
         assert data.cursor is None
 
 
+def test_a_workflow_without_a_refresh_job_of_its_own_gets_one_for_its_context_assets(bosun_home, tmp_path):
+    """The ticket workflow names its context assets and no job: the sensor's first tick runs the
+    job made for them, and batches wait for it (a batch before its CRM snapshot can only fail)."""
+    from assets.tickets import context_assets as ticket_context
+    from assets.tickets import sensor as ticket_inbox_sensor
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions()
+    job = defs.resolve_job_def("ticket_context_refresh_job")
+    assert {k for a in ticket_context for k in a.keys} <= set(job.asset_layer.executable_asset_keys)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs, resources=defs.resources)
+        data = ticket_inbox_sensor.evaluate_tick(ctx)
+        assert [r.job_name for r in data.run_requests] == ["ticket_context_refresh_job"]
+        assert data.cursor is None  # no batch cut before the context exists
+
+
 def test_without_sample_data_the_sensor_says_what_to_run_instead_of_bootstrapping(bosun_home, tmp_path):
     from orchestration.definitions import build_definitions
 
