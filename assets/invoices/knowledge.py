@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestration.context import knowledge
-from orchestration.context.knowledge import load_labels as _load_labels
-from orchestration.context.knowledge import retrieval_cache, retrieval_quality  # noqa: F401  (used by the context layer)
 
 LABELS_PATH = Path(__file__).parent / "retrieval_labels.yaml"
 # On the sample policies a real question's best passage scores 2.1-8.5, an off-topic one
@@ -42,7 +40,3 @@ QUESTIONS = {
 
 def attach_knowledge(records: list[dict], index, embed=None) -> dict:
     return knowledge.attach_knowledge(records, index, QUESTIONS, embed=embed)
-
-
-def load_labels(path: Path = LABELS_PATH) -> list[dict]:
-    return _load_labels(path)

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -156,3 +156,46 @@ def read_source(
             name, snapshot.value, STALE, snapshot.as_of, age, verdict, attempts, error, breaker_state, elapsed
         )
     return SourceReading(name, None, MISSING, None, None, "unknown", attempts, error, breaker_state, elapsed)
+
+
+def source_quality_factors(
+    readings: Mapping[str, SourceReading], stale_penalty: Mapping[str, float], missing_penalty: float
+) -> list[dict]:
+    """The quality factors of a batch's sources (the context layer's contract: `stale_source:NAME`,
+    `missing_source:NAME`), the same for every record that used them: a stale snapshot costs
+    what `stale_penalty` says for its freshness verdict, a missing source `missing_penalty`."""
+    factors = []
+    for name, r in readings.items():
+        if r.status == MISSING:
+            factors.append(
+                {
+                    "name": f"missing_source:{name}",
+                    "penalty": missing_penalty,
+                    "detail": f"{r.error}; no snapshot to fall back to",
+                }
+            )
+        elif r.status != LIVE:
+            age = "unknown age" if r.age_s is None else f"{r.age_s / 3600:.1f} h old"
+            factors.append(
+                {
+                    "name": f"stale_source:{name}",
+                    "penalty": stale_penalty[r.freshness],
+                    "detail": f"{r.error}; using the snapshot of {r.as_of.isoformat() if r.as_of else '?'} "
+                    f"({age}, freshness policy: {r.freshness})",
+                }
+            )
+    return factors
+
+
+def rows_by(frame: Any, key: str) -> dict[Any, dict]:
+    """A data frame's rows as dicts, by their `key` column."""
+    return {r[key]: r for r in frame.to_dict("records")}
+
+
+def snapshot_rows(snapshot: Snapshot | None, key: str, keys: Iterable) -> Snapshot | None:
+    """A snapshot asset's frame cut to a batch's keys, by key: what a read of those keys falls
+    back on (the snapshot's age stays the asset's)."""
+    if snapshot is None:
+        return None
+    frame = snapshot.value
+    return Snapshot(rows_by(frame[frame[key].isin(list(keys))], key), snapshot.as_of)
