@@ -24,8 +24,9 @@ from orchestration.decision.prompts import Prompt, load_prompt
 from orchestration.decision.routing import LLMAnswer, Question, Router, RoutingPolicy, budget_from_env
 
 
-def rule_statement(feedback: RuleFeedback, what: str = "case", policy: str = "policy") -> str:
-    """A refused answer, told to the model the way the team's lead would say it."""
+def rule_statement(feedback: RuleFeedback, what: str = "case", policy: str = "policy", asking: str = "") -> str:
+    """A refused answer, told to the model the way the team's lead would say it; `asking`: what
+    the new answer must also do (e.g. "stating the invoice's amount")."""
     rules = "\n".join(
         f"- {r.name}: {r.description or f'a hard rule of the {policy}'} (the {policy}'s own answer: {r.then})"
         for r in feedback.rules
@@ -33,7 +34,7 @@ def rule_statement(feedback: RuleFeedback, what: str = "case", policy: str = "po
     return (
         f"Your previous answer ({', '.join(feedback.refused)}) breaks the {policy} for this {what}:\n"
         f"{rules}\n"
-        f"The policy allows only: {', '.join(feedback.allowed)}. Decide again within it."
+        f"The policy allows only: {', '.join(feedback.allowed)}. Decide again within it{', ' if asking else ''}{asking}."
         " The policy is checked again after you answer."
     )
 

@@ -45,7 +45,7 @@ def test_a_prompt_whose_inputs_do_not_match_its_template_is_refused(tmp_path):
 
 
 def test_the_shipped_invoice_prompt_loads():
-    from assets.invoices.reasoning import decision_prompt
+    from assets.invoices.reasoning import PROMPT_PATH
 
-    p = decision_prompt()
+    p = load_prompt(PROMPT_PATH)
     assert set(p.output_model.model_fields) == {"decision", "amount", "confidence", "reason"}
