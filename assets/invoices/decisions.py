@@ -4,8 +4,6 @@ model, the LLM through the router, the LLM told a violated rule), `judge` (the p
 guardrails, the calibrator, the invoice's confidence factors) and `more_context` (the ERP
 and the policies read again for an invoice the loop is unsure of)."""
 
-import json
-import os
 from functools import lru_cache
 from typing import Callable, Optional, Sequence, Union
 
@@ -17,7 +15,7 @@ from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, DECISION_LOOP, M
 from guardrails.engine import Policy, load_policy
 from orchestration.context.tokens import TokenCounter, counter_for, reader_model
 from orchestration.core.batch_assets import StepCall
-from orchestration.decision.batch import DecisionSpec, decide_batch
+from orchestration.decision.batch import DecisionSpec, decide_batch, env_limit_overrides
 from orchestration.decision.confidence import Calibrator, Thresholds
 from orchestration.decision.llm_ledger import LLMLedger
 from orchestration.decision.loop import LoopBounds, PassRequest
@@ -42,12 +40,6 @@ def calibrator_path(local_model: LocalModel):
     return local_model.artifact_path(f"{MODEL_NAME}-calibrator")
 
 
-def limit_overrides() -> dict[str, float]:
-    """Config may tighten the policy's dynamic limits (never loosen them), per deployment."""
-    raw = os.environ.get("BOSUN_INVOICES_GUARDRAIL_LIMITS")
-    return {k: float(v) for k, v in json.loads(raw).items()} if raw else {}
-
-
 def decision_spec(policy: Optional[Policy] = None, bounds: LoopBounds = DECISION_LOOP) -> DecisionSpec:
     """How the engine's decision loop judges an invoice: the policy's guardrails, the
     invoice's confidence factors, the amount a proposal states."""
@@ -59,7 +51,8 @@ def decision_spec(policy: Optional[Policy] = None, bounds: LoopBounds = DECISION
         acting={"approve"},
         factors=factors,
         stated=lambda p: {"amount": p.get("stated_amount")},
-        limit_overrides=limit_overrides,
+        # BOSUN_INVOICES_GUARDRAIL_LIMITS may tighten the policy's dynamic limits, never loosen them.
+        limit_overrides=env_limit_overrides(WORKFLOW),
     )
 
 

@@ -62,13 +62,28 @@ class SourceReading:
     def ok(self) -> bool:
         return self.status == LIVE
 
-    def quality_factors(self, stale_penalty: float = 0.2, missing_penalty: float = 0.5) -> list[dict]:
+    def quality_factors(
+        self, stale_penalty: Mapping[str, float] | float = 0.2, missing_penalty: float = 0.5
+    ) -> list[dict]:
         """What this reading costs a decision's confidence (the context layer's contract:
-        `{"name", "penalty", "detail"}`): nothing when live."""
+        `{"name", "penalty", "detail"}`, named `stale_source:NAME` or `missing_source:NAME`):
+        nothing when live. `stale_penalty`: one for any stale snapshot, or one per verdict of
+        its freshness policy (fresh, warn, fail, unknown)."""
         if self.ok:
             return []
-        penalty = stale_penalty if self.status == STALE else missing_penalty
-        return [{"name": f"{self.name}_{self.status}", "penalty": penalty, "detail": self.error or ""}]
+        if self.status == MISSING:
+            detail = f"{self.error}; no snapshot to fall back to"
+            return [{"name": f"missing_source:{self.name}", "penalty": missing_penalty, "detail": detail}]
+        penalty = stale_penalty if isinstance(stale_penalty, (int, float)) else stale_penalty[self.freshness]
+        age = "unknown age" if self.age_s is None else f"{self.age_s / 3600:.1f} h old"
+        return [
+            {
+                "name": f"stale_source:{self.name}",
+                "penalty": penalty,
+                "detail": f"{self.error}; using the snapshot of {self.as_of.isoformat() if self.as_of else '?'} "
+                f"({age}, freshness policy: {self.freshness})",
+            }
+        ]
 
     def describe(self) -> dict:
         """JSON-ready, without the value: what a decision record and the metadata show."""
@@ -159,32 +174,10 @@ def read_source(
 
 
 def source_quality_factors(
-    readings: Mapping[str, SourceReading], stale_penalty: Mapping[str, float], missing_penalty: float
+    readings: Mapping[str, SourceReading], stale_penalty: Mapping[str, float] | float, missing_penalty: float
 ) -> list[dict]:
-    """The quality factors of a batch's sources (the context layer's contract: `stale_source:NAME`,
-    `missing_source:NAME`), the same for every record that used them: a stale snapshot costs
-    what `stale_penalty` says for its freshness verdict, a missing source `missing_penalty`."""
-    factors = []
-    for name, r in readings.items():
-        if r.status == MISSING:
-            factors.append(
-                {
-                    "name": f"missing_source:{name}",
-                    "penalty": missing_penalty,
-                    "detail": f"{r.error}; no snapshot to fall back to",
-                }
-            )
-        elif r.status != LIVE:
-            age = "unknown age" if r.age_s is None else f"{r.age_s / 3600:.1f} h old"
-            factors.append(
-                {
-                    "name": f"stale_source:{name}",
-                    "penalty": stale_penalty[r.freshness],
-                    "detail": f"{r.error}; using the snapshot of {r.as_of.isoformat() if r.as_of else '?'} "
-                    f"({age}, freshness policy: {r.freshness})",
-                }
-            )
-    return factors
+    """The quality factors of a batch's sources, the same for every record that used them."""
+    return [f for r in readings.values() for f in r.quality_factors(stale_penalty, missing_penalty)]
 
 
 def rows_by(frame: Any, key: str) -> dict[Any, dict]:
