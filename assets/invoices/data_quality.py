@@ -5,15 +5,12 @@ the generic runner is `orchestration/verification/expectations.py`."""
 from decimal import Decimal
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
 from orchestration.action.batch import action_key
-from orchestration.action.saga_log import SagaLog
 from orchestration.verification import expectations, frames
-from resources.database import BosunDatabase
 
 SUITES = Path(__file__).parent / "expectations"
 CONTEXT_SUITE = SUITES / "invoice_context.json"
@@ -58,47 +55,19 @@ def outcomes_frame(
     return frames.outcome_frame(decisions, states, "approve", payment, PAYMENT_COLUMNS, sagas)
 
 
-_CONTEXT_KEY = dg.AssetKey("invoice_context")
-_ACTIONS_KEY = dg.AssetKey("invoice_actions")
+def _paid(erp: ERPResource, decisions: list[dict]) -> dict[str, dict]:
+    """The ERP's live payments for the decisions, by payment key."""
+    keys = [action_key(d["key"], "schedule_payment") for d in decisions]
+    return {r["idempotency_key"]: r for r in erp.effects_for(keys, []) if r["live"]}
 
 
-# Blocking: a batch whose context breaks its expectations is not decided on (its events stay
-# received, nothing is lost, the check's metadata says which expectation and which values).
-@dg.asset_check(
-    asset=_CONTEXT_KEY,
-    name="context_meets_expectations",
-    blocking=True,
-    partitions_def=invoice_batches,
-    description="The batch's context frame meets the invoice_context expectation suite (Great Expectations).",
+suites = expectations.BatchSuites(
+    CONTEXT_SUITE,
+    context_frame,
+    OUTCOMES_SUITE,
+    lambda decisions, states, sagas, r: outcomes_frame(decisions, states, _paid(r["erp"], decisions), sagas),
+    resource_keys={"erp"},
+    effects="ERP payments",
 )
-def context_meets_expectations(invoice_context: list[dict]) -> dg.AssetCheckResult:
-    return expectations.check_result(
-        context_frame(invoice_context), CONTEXT_SUITE, "context_meets_expectations", _CONTEXT_KEY
-    )
-
-
-@dg.asset_check(
-    asset=_ACTIONS_KEY,
-    name="outcomes_meet_expectations",
-    blocking=True,
-    partitions_def=invoice_batches,
-    additional_ins={"invoice_decisions": dg.AssetIn("invoice_decisions")},
-    description="The batch's outcome frame (decisions, end states, ERP payments) meets the "
-    "invoice_outcomes expectation suite (Great Expectations).",
-)
-def outcomes_meet_expectations(
-    context: dg.AssetCheckExecutionContext, invoice_decisions: list[dict], bosun_db: BosunDatabase, erp: ERPResource
-) -> dg.AssetCheckResult:
-    states = bosun_db.inbox().batch_statuses(context.partition_key, EVENT_TYPES)
-    keys = [action_key(d["key"], "schedule_payment") for d in invoice_decisions]
-    paid = {r["idempotency_key"]: r for r in erp.effects_for(keys, []) if r["live"]}
-    sagas = set(SagaLog(bosun_db.resolved_url).load([d["key"] for d in invoice_decisions]))
-    return expectations.check_result(
-        outcomes_frame(invoice_decisions, states, paid, sagas),
-        OUTCOMES_SUITE,
-        "outcomes_meet_expectations",
-        _ACTIONS_KEY,
-    )
-
-
-expectation_checks = [context_meets_expectations, outcomes_meet_expectations]
+expectation_checks = expectations.build_expectation_checks("invoice", EVENT_TYPES, invoice_batches, suites)
+context_meets_expectations, outcomes_meet_expectations = expectation_checks

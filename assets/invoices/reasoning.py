@@ -37,16 +37,7 @@ def _context_used(c: dict) -> dict:
         "po_amount": po.get("amount"),
         "prior_payments": c["prior_payments"],
         "pii_redacted": c["pii_found"],
-        # Which untrusted fields held personal data or were quarantined (paths, never text).
-        "guarded": c.get("guarded", {}),
-        "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
-        # What the decision was made from: each source's state and age, conflicts, the
-        # assembled document's items kept and dropped (`bosun explain` shows this).
-        "sources": c.get("sources", {}),
-        "conflicts": c.get("conflicts", []),
-        "quality_factors": c.get("quality_factors", []),
-        "knowledge": c.get("knowledge", {}),
-        "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"},
+        **reasoner.context_provenance(c),
     }
 
 

@@ -62,6 +62,23 @@ def kept_passages(context: dict) -> str:
     return "\n\n".join(f"{p['doc']} / {p['heading']}: {p.get('text', '')}".rstrip(": ") for p in passages)
 
 
+def context_provenance(c: dict) -> dict:
+    """What a decision was made from, as its record keeps it (`bosun explain` shows it, a replay
+    rebuilds the context from it: orchestration/audit/replay.py): each source's state and age,
+    the conflicts and quality factors, the knowledge passages without their text, the assembled
+    document's items kept and dropped, and which untrusted fields held personal data or were
+    quarantined (paths, never text)."""
+    return {
+        "guarded": c.get("guarded", {}),
+        "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
+        "sources": c.get("sources", {}),
+        "conflicts": c.get("conflicts", []),
+        "quality_factors": c.get("quality_factors", []),
+        "knowledge": c.get("knowledge", {}),
+        "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"},
+    }
+
+
 class Reasoner:
     """One batch's `reason` hook. `routing` replaces the workflow's policy (benchmarks compare
     policies), `prompt` the live prompt (replay)."""
