@@ -11,7 +11,7 @@ import pandas as pd
 from assets.invoices.assembly import assemble_records
 from assets.invoices.context_sources import MISSING_PENALTY, RULES, STALE_PENALTY, read_batch_sources, record_conflicts
 from assets.invoices.erp import ERPResource
-from assets.invoices.knowledge import LABELS_PATH, RECALL_AT_5_THRESHOLD, attach_knowledge
+from assets.invoices.knowledge import LABELS_PATH, QUESTIONS, RECALL_AT_5_THRESHOLD
 from assets.invoices.workflow import WORKFLOW, registry
 from guardrails.untrusted import guard_payload
 from orchestration.action.batch import action_key
@@ -19,7 +19,13 @@ from orchestration.context.conflicts import conflict_factors
 from orchestration.context.figures import context_figures
 from orchestration.context.frame import BatchFrame, base_record, context_hash, plain_once
 from orchestration.context.freshness import materialized_at, window_of_asset
-from orchestration.context.knowledge import build_knowledge_index_asset, embed_of, read_knowledge, retrieval_cache
+from orchestration.context.knowledge import (
+    attach_knowledge,
+    build_knowledge_index_asset,
+    embed_of,
+    read_knowledge,
+    retrieval_cache,
+)
 from orchestration.context.sources import Snapshot, SourceReading, source_quality_factors
 from orchestration.context.tokens import TokenCounter, counter_for, reader_model
 from orchestration.core.batch_assets import StepCall
@@ -205,7 +211,7 @@ def assemble_context(
             }
         )
     if index is not None:
-        attach_knowledge(records, index, embed=embed)
+        attach_knowledge(records, index, QUESTIONS, embed=embed)
     assemble_records(records, described, counter or counter_for("local"))
     for r in records:
         r["context_hash"] = context_hash(r)  # again in the batch step; here for direct callers
