@@ -77,7 +77,7 @@ def context_hash(record: dict) -> str:
 
 
 def plain_once(cache: dict, kind: str, key: str, row: dict | None) -> dict | None:
-    """A source row (a vendor, an order) made JSON-ready once per batch (`cache` is the batch's):
+    """A source row (a customer, an order) made JSON-ready once per batch (`cache` is the batch's):
     every record that names it shares the one dict, so the assembly renders it once."""
     if (kind, key) not in cache:
         cache[(kind, key)] = (

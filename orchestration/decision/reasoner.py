@@ -26,7 +26,7 @@ from orchestration.decision.routing import LLMAnswer, Question, Router, RoutingP
 
 def rule_statement(feedback: RuleFeedback, what: str = "case", policy: str = "policy", asking: str = "") -> str:
     """A refused answer, told to the model the way the team's lead would say it; `asking`: what
-    the new answer must also do (e.g. "stating the invoice's amount")."""
+    the new answer must also do (e.g. "stating the amount")."""
     rules = "\n".join(
         f"- {r.name}: {r.description or f'a hard rule of the {policy}'} (the {policy}'s own answer: {r.then})"
         for r in feedback.rules
