@@ -74,7 +74,7 @@ def main() -> None:
 
     from assets.invoices.context import assemble_context
     from assets.invoices.context_sources import read_batch_sources
-    from assets.invoices.knowledge import retrieval_cache
+    from orchestration.context.knowledge import retrieval_cache
     from orchestration.context.tokens import counter_for
     from resources.context_sources import ContextSources
 

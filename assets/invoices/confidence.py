@@ -6,7 +6,9 @@ orchestration/decision/confidence.py; this module only says what lowers confiden
 
 from __future__ import annotations
 
-from orchestration.decision.confidence import Factor, quality_factors
+from orchestration.decision import confidence
+from orchestration.decision.batch import default_factors
+from orchestration.decision.confidence import Factor
 
 # A top BM25 score below this means the policy documents barely speak to the case.
 MIN_RETRIEVAL_SCORE = 1.0
@@ -16,26 +18,16 @@ DISAGREEMENT_PENALTY = 0.3
 
 
 def retrieval_factor(passages: list[dict] | None) -> Factor:
-    if not passages:
-        return Factor("knowledge_gap", KNOWLEDGE_GAP_PENALTY, "no policy passage retrieved")
-    top = max(p["score"] for p in passages)
-    penalty = RETRIEVAL_WEIGHT * max(0.0, 1.0 - top / MIN_RETRIEVAL_SCORE)
-    return Factor("weak_retrieval", penalty, f"top policy passage score {top:.2f}")
+    return confidence.retrieval_factor(passages, MIN_RETRIEVAL_SCORE, RETRIEVAL_WEIGHT, KNOWLEDGE_GAP_PENALTY)
 
 
 def factors(p: dict) -> list[Factor]:
-    """Every multiplier on one proposal's probability, in the order they are shown."""
-    out: list[Factor] = []
-    g = p["guardrails"]
-    if g["flagged_by"]:
-        out.append(Factor("soft_guardrails", 1.0 - g["confidence_factor"], ", ".join(g["flagged_by"])))
-    out += quality_factors(p.get("quality_factors", []))
-    out.append(retrieval_factor(p["context_used"].get("policy_passages")))
-    if p["model"] != "local" and p["decision"] != "no_result":
-        local = p["local"]["decision"]
-        if local != p["decision"]:
-            out.append(Factor("models_disagree", DISAGREEMENT_PENALTY, f"local {local}, LLM {p['decision']}"))
-    return out
+    """Every multiplier on one proposal's probability, in the order they are shown: the
+    engine's (soft guardrails, the context's quality factors), retrieval strength, and the
+    models' disagreement."""
+    out = [*default_factors(p), retrieval_factor(p["context_used"].get("policy_passages"))]
+    disagree = confidence.disagreement_factor(p, DISAGREEMENT_PENALTY)
+    return out if disagree is None else [*out, disagree]
 
 
 def broader_query(p: dict) -> str:

@@ -2,38 +2,36 @@
 per-batch context each decision is made from."""
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 
 import dagster as dg
 import pandas as pd
 
 from assets.invoices.assembly import assemble_records
-from assets.invoices.context_sources import (
-    AMOUNT_RULE,
-    BANK_RULE,
-    RECENCY_RULES,
-    read_batch_sources,
-    record_conflicts,
-    source_factors,
-)
+from assets.invoices.context_sources import MISSING_PENALTY, RULES, STALE_PENALTY, read_batch_sources, record_conflicts
 from assets.invoices.erp import ERPResource
-from assets.invoices.knowledge import LABELS_PATH, RECALL_AT_5_THRESHOLD, attach_knowledge, retrieval_cache
+from assets.invoices.knowledge import LABELS_PATH, QUESTIONS, RECALL_AT_5_THRESHOLD
 from assets.invoices.workflow import WORKFLOW, registry
 from guardrails.untrusted import guard_payload
 from orchestration.action.batch import action_key
-from orchestration.context.conflicts import quality_factor as _conflict_factor
-from orchestration.context.frame import BatchFrame, base_record, context_hash
-from orchestration.context.freshness import window_of_asset
-from orchestration.context.knowledge import build_index, build_knowledge_index_asset, current_index, embed_of  # noqa: F401
-from orchestration.context.sources import Snapshot, SourceReading
-from orchestration.context.tokens import TokenCounter, counter_for
+from orchestration.context.conflicts import conflict_factors
+from orchestration.context.figures import context_figures
+from orchestration.context.frame import BatchFrame, base_record, context_hash, plain_once
+from orchestration.context.freshness import materialized_at, window_of_asset
+from orchestration.context.knowledge import (
+    attach_knowledge,
+    build_knowledge_index_asset,
+    embed_of,
+    read_knowledge,
+    retrieval_cache,
+)
+from orchestration.context.sources import Snapshot, SourceReading, source_quality_factors
+from orchestration.context.tokens import TokenCounter, counter_for, reader_model
 from orchestration.core.batch_assets import StepCall
 from orchestration.core.lineage import layer_group
 from orchestration.trigger.inbox import InboxEvent
-from resources.chat_model import ChatModel
 from resources.context_sources import ContextSources
-from resources.env import resolved
 from resources.knowledge_base import PolicyIndex
 
 CONTEXT_GROUP = layer_group(WORKFLOW, "context")
@@ -74,13 +72,6 @@ policy_index = build_knowledge_index_asset(
 policy_index_asset = policy_index
 
 
-_RULES = {**RECENCY_RULES, AMOUNT_RULE.field: AMOUNT_RULE, BANK_RULE.field: BANK_RULE}
-
-
-def conflict_factor(conflict: dict) -> dict | None:
-    return _conflict_factor(conflict, _RULES[conflict["field"]])
-
-
 def assemble(call: StepCall, frame: BatchFrame) -> list[dict]:
     """The batch step of the context layer (orchestration/core/batch_assets.py): for each invoice,
     vendor, PO, prior payments, its guarded free text, the policy passages its questions need,
@@ -89,12 +80,14 @@ def assemble(call: StepCall, frame: BatchFrame) -> list[dict]:
     r, inputs = call.resources, call.inputs
     policy_index = inputs["policy_index"]
     as_of = {
-        name: _materialized_at(call.context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")
+        name: materialized_at(call.context.instance, name) for name in ("vendors", "purchase_orders", "policy_index")
     }
-    knowledge = r["context_sources"].read(
-        "knowledge",
-        lambda: current_index(policy_index, r["policy_documents"], r["policy_embeddings"]),
-        Snapshot(policy_index, as_of["policy_index"]),
+    knowledge = read_knowledge(
+        r["context_sources"],
+        policy_index,
+        r["policy_documents"],
+        r["policy_embeddings"],
+        as_of["policy_index"],
         window_of_asset(policy_index_asset),
     )
     cache_before = retrieval_cache.stats()
@@ -107,7 +100,7 @@ def assemble(call: StepCall, frame: BatchFrame) -> list[dict]:
         sources=r["context_sources"],
         snapshot_times={"vendors": as_of["vendors"], "purchase_orders": as_of["purchase_orders"]},
         knowledge=knowledge,
-        counter=counter_for(tokenizer_model(r["llm"])),
+        counter=counter_for(reader_model(r["llm"])),
         embed=embed_of(r["policy_embeddings"]),
     )
     call.metadata.update(context_metadata(records, knowledge.value, cache_before))
@@ -117,16 +110,6 @@ def assemble(call: StepCall, frame: BatchFrame) -> list[dict]:
 
 CONTEXT_INS = {name: dg.AssetIn() for name in ("vendors", "purchase_orders", "policy_index")}
 CONTEXT_RESOURCES = frozenset({"erp", "context_sources", "policy_documents", "llm", "policy_embeddings"})
-
-
-def _materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | None:
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-    return datetime.fromtimestamp(event.timestamp, timezone.utc) if event else None
-
-
-def tokenizer_model(llm: ChatModel) -> str:
-    # The budget is counted in the tokens of the model that may read the document.
-    return str(resolved(getattr(llm, "model", None)) or "local") if llm.enabled else "local"
 
 
 def assemble_context(
@@ -162,7 +145,7 @@ def assemble_context(
     if knowledge is not None:
         batch.readings["knowledge"] = knowledge
         index = knowledge.value
-    factors = source_factors(batch.readings)
+    factors = source_quality_factors(batch.readings, STALE_PENALTY, MISSING_PENALTY)
     described = batch.describe()
     seen_invoices: set[tuple[str, str]] = set()
     committed_po: dict[str, Decimal] = {}
@@ -214,8 +197,8 @@ def assemble_context(
             {
                 **base_record(ev),
                 "invoice": guarded.payload,
-                "vendor": _plain_once(plain, "vendor", p["vendor_id"], vendor),
-                "purchase_order": _plain_once(plain, "po", p["po_number"], po),
+                "vendor": plain_once(plain, "vendor", p["vendor_id"], vendor),
+                "purchase_order": plain_once(plain, "po", p["po_number"], po),
                 "prior_payments": paid_elsewhere,
                 "pii_found": guarded.pii_found,
                 "injection_signals": guarded.injection_signals,
@@ -223,12 +206,12 @@ def assemble_context(
                 "facts": facts,
                 "sources": described,
                 "conflicts": conflicts,
-                "quality_factors": [*factors, *filter(None, (conflict_factor(c) for c in conflicts))],
+                "quality_factors": [*factors, *conflict_factors(conflicts, RULES)],
                 "batch_state": batch_state,
             }
         )
     if index is not None:
-        attach_knowledge(records, index, embed=embed)
+        attach_knowledge(records, index, QUESTIONS, embed=embed)
     assemble_records(records, described, counter or counter_for("local"))
     for r in records:
         r["context_hash"] = context_hash(r)  # again in the batch step; here for direct callers
@@ -236,22 +219,8 @@ def assemble_context(
 
 
 def context_metadata(records: list[dict], index: PolicyIndex | None, cache_before: dict) -> dict:
-    """The batch's context in figures; per-decision detail is in the audit (`bosun explain`)."""
-    n = len(records) or 1
-    factors: dict[str, int] = {}
-    gaps: dict[str, int] = {}
-    dropped = summarised = 0
-    for r in records:
-        for f in r["quality_factors"]:
-            factors[f["name"]] = factors.get(f["name"], 0) + 1
-        for g in r.get("knowledge", {}).get("gaps", []):
-            gaps[g] = gaps.get(g, 0) + 1
-        dropped += len(r["assembly"]["dropped"])
-        summarised += sum(1 for k in r["assembly"]["kept"] if k["form"] == "summary")
-    cache = retrieval_cache.stats()
-    hits, misses = cache["hits"] - cache_before["hits"], cache["misses"] - cache_before["misses"]
-    tokens = [r["assembly"]["tokens"] for r in records] or [0]
-    sources = records[0]["sources"] if records else {}
+    """The batch's context in figures (the engine's, `context_figures`, plus the invoice's own
+    counts); per-decision detail is in the audit (`bosun explain`)."""
     return {
         "events": len(records),
         "unknown_vendors": sum(not r["facts"]["vendor_known"] for r in records),
@@ -261,27 +230,7 @@ def context_metadata(records: list[dict], index: PolicyIndex | None, cache_befor
         "untrusted_fields_guarded": sum(r["guarded"]["fields_guarded"] for r in records),
         "quarantined_fields": sum(len(r["guarded"]["quarantined"]) for r in records),
         "policy_index_version": index.version if index is not None else None,
-        "sources": dg.MetadataValue.json(sources),
-        **{f"source_{name}": s["status"] for name, s in sources.items()},
-        "degraded_sources": sum(1 for s in sources.values() if s["status"] != "live"),
-        "quality_factors": dg.MetadataValue.json(factors),
-        "conflicts": sum(len(r["conflicts"]) for r in records),
-        "unresolved_conflicts": sum(1 for r in records for c in r["conflicts"] if not c["resolved"]),
-        "knowledge_gaps": sum(gaps.values()),
-        "knowledge_gaps_by_question": dg.MetadataValue.json(gaps),
-        "retrieval_cache_hits": hits,
-        "retrieval_cache_misses": misses,
-        "retrieval_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-        "token_budget": records[0]["assembly"]["budget"] if records else 0,
-        "tokenizer": records[0]["assembly"]["tokenizer"] if records else "",
-        "tokens_mean": round(sum(tokens) / n, 1),
-        "tokens_max": max(tokens),
-        "over_budget": sum(1 for r in records if not r["assembly"]["within_budget"]),
-        "items_dropped": dropped,
-        "items_summarised": summarised,
-        "example_assembly": dg.MetadataValue.json(
-            {r["event_id"]: {k: v for k, v in r["assembly"].items() if k != "document"} for r in records[:2]}
-        ),
+        **context_figures(records, cache_before),
     }
 
 
@@ -329,22 +278,3 @@ def model_features(facts: dict) -> dict:
         "already_paid": float(facts["already_paid"]),
         "injection": float(facts["injection_suspected"]),
     }
-
-
-def _plain_once(cache: dict, kind: str, key: str, row: dict | None) -> dict | None:
-    if (kind, key) not in cache:
-        cache[(kind, key)] = (
-            None
-            if row is None
-            else {
-                k: (
-                    str(v)
-                    if isinstance(v, Decimal) or hasattr(v, "isoformat")
-                    else v.item()
-                    if hasattr(v, "item")
-                    else v
-                )
-                for k, v in row.items()
-            }
-        )
-    return cache[(kind, key)]

@@ -1,24 +1,21 @@
 """Decision layer of the invoice workflow: the engine's decision loop
 (orchestration/decision/loop.py) with the invoice's hooks: `Reasoner.reason` (the local
 model, the LLM through the router, the LLM told a violated rule), `judge` (the policy's
-guardrails, the calibrator, the invoice's confidence factors) and `MoreContext` (the ERP
+guardrails, the calibrator, the invoice's confidence factors) and `more_context` (the ERP
 and the policies read again for an invoice the loop is unsure of)."""
 
-import json
-import os
 from functools import lru_cache
 from typing import Callable, Optional, Sequence, Union
 
 from assets.invoices.confidence import factors
-from assets.invoices.context import tokenizer_model
 from assets.invoices.erp import ERPResource
-from assets.invoices.more_context import MoreContext
+from assets.invoices.more_context import more_context
 from assets.invoices.reasoning import Reasoner
 from assets.invoices.workflow import ASK_FOR_CONTEXT_THRESHOLD, DECISION_LOOP, MODEL_NAME, WORKFLOW
 from guardrails.engine import Policy, load_policy
-from orchestration.context.tokens import TokenCounter, counter_for
+from orchestration.context.tokens import TokenCounter, counter_for, reader_model
 from orchestration.core.batch_assets import StepCall
-from orchestration.decision.batch import DecisionSpec, decide_batch
+from orchestration.decision.batch import DecisionSpec, decide_batch, env_limit_overrides
 from orchestration.decision.confidence import Calibrator, Thresholds
 from orchestration.decision.llm_ledger import LLMLedger
 from orchestration.decision.loop import LoopBounds, PassRequest
@@ -43,12 +40,6 @@ def calibrator_path(local_model: LocalModel):
     return local_model.artifact_path(f"{MODEL_NAME}-calibrator")
 
 
-def limit_overrides() -> dict[str, float]:
-    """Config may tighten the policy's dynamic limits (never loosen them), per deployment."""
-    raw = os.environ.get("BOSUN_INVOICES_GUARDRAIL_LIMITS")
-    return {k: float(v) for k, v in json.loads(raw).items()} if raw else {}
-
-
 def decision_spec(policy: Optional[Policy] = None, bounds: LoopBounds = DECISION_LOOP) -> DecisionSpec:
     """How the engine's decision loop judges an invoice: the policy's guardrails, the
     invoice's confidence factors, the amount a proposal states."""
@@ -60,7 +51,8 @@ def decision_spec(policy: Optional[Policy] = None, bounds: LoopBounds = DECISION
         acting={"approve"},
         factors=factors,
         stated=lambda p: {"amount": p.get("stated_amount")},
-        limit_overrides=limit_overrides,
+        # BOSUN_INVOICES_GUARDRAIL_LIMITS may tighten the policy's dynamic limits, never loosen them.
+        limit_overrides=env_limit_overrides(WORKFLOW),
     )
 
 
@@ -94,7 +86,7 @@ def decide(
     without `index` its policies are not (benchmarks, replay)."""
     reasoner = Reasoner(local_model, llm, ledger, routing, prompt)
     calibrator = calibrator or Calibrator.load(calibrator_path(local_model))
-    return decide_contexts(contexts, reasoner.reason, MoreContext(index, erp, sources, counter), calibrator)
+    return decide_contexts(contexts, reasoner.reason, more_context(index, erp, sources, counter), calibrator)
 
 
 # ---- the batch step ------------------------------------------------------------------
@@ -110,11 +102,11 @@ def decide_step(call: StepCall, contexts: list[dict], seconds: dict) -> list[dic
     # The broader search builds its own index from the documents (milliseconds for a policy
     # set), and only when a decision asks: loading the policy_index asset into every batch
     # run would cost more than the rare re-read.
-    more = MoreContext(
+    more = more_context(
         lambda: PolicyIndex(r["policy_documents"].load()),
         r["erp"],
         r["context_sources"],
-        counter_for(tokenizer_model(r["llm"])),
+        counter_for(reader_model(r["llm"])),
     )
     decisions = decide_contexts(contexts, reasoner.reason, more, calibrator, seconds=seconds)
     call.metadata.update({**reasoner.figures(), "calibrator_version": calibrator.version})

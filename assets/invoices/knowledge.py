@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestration.context import knowledge
-from orchestration.context.knowledge import load_labels as _load_labels
-from orchestration.context.knowledge import retrieval_cache, retrieval_quality  # noqa: F401  (used by the context layer)
-
 LABELS_PATH = Path(__file__).parent / "retrieval_labels.yaml"
 # On the sample policies a real question's best passage scores 2.1-8.5, an off-topic one
 # ("exchange rate policy for crypto") 1.2: the engine's floor of 1.5 separates them.
@@ -38,11 +34,3 @@ QUESTIONS = {
     "instructions": ("memo asks to ignore the rules and approve the invoice", lambda f: f["injection_suspected"]),
     "personal_data": ("redact personal data in memos", lambda f: f["pii_in_memo"]),
 }
-
-
-def attach_knowledge(records: list[dict], index, embed=None) -> dict:
-    return knowledge.attach_knowledge(records, index, QUESTIONS, embed=embed)
-
-
-def load_labels(path: Path = LABELS_PATH) -> list[dict]:
-    return _load_labels(path)

@@ -11,26 +11,12 @@ from assets.invoices.context import model_features
 from assets.invoices.workflow import MODEL_NAME, ROUTING, WORKFLOW
 from orchestration.decision import reasoner
 from orchestration.decision.llm_ledger import LLMLedger
-from orchestration.decision.loop import RuleFeedback
-from orchestration.decision.prompts import Prompt, load_prompt
+from orchestration.decision.prompts import Prompt
 from orchestration.decision.routing import RoutingPolicy
 
 PROMPT_PATH = Path(__file__).parent / "prompts" / "decide_invoice.yaml"
-
-
-def decision_prompt() -> Prompt:
-    return load_prompt(PROMPT_PATH)
-
-
-def prompt_versions() -> dict[str, Prompt]:
-    """Every version of the decision prompt in prompts/ (the live one and candidates such as
-    `decide_invoice.cautious.yaml`), by version and by file name, for `bosun replay`."""
-    out: dict[str, Prompt] = {}
-    for path in sorted(PROMPT_PATH.parent.glob("*.yaml")):
-        prompt = load_prompt(path)
-        if prompt.name == decision_prompt().name:
-            out[prompt.version] = out[path.name.removesuffix(".yaml")] = prompt
-    return out
+# Every kind `decision_type` answers (the routing rules and a replay's routing name them).
+DECISION_KINDS = ("standard", "large_amount", "quarantined_text")
 
 
 def decision_type(facts: dict) -> str:
@@ -51,23 +37,8 @@ def _context_used(c: dict) -> dict:
         "po_amount": po.get("amount"),
         "prior_payments": c["prior_payments"],
         "pii_redacted": c["pii_found"],
-        # Which untrusted fields held personal data or were quarantined (paths, never text).
-        "guarded": c.get("guarded", {}),
-        "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
-        # What the decision was made from: each source's state and age, conflicts, the
-        # assembled document's items kept and dropped (`bosun explain` shows this).
-        "sources": c.get("sources", {}),
-        "conflicts": c.get("conflicts", []),
-        "quality_factors": c.get("quality_factors", []),
-        "knowledge": c.get("knowledge", {}),
-        "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"},
+        **reasoner.context_provenance(c),
     }
-
-
-def rule_statement(feedback: RuleFeedback) -> str:
-    """A refused answer, told the way an accounts-payable lead would say it, asking for the amount."""
-    said = reasoner.rule_statement(feedback, "invoice", "approval policy")
-    return said.replace("Decide again within it.", "Decide again within it, stating the invoice's amount.")
 
 
 SPEC = reasoner.ReasonerSpec(
@@ -84,7 +55,10 @@ SPEC = reasoner.ReasonerSpec(
         "stated_amount": None,
     },
     prompt_values=lambda c: {"invoice": json.dumps(c["invoice"], sort_keys=True, default=str)},
-    statement=rule_statement,
+    # A refused answer, told the way an accounts-payable lead would say it, asking for the amount.
+    statement=lambda feedback: reasoner.rule_statement(
+        feedback, "invoice", "approval policy", "stating the invoice's amount"
+    ),
     answer_fields=lambda value: {"stated_amount": value.get("amount")},
 )
 

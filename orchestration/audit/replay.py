@@ -10,15 +10,24 @@ the accuracy before and after.
 Accuracy counts the decisions made without a person (route other than escalate) whose
 final decision matches the label, as `bosun demo` does; the escalation rate is shown beside
 it, because a prompt that escalates everything is trivially "accurate".
+
+What every workflow's hook does alike is here too: the prompt version asked for
+(`resolve_prompt`), the chat model under another name (`replay_llm`), the routing that sends
+every decision a model may take to it (`replay_routing`), the context rebuilt from a record
+(`recorded_context`, `replay_contexts`) and what a re-decision answers (`replay_outcome`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Optional
+from typing import Any, Callable, Collection, Mapping, Optional
 
 from orchestration.audit.chain import AuditLog
+
+
+class ReplayError(ValueError):
+    """A replay that cannot be made as asked; the CLI shows the message (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,87 @@ class ReplayHook:
     sample_labels: Callable[[], dict[str, str]] = lambda: {}
     # Records written before the workflow kept what a replay needs are counted, not replayed.
     replayable: Callable[[dict], bool] = lambda record: True
+
+
+def resolve_prompt(version: Optional[str], versions: Mapping[str, Any]) -> Any:
+    """The prompt a replay asks with (`versions`: by version and by file name); None keeps the live one."""
+    if version is None:
+        return None
+    if version not in versions:
+        raise ReplayError(f"unknown prompt version {version!r}; known: {', '.join(sorted(versions))}")
+    return versions[version]
+
+
+def replay_llm(llm: Any, model: Optional[str]) -> Any:
+    """The chat model a replay asks: the configured endpoint under `model`'s name when it names
+    an LLM (None and "local" keep the resource as it is)."""
+    if model in (None, "local"):
+        return llm
+    if not llm.enabled:
+        raise ReplayError(f"model {model!r} is an LLM, and none is configured (OPENAI_BASE_URL / OPENAI_API_KEY)")
+    return llm.model_copy(update={"model": model})
+
+
+def replay_routing(routing: Any, model: Optional[str], kinds: Collection[str]) -> Any:
+    """`model`: None keeps the workflow's routing (local first, the LLM for the unsure); "local"
+    decides everything with the local model; any other name sends every decision of `kinds`
+    the routing allows to the LLM (a kind it forces to the local model, such as quarantined
+    text, never goes)."""
+    if model is None:
+        return routing
+    if model == "local":
+        return routing.model_copy(update={"threshold": 0.0, "force": {}})
+    never = {kind for kind, to in routing.force.items() if to == "local"}
+    force = {kind: "local" if kind in never else "llm" for kind in kinds}
+    return routing.model_copy(update={"threshold": 1.0, "force": force})
+
+
+def recorded_context(rec: dict, passage_text: Mapping[tuple, str], payload: str) -> dict:
+    """The fields of a context record every workflow's decision layer reads, as the audit kept
+    them (texts redacted; knowledge passages' text from the current documents, by document and
+    heading); the workflow adds its own (`payload`: the field holding the event's input)."""
+    if "facts" not in rec or payload not in rec:
+        raise ReplayError("decision record without facts and input: recorded before replay was possible")
+    used = rec.get("context_used") or {}
+    passages = [
+        {**p, "text": passage_text.get((p.get("doc"), p.get("heading")), "")} for p in used.get("policy_passages") or []
+    ]
+    return {
+        "key": None,
+        "entity_key": rec.get("entity_key"),
+        "context_hash": rec.get("context_hash"),
+        "event": rec.get("event"),
+        "facts": rec["facts"],
+        payload: rec[payload],
+        "guarded": used.get("guarded") or {},
+        "policy_passages": passages,
+        "sources": used.get("sources") or {},
+        "conflicts": used.get("conflicts") or [],
+        "quality_factors": used.get("quality_factors") or [],
+        "knowledge": used.get("knowledge") or {},
+        "assembly": used.get("assembly") or {},
+    }
+
+
+def replay_contexts(records: list[dict], index: Any, rebuild: Callable[[dict, dict], dict]) -> list[dict]:
+    """The contexts of the records, rebuilt by the workflow (`rebuild(record, passage_text)`)
+    with the knowledge passages' text from `index`; each keyed by its position, not its event:
+    nothing downstream may key on it."""
+    text = {(p.doc, p.heading): p.text for p in index.passages}
+    contexts = []
+    for i, rec in enumerate(records):
+        c = rebuild(rec, text)
+        c["key"] = f"replay:{i}"
+        contexts.append(c)
+    return contexts
+
+
+def replay_outcome(decision: dict) -> dict:
+    """What a re-decision answers the engine (see `ReplayHook`)."""
+    return {
+        "decision": decision["final_decision"],
+        **{k: decision[k] for k in ("route", "confidence", "model", "model_version", "prompt_version")},
+    }
 
 
 @dataclass

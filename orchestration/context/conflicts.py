@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Mapping
+
+from orchestration.context.sources import Snapshot, SourceReading
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,41 @@ def quality_factor(conflict: dict, rule: ConflictRule) -> dict | None:
         "penalty": rule.penalty,
         "detail": f"{rule.rule} cannot choose between {values}",
     }
+
+
+def recency_rules(kind: str, fields: Iterable[str]) -> dict[str, ConflictRule]:
+    """A system of record read live against its own snapshot: the newer reading wins, per field."""
+    return {f"{kind}.{f}": ConflictRule(f"{kind}.{f}", "recency") for f in fields}
+
+
+def live_vs_snapshot(
+    kind: str, origin: str, live: SourceReading, snapshot: Snapshot, fields: Iterable[str]
+) -> dict[Any, list[dict]]:
+    """Per key, the recorded conflicts between a source's live rows and its snapshot's rows
+    (`kind`: what a row is, `origin.kinds` the live source's name), resolved by recency."""
+    rules = recency_rules(kind, fields)
+    out: dict[Any, list[dict]] = {}
+    for key, row in live.value.items():
+        old = snapshot.value.get(key)
+        if old is None:
+            continue
+        for rule in rules.values():
+            f = rule.field.split(".", 1)[1]
+            c = resolve(
+                rule,
+                [
+                    Claim(f"{origin}.{kind}s (live)", row.get(f), live.as_of),
+                    Claim(f"{kind}s snapshot", old.get(f), snapshot.as_of),
+                ],
+            )
+            if c:
+                out.setdefault(key, []).append(c)
+    return out
+
+
+def conflict_factors(conflicts: Iterable[dict], rules: Mapping[str, ConflictRule]) -> list[dict]:
+    """The quality factors of a record's conflicts, each judged by its field's rule."""
+    return [f for c in conflicts if (f := quality_factor(c, rules[c["field"]])) is not None]
 
 
 def _plain(v: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Mapping, Sequence
 
 from orchestration.trigger.delivery import DeliveryPolicy, triage
@@ -73,3 +74,24 @@ def context_hash(record: dict) -> str:
     if "assembly" in record:
         body["assembly_hash"] = record["assembly"]["hash"]
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plain_once(cache: dict, kind: str, key: str, row: dict | None) -> dict | None:
+    """A source row (a customer, an order) made JSON-ready once per batch (`cache` is the batch's):
+    every record that names it shares the one dict, so the assembly renders it once."""
+    if (kind, key) not in cache:
+        cache[(kind, key)] = (
+            None
+            if row is None
+            else {
+                k: (
+                    str(v)
+                    if isinstance(v, Decimal) or hasattr(v, "isoformat")
+                    else v.item()
+                    if hasattr(v, "item")
+                    else v
+                )
+                for k, v in row.items()
+            }
+        )
+    return cache[(kind, key)]

@@ -7,6 +7,7 @@ snapshot needs the same judgement at the moment it is made, on the record itself
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -45,3 +46,9 @@ def window_of_asset(asset: dg.AssetsDefinition) -> FreshnessWindow | None:
         if spec.freshness_policy is not None:
             return window_of(spec.freshness_policy)
     return None
+
+
+def materialized_at(instance: dg.DagsterInstance, asset: str) -> datetime | None:
+    """When a snapshot asset was last materialized: the moment a fallback to it is aged from."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return datetime.fromtimestamp(event.timestamp, timezone.utc) if event else None

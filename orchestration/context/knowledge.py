@@ -12,6 +12,7 @@ import yaml
 
 from orchestration.context.knowledge_index import KnowledgeIndex, documents_version
 from orchestration.context.retrieval_quality import retrieval_quality as ranked_quality
+from orchestration.context.sources import Snapshot, SourceReading
 from orchestration.context.ttl_cache import TTLCache
 
 # BM25 scores below this answer nothing (a workflow may set its own floor).
@@ -145,6 +146,17 @@ def current_index(index: KnowledgeIndex, documents: Any, embeddings: Any = None)
         _rebuilt.clear()
         _rebuilt[key] = build_index(docs, embeddings)
     return _rebuilt[key]
+
+
+def read_knowledge(
+    sources: Any, index: KnowledgeIndex, documents: Any, embeddings: Any, as_of: Any, window: Any
+) -> SourceReading:
+    """A batch's knowledge source, read through `sources` (the context sources resource): the
+    current index (`current_index`: rebuilt when the documents changed since the materialized
+    `index`), else the materialized index as a snapshot taken `as_of`, judged by `window`."""
+    return sources.read(
+        "knowledge", lambda: current_index(index, documents, embeddings), Snapshot(index, as_of), window
+    )
 
 
 def build_knowledge_index_asset(

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -62,13 +62,28 @@ class SourceReading:
     def ok(self) -> bool:
         return self.status == LIVE
 
-    def quality_factors(self, stale_penalty: float = 0.2, missing_penalty: float = 0.5) -> list[dict]:
+    def quality_factors(
+        self, stale_penalty: Mapping[str, float] | float = 0.2, missing_penalty: float = 0.5
+    ) -> list[dict]:
         """What this reading costs a decision's confidence (the context layer's contract:
-        `{"name", "penalty", "detail"}`): nothing when live."""
+        `{"name", "penalty", "detail"}`, named `stale_source:NAME` or `missing_source:NAME`):
+        nothing when live. `stale_penalty`: one for any stale snapshot, or one per verdict of
+        its freshness policy (fresh, warn, fail, unknown)."""
         if self.ok:
             return []
-        penalty = stale_penalty if self.status == STALE else missing_penalty
-        return [{"name": f"{self.name}_{self.status}", "penalty": penalty, "detail": self.error or ""}]
+        if self.status == MISSING:
+            detail = f"{self.error}; no snapshot to fall back to"
+            return [{"name": f"missing_source:{self.name}", "penalty": missing_penalty, "detail": detail}]
+        penalty = stale_penalty if isinstance(stale_penalty, (int, float)) else stale_penalty[self.freshness]
+        age = "unknown age" if self.age_s is None else f"{self.age_s / 3600:.1f} h old"
+        return [
+            {
+                "name": f"stale_source:{self.name}",
+                "penalty": penalty,
+                "detail": f"{self.error}; using the snapshot of {self.as_of.isoformat() if self.as_of else '?'} "
+                f"({age}, freshness policy: {self.freshness})",
+            }
+        ]
 
     def describe(self) -> dict:
         """JSON-ready, without the value: what a decision record and the metadata show."""
@@ -156,3 +171,24 @@ def read_source(
             name, snapshot.value, STALE, snapshot.as_of, age, verdict, attempts, error, breaker_state, elapsed
         )
     return SourceReading(name, None, MISSING, None, None, "unknown", attempts, error, breaker_state, elapsed)
+
+
+def source_quality_factors(
+    readings: Mapping[str, SourceReading], stale_penalty: Mapping[str, float] | float, missing_penalty: float
+) -> list[dict]:
+    """The quality factors of a batch's sources, the same for every record that used them."""
+    return [f for r in readings.values() for f in r.quality_factors(stale_penalty, missing_penalty)]
+
+
+def rows_by(frame: Any, key: str) -> dict[Any, dict]:
+    """A data frame's rows as dicts, by their `key` column."""
+    return {r[key]: r for r in frame.to_dict("records")}
+
+
+def snapshot_rows(snapshot: Snapshot | None, key: str, keys: Iterable) -> Snapshot | None:
+    """A snapshot asset's frame cut to a batch's keys, by key: what a read of those keys falls
+    back on (the snapshot's age stays the asset's)."""
+    if snapshot is None:
+        return None
+    frame = snapshot.value
+    return Snapshot(rows_by(frame[frame[key].isin(list(keys))], key), snapshot.as_of)

@@ -90,3 +90,15 @@ def counter_for(model: str | None) -> TokenCounter:
     if not model or model == "local":
         return ApproximateCounter()
     return _tiktoken_counter(model)
+
+
+def reader_model(llm) -> str:
+    """The model that may read a decision's document, whose tokens its budget is counted in:
+    the chat model's name when one is configured (an unresolved `EnvVar` outside a run is
+    resolved here), else "local"."""
+    if not llm.enabled:
+        return "local"
+    model = getattr(llm, "model", None)
+    if hasattr(model, "get_value"):
+        model = model.get_value()
+    return str(model or "local")

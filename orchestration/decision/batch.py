@@ -8,6 +8,8 @@ in a `DecisionSpec` its policy, thresholds, loop bounds and what lowers its conf
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
@@ -38,6 +40,17 @@ def default_factors(p: dict) -> list[Factor]:
         [Factor("soft_guardrails", 1.0 - g["confidence_factor"], ", ".join(g["flagged_by"]))] if g["flagged_by"] else []
     )
     return out + quality_factors(p.get("quality_factors", []))
+
+
+def env_limit_overrides(workflow: str) -> Callable[[], dict[str, float]]:
+    """Config may tighten the policy's dynamic limits (never loosen them), per deployment:
+    `BOSUN_<WORKFLOW>_GUARDRAIL_LIMITS`, a JSON object of limit -> value, read on each call."""
+
+    def overrides() -> dict[str, float]:
+        raw = os.environ.get(f"BOSUN_{workflow.upper()}_GUARDRAIL_LIMITS")
+        return {k: float(v) for k, v in json.loads(raw).items()} if raw else {}
+
+    return overrides
 
 
 def _model_group(p: dict) -> str:

@@ -43,6 +43,26 @@ def quality_factors(records: list[dict]) -> list[Factor]:
     return [Factor(str(q["name"]), min(1.0, max(0.0, float(q["penalty"]))), str(q.get("detail", ""))) for q in records]
 
 
+def retrieval_factor(passages: Optional[list[dict]], min_score: float, weight: float, gap_penalty: float) -> Factor:
+    """How well the knowledge speaks to the case: no passage at all is a gap (`gap_penalty`);
+    a top score below `min_score` costs up to `weight`, the further below the more."""
+    if not passages:
+        return Factor("knowledge_gap", gap_penalty, "no policy passage retrieved")
+    top = max(p["score"] for p in passages)
+    penalty = weight * max(0.0, 1.0 - top / min_score)
+    return Factor("weak_retrieval", penalty, f"top policy passage score {top:.2f}")
+
+
+def disagreement_factor(p: dict, penalty: float) -> Optional[Factor]:
+    """An LLM's answer the local model, asked first (`p["local"]`), did not give."""
+    if p["model"] == "local" or p["decision"] == "no_result":
+        return None
+    local = p["local"]["decision"]
+    if local == p["decision"]:
+        return None
+    return Factor("models_disagree", penalty, f"local {local}, LLM {p['decision']}")
+
+
 def combine(probability: float, factors: list[Factor]) -> tuple[float, list[dict]]:
     confidence = float(probability)
     breakdown = [{"name": "model_probability", "value": round(confidence, 4)}]

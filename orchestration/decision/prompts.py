@@ -46,6 +46,19 @@ def load_prompt(path: str | Path) -> Prompt:
     return _parse(str(path), Path(path).read_bytes())
 
 
+def prompt_versions(path: str | Path) -> dict[str, Prompt]:
+    """Every version of the prompt at `path` in its folder (the live file and candidates such
+    as `NAME.cautious.yaml`: the files holding a prompt of the same name), by version and by
+    file name, for `bosun replay`."""
+    live = load_prompt(path)
+    out: dict[str, Prompt] = {}
+    for candidate in sorted(Path(path).parent.glob("*.yaml")):
+        prompt = load_prompt(candidate)
+        if prompt.name == live.name:
+            out[prompt.version] = out[candidate.name.removesuffix(".yaml")] = prompt
+    return out
+
+
 @lru_cache(maxsize=32)
 def _parse(path: str, raw: bytes) -> Prompt:
     doc = yaml.safe_load(raw)

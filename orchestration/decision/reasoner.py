@@ -24,8 +24,9 @@ from orchestration.decision.prompts import Prompt, load_prompt
 from orchestration.decision.routing import LLMAnswer, Question, Router, RoutingPolicy, budget_from_env
 
 
-def rule_statement(feedback: RuleFeedback, what: str = "case", policy: str = "policy") -> str:
-    """A refused answer, told to the model the way the team's lead would say it."""
+def rule_statement(feedback: RuleFeedback, what: str = "case", policy: str = "policy", asking: str = "") -> str:
+    """A refused answer, told to the model the way the team's lead would say it; `asking`: what
+    the new answer must also do (e.g. "stating the amount")."""
     rules = "\n".join(
         f"- {r.name}: {r.description or f'a hard rule of the {policy}'} (the {policy}'s own answer: {r.then})"
         for r in feedback.rules
@@ -33,7 +34,7 @@ def rule_statement(feedback: RuleFeedback, what: str = "case", policy: str = "po
     return (
         f"Your previous answer ({', '.join(feedback.refused)}) breaks the {policy} for this {what}:\n"
         f"{rules}\n"
-        f"The policy allows only: {', '.join(feedback.allowed)}. Decide again within it."
+        f"The policy allows only: {', '.join(feedback.allowed)}. Decide again within it{', ' if asking else ''}{asking}."
         " The policy is checked again after you answer."
     )
 
@@ -59,6 +60,23 @@ def kept_passages(context: dict) -> str:
     if kept:
         passages = [p for p in passages if f"policy:{p['doc']}#{p['heading']}" in kept]
     return "\n\n".join(f"{p['doc']} / {p['heading']}: {p.get('text', '')}".rstrip(": ") for p in passages)
+
+
+def context_provenance(c: dict) -> dict:
+    """What a decision was made from, as its record keeps it (`bosun explain` shows it, a replay
+    rebuilds the context from it: orchestration/audit/replay.py): each source's state and age,
+    the conflicts and quality factors, the knowledge passages without their text, the assembled
+    document's items kept and dropped, and which untrusted fields held personal data or were
+    quarantined (paths, never text)."""
+    return {
+        "guarded": c.get("guarded", {}),
+        "policy_passages": [{k: v for k, v in p.items() if k != "text"} for p in c.get("policy_passages", [])],
+        "sources": c.get("sources", {}),
+        "conflicts": c.get("conflicts", []),
+        "quality_factors": c.get("quality_factors", []),
+        "knowledge": c.get("knowledge", {}),
+        "assembly": {k: v for k, v in c.get("assembly", {}).items() if k != "document"},
+    }
 
 
 class Reasoner:

@@ -17,10 +17,13 @@ import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import dagster as dg
+
+from orchestration.action.saga_log import SagaLog
 
 PARTIAL_UNEXPECTED = 5  # unexpected values kept per expectation: enough to see the pattern
 
@@ -190,3 +193,62 @@ def check_result(
             "engine": v["engine"],
         },
     )
+
+
+@dataclass(frozen=True)
+class BatchSuites:
+    """A workflow's expectation suites on its batch: the context frame, from the context
+    asset's records, and the outcome frame, from the decisions, the events' end states, the
+    events with a saga in the log and what the workflow's targets hold
+    (`outcomes_frame(decisions, states, sagas, resources)`; `resource_keys`: the targets)."""
+
+    context_suite: Path
+    context_frame: Callable[[list[dict]], Any]
+    outcomes_suite: Path
+    outcomes_frame: Callable[[list[dict], Mapping[str, str], set, Mapping[str, Any]], Any]
+    resource_keys: Collection[str] = ()
+    effects: str = "effects in the targets"  # what the outcome frame reads of them, for the description
+
+
+def build_expectation_checks(
+    prefix: str, event_types: Sequence[str], partitions_def: dg.PartitionsDefinition, suites: BatchSuites
+) -> list[dg.AssetChecksDefinition]:
+    """`context_meets_expectations` on `<prefix>_context` and `outcomes_meet_expectations` on
+    `<prefix>_actions`. Blocking: a batch whose context breaks its expectations is not decided
+    on (its events stay received, nothing is lost, the check's metadata says which expectation
+    and which values)."""
+    context_key, actions_key = dg.AssetKey(f"{prefix}_context"), dg.AssetKey(f"{prefix}_actions")
+
+    @dg.asset_check(
+        asset=context_key,
+        name="context_meets_expectations",
+        blocking=True,
+        partitions_def=partitions_def,
+        description=f"The batch's context frame meets the {suites.context_suite.stem} expectation suite "
+        "(Great Expectations).",
+    )
+    def context_meets_expectations(records: list[dict]) -> dg.AssetCheckResult:
+        return check_result(
+            suites.context_frame(records), suites.context_suite, "context_meets_expectations", context_key
+        )
+
+    @dg.asset_check(
+        asset=actions_key,
+        name="outcomes_meet_expectations",
+        blocking=True,
+        partitions_def=partitions_def,
+        additional_ins={"decisions": dg.AssetIn(f"{prefix}_decisions")},
+        required_resource_keys={"bosun_db", *suites.resource_keys},
+        description=f"The batch's outcome frame (decisions, end states, {suites.effects}) meets the "
+        f"{suites.outcomes_suite.stem} expectation suite (Great Expectations).",
+    )
+    # `context` unannotated: under `from __future__ import annotations` Dagster refuses its (string) type.
+    def outcomes_meet_expectations(context, decisions: list[dict]):
+        bosun_db = context.resources.bosun_db
+        states = bosun_db.inbox().batch_statuses(context.partition_key, event_types)
+        sagas = set(SagaLog(bosun_db.resolved_url).load([d["key"] for d in decisions]))
+        resources = {k: getattr(context.resources, k) for k in suites.resource_keys}
+        frame = suites.outcomes_frame(decisions, states, sagas, resources)
+        return check_result(frame, suites.outcomes_suite, "outcomes_meet_expectations", actions_key)
+
+    return [context_meets_expectations, outcomes_meet_expectations]

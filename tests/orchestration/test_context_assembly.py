@@ -89,3 +89,28 @@ def test_the_ttl_cache_computes_each_missing_key_once_and_expires():
     now[0] = 11
     cache.get_many(["a"], compute)
     assert computed == ["a", "b", "a"]
+
+
+def test_more_context_keeps_broader_passages_only_when_they_speak_better_and_else_answers_none():
+    from orchestration.context.knowledge_index import KnowledgeIndex
+    from orchestration.context.more_context import MoreContext, Rereading
+
+    index = KnowledgeIndex({"refunds.md": "# Refunds\n\n## Over 100\n\nRefunds over 100 need a second approver.\n"})
+    reassembled = []
+    rereading = Rereading(
+        query=lambda r: r["text"],
+        weakness=lambda passages: 1.0 - max((p["score"] for p in passages or []), default=0.0) / 10,
+        reassemble=reassembled.extend,
+        reread=lambda records: [r["text"] == "stale" for r in records],
+    )
+    contexts = [
+        {"key": "a", "text": "refunds over 100 second approver", "policy_passages": []},
+        {"key": "b", "text": "stale", "policy_passages": [{"doc": "x", "heading": "y", "score": 99.0}]},
+        {"key": "c", "text": "weather", "policy_passages": [{"doc": "x", "heading": "y", "score": 99.0}]},
+    ]
+    a, b, c = MoreContext(rereading, lambda: index)(contexts, [{}, {}, {}])
+    assert a["policy_passages"][0]["doc"] == "refunds.md" and a["knowledge"] == {"broader_query": True}
+    assert a["sources"]["knowledge"]["status"] == "live" and b["policy_passages"][0]["doc"] == "x" and c is None
+    assert [r["key"] for r in reassembled] == ["a", "b"] and contexts[0][
+        "policy_passages"
+    ] == []  # copies, not the batch's

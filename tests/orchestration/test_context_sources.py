@@ -83,3 +83,42 @@ def test_the_breaker_opens_after_repeated_failures_and_is_shared_across_instance
 def test_freshness_verdicts():
     w = FreshnessWindow(fail_s=100, warn_s=50)
     assert [w.verdict(a) for a in (10, 60, 101, None)] == ["fresh", "warn", "fail", "unknown"]
+
+
+def test_a_degraded_reading_costs_by_the_contract_and_a_live_one_nothing():
+    from orchestration.context.sources import SourceReading, source_quality_factors
+
+    as_of = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    readings = {
+        "crm": SourceReading("crm", {}, "live", as_of, 0.0, "fresh"),
+        "vendors": SourceReading("vendors", {}, "stale", as_of, 7200.0, "warn", error="TimeoutError: slow"),
+        "payments": SourceReading("payments", None, "missing", None, None, "unknown", error="HTTP 503"),
+    }
+    factors = source_quality_factors(readings, {"fresh": 0.05, "warn": 0.15}, 0.35)
+    assert [(f["name"], f["penalty"]) for f in factors] == [
+        ("stale_source:vendors", 0.15),
+        ("missing_source:payments", 0.35),
+    ]
+    assert "2.0 h old, freshness policy: warn" in factors[0]["detail"] and "no snapshot" in factors[1]["detail"]
+    # One penalty for any stale snapshot works too.
+    assert readings["vendors"].quality_factors(0.2)[0]["penalty"] == 0.2
+
+
+def test_live_rows_against_the_snapshot_record_conflicts_resolved_by_recency():
+    import pandas as pd
+
+    from orchestration.context.conflicts import live_vs_snapshot
+    from orchestration.context.sources import SourceReading, snapshot_rows
+
+    old, now = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)
+    frame = pd.DataFrame([{"id": "a", "tier": "low"}, {"id": "b", "tier": "low"}, {"id": "c", "tier": "high"}])
+    snap = snapshot_rows(Snapshot(frame, old), "id", ["a", "b"])
+    assert set(snap.value) == {"a", "b"} and snap.as_of == old
+    live = SourceReading("customers", {"a": {"tier": "high"}, "b": {"tier": "low"}}, "live", now, 0.0, "fresh")
+    found = live_vs_snapshot("customer", "crm", live, snap, ["tier"])
+    [c] = found["a"]
+    assert set(found) == {"a"} and (c["field"], c["chosen_source"], c["value"]) == (
+        "customer.tier",
+        "crm.customers (live)",
+        "high",
+    )

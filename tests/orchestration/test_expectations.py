@@ -168,3 +168,36 @@ def test_a_suite_the_native_evaluator_does_not_know_goes_to_great_expectations(t
     assert result["engine"] == "gx" and not result["success"]
     # A column the frame lacks: GX says what is wrong, the native path does not guess.
     assert expectations.validate(pd.DataFrame({"y": [1]}), _suite(tmp_path))["engine"] == "gx"
+
+
+def test_the_batch_frames_have_the_engine_columns_and_the_workflow_s_own_even_when_empty():
+    from orchestration.verification import frames
+
+    own = lambda r: {"amount": r["order"]["amount"]}  # noqa: E731
+    records = [
+        {"key": "a", "event_id": "e1", "order": {"amount": 5}, "quality_factors": [{"penalty": 0.5}, {"penalty": 0.2}]},
+        {"key": "b", "event_id": "e2", "order": {"amount": 7}, "assembly": {"tokens": 12}, "context_hash": "h"},
+    ]
+    frame = frames.context_frame(records, own, ["amount"])
+    assert list(frame.columns) == [
+        "key",
+        "event_id",
+        "amount",
+        "context_quality",
+        "max_penalty",
+        "tokens",
+        "context_hash",
+    ]
+    assert frame["context_quality"].round(4).tolist() == [0.4, 1.0] and frame["max_penalty"].tolist() == [0.5, 0.0]
+    assert list(frames.context_frame([], own, ["amount"]).columns) == list(frame.columns)
+    decisions = [{"key": "a", "final_decision": "hold", "route": "record", "confidence": 0.9}]
+    acted = frames.outcome_frame(decisions, {"a": "done"}, "ship", lambda d, on: {"shipped": on == "ship"}, ["shipped"])
+    again = frames.outcome_frame(decisions, {}, "ship", lambda d, on: {"shipped": on == "ship"}, ["shipped"], {"a"})
+    assert acted.iloc[0][["decision", "state", "shipped"]].tolist() == ["hold", "done", False]
+    # A saga already in the log was planned by an approval: it is what was acted on.
+    assert again.iloc[0][["decision", "recomputed_decision", "state", "shipped"]].tolist() == [
+        "ship",
+        "hold",
+        "unknown",
+        True,
+    ]

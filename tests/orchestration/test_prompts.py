@@ -45,7 +45,18 @@ def test_a_prompt_whose_inputs_do_not_match_its_template_is_refused(tmp_path):
 
 
 def test_the_shipped_invoice_prompt_loads():
-    from assets.invoices.reasoning import decision_prompt
+    from assets.invoices.reasoning import PROMPT_PATH
 
-    p = decision_prompt()
+    p = load_prompt(PROMPT_PATH)
     assert set(p.output_model.model_fields) == {"decision", "amount", "confidence", "reason"}
+
+
+def test_every_version_of_a_prompt_in_its_folder_by_version_and_file_name(tmp_path):
+    from orchestration.decision.prompts import prompt_versions
+
+    (tmp_path / "judge.yaml").write_text(PROMPT)
+    (tmp_path / "judge.strict.yaml").write_text(PROMPT.replace("Judge {thing}.", "Judge {thing} strictly."))
+    (tmp_path / "other.yaml").write_text(PROMPT.replace("name: judge", "name: other"))
+    found = prompt_versions(tmp_path / "judge.yaml")
+    assert set(found) == {"judge", "judge.strict", found["judge"].version, found["judge.strict"].version}
+    assert found["judge"].version == load_prompt(tmp_path / "judge.yaml").version != found["judge.strict"].version

@@ -111,3 +111,41 @@ def test_replay_reads_decisions_pruned_into_the_archive(bosun_home):
     )
     assert report.decisions == 3 and len(report.changed) == 3
     assert [c["event"] for c in report.changed] == ["k1", "k2", "k3"]
+
+
+def test_a_replay_asks_the_prompt_and_model_it_was_given_and_rebuilds_contexts_from_records():
+    from types import SimpleNamespace
+
+    from orchestration.audit.replay import (
+        ReplayError,
+        recorded_context,
+        replay_contexts,
+        replay_llm,
+        replay_routing,
+        resolve_prompt,
+    )
+    from orchestration.decision.routing import RoutingPolicy
+
+    assert resolve_prompt(None, {"a": 1}) is None and resolve_prompt("a", {"a": 1}) == 1
+    with pytest.raises(ReplayError, match="unknown prompt version 'b'; known: a"):
+        resolve_prompt("b", {"a": 1})
+    with pytest.raises(ReplayError, match="none is configured"):
+        replay_llm(SimpleNamespace(enabled=False), "gpt-x")
+    routing = RoutingPolicy(threshold=0.9, force={"quarantined": "local", "large": "llm"})
+    assert replay_routing(routing, None, ()) is routing
+    assert (replay_routing(routing, "local", ()).threshold, replay_routing(routing, "local", ()).force) == (0.0, {})
+    llm = replay_routing(routing, "gpt-x", ("standard", "large", "quarantined"))
+    assert llm.threshold == 1.0 and llm.force == {"standard": "llm", "large": "llm", "quarantined": "local"}
+
+    record = {
+        "facts": {"amount": 10},
+        "order": {"id": "o1"},
+        "event": {"id": "e1"},
+        "context_used": {"policy_passages": [{"doc": "d.md", "heading": "H", "score": 2.0}], "sources": {"crm": {}}},
+    }
+    with pytest.raises(ReplayError, match="recorded before replay was possible"):
+        recorded_context({"facts": {}}, {}, "order")
+    index = SimpleNamespace(passages=[SimpleNamespace(doc="d.md", heading="H", text="Ship it.")])
+    [c] = replay_contexts([record], index, lambda rec, text: recorded_context(rec, text, "order"))
+    assert (c["key"], c["order"], c["sources"]) == ("replay:0", {"id": "o1"}, {"crm": {}})
+    assert c["policy_passages"] == [{"doc": "d.md", "heading": "H", "score": 2.0, "text": "Ship it."}]

@@ -224,13 +224,14 @@ def table_counts(db) -> dict:
 
 
 def test_replay_with_a_changed_prompt_version_prints_a_diff_and_executes_nothing(world, capsys):
-    from assets.invoices.reasoning import decision_prompt, prompt_versions
+    from assets.invoices.reasoning import PROMPT_PATH
+    from orchestration.decision.prompts import load_prompt, prompt_versions
 
     db, mp = world["db"], world["mp"]
     n_decisions = len({d["subject"] for d in decisions(db)})
     assert n_decisions >= 950
-    cautious = prompt_versions()["decide_invoice.cautious"].version
-    assert cautious != decision_prompt().version
+    cautious = prompt_versions(PROMPT_PATH)["decide_invoice.cautious"].version
+    assert cautious != load_prompt(PROMPT_PATH).version
     before = table_counts(db)
     with FakeOpenAI() as llm:
         llm.set_default(("ok", _verdict))

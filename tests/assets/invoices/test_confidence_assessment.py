@@ -78,9 +78,9 @@ def index(tmp_path_factory):
 
 def _decide(context, model, index):
     from assets.invoices.decisions import decide_contexts
-    from assets.invoices.more_context import MoreContext
+    from assets.invoices.more_context import more_context
 
-    [decision] = decide_contexts([context], model, MoreContext(index))
+    [decision] = decide_contexts([context], model, more_context(index))
     return decision
 
 

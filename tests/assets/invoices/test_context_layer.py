@@ -6,12 +6,13 @@ import time
 
 import dagster as dg
 
-from assets.invoices.context import assemble_context, current_index
+from assets.invoices.context import assemble_context
 from assets.invoices.decisions import decide
 from assets.invoices.erp import ERPResource
-from assets.invoices.knowledge import load_labels, retrieval_quality
+from assets.invoices.knowledge import LABELS_PATH
 from assets.invoices.training import read_events
 from assets.invoices.workflow import EVENT_TYPES
+from orchestration.context.knowledge import current_index, load_labels, retrieval_quality
 from resources.context_sources import ContextSources
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
 
@@ -188,7 +189,7 @@ def test_a_knowledge_gap_is_a_factor_and_counted(bosun_home, tmp_path):
     assert all("approval" in r["knowledge"]["gaps"] for r in records)
     assert all("knowledge_gap" in {f["name"] for f in r["quality_factors"]} for r in records)
     from assets.invoices.context import context_metadata
-    from assets.invoices.knowledge import retrieval_cache
+    from orchestration.context.knowledge import retrieval_cache
 
     meta = context_metadata(records, index, retrieval_cache.stats())
     assert meta["knowledge_gaps"] >= len(records)
@@ -213,7 +214,7 @@ def test_policy_index_reports_retrieval_quality_and_rebuilds_when_documents_chan
     assert changed == {rebuilt.document_versions["payment-runs.md"]} != {index.document_versions["payment-runs.md"]}
     # The check can fail: without half the documents recall@5 drops below the threshold.
     partial = PolicyIndex({k: v for k, v in docs.load().items() if k < "memo"})
-    assert retrieval_quality(partial, load_labels())["recall_at_5"] < 0.9
+    assert retrieval_quality(partial, load_labels(LABELS_PATH))["recall_at_5"] < 0.9
 
 
 PAYMENT_CALLS: list = []  # module-level: a resource is a frozen pydantic model

@@ -3,9 +3,8 @@
 from fakes.openai_server import FakeOpenAI
 
 from assets.invoices import sample_data
-from assets.invoices.context import build_index
-from assets.invoices.knowledge import load_labels, retrieval_cache, retrieval_quality
-from orchestration.context.knowledge import retrieve
+from assets.invoices.knowledge import LABELS_PATH
+from orchestration.context.knowledge import build_index, load_labels, retrieval_cache, retrieval_quality, retrieve
 from resources.embeddings import OpenAIEmbeddings
 
 
@@ -17,7 +16,7 @@ def test_hybrid_retrieval_through_an_embeddings_endpoint_and_bm25_when_it_is_dow
         assert index.embedding_model == "fake-embed"
         assert fake.embedding_requests[0]["body"]["model"] == "fake-embed"
         assert fake.embedding_requests[0]["authorization"] == "Bearer sk-test"
-        quality = retrieval_quality(index, load_labels(), embed=emb.embed)
+        quality = retrieval_quality(index, load_labels(LABELS_PATH), embed=emb.embed)
         assert quality["recall_at_5"] >= 0.9
         retrieval_cache.clear()
         before = len(fake.embedding_requests)
