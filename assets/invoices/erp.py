@@ -2,7 +2,10 @@
 
 A real target system as far as Bosun is concerned: its write APIs take idempotency keys
 (as payment APIs do), so a replayed action is a no-op, and each write has a compensating
-call. Writes take many items per call so a batch costs one round trip per step.
+call. Writes take many items per call so a batch costs one round trip per step. The
+mechanics every SQL target shares are the engine's: writes once by key, voids with a
+tombstone, live keys and rows for reconciliation (orchestration/action/keyed_table.py), reads
+of many keys in chunks (orchestration/core/db.py); here are the ERP's tables and its queries.
 """
 
 from __future__ import annotations
