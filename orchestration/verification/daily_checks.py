@@ -61,6 +61,7 @@ def build_daily_check(
     no_data_figures: Sequence[str],
     day_label: str = "day",
     as_of: bool = False,
+    kinds: Sequence[str] = ("sql",),  # what the UI shows it reads
 ) -> dg.AssetsDefinition:
     """`judge(resource, day start, day end, as of)` for the partition's day. `no_data` says
     what an empty day lacked ("no payment was due"); the figures `no_data_figures` name are
@@ -72,9 +73,9 @@ def build_daily_check(
         partitions_def=partitions,
         group_name=layer_group(workflow, "verification"),
         deps=list(deps),
-        kinds={"sql"},
+        kinds=set(kinds),
         required_resource_keys={resource_key},
-        config_schema={"as_of": dg.Field(str, is_required=False)} if as_of else None,
+        config_schema={"as_of": dg.Field(dg.Noneable(str), is_required=False, default_value=None)} if as_of else None,
         check_specs=[dg.AssetCheckSpec(check, asset=name, partitions_def=partitions, description=check_description)],
         description=description,
     )
