@@ -21,13 +21,16 @@ from orchestration.verification.outcome_reconciliation import (
     Effect,
     EventRecord,
     Reconciliation,
+    batch_effects,
     reconcile_batch_with_targets,
 )
 from resources.database import BosunDatabase
-from resources.outbox import NotificationOutbox
+from resources.outbox import LIVE, NotificationOutbox
 
 # The payment saga's steps in order (the plan's own, so the two cannot drift apart).
 STEPS = tuple(payment_plan(ERPResource()).order)
+# What every effect of an invoice's saga carries, as the invoice has it.
+EXPECTED = ("amount", "currency", "vendor_id", "invoice_id")
 
 
 def entity(vendor_id: str, invoice_id: str) -> str:
@@ -41,12 +44,7 @@ def event_record(row: dict) -> EventRecord:
         state=row["status"],
         entity=entity(p.get("vendor_id"), p.get("invoice_id")),
         claims_effect=row["status"] == "done" and bool(outcome.get("payment_key")),
-        expected={
-            "amount": Decimal(str(p["amount"])),
-            "currency": p.get("currency"),
-            "vendor_id": p.get("vendor_id"),
-            "invoice_id": p.get("invoice_id"),
-        },
+        expected={**{f: p.get(f) for f in EXPECTED}, "amount": Decimal(str(p["amount"]))},
     )
 
 
@@ -57,7 +55,7 @@ def notice_effects(outbox: NotificationOutbox, keys: list[str]) -> list[dict]:
     return [
         {
             "idempotency_key": k,
-            "live": m["status"] in ("queued", "dispatched"),
+            "live": m["status"] in LIVE,
             "vendor_id": m["recipient"],
             "invoice_id": m["entity"],
             "amount": Decimal(str(m["body"].get("amount"))),
@@ -71,21 +69,8 @@ def reconcile_batch(
     batch: BatchRange, bosun_db: BosunDatabase, erp: ERPResource, outbox: NotificationOutbox
 ) -> Reconciliation:
     def effects_of(keys: list[str], events: list[EventRecord]) -> list[Effect]:
-        entities = {e.entity for e in events}
         invoice_ids = sorted({str(e.expected["invoice_id"]) for e in events})
-        found = [
-            r
-            for r in erp.effects_for(keys, invoice_ids)
-            if entity(r["vendor_id"], r["invoice_id"]) in entities or r["idempotency_key"] in set(keys)
-        ] + notice_effects(outbox, keys)
-        return [
-            Effect(
-                r["idempotency_key"],
-                r["live"],
-                entity(r["vendor_id"], r["invoice_id"]),
-                {k: r[k] for k in ("amount", "currency", "vendor_id", "invoice_id")},
-            )
-            for r in found
-        ]
+        found = erp.effects_for(keys, invoice_ids) + notice_effects(outbox, keys)
+        return batch_effects(found, keys, events, lambda r: entity(r["vendor_id"], r["invoice_id"]), EXPECTED)
 
     return reconcile_batch_with_targets(batch.key, bosun_db, EVENT_TYPES, STEPS, event_record, effects_of)

@@ -2,7 +2,10 @@
 
 A real target system as far as Bosun is concerned: its write APIs take idempotency keys
 (as payment APIs do), so a replayed action is a no-op, and each write has a compensating
-call. Writes take many items per call so a batch costs one round trip per step.
+call. Writes take many items per call so a batch costs one round trip per step. The
+mechanics every SQL target shares are the engine's: writes once by key, voids with a
+tombstone, live keys and rows for reconciliation (orchestration/action/keyed_table.py), reads
+of many keys in chunks (orchestration/core/db.py); here are the ERP's tables and its queries.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from orchestration.action.keyed_table import KeyedTable
 from orchestration.core import clock, settings
-from orchestration.core.db import engine_for, insert_ignoring_duplicates
+from orchestration.core.db import chunks, engine_for, frame_in, insert_ignoring_duplicates, rows_in
 from orchestration.core.schema_migrations import SchemaOwner
 from resources.env import resolved
 
@@ -100,10 +104,6 @@ erp_schema = SchemaOwner(
 )
 
 
-def _now() -> datetime:
-    return clock.now()
-
-
 def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
@@ -118,6 +118,18 @@ def _money_row(item: dict, **extra) -> dict:
         "currency": item["currency"],
         **extra,
     }
+
+
+def _decimal_amounts(df: pd.DataFrame) -> pd.DataFrame:
+    df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
+    return df
+
+
+# The two tables the payment saga writes, by idempotency key, each with its compensation.
+# A compensated item without the invoice's fields (nothing to tombstone) only voids.
+LEDGER = KeyedTable(ledger_entries, "posted", "reversed", "reversed_at", ("invoice_id",))
+PAYMENTS = KeyedTable(payments, "scheduled", "cancelled", "cancelled_at", ("invoice_id",))
+EFFECT_COLUMNS = ("invoice_id", "vendor_id", "amount", "currency")
 
 
 class ERPResource(dg.ConfigurableResource):
@@ -149,8 +161,8 @@ class ERPResource(dg.ConfigurableResource):
         with eng.begin() as conn:
             if vendor_rows:
                 conn.execute(insert_ignoring_duplicates(eng, vendors, ["vendor_id"]), vendor_rows)
-            for i in range(0, len(pos), 5000):
-                conn.execute(insert_ignoring_duplicates(eng, purchase_orders, ["po_number"]), pos[i : i + 5000])
+            for part in chunks(pos):
+                conn.execute(insert_ignoring_duplicates(eng, purchase_orders, ["po_number"]), part)
 
     def vendors_frame(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
@@ -158,142 +170,82 @@ class ERPResource(dg.ConfigurableResource):
 
     def purchase_orders_frame(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            df = pd.read_sql(sa.select(purchase_orders), conn)
-        df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
-        return df
+            return _decimal_amounts(pd.read_sql(sa.select(purchase_orders), conn))
 
     # ---- reads the decision needs live (one query per source per batch) ---------------
     def vendors_by_id(self, vendor_ids: list[str]) -> pd.DataFrame:
-        return self._rows_in(vendors, vendors.c.vendor_id, vendor_ids)
+        return frame_in(self.engine, vendors, vendors.c.vendor_id, vendor_ids)
 
     def purchase_orders_by_number(self, po_numbers: list[str]) -> pd.DataFrame:
-        df = self._rows_in(purchase_orders, purchase_orders.c.po_number, po_numbers)
-        df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
-        return df
-
-    def _rows_in(self, table: sa.Table, column, keys: list[str]) -> pd.DataFrame:
-        with self.engine.connect() as conn:
-            frames = [
-                pd.read_sql(sa.select(table).where(column.in_(keys[i : i + 5000])), conn)
-                for i in range(0, len(keys), 5000)
-            ] or [pd.read_sql(sa.select(table).where(sa.false()), conn)]
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return _decimal_amounts(frame_in(self.engine, purchase_orders, purchase_orders.c.po_number, po_numbers))
 
     def paid_invoices(self, invoice_ids: list[str]) -> dict[tuple[str, str], list[str]]:
         """(vendor_id, invoice_id) -> idempotency keys of its live (not cancelled) payments."""
         out: dict[tuple[str, str], list[str]] = {}
+        q = sa.select(payments.c.vendor_id, payments.c.invoice_id, payments.c.idempotency_key).where(
+            payments.c.status == "scheduled"
+        )
         with self.engine.connect() as conn:
-            for i in range(0, len(invoice_ids), 5000):
-                q = sa.select(payments.c.vendor_id, payments.c.invoice_id, payments.c.idempotency_key).where(
-                    payments.c.invoice_id.in_(invoice_ids[i : i + 5000]), payments.c.status == "scheduled"
-                )
-                for v, inv, key in conn.execute(q):
-                    out.setdefault((v, inv), []).append(key)
+            for r in rows_in(conn, q, payments.c.invoice_id, invoice_ids):
+                out.setdefault((r["vendor_id"], r["invoice_id"]), []).append(r["idempotency_key"])
         return out
 
     def paid_per_po(self, po_numbers: list[str]) -> dict[str, Decimal]:
-        out: dict[str, Decimal] = {}
+        q = (
+            sa.select(payments.c.po_number, sa.func.sum(payments.c.amount).label("paid"))
+            .where(payments.c.status == "scheduled")
+            .group_by(payments.c.po_number)
+        )
         with self.engine.connect() as conn:
-            for i in range(0, len(po_numbers), 5000):
-                q = (
-                    sa.select(payments.c.po_number, sa.func.sum(payments.c.amount))
-                    .where(payments.c.po_number.in_(po_numbers[i : i + 5000]), payments.c.status == "scheduled")
-                    .group_by(payments.c.po_number)
-                )
-                out.update({po: Decimal(str(total)) for po, total in conn.execute(q)})
-        return out
+            return {r["po_number"]: Decimal(str(r["paid"])) for r in rows_in(conn, q, payments.c.po_number, po_numbers)}
 
     # ---- writes, idempotent by key, each with its compensation --------------------------
     def post_ledger_entries(self, items: list[dict]) -> dict[str, str]:
         """items: key, invoice_id, vendor_id, po_number, amount, currency. Returns per-key errors."""
-        self._insert_once(ledger_entries, [_money_row(it, status="posted", posted_at=_now()) for it in items])
+        LEDGER.insert_once(self.engine, [_money_row(it, status="posted", posted_at=clock.now()) for it in items])
         return {}
 
     def reverse_ledger_entries(self, items: list[dict]) -> None:
-        self._void(
-            ledger_entries,
-            items,
-            "posted",
-            "reversed",
-            "reversed_at",
-            lambda it, now: _money_row(it, status="reversed", posted_at=now, reversed_at=now),
+        LEDGER.void(
+            self.engine, items, lambda it, now: _money_row(it, status="reversed", posted_at=now, reversed_at=now)
         )
 
     def schedule_payments(self, items: list[dict]) -> dict[str, str]:
-        self._insert_once(
-            payments,
+        PAYMENTS.insert_once(
+            self.engine,
             [
-                _money_row(it, status="scheduled", scheduled_at=_now(), due_on=pd.Timestamp(it["due_on"]).date())
+                _money_row(it, status="scheduled", scheduled_at=clock.now(), due_on=pd.Timestamp(it["due_on"]).date())
                 for it in items
             ],
         )
         return {}
 
     def cancel_payments(self, items: list[dict]) -> None:
-        self._void(
-            payments,
+        PAYMENTS.void(
+            self.engine,
             items,
-            "scheduled",
-            "cancelled",
-            "cancelled_at",
             lambda it, now: _money_row(
                 it, status="cancelled", scheduled_at=now, cancelled_at=now, due_on=pd.Timestamp(it["due_on"]).date()
             ),
         )
 
-    def _insert_once(self, table: sa.Table, rows: list[dict]) -> None:
-        # The idempotency key is unique: a replayed write is a no-op, as with a payment API.
-        with self.engine.begin() as conn:
-            conn.execute(insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]), rows)
-
-    def _void(self, table: sa.Table, items: list[dict], live: str, voided: str, stamp: str, tombstone) -> None:
-        # Kept, never deleted: an accountant wants the reversal on record.
-        now = _now()
-        with self.engine.begin() as conn:
-            conn.execute(
-                table.update()
-                .where(table.c.idempotency_key.in_([it["key"] for it in items]), table.c.status == live)
-                .values(status=voided, **{stamp: now})
-            )
-            # Voiding a key whose write has not arrived consumes the key, as a payment API
-            # does: a write that timed out and lands later is then a no-op.
-            if all("invoice_id" in it for it in items):
-                conn.execute(
-                    insert_ignoring_duplicates(self.engine, table, ["idempotency_key"]),
-                    [tombstone(it, now) for it in items],
-                )
-
     def live_ledger_keys(self, keys: list[str]) -> set[str]:
         """Which of these ledger idempotency keys are posted now (a saga's `verify`)."""
-        return self._live_keys(ledger_entries, keys, "posted")
+        return LEDGER.live_keys(self.engine, keys)
 
     def live_payment_keys(self, keys: list[str]) -> set[str]:
-        return self._live_keys(payments, keys, "scheduled")
-
-    def _live_keys(self, table: sa.Table, keys: list[str], live: str) -> set[str]:
-        out: set[str] = set()
-        with self.engine.connect() as conn:
-            for i in range(0, len(keys), 5000):
-                q = sa.select(table.c.idempotency_key).where(
-                    table.c.idempotency_key.in_(keys[i : i + 5000]), table.c.status == live
-                )
-                out |= {k for (k,) in conn.execute(q)}
-        return out
+        return PAYMENTS.live_keys(self.engine, keys)
 
     def master_data_for(self, vendor_ids: list[str], po_numbers: list[str]) -> tuple[dict, dict]:
         """Live vendor and PO rows (dicts by id) for a batch's prerequisite checks."""
         with self.engine.connect() as conn:
             vs = {
                 r["vendor_id"]: dict(r)
-                for r in conn.execute(
-                    sa.select(vendors).where(vendors.c.vendor_id.in_(sorted(set(vendor_ids))))
-                ).mappings()
+                for r in rows_in(conn, sa.select(vendors), vendors.c.vendor_id, sorted(set(vendor_ids)))
             }
             ps = {
                 r["po_number"]: dict(r)
-                for r in conn.execute(
-                    sa.select(purchase_orders).where(purchase_orders.c.po_number.in_(sorted(set(po_numbers))))
-                ).mappings()
+                for r in rows_in(conn, sa.select(purchase_orders), purchase_orders.c.po_number, sorted(set(po_numbers)))
             }
         return vs, ps
 
@@ -328,40 +280,19 @@ class ERPResource(dg.ConfigurableResource):
             ]
 
     def live_ledger_entries(self, invoice_id: str | None = None) -> list[dict]:
-        q = sa.select(ledger_entries).where(ledger_entries.c.status == "posted")
-        if invoice_id:
-            q = q.where(ledger_entries.c.invoice_id == invoice_id)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+        return LEDGER.live_rows(self.engine, **({"invoice_id": invoice_id} if invoice_id else {}))
 
     def live_payments(self) -> list[dict]:
-        with self.engine.connect() as conn:
-            return [
-                dict(r) for r in conn.execute(sa.select(payments).where(payments.c.status == "scheduled")).mappings()
-            ]
+        return PAYMENTS.live_rows(self.engine)
 
     def effects_for(self, keys: list[str], invoice_ids: list[str]) -> list[dict]:
         """Ledger entries and payments, live or voided, with one of these idempotency keys or
         for one of these invoices: every row a batch's reconciliation must account for."""
-        out: list[dict] = []
-        with self.engine.connect() as conn:
-            for table, live, kind in ((ledger_entries, "posted", "ledger_entry"), (payments, "scheduled", "payment")):
-                cols = (
-                    table.c.idempotency_key,
-                    table.c.invoice_id,
-                    table.c.vendor_id,
-                    table.c.amount,
-                    table.c.currency,
-                    table.c.status,
-                )
-                seen: set[str] = set()
-                for column, values in ((table.c.idempotency_key, keys), (table.c.invoice_id, invoice_ids)):
-                    for i in range(0, len(values), 5000):
-                        for r in conn.execute(sa.select(*cols).where(column.in_(values[i : i + 5000]))).mappings():
-                            if r["idempotency_key"] not in seen:
-                                seen.add(r["idempotency_key"])
-                                out.append({**r, "kind": kind, "live": r["status"] == live})
-        return out
+        return [
+            {**r, "kind": kind}
+            for table, kind in ((LEDGER, "ledger_entry"), (PAYMENTS, "payment"))
+            for r in table.rows_for(self.engine, keys, "invoice_id", invoice_ids, EFFECT_COLUMNS)
+        ]
 
     # ---- the settlement feed ----------------------------------------------------------------
     def record_settlements(self, rows: list[dict]) -> int:
@@ -404,11 +335,10 @@ class ERPResource(dg.ConfigurableResource):
     def settlement_reports(self, payment_keys: list[str], reported_by=None) -> dict[str, list[dict]]:
         """payment key -> its feed rows (oldest first), those reported by `reported_by` if given."""
         out: dict[str, list[dict]] = {}
+        q = sa.select(settlements).order_by(settlements.c.settled_at, settlements.c.id)
+        if reported_by is not None:
+            q = q.where(settlements.c.settled_at <= _utc(reported_by))
         with self.engine.connect() as conn:
-            for i in range(0, len(payment_keys), 5000):
-                q = sa.select(settlements).where(settlements.c.payment_key.in_(payment_keys[i : i + 5000]))
-                if reported_by is not None:
-                    q = q.where(settlements.c.settled_at <= _utc(reported_by))
-                for r in conn.execute(q.order_by(settlements.c.settled_at, settlements.c.id)).mappings():
-                    out.setdefault(r["payment_key"], []).append(dict(r))
+            for r in rows_in(conn, q, settlements.c.payment_key, payment_keys):
+                out.setdefault(r["payment_key"], []).append(dict(r))
         return out

@@ -8,16 +8,16 @@ the entities a run leases; the approval rule.
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import PO_TOLERANCE, WORKFLOW, dead_letter_policy
-from orchestration.action.actions import ActionType, RetryPolicy
+from orchestration.action.actions import ActionType, RetryPolicy, verified_by_keys
+from orchestration.action.approval import amount_above, limit_from_env
 from orchestration.action.batch import action_key
 from orchestration.action.batch import record_settled as settle
 from orchestration.action.leases import Leases
-from orchestration.action.rate_limit import RateLimiter
+from orchestration.action.rate_limit import overriding, rate_from_env
 from orchestration.action.saga_executor import PlanStep, Refusal, SagaExecutor, SagaPlan
 from orchestration.action.saga_log import SagaLog
 from orchestration.review.queue import ReviewQueue
@@ -83,14 +83,7 @@ def payment_plan(
 
     def action(name, do, undo, live, **kw):
         kw = {"timeout_s": timeout_s, "retry": retry, "target": ERP_TARGET, "rate_limit": rate, **kw}
-        return ActionType(
-            name,
-            do=do,
-            compensate=undo,
-            verify=lambda items: live([it["key"] for it in items]),
-            key=lambda saga_id: action_key(saga_id, name),
-            **kw,
-        )
+        return ActionType(name, do=do, compensate=undo, verify=verified_by_keys(live), **kw)
 
     post = action("post_ledger_entry", erp.post_ledger_entries, erp.reverse_ledger_entries, erp.live_ledger_keys)
     pay = action("schedule_payment", erp.schedule_payments, erp.cancel_payments, erp.live_payment_keys)
@@ -181,32 +174,10 @@ def prerequisites(erp: ERPResource):
     return check
 
 
-def approval_limit() -> Decimal | None:
-    """BOSUN_INVOICE_APPROVAL_LIMIT: payments above it wait for a person's approval."""
-    raw = os.environ.get("BOSUN_INVOICE_APPROVAL_LIMIT")
-    return Decimal(raw) if raw else None
-
-
-def approval_rule(limit: Decimal | None):
-    def rule(params: dict) -> str | None:
-        amount = Decimal(str(params["amount"]))
-        if limit is not None and amount > limit:
-            return f"amount {amount} {params['currency']} above the approval limit {limit}"
-        return None
-
-    return rule
-
-
-def erp_rate_limit() -> float | None:
-    """BOSUN_ERP_RATE_LIMIT: calls per second the ERP accepts from all runs together."""
-    raw = os.environ.get("BOSUN_ERP_RATE_LIMIT")
-    return float(raw) if raw else None
-
-
-def outbox_rate_limit() -> float | None:
-    """BOSUN_OUTBOX_RATE_LIMIT: notices per second the outbox's relay accepts from all runs."""
-    raw = os.environ.get("BOSUN_OUTBOX_RATE_LIMIT")
-    return float(raw) if raw else None
+# BOSUN_INVOICE_APPROVAL_LIMIT: payments above it wait for a person's approval.
+APPROVAL_LIMIT = "BOSUN_INVOICE_APPROVAL_LIMIT"
+# Calls per second the ERP, and notices per second the outbox's relay, accept from all runs together.
+ERP_RATE_LIMIT, OUTBOX_RATE_LIMIT = "BOSUN_ERP_RATE_LIMIT", "BOSUN_OUTBOX_RATE_LIMIT"
 
 
 def payment_executor(
@@ -223,19 +194,18 @@ def payment_executor(
 ) -> SagaExecutor:
     # `rate` overrides the plan's ERP rate (0: no limit on any target); by default the plan
     # declares BOSUN_ERP_RATE_LIMIT and BOSUN_OUTBOX_RATE_LIMIT.
-    limiters = {ERP_TARGET: RateLimiter(db_url, ERP_TARGET, rate)} if rate else {}
-    plan = plan or payment_plan(erp, outbox, rate=erp_rate_limit(), notify_rate=outbox_rate_limit())
-    if rate == 0:
-        limiters = {ERP_TARGET: None, OUTBOX_TARGET: None}
+    plan = plan or payment_plan(
+        erp, outbox, rate=rate_from_env(ERP_RATE_LIMIT), notify_rate=rate_from_env(OUTBOX_RATE_LIMIT)
+    )
     return SagaExecutor(
         log or SagaLog(db_url),
         WORKFLOW,
         plan,
-        limiters=limiters,
+        limiters=overriding(db_url, ERP_TARGET, rate, (ERP_TARGET, OUTBOX_TARGET)),
         leases=Leases(db_url, holder),
         entities=entities,
         prerequisites=prerequisites(erp),
-        approval=approval_rule(limit if limit is not None else approval_limit()),
+        approval=amount_above(limit if limit is not None else limit_from_env(APPROVAL_LIMIT)),
         review=ReviewQueue(db_url),
         lease_wait_s=lease_wait_s,
     )

@@ -8,11 +8,11 @@ import sqlalchemy as sa
 
 from assets.invoices.erp import ERPResource, ledger_entries, payments
 from assets.invoices.workflow import WORKFLOW, erp_payments
-from orchestration.core.lineage import layer_group
+from orchestration.verification.daily_checks import DayResult, build_daily_check, days
 
-# Days in the accounts-payable team's time zone, the one the schedule names. `end_offset=1`:
-# today is a partition too, so today's payments can be reconciled before the day closes.
-reconciliation_days = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="Europe/Berlin", end_offset=1)
+# Days in the accounts-payable team's time zone, the one the schedule names; today is a
+# partition too, so today's payments can be reconciled before the day closes.
+reconciliation_days = days("Europe/Berlin")
 
 
 def _live(erp: ERPResource, table, stamp, live: str, start, end) -> dict[str, Decimal]:
@@ -24,7 +24,8 @@ def _live(erp: ERPResource, table, stamp, live: str, start, end) -> dict[str, De
     return totals
 
 
-def reconcile(erp: ERPResource, start, end) -> dict:
+def reconcile(erp: ERPResource, start, end, as_of=None) -> DayResult:
+    """The day's ledger entries against its scheduled payments, per invoice."""
     ledger = _live(erp, ledger_entries, ledger_entries.c.posted_at, "posted", start, end)
     paid = _live(erp, payments, payments.c.scheduled_at, "scheduled", start, end)
     mismatches = [
@@ -32,62 +33,25 @@ def reconcile(erp: ERPResource, start, end) -> dict:
         for i in sorted(set(ledger) | set(paid))
         if ledger.get(i) != paid.get(i)
     ]
-    return {
+    figures = {
         "ledger_entries": len(ledger),
         "payments": len(paid),
         "ledger_total": str(sum(ledger.values(), Decimal(0))),
         "payments_total": str(sum(paid.values(), Decimal(0))),
-        "mismatches": mismatches,
+        "mismatches": len(mismatches),
     }
+    found = {"mismatches": len(mismatches), "examples": dg.MetadataValue.json(mismatches[:10])}
+    return DayResult(figures, len(ledger) + len(paid), not mismatches, found)
 
 
-@dg.asset(
-    partitions_def=reconciliation_days,
-    group_name=layer_group(WORKFLOW, "verification"),
+payment_reconciliation = build_daily_check(
+    *("payment_reconciliation", "ledger_matches_payments", WORKFLOW, reconciliation_days, "erp", reconcile),
     deps=[erp_payments],
-    kinds={"sql"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "ledger_matches_payments",
-            asset="payment_reconciliation",
-            partitions_def=reconciliation_days,
-            description="Every invoice posted on the day is paid that day, same amount.",
-        )
-    ],
+    description="The day's ledger entries against its scheduled payments, per invoice.",
+    check_description="Every invoice posted on the day is paid that day, same amount.",
+    no_data="no ledger entries and no payments",
+    no_data_figures=("ledger_entries", "payments"),
 )
-def payment_reconciliation(context: dg.AssetExecutionContext, erp: ERPResource):
-    """The day's ledger entries against its scheduled payments, per invoice."""
-    window = context.partition_time_window
-    result = reconcile(erp, window.start, window.end)
-    yield dg.MaterializeResult(
-        metadata={
-            "day": context.partition_key,
-            "ledger_entries": result["ledger_entries"],
-            "payments": result["payments"],
-            "ledger_total": result["ledger_total"],
-            "payments_total": result["payments_total"],
-            "mismatches": len(result["mismatches"]),
-        }
-    )
-    if not result["ledger_entries"] and not result["payments"]:
-        # Nothing posted and nothing paid proves nothing: say so instead of passing.
-        yield dg.AssetCheckResult(
-            check_name="ledger_matches_payments",
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"no data: no ledger entries and no payments on {context.partition_key}",
-            metadata={"ledger_entries": 0, "payments": 0},
-        )
-        return
-    yield dg.AssetCheckResult(
-        check_name="ledger_matches_payments",
-        passed=not result["mismatches"],
-        metadata={
-            "mismatches": len(result["mismatches"]),
-            "examples": dg.MetadataValue.json(result["mismatches"][:10]),
-        },
-    )
-
 
 reconciliation_job = dg.define_asset_job(
     "payment_reconciliation_job",

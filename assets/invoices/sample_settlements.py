@@ -11,21 +11,18 @@ late, some fail, some settle and come back, some are never reported.
 from __future__ import annotations
 
 import random
-from datetime import datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
+from datetime import datetime, time, timedelta
 
 from assets.invoices.erp import ERPResource
+from assets.invoices.settlements import FAILING, FEED, evaluate
 from orchestration.core import clock
+from orchestration.verification.daily_checks import aware
 
-TZ = ZoneInfo("Europe/Berlin")
+TZ = FEED.tz  # the bank reports in the accounts-payable team's days, as the check judges them
 # fate -> share of payments
 FATES = (("on_time", 0.85), ("late", 0.07), ("failed", 0.04), ("returned", 0.02), ("silent", 0.02))
 FAILURE_REASONS = ("account closed", "invalid IBAN", "beneficiary bank rejected")
 RETURN_REASONS = ("beneficiary unknown", "duplicate payment returned")
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _fate(rng: random.Random) -> str:
@@ -43,7 +40,7 @@ def reports_for(payment: dict, seed: int) -> tuple[str, list[dict]]:
     fate = _fate(rng)
     due = datetime.combine(payment["due_on"], time(10), tzinfo=TZ) + timedelta(minutes=rng.randint(0, 360))
     # The bank needs a few minutes at least (and `bosun dev` shows settlements soon).
-    earliest = _aware(payment["scheduled_at"]) + timedelta(minutes=5)
+    earliest = aware(payment["scheduled_at"]) + timedelta(minutes=5)
     row = {"payment_key": payment["idempotency_key"], "amount": payment["amount"], "currency": payment["currency"]}
     if fate == "on_time":
         # Up to three days early, never before it was scheduled; one scheduled after its due
@@ -80,7 +77,7 @@ def reports_for(payment: dict, seed: int) -> tuple[str, list[dict]]:
 def simulate_settlements(erp: ERPResource, seed: int = 7, as_of: datetime | None = None) -> dict:
     """Write the bank's reports dated up to `as_of` (default now) for every live payment.
     Returns the fates drawn and the rows written."""
-    as_of = _aware(as_of or clock.now())
+    as_of = aware(as_of or clock.now())
     fates: dict[str, int] = {}
     rows = []
     for p in erp.live_payments():
@@ -101,8 +98,6 @@ def simulate_settlements(erp: ERPResource, seed: int = 7, as_of: datetime | None
 def settle_sample(erp: ERPResource, seed: int = 7, days_after_last_due: int = 7) -> dict:
     """The demo's bank: run the clock past the last due date, then judge every due day as the
     daily check would. Returns the fates drawn and the verdicts."""
-    from assets.invoices.settlements import FAILING, evaluate
-
     due = [p["due_on"] for p in erp.live_payments() if p.get("due_on")]
     if not due:
         return {"payments": 0}
@@ -115,10 +110,10 @@ def settle_sample(erp: ERPResource, seed: int = 7, days_after_last_due: int = 7)
         datetime.combine(last + timedelta(days=1), time(0), tzinfo=TZ),
         as_of,
     )
-    verdicts = {v: len(rows) for v, rows in result["by_verdict"].items() if rows}
+    verdicts = {v: len(rows) for v, rows in result.by_verdict.items() if rows}
     return {
         **simulated,
         "verdicts": verdicts,
-        "failing": result["failing"],
-        "failing_examples": [d["payment_key"] for v in FAILING for d in result["by_verdict"][v]][:5],
+        "failing": result.failing,
+        "failing_examples": [d["payment_key"] for v in FAILING for d in result.by_verdict[v]][:5],
     }

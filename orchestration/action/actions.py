@@ -103,5 +103,11 @@ def call_with_timeout(fn: Callable, arg, timeout_s: float):
         raise StepTimeout(f"no answer within {timeout_s:g}s") from None
 
 
+def verified_by_keys(live_keys: Callable[[list[str]], set[str]]) -> VerifyFn:
+    """A `verify` from a target's read of which idempotency keys are in effect: the executor
+    hands verify the items it handed `do`, whose key is the action's already."""
+    return lambda items: live_keys([it["key"] for it in items])
+
+
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]

@@ -7,7 +7,9 @@ concurrent runs on SQLite or Postgres serialise on the row and never share a slo
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Sequence
 
 import sqlalchemy as sa
 
@@ -77,3 +79,19 @@ class RateLimiter:
         if wait > 0:
             time.sleep(wait)
         return max(0.0, wait)
+
+
+def rate_from_env(var: str) -> float | None:
+    """Calls per second from the environment variable `var` (a target's declared limit);
+    None, no limit, when it is unset or empty."""
+    raw = os.environ.get(var)
+    return float(raw) if raw else None
+
+
+def overriding(url: str, target: str, rate: float | None, targets: Sequence[str]) -> dict[str, RateLimiter | None]:
+    """An executor's `limiters` when its caller overrides `target`'s rate (a test, a benchmark):
+    None keeps the rates the plan's actions declare, 0 lifts the limit of every one of
+    `targets` (a None limiter is no limit), any other rate replaces `target`'s."""
+    if rate == 0:
+        return {t: None for t in targets}
+    return {target: RateLimiter(url, target, rate)} if rate else {}

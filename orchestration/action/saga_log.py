@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import Iterable
 
 import sqlalchemy as sa
 
 from orchestration.core import clock
-from orchestration.core.db import SeqType, UtcDateTime, engine_for, insert_ignoring_duplicates
+from orchestration.core.db import SeqType, UtcDateTime, chunks, engine_for, insert_ignoring_duplicates
 
 saga_metadata = sa.MetaData()
 
@@ -101,11 +100,6 @@ def _grouped(values: dict[str, tuple]) -> dict[tuple, list[str]]:
     return by_value
 
 
-def _chunks(keys: list[str], n: int = 5000) -> Iterable[list[str]]:
-    for i in range(0, len(keys), n):
-        yield keys[i : i + n]
-
-
 class SagaLog:
     def __init__(self, url: str):
         self.url, self.engine = url, saga_engine(url)
@@ -148,7 +142,7 @@ class SagaLog:
         """saga_id -> the saga row with `steps`: {step: (state, error)}."""
         out: dict[str, dict] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(saga_ids):
+            for chunk in chunks(saga_ids):
                 for r in conn.execute(sa.select(sagas).where(sagas.c.saga_id.in_(chunk))).mappings():
                     out[r["saga_id"]] = {**r, "steps": {}}
                 q = sa.select(saga_steps).where(saga_steps.c.saga_id.in_(chunk))
@@ -164,7 +158,7 @@ class SagaLog:
         now = _now()
         with self.engine.begin() as conn:
             for (state, error), keys in _grouped(states).items():
-                for chunk in _chunks(keys):
+                for chunk in chunks(keys):
                     q = saga_steps.update().where(saga_steps.c.step == step, saga_steps.c.saga_id.in_(chunk))
                     if only_if:
                         q = q.where(saga_steps.c.state.in_(only_if))
@@ -177,7 +171,7 @@ class SagaLog:
         now, changed = _now(), 0
         with self.engine.begin() as conn:
             for (status, failed_step, reason), keys in _grouped(statuses).items():
-                for chunk in _chunks(keys):
+                for chunk in chunks(keys):
                     q = sagas.update().where(sagas.c.saga_id.in_(chunk))
                     if only_if:
                         q = q.where(sagas.c.status.in_(only_if))

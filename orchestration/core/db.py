@@ -8,6 +8,7 @@ here needs a revision (`bosun db revision -m ...`, orchestration/README.md).
 from __future__ import annotations
 
 import threading
+from typing import Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -309,3 +310,34 @@ def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, index_element
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+# Values per IN (...) list: a statement's bind parameters are capped (SQLite 32,766,
+# Postgres 65,535), and a batch may name more keys than that.
+IN_CHUNK = 5000
+
+
+def chunks(values: Iterable, size: int = IN_CHUNK) -> Iterator[list]:
+    """`values` in lists of at most `size`, in order."""
+    values = list(values)
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def rows_in(conn: sa.Connection, query: sa.Select, column, values: Sequence) -> Iterator[sa.RowMapping]:
+    """The rows of `query` whose `column` is one of `values`, one statement per chunk of
+    `values` (the query's own conditions, grouping and order hold within each chunk)."""
+    for part in chunks(values):
+        yield from conn.execute(query.where(column.in_(part))).mappings()
+
+
+def frame_in(engine: sa.Engine, table: sa.Table, column, values: Sequence):
+    """The rows of `table` whose `column` is one of `values`, as a pandas frame (with the
+    table's columns even when none matches)."""
+    import pandas as pd  # only the callers that want frames pay for pandas
+
+    with engine.connect() as conn:
+        frames = [pd.read_sql(sa.select(table).where(column.in_(part)), conn) for part in chunks(values)] or [
+            pd.read_sql(sa.select(table).where(sa.false()), conn)
+        ]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -262,6 +262,26 @@ def metadata(rec: Reconciliation, limit: int = 20) -> dict:
     }
 
 
+def batch_effects(
+    rows: Iterable[Mapping[str, Any]],
+    keys: Sequence[str],
+    events: Sequence[EventRecord],
+    entity: Callable[[Mapping[str, Any]], str],
+    values: Sequence[str],
+    key: str = "idempotency_key",
+) -> list[Effect]:
+    """A target's rows (each with its `key` and `live`) as the batch's effects: those under one
+    of its action keys or about one of its events' entities, with their `values`. A row read by
+    a coarser column than the entity (an invoice number two vendors share) may be another
+    entity's, not the batch's."""
+    entities, wanted = {e.entity for e in events}, set(keys)
+    return [
+        Effect(r[key], r["live"], entity(r), {v: r[v] for v in values})
+        for r in rows
+        if entity(r) in entities or r[key] in wanted
+    ]
+
+
 def reconcile_batch_with_targets(
     batch_key: str,
     bosun_db: Any,

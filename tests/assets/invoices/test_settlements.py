@@ -176,7 +176,7 @@ def test_the_seeded_bank_settles_most_payments_and_is_repeatable(tmp_path):
 
         assert conn.execute(sa.select(sa.func.count()).select_from(settlements)).scalar_one() == first["reports"]
     result = evaluate(erp, datetime(2026, 11, 20, tzinfo=BERLIN), datetime(2026, 12, 1, tzinfo=BERLIN), as_of)
-    counts = {v: len(rows) for v, rows in result["by_verdict"].items()}
+    counts = {v: len(rows) for v, rows in result.by_verdict.items()}
     assert counts["settled_on_time"] == first["fates"]["on_time"]
     assert counts["settled_late"] == first["fates"]["late"] and counts["failed"] == first["fates"]["failed"]
     assert counts["returned"] == first["fates"]["returned"]
