@@ -10,8 +10,8 @@ from assets.invoices.context import assemble_context, current_index
 from assets.invoices.decisions import decide
 from assets.invoices.erp import ERPResource
 from assets.invoices.knowledge import load_labels, retrieval_quality
-from assets.invoices.training import read_events
 from assets.invoices.workflow import EVENT_TYPES
+from orchestration.trigger.sample_events import read_events
 from resources.context_sources import ContextSources
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
 
