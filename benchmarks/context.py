@@ -28,9 +28,10 @@ from pathlib import Path
 def _world(base: Path, n: int):
     from assets.invoices import sample_data
     from assets.invoices.erp import ERPResource
-    from assets.invoices.training import read_events, seed_erp
+    from assets.invoices.training import seed_erp
     from orchestration.trigger.envelope import EventEnvelope
     from orchestration.trigger.inbox import InboxEvent
+    from orchestration.trigger.sample_events import read_events
     from resources.knowledge_base import PolicyDocuments, PolicyIndex
 
     os.environ["BOSUN_HOME"] = str(base)

@@ -59,10 +59,11 @@ def ground_truth_answerer(label_of: dict, noise: float, seed: int):
 
 def labelled(directory: Path):
     from assets.invoices import sample_data
-    from assets.invoices.training import as_inbox_events, read_events
+    from assets.invoices.workflow import registry
+    from orchestration.trigger.sample_events import as_inbox_events, read_events
 
     labels = sample_data.load_labels(directory)
-    events = as_inbox_events(read_events(directory / "invoices.jsonl"))
+    events = as_inbox_events(read_events(directory / "invoices.jsonl"), registry)
     return events, labels
 
 

@@ -73,13 +73,14 @@ def main() -> int:
     from assets.invoices.context import model_features
     from assets.invoices.decisions import calibrator_path
     from assets.invoices.erp import ERPResource
-    from assets.invoices.training import read_events, seed_erp, train, write_sample_subset
+    from assets.invoices.training import seed_erp, train, write_sample_subset
     from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW, batch_policy, invoice_batches, registry
     from orchestration.decision.confidence import Calibrator
     from orchestration.decision.feedback_assets import evaluate
     from orchestration.definitions import build_definitions
     from orchestration.review.reviewed import decision_records
     from orchestration.trigger.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+    from orchestration.trigger.sample_events import read_events
     from resources.local_model import LocalModel
 
     started = time.perf_counter()

@@ -34,10 +34,10 @@ def batch_runs(base: Path, n_events: int, batch_size: int, seed: int) -> tuple[s
 
     from assets.invoices import context_assets
     from assets.invoices.demo import prepare
-    from assets.invoices.training import read_events
     from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
     from orchestration.definitions import build_definitions, payload_registry
     from orchestration.trigger.runner import INSTANCE_OVERRIDES, QUIET, run_pending_batches
+    from orchestration.trigger.sample_events import read_events
     from orchestration.verification import metrics
 
     os.environ["BOSUN_DATABASE_URL"] = f"sqlite:///{base / 'bosun.db'}"

@@ -113,7 +113,7 @@ def main() -> None:
     ):
         os.environ.pop(var, None)
     from assets.invoices.demo import prepare
-    from assets.invoices.training import read_events
+    from orchestration.trigger.sample_events import read_events
 
     os.environ["BOSUN_DATABASE_URL"] = f"sqlite:///{base / 'setup.db'}"
     from orchestration.definitions import build_definitions

@@ -23,15 +23,12 @@ FORBIDDEN = {"legal_threat", "injection", "large_refund"}  # the sample's ticket
 
 def inbox_events(events: list[dict]):
     from assets.tickets.context import register
-    from orchestration.trigger.envelope import PayloadRegistry, parse_envelope
-    from orchestration.trigger.inbox import InboxEvent
+    from orchestration.trigger.envelope import PayloadRegistry
+    from orchestration.trigger.sample_events import as_inbox_events
 
     registry = PayloadRegistry()
     register(registry)
-    return [
-        InboxEvent(i, f"{e['source']}:{e['id']}", parse_envelope(e, registry), "received", 0)
-        for i, e in enumerate(events, 1)
-    ]
+    return as_inbox_events(events, registry)
 
 
 def contexts_of(base: Path, name: str, n: int, seed: int):

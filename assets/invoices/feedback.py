@@ -1,14 +1,11 @@
 """The invoice workflow's feedback loop (the engine's assets, orchestration/decision/feedback_assets.py):
 what its local model may answer, its features and the labelled sample it started from."""
 
-import tempfile
 from pathlib import Path
 
 from assets.invoices.context import model_features
-from assets.invoices.erp import ERPResource
-from assets.invoices.training import labelled_examples, seed_erp
+from assets.invoices.training import labelled_examples, scratch_erp
 from assets.invoices.workflow import EVENT_TYPES, MODEL_NAME, WORKFLOW
-from orchestration.core.db import dispose
 from orchestration.decision.feedback_assets import FeedbackLoop, build_feedback_assets
 from orchestration.decision.model_quality import PromotionRule
 
@@ -17,14 +14,8 @@ def sample_examples(directory: Path) -> tuple[list[dict], list[str]]:
     """The labelled sample the model started from, decided against its own scratch ERP."""
     if not (directory / "labels.jsonl").exists():
         return [], []
-    with tempfile.TemporaryDirectory() as scratch:
-        url = f"sqlite:///{Path(scratch) / 'erp.db'}"
-        erp = ERPResource(url=url)
-        seed_erp(erp, directory)
-        try:
-            return labelled_examples(erp, directory)
-        finally:
-            dispose(url)
+    with scratch_erp(directory) as erp:
+        return labelled_examples(erp, directory)
 
 
 # The feedback sensor runs the loop once BOSUN_INVOICES_RETRAIN_MIN_FEEDBACK (default 100) new

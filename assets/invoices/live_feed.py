@@ -10,6 +10,7 @@ from pathlib import Path
 from assets.invoices.sample_data import live_chunk, load_erp
 from assets.invoices.sample_settlements import simulate_settlements
 from orchestration.core import clock
+from orchestration.trigger.sample_events import ingest_chunk
 
 
 @lru_cache(maxsize=4)
@@ -21,14 +22,8 @@ def feed_chunk(resources, payload_registry, sample_dir: Path, chunk: int, per_ti
     """Feed chunk `chunk` (numbers come from the caller, who keeps them from repeating)."""
     events, purchase_orders = live_chunk(_vendors(Path(sample_dir)), chunk, per_tick, seed, clock.now())
     resources["erp"].load_master_data([], purchase_orders)
-    summary = resources["bosun_db"].inbox().ingest(events, payload_registry)
+    fed = ingest_chunk(resources["bosun_db"].inbox(), events, payload_registry, chunk)
     # The sample bank reports what it has settled by now, so the daily
     # `payments_settled_by_due_date` check has a feed to read.
     settled = simulate_settlements(resources["erp"], seed)
-    return {
-        "chunk": chunk,
-        "accepted": summary.accepted,
-        "duplicates": summary.duplicates,
-        "rejected": len(summary.rejected),
-        "bank_reports": settled["reports"],
-    }
+    return {**fed, "bank_reports": settled["reports"]}

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from assets.invoices import sample_data
 from assets.invoices.context import assemble_context, model_features
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import MODEL_NAME, registry
-from orchestration.trigger.envelope import parse_envelope
+from orchestration.core.db import dispose
 from orchestration.trigger.inbox import InboxEvent
+from orchestration.trigger.sample_events import as_inbox_events, read_events
 from resources.local_model import LocalModel
-
-
-def read_events(path: str | Path) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def seed_erp(erp: ERPResource, directory: str | Path) -> None:
@@ -25,27 +24,34 @@ def seed_erp(erp: ERPResource, directory: str | Path) -> None:
     erp.load_master_data(vendor_rows, po_rows)
 
 
-def as_inbox_events(raw_events: list[dict]) -> list[InboxEvent]:
-    """Distinct events (a re-delivery is the same event) shaped as the inbox returns them."""
-    seen, events = set(), []
-    for i, raw in enumerate(raw_events):
-        env = parse_envelope(raw, registry)
-        if env.idempotency_key in seen:
-            continue
-        seen.add(env.idempotency_key)
-        events.append(InboxEvent(seq=i + 1, key=env.idempotency_key, envelope=env, status="received", attempts=0))
-    return events
+@contextmanager
+def scratch_erp(directory: str | Path) -> Iterator[ERPResource]:
+    """An ERP of its own, seeded with a labelled sample: its events are decided against the
+    sample's snapshot, never against the live ERP. Disposed of after."""
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{Path(scratch) / 'erp.db'}"
+        erp = ERPResource(url=url)
+        seed_erp(erp, directory)
+        try:
+            yield erp
+        finally:
+            dispose(url)
+
+
+def labelled_events(directory: str | Path) -> tuple[list[InboxEvent], dict[str, str]]:
+    """A labelled sample's events shaped as the inbox returns them, and each one's label by
+    event key."""
+    labels = sample_data.load_labels(directory)
+    events = as_inbox_events(read_events(Path(directory) / "invoices.jsonl"), registry)
+    return events, {e.key: labels[e.envelope.id]["label"] for e in events}
 
 
 def labelled_examples(erp: ERPResource, directory: str | Path) -> tuple[list[dict], list[str]]:
     """(model features, label) for every event of a labelled sample; facts come from the
     same code as in runs, against an ERP seeded with that sample."""
-    directory = Path(directory)
-    labels = sample_data.load_labels(directory)
-    events = as_inbox_events(read_events(directory / "invoices.jsonl"))
+    events, labels = labelled_events(directory)
     contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, index=None)
-    by_id = {e.key: e.envelope.id for e in events}
-    return ([model_features(c["facts"]) for c in contexts], [labels[by_id[c["key"]]]["label"] for c in contexts])
+    return ([model_features(c["facts"]) for c in contexts], [labels[c["key"]] for c in contexts])
 
 
 def train(local_model: LocalModel, erp: ERPResource, directory: str | Path) -> dict:

@@ -17,19 +17,13 @@ from assets.tickets.systems import TicketSystems, customers, tickets
 from guardrails.input_guards import guard_with_names
 from orchestration.cli.status import inbox_status
 from orchestration.core import settings
-from orchestration.decision.confidence import expected_calibration_error, fit_and_report
+from orchestration.decision.confidence import Calibrator, expected_calibration_error, fit_and_report
+from orchestration.decision.sample_training import prepare_on_held_out_seeds
 from orchestration.decision.text_model import text_pipeline
 from orchestration.trigger.batching import BatchPolicy
 from orchestration.trigger.envelope import PayloadRegistry
 from orchestration.trigger.runner import run_sample
-
-TRAINING, CALIBRATION = 1000, 2000  # seed offsets: the model never sees the stream it is judged on
-
-
-class _Quiet:
-    def stage(self, description: str, total: int | None = None) -> None: ...
-
-    def advance(self, n: int = 1) -> None: ...
+from orchestration.trigger.sample_events import ingest_chunk
 
 
 def local_texts(crm: list[dict], events: list[dict]) -> list[dict]:
@@ -83,31 +77,44 @@ def local_figures(local_model, crm, events, labels) -> dict:
 
 
 def prepare(directory: Path, n: int, seed: int, systems: TicketSystems, local_model, progress=None) -> dict:
-    progress = progress or _Quiet()
-    progress.stage(f"Writing {n} sample tickets and seeding the CRM and the helpdesk")
-    summary = sample_data.write(directory, n, seed)
-    crm, events, labels = sample_data.generate(n, seed)
-    seed_systems(systems, crm, events)
-    progress.stage("Training the text models (team, priority, auto-reply) on another seed")
-    t_crm, t_events, t_labels = sample_data.generate(3000, seed + TRAINING)
-    texts, vip = local_texts(t_crm, t_events), {c["customer_id"]: c["vip"] for c in t_crm}
-    versions = {
-        o: local_model.fit(name, texts, truth(t_labels, t_events, o, vip), seed=seed, pipeline=text_pipeline(seed))
-        for o, name in reasoning.OUTPUTS.items()
-    }
-    # The labelled sample the feedback loop retrains on, with the reviewers' corrections.
-    training = {
-        "texts": [t["text"] for t in texts],
-        **{o: truth(t_labels, t_events, o, vip) for o in ("team", "priority")},
-    }
-    settings.training_dir().mkdir(parents=True, exist_ok=True)
-    (settings.training_dir() / "tickets.json").write_text(json.dumps(training))
-    progress.stage("Fitting the confidence calibrator on a third seed")
-    c_crm, c_events, c_labels = sample_data.generate(2000, seed + CALIBRATION)
-    figures = local_figures(local_model, c_crm, c_events, c_labels)
-    calibrator = fit_and_report(figures["joint"], figures["joint_correct"], ["local"] * len(c_events), seed=seed)
-    calibrator.save(reasoning.calibrator_path(local_model))
-    return {"sample": summary, "models": versions, "calibrator": {"version": calibrator.version, **calibrator.report}}
+    def write(n: int, seed: int) -> dict:
+        summary = sample_data.write(directory, n, seed)
+        crm, events, labels = sample_data.generate(n, seed)
+        seed_systems(systems, crm, events)
+        return {"sample": summary}
+
+    def train(training_seed: int) -> dict:
+        t_crm, t_events, t_labels = sample_data.generate(3000, training_seed)
+        texts, vip = local_texts(t_crm, t_events), {c["customer_id"]: c["vip"] for c in t_crm}
+        versions = {
+            o: local_model.fit(name, texts, truth(t_labels, t_events, o, vip), seed=seed, pipeline=text_pipeline(seed))
+            for o, name in reasoning.OUTPUTS.items()
+        }
+        # The labelled sample the feedback loop retrains on, with the reviewers' corrections.
+        training = {
+            "texts": [t["text"] for t in texts],
+            **{o: truth(t_labels, t_events, o, vip) for o in ("team", "priority")},
+        }
+        settings.training_dir().mkdir(parents=True, exist_ok=True)
+        (settings.training_dir() / "tickets.json").write_text(json.dumps(training))
+        return {"models": versions}
+
+    def calibrate(calibration_seed: int) -> Calibrator:
+        c_crm, c_events, c_labels = sample_data.generate(2000, calibration_seed)
+        figures = local_figures(local_model, c_crm, c_events, c_labels)
+        return fit_and_report(figures["joint"], figures["joint_correct"], ["local"] * len(c_events), seed=seed)
+
+    return prepare_on_held_out_seeds(
+        n,
+        seed,
+        write=write,
+        train=train,
+        calibrate=calibrate,
+        calibrator_path=reasoning.calibrator_path(local_model),
+        sample="sample tickets and seeding the CRM and the helpdesk",
+        models="the text models (team, priority, auto-reply)",
+        progress=progress,
+    )
 
 
 def prepare_sample(resources, directory: Path, n_events: int, seed: int, progress=None) -> dict:
@@ -120,13 +127,7 @@ def feed_chunk(resources, payload_registry, sample_dir: Path, chunk: int, per_ti
 
     crm, events, _ = sample_data.generate(per_tick, seed, chunk=chunk, start=clock.now())
     seed_systems(resources["tickets"], crm, events)
-    summary = resources["bosun_db"].inbox().ingest(events, payload_registry)
-    return {
-        "chunk": chunk,
-        "accepted": summary.accepted,
-        "duplicates": summary.duplicates,
-        "rejected": len(summary.rejected),
-    }
+    return ingest_chunk(resources["bosun_db"].inbox(), events, payload_registry, chunk)
 
 
 def sample_prepared(resources, directory: Path) -> bool:

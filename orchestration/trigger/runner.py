@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
 
 import dagster as dg
+import sqlalchemy as sa
 
 from orchestration.core import clock
+from orchestration.core.db import inbox as inbox_table
+from orchestration.core.progress import NO_PROGRESS, Progress
 from orchestration.trigger.batching import BatchPolicy, BatchRange, plan_batches
 from orchestration.trigger.inbox import Inbox
 
@@ -103,31 +107,49 @@ def run_sample(
     partitions_def: dg.DynamicPartitionsDefinition,
     event_types: Sequence[str],
     policy: BatchPolicy,
-    progress=None,
+    progress: Optional[Progress] = None,
 ) -> dict:
     """What a workflow's `bosun demo` does with its sample, the same for every workflow: ingest
     the events, materialize the context assets the batches read, run every batch in a temporary
     Dagster instance under `home`, verify the audit chain. Returns the figures every demo reports
     (`progress`, when given, hears of each stage)."""
-    from pathlib import Path
-
+    progress = progress or NO_PROGRESS
     db = defs.resources["bosun_db"]
-    stage = getattr(progress, "stage", lambda *a, **k: None)
-    stage("Ingesting the sample into the inbox")
+    progress.stage("Ingesting the sample into the inbox")
     ingest = db.inbox().ingest(events, registry).as_dict()
     (Path(home) / "dagster").mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.local_temp(tempdir=str(Path(home) / "dagster"), overrides=INSTANCE_OVERRIDES) as instance:
-        stage("Materializing the context the batches read")
+        progress.stage("Materializing the context the batches read")
         dg.materialize(list(context_assets), instance=instance, resources=defs.resources, run_config=QUIET)
-        stage("Running the batches (context, decision, action, checks)", total=ingest["accepted"])
+        progress.stage("Running the batches (context, decision, action, checks)", total=ingest["accepted"])
         report = run_pending_batches(
             defs, job_name, partitions_def, event_types, db.inbox(), instance, policy,
-            on_batch=lambda _key, n: progress.advance(n) if progress else None,
+            on_batch=lambda _key, n: progress.advance(n),
         )  # fmt: skip
+    progress.stage("Verifying the audit chain")
     return {
         "ingest": {k: v for k, v in ingest.items() if k != "rejections"},
         "batches": len(report.batches),
         "failed_batches": report.failed,
         "check_failures": report.check_failures,
         "audit": db.audit().verify().as_dict(),
+    }
+
+
+def outcome_accuracy(inbox: Inbox, event_types: Sequence[str], labels: Mapping[str, str]) -> dict:
+    """The decisions taken without a person (events `done`, their outcome's `decision`) against
+    the labels by event id (a sample's ground truth); escalated events counted beside them."""
+    with inbox.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(inbox_table.c.event_id, inbox_table.c.status, inbox_table.c.outcome).where(
+                inbox_table.c.type.in_(list(event_types))
+            )
+        ).all()
+    decided = [(labels[e], (o or {}).get("decision")) for e, s, o in rows if s == "done" and e in labels]
+    correct = sum(1 for truth, got in decided if truth == got)
+    return {
+        "decided": len(decided),
+        "correct": correct,
+        "accuracy": round(correct / len(decided), 4) if decided else None,
+        "escalated": sum(1 for _, s, _ in rows if s == "escalated"),
     }

@@ -21,8 +21,8 @@ class InvoiceWorld:
         return self.defs.resources
 
     def ingest_sample(self):
-        from assets.invoices.training import read_events
         from orchestration.definitions import payload_registry
+        from orchestration.trigger.sample_events import read_events
 
         return self.resources["bosun_db"].inbox().ingest(read_events(self.sample / "invoices.jsonl"), payload_registry)
 

@@ -33,10 +33,11 @@ def world(tmp_path_factory, trained_model_dir):
     """1,000 invoices decided and acted on by the batch runner, once for the module; large
     payments wait for approval so some chains carry one."""
     from assets.invoices import context_assets, sample_data
-    from assets.invoices.training import read_events, seed_erp
+    from assets.invoices.training import seed_erp
     from assets.invoices.workflow import EVENT_TYPES, batch_policy, invoice_batches
     from orchestration.definitions import build_definitions, payload_registry
     from orchestration.trigger.runner import run_pending_batches
+    from orchestration.trigger.sample_events import read_events
 
     base = tmp_path_factory.mktemp("audit_replay")
     with pytest.MonkeyPatch.context() as mp:

@@ -87,8 +87,8 @@ def test_the_plots_are_an_ordered_few_and_low_confidence_shows_in_them(make_smal
     is not configured, tokens, saga counts or the audit seq. A batch with low-confidence
     escalations has its confidence minimum below the act threshold, and only such a batch."""
     from assets.invoices.decisions import invoice_policy
-    from assets.invoices.training import read_events
     from orchestration.definitions import payload_registry
+    from orchestration.trigger.sample_events import read_events
 
     world = make_small_world(n=400)
     events = read_events(world.sample / "invoices.jsonl")

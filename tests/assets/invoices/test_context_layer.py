@@ -10,9 +10,9 @@ from assets.invoices.context import assemble_context
 from assets.invoices.decisions import decide
 from assets.invoices.erp import ERPResource
 from assets.invoices.knowledge import LABELS_PATH
-from assets.invoices.training import read_events
 from assets.invoices.workflow import EVENT_TYPES
 from orchestration.context.knowledge import current_index, load_labels, retrieval_quality
+from orchestration.trigger.sample_events import read_events
 from resources.context_sources import ContextSources
 from resources.knowledge_base import PolicyDocuments, PolicyIndex
 

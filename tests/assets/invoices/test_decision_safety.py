@@ -104,8 +104,9 @@ def _personal_data(sample: Path) -> set[str]:
 def test_no_personal_data_reaches_the_llm_or_the_audit_log(fake_llm, make_small_world):
     from assets.invoices.context import assemble_context
     from assets.invoices.reasoning import propose
-    from assets.invoices.training import as_inbox_events, read_events
+    from assets.invoices.workflow import registry
     from orchestration.decision.routing import RoutingPolicy
+    from orchestration.trigger.sample_events import as_inbox_events, read_events
 
     fake_llm.set_default(("ok", approve_everything))
     world = make_small_world(n=300, resources={"llm": llm_for(fake_llm)})
@@ -113,7 +114,7 @@ def test_no_personal_data_reaches_the_llm_or_the_audit_log(fake_llm, make_small_
     assert len(pii) > 20
     # Every invoice of the sample through the LLM (not only the unsure ones) ...
     erp = world.resources["erp"]
-    events = as_inbox_events(read_events(world.sample / "invoices.jsonl"))
+    events = as_inbox_events(read_events(world.sample / "invoices.jsonl"), registry)
     contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, None)
     assert any(c["pii_found"] for c in contexts)
     everything = RoutingPolicy(threshold=1.0, force={"standard": "llm", "large_amount": "llm"})

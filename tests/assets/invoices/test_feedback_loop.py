@@ -94,7 +94,7 @@ def meta_of(result, node):
 # databases in tests/orchestration/test_reviewed.py, and the suite's time budget is tight.
 @pytest.mark.parametrize("world", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)], indirect=True)
 def test_reviewed_labels_retrain_the_model_and_later_decisions_record_the_new_version(weak_start, world):
-    from assets.invoices.training import read_events
+    from orchestration.trigger.sample_events import read_events
 
     raws = read_events(world.sample / "invoices.jsonl")
     half = len(raws) // 2

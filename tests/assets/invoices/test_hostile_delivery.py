@@ -180,9 +180,9 @@ class DaemonStandIn:
 
 def test_five_thousand_hostile_deliveries_each_acted_on_once(world_maker, tmp_path, monkeypatch):
     from assets import invoices
-    from assets.invoices.training import read_events
     from orchestration.api.keys import ApiKeys
     from orchestration.trigger.batching import BatchPolicy
+    from orchestration.trigger.sample_events import read_events
     from sensors.inbox_batches import build_inbox_batch_sensor
 
     dagster_home = tmp_path / "dagster"

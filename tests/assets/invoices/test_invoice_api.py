@@ -11,8 +11,8 @@ from orchestration.trigger.inbox import TERMINAL_STATES
 
 
 def test_wait_returns_the_outcome_once_the_batch_ran(world, tmp_path):
-    from assets.invoices.training import read_events
     from orchestration.api.keys import ApiKeys
+    from orchestration.trigger.sample_events import read_events
 
     db = world.resources["bosun_db"]
     key, _ = ApiKeys(db.resolved_url).create("feeder", ["events:write", "events:read"])

@@ -5,9 +5,10 @@ from collections import Counter
 import sqlalchemy as sa
 
 from assets.invoices import sample_data
-from assets.invoices.demo import accuracy
 from assets.invoices.erp import ERPResource, ledger_entries, payments
+from assets.invoices.workflow import EVENT_TYPES
 from orchestration.trigger.inbox import TERMINAL_STATES
+from orchestration.trigger.runner import outcome_accuracy
 
 
 def test_every_event_ends_in_one_terminal_state_and_checks_pass(world):
@@ -24,7 +25,8 @@ def test_every_event_ends_in_one_terminal_state_and_checks_pass(world):
 def test_decisions_match_ground_truth(world):
     world.ingest_sample()
     world.run_pending()
-    acc = accuracy(world.resources["bosun_db"].inbox(), sample_data.load_labels(world.sample))
+    labels = {event_id: truth["label"] for event_id, truth in sample_data.load_labels(world.sample).items()}
+    acc = outcome_accuracy(world.resources["bosun_db"].inbox(), EVENT_TYPES, labels)
     assert acc["decided"] > 200
     assert acc["accuracy"] >= 0.95
 

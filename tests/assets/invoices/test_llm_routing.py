@@ -159,12 +159,13 @@ def _decisions_of_kind(world, kind):
 def test_the_same_question_under_the_same_prompt_is_answered_from_the_cache(llm_server, world):
     from assets.invoices.context import assemble_context
     from assets.invoices.reasoning import propose
-    from assets.invoices.training import as_inbox_events, read_events
+    from assets.invoices.workflow import registry
+    from orchestration.trigger.sample_events import as_inbox_events, read_events
     from resources.defaults import chat_model
 
     llm_server.set_default(("ok", answer("approve")))
     erp, ledger = world.resources["erp"], world.resources["bosun_db"].llm_ledger()
-    events = as_inbox_events(read_events(world.sample / "invoices.jsonl"))
+    events = as_inbox_events(read_events(world.sample / "invoices.jsonl"), registry)
     contexts = assemble_context(events, erp.vendors_frame(), erp.purchase_orders_frame(), erp, None)
     llm = chat_model()
     first, figures = propose(contexts, world.resources["local_model"], llm, ledger)

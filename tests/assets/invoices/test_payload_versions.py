@@ -84,8 +84,8 @@ def test_a_version_without_upcaster_is_refused_at_registration():
 def test_the_workflow_processes_v1_and_v2_events_alike(world):
     """Half the sample sent as v2: every event reaches a terminal state, the inbox holds v2
     payloads only, and the renamed field still feeds the memo guard (PII redacted)."""
-    from assets.invoices.training import read_events
     from orchestration.definitions import payload_registry
+    from orchestration.trigger.sample_events import read_events
 
     raw = read_events(world.sample / "invoices.jsonl")
     mixed = [as_v2(e) if i % 2 else e for i, e in enumerate(raw)]

@@ -28,8 +28,8 @@ import sqlalchemy as sa
 from bosun_testing import dagster_graphql, dagster_webserver_up, free_port, stop_process_group
 
 from assets.invoices.erp import payments
-from assets.invoices.training import read_events
 from orchestration.core import clock
+from orchestration.trigger.sample_events import read_events
 
 pytestmark = [pytest.mark.clock, pytest.mark.slow]  # CI runs this module again with the clock a year ahead
 

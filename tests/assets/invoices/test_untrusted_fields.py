@@ -78,13 +78,13 @@ def test_every_registered_payload_model_declares_its_free_text():
 def test_personal_data_and_injections_in_every_untrusted_field(model_home, make_small_world):
     from assets.invoices.context import assemble_context
     from assets.invoices.reasoning import propose
-    from assets.invoices.training import as_inbox_events
     from assets.invoices.workflow import registry as invoice_registry
     from guardrails.engine import hard_violations, load_policy
     from guardrails.untrusted import untrusted_fields
     from orchestration.core.db import audit_log
     from orchestration.decision.routing import RoutingPolicy
     from orchestration.definitions import payload_registry
+    from orchestration.trigger.sample_events import as_inbox_events
     from resources.llm import OpenAIStructuredLLM
 
     with FakeOpenAI(model="gpt-4o-mini") as fake:
@@ -122,7 +122,7 @@ def test_personal_data_and_injections_in_every_untrusted_field(model_home, make_
 
         # Every event through the LLM (not only the unsure ones) ...
         erp = world.resources["erp"]
-        parsed = as_inbox_events(events)
+        parsed = as_inbox_events(events, invoice_registry)
         contexts = assemble_context(parsed, erp.vendors_frame(), erp.purchase_orders_frame(), erp, None)
         by_id = {c["event_id"]: c for c in contexts}
         assert all(by_id[i]["facts"]["injection_suspected"] for i in injected)
