@@ -177,13 +177,30 @@ def run_environment() -> None:
 
 
 def _migrate(connection: sa.Connection, owner: SchemaOwner, destination: str) -> None:
-    from alembic import command
+    """Run `owner`'s revisions up to `destination` on this connection, inside its transaction.
 
-    # The owner's env.py runs `run_environment` on this connection, inside its transaction.
-    # Alembic's `context` is one module-global proxy: two upgrades in one process at once (two
-    # threads, two schemas) remove each other's and fail with KeyError 'config'. One at a time.
-    with ALEMBIC_IN_PROCESS:
-        command.upgrade(_config(owner, connection=connection), destination)
+    Not through `command.upgrade` and the owner's env.py: that installs Alembic's `context`, a
+    module-global proxy, and Dagster stamps its own storage through the same proxy whenever an
+    instance is made (`DagsterInstance.ephemeral`, dagster-postgres); two at once in one process
+    remove each other's attributes (KeyError 'config' / 'script'). A `MigrationContext` with the
+    work function `command.upgrade` would pass needs only the `op` proxy (`Operations.context`),
+    which nothing but Bosun's migrations uses, one at a time per process."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    script = _script(owner)
+    migration = MigrationContext.configure(
+        connection,
+        opts={
+            "target_metadata": list(owner.metadata()),
+            "version_table": owner.version_table,
+            "script": script,
+            # What command.upgrade hands env.py: the revisions from the current heads up.
+            "fn": lambda heads, _context: script._upgrade_revs(destination, heads),
+        },
+    )
+    with ALEMBIC_IN_PROCESS, Operations.context(migration):
+        migration.run_migrations()
 
 
 def _current(connection: sa.Connection, owner: SchemaOwner) -> tuple[str, ...]:
@@ -225,8 +242,8 @@ def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-# Held by every Alembic command this process runs; whoever else runs one in the process (Dagster
-# stamps its in-memory storage when an ephemeral instance is made) can take it too.
+# Held while Bosun's migrations run in this process (they share Alembic's `op` proxy); the
+# test suite also takes it around making Dagster instances.
 ALEMBIC_IN_PROCESS = threading.RLock()
 
 
@@ -328,10 +345,10 @@ def create_or_adopt(frozen: sa.MetaData) -> None:
     that is missing, and adopt the ones `create_all` made before: their missing indexes and
     nullable columns are added; any other difference raises `SchemaMismatch`, so a database
     is never stamped with a schema it does not have. Offline (`--sql`): CREATE everything."""
-    from alembic import context, op
+    from alembic import op
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    existing = set() if context.is_offline_mode() else set(sa.inspect(op.get_bind()).get_table_names())
+    existing = set() if op.get_context().as_sql else set(sa.inspect(op.get_bind()).get_table_names())
     problems: list[str] = []
     for table in frozen.sorted_tables:
         if table.name not in existing:

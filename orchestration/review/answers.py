@@ -8,10 +8,10 @@ to execute, the event's terminal state commit with it. Execution comes after the
 a process that dies there leaves an approved, planned saga that `bosun saga recover` (or
 the batch's next run) finishes exactly once, never a half-recorded answer.
 
-What an answer means for a workflow (its labels, what Bosun proposed, which payment an
-approved escalation makes) comes from the workflow's hooks module (`review_workflows` in
+What an answer means for a workflow (its labels, what Bosun proposed, which sagas an
+approved escalation runs) comes from the workflow's hooks module (`review_workflows` in
 definitions.py): `WORKFLOW`, `EVENT_TYPES`, `LABELS`, `proposed_label(proposal)`,
-`decided_label(decision_record)`, `rejected_label(proposed)`, `payments(item)`,
+`decided_label(decision_record)`, `rejected_label(proposed)`, `approved_sagas(item)`,
 `saga_executor(resources, holder)`, `record_settled(resources, outcome, note, batch_id, extra)`.
 """
 
@@ -121,7 +121,7 @@ class ReviewService:
             ]
         elif kind == "escalation":
             hooks = self.workflows.get(item["workflow"])
-            staged = hooks.payments(item) if hooks is not None else []
+            staged = hooks.approved_sagas(item) if hooks is not None else []
             if staged:  # described as `approve` would plan them; building the executor touches nothing
                 plan = hooks.saga_executor(self.resources, self.holder).plan
                 plans = [{"saga_id": p["key"], "params": p, "steps": plan.describe(p)["steps"]} for p in staged]
@@ -148,7 +148,7 @@ class ReviewService:
                 f"review {item_id}: Bosun proposed no decision to approve "
                 f"({proposal.get('decision')!r}); reject it with a label instead",
             )
-        staged = hooks.payments(item) if kind == "escalation" else []
+        staged = hooks.approved_sagas(item) if kind == "escalation" else []
         saga_ids = [proposal["saga_id"]] if kind == "saga_approval" else [p["key"] for p in staged]
         # A lease holder per answer: two answers served by one process must not share leases.
         executor = hooks.saga_executor(self.resources, f"{self.holder}:{uuid.uuid4().hex[:8]}") if saga_ids else None

@@ -67,7 +67,7 @@ class ReviewHooks:
     def rejected_label(self, proposed: Optional[str]) -> Optional[str]:
         return self.refused_label if proposed == self.acting_label else None
 
-    def payments(self, item: Mapping[str, Any]) -> list[dict]:
+    def approved_sagas(self, item: Mapping[str, Any]) -> list[dict]:
         """The sagas approving an escalated decision to act runs (none for anything else)."""
         proposal = item["proposal"]
         if proposal.get("kind") or self.proposed_label(proposal) != self.acting_label:

@@ -29,7 +29,7 @@ TICKETS = SimpleNamespace(
     proposed_label=_label,
     decided_label=_label,
     rejected_label=lambda proposed: "route" if proposed == "close" else None,
-    payments=lambda item: [],
+    approved_sagas=lambda item: [],
 )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import timezone
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 
 from orchestration.core.schema_migrations import create_or_adopt
 
@@ -300,7 +300,7 @@ def tables() -> sa.MetaData:
 def upgrade() -> None:
     frozen = tables()
     old_leases = []
-    if not context.is_offline_mode():
+    if not op.get_context().as_sql:  # online: the bind is a live connection
         bind = op.get_bind()
         _content_seen_keyed_by_event(bind, frozen.tables["bosun_content_seen"])
         old_leases = _take_leases_per_workflow(bind)
