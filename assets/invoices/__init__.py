@@ -8,9 +8,18 @@ notification routing and its sample.
 
 from assets.invoices import payloads, payment_saga, review_answers, triggers
 from assets.invoices.erp import ERPResource, erp_schema
-from assets.invoices.jobs import assets, calibration_assets, checks, context_assets, jobs, report_assets
+from assets.invoices.jobs import (
+    assets,
+    calibration_assets,
+    checks,
+    context_assets,
+    invoice_batch_job,
+    invoice_context_refresh_job,
+    jobs,
+    report_assets,
+)
 from assets.invoices.replay import hook as replay_hook
-from assets.invoices.workflow import EVENT_TYPES, NOTIFICATION_ROUTING, WORKFLOW
+from assets.invoices.workflow import EVENT_TYPES, NOTIFICATION_ROUTING, WORKFLOW, invoice_batches
 from orchestration.core.workflows import SampleHooks, TargetSchema, Workflow, lazy
 from resources.defaults import env_or_none
 
@@ -40,4 +49,15 @@ workflow = Workflow(
 )
 
 # What other modules and the tests take from the package; the rest is imported from its module.
-__all__ = ["workflow", "assets", "checks", "jobs", "context_assets", "calibration_assets", "report_assets"]
+__all__ = [
+    "workflow",
+    "assets",
+    "checks",
+    "jobs",
+    "context_assets",
+    "calibration_assets",
+    "report_assets",
+    "invoice_batches",
+    "invoice_batch_job",
+    "invoice_context_refresh_job",
+]

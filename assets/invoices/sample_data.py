@@ -243,7 +243,7 @@ def _invoice_stream(rng: random.Random, vendors: list[dict], n: int, start: date
     approved: list[dict] = []  # originals a resubmission may copy: clean, so its label is unambiguous
     n_invoices = 0
     for i, at in enumerate(ARRIVALS.instants(rng, start, n), 1):
-        case = _draw_case(rng)
+        case = stream.draw_case(rng, _CASES, "ok")
         if case == "duplicate_invoice" and not approved:
             case = "ok"
         if case == "duplicate_invoice":
@@ -265,15 +265,6 @@ def _invoice_stream(rng: random.Random, vendors: list[dict], n: int, start: date
             approved.append(payload)
         events.append(event)
     return events, pos, labels
-
-
-def _draw_case(rng: random.Random) -> str:
-    u = rng.random()
-    for case, rate in _CASES:
-        if u < rate:
-            return case
-        u -= rate
-    return "ok"
 
 
 def _new_invoice(rng: random.Random, n: int, vendor: dict | None, case: str, at: datetime, tag: str = ""):

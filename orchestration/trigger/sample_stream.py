@@ -56,6 +56,17 @@ class Arrivals:
             yield at
 
 
+def draw_case(rng: random.Random, rates: Sequence[tuple[str, float]], otherwise: str) -> str:
+    """One of mutually exclusive cases, each at its rate (one uniform draw decides), else
+    `otherwise`: an event is at most one edge case, so its label is unambiguous."""
+    u = rng.random()
+    for case, rate in rates:
+        if u < rate:
+            return case
+        u -= rate
+    return otherwise
+
+
 def envelope(
     source: str,
     event_id: str,
