@@ -10,30 +10,16 @@ from assets.invoices import payloads, payment_saga, review_answers, triggers
 from assets.invoices.erp import ERPResource, erp_schema
 from assets.invoices.jobs import (
     assets,
-    batch_assets,
     calibration_assets,
     checks,
     context_assets,
-    feedback_assets,
     invoice_batch_job,
-    invoice_calibration_job,
     invoice_context_refresh_job,
-    invoice_feedback_job,
-    invoice_report_job,
     jobs,
-    reconciliation_job,
     report_assets,
-    settlement_job,
 )
 from assets.invoices.replay import hook as replay_hook
-from assets.invoices.workflow import (
-    EVENT_TYPES,
-    NOTIFICATION_ROUTING,
-    WORKFLOW,
-    erp_payments,
-    invoice_batches,
-    invoice_inbox,
-)
+from assets.invoices.workflow import EVENT_TYPES, NOTIFICATION_ROUTING, WORKFLOW, invoice_batches
 from orchestration.core.workflows import SampleHooks, TargetSchema, Workflow, lazy
 from resources.defaults import env_or_none
 
@@ -62,24 +48,16 @@ workflow = Workflow(
     ),
 )
 
+# What other modules and the tests take from the package; the rest is imported from its module.
 __all__ = [
     "workflow",
     "assets",
     "checks",
     "jobs",
-    "invoice_inbox",
-    "erp_payments",
-    "invoice_batch_job",
-    "invoice_context_refresh_job",
-    "invoice_calibration_job",
-    "invoice_batches",
     "context_assets",
     "calibration_assets",
-    "batch_assets",
-    "reconciliation_job",
-    "feedback_assets",
     "report_assets",
-    "invoice_feedback_job",
-    "invoice_report_job",
-    "settlement_job",
+    "invoice_batches",
+    "invoice_batch_job",
+    "invoice_context_refresh_job",
 ]

@@ -1,7 +1,5 @@
 """The invoice workflow's asset lists and jobs (what its triggers launch)."""
 
-import dagster as dg
-
 from assets.invoices.batch import checks as invoice_checks
 from assets.invoices.batch import invoice_actions, invoice_batch_job, invoice_context, invoice_decisions
 from assets.invoices.calibration import invoice_confidence_calibrator
@@ -10,7 +8,8 @@ from assets.invoices.feedback import invoice_feedback, invoice_local_model, invo
 from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
 from assets.invoices.report import invoice_decision_report
 from assets.invoices.settlements import payment_settlements, settlement_job
-from assets.invoices.workflow import erp_payments, invoice_inbox
+from assets.invoices.workflow import WORKFLOW, erp_payments, invoice_inbox
+from orchestration.core.workflows import asset_job
 
 context_assets = [vendors, purchase_orders, policy_index]
 batch_assets = [invoice_context, invoice_decisions, invoice_actions]
@@ -30,40 +29,33 @@ assets = [
 ]
 checks = invoice_checks
 
-invoice_context_refresh_job = dg.define_asset_job(
+invoice_context_refresh_job = asset_job(
+    WORKFLOW,
     "invoice_context_refresh_job",
-    selection=dg.AssetSelection.assets(*context_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Refresh the ERP snapshots and the policy index the decisions read.",
+    context_assets,
+    "Refresh the ERP snapshots and the policy index the decisions read.",
 )
 
 # Its own job: it needs reviewed outcomes (the labelled sample for now), which a fresh
 # deployment may not have, and the context refresh must not fail for want of them.
-invoice_calibration_job = dg.define_asset_job(
+invoice_calibration_job = asset_job(
+    WORKFLOW,
     "invoice_calibration_job",
-    selection=dg.AssetSelection.assets(*calibration_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Refit the confidence calibrator on reviewed outcomes and check its ECE.",
+    calibration_assets,
+    "Refit the confidence calibrator on reviewed outcomes and check its ECE.",
 )
 
 # The feedback loop: reviewed labels -> retrained candidate (blocking check) -> promoted
 # local model -> calibrator refitted for it. Started by `invoice_feedback_sensor`.
-invoice_feedback_job = dg.define_asset_job(
+invoice_feedback_job = asset_job(
+    WORKFLOW,
     "invoice_feedback_job",
-    selection=dg.AssetSelection.assets(*feedback_assets, *calibration_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Retrain the local model on reviewed labels, promote it if it is not worse, refit the calibrator.",
+    [*feedback_assets, *calibration_assets],
+    "Retrain the local model on reviewed labels, promote it if it is not worse, refit the calibrator.",
 )
 
-invoice_report_job = dg.define_asset_job(
-    "invoice_report_job",
-    selection=dg.AssetSelection.assets(*report_assets),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Decision quality by day and the patterns of failed decisions.",
+invoice_report_job = asset_job(
+    WORKFLOW, "invoice_report_job", report_assets, "Decision quality by day and the patterns of failed decisions."
 )
 
 jobs = [

@@ -3,26 +3,17 @@ daily schedules (context refresh, reconciliation, decision report, settlements).
 
 import os
 
-import dagster as dg
-
 from assets.invoices import jobs as invoices
 from assets.invoices import payment_saga
+from assets.invoices.batch import steps
 from assets.invoices.feedback import feedback_loop
-from assets.invoices.workflow import (
-    EVENT_TYPES,
-    WORKFLOW,
-    batch_policy,
-    business_calendar,
-    invoice_batches,
-    recovery_policy,
-)
+from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, batch_policy, business_calendar, recovery_policy
 from orchestration.core.batch_assets import PREVIEW_TAG
 from orchestration.trigger.recovery import SagaRecovery
 from resources.knowledge_base import PolicyDocuments
 from sensors.feedback import build_feedback_sensor
-from sensors.inbox_batches import build_inbox_batch_sensor
 from sensors.recovery import build_recovery_sensor
-from sensors.schedules import build_partitioned_schedule
+from sensors.workflow_triggers import Workday, inbox_sensor
 
 
 def context_inputs_missing() -> str | None:
@@ -35,16 +26,14 @@ def context_inputs_missing() -> str | None:
     return None
 
 
-invoice_inbox_sensor = build_inbox_batch_sensor(
-    name="invoice_inbox_sensor",
-    event_types=EVENT_TYPES,
-    partitions_def=invoice_batches,
-    batch_job=invoices.invoice_batch_job,
+# `invoice_inbox_sensor`; the context refresh first, until it has run once.
+invoice_inbox_sensor = inbox_sensor(
+    steps,
+    invoices.invoice_batch_job,
+    batch_policy,
     bootstrap_job=invoices.invoice_context_refresh_job,
     bootstrap_assets=invoices.context_assets,
-    policy=batch_policy,
     missing_prerequisite=context_inputs_missing,
-    inbox_asset=invoices.invoice_inbox.key,
 )
 
 # A batch run that died, crashed or failed with events still received is run again, at most
@@ -67,28 +56,25 @@ invoice_recovery_sensor = build_recovery_sensor(
     ),
 )
 
+# The accounts-payable team's day: Berlin time, German business days.
+ap_day = Workday("Europe/Berlin", business_calendar)
+
 # 06:00 in the accounts-payable team's time zone, before the working day starts.
-invoice_context_refresh_daily = dg.ScheduleDefinition(
-    name="invoice_context_refresh_daily",
-    job=invoices.invoice_context_refresh_job,
-    cron_schedule="0 6 * * *",
-    execution_timezone="Europe/Berlin",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refreshes the vendor and purchase-order snapshots and the policy index.",
+invoice_context_refresh_daily = ap_day.every_day(
+    "invoice_context_refresh_daily",
+    invoices.invoice_context_refresh_job,
+    "0 6 * * *",
+    "Refreshes the vendor and purchase-order snapshots and the policy index.",
 )
 
 # 07:00 Berlin on business days: yesterday's ledger against yesterday's payments (and the
 # closed days before it). Every missed day is reconciled after downtime; a slow run is not
 # doubled up.
-payment_reconciliation_daily = build_partitioned_schedule(
+payment_reconciliation_daily = ap_day.each_business_day(
     "payment_reconciliation_daily",
     invoices.reconciliation_job,
-    cron="0 7 * * *",
-    execution_timezone="Europe/Berlin",
-    calendar=business_calendar,
-    catch_up="each",
-    overlap="skip",
-    description="Reconciles the previous day's ledger entries and payments.",
+    "0 7 * * *",
+    "Reconciles the previous day's ledger entries and payments.",
 )
 
 # The feedback loop runs once BOSUN_INVOICES_RETRAIN_MIN_FEEDBACK (default 100) new
@@ -98,26 +84,20 @@ invoice_feedback_sensor = build_feedback_sensor(
 )
 
 # 06:30 Berlin: yesterday's decisions in the report before the working day starts.
-invoice_decision_report_daily = dg.ScheduleDefinition(
-    name="invoice_decision_report_daily",
-    job=invoices.invoice_report_job,
-    cron_schedule="30 6 * * *",
-    execution_timezone="Europe/Berlin",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refreshes the decision report: accuracy, ECE, escalation rate by day, failure patterns.",
+invoice_decision_report_daily = ap_day.every_day(
+    "invoice_decision_report_daily",
+    invoices.invoice_report_job,
+    "30 6 * * *",
+    "Refreshes the decision report: accuracy, ECE, escalation rate by day, failure patterns.",
 )
 
 # 08:00 Berlin on business days: were the payments due yesterday (and on the closed days
 # before it) settled by the end of their due day? Missed days are each checked after downtime.
-payment_settlements_daily = build_partitioned_schedule(
+payment_settlements_daily = ap_day.each_business_day(
     "payment_settlements_daily",
     invoices.settlement_job,
-    cron="0 8 * * *",
-    execution_timezone="Europe/Berlin",
-    calendar=business_calendar,
-    catch_up="each",
-    overlap="skip",
-    description="Checks the payments due the previous day against the bank's settlement feed.",
+    "0 8 * * *",
+    "Checks the payments due the previous day against the bank's settlement feed.",
 )
 
 sensors = [invoice_inbox_sensor, invoice_recovery_sensor, invoice_feedback_sensor]

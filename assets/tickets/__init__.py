@@ -27,7 +27,7 @@ from orchestration.verification.delayed_outcomes import build_delayed_outcome_as
 from orchestration.verification.outcome_checks import ActedOnTwice, OutcomeCheck, Reconcile, Verdict
 from orchestration.verification.outcome_reconciliation import EventRecord, reconcile_batch_with_targets
 from resources.defaults import env_or_none
-from sensors.inbox_batches import build_inbox_batch_sensor
+from sensors.workflow_triggers import inbox_sensor
 
 NAME, EVENTS, STEPS = "tickets", [context.CREATED, context.UPDATED], ("assign", "set_priority", "send_reply")
 ACTING = ("route", "route_and_reply")
@@ -135,9 +135,8 @@ read_reopens = lambda r: r["tickets"].reopened(days=3)  # noqa: E731
 reopens = build_delayed_outcome_asset("ticket_reopens", NAME, [batch.actions], read_reopens, ("tickets",), 0.1, "")
 hooks = ReviewHooks.from_actions(EVENTS, ACTING, ACTIONS, executor)
 policy = BatchPolicy(max_events=500, max_wait_seconds=5.0)
-sensor = build_inbox_batch_sensor(
-    "ticket_inbox_sensor", EVENTS, batches, batch.job, None, context_assets, policy, inbox_asset=inbox.key
-)
+# ticket_inbox_sensor; ticket_context_refresh_job (made for the context assets) runs first
+sensor = inbox_sensor(steps, batch.job, policy, bootstrap_assets=context_assets)
 
 workflow = Workflow(
     name=NAME,

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from orchestration.trigger import sample_stream as stream
+
 TEAMS = ("account", "billing", "technical", "shipping", "legal")
 PRIORITIES = ("low", "normal", "high", "urgent")
 LANGS = ("en", "de", "fr", "es")
@@ -432,15 +434,7 @@ def generate(
         payload, truth = ticket(rng, i, rng.choice(crm), crm, start - timedelta(seconds=first * 7))
         eid = f"ticket-{seed}-{i}"
         events.append(
-            {
-                "id": eid,
-                "source": "helpdesk",
-                "type": "ticket.created",
-                "schema_version": 1,
-                "occurred_at": payload["created_at"],
-                "entity_key": payload["ticket_id"],
-                "payload": payload,
-            }
+            stream.envelope("helpdesk", eid, "ticket.created", payload["created_at"], payload["ticket_id"], payload)
         )
         labels[eid] = truth
     return crm, events, labels
@@ -471,7 +465,7 @@ def query_set() -> list[dict]:
 def write(directory: Path, n: int, seed: int) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     crm, events, labels = generate(n, seed)
-    (directory / "customers.json").write_text(json.dumps(crm))
-    (directory / "tickets.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    (directory / "labels.json").write_text(json.dumps(labels))
+    stream.write_text(directory / "customers.json", json.dumps(crm))
+    stream.write_jsonl(directory / "tickets.jsonl", events)
+    stream.write_text(directory / "labels.json", json.dumps(labels))
     return {"customers": len(crm), "tickets": len(events), "intents": [asdict(i)["name"] for i in INTENTS]}

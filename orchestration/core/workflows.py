@@ -88,6 +88,19 @@ class Workflow:
         )
 
 
+def asset_job(workflow: str, name: str, assets: Sequence[Any], description: str) -> dg.UnresolvedAssetJobDefinition:
+    """A job over one group of a workflow's assets (its context refresh, calibration, feedback
+    loop, report, a daily check): in the run's own process, as these are a few short steps and a
+    process per step would cost more than the steps, tagged with the workflow it belongs to."""
+    return dg.define_asset_job(
+        name,
+        selection=dg.AssetSelection.assets(*assets),
+        executor_def=dg.in_process_executor,
+        tags={"bosun/workflow": workflow},
+        description=description,
+    )
+
+
 def lazy(module: str, name: str) -> Callable[..., Any]:
     """A callable that imports `module` on its first call: hooks that need heavy imports
     (training, sample generators) stay out of the code location's load."""

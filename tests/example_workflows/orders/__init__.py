@@ -23,7 +23,7 @@ from orchestration.trigger.batching import BatchPolicy
 from orchestration.trigger.dead_letters import DeadLetterPolicy
 from orchestration.verification.outcome_checks import ActedOnTwice, Reconcile
 from orchestration.verification.outcome_reconciliation import EventRecord, reconcile_batch_with_targets
-from sensors.inbox_batches import build_inbox_batch_sensor
+from sensors.workflow_triggers import inbox_sensor
 
 NAME, PLACED, STEPS = "orders", "order.placed", ("reserve_stock", "ship_express")
 CUSTOMERS = {"C1": {"blocked": False}, "C2": {"blocked": True}}  # the one source: a tiny CRM
@@ -106,9 +106,7 @@ checks = build_batch_checks(
 )
 hooks = ReviewHooks.from_actions([PLACED], ("ship", "refuse"), ACTIONS, executor, refused_label="refuse")
 policy = BatchPolicy(max_events=50, max_wait_seconds=0, min_events=1)
-sensor = build_inbox_batch_sensor(
-    "order_inbox_sensor", [PLACED], batches, batch.job, None, [], policy, inbox_asset=inbox.key
-)
+sensor = inbox_sensor(steps, batch.job, policy)  # order_inbox_sensor
 
 workflow = Workflow(
     name=NAME,
