@@ -127,6 +127,13 @@ def pg_url():
     drop()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    """A test's database, embedded and production-like: SQLite in the test's folder, then a new
+    Postgres database (`pg_url`)."""
+    return f"sqlite:///{tmp_path / 'bosun.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
 @pytest.fixture(scope="module")
 def pg_module_url():
     """One new Postgres database for a whole test module (tests empty what they use)."""

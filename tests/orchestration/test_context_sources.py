@@ -27,11 +27,6 @@ class Flaky:
         return self.value
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path):
-    return f"sqlite:///{tmp_path / 'b.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
 def test_a_transient_failure_is_retried_and_read_live(db_url):
     fetch = Flaky(failures=2)
     r = read_source("vendors", fetch, FAST, CircuitBreaker(db_url))

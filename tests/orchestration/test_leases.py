@@ -4,20 +4,12 @@ the entity once another holder has it: the step is deferred, not done twice (the
 
 import time
 
-import pytest
 import sqlalchemy as sa
 
 from orchestration.action.actions import ActionType
 from orchestration.action.leases import Leases
 from orchestration.action.saga_executor import PlanStep, SagaExecutor, SagaPlan
 from orchestration.action.saga_log import SagaLog, leases, saga_engine
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'leases.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 def test_a_step_slower_than_the_ttl_keeps_its_leases(db_url):

@@ -97,11 +97,6 @@ def test_a_run_that_finished_nothing_plots_no_rates():
     assert md == {metrics.EVENTS: 0} and m.details()["guardrail_activations"] == {"g": 0}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path):
-    return f"sqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
 def test_rows_are_per_run_and_add_up(db_url):
     store = metrics.MetricsStore(db_url)
     first = metrics.compute(

@@ -37,11 +37,6 @@ class Ticket(BaseModel):
     subject: str
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path):
-    return f"sqlite:///{tmp_path / 'bosun.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-
-
 def _world(url, n=4):
     """n tickets decided: 0 and 1 escalated into the queue, the rest closed by Bosun."""
     registry = PayloadRegistry()

@@ -26,13 +26,6 @@ import ticket_saga_worker as worker  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tickets.db'}"
-    return request.getfixturevalue("pg_url")
-
-
 def _called(desk, method: str) -> set[str]:
     """Every idempotency key the desk saw in a call of `method` (refused ones included)."""
     return {k for name, _, keys in desk.calls if name == method for k in keys}

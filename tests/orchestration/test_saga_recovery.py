@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from assets.invoices.erp import ERPResource, ledger_entries, payments
@@ -142,27 +141,20 @@ def _oracle(n: int, seed: int) -> dict:
     return expect
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'faults.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-def test_killed_and_faulty_runs_end_exactly_as_the_oracle_says(target_url):
+def test_killed_and_faulty_runs_end_exactly_as_the_oracle_says(db_url):
     # Every kill point on the embedded database; on Postgres (slower per write) the points
     # between log writes and those around the forward steps' effects.
     n, seed, kills = (
         (1200, 5, KILLS)
-        if target_url.startswith("sqlite")
+        if db_url.startswith("sqlite")
         else (600, 4, LOG_KILLS[:1] + EFFECT_KILLS[:6] + LOG_KILLS[1:-2])
     )
-    erp = ERPResource(url=target_url)
+    erp = ERPResource(url=db_url)
     worker.seed(erp, n)
     server = WorkerServer()
     try:
-        outcomes = {kill: server.run(target_url, n, seed, kill) for kill in kills}
-        assert server.run(target_url, n, seed) == "finished"
+        outcomes = {kill: server.run(db_url, n, seed, kill) for kill in kills}
+        assert server.run(db_url, n, seed) == "finished"
     finally:
         server.stop()
     # Every kill point was reached: each run died there, and the next one picked up.
@@ -203,7 +195,7 @@ def test_killed_and_faulty_runs_end_exactly_as_the_oracle_says(target_url):
     # ever (a voided one included: an undo may consume a key whose write never arrived).
     assert per_invoice == [1, 1, 1]
     assert states <= {"posted", "reversed", "scheduled", "cancelled", "queued", "dispatched"}
-    log = SagaLog(target_url).load(sorted(expect["status"]))
+    log = SagaLog(db_url).load(sorted(expect["status"]))
     assert {k: v["status"] for k, v in log.items()} == expect["status"]
     assert not [k for k, v in log.items() if v["status"] in ACTIVE]
     # Every saga that did not finish says why.
