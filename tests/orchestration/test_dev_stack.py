@@ -283,7 +283,10 @@ def test_plain_dagster_dev_in_a_fresh_clone_without_sample_data_launches_no_fail
             runs = dagster_graphql(port, ALL_RUNS)["runsOrError"]["results"]
             failed = [r for r in runs if r["status"] == "FAILURE"]
             assert not failed, f"failing runs: {failed}"
-        assert runs == [], f"runs were launched: {runs}"
+        # No batch and no invoice refresh (its policy documents come with the sample); a workflow
+        # whose context needs no sample (the tickets' shipped articles) may refresh it, and it succeeds.
+        assert {r["jobName"] for r in runs} <= {"ticket_context_refresh_job"}, f"runs were launched: {runs}"
+        assert all(r["status"] in ("SUCCESS", "STARTED", "STARTING", "QUEUED") for r in runs), runs
         assert any("bosun sample-data" in r for r in reasons), reasons
     finally:
         stop_process_group(proc)

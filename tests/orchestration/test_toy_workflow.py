@@ -113,10 +113,10 @@ def test_the_toy_workflow_runs_through_its_inbox_sensor(orders):
     wf, defs, instance, registry = orders
     _ingest(defs, registry, ["o-1", "o-2", "o-3"])
     sensor = defs.resolve_sensor_def("order_inbox_sensor")
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance_ref=instance.get_ref(), cursor="0", definitions=defs, resources=defs.resources
-    )
-    result = sensor.evaluate_tick(context)
+    ) as context:
+        result = sensor.evaluate_tick(context)
     assert result.run_requests, result.skip_message
     job = defs.resolve_job_def("order_batch_job")
     instance.add_dynamic_partitions("order_batches", [r.partition_key for r in result.run_requests])

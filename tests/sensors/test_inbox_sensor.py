@@ -10,10 +10,13 @@ from orchestration.trigger.batching import BatchRange
 
 
 def _tick(instance, defs, cursor=None):
-    ctx = dg.build_sensor_context(
+    # As a context manager: the context enters the instance it makes from the ref, and only
+    # leaving it leaves that instance (else Dagster's current definitions-state storage is left
+    # pointing at an instance that is gone, and a later repository build fails on it).
+    with dg.build_sensor_context(
         instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources=defs.resources
-    )
-    return invoice_inbox_sensor.evaluate_tick(ctx)
+    ) as ctx:
+        return invoice_inbox_sensor.evaluate_tick(ctx)
 
 
 def _materialize_context(instance, defs):
@@ -50,8 +53,10 @@ def test_a_workflow_without_a_refresh_job_of_its_own_gets_one_for_its_context_as
     job = defs.resolve_job_def("ticket_context_refresh_job")
     assert {k for a in ticket_context for k in a.keys} <= set(job.asset_layer.executable_asset_keys)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs, resources=defs.resources)
-        data = ticket_inbox_sensor.evaluate_tick(ctx)
+        with dg.build_sensor_context(
+            instance_ref=instance.get_ref(), definitions=defs, resources=defs.resources
+        ) as ctx:
+            data = ticket_inbox_sensor.evaluate_tick(ctx)
         assert [r.job_name for r in data.run_requests] == ["ticket_context_refresh_job"]
         assert data.cursor is None  # no batch cut before the context exists
 

@@ -34,10 +34,10 @@ sensor = build_recovery_sensor(
 
 
 def _tick(instance, db, cursor=None):
-    ctx = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources={"bosun_db": db}
-    )
-    return sensor.evaluate_tick(ctx)
+    ) as ctx:
+        return sensor.evaluate_tick(ctx)
 
 
 def _fail(instance, batch, tags=None):
@@ -164,10 +164,10 @@ def _saga_recovery_tick(db, erp, outbox, tmp_path):
     )
     with_sagas = build_recovery_sensor("toy_saga_recovery", "invoices", TYPES, toy_job, POLICY, saga_recovery=hooks)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        ctx = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance_ref=instance.get_ref(), definitions=defs, resources={"bosun_db": db, "erp": erp, "outbox": outbox}
-        )
-        return with_sagas.evaluate_tick(ctx)
+        ) as ctx:
+            return with_sagas.evaluate_tick(ctx)
 
 
 def test_a_saga_left_unfinished_outside_a_batch_is_finished_by_the_sensor(bosun_home, tmp_path):

@@ -132,13 +132,13 @@ class DaemonStandIn:
     def loop(self):
         while not self.stop.is_set():
             self._alive()
-            ctx = dg.build_sensor_context(
+            with dg.build_sensor_context(
                 instance_ref=self.instance.get_ref(),
                 cursor=self.cursor,
                 definitions=self.defs,
                 resources=self.defs.resources,
-            )
-            data = self.sensor.evaluate_tick(ctx)
+            ) as ctx:
+                data = self.sensor.evaluate_tick(ctx)
             # Counted after the tick: only this driver starts runs, so this is at most what the
             # sensor counted (runs can only have ended since).
             in_flight = self.instance.get_runs_count(dg.RunsFilter(job_name="invoice_batch_job", statuses=IN_FLIGHT))
