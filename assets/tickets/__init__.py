@@ -134,7 +134,8 @@ checks = build_batch_checks(
 read_reopens = lambda r: r["tickets"].reopened(days=3)  # noqa: E731
 reopens = build_delayed_outcome_asset("ticket_reopens", NAME, [batch.actions], read_reopens, ("tickets",), 0.1, "")
 hooks = ReviewHooks.from_actions(EVENTS, ACTING, ACTIONS, executor)
-policy = BatchPolicy(max_events=500, max_wait_seconds=5.0)
+# Two runs in flight, as many as the machine has cores (more only contend: benchmarks/daemon_path.py).
+policy = BatchPolicy(max_events=500, max_wait_seconds=5.0, max_in_flight=2)
 # ticket_inbox_sensor; ticket_context_refresh_job (made for the context assets) runs first
 sensor = inbox_sensor(steps, batch.job, policy, bootstrap_assets=context_assets)
 
