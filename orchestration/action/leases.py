@@ -1,4 +1,4 @@
-"""A lease per entity in the database: two runs never act on one entity (an invoice and its purchase order, say) at once.
+"""A lease per entity in the database: two runs never act on one entity (a document and the record it draws on, say) at once.
 
 Taking leases is one multi-row INSERT that skips held keys plus one UPDATE that takes
 over expired ones; a holder that crashed loses its leases when they expire. A live holder

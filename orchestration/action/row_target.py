@@ -44,7 +44,7 @@ class RowTarget:
     ) -> ActionType:
         """`step` as an action: do inserts its row once, compensate switches it off, verify reads
         it. `write`/`unwrite`, when given, also change the target's own records (after the row
-        is in, before it is switched off), e.g. the field of a ticket the step sets."""
+        is in, before it is switched off), e.g. a field of the record the step sets."""
         t = self.table
 
         def do(items: list[dict]) -> dict[str, str]:

@@ -127,8 +127,8 @@ class SagaPlan:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A prerequisite that does not hold for a business reason (the invoice was paid by a
-    concurrent batch, the purchase order was closed meanwhile): the saga does not act and
+    """A prerequisite that does not hold for a business reason (the entity was acted on
+    by a concurrent batch, a record it draws on was closed meanwhile): the saga does not act and
     the event ends with the decision the workflow maps `code` to, recorded and audited. A
     plain string from `prerequisites` stays a failure: a dead letter, for a person."""
 

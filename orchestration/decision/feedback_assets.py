@@ -84,13 +84,13 @@ class FeedbackLoop:
     features: Callable[[dict], dict]  # a decision's archived facts -> the model's features
     # The labelled sample the model started from, read from the training directory: (features, labels).
     sample_examples: Callable[[Path], tuple[list[dict], list[str]]]
-    asset_prefix: str  # "order": order_feedback, order_model_candidate, order_local_model
+    asset_prefix: str  # PREFIX: PREFIX_feedback, PREFIX_model_candidate, PREFIX_local_model
     # Three in ten reviewed events judge the retrained model and are never trained on, so the
     # comparison and the calibrator refit see outcomes the model did not learn from.
     held_out_fraction: float = 0.3
     promotion: PromotionRule = field(default_factory=PromotionRule)
     default_min_feedback: int = 100  # new reviewed labels before the feedback sensor runs the loop
-    # A model of one output among several (a ticket's team, its priority): what the decision
+    # A model of one output among several (one of several labels a decision sets): what the decision
     # proposed for that output, and the label the model learns from a reviewer's answer (its part
     # for this output, with a business rule the workflow applies on top taken back, say).
     proposed_of: Callable[[dict], str] = lambda record: record["proposed"]

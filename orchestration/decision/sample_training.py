@@ -36,7 +36,7 @@ def prepare_on_held_out_seeds(
     trains on a sample of the training seed, `calibrate(seed)` fits the calibrator on decisions
     of a sample of the calibration seed (stand-in for reviewed outcomes); each of the first two
     returns what it reports. `sample` and `models` name them on the progress stages
-    ("sample invoices and seeding the ERP", "the local model"). The calibrator is saved at
+    (what the sample holds and what it seeds, "the local model"). The calibrator is saved at
     `calibrator_path`, where the batches' decisions load it."""
     progress = progress or NO_PROGRESS
     progress.stage(f"Writing {n_events} {sample}")

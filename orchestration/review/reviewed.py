@@ -1,7 +1,7 @@
 """Decisions as the audit log archived them, joined with what reviewers said was right.
 
 A retrain must learn from the facts a decision was made from at the time, not from facts
-looked up again later (a paid invoice would look "already paid"), so examples come from
+looked up again later (an entity acted on since would look "already done"), so examples come from
 the audit's decision records, never from re-assembled context.
 """
 

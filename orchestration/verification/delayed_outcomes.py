@@ -1,5 +1,5 @@
 """A delayed outcome check for any workflow: some time after acting, a target says whether the
-action held (a ticket its customer reopened, a payment the bank returned). Each failed outcome
+action held (a case its customer reopened, a transfer the bank returned). Each failed outcome
 is audited and becomes feedback once (an event a reviewer already labelled keeps that label)."""
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class EventRecord:
 
     key: str
     state: str  # the event's state (received, done, escalated, ...)
-    entity: str  # the entity its effects concern (e.g. an order)
+    entity: str  # the entity its effects concern (e.g. a customer's request)
     claims_effect: bool  # the recorded outcome says the action took place
     expected: Mapping[str, object] = field(default_factory=dict)  # values every effect must carry
 
@@ -272,7 +272,7 @@ def batch_effects(
 ) -> list[Effect]:
     """A target's rows (each with its `key` and `live`) as the batch's effects: those under one
     of its action keys or about one of its events' entities, with their `values`. A row read by
-    a coarser column than the entity (an invoice number two vendors share) may be another
+    a coarser column than the entity (a document number two senders share) may be another
     entity's, not the batch's."""
     entities, wanted = {e.entity for e in events}, set(keys)
     return [
