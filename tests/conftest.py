@@ -155,12 +155,6 @@ def _a_live_current_instance():
     """Every test runs with a live Dagster instance as the thread's current one. Dagster builds a
     repository lazily (`dg.materialize`, `resolve_job_def`) and reads its definitions state from
     the instance last made current in the thread; after other tests' runs in the same worker that
-    can be one already disposed ("Attempted to resolve undefined DagsterInstance weakref").
-    Made under the process's Alembic lock: the in-memory storage stamps its schema with Alembic,
-    whose module-global context a migration still running in another thread would share."""
-    from orchestration.core.schema_migrations import ALEMBIC_IN_PROCESS
-
-    with ALEMBIC_IN_PROCESS:
-        instance = dg.DagsterInstance.ephemeral()
-    with instance:
+    can be one already disposed ("Attempted to resolve undefined DagsterInstance weakref")."""
+    with dg.DagsterInstance.ephemeral():
         yield

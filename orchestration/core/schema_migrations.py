@@ -199,7 +199,7 @@ def _migrate(connection: sa.Connection, owner: SchemaOwner, destination: str) ->
             "fn": lambda heads, _context: script._upgrade_revs(destination, heads),
         },
     )
-    with ALEMBIC_IN_PROCESS, Operations.context(migration):
+    with _ALEMBIC_IN_PROCESS, Operations.context(migration):
         migration.run_migrations()
 
 
@@ -242,9 +242,8 @@ def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-# Held while Bosun's migrations run in this process (they share Alembic's `op` proxy); the
-# test suite also takes it around making Dagster instances.
-ALEMBIC_IN_PROCESS = threading.RLock()
+# Held while Bosun's migrations run in this process: they share Alembic's `op` proxy.
+_ALEMBIC_IN_PROCESS = threading.RLock()
 
 
 def upgrade(
