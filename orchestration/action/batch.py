@@ -10,7 +10,7 @@ which fields of a decision the audit keeps and what a reviewer is shown.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from orchestration.action.saga_executor import BatchOutcome, SagaExecutor
 from orchestration.audit.chain import AuditEntry
@@ -210,24 +210,23 @@ def decision_entry(d: dict, spec: ActionSpec, batch_id: str) -> AuditEntry:
 
 def audit_entries(
     decisions: Sequence[dict], sagas: BatchOutcome, states: Sequence[dict], batch_id: str, spec: ActionSpec
-) -> list[AuditEntry]:
-    """Per event: every pass of the decision loop, the decision, every action, the end state."""
+) -> Iterator[AuditEntry]:
+    """Per event: every pass of the decision loop, the decision, every action, the end state.
+    Made as the audit log consumes them (a batch's records are not all held at once)."""
     steps_by_key: dict[str, list[dict]] = {}
     for row in sagas.log:
         steps_by_key.setdefault(row["key"], []).append(row)
     state_by_key = {s["key"]: s for s in states}
-    entries = []
     for d in decisions:
         k = d["key"]
-        entries += pass_entries(k, d.get("decision_loop"), batch_id)  # every pass before the last
-        entries.append(decision_entry(d, spec, batch_id))
-        entries += step_entries(steps_by_key.get(k, []), batch_id)
+        yield from pass_entries(k, d.get("decision_loop"), batch_id)  # every pass before the last
+        yield decision_entry(d, spec, batch_id)
+        yield from step_entries(steps_by_key.get(k, []), batch_id)
         if k in state_by_key:
-            entries.append(outcome_entry(state_by_key[k], batch_id))
+            yield outcome_entry(state_by_key[k], batch_id)
     # Per guardrail, how often it fired in this batch: the audit answers "how often did
     # rule X stop an action last month" without re-reading every decision.
-    entries.append(AuditEntry("guardrail_activations", batch_id, activation_counts(decisions), batch_id))
-    return entries
+    yield AuditEntry("guardrail_activations", batch_id, activation_counts(decisions), batch_id)
 
 
 def review_items(decisions: Sequence[dict], spec: ActionSpec) -> list[dict]:

@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 from bosun_testing import empty_audit_tables
 
+from orchestration.audit import chain
 from orchestration.audit.chain import AuditEntry, AuditLog, canonical, chain_hash
 from orchestration.core import settings
 from orchestration.core.db import audit_log
@@ -87,6 +88,21 @@ def test_chain_verifies_across_appends(audit_url):
     assert log.append(_entries(2, "b2")) == 5
     result = log.verify()
     assert result.ok and result.records == 5
+
+
+def test_a_generator_longer_than_a_chunk_appends_as_one_chained_block(audit_url, monkeypatch):
+    """A batch's entries are hashed and inserted a chunk at a time (memory), still one block: one
+    head, every record linked, in order, and an empty generator appends nothing."""
+    monkeypatch.setattr(chain, "APPEND_CHUNK", 4)
+    log = AuditLog(audit_url)
+    assert log.append_head(e for e in []) == (0, "")
+    seq, head = log.append_head(e for e in _entries(10))
+    assert seq == 10 and log.head() == (10, head)
+    with log.engine.connect() as conn:
+        subjects = conn.execute(sa.select(audit_log.c.subject).order_by(audit_log.c.seq)).scalars().all()
+    assert subjects == [f"evt-{i}" for i in range(1, 11)]
+    result = log.verify()
+    assert result.ok and result.records == 10
 
 
 @pytest.mark.parametrize("seq", [1, 3, N])
