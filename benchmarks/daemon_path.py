@@ -3,13 +3,16 @@ process per batch, against the bare loop on the same events in the same run.
 
     python benchmarks/daemon_path.py [--events 10000] [--storage sqlite|postgres] [--seed 7]
         [--steady RATE --seconds S] [--json PATH] [--model-dir DIR] [--timeout 1800] [--keep]
+        [--code-server separate|daemon]
 
 1. A sample of N invoice events (the generator's re-deliveries and resubmissions included),
    the ERP seeded with its vendors and POs, a trained local model (`chaos.py`'s `_prepare`).
 2. The bare loop (`throughput.py`'s `bare_loop`): the same per-event work on the same events
    in one process, no Dagster, on a fresh database of the same kind.
 3. The daemon path (`chaos.py`'s `ChaosRun` with no fault: the repository's dagster.yaml,
-   SQLite, or with `--storage postgres` fresh databases in a private Postgres cluster).
+   SQLite, or with `--storage postgres` fresh databases in a private Postgres cluster), the
+   code server its own process as deploy/Procfile runs it (`--code-server daemon`: started
+   and restarted by the daemon, as `dagster dev` does).
    The daemon is started and left to bootstrap the context (the batch runs wait for it);
    then, by default, the N events are ingested at once (a backlog) and the clock runs until
    every event is terminal. With `--steady RATE --seconds S` events arrive at RATE per second
@@ -29,6 +32,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -109,10 +114,11 @@ def tree_rss(root: int) -> list[tuple[int, int, str]]:
 
 
 class RssSampler:
-    """Samples a process tree's summed RSS in a thread until stopped; keeps the peak."""
+    """Samples the summed RSS of process trees (the daemon's, the code server's) in a thread
+    until stopped; keeps the peak."""
 
-    def __init__(self, root: int, every_s: float = 0.2):
-        self.root, self.every_s = root, every_s
+    def __init__(self, roots: list[int], every_s: float = 0.2):
+        self.roots, self.every_s = roots, every_s
         self.peak_bytes, self.peak_processes, self.max_processes = 0, 0, 0
         self.at_peak: list[tuple[int, int, str]] = []
         self._stop = threading.Event()
@@ -120,7 +126,7 @@ class RssSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            procs = tree_rss(self.root)
+            procs = [p for root in self.roots for p in tree_rss(root)]
             rss = sum(r for _, r, _ in procs)
             if rss > self.peak_bytes:
                 self.peak_bytes, self.peak_processes, self.at_peak = rss, len(procs), procs
@@ -190,7 +196,74 @@ def percentiles(values: list[float]) -> dict:
 
 
 class DaemonPath(chaos.ChaosRun):
-    """`ChaosRun`'s daemon, environment and storage, driven without faults."""
+    """`ChaosRun`'s daemon, environment and storage, driven without faults.
+
+    `code_server="separate"` (the default) runs the process set deploy/ runs: the code server
+    is its own long-lived process (deploy/Procfile's `dagster code-server start`) and the
+    daemon reads deploy/workspace.yaml. `"daemon"` is `dagster dev`'s and the repository
+    workspace.yaml's layout: the daemon starts the code server itself and, every 60 s
+    (Dagster's workspace refresh), a fresh one, the old one living on until its run workers
+    end (two code servers' imports and memory under load)."""
+
+    def __init__(self, *args, code_server: str = "separate", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.code_server_mode = code_server
+        self.code_server: subprocess.Popen | None = None
+
+    def start_daemon(self) -> None:
+        if self.code_server_mode == "daemon":
+            return super().start_daemon()
+        port = chaos._free_port()
+        self.env.update(BOSUN_CODE_SERVER_HOST="127.0.0.1", BOSUN_CODE_SERVER_PORT=str(port))
+        procfile = (REPO / "deploy" / "Procfile").read_text()
+        line = next(ln for ln in procfile.splitlines() if ln.startswith("codeserver:"))
+        assert "dagster code-server start" in line, "deploy/Procfile's code server changed: update the benchmark"
+        self.code_server = subprocess.Popen(
+            [str(chaos.BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
+            + ["-m", "orchestration.definitions", "-a", "defs", "--location-name", "bosun"],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._await_code_server(port)
+        self.daemon = subprocess.Popen(
+            [str(chaos.BIN / "dagster-daemon"), "run", "-w", str(REPO / "deploy" / "workspace.yaml")],
+            cwd=self.dagster_home,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.report.daemon_starts += 1
+
+    def _await_code_server(self, port: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.code_server.poll() is not None:
+                raise RuntimeError(f"the code server exited; see {self.base / 'daemon.log'}")
+            ping = subprocess.run(
+                [str(chaos.BIN / "dagster"), "api", "grpc-health-check", "-p", str(port)],
+                capture_output=True,
+                env=self.env,
+            )
+            if ping.returncode == 0:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("the code server did not answer within 120 s")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            # Its own process group: the code server, its gRPC child and their run workers.
+            if self.code_server and self.code_server.poll() is None:
+                os.killpg(self.code_server.pid, signal.SIGKILL)
+                self.code_server.wait(timeout=30)
+
+    def roots(self) -> list[int]:
+        return [p.pid for p in (self.daemon, self.code_server) if p is not None]
 
     def measure(self, lines: list[str], steady_rate: float | None, seconds: float, timeout: float) -> PathFigures:
         with self.environment():
@@ -212,7 +285,7 @@ class DaemonPath(chaos.ChaosRun):
         deadline = time.monotonic() + timeout
         started = time.monotonic()
         self.start_daemon()
-        with RssSampler(self.daemon.pid) as rss:
+        with RssSampler(self.roots()) as rss:
             # The context bootstrap (the first tick's run): a running daemon's state, not the backlog's.
             while not self._bootstrapped():
                 if time.monotonic() > deadline or self.daemon.poll() is not None:
@@ -313,6 +386,7 @@ def run_benchmark(
     model_dir: Path | None,
     keep: bool,
     bare_batch_size: int = 1000,
+    code_server: str = "separate",
 ) -> dict:
     base = Path(tempfile.mkdtemp(prefix="bosun-daemon-path-"))
     path: DaemonPath | None = None
@@ -339,7 +413,7 @@ def run_benchmark(
         stream = base / "stream.jsonl"
         stream.write_text("\n".join(lines) + "\n")
 
-        path = DaemonPath(base / storage, storage, sample_dir, models)
+        path = DaemonPath(base / storage, storage, sample_dir, models, code_server=code_server)
         bare_url = path.pg.create("bare") if path.pg else f"sqlite:///{base / 'bare.db'}"
         (base / "bare").mkdir()
         bare_env = {**env, "BOSUN_HOME": str(base / "bare"), "BOSUN_DATABASE_URL": bare_url}
@@ -356,6 +430,7 @@ def run_benchmark(
             "bare_loop": {**bare, "seconds": round(bare["seconds"], 2)},
             "daemon_path": asdict(figures),
             "ratio_to_bare": round(figures.events_per_s / bare["events_per_s"], 3) if figures.events_per_s else None,
+            "code_server": code_server,
             "dagster_yaml": (path.dagster_home / "dagster.yaml").read_text(),
         }
         if keep:
@@ -369,8 +444,6 @@ def run_benchmark(
 
 
 def _run_self(mode: list[str], env: dict, log: Path, timeout: float = 1800) -> None:
-    import subprocess
-
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, __file__, *mode], env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT
@@ -391,7 +464,9 @@ def table(fig: dict) -> str:
     rows = [
         (
             "mode / storage",
-            f"{d['mode']} / {d['storage']}" + (f" at {d['offered_rate']:g}/s" if d["offered_rate"] else ""),
+            f"{d['mode']} / {d['storage']}"
+            + (f" at {d['offered_rate']:g}/s" if d["offered_rate"] else "")
+            + f", code server: {fig.get('code_server')}",
         ),
         ("events handled", f"{d['events']} ({', '.join(f'{k} {v}' for k, v in sorted(d['by_status'].items()))})"),
         ("daemon start -> context bootstrapped", f"{d['daemon_to_bootstrapped_s']} s"),
@@ -431,8 +506,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--model-dir", type=Path, help="an already trained local model (skips training)")
     ap.add_argument("--json", type=Path, help="where to write the figures (default: beside the temp dir's logs)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
+    ap.add_argument(
+        "--code-server",
+        choices=["separate", "daemon"],
+        default="separate",
+        help="separate: its own process, as deploy/ runs it (default); daemon: started by the daemon, as dagster dev",
+    )
     a = ap.parse_args(argv)
-    fig = run_benchmark(a.events, a.storage, a.seed, a.steady, a.seconds, a.timeout, a.model_dir, a.keep)
+    fig = run_benchmark(
+        a.events, a.storage, a.seed, a.steady, a.seconds, a.timeout, a.model_dir, a.keep, code_server=a.code_server
+    )
     target = a.json or (Path(fig["kept"]) / f"daemon_path-{a.storage}.json" if "kept" in fig else None)
     if target:
         target.write_text(json.dumps(fig, indent=2, default=str) + "\n")
