@@ -20,8 +20,10 @@ process per batch, against the bare loop on the same events in the same run.
 
 Figures: events/s from the ingest to the last event terminal, and its ratio to the bare loop;
 event->outcome latency p50/p95/p99 (the inbox's `received_at` to its `updated_at` when the
-event reached its terminal state); peak RSS of every process of the daemon's tree (daemon,
-code server, run workers), sampled every 0.2 s; batch runs and their sizes. A table on
+event reached its terminal state); peak summed RSS of every process of the daemon's and the
+code server's trees (daemon, code server, run workers), sampled every 0.2 s, and their peak
+summed PSS (pages shared between them, such as the libraries every run worker maps, counted
+once: what they take of the machine's memory); batch runs and their sizes. A table on
 stdout, the figures as JSON in `--json` (default: `daemon_path-<storage>.json` in the temp dir,
 kept only with --keep; `--json PATH` to keep them anywhere).
 """
@@ -78,6 +80,19 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size: a page shared by n processes counts 1/n in each (the numpy,
+    scipy and sklearn libraries every run worker maps count once in the sum, as in RAM)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -120,6 +135,7 @@ class RssSampler:
     def __init__(self, roots: list[int], every_s: float = 0.2):
         self.roots, self.every_s = roots, every_s
         self.peak_bytes, self.peak_processes, self.max_processes = 0, 0, 0
+        self.peak_pss_bytes = 0
         self.at_peak: list[tuple[int, int, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -130,6 +146,7 @@ class RssSampler:
             rss = sum(r for _, r, _ in procs)
             if rss > self.peak_bytes:
                 self.peak_bytes, self.peak_processes, self.at_peak = rss, len(procs), procs
+            self.peak_pss_bytes = max(self.peak_pss_bytes, sum(_pss_bytes(pid) for pid, _, _ in procs))
             self.max_processes = max(self.max_processes, len(procs))
             self._stop.wait(self.every_s)
 
@@ -176,6 +193,7 @@ class PathFigures:
     daemon_to_bootstrapped_s: float | None = None
     peak_rss_mib: float = 0.0
     peak_rss_processes: int = 0
+    peak_pss_mib: float = 0.0  # the same processes, shared pages counted once
     max_processes: int = 0
     at_peak_mib: list = field(default_factory=list)  # [MiB, command line] per process at the peak
     runs: dict = field(default_factory=dict)
@@ -307,6 +325,7 @@ class DaemonPath(chaos.ChaosRun):
                 figures.timed_out = True
         figures.peak_rss_mib = round(rss.peak_bytes / 2**20, 1)
         figures.peak_rss_processes, figures.max_processes = rss.peak_processes, rss.max_processes
+        figures.peak_pss_mib = round(rss.peak_pss_bytes / 2**20, 1)
         figures.at_peak_mib = [[round(r / 2**20, 1), cmd] for _, r, cmd in sorted(rss.at_peak, key=lambda p: -p[1])]
         latencies, last = self._latencies()
         figures.events = len(latencies)
@@ -479,6 +498,7 @@ def table(fig: dict) -> str:
         ("ratio daemon path / bare loop", f"{fig['ratio_to_bare']}"),
         ("event->outcome p50 / p95 / p99 / max", " / ".join(f"{lat.get(k)} s" for k in ("p50", "p95", "p99", "max"))),
         ("peak RSS, all processes", f"{d['peak_rss_mib']} MiB over {d['peak_rss_processes']} processes"),
+        ("peak PSS, all processes (shared once)", f"{d['peak_pss_mib']} MiB"),
         (
             "batch runs (events per run)",
             f"{sizes.get('runs')} runs, min {sizes.get('min')} / median {sizes.get('median')} / max {sizes.get('max')}"
