@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import dagster as dg
-import joblib
-import numpy as np
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from orchestration.core import settings
 from resources.env import resolved
@@ -54,7 +55,9 @@ class LocalModel(dg.ConfigurableResource):
         orchestration/decision/text_model.py for free text), replaces the default."""
         # scikit-learn (and SciPy under it) is ~1-2 s and ~100 MB at import: only fitting
         # needs it here, and loading a saved model imports what the pickle names. The code
-        # server, the daemon's sensors and the plain CLI commands never pay for it.
+        # server, the daemon's sensors and the plain CLI commands never pay for it. joblib
+        # likewise: it imports numpy whenever numpy is installed.
+        import joblib
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.feature_extraction import DictVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -110,6 +113,9 @@ class LocalModel(dg.ConfigurableResource):
         pipeline, version = _load(str(path), path.stat().st_mtime_ns)
         classes = [str(c) for c in pipeline.classes_]
         if not records:
+            # imported when used: the code location loads without numpy (code server RSS, run start)
+            import numpy as np
+
             return Predictions([], np.zeros((0, len(classes))), classes, version)
         proba = pipeline.predict_proba(records)
         labels = [classes[i] for i in proba.argmax(axis=1)]
@@ -126,4 +132,6 @@ import functools  # noqa: E402
 
 @functools.lru_cache(maxsize=8)
 def _load(path: str, _mtime_ns: int):
+    import joblib  # imported when used: it imports numpy, which the code location loads without
+
     return joblib.load(path), _file_version(Path(path))

@@ -2,15 +2,19 @@
 from, and the outcomes of its decisions. The suites are JSON files in `expectations/`;
 the generic runner is `orchestration/verification/expectations.py`."""
 
+from __future__ import annotations
+
 from decimal import Decimal
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from assets.invoices.erp import ERPResource
 from assets.invoices.workflow import EVENT_TYPES, PO_TOLERANCE, invoice_batches
 from orchestration.action.batch import action_key
 from orchestration.verification import expectations, frames
+
+if TYPE_CHECKING:  # the frames are made in orchestration/verification/frames.py, which imports pandas when used
+    import pandas as pd
 
 SUITES = Path(__file__).parent / "expectations"
 CONTEXT_SUITE = SUITES / "invoice_context.json"

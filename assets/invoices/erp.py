@@ -10,13 +10,12 @@ of many keys in chunks (orchestration/core/db.py); here are the ERP's tables and
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import dagster as dg
-import pandas as pd
 import sqlalchemy as sa
 
 from orchestration.action.keyed_table import KeyedTable
@@ -24,6 +23,9 @@ from orchestration.core import clock, settings
 from orchestration.core.db import chunks, engine_for, frame_in, insert_ignoring_duplicates, rows_in
 from orchestration.core.schema_migrations import SchemaOwner
 from resources.env import resolved
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 erp_metadata = sa.MetaData()
 Money = sa.Numeric(16, 2)
@@ -120,6 +122,14 @@ def _money_row(item: dict, **extra) -> dict:
     }
 
 
+def _day(value) -> date:
+    """A date from whatever the sample data or a saga item holds (date, datetime or text)."""
+    # imported when used: the code location loads without pandas (code server RSS, run start)
+    import pandas as pd
+
+    return pd.Timestamp(value).date()
+
+
 def _decimal_amounts(df: pd.DataFrame) -> pd.DataFrame:
     df["amount"] = df["amount"].map(lambda v: Decimal(str(v)))
     return df
@@ -154,7 +164,7 @@ class ERPResource(dg.ConfigurableResource):
             {
                 **p,
                 "amount": Decimal(p["amount"]),
-                "opened_on": pd.Timestamp(p["opened_on"]).date() if p.get("opened_on") else None,
+                "opened_on": _day(p["opened_on"]) if p.get("opened_on") else None,
             }
             for p in po_rows
         ]
@@ -165,10 +175,14 @@ class ERPResource(dg.ConfigurableResource):
                 conn.execute(insert_ignoring_duplicates(eng, purchase_orders, ["po_number"]), part)
 
     def vendors_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         with self.engine.connect() as conn:
             return pd.read_sql(sa.select(vendors), conn)
 
     def purchase_orders_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         with self.engine.connect() as conn:
             return _decimal_amounts(pd.read_sql(sa.select(purchase_orders), conn))
 
@@ -213,10 +227,7 @@ class ERPResource(dg.ConfigurableResource):
     def schedule_payments(self, items: list[dict]) -> dict[str, str]:
         PAYMENTS.insert_once(
             self.engine,
-            [
-                _money_row(it, status="scheduled", scheduled_at=clock.now(), due_on=pd.Timestamp(it["due_on"]).date())
-                for it in items
-            ],
+            [_money_row(it, status="scheduled", scheduled_at=clock.now(), due_on=_day(it["due_on"])) for it in items],
         )
         return {}
 
@@ -225,7 +236,7 @@ class ERPResource(dg.ConfigurableResource):
             self.engine,
             items,
             lambda it, now: _money_row(
-                it, status="cancelled", scheduled_at=now, cancelled_at=now, due_on=pd.Timestamp(it["due_on"]).date()
+                it, status="cancelled", scheduled_at=now, cancelled_at=now, due_on=_day(it["due_on"])
             ),
         )
 

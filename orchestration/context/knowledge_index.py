@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import bm25s
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,10 @@ class KnowledgeIndex:
         self.version = documents_version(documents)
         self.document_versions = {name: document_version(text) for name, text in sorted(documents.items())}
         texts = [f"{p.heading}. {p.text}" for p in self.passages]
+        # imported when used: the code location loads without bm25s/numpy (code server RSS, run start)
+        import bm25s
+        import numpy as np
+
         self._retriever = bm25s.BM25()
         self._retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
         self.embedding_model = embedding_model if embed is not None else None
@@ -83,6 +87,9 @@ class KnowledgeIndex:
     ) -> list[list[tuple[Passage, float]]]:
         if not queries:
             return []
+        import bm25s
+        import numpy as np
+
         n = len(self.passages)
         tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False)
         if self._vectors is None or embed is None:
@@ -105,6 +112,8 @@ class KnowledgeIndex:
 
 
 def _normalised(m: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return m / np.clip(np.linalg.norm(m, axis=1, keepdims=True), 1e-12, None)
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:  # imported where fitted: scikit-learn costs seconds and ~100 MB at import
+    import numpy as np
     from sklearn.isotonic import IsotonicRegression
 
 
@@ -77,6 +77,9 @@ def combine(probability: float, factors: list[Factor]) -> tuple[float, list[dict
 def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
     """ECE with equal-width bins: the gap between stated confidence and hit rate,
     weighted by how many decisions fall in each bin."""
+    # imported when used: the code location loads without numpy (code server RSS, run start)
+    import numpy as np
+
     conf = np.asarray(confidence, dtype=float)
     hit = np.asarray(correct, dtype=float)
     if conf.size == 0:
@@ -105,6 +108,8 @@ class Calibrator:
 
     @classmethod
     def fit(cls, confidence, correct, groups, min_examples: int = 20) -> "Calibrator":
+        import numpy as np
+
         conf = np.asarray(confidence, dtype=float)
         hit = np.asarray(correct, dtype=float)
         grp = np.asarray(groups)
@@ -123,6 +128,8 @@ class Calibrator:
         return cls(models, f"isotonic-{digest}")
 
     def apply(self, confidence, groups) -> np.ndarray:
+        import numpy as np
+
         conf = np.asarray(confidence, dtype=float).copy()
         grp = np.asarray(groups)
         for g, model in self.models.items():
@@ -149,6 +156,8 @@ class Calibrator:
 
 def fit_and_report(confidence, correct, groups, seed: int = 0) -> Calibrator:
     """Fit on half, measure ECE on the other half (honest figures), then refit on all."""
+    import numpy as np
+
     conf, hit, grp = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float), np.asarray(groups)
     order = np.random.default_rng(seed).permutation(conf.size)
     fit_idx, test_idx = order[: conf.size // 2], order[conf.size // 2 :]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
-
 from orchestration.decision.confidence import expected_calibration_error
 
 
@@ -23,6 +21,9 @@ def is_held_out(subject: str, fraction: float) -> bool:
 def score(truth, predicted, confidence) -> dict:
     """Accuracy, ECE (stated confidence against the hit rate) and the Brier score of the
     stated confidence (mean squared gap to 1 when right, 0 when wrong) of one model's answers."""
+    # imported when used: the code location loads without numpy (code server RSS, run start)
+    import numpy as np
+
     hit = np.asarray([t == p for t, p in zip(truth, predicted)], dtype=float)
     if hit.size == 0:
         return {"examples": 0, "accuracy": None, "ece": None, "brier": None}

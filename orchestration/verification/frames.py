@@ -5,9 +5,10 @@ so an empty batch still gives a frame the suite can name its columns in."""
 
 from __future__ import annotations
 
-from typing import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Mapping, Sequence
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def context_quality(record: dict) -> float:
@@ -36,6 +37,9 @@ def context_frame(records: list[dict], own: Callable[[dict], dict], own_columns:
             }
         )
     columns = ["key", "event_id", *own_columns, "context_quality", "max_penalty", "tokens", "context_hash"]
+    # imported when used: the code location loads without pandas (code server RSS, run start)
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -69,4 +73,6 @@ def outcome_frame(
             }
         )
     columns = ["key", "decision", "recomputed_decision", "route", "confidence", "state", *own_columns]
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=columns)

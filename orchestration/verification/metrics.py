@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
-import numpy as np
 import sqlalchemy as sa
 
 from orchestration.core import clock
@@ -104,6 +103,9 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 def bucket_counts(values: Iterable[float], bounds: tuple) -> list[int]:
     """Per bucket (value <= bound, first match), plus the +Inf bucket last."""
+    # imported when used: the code location loads without numpy (code server RSS, run start)
+    import numpy as np
+
     arr = np.asarray(list(values), dtype=float)
     idx = np.searchsorted(np.asarray(bounds, dtype=float), arr, side="left")
     return np.bincount(idx, minlength=len(bounds) + 1).astype(int).tolist()
@@ -112,6 +114,8 @@ def bucket_counts(values: Iterable[float], bounds: tuple) -> list[int]:
 def percentiles(values: list[float], qs: tuple[int, ...]) -> dict[int, float]:
     if not values:
         return {}
+    import numpy as np
+
     arr = np.percentile(np.asarray(values, dtype=float), qs)
     return {q: float(v) for q, v in zip(qs, arr)}
 
