@@ -28,7 +28,7 @@ from orchestration.context.knowledge import (
     read_knowledge,
     retrieval_cache,
 )
-from orchestration.context.sources import Snapshot, SourceReading, source_quality_factors
+from orchestration.context.sources import DataFrame, Snapshot, SourceReading, source_quality_factors
 from orchestration.context.tokens import TokenCounter, counter_for, reader_model
 from orchestration.core.batch_assets import StepCall
 from orchestration.core.lineage import layer_group
@@ -42,20 +42,6 @@ if TYPE_CHECKING:
 CONTEXT_GROUP = layer_group(WORKFLOW, "context")
 # Master data changes slowly: a day-old snapshot is fine, two days is a problem.
 _daily = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=26))
-
-
-def _is_frame(_context, value) -> bool:
-    # imported when checked, not at load: the code location loads without pandas (code server
-    # RSS, run start), and the step that made the frame has imported it already
-    import pandas as pd
-
-    return isinstance(value, pd.DataFrame)
-
-
-# The type `-> dg.Output[pd.DataFrame]` gave the ERP snapshots (the UI's "DataFrame", each
-# materialization checked to be one), defined without importing pandas: Dagster resolves an
-# asset's return annotation when the code location loads.
-DataFrame = dg.DagsterType(name="DataFrame", type_check_fn=_is_frame, description="A pandas DataFrame.")
 
 
 @dg.asset(group_name=CONTEXT_GROUP, freshness_policy=_daily, kinds={"sql", "pandas"}, dagster_type=DataFrame)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
+import dagster as dg
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from orchestration.action.circuit_breaker import CircuitBreaker
@@ -22,6 +23,20 @@ from orchestration.context.freshness import FreshnessWindow
 from orchestration.core import clock
 
 LIVE, STALE, MISSING = "live", "stale", "missing"
+
+
+def _is_frame(_context, value) -> bool:
+    # imported when checked, not at load: the code location loads without pandas (code server
+    # RSS, run start), and the step that made the frame has imported it already
+    import pandas as pd
+
+    return isinstance(value, pd.DataFrame)
+
+
+# The Dagster type of a snapshot asset holding a pandas frame (the UI's "DataFrame", each
+# materialization checked to be one), defined without importing pandas: Dagster resolves an
+# asset's return annotation (`-> dg.Output[pd.DataFrame]`) when the code location loads.
+DataFrame = dg.DagsterType(name="DataFrame", type_check_fn=_is_frame, description="A pandas DataFrame.")
 
 
 class SourceTimeout(TimeoutError):
