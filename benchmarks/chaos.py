@@ -355,9 +355,9 @@ class ChaosRun:
         self._log = open(base / "daemon.log", "a")
 
     # -- processes --
-    def start_daemon(self) -> None:
+    def start_daemon(self, workspace: Path = REPO / "workspace.yaml") -> None:
         self.daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
             cwd=self.dagster_home,
             env=self.env,
             stdout=self._log,

@@ -69,28 +69,26 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _rss_bytes(pid: int) -> int:
+def _kib_field(path: str, name: str) -> int:
+    """A `Name:  N kB` line of a /proc file, in bytes (0 when the process is gone)."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open(path) as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(name):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _rss_bytes(pid: int) -> int:
+    return _kib_field(f"/proc/{pid}/status", "VmRSS:")
 
 
 def _pss_bytes(pid: int) -> int:
     """Proportional set size: a page shared by n processes counts 1/n in each (the numpy,
     scipy and sklearn libraries every run worker maps count once in the sum, as in RAM)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def _cmdline(pid: int) -> str:
@@ -246,15 +244,7 @@ class DaemonPath(chaos.ChaosRun):
             start_new_session=True,
         )
         self._await_code_server(port)
-        self.daemon = subprocess.Popen(
-            [str(chaos.BIN / "dagster-daemon"), "run", "-w", str(REPO / "deploy" / "workspace.yaml")],
-            cwd=self.dagster_home,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.report.daemon_starts += 1
+        super().start_daemon(REPO / "deploy" / "workspace.yaml")
 
     def _await_code_server(self, port: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
