@@ -123,11 +123,17 @@ def _money_row(item: dict, **extra) -> dict:
 
 
 def _day(value) -> date:
-    """A date from whatever the sample data or a saga item holds (date, datetime or text)."""
-    # imported when used: the code location loads without pandas (code server RSS, run start)
-    import pandas as pd
-
-    return pd.Timestamp(value).date()
+    """A date from whatever the sample data or a saga item holds (date, datetime or ISO text).
+    No pandas: the saga's ERP writes run under per-call timeouts, and a first import of pandas
+    inside one (seconds on a loaded host) would time the write out."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:  # a timestamp
+        return datetime.fromisoformat(str(value)).date()
 
 
 def _decimal_amounts(df: pd.DataFrame) -> pd.DataFrame:
@@ -146,6 +152,12 @@ class ERPResource(dg.ConfigurableResource):
     """`url` unset means BOSUN_ERP_DATABASE_URL, else Bosun's own database."""
 
     url: Optional[str] = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # The ERP's reads return pandas frames, and the context layer reads them under per-call
+        # timeouts: a run imports pandas here, when its resources start, never inside a timed
+        # read (the code location itself loads without it).
+        import pandas  # noqa: F401
 
     @property
     def resolved_url(self) -> str:
