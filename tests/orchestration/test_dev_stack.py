@@ -159,8 +159,15 @@ def _browse_the_ui(ui: str, run_id: str, checks: set[str], console_link: str, sh
         )
 
 
+# A bound on a hang, not a speed figure (speed is the benchmarks'): on an idle two-core machine
+# the first batch passes its checks 23-28 s after the UI serves, 39-44 s beside three CPU hogs
+# (2026-12-01, before and after that day's changes alike); the suite runs three workers on two
+# cores, daemons and browsers among them, where a minute was missed three times in a row.
+FIRST_BATCH_DEADLINE_S = 150
+
+
 @pytest.mark.slow
-def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_path):
+def test_bosun_dev_runs_sensor_batches_with_checks_passed(tmp_path):
     port, api_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOSUN_", "OPENAI_", "DAGSTER_"))}
     env.update(BOSUN_HOME=str(tmp_path / "bosun"), DAGSTER_HOME=str(tmp_path / "dagster_home"))
@@ -192,11 +199,11 @@ def test_bosun_dev_runs_sensor_batches_with_checks_passed_within_a_minute(tmp_pa
             time.sleep(1)
         served_at = time.monotonic()
         found = None
-        while found is None and time.monotonic() - served_at < 60:
+        while found is None and time.monotonic() - served_at < FIRST_BATCH_DEADLINE_S:
             time.sleep(2)
             found = _sensor_batch_with_checks_passed(port)
         assert found, (
-            "no sensor-launched batch run with its checks passed within 60 s of the UI serving:\n"
+            f"no sensor-launched batch run with its checks passed within {FIRST_BATCH_DEADLINE_S} s of the UI serving:\n"
             + (tmp_path / "dev.log").read_text()[-3000:]
         )
         run_id, checks = found
