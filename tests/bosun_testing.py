@@ -155,11 +155,22 @@ class LoopbackHttpServer:
 
 
 def free_port() -> int:
+    """A port free now, for a server a test starts later. Drawn at random below Linux's
+    ephemeral range (32768-60999): a port the kernel hands out (bind to 0) is also the one it
+    gives the next outgoing connection of any parallel test (Postgres, HTTP), which then holds
+    it when the server binds ('address already in use' in CI)."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = random.SystemRandom().randint(20000, 32000)  # not the global generator a test may seed
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found between 20000 and 32000")
 
 
 def stop_process_group(proc, grace_s: float = 30) -> None:
