@@ -36,7 +36,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,10 @@ from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "tests"))  # bosun_testing: the suite's helpers (free_port)
+
+from bosun_testing import free_port  # noqa: E402  (one way to take a port, below the ephemeral range)
+
 BIN = Path(sys.executable).parent
 _PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 
@@ -96,12 +99,6 @@ def make_stream(sample_invoices: Path, seed: int, late_rate: float = 0.02, malfo
 # ---- a private PostgreSQL cluster ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def postgres_binaries() -> Path | None:
     """The newest PostgreSQL server's bin directory (initdb, pg_ctl), or None without one."""
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
@@ -118,7 +115,7 @@ class PrivatePostgres:
             raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
         self.bin = found
         # A directory of its own the postgres user can reach (a root-only parent would not do).
-        self.dir, self.port = Path(tempfile.mkdtemp(prefix="bosun-chaos-pg-")), _free_port()
+        self.dir, self.port = Path(tempfile.mkdtemp(prefix="bosun-chaos-pg-")), free_port()
         self.dir.chmod(0o755)
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:

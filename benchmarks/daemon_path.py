@@ -230,7 +230,7 @@ class DaemonPath(chaos.ChaosRun):
     def start_daemon(self) -> None:
         if self.code_server_mode == "daemon":
             return super().start_daemon()
-        port = chaos._free_port()
+        port = chaos.free_port()
         self.env.update(BOSUN_CODE_SERVER_HOST="127.0.0.1", BOSUN_CODE_SERVER_PORT=str(port))
         procfile = (REPO / "deploy" / "Procfile").read_text()
         line = next(ln for ln in procfile.splitlines() if ln.startswith("codeserver:"))

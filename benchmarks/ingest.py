@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import httpx
 import sqlalchemy as sa
 
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bosun_testing import free_port  # noqa: E402  (the suite's: below the ephemeral port range)
 
 
 def _events(n: int) -> list[dict]:
@@ -43,12 +44,6 @@ def _events(n: int) -> list[dict]:
             seen.add(e["id"])
             out.append(e)
     return out[:n]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Database:
@@ -116,7 +111,7 @@ def api(env: dict, events: list[dict], home: Path) -> float:
     from orchestration.api.keys import ApiKeys
 
     key, _ = ApiKeys(env["BOSUN_DATABASE_URL"]).create("bench", ["events:write"], rate_per_s=1e6, burst=10**6)
-    port = _free_port()
+    port = free_port()
     log = open(home / "serve.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "bosun"), "serve", "--port", str(port)],
