@@ -197,6 +197,7 @@ class PathFigures:
     at_peak_mib: list = field(default_factory=list)  # [MiB, command line] per process at the peak
     runs: dict = field(default_factory=dict)
     batch_sizes: dict = field(default_factory=dict)
+    stages_s: dict = field(default_factory=dict)  # where event->outcome latency goes, per stage
     offered_rate: float | None = None
     timed_out: bool = False
 
@@ -216,7 +217,7 @@ class DaemonPath(chaos.ChaosRun):
     """`ChaosRun`'s daemon, environment and storage, driven without faults.
 
     `code_server="separate"` (the default) runs the process set deploy/ runs: the code server
-    is its own long-lived process (deploy/Procfile's `dagster code-server start`) and the
+    is its own long-lived process (deploy/Procfile's `codeserver` line) and the
     daemon reads deploy/workspace.yaml. `"daemon"` is `dagster dev`'s and the repository
     workspace.yaml's layout: the daemon starts the code server itself and, every 60 s
     (Dagster's workspace refresh), a fresh one, the old one living on until its run workers
@@ -234,10 +235,11 @@ class DaemonPath(chaos.ChaosRun):
         self.env.update(BOSUN_CODE_SERVER_HOST="127.0.0.1", BOSUN_CODE_SERVER_PORT=str(port))
         procfile = (REPO / "deploy" / "Procfile").read_text()
         line = next(ln for ln in procfile.splitlines() if ln.startswith("codeserver:"))
-        assert "dagster code-server start" in line, "deploy/Procfile's code server changed: update the benchmark"
+        # The Procfile's own command line, through the shell as honcho runs it (its variables:
+        # the bind address and port), the virtualenv's executables first on the PATH.
+        self.env.update(BOSUN_CODE_SERVER_BIND="127.0.0.1", PATH=f"{chaos.BIN}{os.pathsep}{self.env.get('PATH', '')}")
         self.code_server = subprocess.Popen(
-            [str(chaos.BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
-            + ["-m", "orchestration.definitions", "-a", "defs", "--location-name", "bosun"],
+            ["sh", "-c", f"exec {line.split(':', 1)[1].strip()}"],
             cwd=REPO,
             env=self.env,
             stdout=self._log,
@@ -327,6 +329,7 @@ class DaemonPath(chaos.ChaosRun):
             figures.events_per_s = round(figures.events / max(last - t0, 1e-6), 1)
         figures.runs = self._run_summary()
         figures.batch_sizes = self._batch_sizes()
+        figures.stages_s = self._stages()
         return figures
 
     def _bootstrapped(self) -> bool:
@@ -380,6 +383,47 @@ class DaemonPath(chaos.ChaosRun):
             "max": sizes[-1],
             "run_seconds_median": round(durations[len(durations) // 2], 2) if durations else None,
             "run_seconds_max": round(durations[-1], 2) if durations else None,
+        }
+
+    def _stages(self) -> dict:
+        """Event->outcome latency by stage, per event its batch run handled (p50 / p95):
+        received -> the sensor requested its run (Dagster's `create_timestamp`) -> the run
+        coordinator dequeued it (RUN_STARTING) -> the run worker started (RUN_START) -> the event
+        terminal. Events of sweep runs (no partition) are left out."""
+        import dagster as dg
+        import sqlalchemy as sa
+
+        from orchestration.core.db import engine_for, inbox
+        from orchestration.trigger.batching import BatchRange
+        from orchestration.trigger.inbox import TERMINAL_STATES, _aware
+
+        with dg.DagsterInstance.get() as instance:
+            records = instance.get_run_records(filters=dg.RunsFilter(job_name="invoice_batch_job"))
+            runs = []
+            for r in records:
+                part = r.dagster_run.tags.get("dagster/partition")
+                if not (part and r.start_time):
+                    continue
+                starting = instance.all_logs(r.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING)
+                dequeued = starting[0].timestamp if starting else r.create_timestamp.timestamp()
+                runs.append((BatchRange.parse(part), r.create_timestamp.timestamp(), dequeued, r.start_time))
+        handled = [s for s in TERMINAL_STATES if s != "rejected"]
+        q = sa.select(inbox.c.seq, inbox.c.received_at, inbox.c.updated_at).where(inbox.c.status.in_(handled))
+        with engine_for(self.url).connect() as conn:
+            events = [(seq, _aware(r).timestamp(), _aware(u).timestamp()) for seq, r, u in conn.execute(q) if u]
+        stages: dict[str, list[float]] = {"sensor": [], "queue": [], "worker_start": [], "run_to_terminal": []}
+        for seq, received, terminal in events:
+            run = next((r for r in runs if r[0].first <= seq <= r[0].last), None)
+            if run is None:
+                continue
+            _, created, dequeued, started = run
+            for name, value in zip(
+                stages, (created - received, dequeued - created, started - dequeued, terminal - started)
+            ):
+                stages[name].append(value)
+        return {
+            name: {k: v for k, v in percentiles(values).items() if k in ("p50", "p95", "n")}
+            for name, values in stages.items()
         }
 
 
@@ -498,6 +542,10 @@ def table(fig: dict) -> str:
         ),
         ("run seconds median / max", f"{sizes.get('run_seconds_median')} / {sizes.get('run_seconds_max')}"),
         ("runs by status", json.dumps(d["runs"].get("by_status", {}))),
+        (
+            "latency by stage p50 (p95)",
+            ", ".join(f"{k} {v.get('p50')} ({v.get('p95')}) s" for k, v in d.get("stages_s", {}).items()),
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
