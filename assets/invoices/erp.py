@@ -156,8 +156,11 @@ class ERPResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # The ERP's reads return pandas frames, and the context layer reads them under per-call
         # timeouts: a run imports pandas here, when its resources start, never inside a timed
-        # read (the code location itself loads without it).
-        import pandas  # noqa: F401
+        # read (the code location itself loads without it). Not outside a run: a sensor's ERP
+        # calls (the recovery sensor's sagas) are writes, which need no pandas, and pandas would
+        # stay in the long-lived code server that evaluates the sensors (~45 MiB).
+        if context.dagster_run is not None:
+            import pandas  # noqa: F401
 
     @property
     def resolved_url(self) -> str:
