@@ -9,10 +9,10 @@ process per batch, against the bare loop on the same events in the same run.
    the ERP seeded with its vendors and POs, a trained local model (`chaos.py`'s `_prepare`).
 2. The bare loop (`throughput.py`'s `bare_loop`): the same per-event work on the same events
    in one process, no Dagster, on a fresh database of the same kind.
-3. The daemon path (`chaos.py`'s `ChaosRun` with no fault: the repository's dagster.yaml,
-   SQLite, or with `--storage postgres` fresh databases in a private Postgres cluster), the
-   code server its own process as deploy/Procfile runs it (`--code-server daemon`: started
-   and restarted by the daemon, as `dagster dev` does).
+3. The daemon path (`chaos.py`'s `ChaosRun` with no fault: SQLite, or with `--storage
+   postgres` fresh databases in a private Postgres cluster), the code server its own process
+   as deploy/Procfile runs it, on deploy/dagster.yaml's instance config (`--code-server daemon`:
+   started and restarted by the daemon, as `dagster dev` does, on the repository's dagster.yaml).
    The daemon is started and left to bootstrap the context (the batch runs wait for it);
    then, by default, the N events are ingested at once (a backlog) and the clock runs until
    every event is terminal. With `--steady RATE --seconds S` events arrive at RATE per second
@@ -227,6 +227,16 @@ class DaemonPath(chaos.ChaosRun):
         super().__init__(*args, **kwargs)
         self.code_server_mode = code_server
         self.code_server: subprocess.Popen | None = None
+        if code_server == "separate":
+            # deploy/'s instance config too (no compute-log capture beside each run, the queue
+            # limit from the environment), on SQLite files under DAGSTER_HOME without --storage postgres.
+            import yaml
+
+            config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+            if self.storage != "postgres":
+                config.pop("storage")
+            (self.dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            self.env["BOSUN_MAX_CONCURRENT_RUNS"] = "3"  # the repository's dagster.yaml's limit
 
     def start_daemon(self) -> None:
         if self.code_server_mode == "daemon":
