@@ -42,6 +42,10 @@ def test_benchmark_runs_and_prints_figures(script, args, bosun_home, tmp_path):
         path = figures["daemon_path"]
         assert path["events"] == figures["bare_loop"]["events"] > 0 and path["events_per_s"] > 0
         assert path["latency_s"]["p99"] > 0 and path["peak_rss_mib"] > 0 and figures["ratio_to_bare"] > 0
+        # Every handled event's latency split by stage, each stage measured on the event's own run.
+        stages = path["stages_s"]
+        assert set(stages) == {"sensor", "queue", "worker_start", "run_to_terminal"}
+        assert all(s["n"] == path["events"] and s["p50"] >= 0 for s in stages.values()), stages
     if script == "observability.py":
         figures = json.loads(proc.stdout)
         assert figures["batch_metrics"]["batches"] >= 2 and figures["spans"]["spans"] == 6 * 150
