@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import dagster as dg
 
 from orchestration.core.batch_assets import BatchSteps
-from orchestration.trigger.batching import BatchPolicy
+from orchestration.trigger.batching import BatchPolicy, env_batch_policy
 from orchestration.trigger.calendar import BusinessCalendar
 from sensors.inbox_batches import NamedJob, build_inbox_batch_sensor
 from sensors.schedules import build_partitioned_schedule
@@ -30,7 +30,9 @@ def inbox_sensor(
 ) -> dg.SensorDefinition:
     """`<prefix>_inbox_sensor`: the batches of the workflow's inbox, cut by `policy`, each a run
     of `batch_job`; `bootstrap_job` (materializing `bootstrap_assets`) first, when the context
-    the batches read was never materialized (sensors/inbox_batches.py)."""
+    the batches read was never materialized (sensors/inbox_batches.py). The deployment may
+    resize the policy (`BOSUN_<WORKFLOW>_BATCH_POLICY`, `env_batch_policy`)."""
+    policy = env_batch_policy(steps.workflow, policy)
     return build_inbox_batch_sensor(
         f"{steps.prefix}_inbox_sensor",
         steps.event_types,

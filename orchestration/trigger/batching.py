@@ -13,9 +13,11 @@ sweep is the safety net for rows written around the fence (before it existed, sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:
     from orchestration.trigger.inbox import Inbox
@@ -58,6 +60,40 @@ class BatchPolicy:
     # into a batch of its own. Well above max_wait_seconds plus the time a requested run takes
     # to be created, so a batch just requested is never raced (its claim would win anyway).
     sweep_after_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        counts = ("max_events", "max_batches_per_tick", "min_events", "max_in_flight")
+        if bad := [f"{n}={getattr(self, n)!r}" for n in counts if getattr(self, n) < 1]:
+            raise ValueError(f"a batch policy's counts are at least 1: {', '.join(bad)}")
+        if bad := [
+            f"{n}={getattr(self, n)!r}" for n in ("max_wait_seconds", "sweep_after_seconds") if getattr(self, n) < 0
+        ]:
+            raise ValueError(f"a batch policy's waits are not negative: {', '.join(bad)}")
+
+
+def env_batch_policy(workflow: str, policy: BatchPolicy, environ: Mapping[str, str] = os.environ) -> BatchPolicy:
+    """The workflow's declared batch policy with the deployment's overrides, read when the code
+    location loads: `BOSUN_<WORKFLOW>_BATCH_POLICY`, a JSON object of `BatchPolicy` fields, e.g.
+    `{"max_events": 2500}`. Batch size is where throughput and memory meet: a run worker holds
+    its batch (an invoice batch of 5,000 takes a worker from ~230 to ~400 MiB,
+    benchmarks/daemon_path.py), so a smaller machine takes smaller batches and a larger one
+    more in flight, without a code change. A malformed value stops the load with its reason."""
+    name = f"BOSUN_{workflow.upper()}_BATCH_POLICY"
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return policy
+    import pydantic
+
+    known = {f.name for f in fields(BatchPolicy)}
+    try:
+        overrides = json.loads(raw)  # operator configuration, not model output
+        if not isinstance(overrides, dict):
+            raise ValueError(f"expected a JSON object of {', '.join(sorted(known))}")
+        if unknown := sorted(set(overrides) - known):
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return pydantic.TypeAdapter(BatchPolicy).validate_python({**asdict(policy), **overrides}, strict=False)
+    except (ValueError, pydantic.ValidationError) as exc:
+        raise ValueError(f"{name}={raw!r}: {exc}") from None
 
 
 def adaptive_size(backlog: int, policy: BatchPolicy, slots: int | None = None) -> int:

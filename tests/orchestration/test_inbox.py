@@ -1,5 +1,6 @@
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from bosun_testing import invoice_event
 
 from assets.invoices.workflow import EVENT_TYPES, registry
@@ -53,7 +54,6 @@ def test_batches_are_cut_when_full_or_old_enough():
 
 
 def test_batch_key_round_trips_and_rejects_garbage():
-    import pytest
 
     assert BatchRange.parse(BatchRange(5, 900).key) == BatchRange(5, 900)
     with pytest.raises(ValueError):
@@ -122,3 +122,35 @@ def test_a_state_change_without_a_batch_keeps_the_events_batch(bosun_home):
     inbox.set_states([{"key": "s:e1", "status": "done", "reason": "paid (recovered)"}])
     row = inbox.lookup(["s:e1"])["s:e1"]
     assert (row["status"], row["batch_id"]) == ("done", "b7")
+
+
+def test_a_deployment_resizes_a_workflow_s_batch_policy_from_the_environment():
+    from orchestration.trigger.batching import env_batch_policy
+
+    declared = BatchPolicy(max_events=5000, max_wait_seconds=2.0, max_in_flight=2)
+    assert env_batch_policy("invoices", declared, {}) is declared
+    resized = env_batch_policy(
+        "invoices", declared, {"BOSUN_INVOICES_BATCH_POLICY": '{"max_events": 2500, "max_in_flight": 3}'}
+    )
+    assert resized == BatchPolicy(max_events=2500, max_wait_seconds=2.0, max_in_flight=3)
+    # Another workflow's variable is not this one's.
+    assert env_batch_policy("tickets", declared, {"BOSUN_INVOICES_BATCH_POLICY": '{"max_events": 1}'}) is declared
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("max_events=2500", "Expecting value"),  # not JSON
+        ("[2500]", "expected a JSON object"),
+        ('{"max_event": 2500}', "unknown field(s) max_event"),
+        ('{"max_events": 0}', "at least 1: max_events=0"),
+        ('{"max_wait_seconds": -1}', "not negative: max_wait_seconds=-1"),
+        ('{"max_events": "many"}', "max_events"),
+    ],
+)
+def test_a_malformed_batch_policy_override_stops_the_load_with_its_reason(raw, reason):
+    from orchestration.trigger.batching import env_batch_policy
+
+    with pytest.raises(ValueError) as info:
+        env_batch_policy("invoices", BatchPolicy(), {"BOSUN_INVOICES_BATCH_POLICY": raw})
+    assert "BOSUN_INVOICES_BATCH_POLICY" in str(info.value) and reason in str(info.value)

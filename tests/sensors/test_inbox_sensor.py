@@ -139,3 +139,26 @@ def test_backpressure_holds_batches_while_the_limit_is_in_flight(bosun_home, tmp
         assert held.skip_message.startswith(
             f"backpressure: {limit} invoice_batch_job run(s) queued or running (limit {limit})"
         )
+
+
+def test_the_deployment_s_batch_policy_cuts_the_batches(bosun_home, tmp_path, monkeypatch):
+    """`BOSUN_INVOICES_BATCH_POLICY` resizes the batches the inbox sensor cuts, as the code
+    server reads it when it loads the code location."""
+    from assets.invoices.batch import steps
+    from assets.invoices.jobs import invoice_batch_job, invoice_context_refresh_job
+    from orchestration.definitions import build_definitions, payload_registry
+    from sensors.workflow_triggers import inbox_sensor
+
+    monkeypatch.setenv("BOSUN_INVOICES_BATCH_POLICY", '{"max_events": 400, "max_in_flight": 3}')
+    sensor = inbox_sensor(steps, invoice_batch_job, batch_policy, invoice_context_refresh_job, context_assets)
+    assert "up to 400 events" in sensor.description
+    defs = build_definitions()
+    defs.resources["bosun_db"].inbox().ingest([invoice_event(i) for i in range(2500)], payload_registry)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        _materialize_context(instance, defs)
+        with dg.build_sensor_context(
+            instance_ref=instance.get_ref(), definitions=defs, resources=defs.resources
+        ) as ctx:
+            data = sensor.evaluate_tick(ctx)
+        # Three runs in flight allowed, each a batch of at most 400 (the declared policy: two of 1,250).
+        assert [r.tags["bosun/batch_events"] for r in data.run_requests] == ["400"] * 3
