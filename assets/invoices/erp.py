@@ -159,7 +159,7 @@ class ERPResource(dg.ConfigurableResource):
         # read (the code location itself loads without it). Not outside a run: a sensor's ERP
         # calls (the recovery sensor's sagas) are writes, which need no pandas, and pandas would
         # stay in the long-lived code server that evaluates the sensors (~45 MiB).
-        if context.dagster_run is not None:
+        if context.run is not None:
             import pandas  # noqa: F401
 
     @property
