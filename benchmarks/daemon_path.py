@@ -39,7 +39,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,114 +47,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import chaos  # noqa: E402  (the daemon machinery: processes, environment, private Postgres)
+from process_memory import RssSampler  # noqa: E402
 
 REPO = chaos.REPO
-
-
-# ---- memory of a process tree ---------------------------------------------------------------
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                # comm may hold spaces and parentheses: the ppid is the 2nd field after the last ')'.
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def _kib_field(path: str, name: str) -> int:
-    """A `Name:  N kB` line of a /proc file, in bytes (0 when the process is gone)."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith(name):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _rss_bytes(pid: int) -> int:
-    return _kib_field(f"/proc/{pid}/status", "VmRSS:")
-
-
-def _pss_bytes(pid: int) -> int:
-    """Proportional set size: a page shared by n processes counts 1/n in each (the numpy,
-    scipy and sklearn libraries every run worker maps count once in the sum, as in RAM)."""
-    return _kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
-    except OSError:
-        return "?"
-
-
-def tree_rss(root: int) -> list[tuple[int, int, str]]:
-    """(pid, RSS in bytes, command line) of `root` and each of its descendants; psutil when
-    installed, else /proc."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            top = psutil.Process(root)
-            procs = [top, *top.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-        out = []
-        for p in procs:
-            try:
-                out.append((p.pid, p.memory_info().rss, " ".join(p.cmdline())[:120]))
-            except psutil.NoSuchProcess:
-                pass
-        return out
-    children, pids, i = _children_map(), [root], 0
-    while i < len(pids):
-        pids += children.get(pids[i], [])
-        i += 1
-    return [(p, _rss_bytes(p), _cmdline(p)) for p in pids]
-
-
-class RssSampler:
-    """Samples the summed RSS of process trees (the daemon's, the code server's) in a thread
-    until stopped; keeps the peak."""
-
-    def __init__(self, roots: list[int], every_s: float = 0.2):
-        self.roots, self.every_s = roots, every_s
-        self.peak_bytes, self.peak_processes, self.max_processes = 0, 0, 0
-        self.peak_pss_bytes = 0
-        self.at_peak: list[tuple[int, int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            procs = [p for root in self.roots for p in tree_rss(root)]
-            rss = sum(r for _, r, _ in procs)
-            if rss > self.peak_bytes:
-                self.peak_bytes, self.peak_processes, self.at_peak = rss, len(procs), procs
-            self.peak_pss_bytes = max(self.peak_pss_bytes, sum(_pss_bytes(pid) for pid, _, _ in procs))
-            self.max_processes = max(self.max_processes, len(procs))
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 # ---- the bare loop (a subprocess with its own environment) -----------------------------------
@@ -330,7 +224,9 @@ class DaemonPath(chaos.ChaosRun):
         figures.peak_rss_processes, figures.max_processes = rss.peak_processes, rss.max_processes
         figures.peak_pss_mib = round(rss.peak_pss_bytes / 2**20, 1)
         figures.at_peak_mib = [[round(r / 2**20, 1), cmd] for _, r, cmd in sorted(rss.at_peak, key=lambda p: -p[1])]
-        latencies, last = self._latencies()
+        handled, runs = self._handled(), self._batch_runs()
+        latencies = [terminal - received for _, received, terminal in handled]
+        last = max((terminal for _, _, terminal in handled), default=None)
         figures.events = len(latencies)
         figures.by_status = inbox.counts()["by_status"]
         figures.latency_s = percentiles(latencies)
@@ -338,8 +234,8 @@ class DaemonPath(chaos.ChaosRun):
             figures.ingest_to_terminal_s = round(last - t0, 2)
             figures.events_per_s = round(figures.events / max(last - t0, 1e-6), 1)
         figures.runs = self._run_summary()
-        figures.batch_sizes = self._batch_sizes()
-        figures.stages_s = self._stages()
+        figures.batch_sizes = self._batch_sizes(runs)
+        figures.stages_s = self._stages(handled, runs)
         return figures
 
     def _bootstrapped(self) -> bool:
@@ -361,27 +257,35 @@ class DaemonPath(chaos.ChaosRun):
                 fed = due
             time.sleep(0.1)
 
-    def _latencies(self) -> tuple[list[float], float | None]:
-        """Seconds from `received_at` to the terminal state's `updated_at`, per event a batch
-        handled (rejected input never reaches one); and the last `updated_at` (epoch s)."""
+    def _handled(self) -> list[tuple[int, float, float]]:
+        """(seq, `received_at`, the terminal state's `updated_at`, epoch s) of every event a batch
+        handled (rejected input never reaches one)."""
         import sqlalchemy as sa
 
         from orchestration.core.db import engine_for, inbox
         from orchestration.trigger.inbox import TERMINAL_STATES, _aware
 
         handled = [s for s in TERMINAL_STATES if s != "rejected"]
-        q = sa.select(inbox.c.received_at, inbox.c.updated_at).where(inbox.c.status.in_(handled))
+        q = sa.select(inbox.c.seq, inbox.c.received_at, inbox.c.updated_at).where(inbox.c.status.in_(handled))
         with engine_for(self.url).connect() as conn:
-            rows = [(_aware(r), _aware(u)) for r, u in conn.execute(q) if u is not None]
-        if not rows:
-            return [], None
-        return [(u - r).total_seconds() for r, u in rows], max(u for _, u in rows).timestamp()
+            return [(seq, _aware(r).timestamp(), _aware(u).timestamp()) for seq, r, u in conn.execute(q) if u]
 
-    def _batch_sizes(self) -> dict:
+    @staticmethod
+    def _batch_runs() -> list:
         import dagster as dg
 
         with dg.DagsterInstance.get() as instance:
             records = instance.get_run_records(filters=dg.RunsFilter(job_name="invoice_batch_job"))
+            # When the run coordinator dequeued each (RUN_STARTING), for the stages.
+            starting = {
+                r.dagster_run.run_id: instance.all_logs(r.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING)
+                for r in records
+            }
+        return [(r, starting[r.dagster_run.run_id]) for r in records]
+
+    @staticmethod
+    def _batch_sizes(runs: list) -> dict:
+        records = [r for r, _ in runs]
         sizes = sorted(int(r.dagster_run.tags.get("bosun/batch_events", 0)) for r in records)
         durations = sorted(r.end_time - r.start_time for r in records if r.start_time and r.end_time)
         if not sizes:
@@ -395,38 +299,28 @@ class DaemonPath(chaos.ChaosRun):
             "run_seconds_max": round(durations[-1], 2) if durations else None,
         }
 
-    def _stages(self) -> dict:
+    @staticmethod
+    def _stages(handled: list[tuple[int, float, float]], runs: list) -> dict:
         """Event->outcome latency by stage, per event its batch run handled (p50 / p95):
         received -> the sensor requested its run (Dagster's `create_timestamp`) -> the run
         coordinator dequeued it (RUN_STARTING) -> the run worker started (RUN_START) -> the event
         terminal. Events of sweep runs (no partition) are left out."""
-        import dagster as dg
-        import sqlalchemy as sa
-
-        from orchestration.core.db import engine_for, inbox
         from orchestration.trigger.batching import BatchRange
-        from orchestration.trigger.inbox import TERMINAL_STATES, _aware
 
-        with dg.DagsterInstance.get() as instance:
-            records = instance.get_run_records(filters=dg.RunsFilter(job_name="invoice_batch_job"))
-            runs = []
-            for r in records:
-                part = r.dagster_run.tags.get("dagster/partition")
-                if not (part and r.start_time):
-                    continue
-                starting = instance.all_logs(r.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING)
-                dequeued = starting[0].timestamp if starting else r.create_timestamp.timestamp()
-                runs.append((BatchRange.parse(part), r.create_timestamp.timestamp(), dequeued, r.start_time))
-        handled = [s for s in TERMINAL_STATES if s != "rejected"]
-        q = sa.select(inbox.c.seq, inbox.c.received_at, inbox.c.updated_at).where(inbox.c.status.in_(handled))
-        with engine_for(self.url).connect() as conn:
-            events = [(seq, _aware(r).timestamp(), _aware(u).timestamp()) for seq, r, u in conn.execute(q) if u]
+        spans = []
+        for r, starting in runs:
+            part = r.dagster_run.tags.get("dagster/partition")
+            if part and r.start_time:
+                created = r.create_timestamp.timestamp()
+                spans.append(
+                    (BatchRange.parse(part), created, starting[0].timestamp if starting else created, r.start_time)
+                )
         stages: dict[str, list[float]] = {"sensor": [], "queue": [], "worker_start": [], "run_to_terminal": []}
-        for seq, received, terminal in events:
-            run = next((r for r in runs if r[0].first <= seq <= r[0].last), None)
-            if run is None:
+        for seq, received, terminal in handled:
+            span = next((s for s in spans if s[0].first <= seq <= s[0].last), None)
+            if span is None:
                 continue
-            _, created, dequeued, started = run
+            _, created, dequeued, started = span
             for name, value in zip(
                 stages, (created - received, dequeued - created, started - dequeued, terminal - started)
             ):

@@ -75,9 +75,9 @@ def env_batch_policy(workflow: str, policy: BatchPolicy, environ: Mapping[str, s
     """The workflow's declared batch policy with the deployment's overrides, read when the code
     location loads: `BOSUN_<WORKFLOW>_BATCH_POLICY`, a JSON object of `BatchPolicy` fields, e.g.
     `{"max_events": 2500}`. Batch size is where throughput and memory meet: a run worker holds
-    its batch (an invoice batch of 5,000 takes a worker from ~230 to ~400 MiB,
-    benchmarks/daemon_path.py), so a smaller machine takes smaller batches and a larger one
-    more in flight, without a code change. A malformed value stops the load with its reason."""
+    its batch in memory (measured per workflow by benchmarks/daemon_path.py, deploy/README.md),
+    so a smaller machine takes smaller batches and a larger one more in flight, without a code
+    change. A malformed value stops the load with its reason."""
     name = f"BOSUN_{workflow.upper()}_BATCH_POLICY"
     raw = environ.get(name, "").strip()
     if not raw:
