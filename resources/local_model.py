@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 from orchestration.core import settings
 from resources.env import resolved
+from resources.linear_form import LinearForm, NotLinear, compile_pipeline
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,18 @@ class LocalModel(dg.ConfigurableResource):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         joblib.dump(pipeline, tmp)
+        version = _file_version(tmp)
+        # The linear form first: until the pipeline is replaced it names another version and
+        # is not used (predict checks), so a crash between the two leaves no mismatched pair.
+        form = compile_pipeline(pipeline, version)
+        if form is not None:
+            form.save(_linear_path(path))
+        else:
+            _linear_path(path).unlink(missing_ok=True)
         tmp.replace(path)  # atomic: a run never loads a half-written model
         _load.cache_clear()
-        return _file_version(path)
+        _load_linear.cache_clear()
+        return version
 
     def version(self, name: str) -> str | None:
         path = self._path(name)
@@ -100,26 +110,52 @@ class LocalModel(dg.ConfigurableResource):
             keep = target.with_name(f"{name}@{_file_version(target)}.joblib")
             if not keep.exists():
                 keep.write_bytes(target.read_bytes())
+            _copy_if_exists(_linear_path(target), _linear_path(keep))
+        # The linear form names the version it was compiled from: copied before the model,
+        # it is not used until the model it belongs to is in place.
+        _copy_if_exists(_linear_path(source), _linear_path(target))
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(source.read_bytes())
         tmp.replace(target)  # atomic, as in fit
         _load.cache_clear()
+        _load_linear.cache_clear()
         return _file_version(target)
 
     def predict(self, name: str, records: list[dict]) -> Predictions:
         path = self._path(name)
         if not path.exists():
             raise FileNotFoundError(f"no local model {name!r} at {path}; train it first (bosun train or bosun demo)")
-        pipeline, version = _load(str(path), path.stat().st_mtime_ns)
+        mtime = path.stat().st_mtime_ns
+        form = _load_linear(str(path), mtime)
+        if form is not None:
+            try:
+                return _predictions(form.predict_proba(records), list(form.classes), form.version)
+            except NotLinear:
+                pass  # the pipeline itself gives scikit-learn's answer, or its error
+        pipeline, version = _load(str(path), mtime)
         classes = [str(c) for c in pipeline.classes_]
-        if not records:
-            # imported when used: the code location loads without numpy (code server RSS, run start)
+        if not records:  # scikit-learn refuses an empty batch
             import numpy as np
 
-            return Predictions([], np.zeros((0, len(classes))), classes, version)
-        proba = pipeline.predict_proba(records)
-        labels = [classes[i] for i in proba.argmax(axis=1)]
-        return Predictions(labels, proba, classes, version)
+            return _predictions(np.zeros((0, len(classes))), classes, version)
+        return _predictions(pipeline.predict_proba(records), classes, version)
+
+
+def _predictions(proba: np.ndarray, classes: list[str], version: str) -> Predictions:
+    return Predictions([classes[i] for i in proba.argmax(axis=1)], proba, classes, version)
+
+
+def _linear_path(model: Path) -> Path:
+    return model.with_name(model.name.removesuffix(".joblib") + ".linear.npz")
+
+
+def _copy_if_exists(source: Path, target: Path) -> None:
+    if not source.exists():
+        target.unlink(missing_ok=True)
+        return
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(source.read_bytes())
+    tmp.replace(target)
 
 
 def _file_version(path: Path) -> str:
@@ -128,6 +164,16 @@ def _file_version(path: Path) -> str:
 
 # Loaded once per process and file version, not once per batch.
 import functools  # noqa: E402
+
+
+@functools.lru_cache(maxsize=8)
+def _load_linear(path: str, _mtime_ns: int) -> Optional[LinearForm]:
+    """The model's linear form if it has one compiled from this very file, else None."""
+    linear = _linear_path(Path(path))
+    if not linear.exists():
+        return None
+    form = LinearForm.load(linear)
+    return form if form.version == _file_version(Path(path)) else None
 
 
 @functools.lru_cache(maxsize=8)

@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:  # imported where fitted: scikit-learn costs seconds and ~100 MB at import
+if TYPE_CHECKING:
     import numpy as np
-    from sklearn.isotonic import IsotonicRegression
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,26 @@ def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
     return float(total)
 
 
+@dataclass(frozen=True)
+class IsotonicMap:
+    """A fitted isotonic regression as its thresholds: clipped to their range, then linear
+    between them, as scikit-learn's `IsotonicRegression(out_of_bounds="clip").predict` is.
+    Kept as numbers so that applying a calibrator in a batch run never imports scikit-learn
+    (seconds and ~70 MiB per run process); it is imported to fit one."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    @classmethod
+    def of(cls, fitted) -> "IsotonicMap":
+        return cls(tuple(map(float, fitted.X_thresholds_)), tuple(map(float, fitted.y_thresholds_)))
+
+    def predict(self, values) -> np.ndarray:
+        import numpy as np
+
+        return np.interp(np.clip(np.asarray(values, dtype=float), self.x[0], self.x[-1]), self.x, self.y)
+
+
 class Calibrator:
     """One isotonic map per model group (e.g. "local", "llm"): each model's stated
     probability becomes its observed rate of being right. A group never fitted is used
@@ -100,11 +119,13 @@ class Calibrator:
 
     def __init__(
         self,
-        models: Optional[dict[str, IsotonicRegression]] = None,
+        models: Optional[dict[str, IsotonicMap]] = None,
         version: str = "uncalibrated",
         report: Optional[dict] = None,
     ):
-        self.models, self.version, self.report = models or {}, version, report or {}
+        # Calibrators saved before IsotonicMap hold scikit-learn's objects: read their thresholds.
+        models = {g: m if isinstance(m, IsotonicMap) else IsotonicMap.of(m) for g, m in (models or {}).items()}
+        self.models, self.version, self.report = models, version, report or {}
 
     @classmethod
     def fit(cls, confidence, correct, groups, min_examples: int = 20) -> "Calibrator":
@@ -121,10 +142,10 @@ class Calibrator:
             if m.sum() < min_examples:
                 continue  # too few outcomes to say anything; left uncalibrated
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-            models[g] = iso.fit(conf[m], hit[m])
-        digest = hashlib.sha256(
-            pickle.dumps(sorted((g, m.X_thresholds_.tolist(), m.y_thresholds_.tolist()) for g, m in models.items()))
-        ).hexdigest()[:12]
+            models[g] = IsotonicMap.of(iso.fit(conf[m], hit[m]))
+        digest = hashlib.sha256(pickle.dumps(sorted((g, list(m.x), list(m.y)) for g, m in models.items()))).hexdigest()[
+            :12
+        ]
         return cls(models, f"isotonic-{digest}")
 
     def apply(self, confidence, groups) -> np.ndarray:
