@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from assets.invoices.erp import ERPResource, ledger_entries, payments
 from assets.invoices.workflow import WORKFLOW, erp_payments
+from orchestration.core.workflows import asset_job
 from orchestration.verification.daily_checks import DayResult, build_daily_check, days
 
 # Days in the accounts-payable team's time zone, the one the schedule names; today is a
@@ -53,10 +54,9 @@ payment_reconciliation = build_daily_check(
     no_data_figures=("ledger_entries", "payments"),
 )
 
-reconciliation_job = dg.define_asset_job(
+reconciliation_job = asset_job(
+    WORKFLOW,
     "payment_reconciliation_job",
-    selection=dg.AssetSelection.assets(payment_reconciliation),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Reconcile one day's ledger entries against its payments.",
+    [payment_reconciliation],
+    "Reconcile one day's ledger entries against its payments.",
 )

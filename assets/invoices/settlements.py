@@ -12,10 +12,9 @@ The verdicts and the asset are the engine's (orchestration/verification/daily_ch
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import dagster as dg
-
 from assets.invoices.erp import SETTLEMENT_STATUSES, ERPResource
 from assets.invoices.workflow import WORKFLOW, erp_payments
+from orchestration.core.workflows import asset_job
 from orchestration.verification.daily_checks import DueDay, DueFeed, build_due_day_check, days
 
 # Today's due day exists too (its payments pass as not yet due until it ends).
@@ -50,10 +49,9 @@ payment_settlements = build_due_day_check(
     "not yet due passes; overdue, failed, returned or late fails with the payment keys.",
 )
 
-settlement_job = dg.define_asset_job(
+settlement_job = asset_job(
+    WORKFLOW,
     "payment_settlement_job",
-    selection=dg.AssetSelection.assets(payment_settlements),
-    executor_def=dg.in_process_executor,
-    tags={"bosun/workflow": "invoices"},
-    description="Check the payments due on one day against the bank's settlement feed.",
+    [payment_settlements],
+    "Check the payments due on one day against the bank's settlement feed.",
 )

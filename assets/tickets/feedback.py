@@ -6,11 +6,9 @@ model learns the priority the text calls for; the CRM's VIP rule is applied on t
 import json
 from pathlib import Path
 
-import dagster as dg
-
 from assets.tickets.context import CREATED, UPDATED
 from assets.tickets.reasoning import OUTPUTS, PRIORITIES, TEAMS, vip_rule
-from orchestration.core.workflows import lazy
+from orchestration.core.workflows import asset_job, lazy
 from orchestration.decision.feedback_assets import FeedbackLoop, build_feedback_assets
 
 
@@ -43,4 +41,4 @@ def loop(output: str, labels, learns) -> FeedbackLoop:
 team = loop("team", TEAMS, lambda answer, f: part(answer, "team"))
 priority = loop("priority", PRIORITIES, lambda answer, f: vip_rule(part(answer, "priority") or "", f["vip"], -1))
 assets = [*build_feedback_assets(team), *build_feedback_assets(priority)]
-job = dg.define_asset_job("ticket_feedback_job", selection=dg.AssetSelection.assets(*assets))
+job = asset_job("tickets", "ticket_feedback_job", assets, "Retrain the team and priority models on reviewed answers.")
