@@ -57,8 +57,8 @@ erp_payments = dg.AssetSpec(
 
 # Each batch run is a process of its own that imports Dagster and the code location (2.5-3 s on
 # two cores from the queue to its first step): large batches amortise that, and as many runs in
-# flight as there are cores keeps them from only contending. A run worker holds its batch (~400
-# MiB at 5,000 events, ~230 at a few hundred); half the size cost a 100,000-event backlog 16 % of
+# flight as there are cores keeps them from only contending. A run worker holds its batch (~355
+# MiB at 5,000 events, ~150-210 at a few hundred); half the size cost a 100,000-event backlog 16 % of
 # its throughput for 75 MiB less per worker (benchmarks/daemon_path.py). A deployment resizes
 # it with BOSUN_INVOICES_BATCH_POLICY.
 batch_policy = BatchPolicy(max_events=5000, max_wait_seconds=2.0, max_batches_per_tick=20, max_in_flight=2)
