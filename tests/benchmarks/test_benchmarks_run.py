@@ -26,7 +26,11 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
         ("audit.py", ["--records", "2000"]),
         ("inbox_race.py", ["--events", "400"]),  # Postgres only; exits 1 when an event is left, doubled or skipped
         ("outcome_checks.py", ["--events", "200"]),
-        ("guards.py", ["--repeat", "1"]),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
+        ("guards.py", ["--repeat", "1"]),
+        (
+            "local_model.py",
+            ["--records", "200", "--repeat", "1"],
+        ),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
         ("daemon_path.py", ["--events", "200", "--timeout", "200"]),  # exits 1 when events are left not terminal
     ],
 )
@@ -46,6 +50,9 @@ def test_benchmark_runs_and_prints_figures(script, args, bosun_home, tmp_path):
         stages = path["stages_s"]
         assert set(stages) == {"sensor", "queue", "worker_start", "run_to_terminal"}
         assert all(s["n"] == path["events"] and s["p50"] >= 0 for s in stages.values()), stages
+    if script == "local_model.py":
+        figures = json.loads(proc.stdout)
+        assert figures["linear_form"]["sklearn_imported"] is False and figures["scikit_learn"]["sklearn_imported"]
     if script == "observability.py":
         figures = json.loads(proc.stdout)
         assert figures["batch_metrics"]["batches"] >= 2 and figures["spans"]["spans"] == 6 * 150
