@@ -2,7 +2,8 @@
 
 It needs no network and no key, which makes it the embedded default and the cheap first
 stop of the router. Features arrive as dicts (the workflow decides which), so one resource
-serves every workflow; a fitted model is kept per name under the model directory.
+serves every workflow; a fitted model is kept per name under the model directory, the default
+pipeline also as its linear form (linear_form.py), which is what a batch run predicts with.
 """
 
 from __future__ import annotations

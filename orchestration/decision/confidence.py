@@ -143,10 +143,8 @@ class Calibrator:
                 continue  # too few outcomes to say anything; left uncalibrated
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
             models[g] = IsotonicMap.of(iso.fit(conf[m], hit[m]))
-        digest = hashlib.sha256(pickle.dumps(sorted((g, list(m.x), list(m.y)) for g, m in models.items()))).hexdigest()[
-            :12
-        ]
-        return cls(models, f"isotonic-{digest}")
+        thresholds = sorted((g, list(m.x), list(m.y)) for g, m in models.items())
+        return cls(models, f"isotonic-{hashlib.sha256(pickle.dumps(thresholds)).hexdigest()[:12]}")
 
     def apply(self, confidence, groups) -> np.ndarray:
         import numpy as np
