@@ -151,18 +151,23 @@ def compile_pipeline(pipeline, version: str) -> Optional[LinearForm]:
         return None
     classes = [str(c) for c in calibrated.classes_]
     folds = []
-    for fold in calibrated.calibrated_classifiers_:
-        position = {str(c): i for i, c in enumerate(fold.classes)}
-        rows = [position[str(c)] for c in fold.estimator.classes_][: len(fold.calibrators)]
-        folds.append(
-            Fold(
-                coef=np.asarray(fold.estimator.coef_, dtype=float),
-                intercept=np.asarray(fold.estimator.intercept_, dtype=float),
-                class_index=np.asarray(rows, dtype=np.int64),
-                a=np.array([c.a_ for c in fold.calibrators], dtype=float),
-                b=np.array([c.b_ for c in fold.calibrators], dtype=float),
+    try:
+        for fold in calibrated.calibrated_classifiers_:
+            position = {str(c): i for i, c in enumerate(fold.classes)}
+            rows = [position[str(c)] for c in fold.estimator.classes_][: len(fold.calibrators)]
+            folds.append(
+                Fold(
+                    coef=np.asarray(fold.estimator.coef_, dtype=float),
+                    intercept=np.asarray(fold.estimator.intercept_, dtype=float),
+                    class_index=np.asarray(rows, dtype=np.int64),
+                    a=np.array([c.a_ for c in fold.calibrators], dtype=float),
+                    b=np.array([c.b_ for c in fold.calibrators], dtype=float),
+                )
             )
-        )
+    except AttributeError:
+        # A scikit-learn whose fitted calibration is laid out otherwise (these are its private
+        # attributes): the model is run by scikit-learn, as any pipeline without a form.
+        return None
     return LinearForm(
         version=version,
         classes=tuple(classes),
