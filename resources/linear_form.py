@@ -8,7 +8,7 @@ regression with one sigmoid per class (CalibratedClassifierCV, method="sigmoid")
 `compile_pipeline` turns such a fitted pipeline into those arrays when the model is saved, and
 `LinearForm.predict_proba` is scikit-learn's arithmetic for it in numpy (the pipeline's
 `predict_proba`: sklearn/calibration.py, `_CalibratedClassifier.predict_proba`, averaged over
-the folds). tests/resources/test_linear_form.py holds it to scikit-learn's answer. Any other
+the folds). tests/resources/test_local_model.py holds it to scikit-learn's answer. Any other
 pipeline (a text model) has no linear form and is run by scikit-learn as before. ONNX would do
 the same generally, but onnxruntime costs as much at import as what it would replace.
 """

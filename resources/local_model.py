@@ -115,9 +115,7 @@ class LocalModel(dg.ConfigurableResource):
         # The linear form names the version it was compiled from: copied before the model,
         # it is not used until the model it belongs to is in place.
         _copy_if_exists(_linear_path(source), _linear_path(target))
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(source.read_bytes())
-        tmp.replace(target)  # atomic, as in fit
+        _copy_if_exists(source, target)
         _load.cache_clear()
         _load_linear.cache_clear()
         return _file_version(target)
@@ -151,6 +149,8 @@ def _linear_path(model: Path) -> Path:
 
 
 def _copy_if_exists(source: Path, target: Path) -> None:
+    """`target` becomes a copy of `source` atomically (a run never loads half a file), or is
+    removed when there is no `source`."""
     if not source.exists():
         target.unlink(missing_ok=True)
         return

@@ -26,11 +26,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
         ("audit.py", ["--records", "2000"]),
         ("inbox_race.py", ["--events", "400"]),  # Postgres only; exits 1 when an event is left, doubled or skipped
         ("outcome_checks.py", ["--events", "200"]),
-        ("guards.py", ["--repeat", "1"]),
-        (
-            "local_model.py",
-            ["--records", "200", "--repeat", "1"],
-        ),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
+        ("guards.py", ["--repeat", "1"]),  # exits 1 when a recall, false-redaction or false-quarantine goal is missed
+        ("local_model.py", ["--records", "200", "--repeat", "1"]),
         ("daemon_path.py", ["--events", "200", "--timeout", "200"]),  # exits 1 when events are left not terminal
     ],
 )
