@@ -2,21 +2,25 @@
 
 The inbox sensor follows from the batch a workflow declares (`BatchSteps`: its prefix, event
 types, partitions and inbox) and its batch policy; its name is `<prefix>_inbox_sensor`, as the
-batch job is `<prefix>_batch_job`. A workflow's schedules tick in its team's day (`Workday`: the
+batch job is `<prefix>_batch_job`. So does its recovery sensor (`<prefix>_recovery_sensor`):
+every workflow with a batch gets both from `batch_sensors`, so no workflow's events can stay
+`received` after a run dies because its author forgot the second sensor. A workflow's schedules tick in its team's day (`Workday`: the
 time zone and the business calendar, declared once): a daily job every day, and a check over a
 partitioned day on each business day, the previous day's partition (closed days with the next
 business day, every missed day after downtime, never two runs of the job at once).
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import dagster as dg
 
-from orchestration.core.batch_assets import BatchSteps
+from orchestration.core.batch_assets import PREVIEW_TAG, BatchSteps
 from orchestration.trigger.batching import BatchPolicy, env_batch_policy
 from orchestration.trigger.calendar import BusinessCalendar
+from orchestration.trigger.recovery import RecoveryPolicy, SagaRecovery
 from sensors.inbox_batches import NamedJob, build_inbox_batch_sensor
+from sensors.recovery import build_recovery_sensor
 from sensors.schedules import build_partitioned_schedule
 
 
@@ -44,6 +48,47 @@ def inbox_sensor(
         missing_prerequisite=missing_prerequisite,
         inbox_asset=steps.inbox.key,
     )
+
+
+def recovery_sensor(
+    steps: BatchSteps,
+    batch_job: NamedJob,
+    policy: RecoveryPolicy = RecoveryPolicy(),
+    sagas: Optional[Any] = None,
+    saga_stale_after_s: float = 300.0,
+) -> dg.SensorDefinition:
+    """`<prefix>_recovery_sensor` (sensors/recovery.py): a batch whose run died, crashed or failed
+    with events still received is run again, at most `policy.max_runs` times, then its events are
+    dead-lettered; a preview is no batch run. With `sagas` (the workflow's saga hooks: an executor
+    and `record_settled`), sagas left unfinished outside a batch (after an approval) and untouched
+    for `saga_stale_after_s` are finished as `bosun saga recover` would."""
+    saga_recovery = None
+    if sagas is not None:
+        saga_recovery = SagaRecovery(
+            steps.workflow, steps.action_resources, sagas.saga_executor, sagas.record_settled, saga_stale_after_s
+        )
+    return build_recovery_sensor(
+        f"{steps.prefix}_recovery_sensor",
+        steps.workflow,
+        steps.event_types,
+        batch_job,
+        policy,
+        ignore_run_tags={PREVIEW_TAG: "true"},
+        saga_recovery=saga_recovery,
+    )
+
+
+def batch_sensors(
+    steps: BatchSteps,
+    batch_job: NamedJob,
+    policy: BatchPolicy,
+    recovery: RecoveryPolicy = RecoveryPolicy(),
+    sagas: Optional[Any] = None,
+    **inbox: Any,
+) -> list[dg.SensorDefinition]:
+    """The sensors every batch workflow runs: its inbox sensor (`inbox`: `inbox_sensor`'s
+    bootstrap arguments) and its recovery sensor."""
+    return [inbox_sensor(steps, batch_job, policy, **inbox), recovery_sensor(steps, batch_job, recovery, sagas)]
 
 
 @dataclass(frozen=True)

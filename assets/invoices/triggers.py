@@ -7,13 +7,10 @@ from assets.invoices import jobs as invoices
 from assets.invoices import payment_saga
 from assets.invoices.batch import steps
 from assets.invoices.feedback import feedback_loop
-from assets.invoices.workflow import EVENT_TYPES, WORKFLOW, batch_policy, business_calendar, recovery_policy
-from orchestration.core.batch_assets import PREVIEW_TAG
-from orchestration.trigger.recovery import SagaRecovery
+from assets.invoices.workflow import WORKFLOW, batch_policy, business_calendar, recovery_policy
 from resources.knowledge_base import PolicyDocuments
 from sensors.feedback import build_feedback_sensor
-from sensors.recovery import build_recovery_sensor
-from sensors.workflow_triggers import Workday, inbox_sensor
+from sensors.workflow_triggers import Workday, batch_sensors
 
 
 def context_inputs_missing() -> str | None:
@@ -26,34 +23,20 @@ def context_inputs_missing() -> str | None:
     return None
 
 
-# `invoice_inbox_sensor`; the context refresh first, until it has run once.
-invoice_inbox_sensor = inbox_sensor(
+# `invoice_inbox_sensor` (the context refresh first, until it has run once) and
+# `invoice_recovery_sensor`: a batch run that died, crashed or failed with events still
+# received is run again, at most `recovery_policy.max_runs` times, then its events are
+# dead-lettered; an approved payment deferred by a lease or left in doubt is finished once
+# untouched for 5 minutes.
+invoice_inbox_sensor, invoice_recovery_sensor = batch_sensors(
     steps,
     invoices.invoice_batch_job,
     batch_policy,
+    recovery_policy,
+    sagas=payment_saga,
     bootstrap_job=invoices.invoice_context_refresh_job,
     bootstrap_assets=invoices.context_assets,
     missing_prerequisite=context_inputs_missing,
-)
-
-# A batch run that died, crashed or failed with events still received is run again, at most
-# `recovery_policy.max_runs` times, then its events are dead-lettered (a preview is no batch run);
-# sagas left unfinished outside a batch (after an approval) are finished as `bosun saga recover` would.
-invoice_recovery_sensor = build_recovery_sensor(
-    name="invoice_recovery_sensor",
-    workflow=WORKFLOW,
-    event_types=EVENT_TYPES,
-    batch_job=invoices.invoice_batch_job,
-    policy=recovery_policy,
-    ignore_run_tags={PREVIEW_TAG: "true"},
-    # An approved payment deferred by a lease or left in doubt, untouched for 5 minutes.
-    saga_recovery=SagaRecovery(
-        WORKFLOW,
-        frozenset({"erp", "outbox"}),
-        payment_saga.saga_executor,
-        payment_saga.record_settled,
-        stale_after_s=300.0,
-    ),
 )
 
 # The accounts-payable team's day: Berlin time, German business days.

@@ -125,6 +125,39 @@ def test_the_toy_workflow_runs_through_its_inbox_sensor(orders):
     _assert_ends_as_declared(defs, ["o-1", "o-2", "o-3"])
 
 
+def test_a_toy_batch_whose_run_failed_is_run_again_by_its_recovery_sensor(orders, tmp_path):
+    """The recovery sensor comes with the batch (`batch_sensors`): a run that failed with the
+    batch's events still received is requested again, and the retry ends them as declared."""
+    from resources.database import BosunDatabase
+
+    wf, defs, instance, registry = orders
+    _ingest(defs, registry, ["o-1"])
+    with dg.build_sensor_context(
+        instance_ref=instance.get_ref(), cursor="0", definitions=defs, resources=defs.resources
+    ) as context:
+        (request,) = defs.resolve_sensor_def("order_inbox_sensor").evaluate_tick(context).run_requests
+    batch = request.partition_key
+    instance.add_dynamic_partitions("order_batches", [batch])
+    job = defs.resolve_job_def("order_batch_job")
+    # A database the run cannot open (its parent is a file): the context step fails, as a run
+    # whose database went away does, and the events stay received in the real one.
+    (tmp_path / "not_a_directory").write_text("")
+    broken = BosunDatabase(url=f"sqlite:///{tmp_path / 'not_a_directory' / 'bosun.db'}")
+    failed = job.execute_in_process(
+        partition_key=batch, instance=instance, resources={"bosun_db": broken}, raise_on_error=False
+    )
+    assert not failed.success
+    assert _ends(defs)[0] == {"o-1": "received"}
+
+    with dg.build_sensor_context(
+        instance_ref=instance.get_ref(), definitions=defs, resources=defs.resources
+    ) as context:
+        retry = defs.resolve_sensor_def("order_recovery_sensor").evaluate_tick(context)
+    assert [(r.run_key, r.partition_key) for r in retry.run_requests] == [(f"{batch}#retry1", batch)]
+    assert job.execute_in_process(partition_key=batch, instance=instance, tags=retry.run_requests[0].tags).success
+    _assert_ends_as_declared(defs, ["o-1"])
+
+
 def _bosun(*args, home: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(

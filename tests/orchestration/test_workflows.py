@@ -69,3 +69,20 @@ def test_the_shipped_location_derives_its_registries_from_the_declarations():
     assert [w.name for w in select(definitions.workflows, None, "demo")] == ["invoices", "tickets"]
     with pytest.raises(KeyError, match="unknown workflow 'nope'"):
         select(definitions.workflows, "nope", "demo")
+
+
+def test_every_shipped_workflow_recovers_its_batches():
+    """Each batch job has an inbox sensor that launches it and a recovery sensor that re-runs it
+    (sensors/workflow_triggers.py's `batch_sensors`): no workflow's events stay received after
+    its run dies."""
+    from orchestration import definitions
+
+    defs = definitions.build_definitions()
+    for wf in definitions.workflows.values():
+        batch_jobs = [j.name for j in wf.jobs if j.name.endswith("_batch_job")]
+        assert batch_jobs, wf.name
+        for job in batch_jobs:
+            prefix = job.removesuffix("_batch_job")
+            for kind in ("inbox", "recovery"):
+                sensor = defs.resolve_sensor_def(f"{prefix}_{kind}_sensor")
+                assert job in [t.job_name for t in sensor.targets], (wf.name, kind)

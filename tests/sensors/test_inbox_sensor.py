@@ -46,10 +46,10 @@ def test_a_workflow_without_a_refresh_job_of_its_own_gets_one_for_its_context_as
     """The ticket workflow names its context assets and no job: the sensor's first tick runs the
     job made for them, and batches wait for it (a batch before its CRM snapshot can only fail)."""
     from assets.tickets import context_assets as ticket_context
-    from assets.tickets import sensor as ticket_inbox_sensor
     from orchestration.definitions import build_definitions
 
     defs = build_definitions()
+    ticket_inbox_sensor = defs.resolve_sensor_def("ticket_inbox_sensor")
     job = defs.resolve_job_def("ticket_context_refresh_job")
     assert {k for a in ticket_context for k in a.keys} <= set(job.asset_layer.executable_asset_keys)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

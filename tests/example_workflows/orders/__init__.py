@@ -23,7 +23,7 @@ from orchestration.trigger.batching import BatchPolicy
 from orchestration.trigger.dead_letters import DeadLetterPolicy
 from orchestration.verification.outcome_checks import ActedOnTwice, Reconcile
 from orchestration.verification.outcome_reconciliation import EventRecord, reconcile_batch_with_targets
-from sensors.workflow_triggers import inbox_sensor
+from sensors.workflow_triggers import batch_sensors
 
 NAME, PLACED, STEPS = "orders", "order.placed", ("reserve_stock", "ship_express")
 CUSTOMERS = {"C1": {"blocked": False}, "C2": {"blocked": True}}  # the one source: a tiny CRM
@@ -106,7 +106,7 @@ checks = build_batch_checks(
 )
 hooks = ReviewHooks.from_actions([PLACED], ("ship", "refuse"), ACTIONS, executor, refused_label="refuse")
 policy = BatchPolicy(max_events=50, max_wait_seconds=0, min_events=1)
-sensor = inbox_sensor(steps, batch.job, policy)  # order_inbox_sensor
+sensors = batch_sensors(steps, batch.job, policy, sagas=hooks)  # order_inbox_sensor, order_recovery_sensor
 
 workflow = Workflow(
     name=NAME,
@@ -115,7 +115,7 @@ workflow = Workflow(
     assets=[inbox, *batch.assets],
     asset_checks=checks,
     jobs=[batch.job],
-    sensors=[sensor],
+    sensors=sensors,
     sagas=hooks,
     reviews=hooks,
 )
