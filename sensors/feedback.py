@@ -1,10 +1,14 @@
 """A trigger for a workflow's feedback loop: enough new reviewed labels since the last run."""
 
+from __future__ import annotations
+
 import json
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import dagster as dg
 
+from orchestration.core.workflows import asset_job
+from orchestration.decision.feedback_assets import FeedbackLoop
 from orchestration.review.reviewed import feedback_after
 from resources.database import BosunDatabase
 
@@ -51,3 +55,14 @@ def build_feedback_sensor(
         )
 
     return _sensor
+
+
+def feedback_triggers(
+    prefix: str, loop: FeedbackLoop, assets: Sequence[Any], description: str
+) -> tuple[dg.UnresolvedAssetJobDefinition, dg.SensorDefinition]:
+    """`<prefix>_feedback_job` over `assets` (the loop's, and what is refitted after it), and
+    `<prefix>_feedback_sensor`, which runs it every time `loop.retrain_min_feedback()` new
+    reviewed labels of the workflow exist (BOSUN_<WORKFLOW>_RETRAIN_MIN_FEEDBACK): a workflow's
+    loop is never declared without what starts it."""
+    job = asset_job(loop.workflow, f"{prefix}_feedback_job", assets, description)
+    return job, build_feedback_sensor(f"{prefix}_feedback_sensor", loop.workflow, job, loop.retrain_min_feedback)

@@ -4,12 +4,13 @@ from assets.invoices.batch import checks as invoice_checks
 from assets.invoices.batch import invoice_actions, invoice_batch_job, invoice_context, invoice_decisions
 from assets.invoices.calibration import invoice_confidence_calibrator
 from assets.invoices.context import policy_index, purchase_orders, vendors
-from assets.invoices.feedback import invoice_feedback, invoice_local_model, invoice_model_candidate
+from assets.invoices.feedback import feedback_loop, invoice_feedback, invoice_local_model, invoice_model_candidate
 from assets.invoices.reconciliation import payment_reconciliation, reconciliation_job
 from assets.invoices.report import invoice_decision_report
 from assets.invoices.settlements import payment_settlements, settlement_job
 from assets.invoices.workflow import WORKFLOW, erp_payments, invoice_inbox
 from orchestration.core.workflows import asset_job
+from sensors.feedback import feedback_triggers
 
 context_assets = [vendors, purchase_orders, policy_index]
 batch_assets = [invoice_context, invoice_decisions, invoice_actions]
@@ -46,10 +47,11 @@ invoice_calibration_job = asset_job(
 )
 
 # The feedback loop: reviewed labels -> retrained candidate (blocking check) -> promoted
-# local model -> calibrator refitted for it. Started by `invoice_feedback_sensor`.
-invoice_feedback_job = asset_job(
-    WORKFLOW,
-    "invoice_feedback_job",
+# local model -> calibrator refitted for it. `invoice_feedback_sensor` starts it once
+# BOSUN_INVOICES_RETRAIN_MIN_FEEDBACK (default 100) new reviewed labels exist; checked every 5 minutes.
+invoice_feedback_job, invoice_feedback_sensor = feedback_triggers(
+    "invoice",
+    feedback_loop,
     [*feedback_assets, *calibration_assets],
     "Retrain the local model on reviewed labels, promote it if it is not worse, refit the calibrator.",
 )

@@ -6,10 +6,8 @@ import os
 from assets.invoices import jobs as invoices
 from assets.invoices import payment_saga
 from assets.invoices.batch import steps
-from assets.invoices.feedback import feedback_loop
-from assets.invoices.workflow import WORKFLOW, batch_policy, business_calendar, recovery_policy
+from assets.invoices.workflow import batch_policy, business_calendar, recovery_policy
 from resources.knowledge_base import PolicyDocuments
-from sensors.feedback import build_feedback_sensor
 from sensors.workflow_triggers import Workday, batch_sensors
 
 
@@ -60,12 +58,6 @@ payment_reconciliation_daily = ap_day.each_business_day(
     "Reconciles the previous day's ledger entries and payments.",
 )
 
-# The feedback loop runs once BOSUN_INVOICES_RETRAIN_MIN_FEEDBACK (default 100) new
-# reviewed labels exist since its last run; checked every 5 minutes.
-invoice_feedback_sensor = build_feedback_sensor(
-    "invoice_feedback_sensor", WORKFLOW, invoices.invoice_feedback_job, feedback_loop.retrain_min_feedback
-)
-
 # 06:30 Berlin: yesterday's decisions in the report before the working day starts.
 invoice_decision_report_daily = ap_day.every_day(
     "invoice_decision_report_daily",
@@ -83,7 +75,7 @@ payment_settlements_daily = ap_day.each_business_day(
     "Checks the payments due the previous day against the bank's settlement feed.",
 )
 
-sensors = [invoice_inbox_sensor, invoice_recovery_sensor, invoice_feedback_sensor]
+sensors = [invoice_inbox_sensor, invoice_recovery_sensor, invoices.invoice_feedback_sensor]
 schedules = [
     invoice_context_refresh_daily,
     payment_reconciliation_daily,

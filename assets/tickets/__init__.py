@@ -146,7 +146,7 @@ workflow = Workflow(
     assets=[inbox, *context_assets, *batch.assets, reopens, *feedback.assets],
     asset_checks=checks,
     jobs=[batch.job, feedback.job],
-    sensors=sensors,
+    sensors=[*sensors, feedback.sensor],
     resources={"tickets": TicketSystems(url=env_or_none("BOSUN_TICKETS_DATABASE_URL"))},
     sagas=hooks,
     reviews=hooks,

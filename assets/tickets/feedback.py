@@ -8,8 +8,9 @@ from pathlib import Path
 
 from assets.tickets.context import CREATED, UPDATED
 from assets.tickets.reasoning import OUTPUTS, PRIORITIES, TEAMS, vip_rule
-from orchestration.core.workflows import asset_job, lazy
+from orchestration.core.workflows import lazy
 from orchestration.decision.feedback_assets import FeedbackLoop, build_feedback_assets
+from sensors.feedback import feedback_triggers
 
 
 def part(answer: str, output: str) -> str | None:
@@ -41,4 +42,5 @@ def loop(output: str, labels, learns) -> FeedbackLoop:
 team = loop("team", TEAMS, lambda answer, f: part(answer, "team"))
 priority = loop("priority", PRIORITIES, lambda answer, f: vip_rule(part(answer, "priority") or "", f["vip"], -1))
 assets = [*build_feedback_assets(team), *build_feedback_assets(priority)]
-job = asset_job("tickets", "ticket_feedback_job", assets, "Retrain the team and priority models on reviewed answers.")
+# ticket_feedback_sensor runs it once BOSUN_TICKETS_RETRAIN_MIN_FEEDBACK (default 100) new reviewed answers exist.
+job, sensor = feedback_triggers("ticket", team, assets, "Retrain the team and priority models on reviewed answers.")

@@ -71,10 +71,10 @@ def test_the_shipped_location_derives_its_registries_from_the_declarations():
         select(definitions.workflows, "nope", "demo")
 
 
-def test_every_shipped_workflow_recovers_its_batches():
+def test_every_shipped_workflow_recovers_its_batches_and_starts_its_feedback_loop():
     """Each batch job has an inbox sensor that launches it and a recovery sensor that re-runs it
     (sensors/workflow_triggers.py's `batch_sensors`): no workflow's events stay received after
-    its run dies."""
+    its run dies. Each feedback job has the sensor that starts it (`feedback_triggers`)."""
     from orchestration import definitions
 
     defs = definitions.build_definitions()
@@ -86,3 +86,6 @@ def test_every_shipped_workflow_recovers_its_batches():
             for kind in ("inbox", "recovery"):
                 sensor = defs.resolve_sensor_def(f"{prefix}_{kind}_sensor")
                 assert job in [t.job_name for t in sensor.targets], (wf.name, kind)
+        for job in [j.name for j in wf.jobs if j.name.endswith("_feedback_job")]:
+            sensor = defs.resolve_sensor_def(job.replace("_job", "_sensor"))
+            assert [t.job_name for t in sensor.targets] == [job]

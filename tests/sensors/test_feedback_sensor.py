@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from assets.invoices.triggers import invoice_feedback_sensor
+from assets.invoices.jobs import invoice_feedback_sensor
 
 
 def _tick(instance, defs, cursor=None):

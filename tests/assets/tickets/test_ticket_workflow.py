@@ -51,7 +51,7 @@ def _defs(wf, llm=None):
 
 
 def _run(wf, workflows, defs, events, crm):
-    from assets.tickets import batches, context_assets, sensor  # noqa: F401
+    from assets.tickets import batches, context_assets  # noqa: F401
 
     r = defs.resources
     demo.seed_systems(r["tickets"], crm, events)
