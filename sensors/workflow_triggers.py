@@ -10,12 +10,15 @@ partitioned day on each business day, the previous day's partition (closed days 
 business day, every missed day after downtime, never two runs of the job at once).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import dagster as dg
 
 from orchestration.core.batch_assets import PREVIEW_TAG, BatchSteps
+from orchestration.core.workflows import asset_job
 from orchestration.trigger.batching import BatchPolicy, env_batch_policy
 from orchestration.trigger.calendar import BusinessCalendar
 from orchestration.trigger.recovery import RecoveryPolicy, SagaRecovery
@@ -89,6 +92,26 @@ def batch_sensors(
     """The sensors every batch workflow runs: its inbox sensor (`inbox`: `inbox_sensor`'s
     bootstrap arguments) and its recovery sensor."""
     return [inbox_sensor(steps, batch_job, policy, **inbox), recovery_sensor(steps, batch_job, recovery, sagas)]
+
+
+def context_refresh(
+    workflow: str, prefix: str, assets: Sequence[Any], timezone: str, cron: str, what: str
+) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
+    """`<prefix>_context_refresh_job` over the workflow's context assets (`what` they are, for
+    the descriptions), and `<prefix>_context_refresh_daily`, which runs it on `cron` in
+    `timezone`: the snapshots a batch falls back on when a source is down, and the indexes it
+    searches, never age past their freshness policy for want of a trigger. The inbox sensor
+    runs the same job first, until it has run once (`bootstrap_job`)."""
+    job = asset_job(workflow, f"{prefix}_context_refresh_job", assets, f"Refresh {what}: what the decisions read.")
+    schedule = dg.ScheduleDefinition(
+        name=f"{prefix}_context_refresh_daily",
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Refreshes {what}.",
+    )
+    return job, schedule
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from assets.invoices.settlements import payment_settlements, settlement_job
 from assets.invoices.workflow import WORKFLOW, erp_payments, invoice_inbox
 from orchestration.core.workflows import asset_job
 from sensors.feedback import feedback_triggers
+from sensors.workflow_triggers import context_refresh
 
 context_assets = [vendors, purchase_orders, policy_index]
 batch_assets = [invoice_context, invoice_decisions, invoice_actions]
@@ -30,11 +31,9 @@ assets = [
 ]
 checks = invoice_checks
 
-invoice_context_refresh_job = asset_job(
-    WORKFLOW,
-    "invoice_context_refresh_job",
-    context_assets,
-    "Refresh the ERP snapshots and the policy index the decisions read.",
+# Every day at 06:00 in the accounts-payable team's time zone, before the working day starts.
+invoice_context_refresh_job, invoice_context_refresh_daily = context_refresh(
+    WORKFLOW, "invoice", context_assets, "Europe/Berlin", "0 6 * * *", "the ERP snapshots and the policy index"
 )
 
 # Its own job: it needs reviewed outcomes (the labelled sample for now), which a fresh

@@ -40,14 +40,6 @@ invoice_inbox_sensor, invoice_recovery_sensor = batch_sensors(
 # The accounts-payable team's day: Berlin time, German business days.
 ap_day = Workday("Europe/Berlin", business_calendar)
 
-# 06:00 in the accounts-payable team's time zone, before the working day starts.
-invoice_context_refresh_daily = ap_day.every_day(
-    "invoice_context_refresh_daily",
-    invoices.invoice_context_refresh_job,
-    "0 6 * * *",
-    "Refreshes the vendor and purchase-order snapshots and the policy index.",
-)
-
 # 07:00 Berlin on business days: yesterday's ledger against yesterday's payments (and the
 # closed days before it). Every missed day is reconciled after downtime; a slow run is not
 # doubled up.
@@ -77,7 +69,7 @@ payment_settlements_daily = ap_day.each_business_day(
 
 sensors = [invoice_inbox_sensor, invoice_recovery_sensor, invoices.invoice_feedback_sensor]
 schedules = [
-    invoice_context_refresh_daily,
+    invoices.invoice_context_refresh_daily,
     payment_reconciliation_daily,
     invoice_decision_report_daily,
     payment_settlements_daily,

@@ -27,7 +27,7 @@ from orchestration.verification.delayed_outcomes import build_delayed_outcome_as
 from orchestration.verification.outcome_checks import ActedOnTwice, OutcomeCheck, Reconcile, Verdict
 from orchestration.verification.outcome_reconciliation import EventRecord, reconcile_batch_with_targets
 from resources.defaults import env_or_none
-from sensors.workflow_triggers import batch_sensors
+from sensors.workflow_triggers import batch_sensors, context_refresh
 
 NAME, EVENTS, STEPS = "tickets", [context.CREATED, context.UPDATED], ("assign", "set_priority", "send_reply")
 ACTING = ("route", "route_and_reply")
@@ -136,8 +136,13 @@ reopens = build_delayed_outcome_asset("ticket_reopens", NAME, [batch.actions], r
 hooks = ReviewHooks.from_actions(EVENTS, ACTING, ACTIONS, executor)
 # Two runs in flight, as many as the machine has cores (more only contend: benchmarks/daemon_path.py).
 policy = BatchPolicy(max_events=500, max_wait_seconds=5.0, max_in_flight=2)
-# ticket_inbox_sensor (ticket_context_refresh_job, made for the context assets, runs first) and ticket_recovery_sensor
-sensors = batch_sensors(steps, batch.job, policy, sagas=hooks, bootstrap_assets=context_assets)
+# The CRM snapshot and the article index, refreshed daily (05:00 UTC: the support team declares no time zone of its own).
+what = "the CRM snapshot and the help-centre index"
+refresh_job, refresh_daily = context_refresh(NAME, "ticket", context_assets, "UTC", "0 5 * * *", what)
+# ticket_inbox_sensor (the context refresh first, until it has run once) and ticket_recovery_sensor
+sensors = batch_sensors(
+    steps, batch.job, policy, sagas=hooks, bootstrap_job=refresh_job, bootstrap_assets=context_assets
+)
 
 workflow = Workflow(
     name=NAME,
@@ -145,8 +150,9 @@ workflow = Workflow(
     register_payloads=context.register,
     assets=[inbox, *context_assets, *batch.assets, reopens, *feedback.assets],
     asset_checks=checks,
-    jobs=[batch.job, feedback.job],
+    jobs=[batch.job, refresh_job, feedback.job],
     sensors=[*sensors, feedback.sensor],
+    schedules=[refresh_daily],
     resources={"tickets": TicketSystems(url=env_or_none("BOSUN_TICKETS_DATABASE_URL"))},
     sagas=hooks,
     reviews=hooks,

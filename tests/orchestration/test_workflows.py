@@ -3,6 +3,7 @@
 import sys
 import textwrap
 
+import dagster as dg
 import pytest
 
 from orchestration.core.workflows import Workflow, discover, payload_registry, select
@@ -71,10 +72,11 @@ def test_the_shipped_location_derives_its_registries_from_the_declarations():
         select(definitions.workflows, "nope", "demo")
 
 
-def test_every_shipped_workflow_recovers_its_batches_and_starts_its_feedback_loop():
+def test_every_shipped_workflow_recovers_its_batches_and_keeps_its_loops_running():
     """Each batch job has an inbox sensor that launches it and a recovery sensor that re-runs it
     (sensors/workflow_triggers.py's `batch_sensors`): no workflow's events stay received after
-    its run dies. Each feedback job has the sensor that starts it (`feedback_triggers`)."""
+    its run dies. Each feedback job has the sensor that starts it (`feedback_triggers`), each
+    context refresh a daily schedule (`context_refresh`): no snapshot ages for want of a trigger."""
     from orchestration import definitions
 
     defs = definitions.build_definitions()
@@ -89,3 +91,9 @@ def test_every_shipped_workflow_recovers_its_batches_and_starts_its_feedback_loo
         for job in [j.name for j in wf.jobs if j.name.endswith("_feedback_job")]:
             sensor = defs.resolve_sensor_def(job.replace("_job", "_sensor"))
             assert [t.job_name for t in sensor.targets] == [job]
+        # What an inbox sensor runs besides the batch is its context refresh: it has a daily schedule.
+        for prefix in {j.removesuffix("_batch_job") for j in batch_jobs}:
+            inbox = defs.resolve_sensor_def(f"{prefix}_inbox_sensor")
+            for job in [t.job_name for t in inbox.targets if not t.job_name.endswith("_batch_job")]:
+                schedule = defs.resolve_schedule_def(job.replace("_job", "_daily"))
+                assert schedule.job_name == job and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
