@@ -5,7 +5,7 @@ guardrails, the calibrator, the invoice's confidence factors) and `more_context`
 and the policies read again for an invoice the loop is unsure of)."""
 
 from functools import lru_cache
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 from assets.invoices.confidence import factors
 from assets.invoices.erp import ERPResource
@@ -18,7 +18,7 @@ from orchestration.core.batch_assets import StepCall
 from orchestration.decision.batch import DecisionSpec, decide_batch, env_limit_overrides
 from orchestration.decision.confidence import Calibrator, Thresholds
 from orchestration.decision.llm_ledger import LLMLedger
-from orchestration.decision.loop import LoopBounds, PassRequest
+from orchestration.decision.loop import LoopBounds
 from orchestration.decision.prompts import Prompt
 from orchestration.decision.routing import RoutingPolicy
 from resources.chat_model import ChatModel
@@ -32,10 +32,6 @@ def invoice_policy() -> Policy:
     return load_policy(WORKFLOW)
 
 
-def thresholds(policy: Policy) -> Thresholds:
-    return Thresholds(act=policy.confidence_threshold, ask=ASK_FOR_CONTEXT_THRESHOLD)
-
-
 def calibrator_path(local_model: LocalModel):
     return local_model.artifact_path(f"{MODEL_NAME}-calibrator")
 
@@ -46,7 +42,7 @@ def decision_spec(policy: Optional[Policy] = None, bounds: LoopBounds = DECISION
     policy = policy or invoice_policy()
     return DecisionSpec(
         policy=policy,
-        thresholds=thresholds(policy),
+        thresholds=Thresholds(act=policy.confidence_threshold, ask=ASK_FOR_CONTEXT_THRESHOLD),
         bounds=bounds,
         acting={"approve"},
         factors=factors,
@@ -54,19 +50,6 @@ def decision_spec(policy: Optional[Policy] = None, bounds: LoopBounds = DECISION
         # BOSUN_INVOICES_GUARDRAIL_LIMITS may tighten the policy's dynamic limits, never loosen them.
         limit_overrides=env_limit_overrides(WORKFLOW),
     )
-
-
-def decide_contexts(
-    contexts: list[dict],
-    reason: Callable[[Sequence[PassRequest]], Sequence[Optional[dict]]],
-    read_more: Callable[[Sequence[dict], Sequence[dict]], Sequence[Optional[dict]]],
-    calibrator: Optional[Calibrator] = None,
-    policy: Optional[Policy] = None,
-    bounds: LoopBounds = DECISION_LOOP,
-    seconds: Optional[dict[str, float]] = None,
-) -> list[dict]:
-    """The engine's decision loop over a batch's contexts with the invoice's hooks."""
-    return decide_batch(contexts, reason, decision_spec(policy, bounds), calibrator, read_more, seconds)
 
 
 def decide(
@@ -81,12 +64,16 @@ def decide(
     sources: Optional[ContextSources] = None,
     prompt: Optional[Prompt] = None,
     counter: Optional[TokenCounter] = None,
+    seconds: Optional[dict[str, float]] = None,
+    reasoner: Optional[Reasoner] = None,
 ) -> list[dict]:
-    """Decide a batch: without `erp` a low-confidence invoice's sources are not re-read,
-    without `index` its policies are not (benchmarks, replay)."""
-    reasoner = Reasoner(local_model, llm, ledger, routing, prompt)
+    """Decide a batch with the engine's decision loop and the invoice's hooks: without `erp`
+    a low-confidence invoice's sources are not re-read, without `index` its policies are not
+    (benchmarks, replay)."""
+    reasoner = reasoner or Reasoner(local_model, llm, ledger, routing, prompt)
     calibrator = calibrator or Calibrator.load(calibrator_path(local_model))
-    return decide_contexts(contexts, reasoner.reason, more_context(index, erp, sources, counter), calibrator)
+    more = more_context(index, erp, sources, counter)
+    return decide_batch(contexts, reasoner.reason, decision_spec(), calibrator, more, seconds)
 
 
 # ---- the batch step ------------------------------------------------------------------
@@ -102,13 +89,18 @@ def decide_step(call: StepCall, contexts: list[dict], seconds: dict) -> list[dic
     # The broader search builds its own index from the documents (milliseconds for a policy
     # set), and only when a decision asks: loading the policy_index asset into every batch
     # run would cost more than the rare re-read.
-    more = more_context(
-        lambda: PolicyIndex(r["policy_documents"].load()),
-        r["erp"],
-        r["context_sources"],
-        counter_for(reader_model(r["llm"])),
+    decisions = decide(
+        contexts,
+        r["local_model"],
+        r["llm"],
+        index=lambda: PolicyIndex(r["policy_documents"].load()),
+        calibrator=calibrator,
+        erp=r["erp"],
+        sources=r["context_sources"],
+        counter=counter_for(reader_model(r["llm"])),
+        seconds=seconds,
+        reasoner=reasoner,
     )
-    decisions = decide_contexts(contexts, reasoner.reason, more, calibrator, seconds=seconds)
     call.metadata.update({**reasoner.figures(), "calibrator_version": calibrator.version})
     return decisions
 

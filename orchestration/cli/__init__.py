@@ -100,22 +100,22 @@ def cmd_sample_data(args) -> int:
     return 0
 
 
+def demo_overridden(environ) -> list[str]:
+    """What the demo ignores unless told to keep it: it is self-contained, so every database
+    (Bosun's and each workflow's target systems, whatever the workflow calls its
+    `BOSUN_*_DATABASE_URL`), the models, the sample and the policies are its home's."""
+    databases = [v for v in environ if v.startswith("BOSUN_") and v.endswith("_DATABASE_URL")]
+    return sorted({*databases, "BOSUN_DATABASE_URL", "BOSUN_MODEL_DIR", "BOSUN_SAMPLE_DIR", "BOSUN_POLICY_DIR"})
+
+
 def cmd_demo(args) -> int:
     import tempfile
 
     home = Path(args.home or tempfile.mkdtemp(prefix="bosun-demo-")).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    # The demo is self-contained: its own database, models and sample unless told otherwise.
     os.environ["BOSUN_HOME"] = str(home)
-    for var in (
-        "BOSUN_DATABASE_URL",
-        "BOSUN_ERP_DATABASE_URL",
-        "BOSUN_OUTBOX_DATABASE_URL",
-        "BOSUN_MODEL_DIR",
-        "BOSUN_SAMPLE_DIR",
-        "BOSUN_POLICY_DIR",
-    ):
-        if not args.keep_env:
+    if not args.keep_env:
+        for var in demo_overridden(os.environ):
             os.environ.pop(var, None)
     defs = _defs()
     chosen = _with_sample(args.workflow, "demo")

@@ -244,6 +244,23 @@ def test_every_light_command_keeps_stdout_json_and_errors_on_stderr(demo, tmp_pa
         assert all(line.startswith("BOSUN_AUDIT_KEY is not set") for line in proc.stderr.splitlines()), proc.stderr
 
 
+def test_the_demo_ignores_every_workflows_production_database():
+    """`bosun demo` is self-contained: a deployment's target systems (each workflow names its
+    own `BOSUN_*_DATABASE_URL`) are never seeded with sample data, whichever workflow it is."""
+    from orchestration.cli import demo_overridden
+
+    environ = {
+        "BOSUN_TICKETS_DATABASE_URL": "postgresql+psycopg2://prod/helpdesk",
+        "BOSUN_ERP_DATABASE_URL": "postgresql+psycopg2://prod/erp",
+        "BOSUN_ORDERS_DATABASE_URL": "postgresql+psycopg2://prod/shop",
+        "BOSUN_LLM_MODEL": "gpt-4o-mini",
+    }
+    dropped = demo_overridden(environ)
+    assert {"BOSUN_TICKETS_DATABASE_URL", "BOSUN_ERP_DATABASE_URL", "BOSUN_ORDERS_DATABASE_URL"} <= set(dropped)
+    assert {"BOSUN_DATABASE_URL", "BOSUN_MODEL_DIR", "BOSUN_SAMPLE_DIR"} <= set(dropped)
+    assert "BOSUN_LLM_MODEL" not in dropped
+
+
 def test_status_and_version_need_no_code_location(bosun_home):
     # The import check `bosun status` is fast because of: neither Dagster nor scikit-learn is loaded.
     probe = (

@@ -77,10 +77,11 @@ def index(tmp_path_factory):
 
 
 def _decide(context, model, index):
-    from assets.invoices.decisions import decide_contexts
+    from assets.invoices.decisions import decision_spec
     from assets.invoices.more_context import more_context
+    from orchestration.decision.batch import decide_batch
 
-    [decision] = decide_contexts([context], model, more_context(index))
+    [decision] = decide_batch([context], model, decision_spec(), None, more_context(index))
     return decision
 
 
