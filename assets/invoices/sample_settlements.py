@@ -16,6 +16,7 @@ from datetime import datetime, time, timedelta
 from assets.invoices.erp import ERPResource
 from assets.invoices.settlements import FAILING, FEED, evaluate
 from orchestration.core import clock
+from orchestration.trigger import sample_stream as stream
 from orchestration.verification.daily_checks import aware
 
 TZ = FEED.tz  # the bank reports in the accounts-payable team's days, as the check judges them
@@ -25,19 +26,10 @@ FAILURE_REASONS = ("account closed", "invalid IBAN", "beneficiary bank rejected"
 RETURN_REASONS = ("beneficiary unknown", "duplicate payment returned")
 
 
-def _fate(rng: random.Random) -> str:
-    x, acc = rng.random(), 0.0
-    for fate, share in FATES:
-        acc += share
-        if x < acc:
-            return fate
-    return FATES[-1][0]
-
-
 def reports_for(payment: dict, seed: int) -> tuple[str, list[dict]]:
     """(fate, the feed rows the bank will report for this payment, dated)."""
     rng = random.Random(f"{seed}:{payment['idempotency_key']}")
-    fate = _fate(rng)
+    fate = stream.draw_case(rng, FATES, "silent")  # one uniform draw decides
     due = datetime.combine(payment["due_on"], time(10), tzinfo=TZ) + timedelta(minutes=rng.randint(0, 360))
     # The bank needs a few minutes at least (and `bosun dev` shows settlements soon).
     earliest = aware(payment["scheduled_at"]) + timedelta(minutes=5)
