@@ -32,16 +32,18 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import dagster as dg
-import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardrails.input_guards import redact_pii
 from orchestration.core import clock, settings
 from resources.env import resolved
+
+if TYPE_CHECKING:  # imported when a webhook is sent: the code location and run workers load without it
+    import httpx
 
 KEY_HEADER = "X-Bosun-Idempotency-Key"
 ATTEMPT_HEADER = "X-Bosun-Attempt"
@@ -447,6 +449,8 @@ class WebhookChannel:
         # One client (connection pool, TLS context) per channel: building one per request
         # costs ~0.3 s of certificate loading.
         if self._client is None:
+            import httpx
+
             self._client = httpx.Client(timeout=self.timeout_s)
         return self._client
 
@@ -482,6 +486,8 @@ class WebhookChannel:
         return result
 
     def _post(self, msg: OutgoingMessage, body: bytes) -> ChannelResult:
+        import httpx
+
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": msg.key,

@@ -11,7 +11,6 @@ import json
 import logging
 
 import dagster as dg
-import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from resources.env import resolved
@@ -74,6 +73,8 @@ class WebhookNotifier(Notifier):
                 self._post(url, alert)
 
     def _post(self, url: str, alert: dict) -> None:
+        import httpx  # only a send needs it: the code location and run workers load without it (~5 MiB, 0.1 s)
+
         try:
             resp = httpx.post(url, json=alert, timeout=self.timeout_s)
         # `from None`: httpx errors name the request URL, which may hold a token.
