@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import holidays
+if TYPE_CHECKING:  # imported when a schedule asks about a day: run workers load without it
+    import holidays
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class BusinessCalendar:
 
     @cached_property
     def _holidays(self) -> holidays.HolidayBase:
+        import holidays
+
         return holidays.country_holidays(self.country, subdiv=self.subdivision)
 
     def closed_because(self, day: date) -> str | None:

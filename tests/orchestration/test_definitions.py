@@ -82,9 +82,10 @@ def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path):
 # Loaded when a step runs, never by loading the code location: the code server (its RSS),
 # `dagster definitions validate` and every run worker load it, and defining the assets needs
 # none of them (~0.65 s and ~70 MiB together).
-# The data libraries, and the HTTP client (with the rich and pygments its CLI pulls in, ~7 MiB
-# per process): only a webhook send needs it, never the code location or a batch run.
-HEAVY = ("pandas", "numpy", "scipy", "bm25s", "sklearn", "httpx")
+# The data libraries, the HTTP client (with the rich and pygments its CLI pulls in, ~7 MiB per
+# process: only a webhook send needs it) and the holiday tables (~3 MiB: only a schedule's tick
+# asks about a day), none of which the code location or a batch run needs to load.
+HEAVY = ("pandas", "numpy", "scipy", "bm25s", "sklearn", "httpx", "holidays")
 
 # Run in a fresh interpreter: records which of the repository's lines first imported each
 # heavy module (a library such as joblib may import numpy on its behalf).
