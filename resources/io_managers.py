@@ -4,10 +4,11 @@
   (orchestration/core/stored_values.py), so a run on any machine reads what another produced.
 - `bosun_in_run_io_manager`: a batch run's own values (the context, the decisions, the
   payment plan), handed from step to step in memory (`InRunMemoryIOManager`) and released when
-  the run's steps are done, while batch jobs run in-process (the default). With `BOSUN_RUN_EXECUTOR=celery` a step may run on
-  another worker, on another machine: `in_run_io_manager()` then binds the key to
-  `RunValuesIOManager`, the same database rows as `DatabaseIOManager`, filed under the run's
-  batch so that the audit's retention prunes them (orchestration/core/executors.py).
+  the run's steps are done, while batch jobs run in-process (the default). With
+  `BOSUN_RUN_EXECUTOR=celery` a step may run on another worker, on another machine:
+  `in_run_io_manager()` then binds the key to `RunValuesIOManager`, the same database rows as
+  `DatabaseIOManager`, filed under the run's batch so that the audit's retention prunes them
+  (orchestration/core/executors.py).
 """
 
 from __future__ import annotations

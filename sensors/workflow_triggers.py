@@ -4,10 +4,12 @@ The inbox sensor follows from the batch a workflow declares (`BatchSteps`: its p
 types, partitions and inbox) and its batch policy; its name is `<prefix>_inbox_sensor`, as the
 batch job is `<prefix>_batch_job`. So does its recovery sensor (`<prefix>_recovery_sensor`):
 every workflow with a batch gets both from `batch_sensors`, so no workflow's events can stay
-`received` after a run dies because its author forgot the second sensor. A workflow's schedules tick in its team's day (`Workday`: the
-time zone and the business calendar, declared once): a daily job every day, and a check over a
-partitioned day on each business day, the previous day's partition (closed days with the next
-business day, every missed day after downtime, never two runs of the job at once).
+`received` after a run dies because its author forgot the second sensor. Its context refresh
+comes with a daily schedule (`context_refresh`). A workflow's schedules tick in its team's day
+(`Workday`: the time zone and the business calendar, declared once): a daily job every day,
+and a check over a partitioned day on each business day, the previous day's partition (closed
+days with the next business day, every missed day after downtime, never two runs of the job at
+once).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import dagster as dg
 
 from orchestration.core.batch_assets import PREVIEW_TAG, BatchSteps
-from orchestration.core.workflows import asset_job
+from orchestration.core.workflows import SagaHooks, asset_job
 from orchestration.trigger.batching import BatchPolicy, env_batch_policy
 from orchestration.trigger.calendar import BusinessCalendar
 from orchestration.trigger.recovery import RecoveryPolicy, SagaRecovery
@@ -57,7 +59,7 @@ def recovery_sensor(
     steps: BatchSteps,
     batch_job: NamedJob,
     policy: RecoveryPolicy = RecoveryPolicy(),
-    sagas: Optional[Any] = None,
+    sagas: Optional[SagaHooks] = None,
     saga_stale_after_s: float = 300.0,
 ) -> dg.SensorDefinition:
     """`<prefix>_recovery_sensor` (sensors/recovery.py): a batch whose run died, crashed or failed
@@ -86,7 +88,7 @@ def batch_sensors(
     batch_job: NamedJob,
     policy: BatchPolicy,
     recovery: RecoveryPolicy = RecoveryPolicy(),
-    sagas: Optional[Any] = None,
+    sagas: Optional[SagaHooks] = None,
     **inbox: Any,
 ) -> list[dg.SensorDefinition]:
     """The sensors every batch workflow runs: its inbox sensor (`inbox`: `inbox_sensor`'s

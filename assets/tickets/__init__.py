@@ -136,7 +136,8 @@ reopens = build_delayed_outcome_asset("ticket_reopens", NAME, [batch.actions], r
 hooks = ReviewHooks.from_actions(EVENTS, ACTING, ACTIONS, executor)
 # Two runs in flight, as many as the machine has cores (more only contend: benchmarks/daemon_path.py).
 policy = BatchPolicy(max_events=500, max_wait_seconds=5.0, max_in_flight=2)
-# The CRM snapshot and the article index, refreshed daily (05:00 UTC: the support team declares no time zone of its own).
+# The CRM snapshot and the article index, refreshed daily at 05:00 UTC (the support team
+# declares no time zone of its own).
 what = "the CRM snapshot and the help-centre index"
 refresh_job, refresh_daily = context_refresh(NAME, "ticket", context_assets, "UTC", "0 5 * * *", what)
 # ticket_inbox_sensor (the context refresh first, until it has run once) and ticket_recovery_sensor
