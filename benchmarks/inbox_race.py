@@ -240,8 +240,10 @@ def sensor_and_runs(url: str, args, instance) -> dict:
             time.sleep(0.02)
             continue
         writing = writers.alive()
-        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-        result = sensor(ctx)
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        ) as ctx:
+            result = sensor(ctx)
         ticks += 1
         if isinstance(result, dg.SensorResult) and result.run_requests:
             cursor = result.cursor or cursor

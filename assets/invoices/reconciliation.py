@@ -1,6 +1,7 @@
 """Daily reconciliation: the ledger entries posted on a day against the payments scheduled that day."""
 
 from collections import defaultdict
+from datetime import timezone
 from decimal import Decimal
 
 import dagster as dg
@@ -18,6 +19,9 @@ reconciliation_days = days("Europe/Berlin")
 
 def _live(erp: ERPResource, table, stamp, live: str, start, end) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = defaultdict(Decimal)
+    # The ERP stamps in UTC, and SQLite compares the stored text: a Berlin day's bounds compared
+    # as Berlin wall time would give the hour after midnight to the day before.
+    start, end = start.astimezone(timezone.utc), end.astimezone(timezone.utc)
     q = sa.select(table.c.invoice_id, table.c.amount).where(table.c.status == live, stamp >= start, stamp < end)
     with erp.engine.connect() as conn:
         for invoice_id, amount in conn.execute(q):

@@ -9,8 +9,8 @@ from assets.invoices.jobs import invoice_feedback_sensor
 
 
 def _tick(instance, defs, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-    return invoice_feedback_sensor.evaluate_tick(ctx)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as ctx:
+        return invoice_feedback_sensor.evaluate_tick(ctx)
 
 
 def _review(defs, n, start=0):

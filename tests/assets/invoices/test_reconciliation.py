@@ -27,18 +27,20 @@ def _row(key, invoice, amount, at, status, stamp):
 def test_a_day_with_a_ledger_entry_but_no_payment_fails_its_check(tmp_path):
     erp = ERPResource(url=f"sqlite:///{tmp_path / 'erp.db'}")
     day = datetime(2026, 11, 9, 23, 30, tzinfo=BERLIN)  # late evening in Berlin, still the 9th
+    utc = lambda at: at.astimezone(timezone.utc)  # noqa: E731  (the ERP stamps in UTC)
     with erp.engine.begin() as conn:
         conn.execute(
             ledger_entries.insert(),
             [
-                _row("l1", "INV-1", "100.00", day, "posted", "posted_at"),
-                _row("l2", "INV-2", "50.00", day, "posted", "posted_at"),
-                _row("l3", "INV-3", "70.00", day + timedelta(hours=1), "posted", "posted_at"),
+                _row("l1", "INV-1", "100.00", utc(day), "posted", "posted_at"),
+                _row("l2", "INV-2", "50.00", utc(day), "posted", "posted_at"),
+                # 00:30 in Berlin, the 10th, though still the 9th in UTC.
+                _row("l3", "INV-3", "70.00", utc(day + timedelta(hours=1)), "posted", "posted_at"),
             ],
-        )  # the 10th
+        )
         conn.execute(
             payments.insert(),
-            [_row("p1", "INV-1", "100.00", day.astimezone(timezone.utc), "scheduled", "scheduled_at")],
+            [_row("p1", "INV-1", "100.00", utc(day), "scheduled", "scheduled_at")],
         )
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = dg.materialize(
