@@ -3,23 +3,18 @@
 - `io_manager` (every asset's default): `DatabaseIOManager`, the value in Bosun's database
   (orchestration/core/stored_values.py), so a run on any machine reads what another produced.
 - `bosun_in_run_io_manager`: a batch run's own values (the context, the decisions, the
-  payment plan), handed from step to step in memory (`InRunMemoryIOManager`) and released when
-  the run's steps are done, while batch jobs run in-process (the default). With
-  `BOSUN_RUN_EXECUTOR=celery` a step may run on another worker, on another machine:
-  `in_run_io_manager()` then binds the key to `RunValuesIOManager`, the same database rows as
-  `DatabaseIOManager`, filed under the run's batch so that the audit's retention prunes them
-  (orchestration/core/executors.py).
+  payment plan), handed from step to step in memory and gone when the run ends, while batch
+  jobs run in-process (the default). With `BOSUN_RUN_EXECUTOR=celery` a step may run on
+  another worker, on another machine: `in_run_io_manager()` then binds the key to
+  `RunValuesIOManager`, the same database rows as `DatabaseIOManager`, filed under the run's
+  batch so that the audit's retention prunes them (orchestration/core/executors.py).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
-from typing import Any, Optional
+from typing import Optional
 
 import dagster as dg
-from pydantic import PrivateAttr
 
 from orchestration.core import settings
 from orchestration.core.executors import steps_leave_the_process
@@ -79,42 +74,9 @@ class RunValuesIOManager(DatabaseIOManager):
         return self._store().get("/".join(context.upstream_output.get_identifier()), context.partition_key)
 
 
-class InRunMemoryIOManager(dg.ConfigurableIOManager):
-    """A run's values in its process's memory, as `dg.mem_io_manager` keeps them, released when
-    the run's steps are done (the resource's teardown, before Dagster reports the run finished)
-    rather than when the process exits, and the freed pages handed back to the system.
-
-    Why: the run queue starts the next batch's worker as soon as this run is reported finished,
-    while this worker would still hold its batch (~200 MiB at 5,000 invoices) until it exits;
-    for that moment two batches' memory overlapped (benchmarks/daemon_path.py, peak RSS)."""
-
-    _values: dict[tuple, Any] = PrivateAttr(default_factory=dict)
-
-    def handle_output(self, context: dg.OutputContext, obj) -> None:
-        self._values[tuple(context.get_identifier())] = obj
-
-    def load_input(self, context: dg.InputContext):
-        return self._values[tuple(context.get_identifier())]
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self._values.clear()
-        gc.collect()
-        release_free_memory()
-
-
-def release_free_memory() -> None:
-    """Hand the C allocator's free pages back to the system (glibc's malloc_trim): Python's
-    freed objects otherwise stay in the process's resident memory. A no-op elsewhere."""
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # no libc by that name, or not glibc (macOS, musl)
-        pass
-
-
 def in_run_io_manager(url: Optional[str] = None):
     """What `IN_RUN_IO_MANAGER` is bound to: memory while a run's steps share one process (the
     default), Bosun's database when they may not (`BOSUN_RUN_EXECUTOR=celery`)."""
     if steps_leave_the_process():
         return RunValuesIOManager(url=url)
-    return InRunMemoryIOManager()
+    return dg.mem_io_manager

@@ -15,7 +15,7 @@ import pytest
 from orchestration.core import clock, settings
 from orchestration.core.executors import batch_executor, steps_leave_the_process
 from orchestration.core.stored_values import StoredValues
-from resources.io_managers import IN_RUN_IO_MANAGER, InRunMemoryIOManager, RunValuesIOManager, in_run_io_manager
+from resources.io_managers import IN_RUN_IO_MANAGER, RunValuesIOManager, in_run_io_manager
 
 BATCHES = dg.StaticPartitionsDefinition(["1-50"])
 
@@ -45,51 +45,7 @@ def test_default_is_in_process_and_in_memory(monkeypatch):
     monkeypatch.delenv("BOSUN_RUN_EXECUTOR", raising=False)
     assert batch_executor() is dg.in_process_executor
     assert not steps_leave_the_process()
-    assert isinstance(in_run_io_manager(), InRunMemoryIOManager)
-
-
-class _Batch:
-    """A step's value that notes, when it is freed, whether its run was already reported finished."""
-
-    freed_after: list[str] = []
-
-    def __init__(self, instance: dg.DagsterInstance, run_id: str):
-        self.instance, self.run_id = instance, run_id
-
-    def __del__(self):
-        ended = [
-            r.event_log_entry.dagster_event.event_type_value
-            for r in self.instance.get_records_for_run(self.run_id).records
-            if r.event_log_entry.is_dagster_event
-            and r.event_log_entry.dagster_event.event_type_value in ("PIPELINE_SUCCESS", "RUN_SUCCESS")
-        ]
-        _Batch.freed_after.append("finished" if ended else "running")
-
-
-@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
-def hold(context: dg.OpExecutionContext) -> _Batch:
-    return _Batch(context.instance, context.run_id)
-
-
-@dg.op(out=dg.Out(io_manager_key=IN_RUN_IO_MANAGER))
-def read(batch: _Batch) -> int:
-    return 1
-
-
-@dg.job(resource_defs={IN_RUN_IO_MANAGER: InRunMemoryIOManager()}, executor_def=dg.in_process_executor)
-def holding_job():
-    read(hold())
-
-
-def test_a_runs_values_are_released_before_the_run_is_reported_finished(tmp_path):
-    """The next batch's worker starts once this run is reported finished: by then this worker's
-    values are gone (InRunMemoryIOManager's teardown), not held until its process exits. Run as
-    a run worker runs it (execute_in_process would keep the outputs for its result)."""
-    _Batch.freed_after.clear()
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        with dg.execute_job(dg.reconstructable(holding_job), instance=instance) as result:
-            assert result.success
-    assert _Batch.freed_after == ["running"]
+    assert in_run_io_manager() is dg.mem_io_manager
 
 
 def test_celery_is_configured_from_the_environment(monkeypatch):
