@@ -59,22 +59,17 @@ def build_inbox_batch_sensor(
     inbox_asset: Optional[dg.AssetKey] = None,
 ) -> dg.SensorDefinition:
     """`bootstrap_job` materializes `bootstrap_assets` (the context the batches read) when
-    they have never been materialized; batches wait until it has. Without one, a job for
-    `bootstrap_assets` is made (`<workflow>_context_refresh_job`). `missing_prerequisite`
+    they have never been materialized; batches wait until it has (`bootstrap_assets` without a
+    `bootstrap_job` is refused). `missing_prerequisite`
     says what the bootstrap lacks (None when nothing, e.g. no sample data yet): while it
     answers, the tick skips with that answer instead of launching a run that can only fail.
     `inbox_asset` (the workflow's inbox in the lineage) gets an observation at every cut:
     the batches, the events they hold, the backlog and the cursor."""
     bootstrap_keys = [k for a in bootstrap_assets for k in a.keys]
     if bootstrap_job is None and bootstrap_keys:
-        # A workflow that names its context assets but no job for them gets one: a batch run
-        # before its context exists can only fail (and, run again and again, dead-letter its events).
-        bootstrap_job = dg.define_asset_job(
-            f"{name.removesuffix('_inbox_sensor')}_context_refresh_job",
-            selection=dg.AssetSelection.assets(*bootstrap_keys),
-            description="Materializes the context assets the batches read; the inbox sensor runs it "
-            "when they have never been materialized.",
-        )
+        # The job comes with its daily schedule from `context_refresh` (sensors/workflow_triggers.py):
+        # a job made here would run once, at bootstrap, and let the context age after it.
+        raise ValueError(f"{name}: context assets need their refresh job (sensors.workflow_triggers.context_refresh)")
 
     @dg.sensor(
         name=name,

@@ -43,8 +43,8 @@ def test_first_tick_bootstraps_the_context_assets(bosun_home, tmp_path):
 
 
 def test_a_workflow_without_a_refresh_job_of_its_own_gets_one_for_its_context_assets(bosun_home, tmp_path):
-    """The ticket workflow names its context assets and no job: the sensor's first tick runs the
-    job made for them, and batches wait for it (a batch before its CRM snapshot can only fail)."""
+    """The ticket workflow's context assets get their refresh job from `context_refresh`: the
+    sensor's first tick runs it, and batches wait for it (a batch before its CRM snapshot can only fail)."""
     from assets.tickets import context_assets as ticket_context
     from orchestration.definitions import build_definitions
 
